@@ -1,0 +1,65 @@
+//! `berth image ls`: the images in the store.
+
+use serde::Serialize;
+
+use crate::Context;
+use crate::output::{OutputFormat, human_bytes, print_json, print_table};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// table for people, json for programs.
+    #[arg(long, short, value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    name: String,
+    digest: String,
+    id: String,
+    /// Compressed size of config and layers, as stored.
+    size: u64,
+    layers: usize,
+    created: Option<String>,
+    architecture: String,
+    os: String,
+}
+
+pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    let store = super::open_store(ctx)?;
+    let mut rows = Vec::new();
+    for record in store.list()? {
+        let image = store.load_image(record.name, record.descriptor)?;
+        let size = image.manifest.config().size()
+            + image.manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+        rows.push(Row {
+            id: image.short_id().to_string(),
+            digest: image.digest().to_string(),
+            layers: image.manifest.layers().len(),
+            created: image.config.created().clone(),
+            architecture: image.config.architecture().to_string(),
+            os: image.config.os().to_string(),
+            name: image.name,
+            size,
+        });
+    }
+    match args.output {
+        OutputFormat::Json => print_json(&rows),
+        OutputFormat::Table => {
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.name.clone(),
+                        r.id.clone(),
+                        r.layers.to_string(),
+                        human_bytes(r.size),
+                        r.created.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(&["NAME", "ID", "LAYERS", "SIZE", "CREATED"], &table);
+            Ok(())
+        }
+    }
+}

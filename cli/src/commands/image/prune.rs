@@ -1,0 +1,35 @@
+//! `berth image prune`: delete what no image refers to.
+
+use std::collections::BTreeSet;
+
+use crate::Context;
+use crate::output::{OutputFormat, human_bytes, print_json};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long, short, value_enum, default_value_t)]
+    output: OutputFormat,
+}
+
+pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    let store = super::open_store(ctx)?;
+    let report = store.prune(&BTreeSet::new())?;
+    match args.output {
+        OutputFormat::Json => print_json(&report),
+        OutputFormat::Table => {
+            for blob in &report.blobs_removed {
+                println!("deleted blob  {blob}");
+            }
+            for layer in &report.layers_removed {
+                println!("deleted layer {layer}");
+            }
+            println!(
+                "Reclaimed {} ({} blobs, {} layers)",
+                human_bytes(report.bytes_freed),
+                report.blobs_removed.len(),
+                report.layers_removed.len()
+            );
+            Ok(())
+        }
+    }
+}

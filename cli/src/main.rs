@@ -1,0 +1,73 @@
+//! The `berth` command: a thin layer over berth's libraries, one file per subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod output;
+mod progress;
+
+/// berth: containers without a hypervisor, and a small cluster to run them on.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about, propagate_version = true)]
+struct Cli {
+    /// Where images, layers and container state live.
+    #[arg(long, global = true, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth")]
+    data_dir: PathBuf,
+
+    /// Log filter for diagnostics on stderr (e.g. `debug`, `berth_images=trace`).
+    #[arg(long, global = true, env = "BERTH_LOG", default_value = "warn")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage images: import, pull, build, list, inspect, unpack, remove, prune.
+    #[command(subcommand)]
+    Image(commands::image::ImageCommand),
+}
+
+/// What every subcommand gets besides its own arguments.
+#[derive(Debug)]
+pub struct Context {
+    pub data_dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let ctx = Context {
+        data_dir: cli.data_dir,
+    };
+    let result = match cli.command {
+        Command::Image(cmd) => commands::image::run(cmd, &ctx),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the error and its causes, outermost first.
+            eprintln!("berth: {}", chain(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn chain(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        // thiserror messages often embed their source already; do not repeat it.
+        if parts.last().is_none_or(|prev| !prev.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,29 @@
+//! Small filesystem helpers shared by the store, unpacking and snapshots.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::store::{StoreError, io_err};
+
+/// Removes a file or directory tree without following symlinks; returns the bytes it held.
+/// A missing path is not an error.
+pub fn remove_tree(path: &Path) -> Result<u64, StoreError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_err("stat", path)(e)),
+    };
+    if !meta.is_dir() {
+        fs::remove_file(path).map_err(io_err("remove", path))?;
+        return Ok(meta.size());
+    }
+    let mut freed = 0;
+    for entry in fs::read_dir(path).map_err(io_err("list", path))? {
+        let entry = entry.map_err(io_err("list", path))?;
+        freed += remove_tree(&entry.path())?;
+    }
+    fs::remove_dir(path).map_err(io_err("remove directory", path))?;
+    Ok(freed)
+}
