@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# berth's main job, end to end on one machine (run as root on Debian):
+#   1. installs what is missing and builds berth (release);
+#   2. builds a busybox base image from Debian's busybox-static and the sample "hello"
+#      microservice as a second layer on top of it;
+#   3. round-trips the image through an OCI archive made by skopeo (what other tools produce);
+#   4. lists and inspects the images and unpacks the service's root filesystem.
+# The data dir is /var/lib/berth unless BERTH_DATA_DIR says otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== building berth (release)"
+cargo build --release --quiet -p berth-cli
+BERTH="$PWD/target/release/berth"
+export BERTH_DATA_DIR=${BERTH_DATA_DIR:-/var/lib/berth}
+
+WORK=$(mktemp -d /tmp/berth-demo.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+echo "== building busybox:latest from Debian's busybox-static"
+bash scripts/busybox-rootfs.sh "$WORK/base"
+"$BERTH" image build --from-dir "$WORK/base" --tag busybox:latest \
+  --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd /bin/sh
+
+echo "== building hello:v1 (the sample microservice) on top of busybox:latest"
+mkdir -p "$WORK/hello/srv/www" "$WORK/hello/usr/local/bin"
+cp examples/hello/index.html "$WORK/hello/srv/www/"
+install -m 0755 examples/hello/hello-service "$WORK/hello/usr/local/bin/"
+"$BERTH" image build --from-dir "$WORK/hello" --base busybox:latest --tag hello:v1 \
+  --env PORT=8080 --workdir /srv/www --cmd /usr/local/bin/hello-service
+
+echo "== round trip through an oci-archive made by skopeo"
+skopeo copy -q "oci:$BERTH_DATA_DIR/images:hello:v1" "oci-archive:$WORK/hello.tar:hello:v2"
+"$BERTH" image import "$WORK/hello.tar" --tag hello:v2
+
+echo "== berth image ls"
+"$BERTH" image ls
+echo "== berth image inspect hello:v1"
+"$BERTH" image inspect hello:v1 --output table
+echo "== berth image unpack hello:v1"
+"$BERTH" image unpack hello:v1 "$WORK/rootfs"
+ls -l "$WORK/rootfs/usr/local/bin" "$WORK/rootfs/srv/www"
+echo "demo: done"

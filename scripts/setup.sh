@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what berth's build, demo and tests need on a Debian machine (run as root). Idempotent:
+# installs only what is missing, so a second run takes a second.
+set -euo pipefail
+
+# Debian packages: build (protoc for tonic), images (busybox-static as the base of every test
+# image; umoci and skopeo as the reference tools; docker-registry as a real registry), runtimes
+# to compare against, and the tools the benchmarks use.
+PACKAGES=(
+  busybox-static umoci skopeo docker-registry zstd protobuf-compiler
+  crun runc hyperfine jq iproute2 debootstrap
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The docker-registry package starts a registry on :5000 through systemd where systemd runs;
+# berth's tests start their own on loopback ports of their choosing and need no system one.
+
+if ! command -v cargo-nextest >/dev/null && ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi

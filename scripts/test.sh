@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every test berth has, as root on a Debian machine: installs what is missing, checks formatting
+# and lints, builds the workspace, then runs unit, integration and end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test.sh: run as root (the tests create namespaces, cgroups and mounts)" >&2
+  exit 1
+fi
+
+bash scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo build"
+cargo build --workspace --quiet
+echo "== tests"
+profile=default
+[ "${CI:-}" = "true" ] && profile=ci
+cargo nextest run --workspace --profile "$profile" --no-fail-fast
