@@ -1,11 +1,16 @@
 //! berth's OCI image store: import, pull, build and unpack layered OCI images, and prepare
 //! container root filesystems from them.
 
+pub mod build;
 pub mod digest;
 pub mod fsutil;
+pub mod import;
 pub mod progress;
 pub mod reference;
+pub mod snapshot;
+pub mod registry;
 pub mod store;
+pub mod unpack;
 
 pub use reference::Reference;
 pub use store::{Image, ImageRecord, Store, StoreError};

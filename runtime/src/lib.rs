@@ -1,4 +1,23 @@
-//! berth's OCI runtime: runs a bundle (config.json + rootfs) isolated by namespaces and cgroups.
+//! berth's OCI runtime: runs a bundle (config.json + rootfs) isolated by namespaces and cgroups,
+//! as runc does; the `berth-runtime` binary is a thin runc-compatible front end to it.
 //!
-//! The lifecycle (create, start, state, kill, delete) and the `berth-runtime` binary arrive with
-//! issue 3; this crate depends on nothing else of berth's.
+//! This crate depends on nothing else of berth's.
+
+pub mod cgroups;
+pub mod console;
+pub mod container;
+pub mod error;
+pub mod hooks;
+mod init;
+pub mod namespaces;
+pub mod pidfd;
+pub mod process;
+pub mod rootfs;
+pub mod seccomp;
+pub mod spec;
+pub mod state;
+pub mod sync;
+pub mod syscall;
+
+pub use container::{CreateOptions, create, delete, kill, run, start, state};
+pub use error::{Error, Result};

@@ -4,9 +4,12 @@ use clap::Subcommand;
 
 use crate::Context;
 
+mod build;
+mod import;
 mod inspect;
 mod ls;
 mod prune;
+mod pull;
 mod rm;
 
 #[derive(Debug, Subcommand)]
@@ -14,8 +17,14 @@ pub enum ImageCommand {
     /// List images in the store.
     #[command(alias = "list")]
     Ls(ls::Args),
+    /// Build an image with one new layer made from a directory.
+    Build(build::Args),
+    /// Import an OCI image layout, an oci-archive or a docker-archive.
+    Import(import::Args),
     /// Show an image's manifest and config.
     Inspect(inspect::Args),
+    /// Pull an image from a registry.
+    Pull(pull::Args),
     /// Remove image names; blobs stay until `prune`.
     #[command(alias = "remove")]
     Rm(rm::Args),
@@ -26,7 +35,10 @@ pub enum ImageCommand {
 pub fn run(command: ImageCommand, ctx: &Context) -> anyhow::Result<()> {
     match command {
         ImageCommand::Ls(args) => ls::run(args, ctx),
+        ImageCommand::Build(args) => build::run(args, ctx),
+        ImageCommand::Import(args) => import::run(args, ctx),
         ImageCommand::Inspect(args) => inspect::run(args, ctx),
+        ImageCommand::Pull(args) => pull::run(args, ctx),
         ImageCommand::Rm(args) => rm::run(args, ctx),
         ImageCommand::Prune(args) => prune::run(args, ctx),
     }

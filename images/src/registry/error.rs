@@ -1,0 +1,253 @@
+//! What can go wrong pulling from a registry, always naming the registry, repository,
+//! reference and the object (manifest or blob) concerned.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::store::StoreError;
+
+/// The pull an error happened in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub registry: String,
+    pub repository: String,
+    /// The tag or digest asked for.
+    pub reference: String,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let separator = if self.reference.contains(':') {
+            '@'
+        } else {
+            ':'
+        };
+        write!(
+            f,
+            "pulling {}{separator}{} from registry {}",
+            self.repository, self.reference, self.registry
+        )
+    }
+}
+
+/// A registry pull failure.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{target}: {object} not found{}", suffix(message))]
+    NotFound {
+        target: Arc<Target>,
+        object: String,
+        message: Option<String>,
+    },
+    #[error(
+        "{target}: {object}: the registry answered HTTP {status}{}",
+        suffix(message)
+    )]
+    Status {
+        target: Arc<Target>,
+        object: String,
+        status: u16,
+        message: Option<String>,
+    },
+    #[error("{target}: {object}: request to {url} failed")]
+    Transport {
+        target: Arc<Target>,
+        object: String,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{target}: {object}: access denied (HTTP {status}){}", suffix(message))]
+    Unauthorized {
+        target: Arc<Target>,
+        object: String,
+        status: u16,
+        message: Option<String>,
+    },
+    #[error("{target}: the registry requires a user name and password (HTTP basic auth{}) and none were given", realm.as_deref().map(|r| format!(", realm {r:?}")).unwrap_or_default())]
+    CredentialsRequired {
+        target: Arc<Target>,
+        realm: Option<String>,
+    },
+    #[error("{target}: the registry asks for authentication berth does not support ({schemes})")]
+    UnsupportedAuth {
+        target: Arc<Target>,
+        schemes: String,
+    },
+    #[error("{target}: getting a token from {realm} failed: {reason}")]
+    Token {
+        target: Arc<Target>,
+        realm: String,
+        reason: String,
+    },
+    #[error(
+        "{target}: {object} has media type {media_type:?}: docker image manifest schema 1 is \
+         deprecated and not supported (push the image again with a current client)"
+    )]
+    Schema1 {
+        target: Arc<Target>,
+        object: String,
+        media_type: String,
+    },
+    #[error("{target}: {object} has media type {media_type:?}, which is not {expected}")]
+    UnsupportedMediaType {
+        target: Arc<Target>,
+        object: String,
+        media_type: String,
+        expected: &'static str,
+    },
+    #[error(
+        "{target}: {object} does not match its digest: the registry sent content hashing to {actual}, expected {expected} ({expected_from})"
+    )]
+    DigestMismatch {
+        target: Arc<Target>,
+        object: String,
+        // Strings rather than `Digest`s keep the error small enough to return cheaply.
+        expected: String,
+        actual: String,
+        /// Where the expected digest came from: the reference, an index, a header.
+        expected_from: &'static str,
+    },
+    #[error(
+        "{target}: the registry sent or announced {actual} bytes for {object}, but its descriptor says {expected}"
+    )]
+    SizeMismatch {
+        target: Arc<Target>,
+        object: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{target}: {object} is larger than the {limit} bytes allowed for a manifest")]
+    TooLarge {
+        target: Arc<Target>,
+        object: String,
+        limit: u64,
+    },
+    #[error("{target}: {object} is not a valid {kind}: {source}")]
+    InvalidJson {
+        target: Arc<Target>,
+        object: String,
+        kind: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{target}: {object} uses digest {digest}, but berth only stores sha256 content")]
+    UnsupportedDigest {
+        target: Arc<Target>,
+        object: String,
+        digest: String,
+    },
+    #[error("{target}: the index has no manifest for platform {wanted} (it has: {available})")]
+    NoMatchingPlatform {
+        target: Arc<Target>,
+        wanted: String,
+        available: String,
+    },
+    #[error("{target}: {object}: {source}")]
+    Store {
+        target: Arc<Target>,
+        object: String,
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error("{target}: {object}: a background task failed: {reason}")]
+    Task {
+        target: Arc<Target>,
+        object: String,
+        reason: String,
+    },
+    #[error("setting up the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+impl RegistryError {
+    /// True when the registry does not have what was asked for (unknown tag, repository or
+    /// digest), as opposed to failing to answer.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+}
+
+fn suffix(message: &Option<String>) -> String {
+    message
+        .as_deref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default()
+}
+
+/// The `errors` array registries answer failures with (distribution spec "Error Codes").
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub errors: Vec<ErrorEntry>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ErrorEntry {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// Parses an error body; anything that is not the registry JSON gives an empty one.
+    pub fn parse(body: &[u8]) -> Self {
+        serde_json::from_slice(body).unwrap_or_default()
+    }
+
+    /// `CODE: message; CODE: message`, or None when the registry said nothing usable.
+    pub fn summary(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .errors
+            .iter()
+            .map(|e| match (e.code.is_empty(), e.message.is_empty()) {
+                (false, false) => format!("{}: {}", e.code, e.message),
+                (false, true) => e.code.clone(),
+                (true, _) => e.message.clone(),
+            })
+            .filter(|s| !s.is_empty())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
+    /// True when a code says the named thing does not exist.
+    pub fn says_unknown(&self) -> bool {
+        self.errors.iter().any(|e| {
+            matches!(
+                e.code.as_str(),
+                "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" | "BLOB_UNKNOWN"
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_error_bodies_are_summarized() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"nope"}}]}"#;
+        let parsed = ErrorBody::parse(body);
+        assert!(parsed.says_unknown());
+        assert_eq!(
+            parsed.summary().as_deref(),
+            Some("MANIFEST_UNKNOWN: manifest unknown")
+        );
+        assert_eq!(ErrorBody::parse(b"<html>oops</html>").summary(), None);
+    }
+
+    #[test]
+    fn targets_name_registry_repository_and_reference() {
+        let target = Target {
+            registry: "127.0.0.1:5000".into(),
+            repository: "busybox".into(),
+            reference: "1".into(),
+        };
+        assert_eq!(
+            target.to_string(),
+            "pulling busybox:1 from registry 127.0.0.1:5000"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! Crafted OCI layouts, oci-archives and docker-archives for the library's import tests.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A small tar holding one file `name` with `content`.
+pub fn layer_tar(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(1_700_000_000);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder.append_data(&mut header, name, content).unwrap();
+    builder.into_inner().unwrap()
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// A descriptor JSON value.
+pub fn desc(media_type: &str, bytes: &[u8]) -> Value {
+    json!({"mediaType": media_type, "digest": format!("sha256:{}", sha256_hex(bytes)), "size": bytes.len()})
+}
+
+/// An OCI layout being written into a directory.
+pub struct Layout {
+    pub dir: PathBuf,
+    pub entries: Vec<Value>,
+}
+
+/// One crafted image: its manifest bytes and the blobs it refers to.
+pub struct Crafted {
+    pub manifest: Vec<u8>,
+    pub config: Vec<u8>,
+    pub layers: Vec<Vec<u8>>,
+    /// Uncompressed tars, for diff_ids.
+    pub tars: Vec<Vec<u8>>,
+}
+
+impl Crafted {
+    pub fn manifest_digest(&self) -> String {
+        format!("sha256:{}", sha256_hex(&self.manifest))
+    }
+}
+
+/// An image with gzip layers holding one file each, for `arch`.
+pub fn craft_image(arch: &str, files: &[(&str, &[u8])]) -> Crafted {
+    let tars: Vec<Vec<u8>> = files.iter().map(|(n, c)| layer_tar(n, c)).collect();
+    let layers: Vec<Vec<u8>> = tars.iter().map(|t| gzip(t)).collect();
+    let diff_ids: Vec<String> = tars.iter().map(|t| format!("sha256:{}", sha256_hex(t))).collect();
+    let config = serde_json::to_vec(&json!({
+        "architecture": arch, "os": "linux",
+        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": desc("application/vnd.oci.image.config.v1+json", &config),
+        "layers": layers.iter().map(|l| desc("application/vnd.oci.image.layer.v1.tar+gzip", l)).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    Crafted {
+        manifest,
+        config,
+        layers,
+        tars,
+    }
+}
+
+impl Layout {
+    pub fn new(dir: &Path) -> Self {
+        fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        Self {
+            dir: dir.to_path_buf(),
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn blob_path(&self, bytes: &[u8]) -> PathBuf {
+        self.dir.join("blobs/sha256").join(sha256_hex(bytes))
+    }
+
+    pub fn put(&self, bytes: &[u8]) {
+        fs::write(self.blob_path(bytes), bytes).unwrap();
+    }
+
+    pub fn put_image(&self, image: &Crafted) {
+        self.put(&image.manifest);
+        self.put(&image.config);
+        for layer in &image.layers {
+            self.put(layer);
+        }
+    }
+
+    /// Adds an image and an index.json entry for it, named `ref_name` if given.
+    pub fn add(&mut self, image: &Crafted, ref_name: Option<&str>) {
+        self.put_image(image);
+        let mut entry = desc("application/vnd.oci.image.manifest.v1+json", &image.manifest);
+        if let Some(name) = ref_name {
+            entry["annotations"] = json!({"org.opencontainers.image.ref.name": name});
+        }
+        self.entries.push(entry);
+    }
+
+    /// Adds a nested index holding `images` as (image, arch) and names it.
+    pub fn add_multi_platform(&mut self, images: &[(&Crafted, &str)], ref_name: &str) {
+        let manifests: Vec<Value> = images
+            .iter()
+            .map(|(image, arch)| {
+                self.put_image(image);
+                let mut d = desc("application/vnd.oci.image.manifest.v1+json", &image.manifest);
+                d["platform"] = json!({"architecture": arch, "os": "linux"});
+                d
+            })
+            .collect();
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        }))
+        .unwrap();
+        self.put(&index);
+        let mut entry = desc("application/vnd.oci.image.index.v1+json", &index);
+        entry["annotations"] = json!({"org.opencontainers.image.ref.name": ref_name});
+        self.entries.push(entry);
+    }
+
+    /// Writes index.json.
+    pub fn finish(&self) {
+        let index = json!({"schemaVersion": 2, "manifests": self.entries});
+        fs::write(self.dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    }
+}
+
+/// Tars a directory's files (sorted, relative names) into `out`, like an oci-archive.
+pub fn tar_dir(dir: &Path, out: &Path) {
+    let mut builder = tar::Builder::new(fs::File::create(out).unwrap());
+    let mut files = Vec::new();
+    collect(dir, dir, &mut files);
+    files.sort();
+    for relative in files {
+        builder.append_path_with_name(dir.join(&relative), &relative).unwrap();
+    }
+    builder.into_inner().unwrap().sync_all().unwrap();
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect(root, &path, out);
+        } else {
+            out.push(path.strip_prefix(root).unwrap().to_path_buf());
+        }
+    }
+}
+
+/// Writes a tar with the given members in order.
+pub fn write_tar(out: &Path, members: &[(&str, &[u8])]) {
+    let mut builder = tar::Builder::new(fs::File::create(out).unwrap());
+    for (name, content) in members {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder.append_data(&mut header, name, *content).unwrap();
+    }
+    builder.into_inner().unwrap().sync_all().unwrap();
+}
+
+/// Every file left in the store's temp dir.
+pub fn temp_files(data_dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(data_dir.join("tmp"))
+        .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,19 @@
+//! `kill [--all] ID [SIGNAL]`: names (TERM, SIGTERM) and numbers.
+
+use std::path::Path;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Signal every process of the container, not only init.
+    #[arg(short, long)]
+    pub all: bool,
+    pub id: String,
+    #[arg(default_value = "TERM")]
+    pub signal: String,
+}
+
+pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
+    let signal = berth_runtime::container::parse_signal(&args.signal)?;
+    berth_runtime::kill(root, &args.id, signal, args.all)?;
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! `start ID`.
+
+use std::path::Path;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    pub id: String,
+}
+
+pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
+    berth_runtime::start(root, &args.id)?;
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! `berth-runtime`: runc's command line over the berth_runtime library. Errors become one
+//! line on stderr (and a log record with `--log`) and a non-zero exit.
+
+mod commands;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "berth-runtime", version, about = "OCI runtime (runc-compatible command line)")]
+struct Cli {
+    /// Directory holding container state.
+    #[arg(long, global = true, default_value = berth_runtime::state::DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Append log records to this file (stderr when absent).
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Log record format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log debug records too.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Place cgroups through systemd (refused: this runtime manages cgroupfs directly).
+    #[arg(long, global = true)]
+    systemd_cgroup: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a container: set up and waiting for `start`.
+    Create(commands::create::Args),
+    /// Start the process of a created container.
+    Start(commands::start::Args),
+    /// Print the OCI state of a container as JSON.
+    State(commands::state::Args),
+    /// Send a signal to a container's init (or all its processes).
+    Kill(commands::kill::Args),
+    /// Delete a container and its resources.
+    Delete(commands::delete::Args),
+    /// Create, start and wait for a container; exit with its code.
+    Run(commands::run::Args),
+    /// Write a default config.json.
+    Spec(commands::spec::Args),
+    /// List containers.
+    List(commands::list::Args),
+    /// List the processes of a container.
+    Ps(commands::ps::Args),
+    /// Freeze every process of a container.
+    Pause(commands::pause::Args),
+    /// Thaw a paused container.
+    Resume(commands::resume::Args),
+    /// Print resource usage of a container.
+    Events(commands::events::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let logger = logging::Logger::new(cli.log.as_deref(), cli.log_format == LogFormat::Json, cli.debug);
+    let result = if cli.systemd_cgroup {
+        Err(anyhow::anyhow!(
+            "--systemd-cgroup is not supported: berth-runtime manages cgroupfs directly"
+        ))
+    } else {
+        commands::dispatch(&cli.root, cli.command)
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            logger.error(&format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}

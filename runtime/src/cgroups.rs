@@ -1,0 +1,263 @@
+//! The container's cgroup through libcgroups: where it goes, applying the spec's resources,
+//! freezing, usage statistics and removal (leaf and the runtime's own empty parents).
+//!
+//! Path conventions (runc's): an absolute `cgroupsPath` is used as is, relative to the root of
+//! every hierarchy; a relative one goes under the cgroup of the runtime process itself (its
+//! `memory` hierarchy entry on v1, the unified entry on v2); a missing one becomes
+//! `/berth/<id>` at the root of every hierarchy (as crun places them, so that containers started
+//! from different shells do not scatter).
+
+use std::path::{Path, PathBuf};
+
+use libcgroups::common::{
+    AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup, ControllerOpt, FreezerState,
+};
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+
+use crate::error::{Error, Result};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Parent of the default cgroups; removed again when it is empty.
+pub const DEFAULT_PARENT: &str = "/berth";
+
+/// The container's cgroup path relative to each hierarchy's root (always absolute).
+pub fn cgroup_path(spec: &Spec, id: &str) -> PathBuf {
+    match spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+    {
+        Some(p) if p.is_absolute() => p.clone(),
+        Some(p) if !p.as_os_str().is_empty() => own_cgroup().join(p),
+        _ => Path::new(DEFAULT_PARENT).join(id),
+    }
+}
+
+/// The runtime process's own cgroup (memory hierarchy on v1, unified on v2).
+fn own_cgroup() -> PathBuf {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut unified = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+        match (controllers, path) {
+            (Some(c), Some(p)) if c.split(',').any(|c| c == "memory") => return PathBuf::from(p),
+            (Some(""), Some(p)) => unified = Some(PathBuf::from(p)),
+            _ => {}
+        }
+    }
+    unified.unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn cgroup_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Cgroup {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// A container's cgroup.
+pub struct Cgroup {
+    pub path: PathBuf,
+    manager: AnyCgroupManager,
+}
+
+impl std::fmt::Debug for Cgroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cgroup").field("path", &self.path).finish()
+    }
+}
+
+impl Cgroup {
+    /// A manager for `path`; creates nothing yet.
+    pub fn open(path: &Path) -> Result<Self> {
+        let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
+            cgroup_path: path.to_path_buf(),
+            systemd_cgroup: false,
+            container_name: String::new(),
+        })
+        .map_err(|e| cgroup_err(path, e))?;
+        Ok(Cgroup {
+            path: path.to_path_buf(),
+            manager,
+        })
+    }
+
+    /// Moves `pid` into the cgroup (creating it) and applies the spec's resources.
+    pub fn enter_and_apply(&self, pid: Pid, spec: &Spec) -> Result<()> {
+        self.manager
+            .add_task(pid)
+            .map_err(|e| cgroup_err(&self.path, e))?;
+        let linux = spec.linux().as_ref();
+        let default_resources = Default::default();
+        let resources = linux
+            .and_then(|l| l.resources().as_ref())
+            .unwrap_or(&default_resources);
+        let opts = ControllerOpt {
+            resources,
+            disable_oom_killer: resources
+                .memory()
+                .as_ref()
+                .and_then(|m| m.disable_oom_killer())
+                .unwrap_or(false),
+            oom_score_adj: spec.process().as_ref().and_then(|p| p.oom_score_adj()),
+            freezer_state: None,
+        };
+        self.manager
+            .apply(&opts)
+            .map_err(|e| cgroup_err(&self.path, e))
+    }
+
+    /// Freezes or thaws every process in the cgroup.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        let state = if frozen {
+            FreezerState::Frozen
+        } else {
+            FreezerState::Thawed
+        };
+        self.manager
+            .freeze(state)
+            .map_err(|e| cgroup_err(&self.path, e))
+    }
+
+    /// The pids in the cgroup.
+    pub fn pids(&self) -> Result<Vec<Pid>> {
+        self.manager
+            .get_all_pids()
+            .map_err(|e| cgroup_err(&self.path, e))
+    }
+
+    /// Usage statistics as JSON (libcgroups' stats plus the OOM kill count).
+    pub fn stats_json(&self) -> Result<serde_json::Value> {
+        let stats = self
+            .manager
+            .stats()
+            .map_err(|e| cgroup_err(&self.path, e))?;
+        let mut json = serde_json::to_value(&stats).map_err(|e| cgroup_err(&self.path, e))?;
+        json["memory"]["oom_kill"] = serde_json::json!(oom_kills(&self.path));
+        Ok(json)
+    }
+
+    /// Kills what is left, removes the cgroup and, for the default path, its empty parent.
+    pub fn remove(&self) -> Result<()> {
+        self.manager
+            .remove()
+            .map_err(|e| cgroup_err(&self.path, e))?;
+        if self.path.parent() == Some(Path::new(DEFAULT_PARENT)) {
+            for dir in hierarchy_dirs(Path::new(DEFAULT_PARENT)) {
+                // Another container may still use it: EBUSY/ENOTEMPTY are expected then.
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How many times the OOM killer fired in the cgroup (v1 memory.oom_control, v2 memory.events).
+pub fn oom_kills(path: &Path) -> u64 {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let root = Path::new(CGROUP_ROOT);
+    let candidates = [
+        (root.join("memory").join(rel).join("memory.oom_control"), "oom_kill "),
+        (root.join(rel).join("memory.events"), "oom_kill "),
+    ];
+    for (file, key) in candidates {
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && let Some(n) = text.lines().find_map(|l| l.strip_prefix(key))
+        {
+            return n.trim().parse().unwrap_or(0);
+        }
+    }
+    0
+}
+
+/// Whether the freezer holds the cgroup at `path` (v1 freezer.state or v2 cgroup.freeze).
+pub fn is_frozen(path: &Path) -> bool {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let root = Path::new(CGROUP_ROOT);
+    if let Ok(state) = std::fs::read_to_string(root.join("freezer").join(rel).join("freezer.state"))
+    {
+        return state.trim() != "THAWED";
+    }
+    std::fs::read_to_string(root.join(rel).join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+}
+
+/// Mount points of the cgroup v1 hierarchies (with controllers), from /proc/self/mountinfo.
+fn v1_mount_points() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mut right = right.split(' ');
+            if right.next()? != "cgroup" {
+                return None;
+            }
+            let super_opts = right.nth(1)?;
+            // The named systemd hierarchy has no controllers and holds no container cgroup.
+            if super_opts.split(',').any(|o| o.starts_with("name=")) {
+                return None;
+            }
+            Some(PathBuf::from(left.split(' ').nth(4)?))
+        })
+        .collect()
+}
+
+/// `path` in every v1 hierarchy with controllers, plus the unified one on v2.
+fn hierarchy_dirs(path: &Path) -> Vec<PathBuf> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let mut dirs: Vec<PathBuf> = v1_mount_points().iter().map(|m| m.join(rel)).collect();
+    if dirs.is_empty() {
+        dirs.push(Path::new(CGROUP_ROOT).join(rel));
+    }
+    dirs
+}
+
+/// For cgroup mounts inside the container: on v1 `(hierarchy name, host dir of the container's
+/// cgroup)` per hierarchy; on v2 the unified directory.
+pub fn container_dirs(path: &Path) -> (Vec<(String, PathBuf)>, Option<PathBuf>) {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    match libcgroups::common::get_cgroup_setup() {
+        Ok(CgroupSetup::Unified) => (Vec::new(), Some(Path::new(CGROUP_ROOT).join(rel))),
+        _ => {
+            let dirs = v1_mount_points()
+                .into_iter()
+                .filter_map(|m| {
+                    let name = m.file_name()?.to_string_lossy().into_owned();
+                    Some((name, m.join(rel)))
+                })
+                .collect();
+            (dirs, None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_with_path(path: Option<&str>) -> Spec {
+        let mut json = serde_json::to_value(crate::spec::default_spec()).unwrap();
+        if let Some(p) = path {
+            json["linux"]["cgroupsPath"] = serde_json::json!(p);
+        }
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn path_conventions() {
+        assert_eq!(cgroup_path(&spec_with_path(None), "c1"), Path::new("/berth/c1"));
+        assert_eq!(cgroup_path(&spec_with_path(Some("/a/b")), "c1"), Path::new("/a/b"));
+        let relative = cgroup_path(&spec_with_path(Some("a/b")), "c1");
+        assert!(relative.is_absolute() && relative.ends_with("a/b"), "{relative:?}");
+        assert_eq!(relative.parent().unwrap().parent().unwrap(), own_cgroup());
+    }
+
+    #[test]
+    fn v1_hierarchies_are_found_here() {
+        // This machine runs cgroup v1 hybrid (see NOTES.md): memory is a v1 hierarchy.
+        let points = v1_mount_points();
+        assert!(points.iter().any(|p| p.ends_with("memory")), "{points:?}");
+        assert!(!points.iter().any(|p| p.ends_with("systemd")), "{points:?}");
+    }
+}

@@ -1,0 +1,504 @@
+//! The container lifecycle: create, start, state, kill, delete, pause/resume, stats, pids and
+//! the list of containers under a root. `create` unwinds everything it made when it fails.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::cgroups::Cgroup;
+use crate::error::{Error, Result};
+use crate::init::InitArgs;
+use crate::namespaces::Namespaces;
+use crate::state::{ContainerState, EXEC_FIFO, OciState, Status, container_dir};
+use crate::sync::Message;
+
+/// Inputs of `create`.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    pub root: PathBuf,
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+}
+
+/// A created container, waiting for `start`.
+#[derive(Debug)]
+pub struct Created {
+    pub pid: Pid,
+    pub state: ContainerState,
+}
+
+/// Undoes a half-made container on drop: kills init, removes the cgroup and the state dir.
+/// Mounts need no undo: they live in init's mount namespace and vanish with it.
+struct Unwind<'a> {
+    state_dir: Option<PathBuf>,
+    cgroup: Option<&'a Cgroup>,
+    child: Option<Pid>,
+}
+
+impl Unwind<'_> {
+    fn disarm(mut self) {
+        self.state_dir = None;
+        self.cgroup = None;
+        self.child = None;
+    }
+}
+
+impl Drop for Unwind<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.take() {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+        if let Some(cgroup) = self.cgroup.take()
+            && let Err(e) = cgroup.remove()
+        {
+            tracing::warn!("unwinding create: {e}");
+        }
+        if let Some(dir) = self.state_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// fork() with namespace flags: the child starts inside the new namespaces (pid 1 of a new
+/// pid namespace) without an intermediate process.
+fn clone3(flags: nix::sched::CloneFlags) -> Result<Option<Pid>> {
+    let mut args = CloneArgs {
+        flags: flags.bits() as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork: the child gets a
+    // copy of this single-threaded process's memory and continues from here.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match rc {
+        -1 => Err(Error::sys("clone3", format!("{flags:?}"), nix::errno::Errno::last())),
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+fn state_json(state: &OciState) -> Vec<u8> {
+    serde_json::to_vec(state).unwrap_or_default()
+}
+
+/// Creates the container: init is set up completely and blocks until [`start`].
+///
+/// Forks: the calling process must be single-threaded (as the `berth-runtime` binary is).
+pub fn create(opts: &CreateOptions) -> Result<Created> {
+    let dir = container_dir(&opts.root, &opts.id)?;
+    let bundle = crate::spec::load_bundle(&opts.bundle)?;
+    let spec = &bundle.spec;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::field("process", "missing"))?;
+    if process.terminal().unwrap_or(false) && opts.console_socket.is_none() {
+        return Err(Error::field(
+            "process.terminal",
+            "a terminal needs --console-socket",
+        ));
+    }
+    if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
+        tracing::warn!("apparmor/selinux labels are ignored: this host enforces neither");
+    }
+    let caps = crate::process::CapabilitySets::from_spec(process.capabilities().as_ref())?;
+    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(profile) => Some(crate::seccomp::compile(profile)?),
+        None => None,
+    };
+    let namespaces = Namespaces::from_spec(spec);
+    let joins = namespaces.open_joins()?;
+    let cgroup_path = crate::cgroups::cgroup_path(spec, &opts.id);
+
+    let cgroup = Cgroup::open(&cgroup_path)?;
+    std::fs::create_dir_all(&opts.root).map_err(|e| Error::io(&opts.root, e))?;
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::AlreadyExists(opts.id.clone()));
+        }
+        Err(e) => return Err(Error::io(&dir, e)),
+    }
+    let mut unwind = Unwind {
+        state_dir: Some(dir.clone()),
+        cgroup: None,
+        child: None,
+    };
+    let (cgroup_dirs, unified_cgroup_dir) = crate::cgroups::container_dirs(&cgroup_path);
+    let fifo_path = dir.join(EXEC_FIFO);
+    nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| Error::sys("mkfifo", &fifo_path, e))?;
+    // Read-write: init's reads block (a writer exists) instead of seeing EOF, and a user
+    // namespace's root, which may not open files in the state dir, needs no path.
+    let fifo_fd = nix::fcntl::open(
+        &fifo_path,
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys("open", &fifo_path, e))?;
+    // SAFETY: `open` just returned this descriptor; nothing else owns it.
+    let exec_fifo = unsafe { OwnedFd::from_raw_fd(fifo_fd) };
+    let console = match (&opts.console_socket, process.terminal().unwrap_or(false)) {
+        (Some(socket), true) => Some(crate::console::connect(socket)?),
+        _ => None,
+    };
+    let hooks = spec.hooks().as_ref();
+    #[allow(deprecated)]
+    let prestart = hooks.and_then(|h| h.prestart().clone()).unwrap_or_default();
+    let create_runtime = hooks
+        .and_then(|h| h.create_runtime().clone())
+        .unwrap_or_default();
+    let (runtime_end, init_end) = crate::sync::pair()?;
+
+    let Some(pid) = clone3(namespaces.clone_flags())? else {
+        drop(runtime_end);
+        crate::init::run(InitArgs {
+            spec,
+            rootfs: &bundle.rootfs,
+            channel: init_end,
+            exec_fifo,
+            joins,
+            unshare: namespaces.unshare_flags(),
+            new_user_ns: namespaces
+                .new
+                .contains(nix::sched::CloneFlags::CLONE_NEWUSER),
+            in_user_ns: namespaces.has_user(),
+            cgroup_dirs,
+            unified_cgroup_dir,
+            no_pivot: opts.no_pivot,
+            seccomp,
+            caps,
+            console,
+            runtime_hooks: !prestart.is_empty() || !create_runtime.is_empty(),
+        });
+    };
+    unwind.child = Some(pid);
+    drop(init_end);
+    drop(exec_fifo);
+    drop(console);
+    drop(joins);
+    unwind.cgroup = Some(&cgroup);
+    cgroup.enter_and_apply(pid, spec)?;
+    if namespaces
+        .new
+        .contains(nix::sched::CloneFlags::CLONE_NEWUSER)
+    {
+        crate::namespaces::write_id_maps(pid, spec)?;
+    }
+    if let Some(score) = process.oom_score_adj() {
+        let path = format!("/proc/{pid}/oom_score_adj");
+        std::fs::write(&path, score.to_string()).map_err(|e| Error::io(path, e))?;
+    }
+    let (pid_start_time, _) = crate::state::proc_stat(pid.as_raw())
+        .ok_or_else(|| Error::Init("init exited before it was set up".into()))?;
+    let mut state = ContainerState {
+        oci: OciState {
+            oci_version: spec.version().clone(),
+            id: opts.id.clone(),
+            pid: pid.as_raw(),
+            status: Status::Creating,
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            created: crate::state::rfc3339_now(),
+            owner: String::new(),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+        },
+        pid_start_time,
+        cgroup_path: cgroup_path.clone(),
+    };
+    let creating_json = state_json(&state.oci);
+    runtime_end.send(&Message::Go(creating_json.clone()))?;
+    loop {
+        match runtime_end.recv()? {
+            Some(Message::RunHooks) => {
+                let hooks_result = crate::hooks::run_all("prestart", &prestart, &creating_json)
+                    .and_then(|()| crate::hooks::run_all("createRuntime", &create_runtime, &creating_json));
+                if let Err(e) = hooks_result {
+                    let _ = runtime_end.send(&Message::Failed(e.to_string()));
+                    return Err(e);
+                }
+                runtime_end.send(&Message::HooksDone)?;
+            }
+            Some(Message::Ready) => break,
+            Some(Message::Failed(reason)) => return Err(Error::Init(reason)),
+            Some(other) => return Err(Error::Init(format!("unexpected message {other:?}"))),
+            None => {
+                let status = waitpid(pid, None).ok();
+                unwind.child = None;
+                return Err(Error::Init(format!(
+                    "init exited during setup ({status:?})"
+                )));
+            }
+        }
+    }
+    state.oci.status = Status::Created;
+    state.save(&dir)?;
+    if let Some(pid_file) = &opts.pid_file {
+        write_pid_file(pid_file, pid)?;
+    }
+    unwind.disarm();
+    Ok(Created { pid, state })
+}
+
+fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
+    // Through a rename: conmon reads the file as soon as it appears.
+    let tmp = path.with_extension("berth-tmp");
+    std::fs::write(&tmp, pid.to_string()).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// The state of `id` with its live status.
+pub fn state(root: &Path, id: &str) -> Result<ContainerState> {
+    let mut state = ContainerState::load(root, id)?;
+    state.refresh_status(&container_dir(root, id)?);
+    Ok(state)
+}
+
+fn load_spec_hooks(state: &ContainerState) -> Option<oci_spec::runtime::Hooks> {
+    let text = std::fs::read(state.oci.bundle.join("config.json")).ok()?;
+    let spec: oci_spec::runtime::Spec = serde_json::from_slice(&text).ok()?;
+    spec.hooks().clone()
+}
+
+/// Releases a created container's init to exec the process, then runs poststart hooks.
+pub fn start(root: &Path, id: &str) -> Result<ContainerState> {
+    let mut st = state(root, id)?;
+    if st.oci.status != Status::Created {
+        return Err(Error::WrongState {
+            id: id.to_string(),
+            status: st.oci.status.to_string(),
+            action: "start",
+        });
+    }
+    let fifo = container_dir(root, id)?.join(EXEC_FIFO);
+    let fd = nix::fcntl::open(
+        &fifo,
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::sys("open", &fifo, e))?;
+    // SAFETY: `open` just returned this descriptor; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    nix::unistd::write(&fd, b"0").map_err(|e| Error::sys("write", &fifo, e))?;
+    drop(fd);
+    std::fs::remove_file(&fifo).map_err(|e| Error::io(&fifo, e))?;
+    st.oci.status = Status::Running;
+    if let Some(hooks) = load_spec_hooks(&st).and_then(|h| h.poststart().clone()) {
+        // The spec: a failing poststart hook is logged, the container keeps running.
+        if let Err(e) = crate::hooks::run_all("poststart", &hooks, &state_json(&st.oci)) {
+            tracing::warn!("{e}");
+        }
+    }
+    Ok(st)
+}
+
+/// Parses `TERM`, `SIGTERM` or `15`.
+pub fn parse_signal(text: &str) -> Result<Signal> {
+    if let Ok(n) = text.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| Error::UnknownSignal(text.to_string()));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse()
+        .map_err(|_| Error::UnknownSignal(text.to_string()))
+}
+
+/// Sends `signal` to init (or, with `all`, to every process of the cgroup).
+pub fn kill(root: &Path, id: &str, signal: Signal, all: bool) -> Result<()> {
+    let st = state(root, id)?;
+    if st.oci.status == Status::Stopped {
+        return Err(Error::WrongState {
+            id: id.to_string(),
+            status: st.oci.status.to_string(),
+            action: "kill",
+        });
+    }
+    if all {
+        for pid in Cgroup::open(&st.cgroup_path)?.pids()? {
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+        return Ok(());
+    }
+    nix::sys::signal::kill(Pid::from_raw(st.oci.pid), signal)
+        .map_err(|e| Error::sys("kill", format!("pid {}", st.oci.pid), e))
+}
+
+/// Deletes a container: a stopped or created one always, a running or paused one only with
+/// `force` (SIGKILL first). Removes its cgroup and state dir and runs poststop hooks.
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
+    let st = state(root, id)?;
+    let dir = container_dir(root, id)?;
+    match st.oci.status {
+        Status::Stopped => {}
+        Status::Created | Status::Creating => {
+            let _ = nix::sys::signal::kill(Pid::from_raw(st.oci.pid), Signal::SIGKILL);
+            crate::pidfd::wait_exit(st.oci.pid, Duration::from_secs(10));
+        }
+        Status::Running | Status::Paused if force => {
+            let cgroup = Cgroup::open(&st.cgroup_path)?;
+            let _ = nix::sys::signal::kill(Pid::from_raw(st.oci.pid), Signal::SIGKILL);
+            if st.oci.status == Status::Paused {
+                // A frozen task cannot die until it is thawed.
+                cgroup.freeze(false)?;
+            }
+            crate::pidfd::wait_exit(st.oci.pid, Duration::from_secs(10));
+        }
+        status => {
+            return Err(Error::WrongState {
+                id: id.to_string(),
+                status: status.to_string(),
+                action: "delete without --force",
+            });
+        }
+    }
+    Cgroup::open(&st.cgroup_path)?.remove()?;
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    if let Some(hooks) = load_spec_hooks(&st).and_then(|h| h.poststop().clone()) {
+        let mut stopped = st.oci.clone();
+        stopped.status = Status::Stopped;
+        if let Err(e) = crate::hooks::run_all("poststop", &hooks, &state_json(&stopped)) {
+            tracing::warn!("{e}");
+        }
+    }
+    Ok(())
+}
+
+/// Freezes (`pause`) or thaws (`resume`) the container's processes.
+pub fn set_paused(root: &Path, id: &str, paused: bool) -> Result<()> {
+    let st = state(root, id)?;
+    let allowed = if paused {
+        matches!(st.oci.status, Status::Running | Status::Created)
+    } else {
+        st.oci.status == Status::Paused
+    };
+    if !allowed {
+        return Err(Error::WrongState {
+            id: id.to_string(),
+            status: st.oci.status.to_string(),
+            action: if paused { "pause" } else { "resume" },
+        });
+    }
+    Cgroup::open(&st.cgroup_path)?.freeze(paused)
+}
+
+/// `events --stats`: runc's `{"type":"stats","id":…,"data":…}` with libcgroups' usage.
+pub fn stats(root: &Path, id: &str) -> Result<serde_json::Value> {
+    let st = state(root, id)?;
+    let data = Cgroup::open(&st.cgroup_path)?.stats_json()?;
+    Ok(serde_json::json!({"type": "stats", "id": id, "data": data}))
+}
+
+/// The host pids of the container's processes.
+pub fn pids(root: &Path, id: &str) -> Result<Vec<Pid>> {
+    let st = state(root, id)?;
+    Cgroup::open(&st.cgroup_path)?.pids()
+}
+
+/// Every container under `root` with its live status, sorted by id.
+pub fn list(root: &Path) -> Result<Vec<ContainerState>> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(root, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str() else { continue };
+        // A directory without state.json is a create in progress: not a container yet.
+        if let Ok(st) = state(root, id) {
+            out.push(st);
+        }
+    }
+    out.sort_by(|a, b| a.oci.id.cmp(&b.oci.id));
+    Ok(out)
+}
+
+/// How a waited-for process ended, as a shell reports it: its code, or 128 + the signal.
+pub fn exit_code(status: WaitStatus) -> i32 {
+    match status {
+        WaitStatus::Exited(_, code) => code,
+        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+        _ => 255,
+    }
+}
+
+/// `run`: create, start, wait for the process (it is this process's child), delete. Returns
+/// the exit code.
+pub fn run(opts: &CreateOptions) -> Result<i32> {
+    let created = create(opts)?;
+    if let Err(e) = start(&opts.root, &opts.id) {
+        let _ = delete(&opts.root, &opts.id, true);
+        return Err(e);
+    }
+    let status = loop {
+        match waitpid(created.pid, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    let code = match status {
+        Ok(s) => exit_code(s),
+        Err(e) => {
+            let _ = delete(&opts.root, &opts.id, true);
+            return Err(Error::sys("waitpid", format!("pid {}", created.pid), e));
+        }
+    };
+    delete(&opts.root, &opts.id, true)?;
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("sigkill").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("99").is_err());
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        let pid = Pid::from_raw(1);
+        assert_eq!(exit_code(WaitStatus::Exited(pid, 3)), 3);
+        assert_eq!(exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)), 137);
+    }
+}

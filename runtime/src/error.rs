@@ -1,0 +1,84 @@
+//! Typed errors of the runtime library; each carries the path, field or object it is about.
+
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+/// A result with the runtime's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the runtime library can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{op} {path}: {errno}")]
+    Sys {
+        op: &'static str,
+        path: PathBuf,
+        errno: Errno,
+    },
+    #[error("invalid config.json {path}: {reason}")]
+    InvalidSpec { path: PathBuf, reason: String },
+    #[error("config.json field {field}: {reason}")]
+    SpecField { field: &'static str, reason: String },
+    #[error("invalid container id {id:?}: {reason}")]
+    InvalidId { id: String, reason: &'static str },
+    #[error("container {0} already exists")]
+    AlreadyExists(String),
+    #[error("container {0} does not exist")]
+    NotFound(String),
+    #[error("container {id} is {status}: cannot {action}")]
+    WrongState {
+        id: String,
+        status: String,
+        action: &'static str,
+    },
+    #[error("corrupt state file {path}: {reason}")]
+    CorruptState { path: PathBuf, reason: String },
+    #[error("cgroup {path}: {reason}")]
+    Cgroup { path: PathBuf, reason: String },
+    #[error("seccomp: {0}")]
+    Seccomp(String),
+    #[error("{hook} hook {path}: {reason}")]
+    Hook {
+        hook: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("container init: {0}")]
+    Init(String),
+    #[error("unknown signal {0:?}")]
+    UnknownSignal(String),
+}
+
+impl Error {
+    /// An I/O error about `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A failed system call `op` on `path`.
+    pub fn sys(op: &'static str, path: impl Into<PathBuf>, errno: Errno) -> Self {
+        Error::Sys {
+            op,
+            path: path.into(),
+            errno,
+        }
+    }
+
+    /// A config.json field that cannot be honoured.
+    pub fn field(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::SpecField {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The container's init, run in the cloned child: namespaces, root filesystem, hooks, the
+//! process's identity, then a wait on the exec FIFO until `start`, and the exec.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::CloneFlags;
+use nix::unistd::{Gid, Uid};
+use oci_spec::runtime::Spec;
+
+use crate::error::{Error, Result};
+use crate::process::CapabilitySets;
+use crate::rootfs::RootfsContext;
+use crate::seccomp::CompiledSeccomp;
+use crate::sync::{Channel, Message};
+use crate::syscall::LinuxSyscall;
+
+/// Everything init needs, prepared by the runtime before the clone.
+#[derive(Debug)]
+pub struct InitArgs<'a> {
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    pub channel: Channel,
+    /// The exec FIFO opened read-write: reading blocks until `start` writes.
+    pub exec_fifo: OwnedFd,
+    pub joins: Vec<(CloneFlags, OwnedFd)>,
+    pub unshare: CloneFlags,
+    pub new_user_ns: bool,
+    pub in_user_ns: bool,
+    pub cgroup_dirs: Vec<(String, PathBuf)>,
+    pub unified_cgroup_dir: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub seccomp: Option<CompiledSeccomp>,
+    pub caps: CapabilitySets,
+    /// Connected `--console-socket`, when process.terminal is set.
+    pub console: Option<OwnedFd>,
+    /// Whether the runtime has prestart/createRuntime hooks to run mid-way.
+    pub runtime_hooks: bool,
+}
+
+/// Runs init; never returns. Failures before the exec go to the runtime over the channel.
+pub fn run(args: InitArgs) -> ! {
+    let err = match setup(&args) {
+        Ok(exec) => {
+            // After the start, the runtime is gone: failures can only go to stderr.
+            let e = crate::process::exec(&exec);
+            eprintln!("berth-runtime init: {e}");
+            // SAFETY: _exit ends the process without running destructors or atexit handlers
+            // inherited from the runtime.
+            unsafe { libc::_exit(127) }
+        }
+        Err(e) => e,
+    };
+    let _ = args.channel.send(&Message::Failed(err.to_string()));
+    // SAFETY: as above.
+    unsafe { libc::_exit(1) }
+}
+
+fn wait_for(channel: &Channel, want: &str) -> Result<Message> {
+    match channel.recv()? {
+        Some(Message::Failed(reason)) => Err(Error::Init(reason)),
+        Some(msg) => Ok(msg),
+        None => Err(Error::Init(format!("runtime went away waiting for {want}"))),
+    }
+}
+
+fn setup(args: &InitArgs) -> Result<crate::process::Exec> {
+    // Die with the runtime while it still supervises creation.
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let Message::Go(state_json) = wait_for(&args.channel, "the cgroup")? else {
+        return Err(Error::Init("unexpected message instead of go".into()));
+    };
+    if args.new_user_ns {
+        // The maps are written: become the namespace's root.
+        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+            .map_err(|e| Error::sys("setresgid", "user namespace root (is 0 mapped?)", e))?;
+        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+            .map_err(|e| Error::sys("setresuid", "user namespace root (is 0 mapped?)", e))?;
+    }
+    crate::namespaces::enter(&args.joins, args.unshare)?;
+    let spec = args.spec;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::field("process", "missing"))?;
+    if let Some(hostname) = spec.hostname() {
+        nix::unistd::sethostname(hostname).map_err(|e| Error::sys("sethostname", hostname, e))?;
+    }
+    if let Some(domain) = spec.domainname() {
+        set_domainname(domain)?;
+    }
+
+    let sys = LinuxSyscall;
+    let ctx = RootfsContext {
+        rootfs: args.rootfs,
+        in_user_ns: args.in_user_ns,
+        cgroup_dirs: &args.cgroup_dirs,
+        unified_cgroup_dir: args.unified_cgroup_dir.as_deref(),
+    };
+    crate::rootfs::prepare(&sys, spec, &ctx)?;
+    if args.runtime_hooks {
+        args.channel.send(&Message::RunHooks)?;
+        wait_for(&args.channel, "the runtime's hooks")?;
+    }
+    let hooks = spec.hooks().as_ref();
+    if let Some(h) = hooks.and_then(|h| h.create_container().as_deref()) {
+        crate::hooks::run_all("createContainer", h, &state_json)?;
+    }
+    crate::rootfs::pivot(&sys, args.rootfs, args.no_pivot)?;
+    if let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+        for (key, value) in sysctls {
+            let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+            std::fs::write(&path, value).map_err(|e| Error::io(path, e))?;
+        }
+    }
+    crate::rootfs::finish(&sys, spec)?;
+    if let Some(console) = &args.console {
+        crate::console::attach_pty(console)?;
+    }
+
+    if let Some(rlimits) = process.rlimits() {
+        crate::process::set_rlimits(rlimits)?;
+    }
+    let no_new_privs = process.no_new_privileges().unwrap_or(false);
+    if !no_new_privs && let Some(filters) = &args.seccomp {
+        // Without no_new_privs the kernel wants CAP_SYS_ADMIN for seccomp: install it while
+        // init still has every capability.
+        crate::seccomp::install(filters)?;
+    }
+    crate::process::become_user(process, &args.caps)?;
+    if let Some(umask) = process.user().umask() {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
+    }
+    nix::unistd::chdir(process.cwd()).map_err(|e| Error::sys("chdir", process.cwd(), e))?;
+    let exec = crate::process::prepare_exec(process)?;
+    if no_new_privs {
+        crate::process::set_no_new_privs()?;
+    }
+
+    args.channel.send(&Message::Ready)?;
+    // The runtime exits after create: from now on init must outlive it.
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    wait_for_start(&args.exec_fifo)?;
+
+    if let Some(h) = hooks.and_then(|h| h.start_container().as_deref()) {
+        crate::hooks::run_all("startContainer", h, &state_json)?;
+    }
+    if no_new_privs && let Some(filters) = &args.seccomp {
+        // Last, so that only the exec itself runs under the profile.
+        crate::seccomp::install(filters)?;
+    }
+    Ok(exec)
+}
+
+fn set_domainname(domain: &str) -> Result<()> {
+    // SAFETY: the pointer and length describe `domain`, which outlives the call.
+    let rc = unsafe { libc::setdomainname(domain.as_ptr().cast(), domain.len()) };
+    if rc != 0 {
+        return Err(Error::sys("setdomainname", domain, nix::errno::Errno::last()));
+    }
+    Ok(())
+}
+
+/// Blocks until `start` writes a byte into the exec FIFO.
+fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(fifo.as_raw_fd(), &mut byte) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(Error::Init("exec fifo closed without a start".into())),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("read", crate::state::EXEC_FIFO, e)),
+        }
+    }
+}

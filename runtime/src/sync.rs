@@ -1,0 +1,113 @@
+//! The message channel between the runtime and the container's init: a SOCK_SEQPACKET
+//! socketpair, so each send is one message.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+
+use crate::error::{Error, Result};
+
+/// Largest message: the state JSON with annotations fits.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// What runtime and init tell each other during `create`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Runtime -> init: the cgroup and id maps are in place; carries the state JSON for hooks.
+    Go(Vec<u8>),
+    /// Init -> runtime: mounts are done, run the prestart and createRuntime hooks now.
+    RunHooks,
+    /// Runtime -> init: those hooks succeeded.
+    HooksDone,
+    /// Init -> runtime: set up and waiting for `start`.
+    Ready,
+    /// Either way: the sender failed, with its reason.
+    Failed(String),
+}
+
+impl Message {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Message::Go(state) => [b"G".as_slice(), state].concat(),
+            Message::RunHooks => b"H".to_vec(),
+            Message::HooksDone => b"D".to_vec(),
+            Message::Ready => b"R".to_vec(),
+            Message::Failed(reason) => [b"F".as_slice(), reason.as_bytes()].concat(),
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let (&tag, rest) = bytes.split_first()?;
+        Some(match tag {
+            b'G' => Message::Go(rest.to_vec()),
+            b'H' => Message::RunHooks,
+            b'D' => Message::HooksDone,
+            b'R' => Message::Ready,
+            b'F' => Message::Failed(String::from_utf8_lossy(rest).into_owned()),
+            _ => return None,
+        })
+    }
+}
+
+/// One end of the channel.
+#[derive(Debug)]
+pub struct Channel(OwnedFd);
+
+/// A connected pair (runtime end, init end), both close-on-exec.
+pub fn pair() -> Result<(Channel, Channel)> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| Error::sys("socketpair", "", e))?;
+    Ok((Channel(a), Channel(b)))
+}
+
+impl Channel {
+    pub fn send(&self, msg: &Message) -> Result<()> {
+        send(self.0.as_raw_fd(), &msg.encode(), MsgFlags::MSG_NOSIGNAL)
+            .map(drop)
+            .map_err(|e| Error::sys("send", "sync socket", e))
+    }
+
+    /// The next message; `None` when the other end closed (it exited).
+    pub fn recv(&self) -> Result<Option<Message>> {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        loop {
+            match recv(self.0.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    return Message::decode(&buf[..n])
+                        .map(Some)
+                        .ok_or_else(|| Error::Init("garbled sync message".into()));
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("recv", "sync socket", e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_eof_is_none() {
+        let (a, b) = pair().unwrap();
+        for msg in [
+            Message::Go(b"{\"id\":\"x\"}".to_vec()),
+            Message::RunHooks,
+            Message::HooksDone,
+            Message::Ready,
+            Message::Failed("mount /proc: EPERM".into()),
+        ] {
+            a.send(&msg).unwrap();
+            assert_eq!(b.recv().unwrap(), Some(msg));
+        }
+        drop(a);
+        assert_eq!(b.recv().unwrap(), None);
+    }
+}
