@@ -83,13 +83,12 @@ impl Reference {
             }
             _ => (None, name),
         };
-        if let Some(registry) = &registry {
-            let valid = registry
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-            if !valid {
-                return Err(fail(&format!("bad registry host {registry:?}")));
-            }
+        if let Some(registry) = &registry
+            && !is_registry_host(registry)
+        {
+            return Err(fail(&format!(
+                "bad registry host {registry:?} (a host name, IPv4 or [IPv6] address, optional :port)"
+            )));
         }
         for component in repository.split('/') {
             if !is_path_component(component) {
@@ -128,6 +127,42 @@ impl Reference {
             (None, None) => DEFAULT_TAG.to_string(),
         }
     }
+}
+
+/// `host[:port]` where host is dot-separated labels of letters, digits and inner hyphens, or a
+/// bracketed IPv6 address.
+fn is_registry_host(registry: &str) -> bool {
+    let (host, port) = if let Some(rest) = registry.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((addr, tail)) => {
+                if addr.parse::<std::net::Ipv6Addr>().is_err() {
+                    return false;
+                }
+                match tail {
+                    "" => return true,
+                    tail => ("ipv6", tail.strip_prefix(':')),
+                }
+            }
+            None => return false,
+        }
+    } else {
+        match registry.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (registry, None),
+        }
+    };
+    if let Some(port) = port
+        && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return false;
+    }
+    !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 fn is_path_component(component: &str) -> bool {
@@ -200,6 +235,13 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_registry_is_a_host() {
+        let r = Reference::parse("[::1]:5000/app:v1").unwrap();
+        assert_eq!(r.registry.as_deref(), Some("[::1]:5000"));
+        assert_eq!(r.tag.as_deref(), Some("v1"));
+    }
+
+    #[test]
     fn digest_reference_has_no_default_tag() {
         let d = format!("sha256:{}", "a".repeat(64));
         let r = Reference::parse(&format!("example.com/app@{d}")).unwrap();
@@ -215,7 +257,9 @@ mod tests {
             ("app:", "tag"),
             ("a//b", "component"),
             ("app@sha256:zz", "digest"),
-            ("../x", "component"),
+            ("../x", "registry host"),
+            ("a..b/x", "registry host"),
+            ("host:port/x", "registry host"),
         ] {
             let err = Reference::parse(input).unwrap_err();
             assert!(err.to_string().contains(needle), "{input}: {err}");
