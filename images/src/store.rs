@@ -418,6 +418,24 @@ impl Store {
             if records.iter().any(|r| r.name == name) {
                 return Ok(name);
             }
+            // docker save / skopeo write short names out in full (`docker.io/library/busybox`);
+            // let `busybox` find them, as docker does.
+            if reference.registry.is_none() {
+                let repository = if reference.repository.contains('/') {
+                    reference.repository.clone()
+                } else {
+                    format!("library/{}", reference.repository)
+                };
+                let docker_name = Reference {
+                    registry: Some("docker.io".to_string()),
+                    repository,
+                    ..reference
+                }
+                .to_string();
+                if records.iter().any(|r| r.name == docker_name) {
+                    return Ok(docker_name);
+                }
+            }
         }
         let hex = input.strip_prefix("sha256:").unwrap_or(input);
         if hex.len() >= 4 && hex.chars().all(|c| c.is_ascii_hexdigit()) {

@@ -28,14 +28,22 @@ struct EntryRead {
 }
 
 /// Decompresses a stored layer blob, checks its diff_id, and reads every entry.
-fn read_layer(store: &Store, image: &Image, index: usize) -> (Vec<String>, BTreeMap<String, EntryRead>) {
+fn read_layer(
+    store: &Store,
+    image: &Image,
+    index: usize,
+) -> (Vec<String>, BTreeMap<String, EntryRead>) {
     let layer = &image.manifest.layers()[index];
     let mut tar_bytes = Vec::new();
     flate2::read::GzDecoder::new(store.open_blob(layer.digest()).unwrap())
         .read_to_end(&mut tar_bytes)
         .unwrap();
     let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar_bytes)));
-    assert_eq!(image.config.rootfs().diff_ids()[index], diff_id, "diff_id is the sha256 of the tar");
+    assert_eq!(
+        image.config.rootfs().diff_ids()[index],
+        diff_id,
+        "diff_id is the sha256 of the tar"
+    );
     let mut archive = tar::Archive::new(tar_bytes.as_slice());
     let mut order = Vec::new();
     let mut entries = BTreeMap::new();
@@ -70,7 +78,10 @@ fn read_layer(store: &Store, image: &Image, index: usize) -> (Vec<String>, BTree
                 uid: header.uid().unwrap(),
                 gid: header.gid().unwrap(),
                 mtime: header.mtime().unwrap(),
-                link: entry.link_name().unwrap().map(|l| l.to_string_lossy().into_owned()),
+                link: entry
+                    .link_name()
+                    .unwrap()
+                    .map(|l| l.to_string_lossy().into_owned()),
                 device,
                 xattrs,
                 content,
@@ -98,7 +109,11 @@ fn rich_tree(root: &Path) {
     fs::write(root.join("etc/motd"), b"hello\n").unwrap();
     fs::hard_link(root.join("etc/motd"), root.join("etc/motd.hard")).unwrap();
     lchown(root.join("etc/motd"), Some(1234), Some(5678)).unwrap();
-    nix::unistd::mkfifo(&root.join("dev/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    nix::unistd::mkfifo(
+        &root.join("dev/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
     nix::sys::stat::mknod(
         &root.join("dev/null"),
         nix::sys::stat::SFlag::S_IFCHR,
@@ -130,21 +145,37 @@ fn layer_holds_every_kind_of_entry_with_its_metadata() {
     let mut opts = options(&src, "rich:1");
     opts.whiteouts = vec!["/etc/gone".into(), "/var/cache/".into()];
     let image = build(&store, &opts, &NoProgress).unwrap();
-    assert_eq!(image.manifest.layers()[0].media_type().to_string(), "application/vnd.oci.image.layer.v1.tar+gzip");
+    assert_eq!(
+        image.manifest.layers()[0].media_type().to_string(),
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
     let (order, entries) = read_layer(&store, &image, 0);
 
     // Parents first, siblings by name, no "./" prefix, directories with a trailing slash.
     assert_eq!(order[0], "bin/");
-    let position = |p: &str| order.iter().position(|o| o == p).unwrap_or_else(|| panic!("{p} missing: {order:?}"));
-    assert!(position("bin/") < position("bin/alias") && position("bin/alias") < position("bin/tool"));
-    assert!(position("etc/") < position("etc/.wh.gone") && position("etc/.wh.gone") < position("etc/motd"));
+    let position = |p: &str| {
+        order
+            .iter()
+            .position(|o| o == p)
+            .unwrap_or_else(|| panic!("{p} missing: {order:?}"))
+    };
+    assert!(
+        position("bin/") < position("bin/alias") && position("bin/alias") < position("bin/tool")
+    );
+    assert!(
+        position("etc/") < position("etc/.wh.gone")
+            && position("etc/.wh.gone") < position("etc/motd")
+    );
 
     let tool = &entries["bin/tool"];
     assert_eq!(tool.kind, tar::EntryType::Regular);
     assert_eq!(tool.mode, 0o4755);
     assert_eq!(tool.mtime, 1_600_000_000);
     assert_eq!(tool.content, b"#!/bin/sh\necho tool\n");
-    assert_eq!(tool.xattrs.get("user.berth.test").map(Vec::as_slice), Some(&b"xattr-value"[..]));
+    assert_eq!(
+        tool.xattrs.get("user.berth.test").map(Vec::as_slice),
+        Some(&b"xattr-value"[..])
+    );
 
     assert_eq!(entries["bin/alias"].kind, tar::EntryType::Symlink);
     assert_eq!(entries["bin/alias"].link.as_deref(), Some("tool"));
@@ -163,8 +194,15 @@ fn layer_holds_every_kind_of_entry_with_its_metadata() {
 
     assert_eq!(entries["etc/.wh.gone"].kind, tar::EntryType::Regular);
     assert!(entries.contains_key("var/cache/.wh..wh..opq"));
-    let long = format!("deep/{}/{}/long-file-name.txt", "d".repeat(60), "e".repeat(60));
-    assert_eq!(entries[&long].content, b"deep", "paths over 100 bytes survive via PAX");
+    let long = format!(
+        "deep/{}/{}/long-file-name.txt",
+        "d".repeat(60),
+        "e".repeat(60)
+    );
+    assert_eq!(
+        entries[&long].content, b"deep",
+        "paths over 100 bytes survive via PAX"
+    );
 }
 
 #[test]
@@ -175,16 +213,28 @@ fn same_tree_gives_the_same_layer_and_same_time_the_same_image() {
     let store_a = Store::open(tmp.path().join("a")).unwrap();
     let store_b = Store::open(tmp.path().join("b")).unwrap();
     let mut opts = options(&src, "same:1");
-    opts.labels = (0..8).map(|i| (format!("label{i}"), format!("v{i}"))).collect();
+    opts.labels = (0..8)
+        .map(|i| (format!("label{i}"), format!("v{i}")))
+        .collect();
     opts.exposed_ports = vec!["80/tcp".into(), "53/udp".into(), "443/tcp".into()];
     let a = build(&store_a, &opts, &NoProgress).unwrap();
     let b = build(&store_b, &opts, &NoProgress).unwrap();
-    assert_eq!(a.manifest.layers()[0].digest(), b.manifest.layers()[0].digest());
-    assert_eq!(a.digest(), b.digest(), "same inputs and created time: same config and manifest");
+    assert_eq!(
+        a.manifest.layers()[0].digest(),
+        b.manifest.layers()[0].digest()
+    );
+    assert_eq!(
+        a.digest(),
+        b.digest(),
+        "same inputs and created time: same config and manifest"
+    );
 
     opts.created = SystemTime::now();
     let c = build(&store_b, &opts, &NoProgress).unwrap();
-    assert_eq!(a.manifest.layers()[0].digest(), c.manifest.layers()[0].digest());
+    assert_eq!(
+        a.manifest.layers()[0].digest(),
+        c.manifest.layers()[0].digest()
+    );
     assert_eq!(a.config.rootfs().diff_ids(), c.config.rootfs().diff_ids());
     assert_ne!(a.manifest.config().digest(), c.manifest.config().digest());
 }
@@ -198,7 +248,10 @@ fn image_on_a_base_adds_a_layer_and_merges_config() {
     fs::write(base_dir.join("etc/motd"), b"base motd").unwrap();
     let mut base_opts = options(&base_dir, "base:1");
     base_opts.cmd = Some(vec!["/bin/sh".into()]);
-    base_opts.env = vec![("PATH".into(), "/bin".into()), ("KEEP".into(), "yes".into())];
+    base_opts.env = vec![
+        ("PATH".into(), "/bin".into()),
+        ("KEEP".into(), "yes".into()),
+    ];
     base_opts.workdir = Some("/".into());
     let base = build(&store, &base_opts, &NoProgress).unwrap();
 
@@ -207,7 +260,10 @@ fn image_on_a_base_adds_a_layer_and_merges_config() {
     fs::write(top_dir.join("app/run"), b"run").unwrap();
     let mut top_opts = options(&top_dir, "top:2");
     top_opts.base = Some("base:1".into());
-    top_opts.env = vec![("PATH".into(), "/app:/bin".into()), ("NEW".into(), "1".into())];
+    top_opts.env = vec![
+        ("PATH".into(), "/app:/bin".into()),
+        ("NEW".into(), "1".into()),
+    ];
     top_opts.workdir = Some("/app".into());
     top_opts.user = Some("1000:1000".into());
     top_opts.whiteouts = vec!["/etc/motd".into()];
@@ -216,10 +272,17 @@ fn image_on_a_base_adds_a_layer_and_merges_config() {
     assert_eq!(top.manifest.layers().len(), 2);
     assert_eq!(top.manifest.layers()[0], base.manifest.layers()[0]);
     assert_eq!(top.config.rootfs().diff_ids().len(), 2);
-    assert_eq!(top.config.rootfs().diff_ids()[0], base.config.rootfs().diff_ids()[0]);
+    assert_eq!(
+        top.config.rootfs().diff_ids()[0],
+        base.config.rootfs().diff_ids()[0]
+    );
     assert_eq!(top.config.history().as_ref().unwrap().len(), 2);
     let runtime = top.config.config().as_ref().unwrap();
-    assert_eq!(runtime.cmd().as_deref(), Some(&["/bin/sh".to_string()][..]), "cmd inherited");
+    assert_eq!(
+        runtime.cmd().as_deref(),
+        Some(&["/bin/sh".to_string()][..]),
+        "cmd inherited"
+    );
     assert_eq!(
         runtime.env().as_deref().unwrap(),
         ["PATH=/app:/bin", "KEEP=yes", "NEW=1"],
@@ -227,7 +290,10 @@ fn image_on_a_base_adds_a_layer_and_merges_config() {
     );
     assert_eq!(runtime.working_dir().as_deref(), Some("/app"));
     assert_eq!(runtime.user().as_deref(), Some("1000:1000"));
-    assert_eq!(top.config.created().as_deref(), Some("2023-11-14T22:13:20Z"));
+    assert_eq!(
+        top.config.created().as_deref(),
+        Some("2023-11-14T22:13:20Z")
+    );
 
     let (_, entries) = read_layer(&store, &top, 1);
     assert!(entries.contains_key("etc/.wh.motd"));
@@ -239,7 +305,10 @@ fn image_on_a_base_adds_a_layer_and_merges_config() {
     ep_opts.entrypoint = Some(vec!["/app/run".into()]);
     let ep = build(&store, &ep_opts, &NoProgress).unwrap();
     let runtime = ep.config.config().as_ref().unwrap();
-    assert_eq!(runtime.entrypoint().as_deref(), Some(&["/app/run".to_string()][..]));
+    assert_eq!(
+        runtime.entrypoint().as_deref(),
+        Some(&["/app/run".to_string()][..])
+    );
     assert_eq!(runtime.cmd(), &None);
 }
 
@@ -260,7 +329,10 @@ fn failures_name_the_problem_and_leave_nothing() {
 
     let opts = options(&tmp.path().join("nope"), "x:1");
     let err = build(&store, &opts, &NoProgress).unwrap_err();
-    assert!(err.to_string().contains("nope") && err.to_string().contains("not a directory"), "{err}");
+    assert!(
+        err.to_string().contains("nope") && err.to_string().contains("not a directory"),
+        "{err}"
+    );
 
     let mut opts = options(&src, "x:1");
     opts.whiteouts = vec!["/a/../b".into()];
@@ -271,15 +343,25 @@ fn failures_name_the_problem_and_leave_nothing() {
     opts.whiteouts = vec!["/f".into()];
     fs::write(src.join(".wh.f"), b"").unwrap();
     let err = build(&store, &opts, &NoProgress).unwrap_err();
-    assert!(err.to_string().contains("exists in the source directory"), "{err}");
+    assert!(
+        err.to_string().contains("exists in the source directory"),
+        "{err}"
+    );
 
     let mut opts = options(&src, "x:1");
     opts.env = vec![("A=B".into(), "c".into())];
-    let blobs_before = fs::read_dir(data.join("images/blobs/sha256")).unwrap().count();
+    let blobs_before = fs::read_dir(data.join("images/blobs/sha256"))
+        .unwrap()
+        .count();
     let err = build(&store, &opts, &NoProgress).unwrap_err();
     assert!(err.to_string().contains("--env A=B"), "{err}");
-    let blobs_after = fs::read_dir(data.join("images/blobs/sha256")).unwrap().count();
-    assert_eq!(blobs_before, blobs_after, "invalid options are refused before any blob is written");
+    let blobs_after = fs::read_dir(data.join("images/blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        blobs_before, blobs_after,
+        "invalid options are refused before any blob is written"
+    );
 
     assert!(store.list().unwrap().is_empty());
     let temp: Vec<_> = fs::read_dir(data.join("tmp")).unwrap().collect();

@@ -48,13 +48,26 @@ fn tagged(tag: &str) -> ImportOptions {
 /// A failed import must name nothing and leave no temp file.
 fn assert_clean_failure(f: &Fixture, err: &ImportError, needle: &str) {
     let message = err.to_string();
-    assert!(message.contains(needle), "error {message:?} should mention {needle:?}");
-    assert!(f.store.list().unwrap().is_empty(), "a failed import named an image");
-    assert!(temp_files(&f.data).is_empty(), "temp files left: {:?}", temp_files(&f.data));
+    assert!(
+        message.contains(needle),
+        "error {message:?} should mention {needle:?}"
+    );
+    assert!(
+        f.store.list().unwrap().is_empty(),
+        "a failed import named an image"
+    );
+    assert!(
+        temp_files(&f.data).is_empty(),
+        "temp files left: {:?}",
+        temp_files(&f.data)
+    );
 }
 
 fn two_layer_image() -> Crafted {
-    craft_image("amd64", &[("etc/one", b"first layer"), ("etc/two", b"second layer")])
+    craft_image(
+        "amd64",
+        &[("etc/one", b"first layer"), ("etc/two", b"second layer")],
+    )
 }
 
 #[test]
@@ -70,7 +83,12 @@ fn layout_import_stores_every_blob_and_names_by_full_ref() {
     assert_eq!(imported[0].name, "example.com/team/app:1");
     assert_eq!(imported[0].digest().to_string(), image.manifest_digest());
     assert_eq!(imported[0].manifest.layers().len(), 2);
-    for blob in [&image.manifest, &image.config, &image.layers[0], &image.layers[1]] {
+    for blob in [
+        &image.manifest,
+        &image.config,
+        &image.layers[0],
+        &image.layers[1],
+    ] {
         let stored = f.data.join("images/blobs/sha256").join(sha256_hex(blob));
         assert_eq!(fs::read(&stored).unwrap(), *blob, "{}", stored.display());
     }
@@ -104,7 +122,10 @@ fn ref_selects_one_image_and_tag_refuses_several() {
     layout.finish();
 
     let err = import(&f.store, &layout.dir, &tagged("x:1"), &NoProgress).unwrap_err();
-    assert!(matches!(err, ImportError::TagForSeveral { count: 2, .. }), "{err}");
+    assert!(
+        matches!(err, ImportError::TagForSeveral { count: 2, .. }),
+        "{err}"
+    );
     assert_clean_failure(&f, &err, "--ref");
 
     let err = import(
@@ -127,12 +148,24 @@ fn ref_selects_one_image_and_tag_refuses_several() {
     let imported = import(&f.store, &layout.dir, &only_second, &NoProgress).unwrap();
     assert_eq!(imported.len(), 1);
     assert_eq!(imported[0].digest().to_string(), second.manifest_digest());
-    let names: Vec<String> = f.store.list().unwrap().into_iter().map(|r| r.name).collect();
+    let names: Vec<String> = f
+        .store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     assert_eq!(names, ["renamed:2"]);
 
     let all = import(&f.store, &layout.dir, &opts(), &NoProgress).unwrap();
     assert_eq!(all.len(), 2);
-    let names: Vec<String> = f.store.list().unwrap().into_iter().map(|r| r.name).collect();
+    let names: Vec<String> = f
+        .store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     assert_eq!(names, ["one:1", "renamed:2", "two:1"]);
 }
 
@@ -149,7 +182,12 @@ fn nested_index_picks_the_requested_platform() {
     assert_eq!(imported[0].digest().to_string(), amd64.manifest_digest());
     assert_eq!(imported[0].config.architecture().to_string(), "amd64");
     // The arm64 layer was not needed, so not copied.
-    assert!(!f.data.join("images/blobs/sha256").join(sha256_hex(&arm64.layers[0])).exists());
+    assert!(
+        !f.data
+            .join("images/blobs/sha256")
+            .join(sha256_hex(&arm64.layers[0]))
+            .exists()
+    );
 
     let arm = ImportOptions {
         platform: "linux/arm64".parse().unwrap(),
@@ -169,7 +207,10 @@ fn nested_index_picks_the_requested_platform() {
         ..opts()
     };
     let err = import(&f.store, &layout.dir, &s390, &NoProgress).unwrap_err();
-    assert!(err.to_string().contains("linux/arm64, linux/amd64"), "{err}");
+    assert!(
+        err.to_string().contains("linux/arm64, linux/amd64"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -180,11 +221,21 @@ fn reimport_is_idempotent() {
     layout.finish();
     let first = import(&f.store, &layout.dir, &opts(), &NoProgress).unwrap();
     let index_before = fs::read(f.data.join("images/index.json")).unwrap();
-    let blobs_before = fs::read_dir(f.data.join("images/blobs/sha256")).unwrap().count();
+    let blobs_before = fs::read_dir(f.data.join("images/blobs/sha256"))
+        .unwrap()
+        .count();
     let second = import(&f.store, &layout.dir, &opts(), &NoProgress).unwrap();
     assert_eq!(first[0].digest(), second[0].digest());
-    assert_eq!(fs::read(f.data.join("images/index.json")).unwrap(), index_before);
-    assert_eq!(fs::read_dir(f.data.join("images/blobs/sha256")).unwrap().count(), blobs_before);
+    assert_eq!(
+        fs::read(f.data.join("images/index.json")).unwrap(),
+        index_before
+    );
+    assert_eq!(
+        fs::read_dir(f.data.join("images/blobs/sha256"))
+            .unwrap()
+            .count(),
+        blobs_before
+    );
 }
 
 #[test]
@@ -219,11 +270,19 @@ fn bad_layouts_fail_with_the_problem_named() {
     bad_manifest.finish();
     let err = import(&f.store, &bad_manifest.dir, &opts(), &NoProgress).unwrap_err();
     assert!(matches!(err, ImportError::InvalidJson { .. }), "{err}");
-    assert_clean_failure(&f, &err, &format!("manifest sha256:{}", sha256_hex(&garbage)));
+    assert_clean_failure(
+        &f,
+        &err,
+        &format!("manifest sha256:{}", sha256_hex(&garbage)),
+    );
 }
 
 /// A layout whose one image is altered by `mutate` (after the blobs are written).
-fn broken_layout(f: &Fixture, name: &str, mutate: impl FnOnce(&Layout, &Crafted)) -> std::path::PathBuf {
+fn broken_layout(
+    f: &Fixture,
+    name: &str,
+    mutate: impl FnOnce(&Layout, &Crafted),
+) -> std::path::PathBuf {
     let image = two_layer_image();
     let mut layout = Layout::new(&f.work.join(name));
     layout.add(&image, Some("broken:1"));
@@ -256,7 +315,12 @@ fn missing_corrupt_and_missized_blobs_are_refused() {
     let err = import(&f.store, &dir, &opts(), &NoProgress).unwrap_err();
     assert!(matches!(err, ImportError::DigestMismatch { .. }), "{err}");
     assert_clean_failure(&f, &err, &sha256_hex(&image.layers[0]));
-    assert!(!f.data.join("images/blobs/sha256").join(sha256_hex(&image.layers[0])).exists());
+    assert!(
+        !f.data
+            .join("images/blobs/sha256")
+            .join(sha256_hex(&image.layers[0]))
+            .exists()
+    );
 
     let f = fixture();
     let dir = broken_layout(&f, "missized", |layout, image| {
@@ -272,7 +336,11 @@ fn missing_corrupt_and_missized_blobs_are_refused() {
 #[test]
 fn unknown_media_types_are_refused() {
     let f = fixture();
-    for (kind, field) in [("layer", "layers"), ("config", "config"), ("manifest", "mediaType")] {
+    for (kind, field) in [
+        ("layer", "layers"),
+        ("config", "config"),
+        ("manifest", "mediaType"),
+    ] {
         let image = two_layer_image();
         let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
         match field {
@@ -289,7 +357,10 @@ fn unknown_media_types_are_refused() {
         layout.entries.push(entry);
         layout.finish();
         let err = import(&f.store, &layout.dir, &opts(), &NoProgress).unwrap_err();
-        assert!(matches!(err, ImportError::UnsupportedMediaType { .. }), "{kind}: {err}");
+        assert!(
+            matches!(err, ImportError::UnsupportedMediaType { .. }),
+            "{kind}: {err}"
+        );
         assert_clean_failure(&f, &err, "application/x-strange");
         assert!(err.to_string().contains(kind), "{kind}: {err}");
     }
@@ -342,7 +413,11 @@ fn truncated_archives_are_reported_as_truncated() {
     fs::write(&boundary, &bytes[..cut]).unwrap();
     let err = import(&f.store, &boundary, &opts(), &NoProgress).unwrap_err();
     assert!(matches!(err, ImportError::Truncated { .. }), "{err}");
-    assert!(err.to_string().contains("cut-boundary.tar is truncated: no end-of-archive marker"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("cut-boundary.tar is truncated: no end-of-archive marker"),
+        "{err}"
+    );
     assert!(f.store.list().unwrap().is_empty());
     assert!(temp_files(&f.data).is_empty());
 }
@@ -352,19 +427,31 @@ fn archive_blob_not_matching_its_name_is_refused() {
     let f = fixture();
     let fake = format!("blobs/sha256/{}", "a".repeat(64));
     let archive = f.work.join("lying.tar");
-    write_tar(&archive, &[("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#), (&fake, b"not what the name says")]);
+    write_tar(
+        &archive,
+        &[
+            ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+            (&fake, b"not what the name says"),
+        ],
+    );
     let err = import(&f.store, &archive, &opts(), &NoProgress).unwrap_err();
     assert!(matches!(err, ImportError::DigestMismatch { .. }), "{err}");
     assert_clean_failure(&f, &err, &fake);
 }
 
 /// A docker-archive with manifest.json last (as `docker save` may write it).
-fn docker_archive(f: &Fixture, diff_ids_override: Option<Vec<String>>) -> (std::path::PathBuf, Crafted) {
+fn docker_archive(
+    f: &Fixture,
+    diff_ids_override: Option<Vec<String>>,
+) -> (std::path::PathBuf, Crafted) {
     let tar1 = layer_tar("etc/one", b"plain tar layer");
     let tar2 = layer_tar("etc/two", b"gzip layer");
     let gz2 = gzip(&tar2);
     let diff_ids = diff_ids_override.unwrap_or_else(|| {
-        vec![format!("sha256:{}", sha256_hex(&tar1)), format!("sha256:{}", sha256_hex(&tar2))]
+        vec![
+            format!("sha256:{}", sha256_hex(&tar1)),
+            format!("sha256:{}", sha256_hex(&tar2)),
+        ]
     });
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64", "os": "linux",
@@ -404,17 +491,39 @@ fn docker_archive_becomes_an_oci_image_with_checked_diff_ids() {
     let (archive, crafted) = docker_archive(&f, None);
     let imported = import(&f.store, &archive, &opts(), &NoProgress).unwrap();
     assert_eq!(imported.len(), 1);
-    let names: Vec<String> = f.store.list().unwrap().into_iter().map(|r| r.name).collect();
+    let names: Vec<String> = f
+        .store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     assert_eq!(names, ["dock:latest", "docker.io/library/dock:5"]);
     let manifest = &imported[0].manifest;
-    assert_eq!(manifest.config().media_type().to_string(), "application/vnd.oci.image.config.v1+json");
-    assert_eq!(manifest.config().digest().digest(), sha256_hex(&crafted.config));
-    let types: Vec<String> = manifest.layers().iter().map(|l| l.media_type().to_string()).collect();
+    assert_eq!(
+        manifest.config().media_type().to_string(),
+        "application/vnd.oci.image.config.v1+json"
+    );
+    assert_eq!(
+        manifest.config().digest().digest(),
+        sha256_hex(&crafted.config)
+    );
+    let types: Vec<String> = manifest
+        .layers()
+        .iter()
+        .map(|l| l.media_type().to_string())
+        .collect();
     assert_eq!(
         types,
-        ["application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip"]
+        [
+            "application/vnd.oci.image.layer.v1.tar",
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        ]
     );
-    assert_eq!(manifest.layers()[1].digest().digest(), sha256_hex(&crafted.layers[1]));
+    assert_eq!(
+        manifest.layers()[1].digest().digest(),
+        sha256_hex(&crafted.layers[1])
+    );
     // Re-import gives the same manifest.
     let again = import(&f.store, &archive, &opts(), &NoProgress).unwrap();
     assert_eq!(again[0].digest(), imported[0].digest());
@@ -425,7 +534,10 @@ fn docker_archive_with_wrong_diff_id_is_refused() {
     let f = fixture();
     let wrong = format!("sha256:{}", "b".repeat(64));
     let tar1 = layer_tar("etc/one", b"plain tar layer");
-    let (archive, _) = docker_archive(&f, Some(vec![format!("sha256:{}", sha256_hex(&tar1)), wrong.clone()]));
+    let (archive, _) = docker_archive(
+        &f,
+        Some(vec![format!("sha256:{}", sha256_hex(&tar1)), wrong.clone()]),
+    );
     let err = import(&f.store, &archive, &opts(), &NoProgress).unwrap_err();
     assert!(matches!(err, ImportError::DiffIdMismatch { .. }), "{err}");
     assert_clean_failure(&f, &err, &wrong);
@@ -447,6 +559,12 @@ fn docker_archive_naming_a_missing_layer_is_refused() {
 #[test]
 fn layout_path_that_does_not_exist_is_named() {
     let f = fixture();
-    let err = import(&f.store, Path::new("/nonexistent/berth-layout"), &opts(), &NoProgress).unwrap_err();
+    let err = import(
+        &f.store,
+        Path::new("/nonexistent/berth-layout"),
+        &opts(),
+        &NoProgress,
+    )
+    .unwrap_err();
     assert_clean_failure(&f, &err, "/nonexistent/berth-layout");
 }

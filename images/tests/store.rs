@@ -147,6 +147,8 @@ fn names_resolve_by_reference_and_digest_prefix() {
     let hex = desc.digest().digest();
     assert_eq!(store.image(&hex[..12]).unwrap().name, "busybox:latest");
     assert_eq!(store.image(&format!("sha256:{hex}")).unwrap().name, "busybox:latest");
+    store_image(&store, "docker.io/library/alpine:3", b"other");
+    assert_eq!(store.image("alpine:3").unwrap().name, "docker.io/library/alpine:3");
     let err = store.image("nothere:v1").unwrap_err();
     assert!(matches!(err, StoreError::ImageNotFound(_)), "{err}");
     let err = store.image("Not/A//Ref").unwrap_err();

@@ -159,7 +159,10 @@ pub fn oom_kills(path: &Path) -> u64 {
     let rel = path.strip_prefix("/").unwrap_or(path);
     let root = Path::new(CGROUP_ROOT);
     let candidates = [
-        (root.join("memory").join(rel).join("memory.oom_control"), "oom_kill "),
+        (
+            root.join("memory").join(rel).join("memory.oom_control"),
+            "oom_kill ",
+        ),
         (root.join(rel).join("memory.events"), "oom_kill "),
     ];
     for (file, key) in candidates {
@@ -246,10 +249,19 @@ mod tests {
 
     #[test]
     fn path_conventions() {
-        assert_eq!(cgroup_path(&spec_with_path(None), "c1"), Path::new("/berth/c1"));
-        assert_eq!(cgroup_path(&spec_with_path(Some("/a/b")), "c1"), Path::new("/a/b"));
+        assert_eq!(
+            cgroup_path(&spec_with_path(None), "c1"),
+            Path::new("/berth/c1")
+        );
+        assert_eq!(
+            cgroup_path(&spec_with_path(Some("/a/b")), "c1"),
+            Path::new("/a/b")
+        );
         let relative = cgroup_path(&spec_with_path(Some("a/b")), "c1");
-        assert!(relative.is_absolute() && relative.ends_with("a/b"), "{relative:?}");
+        assert!(
+            relative.is_absolute() && relative.ends_with("a/b"),
+            "{relative:?}"
+        );
         assert_eq!(relative.parent().unwrap().parent().unwrap(), own_cgroup());
     }
 

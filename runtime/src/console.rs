@@ -46,7 +46,11 @@ pub fn attach_pty(socket: &OwnedFd) -> Result<()> {
     nix::unistd::setsid().map_err(|e| Error::sys("setsid", "", e))?;
     // SAFETY: TIOCSCTTY takes the slave descriptor we own and an integer argument.
     if unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) } != 0 {
-        return Err(Error::sys("ioctl(TIOCSCTTY)", &slave_name, nix::errno::Errno::last()));
+        return Err(Error::sys(
+            "ioctl(TIOCSCTTY)",
+            &slave_name,
+            nix::errno::Errno::last(),
+        ));
     }
     for target in 0..3 {
         nix::unistd::dup2(slave, target).map_err(|e| Error::sys("dup2", &slave_name, e))?;

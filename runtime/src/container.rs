@@ -101,7 +101,11 @@ fn clone3(flags: nix::sched::CloneFlags) -> Result<Option<Pid>> {
         )
     };
     match rc {
-        -1 => Err(Error::sys("clone3", format!("{flags:?}"), nix::errno::Errno::last())),
+        -1 => Err(Error::sys(
+            "clone3",
+            format!("{flags:?}"),
+            nix::errno::Errno::last(),
+        )),
         0 => Ok(None),
         pid => Ok(Some(Pid::from_raw(pid as i32))),
     }
@@ -242,7 +246,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         match runtime_end.recv()? {
             Some(Message::RunHooks) => {
                 let hooks_result = crate::hooks::run_all("prestart", &prestart, &creating_json)
-                    .and_then(|()| crate::hooks::run_all("createRuntime", &create_runtime, &creating_json));
+                    .and_then(|()| {
+                        crate::hooks::run_all("createRuntime", &create_runtime, &creating_json)
+                    });
                 if let Err(e) = hooks_result {
                     let _ = runtime_end.send(&Message::Failed(e.to_string()));
                     return Err(e);
@@ -499,6 +505,9 @@ mod tests {
     fn exit_codes_follow_the_shell() {
         let pid = Pid::from_raw(1);
         assert_eq!(exit_code(WaitStatus::Exited(pid, 3)), 3);
-        assert_eq!(exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)), 137);
+        assert_eq!(
+            exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            137
+        );
     }
 }

@@ -99,7 +99,10 @@ mod tests {
             "path": "/bin/touch", "args": ["touch", marker]
         }));
         let err = run_all("poststart", &[failing, after], b"{}").unwrap_err();
-        assert!(err.to_string().contains("poststart hook /bin/false"), "{err}");
+        assert!(
+            err.to_string().contains("poststart hook /bin/false"),
+            "{err}"
+        );
         assert!(!marker.exists());
     }
 

@@ -138,10 +138,10 @@ fn setup(args: &InitArgs) -> Result<crate::process::Exec> {
         crate::process::set_no_new_privs()?;
     }
 
-    args.channel.send(&Message::Ready)?;
-    // The runtime exits after create: from now on init must outlive it.
+    // The runtime exits as soon as it reads Ready: init must outlive it from before then.
     // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    args.channel.send(&Message::Ready)?;
     wait_for_start(&args.exec_fifo)?;
 
     if let Some(h) = hooks.and_then(|h| h.start_container().as_deref()) {
@@ -158,7 +158,11 @@ fn set_domainname(domain: &str) -> Result<()> {
     // SAFETY: the pointer and length describe `domain`, which outlives the call.
     let rc = unsafe { libc::setdomainname(domain.as_ptr().cast(), domain.len()) };
     if rc != 0 {
-        return Err(Error::sys("setdomainname", domain, nix::errno::Errno::last()));
+        return Err(Error::sys(
+            "setdomainname",
+            domain,
+            nix::errno::Errno::last(),
+        ));
     }
     Ok(())
 }

@@ -77,7 +77,8 @@ impl Namespaces {
             .iter()
             .any(|(f, _)| *f == CloneFlags::CLONE_NEWUSER);
         if joins_user {
-            self.new & (CloneFlags::CLONE_NEWPID | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+            self.new
+                & (CloneFlags::CLONE_NEWPID | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
         } else {
             self.new
         }
@@ -101,7 +102,9 @@ impl Namespaces {
                 )
                 .map_err(|e| Error::sys("open namespace", path, e))?;
                 // SAFETY: `open` just returned this descriptor and nothing else owns it.
-                Ok((*flag, unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }))
+                Ok((*flag, unsafe {
+                    <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+                }))
             })
             .collect()
     }
@@ -113,7 +116,8 @@ pub fn enter(joins: &[(CloneFlags, OwnedFd)], unshare: CloneFlags) -> Result<()>
         nix::sched::setns(fd, *flag).map_err(|e| Error::sys("setns", format!("{flag:?}"), e))?;
     }
     if !unshare.is_empty() {
-        nix::sched::unshare(unshare).map_err(|e| Error::sys("unshare", format!("{unshare:?}"), e))?;
+        nix::sched::unshare(unshare)
+            .map_err(|e| Error::sys("unshare", format!("{unshare:?}"), e))?;
     }
     Ok(())
 }
@@ -127,8 +131,12 @@ fn map_text(maps: &[LinuxIdMapping]) -> String {
 /// Writes the uid and gid maps of `pid`'s new user namespace; only a process outside it may.
 pub fn write_id_maps(pid: Pid, spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
-    let uids = linux.and_then(|l| l.uid_mappings().as_deref()).unwrap_or_default();
-    let gids = linux.and_then(|l| l.gid_mappings().as_deref()).unwrap_or_default();
+    let uids = linux
+        .and_then(|l| l.uid_mappings().as_deref())
+        .unwrap_or_default();
+    let gids = linux
+        .and_then(|l| l.gid_mappings().as_deref())
+        .unwrap_or_default();
     if uids.is_empty() || gids.is_empty() {
         return Err(Error::field(
             "linux.uidMappings",
@@ -162,7 +170,10 @@ mod tests {
             CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUSER
         );
         assert!(plan.unshare_flags().is_empty());
-        assert_eq!(plan.join, [(CloneFlags::CLONE_NEWNET, PathBuf::from("/run/netns/x"))]);
+        assert_eq!(
+            plan.join,
+            [(CloneFlags::CLONE_NEWNET, PathBuf::from("/run/netns/x"))]
+        );
         assert!(plan.has_user());
     }
 

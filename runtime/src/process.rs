@@ -127,7 +127,10 @@ pub fn set_oom_score_adj(score: i32) -> Result<()> {
         .map_err(|e| Error::io("/proc/self/oom_score_adj", e))
 }
 
-fn caps_set(field: &'static str, caps: Option<&HashSet<oci_spec::runtime::Capability>>) -> Result<CapsHashSet> {
+fn caps_set(
+    field: &'static str,
+    caps: Option<&HashSet<oci_spec::runtime::Capability>>,
+) -> Result<CapsHashSet> {
     let mut out = CapsHashSet::new();
     for cap in caps.into_iter().flatten() {
         let name = format!("CAP_{cap}");
@@ -204,13 +207,23 @@ pub fn become_user(process: &Process, caps: &CapabilitySets) -> Result<()> {
     }
     // SAFETY: prctl with PR_SET_KEEPCAPS takes plain integers.
     if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
-        return Err(Error::sys("prctl(PR_SET_KEEPCAPS)", "", nix::errno::Errno::last()));
+        return Err(Error::sys(
+            "prctl(PR_SET_KEEPCAPS)",
+            "",
+            nix::errno::Errno::last(),
+        ));
     }
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| Error::sys("setresgid", "process.user.gid", e))?;
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| Error::sys("setresuid", "process.user.uid", e))?;
+    nix::unistd::setresgid(gid, gid, gid)
+        .map_err(|e| Error::sys("setresgid", "process.user.gid", e))?;
+    nix::unistd::setresuid(uid, uid, uid)
+        .map_err(|e| Error::sys("setresuid", "process.user.uid", e))?;
     // SAFETY: as above.
     if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) } != 0 {
-        return Err(Error::sys("prctl(PR_SET_KEEPCAPS)", "", nix::errno::Errno::last()));
+        return Err(Error::sys(
+            "prctl(PR_SET_KEEPCAPS)",
+            "",
+            nix::errno::Errno::last(),
+        ));
     }
     // capset checks each call against the sets as they are: inheritable first (CAP_SETPCAP
     // is still effective), then effective (within the old permitted), then permitted, which
@@ -226,7 +239,11 @@ pub fn become_user(process: &Process, caps: &CapabilitySets) -> Result<()> {
 pub fn set_no_new_privs() -> Result<()> {
     // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes plain integers.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(Error::sys("prctl(PR_SET_NO_NEW_PRIVS)", "", nix::errno::Errno::last()));
+        return Err(Error::sys(
+            "prctl(PR_SET_NO_NEW_PRIVS)",
+            "",
+            nix::errno::Errno::last(),
+        ));
     }
     Ok(())
 }
@@ -244,7 +261,8 @@ mod tests {
     use super::*;
 
     fn process(json: serde_json::Value) -> Process {
-        let mut base = serde_json::to_value(crate::spec::default_spec()).unwrap()["process"].clone();
+        let mut base =
+            serde_json::to_value(crate::spec::default_spec()).unwrap()["process"].clone();
         for (k, v) in json.as_object().unwrap() {
             base[k] = v.clone();
         }
@@ -253,7 +271,9 @@ mod tests {
 
     #[test]
     fn program_is_found_on_the_spec_path() {
-        let p = process(serde_json::json!({"args": ["sh", "-c", "true"], "env": ["PATH=/nonexistent:/bin"]}));
+        let p = process(
+            serde_json::json!({"args": ["sh", "-c", "true"], "env": ["PATH=/nonexistent:/bin"]}),
+        );
         let exec = prepare_exec(&p).unwrap();
         assert_eq!(exec.path.to_str().unwrap(), "/bin/sh");
         assert_eq!(exec.argv.len(), 3);
@@ -264,7 +284,10 @@ mod tests {
     fn missing_program_names_it() {
         let p = process(serde_json::json!({"args": ["berth-no-such-binary"]}));
         let err = prepare_exec(&p).unwrap_err().to_string();
-        assert!(err.contains("berth-no-such-binary") && err.contains("not found"), "{err}");
+        assert!(
+            err.contains("berth-no-such-binary") && err.contains("not found"),
+            "{err}"
+        );
         let p = process(serde_json::json!({"args": ["/berth/no/such"]}));
         assert!(prepare_exec(&p).is_err());
     }
@@ -272,7 +295,9 @@ mod tests {
     #[test]
     fn default_capabilities_parse() {
         let spec = crate::spec::default_spec();
-        let sets = CapabilitySets::from_spec(spec.process().as_ref().unwrap().capabilities().as_ref()).unwrap();
+        let sets =
+            CapabilitySets::from_spec(spec.process().as_ref().unwrap().capabilities().as_ref())
+                .unwrap();
         assert!(sets.bounding.contains(&Capability::CAP_KILL));
         assert!(!sets.bounding.contains(&Capability::CAP_SYS_ADMIN));
     }

@@ -177,8 +177,12 @@ fn rootfs_propagation(spec: &Spec) -> Result<MsFlags> {
         .and_then(|l| l.rootfs_propagation().as_deref())
     {
         None | Some("") => Ok(MsFlags::MS_SLAVE | MsFlags::MS_REC),
-        Some(value) => propagation_flags(value)
-            .ok_or_else(|| Error::field("linux.rootfsPropagation", format!("unknown value {value:?}"))),
+        Some(value) => propagation_flags(value).ok_or_else(|| {
+            Error::field(
+                "linux.rootfsPropagation",
+                format!("unknown value {value:?}"),
+            )
+        }),
     }
 }
 
@@ -204,9 +208,10 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, ctx: &RootfsContext) -> Result<()
     for m in mounts {
         mount_one(sys, m, ctx)?;
     }
-    let dev_bound = mounts
-        .iter()
-        .any(|m| m.destination() == Path::new("/dev") && parse_options(m.options().as_deref().unwrap_or_default()).bind);
+    let dev_bound = mounts.iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && parse_options(m.options().as_deref().unwrap_or_default()).bind
+    });
     if !dev_bound {
         create_devices(sys, spec, ctx)?;
     }
@@ -216,15 +221,20 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, ctx: &RootfsContext) -> Result<()
 fn mount_one(sys: &dyn Syscall, m: &Mount, ctx: &RootfsContext) -> Result<()> {
     let opts = parse_options(m.options().as_deref().unwrap_or_default());
     let dest = secure_join(ctx.rootfs, m.destination());
-    let typ = m.typ().as_deref().unwrap_or(if opts.bind { "bind" } else { "" });
+    let typ = m
+        .typ()
+        .as_deref()
+        .unwrap_or(if opts.bind { "bind" } else { "" });
     if typ == "cgroup" || typ == "cgroup2" {
         return mount_cgroup(sys, &dest, &opts, ctx);
     }
     if opts.bind || typ == "bind" {
-        let source = m
-            .source()
-            .as_deref()
-            .ok_or_else(|| Error::field("mounts.source", format!("bind mount on {} has none", m.destination().display())))?;
+        let source = m.source().as_deref().ok_or_else(|| {
+            Error::field(
+                "mounts.source",
+                format!("bind mount on {} has none", m.destination().display()),
+            )
+        })?;
         if source.is_dir() {
             sys.mkdir_all(&dest)?;
         } else {
@@ -235,7 +245,13 @@ fn mount_one(sys: &dyn Syscall, m: &Mount, ctx: &RootfsContext) -> Result<()> {
         // A bind mount ignores other flags until it is remounted.
         let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() {
-            sys.mount(None, &dest, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra, None)?;
+            sys.mount(
+                None,
+                &dest,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
+                None,
+            )?;
         }
     } else {
         sys.mkdir_all(&dest)?;
@@ -244,7 +260,10 @@ fn mount_one(sys: &dyn Syscall, m: &Mount, ctx: &RootfsContext) -> Result<()> {
         match sys.mount(Some(source), &dest, Some(typ), opts.flags, data) {
             // sysfs cannot be mounted in a user namespace without its own network namespace:
             // runc falls back to binding the host's /sys.
-            Err(Error::Sys { errno: nix::errno::Errno::EPERM, .. }) if typ == "sysfs" && ctx.in_user_ns => {
+            Err(Error::Sys {
+                errno: nix::errno::Errno::EPERM,
+                ..
+            }) if typ == "sysfs" && ctx.in_user_ns => {
                 sys.mount(
                     Some(Path::new("/sys")),
                     &dest,
@@ -256,7 +275,11 @@ fn mount_one(sys: &dyn Syscall, m: &Mount, ctx: &RootfsContext) -> Result<()> {
                     None,
                     &dest,
                     None,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | (opts.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)),
+                    MsFlags::MS_BIND
+                        | MsFlags::MS_REMOUNT
+                        | MsFlags::MS_RDONLY
+                        | (opts.flags
+                            & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)),
                     None,
                 )?;
             }
@@ -271,20 +294,56 @@ fn mount_one(sys: &dyn Syscall, m: &Mount, ctx: &RootfsContext) -> Result<()> {
 
 /// On cgroup v1 a tmpfs holding a bind of the container's own directory of each hierarchy (as
 /// runc does without a cgroup namespace); on v2 the container's directory of the unified tree.
-fn mount_cgroup(sys: &dyn Syscall, dest: &Path, opts: &MountOptions, ctx: &RootfsContext) -> Result<()> {
-    let locked = opts.flags & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+fn mount_cgroup(
+    sys: &dyn Syscall,
+    dest: &Path,
+    opts: &MountOptions,
+    ctx: &RootfsContext,
+) -> Result<()> {
+    let locked = opts.flags
+        & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
     sys.mkdir_all(dest)?;
     if let Some(unified) = ctx.unified_cgroup_dir {
-        sys.mount(Some(unified), dest, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-        return sys.mount(None, dest, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | locked, None);
+        sys.mount(
+            Some(unified),
+            dest,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        return sys.mount(
+            None,
+            dest,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | locked,
+            None,
+        );
     }
     let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    sys.mount(Some(Path::new("tmpfs")), dest, Some("tmpfs"), tmpfs_flags, Some("mode=755"))?;
+    sys.mount(
+        Some(Path::new("tmpfs")),
+        dest,
+        Some("tmpfs"),
+        tmpfs_flags,
+        Some("mode=755"),
+    )?;
     for (name, host_dir) in ctx.cgroup_dirs {
         let sub = dest.join(name);
         sys.mkdir_all(&sub)?;
-        sys.mount(Some(host_dir), &sub, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-        sys.mount(None, &sub, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | locked, None)?;
+        sys.mount(
+            Some(host_dir),
+            &sub,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        sys.mount(
+            None,
+            &sub,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | locked,
+            None,
+        )?;
         if name.contains(',') {
             for part in name.split(',') {
                 sys.symlink(Path::new(name), &dest.join(part))?;
@@ -292,7 +351,13 @@ fn mount_cgroup(sys: &dyn Syscall, dest: &Path, opts: &MountOptions, ctx: &Rootf
         }
     }
     if locked.contains(MsFlags::MS_RDONLY) {
-        sys.mount(None, dest, None, MsFlags::MS_REMOUNT | tmpfs_flags | MsFlags::MS_RDONLY, None)?;
+        sys.mount(
+            None,
+            dest,
+            None,
+            MsFlags::MS_REMOUNT | tmpfs_flags | MsFlags::MS_RDONLY,
+            None,
+        )?;
     }
     Ok(())
 }
@@ -354,7 +419,10 @@ fn create_device(sys: &dyn Syscall, dev: &LinuxDevice, ctx: &RootfsContext) -> R
         LinuxDeviceType::B => SFlag::S_IFBLK,
         LinuxDeviceType::P => SFlag::S_IFIFO,
         LinuxDeviceType::A => {
-            return Err(Error::field("linux.devices.type", format!("{}: type a is not a device", dev.path().display())));
+            return Err(Error::field(
+                "linux.devices.type",
+                format!("{}: type a is not a device", dev.path().display()),
+            ));
         }
     };
     let perm = Mode::from_bits_truncate(dev.file_mode().unwrap_or(0o666));
@@ -371,11 +439,17 @@ fn create_device(sys: &dyn Syscall, dev: &LinuxDevice, ctx: &RootfsContext) -> R
             dev.gid().map(Gid::from_raw),
         ),
         // No mknod in a user namespace: bind the host's node onto an empty file.
-        Err(Error::Sys { errno: nix::errno::Errno::EPERM, .. }) => {
+        Err(Error::Sys {
+            errno: nix::errno::Errno::EPERM,
+            ..
+        }) => {
             sys.touch(&dest)?;
             sys.mount(Some(dev.path()), &dest, None, MsFlags::MS_BIND, None)
         }
-        Err(Error::Sys { errno: nix::errno::Errno::EEXIST, .. }) => Ok(()),
+        Err(Error::Sys {
+            errno: nix::errno::Errno::EEXIST,
+            ..
+        }) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -391,7 +465,13 @@ pub fn pivot(sys: &dyn Syscall, rootfs: &Path, no_pivot: bool) -> Result<()> {
         // pivot_root(".", ".") stacks the old root on the new one; detaching "." then drops it
         // (pivot_root(2), NOTES). Making it a slave first keeps the unmount off the host.
         sys.pivot_root(Path::new("."), Path::new("."))?;
-        sys.mount(None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+        sys.mount(
+            None,
+            Path::new("."),
+            None,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None,
+        )?;
         sys.umount2(Path::new("."), MntFlags::MNT_DETACH)?;
     }
     sys.chdir(Path::new("/"))
@@ -407,8 +487,16 @@ pub fn finish(sys: &dyn Syscall, spec: &Spec) -> Result<()> {
             readonly(sys, Path::new(path))?;
         }
     }
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(Path::new("/"));
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        let flags = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | locked_flags(Path::new("/"));
         sys.mount(None, Path::new("/"), None, flags, None)?;
     }
     let propagation = rootfs_propagation(spec)?;
@@ -456,7 +544,13 @@ fn mask(sys: &dyn Syscall, path: &Path) -> Result<()> {
             None,
         )
     } else {
-        sys.mount(Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None)
+        sys.mount(
+            Some(Path::new("/dev/null")),
+            path,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )
     }
 }
 
@@ -464,8 +558,18 @@ fn readonly(sys: &dyn Syscall, path: &Path) -> Result<()> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
-    sys.mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC | locked_flags(path);
+    sys.mount(
+        Some(path),
+        path,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_REC
+        | locked_flags(path);
     sys.mount(None, path, None, flags, None)
 }
 
@@ -491,12 +595,22 @@ mod tests {
 
     #[test]
     fn options_split_into_flags_and_data() {
-        let opts: Vec<String> = ["nosuid", "strictatime", "mode=755", "size=65536k", "rslave", "ro"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let opts: Vec<String> = [
+            "nosuid",
+            "strictatime",
+            "mode=755",
+            "size=65536k",
+            "rslave",
+            "ro",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let parsed = parse_options(&opts);
-        assert_eq!(parsed.flags, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | MsFlags::MS_RDONLY);
+        assert_eq!(
+            parsed.flags,
+            MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | MsFlags::MS_RDONLY
+        );
         assert_eq!(parsed.propagation, MsFlags::MS_SLAVE | MsFlags::MS_REC);
         assert_eq!(parsed.data, "mode=755,size=65536k");
         assert!(!parsed.bind);
@@ -510,9 +624,18 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc", root.path().join("abs")).unwrap();
         std::os::unix::fs::symlink("../../..", root.path().join("up")).unwrap();
-        assert_eq!(secure_join(root.path(), Path::new("/abs/x")), root.path().join("etc/x"));
-        assert_eq!(secure_join(root.path(), Path::new("/up/etc")), root.path().join("etc"));
-        assert_eq!(secure_join(root.path(), Path::new("/../../tmp")), root.path().join("tmp"));
+        assert_eq!(
+            secure_join(root.path(), Path::new("/abs/x")),
+            root.path().join("etc/x")
+        );
+        assert_eq!(
+            secure_join(root.path(), Path::new("/up/etc")),
+            root.path().join("etc")
+        );
+        assert_eq!(
+            secure_join(root.path(), Path::new("/../../tmp")),
+            root.path().join("tmp")
+        );
     }
 
     #[test]
@@ -520,19 +643,38 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let sys = RecordingSyscall::default();
         let spec = spec_json(serde_json::json!({}));
-        let ctx = RootfsContext { rootfs: root.path(), in_user_ns: false, cgroup_dirs: &[], unified_cgroup_dir: None };
+        let ctx = RootfsContext {
+            rootfs: root.path(),
+            in_user_ns: false,
+            cgroup_dirs: &[],
+            unified_cgroup_dir: None,
+        };
         prepare(&sys, &spec, &ctx).unwrap();
         let lines = sys.lines();
         let r = root.path().display().to_string();
-        assert!(lines[0].starts_with("mount - / - MS_REC | MS_SLAVE"), "{}", lines[0]);
-        assert!(lines[1].starts_with(&format!("mount {r} {r} - MS_BIND | MS_REC")), "{}", lines[1]);
+        assert!(
+            lines[0].starts_with("mount - / - MS_REC | MS_SLAVE"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with(&format!("mount {r} {r} - MS_BIND | MS_REC")),
+            "{}",
+            lines[1]
+        );
         let proc_at = position(&lines, &format!("mount proc {r}/proc proc"));
         let dev_at = position(&lines, &format!("mount tmpfs {r}/dev tmpfs"));
         let pts_at = position(&lines, &format!("mount devpts {r}/dev/pts devpts"));
         let null_at = position(&lines, &format!("mknod {r}/dev/null 666 1:3"));
         let tty_at = position(&lines, &format!("mknod {r}/dev/tty 666 5:0"));
         let ptmx_at = position(&lines, &format!("symlink pts/ptmx {r}/dev/ptmx"));
-        assert!(proc_at < dev_at && dev_at < pts_at && pts_at < null_at && null_at < tty_at && tty_at < ptmx_at);
+        assert!(
+            proc_at < dev_at
+                && dev_at < pts_at
+                && pts_at < null_at
+                && null_at < tty_at
+                && tty_at < ptmx_at
+        );
         position(&lines, &format!("symlink /proc/self/fd {r}/dev/fd"));
     }
 
@@ -541,7 +683,12 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let sys = RecordingSyscall::default();
         let spec = spec_json(serde_json::json!({}));
-        let ctx = RootfsContext { rootfs: root.path(), in_user_ns: true, cgroup_dirs: &[], unified_cgroup_dir: None };
+        let ctx = RootfsContext {
+            rootfs: root.path(),
+            in_user_ns: true,
+            cgroup_dirs: &[],
+            unified_cgroup_dir: None,
+        };
         prepare(&sys, &spec, &ctx).unwrap();
         let lines = sys.lines();
         let r = root.path().display().to_string();
@@ -559,12 +706,26 @@ mod tests {
         let spec = spec_json(serde_json::json!({"mounts": [
             {"destination": "/data", "type": "bind", "source": src.path(), "options": ["rbind", "ro", "nosuid"]}
         ]}));
-        let ctx = RootfsContext { rootfs: root.path(), in_user_ns: false, cgroup_dirs: &[], unified_cgroup_dir: None };
+        let ctx = RootfsContext {
+            rootfs: root.path(),
+            in_user_ns: false,
+            cgroup_dirs: &[],
+            unified_cgroup_dir: None,
+        };
         prepare(&sys, &spec, &ctx).unwrap();
         let lines = sys.lines();
         let r = root.path().display().to_string();
-        let bind = position(&lines, &format!("mount {} {r}/data - MS_BIND | MS_REC -", src.path().display()));
-        let remount = position(&lines, &format!("mount - {r}/data - MS_RDONLY | MS_NOSUID | MS_REMOUNT | MS_BIND"));
+        let bind = position(
+            &lines,
+            &format!(
+                "mount {} {r}/data - MS_BIND | MS_REC -",
+                src.path().display()
+            ),
+        );
+        let remount = position(
+            &lines,
+            &format!("mount - {r}/data - MS_RDONLY | MS_NOSUID | MS_REMOUNT | MS_BIND"),
+        );
         assert!(position(&lines, &format!("mkdir {r}/data")) < bind && bind < remount);
     }
 
@@ -575,14 +736,28 @@ mod tests {
         let spec = spec_json(serde_json::json!({"mounts": [
             {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro", "nosuid"]}
         ]}));
-        let dirs = vec![("cpu,cpuacct".to_string(), PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/berth/x"))];
-        let ctx = RootfsContext { rootfs: root.path(), in_user_ns: false, cgroup_dirs: &dirs, unified_cgroup_dir: None };
+        let dirs = vec![(
+            "cpu,cpuacct".to_string(),
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/berth/x"),
+        )];
+        let ctx = RootfsContext {
+            rootfs: root.path(),
+            in_user_ns: false,
+            cgroup_dirs: &dirs,
+            unified_cgroup_dir: None,
+        };
         prepare(&sys, &spec, &ctx).unwrap();
         let lines = sys.lines();
         let r = root.path().display().to_string();
         let tmpfs = position(&lines, &format!("mount tmpfs {r}/sys/fs/cgroup tmpfs"));
-        let bind = position(&lines, &format!("mount /sys/fs/cgroup/cpu,cpuacct/berth/x {r}/sys/fs/cgroup/cpu,cpuacct"));
-        let link = position(&lines, &format!("symlink cpu,cpuacct {r}/sys/fs/cgroup/cpuacct"));
+        let bind = position(
+            &lines,
+            &format!("mount /sys/fs/cgroup/cpu,cpuacct/berth/x {r}/sys/fs/cgroup/cpu,cpuacct"),
+        );
+        let link = position(
+            &lines,
+            &format!("symlink cpu,cpuacct {r}/sys/fs/cgroup/cpuacct"),
+        );
         let ro = position(&lines, &format!("mount - {r}/sys/fs/cgroup - MS_RDONLY"));
         assert!(tmpfs < bind && bind < link && link < ro);
     }
@@ -593,11 +768,20 @@ mod tests {
         pivot(&sys, Path::new("/r"), false).unwrap();
         assert_eq!(
             sys.lines(),
-            ["chdir /r", "pivot_root . .", "mount - . - MS_REC | MS_SLAVE -", "umount .", "chdir /"]
+            [
+                "chdir /r",
+                "pivot_root . .",
+                "mount - . - MS_REC | MS_SLAVE -",
+                "umount .",
+                "chdir /"
+            ]
         );
         let sys = RecordingSyscall::default();
         pivot(&sys, Path::new("/r"), true).unwrap();
-        assert_eq!(sys.lines(), ["chdir /r", "mount /r / - MS_MOVE -", "chroot .", "chdir /"]);
+        assert_eq!(
+            sys.lines(),
+            ["chdir /r", "mount /r / - MS_MOVE -", "chroot .", "chdir /"]
+        );
     }
 
     #[test]
@@ -614,9 +798,16 @@ mod tests {
         finish(&sys, &spec).unwrap();
         let lines = sys.lines();
         assert_eq!(lines.len(), 3, "{lines:#?}");
-        assert!(lines[0].starts_with(&format!("mount tmpfs {} tmpfs MS_RDONLY", present.path().display())));
+        assert!(lines[0].starts_with(&format!(
+            "mount tmpfs {} tmpfs MS_RDONLY",
+            present.path().display()
+        )));
         assert!(lines[1].starts_with(&format!("mount /dev/null {} - MS_BIND", file.display())));
         // The default spec's root is read-only: "/" is remounted so, keeping its other flags.
-        assert!(lines[2].starts_with("mount - / - MS_RDONLY | MS_REMOUNT | MS_BIND"), "{}", lines[2]);
+        assert!(
+            lines[2].starts_with("mount - / - MS_RDONLY | MS_REMOUNT | MS_BIND"),
+            "{}",
+            lines[2]
+        );
     }
 }

@@ -25,14 +25,22 @@ pub struct CompiledSeccomp {
 fn action_json(action: LinuxSeccompAction, errno_ret: Option<u32>) -> Result<Value> {
     Ok(match action {
         LinuxSeccompAction::ScmpActAllow => json!("allow"),
-        LinuxSeccompAction::ScmpActErrno => json!({"errno": errno_ret.unwrap_or(libc::EPERM as u32)}),
-        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => json!("kill_thread"),
+        LinuxSeccompAction::ScmpActErrno => {
+            json!({"errno": errno_ret.unwrap_or(libc::EPERM as u32)})
+        }
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            json!("kill_thread")
+        }
         LinuxSeccompAction::ScmpActKillProcess => json!("kill_process"),
         LinuxSeccompAction::ScmpActTrap => json!("trap"),
         LinuxSeccompAction::ScmpActLog => json!("log"),
-        LinuxSeccompAction::ScmpActTrace => json!({"trace": errno_ret.unwrap_or(libc::EPERM as u32)}),
+        LinuxSeccompAction::ScmpActTrace => {
+            json!({"trace": errno_ret.unwrap_or(libc::EPERM as u32)})
+        }
         LinuxSeccompAction::ScmpActNotify => {
-            return Err(Error::Seccomp("SCMP_ACT_NOTIFY needs a listener, which is not supported".into()));
+            return Err(Error::Seccomp(
+                "SCMP_ACT_NOTIFY needs a listener, which is not supported".into(),
+            ));
         }
     })
 }
@@ -60,19 +68,24 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
     let mut base_rules = Vec::new();
     for syscall in profile.syscalls().as_deref().unwrap_or_default() {
         let action = action_json(syscall.action(), syscall.errno_ret())?;
-        let args: Option<Vec<Value>> = syscall.args().as_ref().filter(|a| !a.is_empty()).map(|args| {
-            args.iter()
-                .map(|a| {
-                    // MASKED_EQ: `value` is the mask and `valueTwo` the value it must equal.
-                    let (val, op) = if a.op() == LinuxSeccompOperator::ScmpCmpMaskedEq {
-                        (a.value_two().unwrap_or(0), op_json(a.op(), a.value()))
-                    } else {
-                        (a.value(), op_json(a.op(), 0))
-                    };
-                    json!({"index": a.index(), "type": "qword", "op": op, "val": val})
-                })
-                .collect()
-        });
+        let args: Option<Vec<Value>> =
+            syscall
+                .args()
+                .as_ref()
+                .filter(|a| !a.is_empty())
+                .map(|args| {
+                    args.iter()
+                        .map(|a| {
+                            // MASKED_EQ: `value` is the mask and `valueTwo` the value it must equal.
+                            let (val, op) = if a.op() == LinuxSeccompOperator::ScmpCmpMaskedEq {
+                                (a.value_two().unwrap_or(0), op_json(a.op(), a.value()))
+                            } else {
+                                (a.value(), op_json(a.op(), 0))
+                            };
+                            json!({"index": a.index(), "type": "qword", "op": op, "val": val})
+                        })
+                        .collect()
+                });
         for name in syscall.names() {
             let rule = match &args {
                 Some(args) => json!({"syscall": name, "args": args}),
@@ -91,7 +104,8 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
         filters.push(build(arch, &default, &json!("allow"), base_rules)?);
     }
     for (action, rules) in by_action {
-        let action: Value = serde_json::from_str(&action).map_err(|e| Error::Seccomp(e.to_string()))?;
+        let action: Value =
+            serde_json::from_str(&action).map_err(|e| Error::Seccomp(e.to_string()))?;
         filters.push(build(arch, &json!("allow"), &action, rules)?);
     }
     Ok(CompiledSeccomp { filters })
@@ -99,7 +113,12 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
 
 /// Compiles one filter; rules naming a syscall this architecture lacks are dropped and the
 /// filter is compiled again.
-fn build(arch: TargetArch, mismatch: &Value, matched: &Value, mut rules: Vec<Value>) -> Result<BpfProgram> {
+fn build(
+    arch: TargetArch,
+    mismatch: &Value,
+    matched: &Value,
+    mut rules: Vec<Value>,
+) -> Result<BpfProgram> {
     // A syscall with one unconditional rule matches always: its conditional rules are moot
     // (seccompiler reads an entry without args as "always").
     let unconditional: std::collections::HashSet<String> = rules
@@ -107,13 +126,21 @@ fn build(arch: TargetArch, mismatch: &Value, matched: &Value, mut rules: Vec<Val
         .filter(|r| r.get("args").is_none())
         .filter_map(|r| r["syscall"].as_str().map(str::to_string))
         .collect();
-    rules.retain(|r| r.get("args").is_none() || !r["syscall"].as_str().is_some_and(|s| unconditional.contains(s)));
+    rules.retain(|r| {
+        r.get("args").is_none()
+            || !r["syscall"]
+                .as_str()
+                .is_some_and(|s| unconditional.contains(s))
+    });
     loop {
-        let doc = json!({"f": {"mismatch_action": mismatch, "match_action": matched, "filter": rules}});
+        let doc =
+            json!({"f": {"mismatch_action": mismatch, "match_action": matched, "filter": rules}});
         let text = doc.to_string();
         match seccompiler::compile_from_json(text.as_bytes(), arch) {
             Ok(mut map) => {
-                return map.remove("f").ok_or_else(|| Error::Seccomp("filter missing after compile".into()));
+                return map
+                    .remove("f")
+                    .ok_or_else(|| Error::Seccomp("filter missing after compile".into()));
             }
             Err(e) => {
                 // seccompiler keeps its syscall table and this error variant private; its

@@ -203,7 +203,17 @@ mod tests {
         for good in ["a", "web-1", "x_y.z+1", &"a".repeat(1024)] {
             validate_id(good).unwrap();
         }
-        for bad in ["", "../x", "a/b", "..", ".", "a..b", "sp ace", "é", &"a".repeat(1025)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "..",
+            ".",
+            "a..b",
+            "sp ace",
+            "é",
+            &"a".repeat(1025),
+        ] {
             assert!(validate_id(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -246,7 +256,16 @@ mod tests {
         state.refresh_status(dir.path());
         assert_eq!(state.oci.status, Status::Stopped);
         let json = serde_json::to_value(&state.oci).unwrap();
-        for key in ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner"] {
+        for key in [
+            "ociVersion",
+            "id",
+            "pid",
+            "status",
+            "bundle",
+            "rootfs",
+            "created",
+            "owner",
+        ] {
             assert!(json.get(key).is_some(), "{key} missing in {json}");
         }
     }

@@ -54,7 +54,8 @@ impl Syscall for LinuxSyscall {
     }
 
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<()> {
-        nix::unistd::pivot_root(new_root, put_old).map_err(|e| Error::sys("pivot_root", new_root, e))
+        nix::unistd::pivot_root(new_root, put_old)
+            .map_err(|e| Error::sys("pivot_root", new_root, e))
     }
 
     fn chroot(&self, path: &Path) -> Result<()> {
@@ -148,7 +149,11 @@ impl Syscall for RecordingSyscall {
         Ok(())
     }
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<()> {
-        self.record(format!("pivot_root {} {}", new_root.display(), put_old.display()));
+        self.record(format!(
+            "pivot_root {} {}",
+            new_root.display(),
+            put_old.display()
+        ));
         Ok(())
     }
     fn chroot(&self, path: &Path) -> Result<()> {

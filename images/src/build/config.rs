@@ -47,7 +47,12 @@ pub(crate) fn validate(options: &BuildOptions) -> Result<()> {
 }
 
 /// Applies the build's settings and the new layer to `config`.
-pub(crate) fn apply(config: &mut ImageConfiguration, options: &BuildOptions, diff_id: &str, created: &str) {
+pub(crate) fn apply(
+    config: &mut ImageConfiguration,
+    options: &BuildOptions,
+    diff_id: &str,
+    created: &str,
+) {
     let mut runtime: Config = config.config().clone().unwrap_or_default();
     if let Some(entrypoint) = &options.entrypoint {
         runtime.set_entrypoint(Some(entrypoint.clone()));
@@ -92,7 +97,10 @@ pub(crate) fn apply(config: &mut ImageConfiguration, options: &BuildOptions, dif
         .comment("berth image build".to_string())
         .build()
         .expect("a history entry has no required fields");
-    config.history_mut().get_or_insert_with(Vec::new).push(history);
+    config
+        .history_mut()
+        .get_or_insert_with(Vec::new)
+        .push(history);
     config.set_created(Some(created.to_string()));
 }
 

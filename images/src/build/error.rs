@@ -39,7 +39,10 @@ pub enum BuildError {
 
 pub type Result<T, E = BuildError> = std::result::Result<T, E>;
 
-pub(crate) fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> BuildError {
+pub(crate) fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> BuildError {
     let path = path.into();
     move |source| BuildError::Io { op, path, source }
 }

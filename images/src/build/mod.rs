@@ -95,7 +95,9 @@ pub fn build(store: &Store, options: &BuildOptions, progress: &dyn Progress) -> 
         .map(|path| whiteout_entry(path))
         .collect::<Result<Vec<_>>>()?;
     // Held until the tag is written, so that prune cannot take the new blobs in between.
-    let _guard = store.write_guard().map_err(store_err("locking the image store for writing"))?;
+    let _guard = store
+        .write_guard()
+        .map_err(store_err("locking the image store for writing"))?;
     let (mut config, mut layers): (ImageConfiguration, Vec<Descriptor>) = match &options.base {
         Some(base) => {
             let image = store.image(base).map_err(|source| BuildError::Base {
@@ -110,7 +112,11 @@ pub fn build(store: &Store, options: &BuildOptions, progress: &dyn Progress) -> 
     let layer = tarball::write_layer(store, &entries, progress)?;
     let created = humantime::format_rfc3339_seconds(options.created).to_string();
     config::apply(&mut config, options, layer.diff_id.as_ref(), &created);
-    layers.push(descriptor(MediaType::ImageLayerGzip, layer.digest.clone(), layer.size));
+    layers.push(descriptor(
+        MediaType::ImageLayerGzip,
+        layer.digest.clone(),
+        layer.size,
+    ));
     let config_descriptor = store
         .put_json(&canonical(&config), MediaType::ImageConfig)
         .map_err(store_err("storing the image config"))?;
@@ -147,8 +153,14 @@ fn whiteout_entry(path: &str) -> Result<LayerEntry> {
     let opaque = path.ends_with('/');
     let trimmed = path.trim_start_matches('/').trim_end_matches('/');
     let parts: Vec<&str> = trimmed.split('/').collect();
-    if trimmed.is_empty() || parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
-        return Err(invalid("give a path inside the image such as /etc/motd (or dir/ to make a directory opaque)"));
+    if trimmed.is_empty()
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return Err(invalid(
+            "give a path inside the image such as /etc/motd (or dir/ to make a directory opaque)",
+        ));
     }
     if parts.iter().any(|p| p.starts_with(".wh.")) {
         return Err(invalid("give the path to delete, not a .wh. marker"));
@@ -172,7 +184,10 @@ mod tests {
     fn whiteout_markers_sit_beside_their_targets() {
         assert_eq!(whiteout_entry("/etc/motd").unwrap().path, "etc/.wh.motd");
         assert_eq!(whiteout_entry("top").unwrap().path, ".wh.top");
-        assert_eq!(whiteout_entry("/var/cache/").unwrap().path, "var/cache/.wh..wh..opq");
+        assert_eq!(
+            whiteout_entry("/var/cache/").unwrap().path,
+            "var/cache/.wh..wh..opq"
+        );
         assert!(whiteout_entry("/").is_err());
         assert!(whiteout_entry("a/../b").is_err());
     }

@@ -50,10 +50,16 @@ impl<W: Write> Write for Reporting<'_, W> {
 type Pipeline<'a> = tar::Builder<Reporting<'a, HashingWriter<GzEncoder<BlobWriter>>>>;
 
 /// Writes `entries` into a new gzip layer blob.
-pub(crate) fn write_layer(store: &Store, entries: &[LayerEntry], progress: &dyn Progress) -> Result<LayerBlob> {
+pub(crate) fn write_layer(
+    store: &Store,
+    entries: &[LayerEntry],
+    progress: &dyn Progress,
+) -> Result<LayerBlob> {
     let item = "layer";
     progress.started(item, None);
-    let blob = store.blob_writer(None).map_err(store_err("starting the layer blob"))?;
+    let blob = store
+        .blob_writer(None)
+        .map_err(store_err("starting the layer blob"))?;
     // A fixed gzip header (no name, mtime 0) keeps the blob digest a function of the tar.
     let gzip = flate2::GzBuilder::new().write(blob, Compression::default());
     let mut tar: Pipeline<'_> = tar::Builder::new(Reporting {
@@ -81,7 +87,11 @@ pub(crate) fn write_layer(store: &Store, entries: &[LayerEntry], progress: &dyn 
     })?;
     let (digest, size) = blob.commit().map_err(store_err("storing the layer blob"))?;
     progress.finished(item);
-    Ok(LayerBlob { digest, size, diff_id })
+    Ok(LayerBlob {
+        digest,
+        size,
+        diff_id,
+    })
 }
 
 enum AppendError {
@@ -97,7 +107,10 @@ impl From<io::Error> for AppendError {
     }
 }
 
-fn append_entry<W: Write>(tar: &mut tar::Builder<W>, entry: &LayerEntry) -> Result<(), AppendError> {
+fn append_entry<W: Write>(
+    tar: &mut tar::Builder<W>,
+    entry: &LayerEntry,
+) -> Result<(), AppendError> {
     let mut header = tar::Header::new_ustar();
     let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
     let path = entry.path.as_bytes();
@@ -156,7 +169,8 @@ fn append_entry<W: Write>(tar: &mut tar::Builder<W>, entry: &LayerEntry) -> Resu
     }
     match (&entry.kind, &entry.source) {
         (EntryKind::File { len }, Some(source)) => {
-            let file = File::open(source).map_err(|e| AppendError::Source(Box::new(io_err("open", source)(e))))?;
+            let file = File::open(source)
+                .map_err(|e| AppendError::Source(Box::new(io_err("open", source)(e))))?;
             // A file that changed size since it was listed would corrupt the tar: the header's
             // size is fixed. Copy exactly `len` bytes and fail if fewer come.
             let mut reader = io::Read::take(file, *len);
@@ -196,14 +210,23 @@ impl<R: io::Read> io::Read for CountingReader<R> {
 }
 
 /// Writes a PAX extended header (typeflag `x`) describing the next entry.
-fn append_pax<W: Write>(tar: &mut tar::Builder<W>, entry: &LayerEntry, records: &[(String, Vec<u8>)]) -> io::Result<()> {
+fn append_pax<W: Write>(
+    tar: &mut tar::Builder<W>,
+    entry: &LayerEntry,
+    records: &[(String, Vec<u8>)],
+) -> io::Result<()> {
     let mut data = Vec::new();
     for (key, value) in records {
         data.extend_from_slice(&pax_record(key, value));
     }
     let mut header = tar::Header::new_ustar();
     // Named as GNU tar and Go do; readers ignore the name of an `x` header.
-    let base = entry.path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let base = entry
+        .path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("");
     let name = format!("PaxHeaders.0/{base}");
     set_bytes(&mut header.as_old_mut().name, name.as_bytes());
     header.set_mode(0o644);

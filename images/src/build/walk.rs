@@ -14,12 +14,24 @@ use super::error::{BuildError, Result, io_err};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EntryKind {
     Dir,
-    File { len: u64 },
-    Symlink { target: Vec<u8> },
+    File {
+        len: u64,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// A later name of a file already in the layer (same device and inode).
-    HardLink { target: String },
-    CharDevice { major: u64, minor: u64 },
-    BlockDevice { major: u64, minor: u64 },
+    HardLink {
+        target: String,
+    },
+    CharDevice {
+        major: u64,
+        minor: u64,
+    },
+    BlockDevice {
+        major: u64,
+        minor: u64,
+    },
     Fifo,
     /// An empty `.wh.` marker that deletes a lower layer's file (or, `.wh..wh..opq`, makes a
     /// directory opaque).
@@ -64,7 +76,12 @@ impl LayerEntry {
 
 /// Component-wise comparison: puts a directory right before its contents, siblings by bytes.
 fn tar_order(a: &str, b: &str) -> Ordering {
-    let parts = |p: &str| p.trim_end_matches('/').split('/').map(str::to_owned).collect::<Vec<_>>();
+    let parts = |p: &str| {
+        p.trim_end_matches('/')
+            .split('/')
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
     parts(a).cmp(&parts(b))
 }
 
@@ -74,7 +91,10 @@ pub(crate) fn list_tree(root: &Path, extra: Vec<LayerEntry>) -> Result<Vec<Layer
     let mut entries = Vec::new();
     walk(root, root, &mut entries)?;
     for entry in &extra {
-        if let Some(clash) = entries.iter().find(|e| e.path.trim_end_matches('/') == entry.path) {
+        if let Some(clash) = entries
+            .iter()
+            .find(|e| e.path.trim_end_matches('/') == entry.path)
+        {
             return Err(BuildError::InvalidOption {
                 option: format!("--whiteout for {}", clash.path),
                 reason: "the whiteout marker's own path exists in the source directory".into(),
@@ -116,7 +136,8 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<LayerEntry>) -> Result<()> {
             .to_str()
             .ok_or_else(|| BuildError::InvalidOption {
                 option: path.display().to_string(),
-                reason: "the path is not valid UTF-8, which berth's layer builder does not handle".into(),
+                reason: "the path is not valid UTF-8, which berth's layer builder does not handle"
+                    .into(),
             })?
             .to_string();
         let file_type = meta.file_type();
@@ -148,7 +169,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<LayerEntry>) -> Result<()> {
         };
         let is_dir = kind == EntryKind::Dir;
         out.push(LayerEntry {
-            path: if is_dir { format!("{relative}/") } else { relative },
+            path: if is_dir {
+                format!("{relative}/")
+            } else {
+                relative
+            },
             source: matches!(kind, EntryKind::File { .. }).then(|| path.clone()),
             kind,
             // Permission bits plus setuid/setgid/sticky; the file type goes in the type flag.

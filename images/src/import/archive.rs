@@ -53,7 +53,10 @@ pub(crate) fn looks_like_tar(path: &Path) -> Result<bool> {
     let mut block = [0u8; BLOCK as usize];
     let mut filled = 0;
     while filled < block.len() {
-        match file.read(&mut block[filled..]).map_err(io_err("read", path))? {
+        match file
+            .read(&mut block[filled..])
+            .map_err(io_err("read", path))?
+        {
             0 => return Ok(false),
             n => filled += n,
         }
@@ -62,7 +65,12 @@ pub(crate) fn looks_like_tar(path: &Path) -> Result<bool> {
         return Ok(true);
     }
     let header = tar::Header::from_byte_slice(&block);
-    let sum: u32 = block[..148].iter().chain(&block[156..]).map(|b| u32::from(*b)).sum::<u32>() + 8 * 32;
+    let sum: u32 = block[..148]
+        .iter()
+        .chain(&block[156..])
+        .map(|b| u32::from(*b))
+        .sum::<u32>()
+        + 8 * 32;
     Ok(header.cksum().is_ok_and(|cksum| cksum == sum) && block.iter().any(|b| *b != 0))
 }
 
@@ -77,13 +85,15 @@ pub(crate) fn import_archive(
     let streamed = stream_into_store(store, path, progress)?;
     let origin = format!("the archive {}", path.display());
     if let Some(manifest_json) = streamed.small.get("manifest.json") {
-        let images = docker::import_docker(store, path, manifest_json, &streamed, options, progress)?;
+        let images =
+            docker::import_docker(store, path, manifest_json, &streamed, options, progress)?;
         return Ok(images);
     }
     let Some(index_json) = streamed.small.get("index.json") else {
         return Err(ImportError::Malformed {
             what: origin,
-            detail: "it has neither index.json (oci-archive) nor manifest.json (docker-archive)".into(),
+            detail: "it has neither index.json (oci-archive) nor manifest.json (docker-archive)"
+                .into(),
         });
     };
     let index = index::parse_index(index_json, &format!("index.json in {}", path.display()))?;
@@ -119,7 +129,9 @@ fn normalize(path: &str) -> Option<String> {
 
 /// Whether a member outside `blobs/` is worth storing: docker-archive layers and configs.
 fn is_docker_payload(path: &str) -> bool {
-    [".tar", ".tar.gz", ".tgz", ".json"].iter().any(|ext| path.ends_with(ext))
+    [".tar", ".tar.gz", ".tgz", ".json"]
+        .iter()
+        .any(|ext| path.ends_with(ext))
 }
 
 /// Reads the archive once, storing `blobs/sha256/<hex>` verified against their names and
@@ -151,7 +163,8 @@ fn stream_into_store(store: &Store, path: &Path, progress: &dyn Progress) -> Res
                 archive_len.saturating_sub(entry.raw_file_position())
             )));
         }
-        end_of_members = end_of_members.max(entry.raw_file_position() + size.div_ceil(BLOCK) * BLOCK);
+        end_of_members =
+            end_of_members.max(entry.raw_file_position() + size.div_ceil(BLOCK) * BLOCK);
         let Some(name) = normalize(&raw) else {
             return Err(ImportError::Malformed {
                 what: format!("member {raw:?} of {}", path.display()),
@@ -181,15 +194,23 @@ fn stream_into_store(store: &Store, path: &Path, progress: &dyn Progress) -> Res
             if size > MAX_JSON_BLOB {
                 return Err(ImportError::Malformed {
                     what,
-                    detail: format!("{size} bytes is more than a JSON document may be ({MAX_JSON_BLOB})"),
+                    detail: format!(
+                        "{size} bytes is more than a JSON document may be ({MAX_JSON_BLOB})"
+                    ),
                 });
             }
             let mut bytes = Vec::with_capacity(size as usize);
             entry
                 .read_to_end(&mut bytes)
-                .map_err(|source| ImportError::Read { what: what.clone(), source })?;
+                .map_err(|source| ImportError::Read {
+                    what: what.clone(),
+                    source,
+                })?;
             if (bytes.len() as u64) < size {
-                return Err(truncated(format!("{name} has {} of its {size} bytes", bytes.len())));
+                return Err(truncated(format!(
+                    "{name} has {} of its {size} bytes",
+                    bytes.len()
+                )));
             }
             streamed.small.insert(name, bytes);
             continue;
@@ -199,17 +220,20 @@ fn stream_into_store(store: &Store, path: &Path, progress: &dyn Progress) -> Res
             None if is_docker_payload(&name) => None,
             None => continue,
         };
-        let item = expected.as_ref().map(ToString::to_string).unwrap_or_else(|| what.clone());
+        let item = expected
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| what.clone());
         progress.started(&item, Some(size));
         let (digest, copied) = match &expected {
             // Content-addressed: an identical blob is already there; tar skips the data.
             Some(digest) if store.has_blob(digest) => (digest.clone(), size),
-            _ => {
-                copy_verified(store, &mut entry, expected.as_ref(), &what, progress)?
-            }
+            _ => copy_verified(store, &mut entry, expected.as_ref(), &what, progress)?,
         };
         if copied < size {
-            return Err(truncated(format!("{name} has {copied} of its {size} bytes")));
+            return Err(truncated(format!(
+                "{name} has {copied} of its {size} bytes"
+            )));
         }
         progress.finished(&item);
         streamed.blobs.insert(name, (digest, size));
@@ -228,7 +252,9 @@ fn blob_digest(rest: &str, what: &str) -> Result<Digest> {
         .split_once('/')
         .ok_or_else(|| bad("a blob must be at blobs/<algorithm>/<hex>".into()))?;
     if algorithm != "sha256" {
-        return Err(bad(format!("berth stores only sha256 blobs, not {algorithm}")));
+        return Err(bad(format!(
+            "berth stores only sha256 blobs, not {algorithm}"
+        )));
     }
     sha256_from_hex(hex).map_err(|e| bad(format!("{hex:?} is not a sha256 digest: {e}")))
 }
@@ -253,7 +279,10 @@ mod tests {
 
     #[test]
     fn normalize_strips_dots_and_refuses_escapes() {
-        assert_eq!(normalize("./blobs//sha256/ab").as_deref(), Some("blobs/sha256/ab"));
+        assert_eq!(
+            normalize("./blobs//sha256/ab").as_deref(),
+            Some("blobs/sha256/ab")
+        );
         assert_eq!(normalize("a/../b").as_deref(), Some("b"));
         assert_eq!(normalize("../x"), None);
         assert_eq!(normalize("/etc/passwd"), None);

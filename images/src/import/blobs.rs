@@ -24,8 +24,12 @@ pub(crate) fn copy_verified(
     what: &str,
     progress: &dyn Progress,
 ) -> Result<(Digest, u64)> {
-    let item = expected.map(ToString::to_string).unwrap_or_else(|| what.to_string());
-    let mut writer = store.blob_writer(expected.cloned()).map_err(store_err(what))?;
+    let item = expected
+        .map(ToString::to_string)
+        .unwrap_or_else(|| what.to_string());
+    let mut writer = store
+        .blob_writer(expected.cloned())
+        .map_err(store_err(what))?;
     let mut buf = vec![0u8; COPY_CHUNK];
     loop {
         let n = match reader.read(&mut buf) {
@@ -39,7 +43,9 @@ pub(crate) fn copy_verified(
                 });
             }
         };
-        writer.write_all(&buf[..n]).map_err(io_err("write blob into", store.tmp_dir()))?;
+        writer
+            .write_all(&buf[..n])
+            .map_err(io_err("write blob into", store.tmp_dir()))?;
         progress.advanced(&item, n as u64);
     }
     writer.commit().map_err(store_err(what))
@@ -52,13 +58,21 @@ pub(crate) trait BlobSource {
 
     /// Makes sure the blob `descriptor` points at is in the store, verified against the
     /// descriptor's digest and size. `what` names it in errors.
-    fn ensure(&self, store: &Store, descriptor: &Descriptor, what: &str, progress: &dyn Progress) -> Result<()>;
+    fn ensure(
+        &self,
+        store: &Store,
+        descriptor: &Descriptor,
+        what: &str,
+        progress: &dyn Progress,
+    ) -> Result<()>;
 }
 
 /// Checks that a stored blob has the size its descriptor claims.
 fn check_stored_size(store: &Store, descriptor: &Descriptor, what: &str) -> Result<()> {
     let path = store.blob_path(descriptor.digest());
-    let actual = std::fs::metadata(&path).map_err(io_err("stat", &path))?.len();
+    let actual = std::fs::metadata(&path)
+        .map_err(io_err("stat", &path))?
+        .len();
     if actual != descriptor.size() {
         return Err(ImportError::SizeMismatch {
             what: what.to_string(),
@@ -100,7 +114,13 @@ impl BlobSource for LayoutDir {
         format!("the layout {}", self.dir.display())
     }
 
-    fn ensure(&self, store: &Store, descriptor: &Descriptor, what: &str, progress: &dyn Progress) -> Result<()> {
+    fn ensure(
+        &self,
+        store: &Store,
+        descriptor: &Descriptor,
+        what: &str,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let digest = descriptor.digest();
         require_sha256(digest, what)?;
         let path = self.blob_path(digest);
@@ -150,7 +170,13 @@ impl BlobSource for AlreadyStored {
         format!("the archive {}", self.archive.display())
     }
 
-    fn ensure(&self, store: &Store, descriptor: &Descriptor, what: &str, _: &dyn Progress) -> Result<()> {
+    fn ensure(
+        &self,
+        store: &Store,
+        descriptor: &Descriptor,
+        what: &str,
+        _: &dyn Progress,
+    ) -> Result<()> {
         let digest = descriptor.digest();
         require_sha256(digest, what)?;
         if !store.has_blob(digest) {

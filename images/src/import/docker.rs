@@ -7,10 +7,10 @@ use std::path::Path;
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageManifestBuilder, MediaType};
 use serde::Deserialize;
 
+use super::ImportOptions;
 use super::archive::Streamed;
 use super::error::{ImportError, Result, io_err, store_err};
 use super::naming::{Unnamed, name_all};
-use super::ImportOptions;
 use crate::digest::HashingWriter;
 use crate::progress::Progress;
 use crate::reference::Reference;
@@ -52,16 +52,27 @@ pub(crate) fn import_docker(
         })?;
     let selected: Vec<DockerImage> = match &options.ref_name {
         Some(wanted) => {
-            let available: Vec<String> = images.iter().flat_map(|i| i.repo_tags.clone().unwrap_or_default()).collect();
+            let available: Vec<String> = images
+                .iter()
+                .flat_map(|i| i.repo_tags.clone().unwrap_or_default())
+                .collect();
             let chosen: Vec<DockerImage> = images
                 .into_iter()
-                .filter(|i| i.repo_tags.as_ref().is_some_and(|tags| tags.contains(wanted)))
+                .filter(|i| {
+                    i.repo_tags
+                        .as_ref()
+                        .is_some_and(|tags| tags.contains(wanted))
+                })
                 .collect();
             if chosen.is_empty() {
                 return Err(ImportError::RefNotFound {
                     origin,
                     wanted: wanted.clone(),
-                    available: if available.is_empty() { "none".into() } else { available.join(", ") },
+                    available: if available.is_empty() {
+                        "none".into()
+                    } else {
+                        available.join(", ")
+                    },
                 });
             }
             chosen
@@ -95,11 +106,14 @@ fn store_manifest(
     progress: &dyn Progress,
 ) -> Result<Descriptor> {
     let member = |name: &str, what: String| {
-        streamed.lookup(name).cloned().ok_or_else(|| ImportError::MissingBlob {
-            what,
-            digest: format!("(member {name})"),
-            origin: format!("the archive {}", path.display()),
-        })
+        streamed
+            .lookup(name)
+            .cloned()
+            .ok_or_else(|| ImportError::MissingBlob {
+                what,
+                digest: format!("(member {name})"),
+                origin: format!("the archive {}", path.display()),
+            })
     };
     let config_what = format!("config {} of {label}", image.config);
     let (config_digest, config_size) = member(&image.config, config_what.clone())?;
@@ -141,7 +155,11 @@ fn store_manifest(
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
-        .config(descriptor(MediaType::ImageConfig, config_digest, config_size))
+        .config(descriptor(
+            MediaType::ImageConfig,
+            config_digest,
+            config_size,
+        ))
         .layers(layers)
         .build()
         .map_err(|e| ImportError::Malformed {
@@ -160,7 +178,10 @@ fn diff_id_of(store: &Store, digest: &Digest, what: &str) -> Result<(Compression
     let mut head = [0u8; 512];
     let mut filled = 0;
     while filled < head.len() {
-        match file.read(&mut head[filled..]).map_err(io_err("read", &path))? {
+        match file
+            .read(&mut head[filled..])
+            .map_err(io_err("read", &path))?
+        {
             0 => break,
             n => filled += n,
         }
@@ -169,7 +190,9 @@ fn diff_id_of(store: &Store, digest: &Digest, what: &str) -> Result<(Compression
         [0x1f, 0x8b, ..] => Compression::Gzip,
         [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
         // A tar header carries "ustar" at 257; an empty tar is all zero blocks.
-        _ if filled == 512 && (&head[257..262] == b"ustar" || head.iter().all(|b| *b == 0)) => Compression::None,
+        _ if filled == 512 && (&head[257..262] == b"ustar" || head.iter().all(|b| *b == 0)) => {
+            Compression::None
+        }
         _ => {
             return Err(ImportError::UnsupportedMediaType {
                 what: what.to_string(),
@@ -183,7 +206,10 @@ fn diff_id_of(store: &Store, digest: &Digest, what: &str) -> Result<(Compression
     let file = store.open_blob(digest).map_err(store_err(what))?;
     let mut hasher = HashingWriter::new(io::sink());
     let copied = match compression {
-        Compression::Gzip => io::copy(&mut flate2::read::MultiGzDecoder::new(io::BufReader::new(file)), &mut hasher),
+        Compression::Gzip => io::copy(
+            &mut flate2::read::MultiGzDecoder::new(io::BufReader::new(file)),
+            &mut hasher,
+        ),
         _ => zstd::stream::read::Decoder::new(file).and_then(|mut d| io::copy(&mut d, &mut hasher)),
     };
     copied.map_err(|source| ImportError::Read {

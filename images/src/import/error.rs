@@ -66,11 +66,13 @@ pub enum ImportError {
     },
     #[error("{origin} contains no image manifest to import")]
     NothingToImport { origin: String },
-    #[error("--tag names one image, but {count} images were selected in {origin}: pick one with --ref")]
+    #[error(
+        "--tag names one image, but {count} images were selected in {origin}: pick one with --ref"
+    )]
     TagForSeveral { origin: String, count: usize },
     #[error(
-        "the image {label} in {origin} has no full name (a ref.name like \"latest\" is only a \
-         tag): name it with --tag NAME:TAG"
+        "the image {label} in {origin} has no full name (its ref.name is missing or only a \
+         tag, like umoci's \"latest\"): name it with --tag NAME:TAG"
     )]
     NeedsName { origin: String, label: String },
     #[error("image name {name:?} in {origin}: {reason}")]
@@ -127,7 +129,10 @@ pub(crate) fn store_err(what: impl Into<String>) -> impl FnOnce(StoreError) -> I
     }
 }
 
-pub(crate) fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> ImportError {
+pub(crate) fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> ImportError {
     let path = path.into();
     move |source| ImportError::Io { op, path, source }
 }

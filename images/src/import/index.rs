@@ -32,22 +32,37 @@ pub(crate) fn parse_index(bytes: &[u8], what: &str) -> Result<ImageIndex> {
 
 /// Chooses the top-level entries to import: the one named `wanted` if given, else every named
 /// one, else (an index with no names at all) every entry.
-fn select<'a>(index: &'a ImageIndex, wanted: Option<&str>, origin: &str) -> Result<Vec<&'a Descriptor>> {
+fn select<'a>(
+    index: &'a ImageIndex,
+    wanted: Option<&str>,
+    origin: &str,
+) -> Result<Vec<&'a Descriptor>> {
     let entries = index.manifests();
     if let Some(wanted) = wanted {
-        let chosen: Vec<&Descriptor> = entries.iter().filter(|d| ref_name(d) == Some(wanted)).collect();
+        let chosen: Vec<&Descriptor> = entries
+            .iter()
+            .filter(|d| ref_name(d) == Some(wanted))
+            .collect();
         if chosen.is_empty() {
             let names: Vec<&str> = entries.iter().filter_map(ref_name).collect();
             return Err(ImportError::RefNotFound {
                 origin: origin.to_string(),
                 wanted: wanted.to_string(),
-                available: if names.is_empty() { "none".into() } else { names.join(", ") },
+                available: if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                },
             });
         }
         return Ok(chosen);
     }
     let named: Vec<&Descriptor> = entries.iter().filter(|d| ref_name(d).is_some()).collect();
-    let chosen = if named.is_empty() { entries.iter().collect() } else { named };
+    let chosen = if named.is_empty() {
+        entries.iter().collect()
+    } else {
+        named
+    };
     if chosen.is_empty() {
         return Err(ImportError::NothingToImport {
             origin: origin.to_string(),
@@ -106,7 +121,9 @@ fn resolve(
                 });
             }
             source.ensure(store, descriptor, &what, progress)?;
-            let nested: ImageIndex = store.read_json(descriptor.digest(), "image index").map_err(store_err(&what))?;
+            let nested: ImageIndex = store
+                .read_json(descriptor.digest(), "image index")
+                .map_err(store_err(&what))?;
             let entry = pick_platform(&nested, platform, &what)?;
             resolve(store, entry, source, platform, label, depth + 1, progress)
         }
@@ -118,7 +135,11 @@ fn resolve(
 }
 
 /// The entry of a multi-platform index for `platform`.
-fn pick_platform<'a>(index: &'a ImageIndex, platform: &PlatformSpec, what: &str) -> Result<&'a Descriptor> {
+fn pick_platform<'a>(
+    index: &'a ImageIndex,
+    platform: &PlatformSpec,
+    what: &str,
+) -> Result<&'a Descriptor> {
     index
         .manifests()
         .iter()
@@ -127,12 +148,21 @@ fn pick_platform<'a>(index: &'a ImageIndex, platform: &PlatformSpec, what: &str)
             let available: Vec<String> = index
                 .manifests()
                 .iter()
-                .map(|d| d.platform().as_ref().map(describe).unwrap_or_else(|| "unspecified".into()))
+                .map(|d| {
+                    d.platform()
+                        .as_ref()
+                        .map(describe)
+                        .unwrap_or_else(|| "unspecified".into())
+                })
                 .collect();
             ImportError::NoMatchingPlatform {
                 what: what.to_string(),
                 wanted: platform.to_string(),
-                available: if available.is_empty() { "none".into() } else { available.join(", ") },
+                available: if available.is_empty() {
+                    "none".into()
+                } else {
+                    available.join(", ")
+                },
             }
         })
 }
@@ -147,7 +177,9 @@ fn fetch_manifest(
 ) -> Result<()> {
     let what = format!("manifest {} of {label}", descriptor.digest());
     source.ensure(store, descriptor, &what, progress)?;
-    let manifest: ImageManifest = store.read_json(descriptor.digest(), "manifest").map_err(store_err(&what))?;
+    let manifest: ImageManifest = store
+        .read_json(descriptor.digest(), "manifest")
+        .map_err(store_err(&what))?;
     if let Some(media_type) = manifest.media_type()
         && classify(media_type) != Some(Kind::Manifest)
     {
@@ -174,7 +206,9 @@ fn fetch_manifest(
         }
     }
     source.ensure(store, config, &config_what, progress)?;
-    let parsed: ImageConfiguration = store.read_json(config.digest(), "image config").map_err(store_err(&config_what))?;
+    let parsed: ImageConfiguration = store
+        .read_json(config.digest(), "image config")
+        .map_err(store_err(&config_what))?;
     let diff_ids = parsed.rootfs().diff_ids().len();
     if diff_ids != manifest.layers().len() {
         return Err(ImportError::Malformed {
@@ -186,7 +220,12 @@ fn fetch_manifest(
         });
     }
     for layer in manifest.layers() {
-        source.ensure(store, layer, &format!("layer {} of {label}", layer.digest()), progress)?;
+        source.ensure(
+            store,
+            layer,
+            &format!("layer {} of {label}", layer.digest()),
+            progress,
+        )?;
     }
     Ok(())
 }

@@ -48,7 +48,10 @@ mod tests {
     #[test]
     fn docker_and_oci_types_are_known_and_others_not() {
         assert_eq!(classify(&MediaType::ImageLayerGzip), Some(Kind::Layer));
-        assert_eq!(classify(&MediaType::from(DOCKER_MANIFEST)), Some(Kind::Manifest));
+        assert_eq!(
+            classify(&MediaType::from(DOCKER_MANIFEST)),
+            Some(Kind::Manifest)
+        );
         assert_eq!(classify(&MediaType::from("application/x-weird")), None);
         assert_eq!(classify(&MediaType::ArtifactManifest), None);
     }

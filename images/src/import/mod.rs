@@ -45,9 +45,16 @@ pub struct ImportOptions {
 }
 
 /// Imports the image(s) at `path` and returns them as named in the store.
-pub fn import(store: &Store, path: &Path, options: &ImportOptions, progress: &dyn Progress) -> Result<Vec<Image>> {
+pub fn import(
+    store: &Store,
+    path: &Path,
+    options: &ImportOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<Image>> {
     // Held until every name is added, so that prune cannot delete blobs in between.
-    let _guard = store.write_guard().map_err(store_err("locking the image store for writing"))?;
+    let _guard = store
+        .write_guard()
+        .map_err(store_err("locking the image store for writing"))?;
     let meta = fs::metadata(path).map_err(io_err("open", path))?;
     let named: Vec<(Vec<Reference>, Descriptor)> = if meta.is_dir() {
         if !is_layout_dir(path) {
@@ -62,7 +69,9 @@ pub fn import(store: &Store, path: &Path, options: &ImportOptions, progress: &dy
     let mut images = Vec::new();
     for (references, manifest) in named {
         for reference in &references {
-            store.tag(reference, &manifest).map_err(store_err(format!("naming {reference}")))?;
+            store
+                .tag(reference, &manifest)
+                .map_err(store_err(format!("naming {reference}")))?;
         }
         let name = references[0].to_string();
         let image = store
@@ -83,7 +92,9 @@ fn import_layout(
     let index_path = dir.join("index.json");
     let bytes = read_small(&index_path)?;
     let index = index::parse_index(&bytes, &index_path.display().to_string())?;
-    let source = LayoutDir { dir: dir.to_path_buf() };
+    let source = LayoutDir {
+        dir: dir.to_path_buf(),
+    };
     let fetched = index::fetch_index(
         store,
         &index,

@@ -21,7 +21,11 @@ fn is_full_reference(name: &str) -> bool {
 
 /// Names every image: `tag` when given (then there must be exactly one image), else its source
 /// names.
-pub(crate) fn name_all<T>(images: Vec<Unnamed<T>>, tag: Option<&Reference>, origin: &str) -> Result<Vec<(Vec<Reference>, T)>> {
+pub(crate) fn name_all<T>(
+    images: Vec<Unnamed<T>>,
+    tag: Option<&Reference>,
+    origin: &str,
+) -> Result<Vec<(Vec<Reference>, T)>> {
     if images.is_empty() {
         return Err(ImportError::NothingToImport {
             origin: origin.to_string(),
@@ -35,7 +39,10 @@ pub(crate) fn name_all<T>(images: Vec<Unnamed<T>>, tag: Option<&Reference>, orig
             });
         }
         check_taggable(tag, origin)?;
-        let image = images.into_iter().next().expect("checked: exactly one image");
+        let image = images
+            .into_iter()
+            .next()
+            .expect("checked: exactly one image");
         return Ok(vec![(vec![tag.clone()], image.item)]);
     }
     let mut named = Vec::new();
@@ -100,7 +107,10 @@ mod tests {
     fn tag_for_several_images_is_refused() {
         let tag = Reference::parse("x:1").unwrap();
         let err = name_all(vec![unnamed(&[]), unnamed(&[])], Some(&tag), "o").unwrap_err();
-        assert!(matches!(err, ImportError::TagForSeveral { count: 2, .. }), "{err}");
+        assert!(
+            matches!(err, ImportError::TagForSeveral { count: 2, .. }),
+            "{err}"
+        );
         let named = name_all(vec![unnamed(&["latest"])], Some(&tag), "o").unwrap();
         assert_eq!(named[0].0, vec![tag]);
     }

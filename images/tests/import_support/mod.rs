@@ -63,7 +63,10 @@ impl Crafted {
 pub fn craft_image(arch: &str, files: &[(&str, &[u8])]) -> Crafted {
     let tars: Vec<Vec<u8>> = files.iter().map(|(n, c)| layer_tar(n, c)).collect();
     let layers: Vec<Vec<u8>> = tars.iter().map(|t| gzip(t)).collect();
-    let diff_ids: Vec<String> = tars.iter().map(|t| format!("sha256:{}", sha256_hex(t))).collect();
+    let diff_ids: Vec<String> = tars
+        .iter()
+        .map(|t| format!("sha256:{}", sha256_hex(t)))
+        .collect();
     let config = serde_json::to_vec(&json!({
         "architecture": arch, "os": "linux",
         "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
@@ -114,7 +117,10 @@ impl Layout {
     /// Adds an image and an index.json entry for it, named `ref_name` if given.
     pub fn add(&mut self, image: &Crafted, ref_name: Option<&str>) {
         self.put_image(image);
-        let mut entry = desc("application/vnd.oci.image.manifest.v1+json", &image.manifest);
+        let mut entry = desc(
+            "application/vnd.oci.image.manifest.v1+json",
+            &image.manifest,
+        );
         if let Some(name) = ref_name {
             entry["annotations"] = json!({"org.opencontainers.image.ref.name": name});
         }
@@ -127,7 +133,10 @@ impl Layout {
             .iter()
             .map(|(image, arch)| {
                 self.put_image(image);
-                let mut d = desc("application/vnd.oci.image.manifest.v1+json", &image.manifest);
+                let mut d = desc(
+                    "application/vnd.oci.image.manifest.v1+json",
+                    &image.manifest,
+                );
                 d["platform"] = json!({"architecture": arch, "os": "linux"});
                 d
             })
@@ -147,7 +156,11 @@ impl Layout {
     /// Writes index.json.
     pub fn finish(&self) {
         let index = json!({"schemaVersion": 2, "manifests": self.entries});
-        fs::write(self.dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        fs::write(
+            self.dir.join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
     }
 }
 
@@ -158,7 +171,9 @@ pub fn tar_dir(dir: &Path, out: &Path) {
     collect(dir, dir, &mut files);
     files.sort();
     for relative in files {
-        builder.append_path_with_name(dir.join(&relative), &relative).unwrap();
+        builder
+            .append_path_with_name(dir.join(&relative), &relative)
+            .unwrap();
     }
     builder.into_inner().unwrap().sync_all().unwrap();
 }

@@ -73,9 +73,11 @@ fn command_args(option: &str, values: Vec<String>) -> anyhow::Result<Option<Vec<
     match values.as_slice() {
         [] => Ok(None),
         [only] if only.is_empty() => Ok(Some(Vec::new())),
-        [only] if only.trim_start().starts_with('[') => serde_json::from_str(only)
-            .map(Some)
-            .with_context(|| format!("{option} {only:?} starts with '[' but is not a JSON array of strings")),
+        [only] if only.trim_start().starts_with('[') => {
+            serde_json::from_str(only).map(Some).with_context(|| {
+                format!("{option} {only:?} starts with '[' but is not a JSON array of strings")
+            })
+        }
         _ => Ok(Some(values)),
     }
 }
@@ -83,10 +85,9 @@ fn command_args(option: &str, values: Vec<String>) -> anyhow::Result<Option<Vec<
 fn created_time() -> anyhow::Result<SystemTime> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(value) => {
-            let seconds: u64 = value
-                .trim()
-                .parse()
-                .with_context(|| format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds"))?;
+            let seconds: u64 = value.trim().parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds")
+            })?;
             Ok(UNIX_EPOCH + Duration::from_secs(seconds))
         }
         Err(_) => Ok(SystemTime::now()),
@@ -122,13 +123,23 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         name: image.name.clone(),
         digest: image.digest().to_string(),
         config: image.manifest.config().digest().to_string(),
-        layers: image.manifest.layers().iter().map(|l| l.digest().to_string()).collect(),
+        layers: image
+            .manifest
+            .layers()
+            .iter()
+            .map(|l| l.digest().to_string())
+            .collect(),
         diff_ids: image.config.rootfs().diff_ids().clone(),
     };
     match args.output {
         OutputFormat::Json => print_json(&built),
         OutputFormat::Table => {
-            println!("Built {} {} ({} layers)", built.name, built.digest, built.layers.len());
+            println!(
+                "Built {} {} ({} layers)",
+                built.name,
+                built.digest,
+                built.layers.len()
+            );
             Ok(())
         }
     }

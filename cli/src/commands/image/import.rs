@@ -54,14 +54,24 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             name: image.name.clone(),
             digest: image.digest().to_string(),
             config: image.manifest.config().digest().to_string(),
-            layers: image.manifest.layers().iter().map(|l| l.digest().to_string()).collect(),
+            layers: image
+                .manifest
+                .layers()
+                .iter()
+                .map(|l| l.digest().to_string())
+                .collect(),
         })
         .collect();
     match args.output {
         OutputFormat::Json => print_json(&imported),
         OutputFormat::Table => {
             for image in &imported {
-                println!("Imported {} {} ({} layers)", image.name, image.digest, image.layers.len());
+                println!(
+                    "Imported {} {} ({} layers)",
+                    image.name,
+                    image.digest,
+                    image.layers.len()
+                );
             }
             Ok(())
         }

@@ -11,6 +11,7 @@ mod ls;
 mod prune;
 mod pull;
 mod rm;
+mod unpack;
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -30,6 +31,8 @@ pub enum ImageCommand {
     Rm(rm::Args),
     /// Delete blobs and unpacked layers that no image refers to.
     Prune(prune::Args),
+    /// Unpack an image's layers, flattened, into a root filesystem directory.
+    Unpack(unpack::Args),
 }
 
 pub fn run(command: ImageCommand, ctx: &Context) -> anyhow::Result<()> {
@@ -41,6 +44,7 @@ pub fn run(command: ImageCommand, ctx: &Context) -> anyhow::Result<()> {
         ImageCommand::Pull(args) => pull::run(args, ctx),
         ImageCommand::Rm(args) => rm::run(args, ctx),
         ImageCommand::Prune(args) => prune::run(args, ctx),
+        ImageCommand::Unpack(args) => unpack::run(args, ctx),
     }
 }
 

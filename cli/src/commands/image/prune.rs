@@ -1,7 +1,5 @@
 //! `berth image prune`: delete what no image refers to.
 
-use std::collections::BTreeSet;
-
 use crate::Context;
 use crate::output::{OutputFormat, human_bytes, print_json};
 
@@ -13,7 +11,9 @@ pub struct Args {
 
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let store = super::open_store(ctx)?;
-    let report = store.prune(&BTreeSet::new())?;
+    // Layers under container root filesystems stay even when no image names them any more.
+    let in_use = berth_images::snapshot::layers_in_use(&store)?;
+    let report = store.prune(&in_use)?;
     match args.output {
         OutputFormat::Json => print_json(&report),
         OutputFormat::Table => {

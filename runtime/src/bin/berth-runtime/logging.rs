@@ -83,7 +83,11 @@ impl Visit for MessageVisitor {
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RecordLayer {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
         let meta = event.metadata();
         // libcgroups reports controllers this host lacks as warnings on every call: noise
         // unless debugging.

@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "berth-runtime", version, about = "OCI runtime (runc-compatible command line)")]
+#[command(
+    name = "berth-runtime",
+    version,
+    about = "OCI runtime (runc-compatible command line)"
+)]
 struct Cli {
     /// Directory holding container state.
     #[arg(long, global = true, default_value = berth_runtime::state::DEFAULT_ROOT)]
@@ -67,7 +71,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let logger = logging::Logger::new(cli.log.as_deref(), cli.log_format == LogFormat::Json, cli.debug);
+    let logger = logging::Logger::new(
+        cli.log.as_deref(),
+        cli.log_format == LogFormat::Json,
+        cli.debug,
+    );
     let result = if cli.systemd_cgroup {
         Err(anyhow::anyhow!(
             "--systemd-cgroup is not supported: berth-runtime manages cgroupfs directly"

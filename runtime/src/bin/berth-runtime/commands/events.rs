@@ -20,11 +20,10 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
         println!("{}", berth_runtime::container::stats(root, &args.id)?);
         return Ok(());
     }
-    let secs: f64 = args
-        .interval
-        .trim_end_matches('s')
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--interval {:?}: expected seconds like 5s", args.interval))?;
+    let secs: f64 =
+        args.interval.trim_end_matches('s').parse().map_err(|_| {
+            anyhow::anyhow!("--interval {:?}: expected seconds like 5s", args.interval)
+        })?;
     loop {
         let state = berth_runtime::state(root, &args.id)?;
         if state.oci.status == berth_runtime::state::Status::Stopped {

@@ -21,14 +21,21 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
         let states: Vec<_> = all.iter().map(|c| &c.oci).collect();
         println!("{}", serde_json::to_string(&states)?);
     } else {
-        println!("{:<20} {:<8} {:<8} {:<40} {:<31} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+        println!(
+            "{:<20} {:<8} {:<8} {:<40} {:<31} OWNER",
+            "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+        );
         for c in &all {
             let s = &c.oci;
             let owner = if s.owner.is_empty() { "root" } else { &s.owner };
             println!(
                 "{:<20} {:<8} {:<8} {:<40} {:<31} {owner}",
                 s.id,
-                if s.status == berth_runtime::state::Status::Stopped { 0 } else { s.pid },
+                if s.status == berth_runtime::state::Status::Stopped {
+                    0
+                } else {
+                    s.pid
+                },
                 s.status,
                 s.bundle.display(),
                 s.created

@@ -25,9 +25,21 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&pids)?);
         return Ok(());
     }
-    let ps_args = if args.ps_args.is_empty() { vec!["-ef".to_string()] } else { args.ps_args };
-    let out = Command::new("ps").args(&ps_args).output().context("running ps")?;
-    anyhow::ensure!(out.status.success(), "ps {}: {}", ps_args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    let ps_args = if args.ps_args.is_empty() {
+        vec!["-ef".to_string()]
+    } else {
+        args.ps_args
+    };
+    let out = Command::new("ps")
+        .args(&ps_args)
+        .output()
+        .context("running ps")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ps {}: {}",
+        ps_args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default();
@@ -37,7 +49,10 @@ pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
         .context("ps output has no PID column")?;
     println!("{header}");
     for line in lines {
-        let pid = line.split_whitespace().nth(pid_col).and_then(|p| p.parse::<i32>().ok());
+        let pid = line
+            .split_whitespace()
+            .nth(pid_col)
+            .and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|p| pids.contains(&p)) {
             println!("{line}");
         }

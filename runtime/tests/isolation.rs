@@ -1,0 +1,121 @@
+//! Isolation, checked from inside the container and from the host: namespaces, pid 1,
+//! hostname, unreachable host files, masked and read-only paths, no mount without
+//! CAP_SYS_ADMIN, user namespace mapping.
+
+mod common;
+
+use std::fs;
+
+use common::{TestContainer, kv};
+use serde_json::json;
+
+const INSIDE: &str = r#"
+echo pid=$$
+echo procs=$(ls /proc | grep -c '^[0-9]')
+echo hostname=$(hostname)
+echo etc_hostname=$(cat /etc/hostname)
+if [ -e /host-marker ] || [ -e /config.json ]; then echo host_visible=yes; else echo host_visible=no; fi
+echo kcore=$(ls /proc/kcore 2>/dev/null | wc -l)
+echo keys_bytes=$(cat /proc/keys | wc -c)
+echo acpi_entries=$(ls -A /proc/acpi | wc -l)
+if echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null; then echo proc_sys=writable; else echo proc_sys=readonly; fi
+if mount -t tmpfs none /tmp 2>/dev/null; then echo mount=ok; else echo mount=denied; fi
+echo uid=$(id -u)
+"#;
+
+#[test]
+fn the_container_sees_only_itself() {
+    let mut c = TestContainer::new("inside", &["sh", "-c", INSIDE]);
+    c.config["hostname"] = json!("berth-box");
+    c.write_config();
+    fs::write(c.bundle().join("host-marker"), "host").unwrap();
+    let host_procs = fs::read_dir("/proc")
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .parse::<u32>()
+                .is_ok()
+        })
+        .count();
+    let out = c.run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let v = kv(&stdout);
+    assert_eq!(v["pid"], "1", "{stdout}");
+    let procs: usize = v["procs"].parse().unwrap();
+    assert!(
+        procs <= 4 && procs < host_procs,
+        "container sees {procs} processes: {stdout}"
+    );
+    assert_eq!(v["hostname"], "berth-box");
+    assert_eq!(v["etc_hostname"], "busybox");
+    assert_eq!(v["host_visible"], "no");
+    assert_eq!(v["kcore"], "0");
+    assert_eq!(v["keys_bytes"], "0", "/proc/keys is masked");
+    assert_eq!(v["acpi_entries"], "0", "/proc/acpi is masked");
+    assert_eq!(v["proc_sys"], "readonly");
+    assert_eq!(v["mount"], "denied");
+    assert_eq!(v["uid"], "0");
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}
+
+#[test]
+fn every_namespace_differs_from_the_host() {
+    let c = TestContainer::new("nsdiff", &["true"]);
+    c.create_ok();
+    let state = c.state();
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["id"], c.id.as_str());
+    let pid = state["pid"].as_i64().unwrap();
+    for ns in ["mnt", "pid", "uts", "ipc", "net", "cgroup"] {
+        let host = fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        let container = fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        assert_ne!(host, container, "{ns} namespace is the host's");
+    }
+    // No user namespace was asked for: the user namespace is the host's.
+    assert_eq!(
+        fs::read_link("/proc/self/ns/user").unwrap(),
+        fs::read_link(format!("/proc/{pid}/ns/user")).unwrap()
+    );
+    c.ok(["delete", &c.id]);
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}
+
+#[test]
+fn user_namespace_maps_root_to_an_unprivileged_uid() {
+    let mut c = TestContainer::new(
+        "userns",
+        &["sh", "-c", "echo uid=$(id -u); cat /proc/self/uid_map"],
+    );
+    c.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    c.config["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    c.config["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    c.write_config();
+    c.create_ok();
+    let pid = c.state()["pid"].as_i64().unwrap();
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid_line.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["200000"; 4],
+        "{uid_line}"
+    );
+    assert_ne!(
+        fs::read_link("/proc/self/ns/user").unwrap(),
+        fs::read_link(format!("/proc/{pid}/ns/user")).unwrap()
+    );
+    c.ok(["start", &c.id]);
+    c.wait_status("stopped");
+    let out = c.container_stdout();
+    let v = kv(&out);
+    assert_eq!(v["uid"], "0", "{out}");
+    assert!(out.contains("0     200000      65536"), "{out}");
+    c.ok(["delete", &c.id]);
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}

@@ -1,0 +1,138 @@
+//! cgroup resources, checked in the kernel's files and by their effect: memory limit and OOM,
+//! pids limit, cpu quota/shares/cpuset, freezer pause/resume, usage statistics.
+
+mod common;
+
+use std::fs;
+
+use common::TestContainer;
+use serde_json::json;
+
+/// Doubles a shell string until the memory limit kills it.
+const HOG: &str = "a=xxxxxxxxxxxxxxxx; while true; do a=$a$a; done";
+
+fn with_memory_limit(name: &str) -> TestContainer {
+    let mut c = TestContainer::new(name, &["sh", "-c", HOG]);
+    let limit = 32 * 1024 * 1024;
+    c.config["linux"]["resources"]["memory"] = json!({"limit": limit, "swap": limit});
+    c.write_config();
+    c
+}
+
+#[test]
+fn memory_limit_kills_with_137() {
+    let c = with_memory_limit("oomrun");
+    let out = c.run();
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}
+
+#[test]
+fn oom_shows_in_state_and_events() {
+    let c = with_memory_limit("oomevents");
+    c.create_ok();
+    assert_eq!(
+        fs::read_to_string(c.cgroup_dir("memory").join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim(),
+        (32 * 1024 * 1024).to_string()
+    );
+    c.ok(["start", &c.id]);
+    c.wait_status("stopped");
+    let events: serde_json::Value =
+        serde_json::from_str(&c.ok(["events", "--stats", &c.id])).unwrap();
+    assert_eq!(events["type"], "stats");
+    let memory = &events["data"]["memory"];
+    assert!(memory["oom_kill"].as_u64().unwrap() >= 1, "{memory}");
+    assert_eq!(
+        memory["memory"]["max_usage"], memory["memory"]["limit"],
+        "{memory}"
+    );
+    c.ok(["delete", &c.id]);
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}
+
+#[test]
+fn pids_limit_stops_a_fork_loop() {
+    // Counts the forks that worked ($! changes) with shell builtins only.
+    let script = "i=0; ok=0; last=; while [ $i -lt 40 ]; do sleep 1000 & \
+                  if [ \"$!\" != \"$last\" ]; then ok=$((ok+1)); last=$!; fi; i=$((i+1)); done; \
+                  echo forked=$ok";
+    let mut c = TestContainer::new("pids", &["sh", "-c", script]);
+    // Control: with room for all of them, the loop forks 40 times.
+    c.config["linux"]["resources"]["pids"] = json!({"limit": 64});
+    c.write_config();
+    let out = c.run();
+    assert_eq!(
+        common::kv(&String::from_utf8_lossy(&out.stdout))["forked"],
+        "40",
+        "{out:?}"
+    );
+    // With pids.max 8 the ninth process cannot be made: busybox sh stops at the failed fork.
+    c.config["linux"]["resources"]["pids"] = json!({"limit": 8});
+    c.write_config();
+    let out = c.run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr.contains("can't fork"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("forked="),
+        "{out:?}"
+    );
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}
+
+#[test]
+fn cpu_settings_land_in_the_cgroup_files() {
+    let mut c = TestContainer::new("cpu", &["true"]);
+    c.config["linux"]["resources"]["cpu"] =
+        json!({"shares": 512, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"});
+    c.config["linux"]["resources"]["pids"] = json!({"limit": 123});
+    c.write_config();
+    c.create_ok();
+    let read = |ctrl: &str, file: &str| {
+        fs::read_to_string(c.cgroup_dir(ctrl).join(file))
+            .unwrap_or_else(|e| panic!("{ctrl}/{file}: {e}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("cpu", "cpu.shares"), "512");
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
+    assert_eq!(read("cpuset", "cpuset.cpus"), "0");
+    assert_eq!(read("pids", "pids.max"), "123");
+    let pid = c.state()["pid"].as_i64().unwrap().to_string();
+    assert!(read("memory", "cgroup.procs").lines().any(|l| l == pid));
+    c.ok(["delete", &c.id]);
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}
+
+#[test]
+fn pause_and_resume_through_the_freezer() {
+    let c = TestContainer::new("pause", &["sleep", "1000"]);
+    c.create_ok();
+    c.ok(["start", &c.id]);
+    assert_eq!(c.status(), "running");
+    c.ok(["pause", &c.id]);
+    assert_eq!(c.status(), "paused");
+    assert_eq!(
+        fs::read_to_string(c.cgroup_dir("freezer").join("freezer.state"))
+            .unwrap()
+            .trim(),
+        "FROZEN"
+    );
+    let err = c.err(["pause", &c.id]);
+    assert!(err.contains("paused"), "{err}");
+    c.ok(["resume", &c.id]);
+    assert_eq!(c.status(), "running");
+    let pids: Vec<i64> = serde_json::from_str(&c.ok(["ps", "--format", "json", &c.id])).unwrap();
+    assert_eq!(pids, [c.state()["pid"].as_i64().unwrap()]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&c.ok(["list", "--format", "json"])).unwrap();
+    assert_eq!(listed[0]["id"], c.id.as_str());
+    assert_eq!(listed[0]["status"], "running");
+    c.ok(["pause", &c.id]);
+    // A paused container is thawed so that --force can kill it.
+    c.ok(["delete", "--force", &c.id]);
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}
