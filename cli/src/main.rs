@@ -14,7 +14,12 @@ mod progress;
 #[command(name = "berth", version, about, propagate_version = true)]
 struct Cli {
     /// Where images, layers and container state live.
-    #[arg(long, global = true, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_DATA_DIR",
+        default_value = "/var/lib/berth"
+    )]
     data_dir: PathBuf,
 
     /// Log filter for diagnostics on stderr (e.g. `debug`, `berth_images=trace`).

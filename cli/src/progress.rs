@@ -44,9 +44,11 @@ impl Progress for Bars {
     fn started(&self, item: &str, total: Option<u64>) {
         let bar = match total {
             Some(total) => ProgressBar::new(total).with_style(
-                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                    .expect("static template is valid")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .expect("static template is valid")
+                .progress_chars("=> "),
             ),
             None => ProgressBar::new_spinner().with_style(
                 ProgressStyle::with_template("{prefix:>12} {spinner} {bytes} {bytes_per_sec}")
@@ -54,7 +56,10 @@ impl Progress for Bars {
             ),
         };
         let bar = self.multi.add(bar.with_prefix(short(item)));
-        self.bars.lock().expect("progress lock").insert(item.to_string(), bar);
+        self.bars
+            .lock()
+            .expect("progress lock")
+            .insert(item.to_string(), bar);
     }
 
     fn advanced(&self, item: &str, bytes: u64) {

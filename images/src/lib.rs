@@ -7,8 +7,8 @@ pub mod fsutil;
 pub mod import;
 pub mod progress;
 pub mod reference;
-pub mod snapshot;
 pub mod registry;
+pub mod snapshot;
 pub mod store;
 pub mod unpack;
 

@@ -19,7 +19,7 @@ use nix::mount::{MntFlags, umount2};
 use serde::{Deserialize, Serialize};
 
 use crate::progress::Progress;
-use crate::store::{Image, Store, StoreError};
+use crate::store::{Image, PruneReport, Store, StoreError};
 use crate::unpack::{UnpackError, UnpackOptions, ensure_layers, unpack_flat};
 
 const RECORD: &str = "layers.json";
@@ -43,7 +43,7 @@ pub struct SnapshotOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error(transparent)]
-    Unpack(#[from] UnpackError),
+    Unpack(Box<UnpackError>),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{op} {path}: {source}")]
@@ -61,6 +61,12 @@ pub enum SnapshotError {
     },
     #[error("snapshot directory {0} already holds a root filesystem")]
     Exists(PathBuf),
+}
+
+impl From<UnpackError> for SnapshotError {
+    fn from(e: UnpackError) -> Self {
+        Self::Unpack(Box::new(e))
+    }
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SnapshotError {
@@ -93,7 +99,12 @@ pub fn snapshots_dir(store: &Store) -> PathBuf {
 }
 
 /// Prepares a root filesystem for `image` in `dir` (created; it must not hold one already).
-pub fn prepare_rootfs(store: &Store, image: &Image, dir: &Path, progress: &dyn Progress) -> Result<Rootfs, SnapshotError> {
+pub fn prepare_rootfs(
+    store: &Store,
+    image: &Image,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<Rootfs, SnapshotError> {
     prepare_rootfs_with(store, image, dir, &SnapshotOptions::default(), progress)
 }
 
@@ -187,16 +198,23 @@ fn mount_overlay_rootfs(dir: &Path, layers: &[PathBuf]) -> io::Result<()> {
     fs::set_permissions(&upper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     // Top layer first, each once (a repeated layer changes nothing above its top occurrence).
     let mut seen = BTreeSet::new();
-    let lowers: Vec<&PathBuf> = layers.iter().rev().filter(|l| seen.insert(l.as_path())).collect();
+    let lowers: Vec<&PathBuf> = layers
+        .iter()
+        .rev()
+        .filter(|l| seen.insert(l.as_path()))
+        .collect();
     match mount_with_fsconfig(&lowers, &upper, &work, &dir.join("rootfs")) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => mount_legacy(&lowers, &upper, &work, &dir.join("rootfs")),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            mount_legacy(&lowers, &upper, &work, &dir.join("rootfs"))
+        }
         Err(e) => Err(e),
     }
 }
 
 fn cstring(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 // The new mount API (Linux 5.2+; "lowerdir+" since 6.8): each lower directory is its own
@@ -219,16 +237,31 @@ fn fsconfig_string(fs: &OwnedFd, key: &str, value: &CString) -> io::Result<()> {
     let key = CString::new(key).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: key and value are NUL-terminated strings alive for the call; the kernel copies them.
     let ret = unsafe {
-        libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), FSCONFIG_SET_STRING, key.as_ptr(), value.as_ptr(), 0)
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            value.as_ptr(),
+            0,
+        )
     };
     if ret < 0 {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("fsconfig {key:?}={value:?}: {e}")));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("fsconfig {key:?}={value:?}: {e}"),
+        ));
     }
     Ok(())
 }
 
-fn mount_with_fsconfig(lowers: &[&PathBuf], upper: &Path, work: &Path, target: &Path) -> io::Result<()> {
+fn mount_with_fsconfig(
+    lowers: &[&PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> io::Result<()> {
     let name = c"overlay";
     // SAFETY: `name` is a NUL-terminated static string; fsopen returns a new fd or -1.
     let fs = syscall_fd(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) })?;
@@ -252,7 +285,9 @@ fn mount_with_fsconfig(lowers: &[&PathBuf], upper: &Path, work: &Path, target: &
         return Err(io::Error::last_os_error());
     }
     // SAFETY: plain integer arguments; returns a new fd or -1.
-    let mnt = syscall_fd(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })?;
+    let mnt = syscall_fd(unsafe {
+        libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0)
+    })?;
     let target = cstring(target)?;
     let empty = c"";
     // SAFETY: `empty` and `target` are NUL-terminated strings alive for the call.
@@ -283,10 +318,19 @@ fn mount_legacy(lowers: &[&PathBuf], upper: &Path, work: &Path, target: &Path) -
         work.display()
     );
     if data.len() >= 4096 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "overlay mount options exceed one page"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "overlay mount options exceed one page",
+        ));
     }
-    nix::mount::mount(Some("overlay"), target, Some("overlay"), nix::mount::MsFlags::empty(), Some(data.as_str()))
-        .map_err(io::Error::from)
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(io::Error::from)
 }
 
 impl Rootfs {
@@ -342,6 +386,11 @@ impl Rootfs {
 }
 
 /// The hex diff_ids of every layer used by a snapshot under `snapshots_dir(store)`.
+/// `Store::prune`, keeping every layer a container root filesystem still uses.
+pub fn prune(store: &Store) -> Result<PruneReport, SnapshotError> {
+    store.prune(|| layers_in_use(store))
+}
+
 pub fn layers_in_use(store: &Store) -> Result<BTreeSet<String>, SnapshotError> {
     let dir = snapshots_dir(store);
     let mut in_use = BTreeSet::new();
@@ -356,7 +405,9 @@ pub fn layers_in_use(store: &Store) -> Result<BTreeSet<String>, SnapshotError> {
         let record = match read_record(&path) {
             Ok(record) => record,
             // A directory being set up or torn down: nothing recorded, nothing to keep.
-            Err(SnapshotError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => continue,
+            Err(SnapshotError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                continue;
+            }
             Err(e) => return Err(e),
         };
         in_use.extend(

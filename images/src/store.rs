@@ -75,7 +75,10 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-pub(crate) fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
+pub(crate) fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.into();
     move |source| StoreError::Io { op, path, source }
 }
@@ -237,7 +240,11 @@ impl Store {
     }
 
     /// Copies a stream into the store as a blob, verifying it against `expected` if given.
-    pub fn put_blob(&self, mut reader: impl Read, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+    pub fn put_blob(
+        &self,
+        mut reader: impl Read,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64)> {
         if let Some(digest) = expected
             && self.has_blob(digest)
         {
@@ -248,7 +255,8 @@ impl Store {
             return Ok((digest.clone(), size));
         }
         let mut writer = self.blob_writer(expected.cloned())?;
-        io::copy(&mut reader, &mut writer).map_err(io_err("write blob from stream into", self.tmp_dir()))?;
+        io::copy(&mut reader, &mut writer)
+            .map_err(io_err("write blob from stream into", self.tmp_dir()))?;
         writer.commit()
     }
 
@@ -312,7 +320,11 @@ impl Store {
     }
 
     /// Reads and parses a JSON blob; `what` names it in errors ("manifest", "config").
-    pub fn read_json<T: serde::de::DeserializeOwned>(&self, digest: &Digest, what: &str) -> Result<T> {
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        digest: &Digest,
+        what: &str,
+    ) -> Result<T> {
         let bytes = self.read_blob(digest, what)?;
         serde_json::from_slice(&bytes).map_err(|source| StoreError::InvalidJson {
             what: format!("{what} {digest}"),
@@ -340,9 +352,12 @@ impl Store {
     /// Writes a file by temp file, fsync and rename, then fsyncs the directory.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         let dir = path.parent().expect("store paths have a parent");
-        let mut tmp = NamedTempFile::with_prefix_in(".tmp-", dir).map_err(io_err("create temp file in", dir))?;
+        let mut tmp = NamedTempFile::with_prefix_in(".tmp-", dir)
+            .map_err(io_err("create temp file in", dir))?;
         tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
-        tmp.as_file().sync_all().map_err(io_err("fsync", tmp.path()))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("fsync", tmp.path()))?;
         tmp.persist(path).map_err(|e| StoreError::Io {
             op: "rename into place",
             path: path.to_path_buf(),
@@ -451,7 +466,13 @@ impl Store {
                 .collect();
             match digests.len() {
                 0 => {}
-                1 => return Ok(matches.into_iter().next().expect("one digest has a name").to_string()),
+                1 => {
+                    return Ok(matches
+                        .into_iter()
+                        .next()
+                        .expect("one digest has a name")
+                        .to_string());
+                }
                 _ => return Err(StoreError::Ambiguous(input.to_string())),
             }
         }
@@ -487,10 +508,23 @@ impl Store {
     /// Deletes every blob no named image refers to, every unpacked layer no named image uses
     /// (except those in `layers_in_use`, such as layers under a running container), and stale
     /// temp files.
-    pub fn prune(&self, layers_in_use: &BTreeSet<String>) -> Result<PruneReport> {
+    ///
+    /// `layers_in_use` is asked under the exclusive lock, so a container root filesystem being
+    /// prepared meanwhile (which holds the shared write lock) is either seen or not yet begun.
+    pub fn prune<E>(
+        &self,
+        layers_in_use: impl FnOnce() -> Result<BTreeSet<String>, E>,
+    ) -> Result<PruneReport, E>
+    where
+        E: From<StoreError>,
+    {
         let _gc = self.lock("gc.lock", FlockArg::LockExclusive)?;
+        let mut live_layers = layers_in_use()?;
+        Ok(self.prune_locked(&mut live_layers)?)
+    }
+
+    fn prune_locked(&self, live_layers: &mut BTreeSet<String>) -> Result<PruneReport> {
         let mut live_blobs = BTreeSet::new();
-        let mut live_layers = layers_in_use.clone();
         for record in self.list()? {
             let image = self.load_image(record.name, record.descriptor)?;
             live_blobs.insert(image.digest().digest().to_string());
@@ -525,6 +559,15 @@ impl Store {
                 let path = entry.path();
                 report.bytes_freed += crate::fsutil::remove_tree(&path)?;
                 report.layers_removed.push(format!("sha256:{name}"));
+            }
+        }
+        // Half-extracted layers of a crashed unpack: nobody holds the write lock, so no
+        // extraction is under way.
+        if self.layers_dir().exists() {
+            for entry in read_dir_sorted(&self.layers_dir())? {
+                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    report.bytes_freed += crate::fsutil::remove_tree(&entry.path())?;
+                }
             }
         }
         // Nobody is writing (we hold gc.lock exclusively), so any temp file is an orphan.
@@ -581,7 +624,9 @@ impl BlobWriter {
         if dest.is_file() {
             return Ok((actual, size));
         }
-        tmp.as_file().sync_all().map_err(io_err("fsync", tmp.path()))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("fsync", tmp.path()))?;
         tmp.persist(&dest).map_err(|e| StoreError::Io {
             op: "rename blob into place",
             path: dest.clone(),

@@ -78,12 +78,17 @@ fn a_fresh_store_is_an_oci_layout() {
 fn a_blob_that_does_not_match_its_digest_leaves_nothing() {
     let (dir, store) = temp_store();
     let claimed = sha256_of(b"what the manifest promised");
-    let err = store.put_blob(&b"something else"[..], Some(&claimed)).unwrap_err();
+    let err = store
+        .put_blob(&b"something else"[..], Some(&claimed))
+        .unwrap_err();
     assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
     assert!(err.to_string().contains(&claimed.to_string()));
     assert!(!store.has_blob(&claimed));
     assert!(entries(&dir.path().join("images/blobs/sha256")).is_empty());
-    assert!(entries(&dir.path().join("tmp")).is_empty(), "temp file left behind");
+    assert!(
+        entries(&dir.path().join("tmp")).is_empty(),
+        "temp file left behind"
+    );
 }
 
 #[test]
@@ -118,7 +123,11 @@ fn concurrent_writers_never_lose_a_name() {
                 // Each writer opens its own handle, as separate processes would.
                 let store = Store::open(&path).unwrap();
                 for i in 0..15 {
-                    store_image(&store, &format!("app{t}:v{i}"), format!("layer {t} {i}").as_bytes());
+                    store_image(
+                        &store,
+                        &format!("app{t}:v{i}"),
+                        format!("layer {t} {i}").as_bytes(),
+                    );
                 }
             })
         })
@@ -143,12 +152,21 @@ fn names_resolve_by_reference_and_digest_prefix() {
     let (_dir, store) = temp_store();
     let desc = store_image(&store, "busybox", b"layer");
     assert_eq!(store.image("busybox").unwrap().name, "busybox:latest");
-    assert_eq!(store.image("busybox:latest").unwrap().digest(), desc.digest());
+    assert_eq!(
+        store.image("busybox:latest").unwrap().digest(),
+        desc.digest()
+    );
     let hex = desc.digest().digest();
     assert_eq!(store.image(&hex[..12]).unwrap().name, "busybox:latest");
-    assert_eq!(store.image(&format!("sha256:{hex}")).unwrap().name, "busybox:latest");
+    assert_eq!(
+        store.image(&format!("sha256:{hex}")).unwrap().name,
+        "busybox:latest"
+    );
     store_image(&store, "docker.io/library/alpine:3", b"other");
-    assert_eq!(store.image("alpine:3").unwrap().name, "docker.io/library/alpine:3");
+    assert_eq!(
+        store.image("alpine:3").unwrap().name,
+        "docker.io/library/alpine:3"
+    );
     let err = store.image("nothere:v1").unwrap_err();
     assert!(matches!(err, StoreError::ImageNotFound(_)), "{err}");
     let err = store.image("Not/A//Ref").unwrap_err();
@@ -167,8 +185,14 @@ fn retagging_replaces_and_untag_removes_only_the_name() {
     let removed = store.untag("app:v1").unwrap();
     assert_eq!(removed.digest(), second.digest());
     assert!(store.list().unwrap().is_empty());
-    assert!(store.has_blob(second.digest()), "untag must not delete blobs");
-    assert!(matches!(store.untag("app:v1"), Err(StoreError::ImageNotFound(_))));
+    assert!(
+        store.has_blob(second.digest()),
+        "untag must not delete blobs"
+    );
+    assert!(matches!(
+        store.untag("app:v1"),
+        Err(StoreError::ImageNotFound(_))
+    ));
 }
 
 #[test]
@@ -180,14 +204,18 @@ fn prune_removes_exactly_the_unreferenced_blobs_and_layers() {
     let dropped_image = store.image("drop:v1").unwrap();
     // Unpacked layer dirs named by diff_id: one live, one orphaned, one orphaned but in use.
     let layers = dir.path().join("layers/sha256");
-    let live_layer = kept_image.config.rootfs().diff_ids()[0].trim_start_matches("sha256:").to_string();
+    let live_layer = kept_image.config.rootfs().diff_ids()[0]
+        .trim_start_matches("sha256:")
+        .to_string();
     fs::create_dir_all(layers.join(&live_layer)).unwrap();
     fs::create_dir_all(layers.join("f".repeat(64))).unwrap();
     fs::create_dir_all(layers.join("e".repeat(64))).unwrap();
+    // A crashed extraction's leftovers.
+    fs::create_dir_all(dir.path().join("layers/.tmp-abc/etc")).unwrap();
     store.untag("drop:v1").unwrap();
 
     let in_use = BTreeSet::from(["e".repeat(64)]);
-    let report = store.prune(&in_use).unwrap();
+    let report = store.prune(|| Ok::<_, StoreError>(in_use.clone())).unwrap();
     let removed: BTreeSet<String> = report.blobs_removed.iter().cloned().collect();
     let expected: BTreeSet<String> = [
         dropped.digest().to_string(),
@@ -196,15 +224,19 @@ fn prune_removes_exactly_the_unreferenced_blobs_and_layers() {
     ]
     .into();
     assert_eq!(removed, expected);
-    assert_eq!(report.layers_removed, vec![format!("sha256:{}", "f".repeat(64))]);
+    assert_eq!(
+        report.layers_removed,
+        vec![format!("sha256:{}", "f".repeat(64))]
+    );
     assert!(store.has_blob(kept.digest()));
     for layer in kept_image.manifest.layers() {
         assert!(store.has_blob(layer.digest()));
     }
     assert!(layers.join(&live_layer).is_dir());
     assert!(layers.join("e".repeat(64)).is_dir());
+    assert!(!dir.path().join("layers/.tmp-abc").exists());
     store.image("keep:v1").unwrap();
     // A second prune finds nothing.
-    let again = store.prune(&in_use).unwrap();
+    let again = store.prune(|| Ok::<_, StoreError>(in_use.clone())).unwrap();
     assert!(again.blobs_removed.is_empty() && again.layers_removed.is_empty());
 }

@@ -59,7 +59,11 @@ fn build_image(work: &Path) -> PathBuf {
     symlink("nowhere", app.join("dangling")).unwrap();
     fs::hard_link(app.join("file"), app.join("hardlink")).unwrap();
     run_ok(Command::new("mkfifo").arg(app.join("fifo")));
-    run_ok(Command::new("mknod").arg(app.join("null")).args(["c", "1", "3"]));
+    run_ok(
+        Command::new("mknod")
+            .arg(app.join("null"))
+            .args(["c", "1", "3"]),
+    );
     fs::write(r.join("etc/hostname"), "changed\n").unwrap();
     umoci(&["repack", "--refresh-bundle", "--image", &image, &bundle_arg]);
 
@@ -83,10 +87,21 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     require_root();
-    let work = tempfile::Builder::new().prefix("berth-e2e-unpack-").tempdir().unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("berth-e2e-unpack-")
+        .tempdir()
+        .unwrap();
     let layout = build_image(work.path());
     let berth = Berth::new();
-    berth.ok(["image", "import", &layout.display().to_string(), "--ref", "latest", "--tag", NAME]);
+    berth.ok([
+        "image",
+        "import",
+        &layout.display().to_string(),
+        "--ref",
+        "latest",
+        "--tag",
+        NAME,
+    ]);
     Fixture { work, berth }
 }
 
@@ -94,14 +109,20 @@ fn fixture() -> Fixture {
 fn berth_unpack_gives_the_same_tree_as_umoci() {
     let fx = fixture();
     let ours = fx.work.path().join("ours");
-    let summary = fx.berth.json(["image", "unpack", NAME, &ours.display().to_string()]);
+    let summary = fx
+        .berth
+        .json(["image", "unpack", NAME, &ours.display().to_string()]);
     assert_eq!(summary["layers"], 3, "{summary}");
     assert!(summary["entries"].as_u64().unwrap() > 40, "{summary}");
     let theirs = fx.work.path().join("theirs");
     let image = format!("{}:latest", fx.work.path().join("oci").display());
     umoci(&["unpack", "--image", &image, &theirs.display().to_string()]);
     let diffs = compare_trees(&theirs.join("rootfs"), &ours, false);
-    assert!(diffs.is_empty(), "berth and umoci differ:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "berth and umoci differ:\n{}",
+        diffs.join("\n")
+    );
     // The deletions really happened (so an empty comparison is not vacuous).
     assert!(!ours.join("etc/group").exists());
     assert!(!ours.join("var/lib/old").exists());
@@ -116,10 +137,17 @@ fn unpack_refuses_a_non_empty_directory_and_unknown_images() {
     let dir = fx.work.path().join("full");
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("mine"), "keep").unwrap();
-    let err = fx.berth.err(["image", "unpack", NAME, &dir.display().to_string()]);
+    let err = fx
+        .berth
+        .err(["image", "unpack", NAME, &dir.display().to_string()]);
     assert!(err.contains("not an empty directory"), "{err}");
     assert_eq!(fs::read(dir.join("mine")).unwrap(), b"keep");
-    let err = fx.berth.err(["image", "unpack", "nosuch:latest", &fx.work.path().join("x").display().to_string()]);
+    let err = fx.berth.err([
+        "image",
+        "unpack",
+        "nosuch:latest",
+        &fx.work.path().join("x").display().to_string(),
+    ]);
     assert!(err.contains("nosuch"), "{err}");
 }
 
@@ -148,24 +176,44 @@ fn overlay_rootfs_of_an_umoci_image() {
     let store = berth_images::Store::open(fx.berth.data_dir.path()).unwrap();
     let image = store.image(NAME).unwrap();
     let dir = snapshots_dir(&store).join("e2e");
-    let mut guard = RootfsGuard(Some(prepare_rootfs(&store, &image, &dir, &NoProgress).unwrap()));
+    let mut guard = RootfsGuard(Some(
+        prepare_rootfs(&store, &image, &dir, &NoProgress).unwrap(),
+    ));
     let root = guard.0.as_ref().unwrap().path().to_path_buf();
     assert_eq!(guard.0.as_ref().unwrap().kind(), RootfsKind::Overlay);
     assert!(mounted(&root));
     assert!(root.join("bin/busybox").is_file());
     assert_eq!(fs::read(root.join("opt/app/file")).unwrap(), b"payload\n");
-    assert!(!root.join("etc/group").exists(), "whiteout does not hide the lower file");
-    assert!(!root.join("var/lib/old").exists(), "whiteout does not hide the lower dir");
-    let tool: Vec<_> = fs::read_dir(root.join("usr/share/tool")).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(tool, vec![std::ffi::OsString::from("c")], "recreated dir shows lower entries");
+    assert!(
+        !root.join("etc/group").exists(),
+        "whiteout does not hide the lower file"
+    );
+    assert!(
+        !root.join("var/lib/old").exists(),
+        "whiteout does not hide the lower dir"
+    );
+    let tool: Vec<_> = fs::read_dir(root.join("usr/share/tool"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        tool,
+        vec![std::ffi::OsString::from("c")],
+        "recreated dir shows lower entries"
+    );
     fs::write(root.join("etc/new"), "w").unwrap();
     assert_eq!(fs::read(dir.join("upper/etc/new")).unwrap(), b"w");
     // The flat unpack of the same image agrees with the overlay view.
     let flat = fx.work.path().join("flat");
-    fx.berth.ok(["image", "unpack", NAME, &flat.display().to_string()]);
+    fx.berth
+        .ok(["image", "unpack", NAME, &flat.display().to_string()]);
     fs::remove_file(root.join("etc/new")).unwrap();
     let diffs = compare_trees(&flat, &root, true);
-    assert!(diffs.is_empty(), "overlay and flat differ:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "overlay and flat differ:\n{}",
+        diffs.join("\n")
+    );
     guard.0.take().unwrap().remove().unwrap();
     assert!(!mounted(&root), "still mounted");
     assert!(!dir.exists(), "snapshot dir left");

@@ -15,7 +15,9 @@ pub enum UnpackError {
         #[source]
         source: StoreError,
     },
-    #[error("image {image}: the manifest lists {layers} layers but the config has {diff_ids} diff_ids")]
+    #[error(
+        "image {image}: the manifest lists {layers} layers but the config has {diff_ids} diff_ids"
+    )]
     LayerCountMismatch {
         image: String,
         layers: usize,
@@ -50,7 +52,9 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
-    #[error("image {image}, layer {layer}: uncompressed layer is larger than the limit of {limit} bytes")]
+    #[error(
+        "image {image}, layer {layer}: uncompressed layer is larger than the limit of {limit} bytes"
+    )]
     SizeLimitExceeded {
         image: String,
         layer: String,
@@ -111,7 +115,13 @@ pub(crate) struct LayerCtx {
 }
 
 impl LayerCtx {
-    pub fn entry_io(&self, entry: &str, op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> UnpackError {
+    pub fn entry_io(
+        &self,
+        entry: &str,
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        source: io::Error,
+    ) -> UnpackError {
         UnpackError::EntryIo {
             image: self.image.clone(),
             layer: self.layer.clone(),
@@ -131,7 +141,12 @@ impl LayerCtx {
         }
     }
 
-    pub fn layer_io(&self, op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> UnpackError {
+    pub fn layer_io(
+        &self,
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        source: io::Error,
+    ) -> UnpackError {
         UnpackError::LayerIo {
             image: self.image.clone(),
             layer: self.layer.clone(),
@@ -151,8 +166,17 @@ impl LayerCtx {
 }
 
 /// Builds an image-level io error.
-pub(crate) fn image_io(image: &str, op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> UnpackError {
+pub(crate) fn image_io(
+    image: &str,
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> UnpackError {
     let image = image.to_string();
     let path = path.into();
-    move |source| UnpackError::Io { image, op, path, source }
+    move |source| UnpackError::Io {
+        image,
+        op,
+        path,
+        source,
+    }
 }

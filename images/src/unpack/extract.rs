@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstatat, futimens, makedev, mkdirat, mknodat, utimensat};
+use nix::sys::stat::{
+    FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstatat, futimens, makedev,
+    mkdirat, mknodat, utimensat,
+};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
 use tar::EntryType;
@@ -107,12 +110,16 @@ impl<'a> Extractor<'a> {
         let kind = entry.header().entry_type();
         if matches!(
             kind,
-            EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
+            EntryType::XGlobalHeader
+                | EntryType::XHeader
+                | EntryType::GNULongName
+                | EntryType::GNULongLink
         ) {
             return Ok(());
         }
         self.facts.entries += 1;
-        let meta = read_meta(entry).map_err(|e| self.ctx.unsafe_entry(&name, format!("bad header: {e}")))?;
+        let meta = read_meta(entry)
+            .map_err(|e| self.ctx.unsafe_entry(&name, format!("bad header: {e}")))?;
         let rel = clean(&raw);
         let Some((parent, leaf)) = split(&rel) else {
             return self.root_entry(kind, &meta, &name);
@@ -159,13 +166,23 @@ impl<'a> Extractor<'a> {
             implicit.insert(made.to_path_buf());
         });
         result.map_err(|e| {
-            self.ctx
-                .entry_io(name, "open parent directory inside the root", self.root.path().join(parent), errno_io(e))
+            self.ctx.entry_io(
+                name,
+                "open parent directory inside the root",
+                self.root.path().join(parent),
+                errno_io(e),
+            )
         })
     }
 
     /// Removes whatever is at `leaf` in `dir` so an entry can take its place.
-    fn remove_existing(&mut self, dir: RawFd, leaf: &OsStr, rel: &Path, name: &str) -> Result<(), UnpackError> {
+    fn remove_existing(
+        &mut self,
+        dir: RawFd,
+        leaf: &OsStr,
+        rel: &Path,
+        name: &str,
+    ) -> Result<(), UnpackError> {
         // Anything cached may sit below what is removed.
         self.root.forget();
         let stat = match fstatat(Some(dir), leaf, AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -173,12 +190,16 @@ impl<'a> Extractor<'a> {
             Err(Errno::ENOENT) => return Ok(()),
             Err(e) => return Err(self.ctx.entry_io(name, "stat", self.full(rel), errno_io(e))),
         };
-        let result = if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR {
-            std::fs::remove_dir_all(proc_path(dir, leaf))
-        } else {
-            unlinkat(Some(dir), leaf, UnlinkatFlags::NoRemoveDir).map_err(errno_io)
-        };
-        result.map_err(|e| self.ctx.entry_io(name, "remove the existing", self.full(rel), e))
+        let result =
+            if SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR {
+                std::fs::remove_dir_all(proc_path(dir, leaf))
+            } else {
+                unlinkat(Some(dir), leaf, UnlinkatFlags::NoRemoveDir).map_err(errno_io)
+            };
+        result.map_err(|e| {
+            self.ctx
+                .entry_io(name, "remove the existing", self.full(rel), e)
+        })
     }
 
     fn root_entry(&mut self, kind: EntryType, meta: &Meta, name: &str) -> Result<(), UnpackError> {
@@ -198,15 +219,23 @@ impl<'a> Extractor<'a> {
             let dir = self.parent_fd(parent, name)?;
             if self.mode == WhiteoutMode::Overlay {
                 fset_xattr(dir, OPAQUE_XATTR, b"y").map_err(|e| {
-                    self.ctx
-                        .entry_io(name, "mark opaque (trusted.overlay.opaque)", self.full(parent), e)
+                    self.ctx.entry_io(
+                        name,
+                        "mark opaque (trusted.overlay.opaque)",
+                        self.full(parent),
+                        e,
+                    )
                 })?;
             } else {
                 self.facts.opaques.insert(parent.to_path_buf());
             }
             return Ok(());
         }
-        if hidden.starts_with(WHITEOUT_PREFIX) || hidden.is_empty() || hidden == b"." || hidden == b".." {
+        if hidden.starts_with(WHITEOUT_PREFIX)
+            || hidden.is_empty()
+            || hidden == b"."
+            || hidden == b".."
+        {
             // aufs bookkeeping (.wh..wh.plnk and the like) or a malformed name: nothing to delete.
             tracing::debug!(entry = %name, "skipping whiteout metadata entry");
             return Ok(());
@@ -220,8 +249,21 @@ impl<'a> Extractor<'a> {
             WhiteoutMode::Overlay => {
                 let dir = self.parent_fd(parent, name)?;
                 self.remove_existing(dir, hidden, &target, name)?;
-                mknodat(Some(dir), hidden, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
-                    .map_err(|e| self.ctx.entry_io(name, "create whiteout device", self.full(&target), errno_io(e)))?;
+                mknodat(
+                    Some(dir),
+                    hidden,
+                    SFlag::S_IFCHR,
+                    Mode::empty(),
+                    makedev(0, 0),
+                )
+                .map_err(|e| {
+                    self.ctx.entry_io(
+                        name,
+                        "create whiteout device",
+                        self.full(&target),
+                        errno_io(e),
+                    )
+                })?;
             }
         }
         Ok(())
@@ -235,10 +277,19 @@ impl<'a> Extractor<'a> {
             Err(Errno::EEXIST) if is_dir_at(dir, leaf) => {}
             Err(Errno::EEXIST) => {
                 self.remove_existing(dir, leaf, rel, name)?;
-                mkdirat(Some(dir), leaf, Mode::from_bits_truncate(0o700))
-                    .map_err(|e| self.ctx.entry_io(name, "create directory", self.full(rel), errno_io(e)))?;
+                mkdirat(Some(dir), leaf, Mode::from_bits_truncate(0o700)).map_err(|e| {
+                    self.ctx
+                        .entry_io(name, "create directory", self.full(rel), errno_io(e))
+                })?;
             }
-            Err(e) => return Err(self.ctx.entry_io(name, "create directory", self.full(rel), errno_io(e))),
+            Err(e) => {
+                return Err(self.ctx.entry_io(
+                    name,
+                    "create directory",
+                    self.full(rel),
+                    errno_io(e),
+                ));
+            }
         }
         let fd = openat(
             Some(dir),
@@ -246,7 +297,10 @@ impl<'a> Extractor<'a> {
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| self.ctx.entry_io(name, "open directory", self.full(rel), errno_io(e)))?;
+        .map_err(|e| {
+            self.ctx
+                .entry_io(name, "open directory", self.full(rel), errno_io(e))
+        })?;
         // SAFETY: `openat` just returned this fd and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         self.set_fd_meta(fd.as_raw_fd(), meta, rel, name)?;
@@ -256,10 +310,17 @@ impl<'a> Extractor<'a> {
         Ok(())
     }
 
-    fn file<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, rel: &Path, meta: &Meta, name: &str) -> Result<(), UnpackError> {
+    fn file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        rel: &Path,
+        meta: &Meta,
+        name: &str,
+    ) -> Result<(), UnpackError> {
         let (parent, leaf) = split(rel).expect("caller checked the path is not the root");
         let dir = self.parent_fd(parent, name)?;
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let create = || openat(Some(dir), leaf, flags, Mode::from_bits_truncate(0o600));
         let fd = match create() {
             Err(Errno::EEXIST) => {
@@ -268,7 +329,10 @@ impl<'a> Extractor<'a> {
             }
             other => other,
         }
-        .map_err(|e| self.ctx.entry_io(name, "create file", self.full(rel), errno_io(e)))?;
+        .map_err(|e| {
+            self.ctx
+                .entry_io(name, "create file", self.full(rel), errno_io(e))
+        })?;
         // SAFETY: `openat` just returned this fd and nothing else owns it.
         let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         loop {
@@ -282,11 +346,19 @@ impl<'a> Extractor<'a> {
                 .map_err(|e| self.ctx.entry_io(name, "write", self.full(rel), e))?;
         }
         self.set_fd_meta(file.as_raw_fd(), meta, rel, name)?;
-        futimens(file.as_raw_fd(), &meta.mtime, &meta.mtime)
-            .map_err(|e| self.ctx.entry_io(name, "set mtime of", self.full(rel), errno_io(e)))
+        futimens(file.as_raw_fd(), &meta.mtime, &meta.mtime).map_err(|e| {
+            self.ctx
+                .entry_io(name, "set mtime of", self.full(rel), errno_io(e))
+        })
     }
 
-    fn symlink(&mut self, rel: &Path, target: &[u8], meta: &Meta, name: &str) -> Result<(), UnpackError> {
+    fn symlink(
+        &mut self,
+        rel: &Path,
+        target: &[u8],
+        meta: &Meta,
+        name: &str,
+    ) -> Result<(), UnpackError> {
         let (parent, leaf) = split(rel).expect("caller checked the path is not the root");
         let dir = self.parent_fd(parent, name)?;
         let target = OsStr::from_bytes(target);
@@ -297,7 +369,10 @@ impl<'a> Extractor<'a> {
             }
             other => other,
         };
-        made.map_err(|e| self.ctx.entry_io(name, "create symlink", self.full(rel), errno_io(e)))?;
+        made.map_err(|e| {
+            self.ctx
+                .entry_io(name, "create symlink", self.full(rel), errno_io(e))
+        })?;
         self.set_at_meta(dir, leaf, meta, rel, name, false)
     }
 
@@ -305,7 +380,9 @@ impl<'a> Extractor<'a> {
         let (parent, leaf) = split(rel).expect("caller checked the path is not the root");
         let target_rel = clean(target);
         let Some((target_parent, target_leaf)) = split(&target_rel) else {
-            return Err(self.ctx.unsafe_entry(name, "hard link to the root directory"));
+            return Err(self
+                .ctx
+                .unsafe_entry(name, "hard link to the root directory"));
         };
         if target_rel == rel {
             return Ok(());
@@ -314,9 +391,24 @@ impl<'a> Extractor<'a> {
         let target_dir = match self.root.open_dir(target_parent) {
             Ok(fd) => fd,
             Err(Errno::ENOENT | Errno::ENOTDIR) => return self.defer_link(rel, target_rel, name),
-            Err(e) => return Err(self.ctx.entry_io(name, "open hard link target directory", self.full(target_parent), errno_io(e))),
+            Err(e) => {
+                return Err(self.ctx.entry_io(
+                    name,
+                    "open hard link target directory",
+                    self.full(target_parent),
+                    errno_io(e),
+                ));
+            }
         };
-        let link = || linkat(Some(target_dir.as_raw_fd()), target_leaf, Some(dir), leaf, AtFlags::empty());
+        let link = || {
+            linkat(
+                Some(target_dir.as_raw_fd()),
+                target_leaf,
+                Some(dir),
+                leaf,
+                AtFlags::empty(),
+            )
+        };
         let linked = match link() {
             Err(Errno::EEXIST) => {
                 self.remove_existing(dir, leaf, rel, name)?;
@@ -327,7 +419,9 @@ impl<'a> Extractor<'a> {
         match linked {
             Ok(()) => Ok(()),
             Err(Errno::ENOENT) => self.defer_link(rel, target_rel, name),
-            Err(e) => Err(self.ctx.entry_io(name, "create hard link", self.full(rel), errno_io(e))),
+            Err(e) => Err(self
+                .ctx
+                .entry_io(name, "create hard link", self.full(rel), errno_io(e))),
         }
     }
 
@@ -341,7 +435,15 @@ impl<'a> Extractor<'a> {
         Ok(())
     }
 
-    fn node(&mut self, rel: &Path, kind: EntryType, major: u32, minor: u32, meta: &Meta, name: &str) -> Result<(), UnpackError> {
+    fn node(
+        &mut self,
+        rel: &Path,
+        kind: EntryType,
+        major: u32,
+        minor: u32,
+        meta: &Meta,
+        name: &str,
+    ) -> Result<(), UnpackError> {
         let (parent, leaf) = split(rel).expect("caller checked the path is not the root");
         let dir = self.parent_fd(parent, name)?;
         let sflag = match kind {
@@ -358,16 +460,34 @@ impl<'a> Extractor<'a> {
             }
             other => other,
         };
-        made.map_err(|e| self.ctx.entry_io(name, "create device node", self.full(rel), errno_io(e)))?;
+        made.map_err(|e| {
+            self.ctx
+                .entry_io(name, "create device node", self.full(rel), errno_io(e))
+        })?;
         self.set_at_meta(dir, leaf, meta, rel, name, true)
     }
 
     /// Owner, then mode (chown clears setuid bits), then xattrs, on an open file or directory.
-    fn set_fd_meta(&self, fd: RawFd, meta: &Meta, rel: &Path, name: &str) -> Result<(), UnpackError> {
-        fchown(fd, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
-            .map_err(|e| self.ctx.entry_io(name, "chown", self.full(rel), errno_io(e)))?;
-        fchmod(fd, Mode::from_bits_truncate(meta.mode & 0o7777))
-            .map_err(|e| self.ctx.entry_io(name, "chmod", self.full(rel), errno_io(e)))?;
+    fn set_fd_meta(
+        &self,
+        fd: RawFd,
+        meta: &Meta,
+        rel: &Path,
+        name: &str,
+    ) -> Result<(), UnpackError> {
+        fchown(
+            fd,
+            Some(Uid::from_raw(meta.uid)),
+            Some(Gid::from_raw(meta.gid)),
+        )
+        .map_err(|e| {
+            self.ctx
+                .entry_io(name, "chown", self.full(rel), errno_io(e))
+        })?;
+        fchmod(fd, Mode::from_bits_truncate(meta.mode & 0o7777)).map_err(|e| {
+            self.ctx
+                .entry_io(name, "chmod", self.full(rel), errno_io(e))
+        })?;
         for (key, value) in &meta.xattrs {
             if let Err(e) = fset_xattr(fd, key, value) {
                 tracing::warn!(entry = %name, xattr = %key, error = %e, "the filesystem refused an xattr; skipped");
@@ -377,7 +497,15 @@ impl<'a> Extractor<'a> {
     }
 
     /// The same for a symlink or device node, named in an open directory and never followed.
-    fn set_at_meta(&self, dir: RawFd, leaf: &OsStr, meta: &Meta, rel: &Path, name: &str, chmod: bool) -> Result<(), UnpackError> {
+    fn set_at_meta(
+        &self,
+        dir: RawFd,
+        leaf: &OsStr,
+        meta: &Meta,
+        rel: &Path,
+        name: &str,
+        chmod: bool,
+    ) -> Result<(), UnpackError> {
         fchownat(
             Some(dir),
             leaf,
@@ -385,12 +513,23 @@ impl<'a> Extractor<'a> {
             Some(Gid::from_raw(meta.gid)),
             AtFlags::AT_SYMLINK_NOFOLLOW,
         )
-        .map_err(|e| self.ctx.entry_io(name, "chown", self.full(rel), errno_io(e)))?;
+        .map_err(|e| {
+            self.ctx
+                .entry_io(name, "chown", self.full(rel), errno_io(e))
+        })?;
         if chmod {
             // Only for device nodes and fifos this extraction just made, never for symlinks,
             // so following the name cannot leave the root.
-            fchmodat(Some(dir), leaf, Mode::from_bits_truncate(meta.mode & 0o7777), FchmodatFlags::FollowSymlink)
-                .map_err(|e| self.ctx.entry_io(name, "chmod", self.full(rel), errno_io(e)))?;
+            fchmodat(
+                Some(dir),
+                leaf,
+                Mode::from_bits_truncate(meta.mode & 0o7777),
+                FchmodatFlags::FollowSymlink,
+            )
+            .map_err(|e| {
+                self.ctx
+                    .entry_io(name, "chmod", self.full(rel), errno_io(e))
+            })?;
         }
         if !meta.xattrs.is_empty() {
             let path = proc_path(dir, leaf);
@@ -401,8 +540,17 @@ impl<'a> Extractor<'a> {
                 }
             }
         }
-        utimensat(Some(dir), leaf, &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink)
-            .map_err(|e| self.ctx.entry_io(name, "set mtime of", self.full(rel), errno_io(e)))
+        utimensat(
+            Some(dir),
+            leaf,
+            &meta.mtime,
+            &meta.mtime,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| {
+            self.ctx
+                .entry_io(name, "set mtime of", self.full(rel), errno_io(e))
+        })
     }
 
     /// Sets directory mtimes (creating entries inside a directory changed them) and returns
@@ -414,10 +562,16 @@ impl<'a> Extractor<'a> {
                 Ok(fd) => fd,
                 // Removed or replaced by a later entry of the same layer.
                 Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
-                Err(e) => return Err(self.ctx.layer_io("open directory", self.full(rel), errno_io(e))),
+                Err(e) => {
+                    return Err(self
+                        .ctx
+                        .layer_io("open directory", self.full(rel), errno_io(e)));
+                }
             };
-            futimens(fd.as_raw_fd(), mtime, mtime)
-                .map_err(|e| self.ctx.layer_io("set mtime of", self.full(rel), errno_io(e)))?;
+            futimens(fd.as_raw_fd(), mtime, mtime).map_err(|e| {
+                self.ctx
+                    .layer_io("set mtime of", self.full(rel), errno_io(e))
+            })?;
             self.facts.dir_times.push((rel.clone(), *mtime));
         }
         Ok(self.facts)
@@ -425,17 +579,23 @@ impl<'a> Extractor<'a> {
 }
 
 fn is_dir_at(dir: RawFd, leaf: &OsStr) -> bool {
-    fstatat(Some(dir), leaf, AtFlags::AT_SYMLINK_NOFOLLOW)
-        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR)
+    fstatat(Some(dir), leaf, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| {
+        SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR
+    })
 }
 
 /// fsetxattr(2) on an open file or directory.
 pub fn fset_xattr(fd: RawFd, name: &str, value: &[u8]) -> io::Result<()> {
-    let name = std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let name =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `name` is a NUL-terminated string and `value` a live slice of the length passed;
     // the kernel only reads them during the call. An invalid fd yields EBADF, not UB.
     let rc = unsafe { libc::fsetxattr(fd, name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
@@ -452,10 +612,13 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
             let extension = extension?;
             let Ok(key) = extension.key() else { continue };
             if let Some(xattr) = key.strip_prefix("SCHILY.xattr.") {
-                meta.xattrs.push((xattr.to_string(), extension.value_bytes().to_vec()));
+                meta.xattrs
+                    .push((xattr.to_string(), extension.value_bytes().to_vec()));
                 continue;
             }
-            let Ok(value) = extension.value() else { continue };
+            let Ok(value) = extension.value() else {
+                continue;
+            };
             match key {
                 "uid" => meta.uid = value.parse().map_err(|_| bad_pax(key, value))?,
                 "gid" => meta.gid = value.parse().map_err(|_| bad_pax(key, value))?,
@@ -468,7 +631,10 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
 }
 
 fn bad_pax(key: &str, value: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("bad PAX record {key}={value:?}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("bad PAX record {key}={value:?}"),
+    )
 }
 
 /// PAX times are decimal seconds with an optional fraction: "1700000000.5".

@@ -27,7 +27,9 @@ pub struct LayerJob {
 impl LayerJob {
     /// The hex of the diff_id: the layer's directory name.
     pub fn diff_id_hex(&self) -> &str {
-        self.diff_id.strip_prefix("sha256:").unwrap_or(&self.diff_id)
+        self.diff_id
+            .strip_prefix("sha256:")
+            .unwrap_or(&self.diff_id)
     }
 }
 
@@ -49,11 +51,14 @@ pub fn extract_layer(
     progress: &dyn Progress,
 ) -> Result<Extracted, UnpackError> {
     let ctx = &job.ctx;
-    let blob = store.open_blob(job.descriptor.digest()).map_err(|source| UnpackError::Store {
-        image: ctx.image.clone(),
-        source,
-    })?;
-    let root = Root::open(target).map_err(|e| ctx.layer_io("open layer directory", target, e.into()))?;
+    let blob = store
+        .open_blob(job.descriptor.digest())
+        .map_err(|source| UnpackError::Store {
+            image: ctx.image.clone(),
+            source,
+        })?;
+    let root =
+        Root::open(target).map_err(|e| ctx.layer_io("open layer directory", target, e.into()))?;
     tracing::debug!(layer = %ctx.layer, target = %target.display(), "extracting layer");
     progress.started(&ctx.layer, Some(job.descriptor.size()));
     let (tx, pipe) = stream::channel();
@@ -70,7 +75,9 @@ pub fn extract_layer(
         let decoder = scope.spawn(move || stream::decode(spec, tx));
         // Returns only after dropping the pipe, so a blocked decoder always wakes up.
         let extracted = extract_entries(pipe, root, ctx, mode);
-        let decoded = decoder.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let decoded = decoder
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (extracted, decoded)
     });
     progress.finished(&ctx.layer);
@@ -79,14 +86,21 @@ pub fn extract_layer(
             facts,
             uncompressed_bytes: summary.uncompressed_bytes,
         }),
-        Err(StreamFailure::Abandoned) => Err(extracted
-            .err()
-            .unwrap_or_else(|| ctx.invalid_tar(io::Error::other("tar reader stopped before the end of the stream")))),
+        Err(StreamFailure::Abandoned) => Err(extracted.err().unwrap_or_else(|| {
+            ctx.invalid_tar(io::Error::other(
+                "tar reader stopped before the end of the stream",
+            ))
+        })),
         Err(failure) => Err(stream_error(ctx, failure)),
     }
 }
 
-fn extract_entries(pipe: PipeReader, root: Root, ctx: &LayerCtx, mode: WhiteoutMode) -> Result<LayerFacts, UnpackError> {
+fn extract_entries(
+    pipe: PipeReader,
+    root: Root,
+    ctx: &LayerCtx,
+    mode: WhiteoutMode,
+) -> Result<LayerFacts, UnpackError> {
     let mut archive = tar::Archive::new(pipe);
     let mut extractor = Extractor::new(root, ctx, mode);
     for entry in archive.entries().map_err(|e| ctx.invalid_tar(e))? {
@@ -108,7 +122,11 @@ fn stream_error(ctx: &LayerCtx, failure: StreamFailure) -> UnpackError {
             compression: declared.name(),
             source: io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("the media type says {} but the content is {}", declared.name(), found.name()),
+                format!(
+                    "the media type says {} but the content is {}",
+                    declared.name(),
+                    found.name()
+                ),
             ),
         },
         StreamFailure::Corrupt(compression, source) => UnpackError::CorruptStream {
@@ -117,7 +135,11 @@ fn stream_error(ctx: &LayerCtx, failure: StreamFailure) -> UnpackError {
             compression: compression.name(),
             source,
         },
-        StreamFailure::SizeLimit(limit) => UnpackError::SizeLimitExceeded { image, layer, limit },
+        StreamFailure::SizeLimit(limit) => UnpackError::SizeLimitExceeded {
+            image,
+            layer,
+            limit,
+        },
         StreamFailure::BlobDigest(actual) => UnpackError::BlobDigestMismatch {
             image,
             layer,

@@ -34,16 +34,24 @@ impl LayerView<'_> {
 enum Lookup {
     Found(PathBuf),
     /// Not in this layer; `hides_lower` when this layer deletes or hides it below.
-    Absent { hides_lower: bool },
+    Absent {
+        hides_lower: bool,
+    },
 }
 
 /// Makes every deferred link of layer `index` (of `layers`, bottom first).
-pub fn resolve_links(layers: &[LayerView<'_>], index: usize, links: &[DeferredLink], ctx: &LayerCtx) -> Result<(), UnpackError> {
+pub fn resolve_links(
+    layers: &[LayerView<'_>],
+    index: usize,
+    links: &[DeferredLink],
+    ctx: &LayerCtx,
+) -> Result<(), UnpackError> {
     if links.is_empty() {
         return Ok(());
     }
     let dir = layers[index].dir();
-    let mut root = Root::open(dir).map_err(|e| ctx.layer_io("open layer directory", dir, e.into()))?;
+    let mut root =
+        Root::open(dir).map_err(|e| ctx.layer_io("open layer directory", dir, e.into()))?;
     for link in links {
         let found = find_below(layers, index, &link.target).ok_or_else(|| {
             ctx.unsafe_entry(
@@ -55,19 +63,45 @@ pub fn resolve_links(layers: &[LayerView<'_>], index: usize, links: &[DeferredLi
             )
         })?;
         let (parent, leaf) = split(&link.link).expect("links name a non-root path");
-        let parent_fd = root
-            .dir(parent, &mut |_| {})
-            .map_err(|e| ctx.entry_io(&link.entry, "open parent directory inside the root", dir.join(parent), e.into()))?;
-        let make = || linkat(None, found.as_os_str(), Some(parent_fd), leaf, AtFlags::empty());
+        let parent_fd = root.dir(parent, &mut |_| {}).map_err(|e| {
+            ctx.entry_io(
+                &link.entry,
+                "open parent directory inside the root",
+                dir.join(parent),
+                e.into(),
+            )
+        })?;
+        let make = || {
+            linkat(
+                None,
+                found.as_os_str(),
+                Some(parent_fd),
+                leaf,
+                AtFlags::empty(),
+            )
+        };
         let made = match make() {
             Err(Errno::EEXIST) => {
-                unlinkat(Some(parent_fd), leaf, UnlinkatFlags::NoRemoveDir)
-                    .map_err(|e| ctx.entry_io(&link.entry, "remove the existing", dir.join(&link.link), e.into()))?;
+                unlinkat(Some(parent_fd), leaf, UnlinkatFlags::NoRemoveDir).map_err(|e| {
+                    ctx.entry_io(
+                        &link.entry,
+                        "remove the existing",
+                        dir.join(&link.link),
+                        e.into(),
+                    )
+                })?;
                 make()
             }
             other => other,
         };
-        made.map_err(|e| ctx.entry_io(&link.entry, "create hard link", dir.join(&link.link), e.into()))?;
+        made.map_err(|e| {
+            ctx.entry_io(
+                &link.entry,
+                "create hard link",
+                dir.join(&link.link),
+                e.into(),
+            )
+        })?;
         tracing::debug!(entry = %link.entry, target = %found.display(), "linked to a lower layer's file");
     }
     Ok(())
@@ -95,7 +129,10 @@ fn lookup(layer: &LayerView<'_>, target: &Path) -> Lookup {
     let masked = match layer {
         LayerView::Recorded(_, facts) => {
             target.ancestors().any(|a| facts.whiteouts.contains(a))
-                || target.ancestors().skip(1).any(|a| facts.opaques.contains(a))
+                || target
+                    .ancestors()
+                    .skip(1)
+                    .any(|a| facts.opaques.contains(a))
         }
         LayerView::Overlay(_) => false,
     };
@@ -111,7 +148,9 @@ fn lookup(layer: &LayerView<'_>, target: &Path) -> Lookup {
             }
             Err(_) => return Lookup::Absent { hides_lower: true },
         };
-        let whiteout = matches!(layer, LayerView::Overlay(_)) && meta.file_type().is_char_device() && meta.rdev() == 0;
+        let whiteout = matches!(layer, LayerView::Overlay(_))
+            && meta.file_type().is_char_device()
+            && meta.rdev() == 0;
         if whiteout {
             return Lookup::Absent { hides_lower: true };
         }
@@ -127,7 +166,10 @@ fn lookup(layer: &LayerView<'_>, target: &Path) -> Lookup {
             return Lookup::Absent { hides_lower: true };
         }
         if let LayerView::Overlay(_) = layer {
-            opaque_seen |= xattr::get(&path, OPAQUE_XATTR).ok().flatten().is_some_and(|v| v == b"y");
+            opaque_seen |= xattr::get(&path, OPAQUE_XATTR)
+                .ok()
+                .flatten()
+                .is_some_and(|v| v == b"y");
         }
     }
     Lookup::Absent { hides_lower: true }

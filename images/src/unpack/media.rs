@@ -65,14 +65,23 @@ mod tests {
             Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+zstd"),
             Some(Compression::Zstd)
         );
-        assert_eq!(Compression::from_media_type("application/vnd.oci.image.layer.v1.tar"), Some(Compression::None));
-        assert_eq!(Compression::from_media_type("application/vnd.oci.image.config.v1+json"), None);
+        assert_eq!(
+            Compression::from_media_type("application/vnd.oci.image.layer.v1.tar"),
+            Some(Compression::None)
+        );
+        assert_eq!(
+            Compression::from_media_type("application/vnd.oci.image.config.v1+json"),
+            None
+        );
     }
 
     #[test]
     fn magic_bytes_are_recognised() {
         assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
-        assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(
+            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
         assert_eq!(Compression::sniff(b"etc/\0\0\0"), Compression::None);
     }
 }

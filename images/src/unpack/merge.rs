@@ -54,7 +54,9 @@ pub fn merge_down(dest: &Path, layers: &[StagedLayer<'_>], image: &str) -> Resul
             merger.adopt_metadata(layer.dir, root)?;
         }
         merger.merge_dir(layer, root)?;
-        merger.whiteouts.extend(layer.facts.whiteouts.iter().cloned());
+        merger
+            .whiteouts
+            .extend(layer.facts.whiteouts.iter().cloned());
         merger.opaques.extend(layer.facts.opaques.iter().cloned());
     }
     merger.restore_mtimes(layers)
@@ -74,11 +76,15 @@ impl Merger<'_> {
             if self.whiteouts.contains(&child) {
                 continue;
             }
-            let src_is_dir = entry.file_type().map_err(self.io("stat", &entry.path()))?.is_dir();
+            let src_is_dir = entry
+                .file_type()
+                .map_err(self.io("stat", &entry.path()))?
+                .is_dir();
             let dst = self.dest.join(&child);
             match fs::symlink_metadata(&dst) {
                 Ok(meta) if meta.is_dir() && src_is_dir => {
-                    if self.implicit.contains(&child) && !layer.facts.implicit_dirs.contains(&child) {
+                    if self.implicit.contains(&child) && !layer.facts.implicit_dirs.contains(&child)
+                    {
                         self.adopt_metadata(layer.dir, &child)?;
                     }
                     if !self.opaques.contains(&child) {
@@ -103,16 +109,22 @@ impl Merger<'_> {
     /// A lower directory moved in whole: note its implicit directories, and apply upper
     /// whiteouts that lie inside it (their layer had no directory there to merge into).
     fn moved_dir(&mut self, layer: &StagedLayer<'_>, rel: &Path) -> Result<(), UnpackError> {
-        self.implicit.extend(under(&layer.facts.implicit_dirs, rel).cloned());
+        self.implicit
+            .extend(under(&layer.facts.implicit_dirs, rel).cloned());
         let whiteouts: Vec<PathBuf> = under(&self.whiteouts, rel).cloned().collect();
         for path in whiteouts {
-            if remove_confined(self.dest, &path).map_err(self.io("remove whited-out", &self.dest.join(&path)))? {
-                self.touched.insert(path.parent().unwrap_or(Path::new("")).to_path_buf());
+            if remove_confined(self.dest, &path)
+                .map_err(self.io("remove whited-out", &self.dest.join(&path)))?
+            {
+                self.touched
+                    .insert(path.parent().unwrap_or(Path::new("")).to_path_buf());
             }
         }
         let opaques: Vec<PathBuf> = under(&self.opaques, rel).cloned().collect();
         for path in opaques {
-            if clear_confined(self.dest, &path).map_err(self.io("clear opaque", &self.dest.join(&path)))? {
+            if clear_confined(self.dest, &path)
+                .map_err(self.io("clear opaque", &self.dest.join(&path)))?
+            {
                 self.touched.insert(path);
             }
         }
@@ -125,7 +137,8 @@ impl Merger<'_> {
         let dst = self.dest.join(rel);
         let meta = fs::symlink_metadata(&src).map_err(self.io("stat", &src))?;
         lchown(&dst, Some(meta.uid()), Some(meta.gid())).map_err(self.io("chown", &dst))?;
-        fs::set_permissions(&dst, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(self.io("chmod", &dst))?;
+        fs::set_permissions(&dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(self.io("chmod", &dst))?;
         self.implicit.remove(rel);
         self.touched.insert(rel.to_path_buf());
         Ok(())
@@ -140,7 +153,9 @@ impl Merger<'_> {
             }
         }
         for rel in &self.touched {
-            let Some(mtime) = times.get(rel.as_path()) else { continue };
+            let Some(mtime) = times.get(rel.as_path()) else {
+                continue;
+            };
             let path = self.dest.join(rel);
             match utimensat(None, &path, mtime, mtime, UtimensatFlags::NoFollowSymlink) {
                 Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
@@ -176,7 +191,9 @@ fn confined(dest: &Path, rel: &Path) -> io::Result<Option<PathBuf>> {
 
 /// Removes `dest/rel` if it exists inside the root; true if something was removed.
 fn remove_confined(dest: &Path, rel: &Path) -> io::Result<bool> {
-    let Some(path) = confined(dest, rel)? else { return Ok(false) };
+    let Some(path) = confined(dest, rel)? else {
+        return Ok(false);
+    };
     match fs::symlink_metadata(&path) {
         Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path).map(|()| true),
         Ok(_) => fs::remove_file(&path).map(|()| true),
@@ -187,7 +204,9 @@ fn remove_confined(dest: &Path, rel: &Path) -> io::Result<bool> {
 
 /// Empties the directory `dest/rel` if it is one inside the root; true if it was.
 fn clear_confined(dest: &Path, rel: &Path) -> io::Result<bool> {
-    let Some(path) = confined(dest, rel)? else { return Ok(false) };
+    let Some(path) = confined(dest, rel)? else {
+        return Ok(false);
+    };
     match fs::symlink_metadata(&path) {
         Ok(meta) if meta.is_dir() => {}
         _ => return Ok(false),

@@ -94,14 +94,22 @@ fn layer_jobs(image: &Image) -> Result<Vec<LayerJob>, UnpackError> {
                 layer: descriptor.digest().to_string(),
             };
             let media_type = descriptor.media_type().to_string();
-            let compression = Compression::from_media_type(&media_type).ok_or_else(|| UnpackError::UnsupportedMediaType {
-                image: ctx.image.clone(),
-                layer: ctx.layer.clone(),
-                media_type,
+            let compression = Compression::from_media_type(&media_type).ok_or_else(|| {
+                UnpackError::UnsupportedMediaType {
+                    image: ctx.image.clone(),
+                    layer: ctx.layer.clone(),
+                    media_type,
+                }
             })?;
             let hex = diff_id.strip_prefix("sha256:").unwrap_or_default();
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-                return Err(ctx.unsafe_entry("-", format!("diff_id {diff_id:?} is not a sha256 digest")));
+            if hex.len() != 64
+                || !hex
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            {
+                return Err(
+                    ctx.unsafe_entry("-", format!("diff_id {diff_id:?} is not a sha256 digest"))
+                );
             }
             Ok(LayerJob {
                 ctx,
@@ -115,7 +123,11 @@ fn layer_jobs(image: &Image) -> Result<Vec<LayerJob>, UnpackError> {
 
 fn worker_count(opts: &UnpackOptions, jobs: usize) -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let limit = if opts.max_parallel_layers == 0 { cpus } else { opts.max_parallel_layers };
+    let limit = if opts.max_parallel_layers == 0 {
+        cpus
+    } else {
+        opts.max_parallel_layers
+    };
     limit.min(jobs).max(1)
 }
 
@@ -128,7 +140,8 @@ fn run_parallel<T: Send>(
 ) -> Vec<Option<Result<T, UnpackError>>> {
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let results: Mutex<Vec<Option<Result<T, UnpackError>>>> = Mutex::new((0..count).map(|_| None).collect());
+    let results: Mutex<Vec<Option<Result<T, UnpackError>>>> =
+        Mutex::new((0..count).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
@@ -154,7 +167,9 @@ fn run_parallel<T: Send>(
 
 /// Takes the results in order, or the first error (dropping, and so removing, everything the
 /// other layers made).
-fn collect_in_order<T>(results: Vec<Option<Result<T, UnpackError>>>) -> Result<Vec<T>, UnpackError> {
+fn collect_in_order<T>(
+    results: Vec<Option<Result<T, UnpackError>>>,
+) -> Result<Vec<T>, UnpackError> {
     let mut done = Vec::with_capacity(results.len());
     let mut first_error = None;
     for result in results {
@@ -173,13 +188,21 @@ fn collect_in_order<T>(results: Vec<Option<Result<T, UnpackError>>>) -> Result<V
 /// Extracts every layer of `image` not yet unpacked into `layers_dir()/sha256/<diff_id hex>`
 /// (missing ones in parallel, each into a temp dir renamed into place once complete and
 /// verified) and returns the layer directories, bottom first.
-pub fn ensure_layers(store: &Store, image: &Image, opts: &UnpackOptions, progress: &dyn Progress) -> Result<Vec<PathBuf>, UnpackError> {
+pub fn ensure_layers(
+    store: &Store,
+    image: &Image,
+    opts: &UnpackOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<PathBuf>, UnpackError> {
     let store_err = |source| UnpackError::Store {
         image: image.name.clone(),
         source,
     };
     let jobs = layer_jobs(image)?;
-    let dirs: Vec<PathBuf> = jobs.iter().map(|j| layer_dir(store, j.diff_id_hex())).collect();
+    let dirs: Vec<PathBuf> = jobs
+        .iter()
+        .map(|j| layer_dir(store, j.diff_id_hex()))
+        .collect();
     let mut seen = HashSet::new();
     let missing: Vec<usize> = (0..jobs.len())
         .filter(|&i| !dirs[i].is_dir() && seen.insert(jobs[i].diff_id_hex().to_string()))
@@ -197,10 +220,20 @@ pub fn ensure_layers(store: &Store, image: &Image, opts: &UnpackOptions, progres
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".tmp-{}-", &job.diff_id_hex()[..12]))
             .tempdir_in(store.layers_dir())
-            .map_err(|e| job.ctx.layer_io("create temp dir in", store.layers_dir(), e))?;
+            .map_err(|e| {
+                job.ctx
+                    .layer_io("create temp dir in", store.layers_dir(), e)
+            })?;
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
             .map_err(|e| job.ctx.layer_io("chmod", tmp.path(), e))?;
-        let extracted = extract_layer(store, job, tmp.path(), WhiteoutMode::Overlay, opts.max_layer_bytes, progress)?;
+        let extracted = extract_layer(
+            store,
+            job,
+            tmp.path(),
+            WhiteoutMode::Overlay,
+            opts.max_layer_bytes,
+            progress,
+        )?;
         Ok((tmp, extracted))
     });
     let extracted: Vec<(TempDir, Extracted)> = collect_in_order(results)?;
@@ -225,7 +258,9 @@ pub fn ensure_layers(store: &Store, image: &Image, opts: &UnpackOptions, progres
         let target = &dirs[missing[k]];
         let tmp_path = tmp.keep();
         match fs::rename(&tmp_path, target) {
-            Ok(()) => tracing::debug!(layer = %job.ctx.layer, dir = %target.display(), "layer unpacked"),
+            Ok(()) => {
+                tracing::debug!(layer = %job.ctx.layer, dir = %target.display(), "layer unpacked")
+            }
             // Another process unpacked the same layer meanwhile: keep theirs.
             Err(e) if target.is_dir() => {
                 tracing::debug!(layer = %job.ctx.layer, error = %e, "layer appeared meanwhile; dropping this copy");
@@ -243,7 +278,13 @@ pub fn ensure_layers(store: &Store, image: &Image, opts: &UnpackOptions, progres
 
 /// Unpacks the image flattened into `dest` (absent or an empty directory), with OCI whiteout
 /// semantics applied.
-pub fn unpack_flat(store: &Store, image: &Image, dest: &Path, opts: &UnpackOptions, progress: &dyn Progress) -> Result<(), UnpackError> {
+pub fn unpack_flat(
+    store: &Store,
+    image: &Image,
+    dest: &Path,
+    opts: &UnpackOptions,
+    progress: &dyn Progress,
+) -> Result<(), UnpackError> {
     unpack_flat_report(store, image, dest, opts, progress).map(|_| ())
 }
 
@@ -308,7 +349,11 @@ pub fn unpack_flat_report(
         }
         Err(e) => return Err(image_io(&image.name, "open", dest)(e)),
     };
-    let mut guard = DestGuard { dest, created, armed: true };
+    let mut guard = DestGuard {
+        dest,
+        created,
+        armed: true,
+    };
     let mut report = UnpackReport {
         layers: jobs.len(),
         ..UnpackReport::default()
@@ -330,7 +375,14 @@ pub fn unpack_flat_report(
         .collect();
     let threads = worker_count(opts, jobs.len());
     let results = run_parallel(jobs.len(), threads, |i| {
-        extract_layer(store, &jobs[i], targets[i], WhiteoutMode::Record, opts.max_layer_bytes, progress)
+        extract_layer(
+            store,
+            &jobs[i],
+            targets[i],
+            WhiteoutMode::Record,
+            opts.max_layer_bytes,
+            progress,
+        )
     });
     let extracted = collect_in_order(results)?;
     for (index, layer) in extracted.iter().enumerate() {
@@ -344,15 +396,24 @@ pub fn unpack_flat_report(
     let staged: Vec<StagedLayer<'_>> = extracted
         .iter()
         .zip(&targets)
-        .map(|(layer, dir)| StagedLayer { dir, facts: &layer.facts })
+        .map(|(layer, dir)| StagedLayer {
+            dir,
+            facts: &layer.facts,
+        })
         .collect();
     merge_down(dest, &staged, &image.name)?;
     // What is left in staging is deleted or shadowed content; remove it on as many threads.
     let removed: Vec<io::Result<()>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = staging.into_iter().map(|dir| scope.spawn(move || dir.close())).collect();
+        let handles: Vec<_> = staging
+            .into_iter()
+            .map(|dir| scope.spawn(move || dir.close()))
+            .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
             .collect()
     });
     for result in removed {

@@ -54,7 +54,11 @@ pub struct Root {
 
 impl Root {
     pub fn open(path: &Path) -> Result<Self, Errno> {
-        let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
         Ok(Self {
             // SAFETY: `open` just returned this fd and nothing else owns it.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
@@ -84,7 +88,11 @@ impl Root {
     }
 
     fn open_in_root(&self, rel: &Path, extra: OFlag) -> Result<OwnedFd, Errno> {
-        let target: &Path = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+        let target: &Path = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
         let how = OpenHow::new()
             .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | extra)
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
@@ -132,7 +140,11 @@ impl Root {
             return Err(Errno::ENOENT);
         };
         let parent_fd = self.ensure_dir(parent, created)?;
-        match mkdirat(Some(parent_fd.as_raw_fd()), name, Mode::from_bits_truncate(0o755)) {
+        match mkdirat(
+            Some(parent_fd.as_raw_fd()),
+            name,
+            Mode::from_bits_truncate(0o755),
+        ) {
             Ok(()) => created(rel),
             // Made meanwhile, or a dangling symlink: the open below says which.
             Err(Errno::EEXIST) => {}

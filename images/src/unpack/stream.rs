@@ -19,11 +19,17 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 #[derive(Debug)]
 pub enum StreamFailure {
     /// The media type says one compression, the magic bytes another.
-    WrongMagic { declared: Compression, found: Compression },
+    WrongMagic {
+        declared: Compression,
+        found: Compression,
+    },
     Corrupt(Compression, io::Error),
     SizeLimit(u64),
     BlobDigest(Digest),
-    DiffId { expected: String, actual: Digest },
+    DiffId {
+        expected: String,
+        actual: Digest,
+    },
     /// The extracting side stopped reading (it failed and reports its own error).
     Abandoned,
 }
@@ -64,7 +70,7 @@ type Compressed<'a> = BufReader<HashingReader<ProgressReader<'a>>>;
 
 enum Decoder<'a> {
     Plain(Compressed<'a>),
-    Gzip(flate2::bufread::MultiGzDecoder<Compressed<'a>>),
+    Gzip(Box<flate2::bufread::MultiGzDecoder<Compressed<'a>>>),
     Zstd(zstd::stream::read::Decoder<'static, Compressed<'a>>),
 }
 
@@ -82,7 +88,7 @@ impl<'a> Decoder<'a> {
     fn into_compressed(self) -> Compressed<'a> {
         match self {
             Self::Plain(r) => r,
-            Self::Gzip(r) => r.into_inner(),
+            Self::Gzip(r) => (*r).into_inner(),
             Self::Zstd(r) => r.finish(),
         }
     }
@@ -120,8 +126,12 @@ pub fn decode(spec: BlobSpec<'_>, tx: SyncSender<Vec<u8>>) -> Result<StreamSumma
     }
     let decoder = match compression {
         Compression::None => Decoder::Plain(compressed),
-        Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(compressed)),
-        Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(compressed).map_err(corrupt)?),
+        Compression::Gzip => {
+            Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(compressed)))
+        }
+        Compression::Zstd => {
+            Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(compressed).map_err(corrupt)?)
+        }
     };
     let mut decoder = decoder;
     let mut tar = HashingReader::new(&mut decoder);

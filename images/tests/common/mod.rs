@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use berth_images::digest::sha256_of;
 use berth_images::store::descriptor;
 use berth_images::{Image, Reference, Store};
-use oci_spec::image::{ConfigBuilder, ImageConfigurationBuilder, ImageManifestBuilder, MediaType, RootFsBuilder};
+use oci_spec::image::{
+    ConfigBuilder, ImageConfigurationBuilder, ImageManifestBuilder, MediaType, RootFsBuilder,
+};
 use tempfile::TempDir;
 
 pub const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -91,7 +93,8 @@ impl Entry {
         self
     }
     pub fn xattr(mut self, key: &str, value: &[u8]) -> Self {
-        self.pax.push((format!("SCHILY.xattr.{key}"), value.to_vec()));
+        self.pax
+            .push((format!("SCHILY.xattr.{key}"), value.to_vec()));
         self
     }
 }
@@ -214,7 +217,10 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Self {
-        let tmp = tempfile::Builder::new().prefix("berth-unpack-test-").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("berth-unpack-test-")
+            .tempdir()
+            .unwrap();
         let store = Store::open(tmp.path().join("data")).unwrap();
         Self { tmp, store }
     }
@@ -247,7 +253,10 @@ impl Fixture {
             .config(ConfigBuilder::default().build().unwrap())
             .build()
             .unwrap();
-        let config = self.store.put_json(&config, MediaType::ImageConfig).unwrap();
+        let config = self
+            .store
+            .put_json(&config, MediaType::ImageConfig)
+            .unwrap();
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
@@ -255,7 +264,10 @@ impl Fixture {
             .layers(descriptors)
             .build()
             .unwrap();
-        let manifest = self.store.put_json(&manifest, MediaType::ImageManifest).unwrap();
+        let manifest = self
+            .store
+            .put_json(&manifest, MediaType::ImageManifest)
+            .unwrap();
         let reference = Reference::parse(name).unwrap();
         self.store.tag(&reference, &manifest).unwrap();
         self.store.image(name).unwrap()
@@ -273,7 +285,10 @@ impl Fixture {
         }
         if let Ok(entries) = std::fs::read_dir(self.store.layers_dir().join("sha256")) {
             for entry in entries {
-                names.push(format!("sha256/{}", entry.unwrap().file_name().to_string_lossy()));
+                names.push(format!(
+                    "sha256/{}",
+                    entry.unwrap().file_name().to_string_lossy()
+                ));
             }
         }
         names
@@ -284,7 +299,9 @@ impl Fixture {
 pub fn listing(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for entry in entries {
             let entry = entry.unwrap();
             let path = entry.path();

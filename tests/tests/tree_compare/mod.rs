@@ -47,13 +47,17 @@ pub fn scan(root: &Path) -> BTreeMap<PathBuf, Node> {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let path = root.join(&rel);
-        let meta = fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
+        let meta =
+            fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
         let node = Node {
             kind: kind(&meta),
             mode: meta.mode() & 0o7777,
             uid: meta.uid(),
             gid: meta.gid(),
-            link: meta.file_type().is_symlink().then(|| fs::read_link(&path).unwrap()),
+            link: meta
+                .file_type()
+                .is_symlink()
+                .then(|| fs::read_link(&path).unwrap()),
             rdev: meta.rdev(),
             size: if meta.is_file() { meta.len() } else { 0 },
             mtime: meta.mtime(),
@@ -88,8 +92,13 @@ pub fn compare_trees(expected: &Path, actual: &Path, ignore_dir_mtimes: bool) ->
             g_cmp.mtime = 0;
         }
         if w_cmp != g_cmp {
-            diffs.push(format!("differs: {}: expected {w:?}, got {g:?}", rel.display()));
-        } else if w.kind == "file" && fs::read(expected.join(rel)).unwrap() != fs::read(actual.join(rel)).unwrap() {
+            diffs.push(format!(
+                "differs: {}: expected {w:?}, got {g:?}",
+                rel.display()
+            ));
+        } else if w.kind == "file"
+            && fs::read(expected.join(rel)).unwrap() != fs::read(actual.join(rel)).unwrap()
+        {
             diffs.push(format!("content differs: {}", rel.display()));
         }
     }

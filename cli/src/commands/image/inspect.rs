@@ -35,7 +35,11 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         OutputFormat::Table => {
             println!("Name:         {}", image.name);
             println!("Digest:       {}", image.digest());
-            println!("Platform:     {}/{}", image.config.os(), image.config.architecture());
+            println!(
+                "Platform:     {}/{}",
+                image.config.os(),
+                image.config.architecture()
+            );
             if let Some(config) = image.config.config() {
                 if let Some(entrypoint) = config.entrypoint() {
                     println!("Entrypoint:   {entrypoint:?}");

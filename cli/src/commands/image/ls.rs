@@ -31,7 +31,12 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     for record in store.list()? {
         let image = store.load_image(record.name, record.descriptor)?;
         let size = image.manifest.config().size()
-            + image.manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+            + image
+                .manifest
+                .layers()
+                .iter()
+                .map(|l| l.size())
+                .sum::<u64>();
         rows.push(Row {
             id: image.short_id().to_string(),
             digest: image.digest().to_string(),

@@ -12,8 +12,7 @@ pub struct Args {
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let store = super::open_store(ctx)?;
     // Layers under container root filesystems stay even when no image names them any more.
-    let in_use = berth_images::snapshot::layers_in_use(&store)?;
-    let report = store.prune(&in_use)?;
+    let report = berth_images::snapshot::prune(&store)?;
     match args.output {
         OutputFormat::Json => print_json(&report),
         OutputFormat::Table => {
