@@ -1,4 +1,5 @@
-//! Terminal progress bars for pulls and unpacks, drawn only when stderr is a terminal.
+//! Terminal progress bars for pulls and unpacks, drawn (on stderr) only when stdout is a
+//! terminal, so `--output json` into a pipe or a log file stays clean.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -7,9 +8,9 @@ use std::sync::Mutex;
 use berth_images::progress::{NoProgress, Progress};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Bars per item on a terminal; nothing otherwise (logs and pipes stay clean).
+/// Bars per item on a terminal; nothing otherwise.
 pub fn for_terminal() -> Box<dyn Progress> {
-    if std::io::stderr().is_terminal() {
+    if std::io::stdout().is_terminal() && std::io::stderr().is_terminal() {
         Box::new(Bars::default())
     } else {
         Box::new(NoProgress)

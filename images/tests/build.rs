@@ -1,17 +1,19 @@
 //! Library-level build tests: the layer tar's content and metadata, determinism, the config
 //! built on a base image, whiteouts, and failures that leave nothing behind.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::{PermissionsExt, lchown, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_images::build::{BuildError, BuildOptions, build};
 use berth_images::progress::NoProgress;
 use berth_images::{Image, Reference, Store};
-use sha2::{Digest as _, Sha256};
+use common::{Fixture, sha256_hex};
 
 /// One tar entry as read back, with what the tests check.
 #[derive(Debug, Clone)]
@@ -38,7 +40,7 @@ fn read_layer(
     flate2::read::GzDecoder::new(store.open_blob(layer.digest()).unwrap())
         .read_to_end(&mut tar_bytes)
         .unwrap();
-    let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar_bytes)));
+    let diff_id = format!("sha256:{}", sha256_hex(&tar_bytes));
     assert_eq!(
         image.config.rootfs().diff_ids()[index],
         diff_id,
@@ -130,6 +132,14 @@ fn rich_tree(root: &Path) {
     }
 }
 
+/// A store, and a `rich_tree` beside it.
+fn rich_fixture() -> (Fixture, PathBuf) {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    rich_tree(&src);
+    (fx, src)
+}
+
 fn options(dir: &Path, tag: &str) -> BuildOptions {
     let mut options = BuildOptions::new(dir, Reference::parse(tag).unwrap());
     options.created = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -138,18 +148,16 @@ fn options(dir: &Path, tag: &str) -> BuildOptions {
 
 #[test]
 fn layer_holds_every_kind_of_entry_with_its_metadata() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    rich_tree(&src);
-    let store = Store::open(tmp.path().join("data")).unwrap();
+    let (fx, src) = rich_fixture();
+    let store = &fx.store;
     let mut opts = options(&src, "rich:1");
     opts.whiteouts = vec!["/etc/gone".into(), "/var/cache/".into()];
-    let image = build(&store, &opts, &NoProgress).unwrap();
+    let image = build(store, &opts, &NoProgress).unwrap();
     assert_eq!(
         image.manifest.layers()[0].media_type().to_string(),
         "application/vnd.oci.image.layer.v1.tar+gzip"
     );
-    let (order, entries) = read_layer(&store, &image, 0);
+    let (order, entries) = read_layer(store, &image, 0);
 
     // Parents first, siblings by name, no "./" prefix, directories with a trailing slash.
     assert_eq!(order[0], "bin/");
@@ -207,17 +215,15 @@ fn layer_holds_every_kind_of_entry_with_its_metadata() {
 
 #[test]
 fn same_tree_gives_the_same_layer_and_same_time_the_same_image() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    rich_tree(&src);
-    let store_a = Store::open(tmp.path().join("a")).unwrap();
-    let store_b = Store::open(tmp.path().join("b")).unwrap();
+    let (fx, src) = rich_fixture();
+    let store_a = &fx.store;
+    let store_b = Store::open(fx.path("b")).unwrap();
     let mut opts = options(&src, "same:1");
     opts.labels = (0..8)
         .map(|i| (format!("label{i}"), format!("v{i}")))
         .collect();
     opts.exposed_ports = vec!["80/tcp".into(), "53/udp".into(), "443/tcp".into()];
-    let a = build(&store_a, &opts, &NoProgress).unwrap();
+    let a = build(store_a, &opts, &NoProgress).unwrap();
     let b = build(&store_b, &opts, &NoProgress).unwrap();
     assert_eq!(
         a.manifest.layers()[0].digest(),
@@ -241,9 +247,9 @@ fn same_tree_gives_the_same_layer_and_same_time_the_same_image() {
 
 #[test]
 fn image_on_a_base_adds_a_layer_and_merges_config() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path().join("data")).unwrap();
-    let base_dir = tmp.path().join("base");
+    let fx = Fixture::new();
+    let store = &fx.store;
+    let base_dir = fx.path("base");
     fs::create_dir_all(base_dir.join("etc")).unwrap();
     fs::write(base_dir.join("etc/motd"), b"base motd").unwrap();
     let mut base_opts = options(&base_dir, "base:1");
@@ -253,9 +259,9 @@ fn image_on_a_base_adds_a_layer_and_merges_config() {
         ("KEEP".into(), "yes".into()),
     ];
     base_opts.workdir = Some("/".into());
-    let base = build(&store, &base_opts, &NoProgress).unwrap();
+    let base = build(store, &base_opts, &NoProgress).unwrap();
 
-    let top_dir = tmp.path().join("top");
+    let top_dir = fx.path("top");
     fs::create_dir_all(top_dir.join("app")).unwrap();
     fs::write(top_dir.join("app/run"), b"run").unwrap();
     let mut top_opts = options(&top_dir, "top:2");
@@ -267,7 +273,7 @@ fn image_on_a_base_adds_a_layer_and_merges_config() {
     top_opts.workdir = Some("/app".into());
     top_opts.user = Some("1000:1000".into());
     top_opts.whiteouts = vec!["/etc/motd".into()];
-    let top = build(&store, &top_opts, &NoProgress).unwrap();
+    let top = build(store, &top_opts, &NoProgress).unwrap();
 
     assert_eq!(top.manifest.layers().len(), 2);
     assert_eq!(top.manifest.layers()[0], base.manifest.layers()[0]);
@@ -295,7 +301,7 @@ fn image_on_a_base_adds_a_layer_and_merges_config() {
         Some("2023-11-14T22:13:20Z")
     );
 
-    let (_, entries) = read_layer(&store, &top, 1);
+    let (_, entries) = read_layer(store, &top, 1);
     assert!(entries.contains_key("etc/.wh.motd"));
     assert_eq!(entries["app/run"].content, b"run");
 
@@ -303,7 +309,7 @@ fn image_on_a_base_adds_a_layer_and_merges_config() {
     let mut ep_opts = options(&top_dir, "ep:1");
     ep_opts.base = Some("base:1".into());
     ep_opts.entrypoint = Some(vec!["/app/run".into()]);
-    let ep = build(&store, &ep_opts, &NoProgress).unwrap();
+    let ep = build(store, &ep_opts, &NoProgress).unwrap();
     let runtime = ep.config.config().as_ref().unwrap();
     assert_eq!(
         runtime.entrypoint().as_deref(),
@@ -314,21 +320,20 @@ fn image_on_a_base_adds_a_layer_and_merges_config() {
 
 #[test]
 fn failures_name_the_problem_and_leave_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let store = Store::open(&data).unwrap();
-    let src = tmp.path().join("src");
+    let fx = Fixture::new();
+    let store = &fx.store;
+    let src = fx.path("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("f"), b"x").unwrap();
 
     let mut opts = options(&src, "x:1");
     opts.base = Some("missing:1".into());
-    let err = build(&store, &opts, &NoProgress).unwrap_err();
+    let err = build(store, &opts, &NoProgress).unwrap_err();
     assert!(matches!(err, BuildError::Base { .. }), "{err}");
     assert!(err.to_string().contains("missing:1"), "{err}");
 
-    let opts = options(&tmp.path().join("nope"), "x:1");
-    let err = build(&store, &opts, &NoProgress).unwrap_err();
+    let opts = options(&fx.path("nope"), "x:1");
+    let err = build(store, &opts, &NoProgress).unwrap_err();
     assert!(
         err.to_string().contains("nope") && err.to_string().contains("not a directory"),
         "{err}"
@@ -336,13 +341,13 @@ fn failures_name_the_problem_and_leave_nothing() {
 
     let mut opts = options(&src, "x:1");
     opts.whiteouts = vec!["/a/../b".into()];
-    let err = build(&store, &opts, &NoProgress).unwrap_err();
+    let err = build(store, &opts, &NoProgress).unwrap_err();
     assert!(err.to_string().contains("--whiteout /a/../b"), "{err}");
 
     let mut opts = options(&src, "x:1");
     opts.whiteouts = vec!["/f".into()];
     fs::write(src.join(".wh.f"), b"").unwrap();
-    let err = build(&store, &opts, &NoProgress).unwrap_err();
+    let err = build(store, &opts, &NoProgress).unwrap_err();
     assert!(
         err.to_string().contains("exists in the source directory"),
         "{err}"
@@ -350,20 +355,16 @@ fn failures_name_the_problem_and_leave_nothing() {
 
     let mut opts = options(&src, "x:1");
     opts.env = vec![("A=B".into(), "c".into())];
-    let blobs_before = fs::read_dir(data.join("images/blobs/sha256"))
-        .unwrap()
-        .count();
-    let err = build(&store, &opts, &NoProgress).unwrap_err();
+    let blobs_before = fx.blob_count();
+    let err = build(store, &opts, &NoProgress).unwrap_err();
     assert!(err.to_string().contains("--env A=B"), "{err}");
-    let blobs_after = fs::read_dir(data.join("images/blobs/sha256"))
-        .unwrap()
-        .count();
+    let blobs_after = fx.blob_count();
     assert_eq!(
         blobs_before, blobs_after,
         "invalid options are refused before any blob is written"
     );
 
     assert!(store.list().unwrap().is_empty());
-    let temp: Vec<_> = fs::read_dir(data.join("tmp")).unwrap().collect();
+    let temp = fx.temp_files();
     assert!(temp.is_empty(), "temp files left: {temp:?}");
 }

@@ -1,38 +1,17 @@
 //! Library-level import tests on crafted layouts and archives: selection, naming, platforms,
 //! verification, and that failures leave nothing named and no temp files.
 
-mod import_support;
+mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use berth_images::Reference;
 use berth_images::import::{ImportError, ImportOptions, PlatformSpec, import};
 use berth_images::progress::NoProgress;
-use berth_images::{Reference, Store};
-use import_support::*;
+use common::layout::*;
+use common::{Fixture, gzip, sha256_hex};
 use serde_json::json;
-use tempfile::TempDir;
-
-struct Fixture {
-    _tmp: TempDir,
-    work: std::path::PathBuf,
-    data: std::path::PathBuf,
-    store: Store,
-}
-
-fn fixture() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    let data = tmp.path().join("data");
-    fs::create_dir_all(&work).unwrap();
-    let store = Store::open(&data).unwrap();
-    Fixture {
-        _tmp: tmp,
-        work,
-        data,
-        store,
-    }
-}
 
 fn opts() -> ImportOptions {
     ImportOptions::default()
@@ -57,9 +36,9 @@ fn assert_clean_failure(f: &Fixture, err: &ImportError, needle: &str) {
         "a failed import named an image"
     );
     assert!(
-        temp_files(&f.data).is_empty(),
+        f.temp_files().is_empty(),
         "temp files left: {:?}",
-        temp_files(&f.data)
+        f.temp_files()
     );
 }
 
@@ -72,9 +51,9 @@ fn two_layer_image() -> Crafted {
 
 #[test]
 fn layout_import_stores_every_blob_and_names_by_full_ref() {
-    let f = fixture();
+    let f = Fixture::new();
     let image = two_layer_image();
-    let mut layout = Layout::new(&f.work.join("layout"));
+    let mut layout = Layout::new(&f.path("layout"));
     layout.add(&image, Some("example.com/team/app:1"));
     layout.finish();
 
@@ -89,7 +68,7 @@ fn layout_import_stores_every_blob_and_names_by_full_ref() {
         &image.layers[0],
         &image.layers[1],
     ] {
-        let stored = f.data.join("images/blobs/sha256").join(sha256_hex(blob));
+        let stored = f.stored_blob_path(&sha256_hex(blob));
         assert_eq!(fs::read(&stored).unwrap(), *blob, "{}", stored.display());
     }
     let listed = f.store.list().unwrap();
@@ -99,8 +78,8 @@ fn layout_import_stores_every_blob_and_names_by_full_ref() {
 
 #[test]
 fn bare_tag_ref_name_needs_tag_and_tag_names_it() {
-    let f = fixture();
-    let mut layout = Layout::new(&f.work.join("layout"));
+    let f = Fixture::new();
+    let mut layout = Layout::new(&f.path("layout"));
     layout.add(&two_layer_image(), Some("latest"));
     layout.finish();
     let err = import(&f.store, &layout.dir, &opts(), &NoProgress).unwrap_err();
@@ -113,10 +92,10 @@ fn bare_tag_ref_name_needs_tag_and_tag_names_it() {
 
 #[test]
 fn ref_selects_one_image_and_tag_refuses_several() {
-    let f = fixture();
+    let f = Fixture::new();
     let first = craft_image("amd64", &[("a", b"a")]);
     let second = craft_image("amd64", &[("b", b"b")]);
-    let mut layout = Layout::new(&f.work.join("layout"));
+    let mut layout = Layout::new(&f.path("layout"));
     layout.add(&first, Some("one:1"));
     layout.add(&second, Some("two:1"));
     layout.finish();
@@ -148,33 +127,19 @@ fn ref_selects_one_image_and_tag_refuses_several() {
     let imported = import(&f.store, &layout.dir, &only_second, &NoProgress).unwrap();
     assert_eq!(imported.len(), 1);
     assert_eq!(imported[0].digest().to_string(), second.manifest_digest());
-    let names: Vec<String> = f
-        .store
-        .list()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
-    assert_eq!(names, ["renamed:2"]);
+    assert_eq!(f.image_names(), ["renamed:2"]);
 
     let all = import(&f.store, &layout.dir, &opts(), &NoProgress).unwrap();
     assert_eq!(all.len(), 2);
-    let names: Vec<String> = f
-        .store
-        .list()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
-    assert_eq!(names, ["one:1", "renamed:2", "two:1"]);
+    assert_eq!(f.image_names(), ["one:1", "renamed:2", "two:1"]);
 }
 
 #[test]
 fn nested_index_picks_the_requested_platform() {
-    let f = fixture();
+    let f = Fixture::new();
     let amd64 = craft_image("amd64", &[("arch", b"amd64")]);
     let arm64 = craft_image("arm64", &[("arch", b"arm64")]);
-    let mut layout = Layout::new(&f.work.join("layout"));
+    let mut layout = Layout::new(&f.path("layout"));
     layout.add_multi_platform(&[(&arm64, "arm64"), (&amd64, "amd64")], "multi:1");
     layout.finish();
 
@@ -182,12 +147,7 @@ fn nested_index_picks_the_requested_platform() {
     assert_eq!(imported[0].digest().to_string(), amd64.manifest_digest());
     assert_eq!(imported[0].config.architecture().to_string(), "amd64");
     // The arm64 layer was not needed, so not copied.
-    assert!(
-        !f.data
-            .join("images/blobs/sha256")
-            .join(sha256_hex(&arm64.layers[0]))
-            .exists()
-    );
+    assert!(!f.stored_blob_path(&sha256_hex(&arm64.layers[0])).exists());
 
     let arm = ImportOptions {
         platform: "linux/arm64".parse().unwrap(),
@@ -215,51 +175,44 @@ fn nested_index_picks_the_requested_platform() {
 
 #[test]
 fn reimport_is_idempotent() {
-    let f = fixture();
-    let mut layout = Layout::new(&f.work.join("layout"));
+    let f = Fixture::new();
+    let mut layout = Layout::new(&f.path("layout"));
     layout.add(&two_layer_image(), Some("app:1"));
     layout.finish();
     let first = import(&f.store, &layout.dir, &opts(), &NoProgress).unwrap();
-    let index_before = fs::read(f.data.join("images/index.json")).unwrap();
-    let blobs_before = fs::read_dir(f.data.join("images/blobs/sha256"))
-        .unwrap()
-        .count();
+    let index_before = fs::read(f.data_dir().join("images/index.json")).unwrap();
+    let blobs_before = f.blob_count();
     let second = import(&f.store, &layout.dir, &opts(), &NoProgress).unwrap();
     assert_eq!(first[0].digest(), second[0].digest());
     assert_eq!(
-        fs::read(f.data.join("images/index.json")).unwrap(),
+        fs::read(f.data_dir().join("images/index.json")).unwrap(),
         index_before
     );
-    assert_eq!(
-        fs::read_dir(f.data.join("images/blobs/sha256"))
-            .unwrap()
-            .count(),
-        blobs_before
-    );
+    assert_eq!(f.blob_count(), blobs_before);
 }
 
 #[test]
 fn bad_layouts_fail_with_the_problem_named() {
-    let f = fixture();
+    let f = Fixture::new();
 
-    let not_layout = f.work.join("plain-dir");
+    let not_layout = f.path("plain-dir");
     fs::create_dir_all(&not_layout).unwrap();
     let err = import(&f.store, &not_layout, &opts(), &NoProgress).unwrap_err();
     assert_clean_failure(&f, &err, "neither an OCI image layout");
 
-    let junk = f.work.join("junk.bin");
+    let junk = f.path("junk.bin");
     fs::write(&junk, vec![7u8; 4096]).unwrap();
     let err = import(&f.store, &junk, &opts(), &NoProgress).unwrap_err();
     assert_clean_failure(&f, &err, "junk.bin");
 
-    let bad_index = Layout::new(&f.work.join("bad-index"));
+    let bad_index = Layout::new(&f.path("bad-index"));
     fs::write(bad_index.dir.join("index.json"), b"{not json").unwrap();
     let err = import(&f.store, &bad_index.dir, &opts(), &NoProgress).unwrap_err();
     assert!(matches!(err, ImportError::InvalidJson { .. }), "{err}");
     assert_clean_failure(&f, &err, "index.json");
 
     // A manifest blob that is not JSON (its digest is right).
-    let mut bad_manifest = Layout::new(&f.work.join("bad-manifest"));
+    let mut bad_manifest = Layout::new(&f.path("bad-manifest"));
     let garbage = b"this is no manifest".to_vec();
     bad_manifest.put(&garbage);
     bad_manifest.entries.push({
@@ -278,13 +231,9 @@ fn bad_layouts_fail_with_the_problem_named() {
 }
 
 /// A layout whose one image is altered by `mutate` (after the blobs are written).
-fn broken_layout(
-    f: &Fixture,
-    name: &str,
-    mutate: impl FnOnce(&Layout, &Crafted),
-) -> std::path::PathBuf {
+fn broken_layout(f: &Fixture, name: &str, mutate: impl FnOnce(&Layout, &Crafted)) -> PathBuf {
     let image = two_layer_image();
-    let mut layout = Layout::new(&f.work.join(name));
+    let mut layout = Layout::new(&f.path(name));
     layout.add(&image, Some("broken:1"));
     layout.finish();
     mutate(&layout, &image);
@@ -295,7 +244,7 @@ fn broken_layout(
 fn missing_corrupt_and_missized_blobs_are_refused() {
     // A fresh store for each case: blobs verified by an earlier failed import stay in the store
     // (for prune), and a blob already stored is not read from the source again.
-    let f = fixture();
+    let f = Fixture::new();
     let dir = broken_layout(&f, "missing", |layout, image| {
         fs::remove_file(layout.blob_path(&image.layers[1])).unwrap();
     });
@@ -304,7 +253,7 @@ fn missing_corrupt_and_missized_blobs_are_refused() {
     let image = two_layer_image();
     assert_clean_failure(&f, &err, &sha256_hex(&image.layers[1]));
 
-    let f = fixture();
+    let f = Fixture::new();
     let dir = broken_layout(&f, "corrupt", |layout, image| {
         // Same size, different content: only the digest check can catch it.
         let mut bytes = image.layers[0].clone();
@@ -315,14 +264,9 @@ fn missing_corrupt_and_missized_blobs_are_refused() {
     let err = import(&f.store, &dir, &opts(), &NoProgress).unwrap_err();
     assert!(matches!(err, ImportError::DigestMismatch { .. }), "{err}");
     assert_clean_failure(&f, &err, &sha256_hex(&image.layers[0]));
-    assert!(
-        !f.data
-            .join("images/blobs/sha256")
-            .join(sha256_hex(&image.layers[0]))
-            .exists()
-    );
+    assert!(!f.stored_blob_path(&sha256_hex(&image.layers[0])).exists());
 
-    let f = fixture();
+    let f = Fixture::new();
     let dir = broken_layout(&f, "missized", |layout, image| {
         let mut bytes = image.layers[0].clone();
         bytes.extend_from_slice(b"extra");
@@ -335,7 +279,7 @@ fn missing_corrupt_and_missized_blobs_are_refused() {
 
 #[test]
 fn unknown_media_types_are_refused() {
-    let f = fixture();
+    let f = Fixture::new();
     for (kind, field) in [
         ("layer", "layers"),
         ("config", "config"),
@@ -349,7 +293,7 @@ fn unknown_media_types_are_refused() {
             _ => manifest["mediaType"] = json!("application/x-strange"),
         }
         let bytes = serde_json::to_vec(&manifest).unwrap();
-        let mut layout = Layout::new(&f.work.join(kind));
+        let mut layout = Layout::new(&f.path(kind));
         layout.put_image(&image);
         layout.put(&bytes);
         let mut entry = desc("application/vnd.oci.image.manifest.v1+json", &bytes);
@@ -366,40 +310,40 @@ fn unknown_media_types_are_refused() {
     }
 }
 
-fn oci_archive(f: &Fixture, ref_name: &str) -> (std::path::PathBuf, Crafted) {
+fn oci_archive(f: &Fixture, ref_name: &str) -> (PathBuf, Crafted) {
     let image = two_layer_image();
-    let mut layout = Layout::new(&f.work.join("for-archive"));
+    let mut layout = Layout::new(&f.path("for-archive"));
     layout.add(&image, Some(ref_name));
     layout.finish();
-    let archive = f.work.join("image.oci.tar");
+    let archive = f.path("image.oci.tar");
     tar_dir(&layout.dir, &archive);
     (archive, image)
 }
 
 #[test]
 fn oci_archive_imports_like_its_layout() {
-    let f = fixture();
+    let f = Fixture::new();
     let (archive, image) = oci_archive(&f, "archived/app:3");
     let imported = import(&f.store, &archive, &opts(), &NoProgress).unwrap();
     assert_eq!(imported[0].name, "archived/app:3");
     assert_eq!(imported[0].digest().to_string(), image.manifest_digest());
     assert!(f.store.has_blob(imported[0].manifest.layers()[1].digest()));
-    assert!(temp_files(&f.data).is_empty());
+    assert!(f.temp_files().is_empty());
 }
 
 #[test]
 fn truncated_archives_are_reported_as_truncated() {
-    let f = fixture();
+    let f = Fixture::new();
     let (archive, _) = oci_archive(&f, "archived/app:3");
     let bytes = fs::read(&archive).unwrap();
     // Cut inside a member's data, and exactly at a member boundary (no end marker).
-    let inside = f.work.join("cut-inside.tar");
+    let inside = f.path("cut-inside.tar");
     fs::write(&inside, &bytes[..bytes.len() / 2 + 100]).unwrap();
     let err = import(&f.store, &inside, &opts(), &NoProgress).unwrap_err();
     assert!(matches!(err, ImportError::Truncated { .. }), "{err}");
     assert_clean_failure(&f, &err, "cut-inside.tar is truncated");
 
-    let boundary = f.work.join("cut-boundary.tar");
+    let boundary = f.path("cut-boundary.tar");
     let mut archive_reader = tar::Archive::new(bytes.as_slice());
     let ends: Vec<u64> = archive_reader
         .entries()
@@ -419,14 +363,14 @@ fn truncated_archives_are_reported_as_truncated() {
         "{err}"
     );
     assert!(f.store.list().unwrap().is_empty());
-    assert!(temp_files(&f.data).is_empty());
+    assert!(f.temp_files().is_empty());
 }
 
 #[test]
 fn archive_blob_not_matching_its_name_is_refused() {
-    let f = fixture();
+    let f = Fixture::new();
     let fake = format!("blobs/sha256/{}", "a".repeat(64));
-    let archive = f.work.join("lying.tar");
+    let archive = f.path("lying.tar");
     write_tar(
         &archive,
         &[
@@ -440,10 +384,7 @@ fn archive_blob_not_matching_its_name_is_refused() {
 }
 
 /// A docker-archive with manifest.json last (as `docker save` may write it).
-fn docker_archive(
-    f: &Fixture,
-    diff_ids_override: Option<Vec<String>>,
-) -> (std::path::PathBuf, Crafted) {
+fn docker_archive(f: &Fixture, diff_ids_override: Option<Vec<String>>) -> (PathBuf, Crafted) {
     let tar1 = layer_tar("etc/one", b"plain tar layer");
     let tar2 = layer_tar("etc/two", b"gzip layer");
     let gz2 = gzip(&tar2);
@@ -466,7 +407,7 @@ fn docker_archive(
         "Layers": ["l1/layer.tar", "l2/layer.tar"],
     }]))
     .unwrap();
-    let archive = f.work.join("docker.tar");
+    let archive = f.path("docker.tar");
     write_tar(
         &archive,
         &[
@@ -487,18 +428,11 @@ fn docker_archive(
 
 #[test]
 fn docker_archive_becomes_an_oci_image_with_checked_diff_ids() {
-    let f = fixture();
+    let f = Fixture::new();
     let (archive, crafted) = docker_archive(&f, None);
     let imported = import(&f.store, &archive, &opts(), &NoProgress).unwrap();
     assert_eq!(imported.len(), 1);
-    let names: Vec<String> = f
-        .store
-        .list()
-        .unwrap()
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
-    assert_eq!(names, ["dock:latest", "docker.io/library/dock:5"]);
+    assert_eq!(f.image_names(), ["dock:latest", "docker.io/library/dock:5"]);
     let manifest = &imported[0].manifest;
     assert_eq!(
         manifest.config().media_type().to_string(),
@@ -531,7 +465,7 @@ fn docker_archive_becomes_an_oci_image_with_checked_diff_ids() {
 
 #[test]
 fn docker_archive_with_wrong_diff_id_is_refused() {
-    let f = fixture();
+    let f = Fixture::new();
     let wrong = format!("sha256:{}", "b".repeat(64));
     let tar1 = layer_tar("etc/one", b"plain tar layer");
     let (archive, _) = docker_archive(
@@ -546,10 +480,10 @@ fn docker_archive_with_wrong_diff_id_is_refused() {
 
 #[test]
 fn docker_archive_naming_a_missing_layer_is_refused() {
-    let f = fixture();
+    let f = Fixture::new();
     let manifest = br#"[{"Config":"c.json","RepoTags":["x:1"],"Layers":["nowhere/layer.tar"]}]"#;
     let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:0000000000000000000000000000000000000000000000000000000000000000"]}}"#;
-    let archive = f.work.join("missing-layer.tar");
+    let archive = f.path("missing-layer.tar");
     write_tar(&archive, &[("manifest.json", manifest), ("c.json", config)]);
     let err = import(&f.store, &archive, &opts(), &NoProgress).unwrap_err();
     assert!(matches!(err, ImportError::MissingBlob { .. }), "{err}");
@@ -558,7 +492,7 @@ fn docker_archive_naming_a_missing_layer_is_refused() {
 
 #[test]
 fn layout_path_that_does_not_exist_is_named() {
-    let f = fixture();
+    let f = Fixture::new();
     let err = import(
         &f.store,
         Path::new("/nonexistent/berth-layout"),

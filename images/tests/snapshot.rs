@@ -11,7 +11,8 @@ use berth_images::snapshot::{
     Rootfs, RootfsKind, SnapshotOptions, layers_in_use, prepare_rootfs, prepare_rootfs_with,
     snapshots_dir,
 };
-use common::{Entry, Fixture, Layer, listing};
+use common::raw_tar::{Entry, Layer};
+use common::{Fixture, listing};
 
 /// Unmounts and removes a snapshot if a test fails before `remove` does.
 struct SnapshotGuard(Option<Rootfs>);

@@ -11,7 +11,8 @@ use berth_images::progress::NoProgress;
 use berth_images::unpack::{
     UnpackError, UnpackOptions, ensure_layers, layer_dir, unpack_flat, unpack_flat_report,
 };
-use common::{Entry, Fixture, Layer, listing};
+use common::raw_tar::{Entry, Layer};
+use common::{Fixture, listing};
 
 fn require_root() {
     assert!(
@@ -242,7 +243,7 @@ fn a_blob_that_does_not_match_its_digest_is_refused() {
     let blob = fx.store.blob_path(image.manifest.layers()[0].digest());
     fs::write(
         &blob,
-        common::gzip(&common::tar(&[Entry::file("a", b"evil")])),
+        common::gzip(&common::raw_tar::tar(&[Entry::file("a", b"evil")])),
     )
     .unwrap();
     let dest = fx.path("flat");
@@ -563,7 +564,7 @@ fn a_compression_that_contradicts_the_media_type_is_refused() {
     require_root();
     let fx = Fixture::new();
     let mut layer = Layer::zstd(&[Entry::file("a", b"a")]);
-    layer.media_type = common::GZIP;
+    layer.media_type = common::raw_tar::GZIP;
     let (err, _) = flat_err(&fx, "magic:latest", &[layer], &opts());
     assert!(matches!(err, UnpackError::CorruptStream { .. }), "{err:?}");
 }

@@ -4,21 +4,16 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
-use berth_tests::{Berth, busybox_image, require_root, require_tool, run_ok};
+use berth_tests::{
+    Berth, UmociImage, busybox_image, busybox_rootfs, require_root, run_err, run_json,
+};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+/// `berth image build --from-dir DIR ARGS...`, which must succeed, as JSON.
 fn build(berth: &Berth, dir: &Path, args: &[&str]) -> Value {
-    let mut cmd = berth.cmd([
-        "image".as_ref(),
-        "build".as_ref(),
-        "--from-dir".as_ref(),
-        dir.as_os_str(),
-    ]);
-    cmd.args(args).args(["--output", "json"]);
-    serde_json::from_str(&run_ok(&mut cmd)).unwrap()
+    run_json(berth.build_cmd(dir).args(args))
 }
 
 #[test]
@@ -46,7 +41,6 @@ fn busybox_fixture_builds_a_runnable_looking_image() {
 #[test]
 fn image_on_busybox_unpacks_with_umoci_with_the_whiteout_applied() {
     require_root();
-    let umoci = require_tool("umoci");
     let berth = Berth::new();
     busybox_image(&berth, "busybox:1");
     let work = TempDir::new().unwrap();
@@ -111,12 +105,11 @@ fn image_on_busybox_unpacks_with_umoci_with_the_whiteout_applied() {
     // umoci reads berth's store directly: it takes `LAYOUT:NAME` and splits at the first
     // colon, so berth's full-name ref.names ("app:2") work as they are.
     let bundle = work.path().join("bundle");
-    let image = format!("{}:app:2", berth.data_dir.path().join("images").display());
-    run_ok(
-        Command::new(&umoci)
-            .args(["unpack", "--image", &image])
-            .arg(&bundle),
-    );
+    let image = UmociImage {
+        layout: berth.data_dir.path().join("images"),
+        tag: "app:2".into(),
+    };
+    image.unpack(&bundle);
     let rootfs = bundle.join("rootfs");
     assert_eq!(
         fs::read_to_string(rootfs.join("app/hello.txt")).unwrap(),
@@ -146,10 +139,8 @@ fn building_the_same_directory_twice_gives_the_same_layer() {
     let berth = Berth::new();
     let work = TempDir::new().unwrap();
     let dir = work.path().join("src");
-    berth_tests::busybox_rootfs(&{
-        fs::create_dir_all(&dir).unwrap();
-        dir.clone()
-    });
+    fs::create_dir_all(&dir).unwrap();
+    busybox_rootfs(&dir);
     let first = build(&berth, &dir, &["--tag", "same:1"]);
     let second = build(
         &berth,
@@ -166,24 +157,13 @@ fn building_the_same_directory_twice_gives_the_same_layer() {
     );
 
     // With a fixed SOURCE_DATE_EPOCH the whole image is reproducible, not only the layer.
-    let mut a = berth.cmd([
-        "image".as_ref(),
-        "build".as_ref(),
-        "--from-dir".as_ref(),
-        dir.as_os_str(),
-    ]);
-    a.args(["--tag", "repro:a", "--output", "json"])
-        .env("SOURCE_DATE_EPOCH", "1700000000");
-    let mut b = berth.cmd([
-        "image".as_ref(),
-        "build".as_ref(),
-        "--from-dir".as_ref(),
-        dir.as_os_str(),
-    ]);
-    b.args(["--tag", "repro:b", "--output", "json"])
-        .env("SOURCE_DATE_EPOCH", "1700000000");
-    let a: Value = serde_json::from_str(&run_ok(&mut a)).unwrap();
-    let b: Value = serde_json::from_str(&run_ok(&mut b)).unwrap();
+    let reproducible = |tag: &str| {
+        let mut cmd = berth.build_cmd(&dir);
+        cmd.args(["--tag", tag])
+            .env("SOURCE_DATE_EPOCH", "1700000000");
+        run_json(&mut cmd)
+    };
+    let (a, b) = (reproducible("repro:a"), reproducible("repro:b"));
     assert_eq!(a["digest"], b["digest"]);
     assert_eq!(
         berth.json(["image", "inspect", "repro:a"])["config"]["created"],
@@ -207,29 +187,18 @@ fn build_errors_name_the_problem_and_add_nothing() {
         err.contains("/nonexistent/berth-src") && err.contains("not a directory"),
         "{err}"
     );
-    let mut cmd = berth.cmd([
-        "image".as_ref(),
-        "build".as_ref(),
-        "--from-dir".as_ref(),
-        work.path().as_os_str(),
-    ]);
-    let out = cmd
-        .args(["--tag", "x:1", "--base", "nothing:here"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing:here"));
-    let mut cmd = berth.cmd([
-        "image".as_ref(),
-        "build".as_ref(),
-        "--from-dir".as_ref(),
-        work.path().as_os_str(),
-    ]);
-    let out = cmd
-        .args(["--tag", "x:1", "--cmd", "[not json"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("JSON array"));
+    let err =
+        run_err(
+            berth
+                .build_cmd(work.path())
+                .args(["--tag", "x:1", "--base", "nothing:here"]),
+        );
+    assert!(err.contains("nothing:here"), "{err}");
+    let err = run_err(
+        berth
+            .build_cmd(work.path())
+            .args(["--tag", "x:1", "--cmd", "[not json"]),
+    );
+    assert!(err.contains("JSON array"), "{err}");
     assert!(berth.json(["image", "ls"]).as_array().unwrap().is_empty());
 }

@@ -6,130 +6,54 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use berth_tests::{Berth, busybox_image, busybox_rootfs, require_root, require_tool, run_ok};
+use berth_tests::layout::{
+    OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, blob_path, first_manifest, image_index, put_blob,
+    read_index, read_json, set_index, sha256_hex, with_ref_name,
+};
+use berth_tests::{Berth, PATH_ENV, busybox_image, busybox_layout, run_json, run_ok, skopeo_copy};
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
-
-const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A two-layer busybox OCI layout made by umoci (busybox rootfs, then one more file), tagged
 /// `latest` as umoci names images.
 fn umoci_layout(work: &Path) -> PathBuf {
-    require_root();
-    let umoci = require_tool("umoci");
-    let layout = work.join("layout");
-    let bundle = work.join("bundle");
-    let image = format!("{}:latest", layout.display());
-    run_ok(Command::new(&umoci).args(["init", "--layout"]).arg(&layout));
-    run_ok(Command::new(&umoci).args(["new", "--image", &image]));
-    run_ok(
-        Command::new(&umoci)
-            .args(["unpack", "--image", &image])
-            .arg(&bundle),
-    );
-    busybox_rootfs(&bundle.join("rootfs"));
-    run_ok(
-        Command::new(&umoci)
-            .args(["repack", "--image", &image])
-            .arg(&bundle),
-    );
+    let image = busybox_layout(work, "latest");
     // A fresh unpack, so that the next repack is a diff against the first layer.
+    let bundle = work.join("bundle");
     fs::remove_dir_all(&bundle).unwrap();
-    run_ok(
-        Command::new(&umoci)
-            .args(["unpack", "--image", &image])
-            .arg(&bundle),
-    );
+    image.unpack(&bundle);
     fs::write(
         bundle.join("rootfs/etc/second-layer"),
         "from the second layer\n",
     )
     .unwrap();
-    run_ok(
-        Command::new(&umoci)
-            .args(["repack", "--image", &image])
-            .arg(&bundle),
+    image.repack(&bundle);
+    image.config(&["--config.env", PATH_ENV]);
+    image.gc();
+    image.layout
+}
+
+/// `skopeo copy` of the layout's `latest` image to `destination`.
+fn copy_latest(layout: &Path, destination: &str) {
+    skopeo_copy(
+        &format!("oci:{}:latest", layout.display()),
+        destination,
+        &[],
     );
-    run_ok(Command::new(&umoci).args([
-        "config",
-        "--image",
-        &image,
-        "--config.cmd",
-        "/bin/sh",
-        "--config.env",
-        PATH_ENV,
-        "--architecture",
-        "amd64",
-        "--os",
-        "linux",
-    ]));
-    run_ok(Command::new(&umoci).args(["gc", "--layout"]).arg(&layout));
-    layout
 }
 
-fn skopeo_copy(from: &str, to: &str) {
-    let skopeo = require_tool("skopeo");
-    run_ok(Command::new(skopeo).args(["copy", "--quiet", from, to]));
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex_encode(&Sha256::digest(bytes))
-}
-
-fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
-}
-
-fn blob(layout: &Path, digest: &str) -> PathBuf {
-    layout
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
-}
-
-/// The layout's first index entry and the manifest it points at.
-fn layout_manifest(layout: &Path) -> (Value, Value) {
-    let index = read_json(&layout.join("index.json"));
-    let entry = index["manifests"][0].clone();
-    let manifest = read_json(&blob(layout, entry["digest"].as_str().unwrap()));
-    (entry, manifest)
-}
-
-/// Stores `bytes` as a blob of the layout; returns a descriptor for it.
-fn put_blob(layout: &Path, media_type: &str, bytes: &[u8]) -> Value {
-    let hex = sha256_hex(bytes);
-    fs::write(layout.join("blobs/sha256").join(&hex), bytes).unwrap();
-    json!({"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": bytes.len()})
-}
-
-fn set_index(layout: &Path, entries: Vec<Value>) {
-    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
+/// A docker-archive of the layout's `latest` as `busybox:1`, in `work`.
+fn docker_archive(work: &Path, layout: &Path) -> PathBuf {
+    let archive = work.join("busybox-docker.tar");
+    copy_latest(
+        layout,
+        &format!("docker-archive:{}:busybox:1", archive.display()),
+    );
+    archive
 }
 
 fn copy_dir(from: &Path, to: &Path) {
     run_ok(Command::new("cp").arg("-a").arg(from).arg(to));
-}
-
-fn temp_files(berth: &Berth) -> Vec<PathBuf> {
-    fs::read_dir(berth.data_dir.path().join("tmp"))
-        .map(|d| d.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default()
-}
-
-fn blob_files(berth: &Berth) -> BTreeSet<String> {
-    fs::read_dir(berth.data_dir.path().join("images/blobs/sha256"))
-        .unwrap()
-        .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
-        .collect()
 }
 
 fn image_blobs(berth: &Berth, name: &str) -> BTreeSet<String> {
@@ -147,21 +71,11 @@ fn image_blobs(berth: &Berth, name: &str) -> BTreeSet<String> {
     blobs
 }
 
-fn names(berth: &Berth) -> Vec<String> {
-    berth
-        .json(["image", "ls"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn umoci_layout_imports_with_its_digest_layers_and_config() {
     let work = TempDir::new().unwrap();
     let layout = umoci_layout(work.path());
-    let (entry, manifest) = layout_manifest(&layout);
+    let (entry, manifest) = first_manifest(&layout);
     let berth = Berth::new();
 
     let err = berth.err(["image".as_ref(), "import".as_ref(), layout.as_os_str()]);
@@ -169,11 +83,9 @@ fn umoci_layout_imports_with_its_digest_layers_and_config() {
         err.contains("--tag NAME:TAG") && err.contains("\"latest\""),
         "{err}"
     );
-    assert!(names(&berth).is_empty());
+    assert!(berth.image_names().is_empty());
 
-    let mut cmd = berth.cmd(["image".as_ref(), "import".as_ref(), layout.as_os_str()]);
-    cmd.args(["--tag", "busybox:1", "--output", "json"]);
-    let imported: Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
+    let imported = run_json(berth.import_cmd(&layout).args(["--tag", "busybox:1"]));
     assert_eq!(imported[0]["name"], "busybox:1");
     assert_eq!(imported[0]["digest"], entry["digest"]);
 
@@ -195,59 +107,39 @@ fn umoci_layout_imports_with_its_digest_layers_and_config() {
         2
     );
     for digest in image_blobs(&berth, "busybox:1") {
-        let stored = fs::read(blob(&berth.data_dir.path().join("images"), &digest)).unwrap();
+        let stored = fs::read(berth.blob_path(&digest)).unwrap();
         assert_eq!(format!("sha256:{}", sha256_hex(&stored)), digest);
     }
-    assert!(temp_files(&berth).is_empty());
+    assert!(berth.temp_files().is_empty());
 
     // Idempotent: the same names, digest and index.json bytes.
     let index_before = fs::read(berth.data_dir.path().join("images/index.json")).unwrap();
-    let blobs_before = blob_files(&berth);
-    let mut again = berth.cmd(["image".as_ref(), "import".as_ref(), layout.as_os_str()]);
-    run_ok(again.args(["--tag", "busybox:1"]));
+    let blobs_before = berth.stored_blobs();
+    run_ok(berth.import_cmd(&layout).args(["--tag", "busybox:1"]));
     assert_eq!(
         fs::read(berth.data_dir.path().join("images/index.json")).unwrap(),
         index_before
     );
-    assert_eq!(blob_files(&berth), blobs_before);
+    assert_eq!(berth.stored_blobs(), blobs_before);
 }
 
 #[test]
 fn skopeo_archives_import() {
     let work = TempDir::new().unwrap();
     let layout = umoci_layout(work.path());
-    let (entry, manifest) = layout_manifest(&layout);
+    let (entry, manifest) = first_manifest(&layout);
     let oci_archive = work.path().join("busybox-oci.tar");
-    let docker_archive = work.path().join("busybox-docker.tar");
-    skopeo_copy(
-        &format!("oci:{}:latest", layout.display()),
-        &format!("oci-archive:{}", oci_archive.display()),
-    );
-    skopeo_copy(
-        &format!("oci:{}:latest", layout.display()),
-        &format!("docker-archive:{}:busybox:1", docker_archive.display()),
-    );
+    copy_latest(&layout, &format!("oci-archive:{}", oci_archive.display()));
+    let docker_archive = docker_archive(work.path(), &layout);
     let berth = Berth::new();
 
-    let mut cmd = berth.cmd(["image".as_ref(), "import".as_ref(), oci_archive.as_os_str()]);
-    let imported: Value = serde_json::from_str(&run_ok(cmd.args([
-        "--tag",
-        "from-oci:1",
-        "--output",
-        "json",
-    ])))
-    .unwrap();
+    let imported = run_json(berth.import_cmd(&oci_archive).args(["--tag", "from-oci:1"]));
     assert_eq!(
         imported[0]["digest"], entry["digest"],
         "an oci-archive keeps the manifest as is"
     );
 
-    let mut cmd = berth.cmd([
-        "image".as_ref(),
-        "import".as_ref(),
-        docker_archive.as_os_str(),
-    ]);
-    let imported: Value = serde_json::from_str(&run_ok(cmd.args(["--output", "json"]))).unwrap();
+    let imported = run_json(&mut berth.import_cmd(&docker_archive));
     // skopeo writes the RepoTag fully qualified.
     assert_eq!(imported[0]["name"], "docker.io/library/busybox:1");
     let inspected = berth.json(["image", "inspect", "docker.io/library/busybox:1"]);
@@ -261,59 +153,57 @@ fn skopeo_archives_import() {
         "application/vnd.oci.image.config.v1+json"
     );
     // The docker layers are the uncompressed tars: their digests are the umoci image's diff_ids.
-    let original_config = read_json(&blob(
+    let original_config = read_json(&blob_path(
         &layout,
         manifest["config"]["digest"].as_str().unwrap(),
     ));
     let layer_digests: Vec<Value> = layers.iter().map(|l| l["digest"].clone()).collect();
     assert_eq!(json!(layer_digests), original_config["rootfs"]["diff_ids"]);
     assert_eq!(inspected["config"]["rootfs"], original_config["rootfs"]);
-    assert_eq!(names(&berth), ["docker.io/library/busybox:1", "from-oci:1"]);
-    assert!(temp_files(&berth).is_empty());
+    assert_eq!(
+        berth.image_names(),
+        ["docker.io/library/busybox:1", "from-oci:1"]
+    );
+    assert!(berth.temp_files().is_empty());
 }
 
 #[test]
 fn multi_platform_index_gives_amd64_unless_asked() {
     let work = TempDir::new().unwrap();
     let layout = umoci_layout(work.path());
-    let (amd64_entry, manifest) = layout_manifest(&layout);
+    let (amd64_entry, manifest) = first_manifest(&layout);
     // Craft an arm64 sibling: same layers, a config saying arm64.
-    let mut config = read_json(&blob(
+    let mut config = read_json(&blob_path(
         &layout,
         manifest["config"]["digest"].as_str().unwrap(),
     ));
     config["architecture"] = json!("arm64");
-    let config_desc = put_blob(
-        &layout,
-        "application/vnd.oci.image.config.v1+json",
-        &serde_json::to_vec(&config).unwrap(),
-    );
+    let config_desc = put_blob(&layout, OCI_CONFIG, &serde_json::to_vec(&config).unwrap());
     let mut arm_manifest = manifest.clone();
     arm_manifest["config"] = config_desc;
     let mut arm_entry = put_blob(
         &layout,
-        "application/vnd.oci.image.manifest.v1+json",
+        OCI_MANIFEST,
         &serde_json::to_vec(&arm_manifest).unwrap(),
     );
     arm_entry["platform"] = json!({"architecture": "arm64", "os": "linux", "variant": "v8"});
     let mut amd_entry = json!({"mediaType": amd64_entry["mediaType"], "digest": amd64_entry["digest"], "size": amd64_entry["size"]});
     amd_entry["platform"] = json!({"architecture": "amd64", "os": "linux"});
-    let nested = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [arm_entry, amd_entry]});
-    let mut index_entry = put_blob(
-        &layout,
-        "application/vnd.oci.image.index.v1+json",
-        &serde_json::to_vec(&nested).unwrap(),
-    );
-    index_entry["annotations"] = json!({"org.opencontainers.image.ref.name": "multi/busybox:1"});
-    set_index(&layout, vec![index_entry]);
+    let nested = image_index(vec![arm_entry, amd_entry]);
+    let index_entry = put_blob(&layout, OCI_INDEX, &serde_json::to_vec(&nested).unwrap());
+    set_index(&layout, vec![with_ref_name(index_entry, "multi/busybox:1")]);
 
     let berth = Berth::new();
-    let imported = berth.json(["image".as_ref(), "import".as_ref(), layout.as_os_str()]);
+    let imported = run_json(&mut berth.import_cmd(&layout));
     assert_eq!(imported[0]["name"], "multi/busybox:1");
     assert_eq!(imported[0]["digest"], amd64_entry["digest"]);
 
-    let mut cmd = berth.cmd(["image".as_ref(), "import".as_ref(), layout.as_os_str()]);
-    run_ok(cmd.args(["--platform", "linux/arm64/v8", "--tag", "multi/busybox:arm"]));
+    run_ok(berth.import_cmd(&layout).args([
+        "--platform",
+        "linux/arm64/v8",
+        "--tag",
+        "multi/busybox:arm",
+    ]));
     let inspected = berth.json(["image", "inspect", "multi/busybox:arm"]);
     assert_eq!(inspected["config"]["architecture"], "arm64");
     assert_ne!(inspected["digest"], amd64_entry["digest"]);
@@ -323,20 +213,12 @@ fn multi_platform_index_gives_amd64_unless_asked() {
 fn concurrent_imports_of_different_images_keep_both_names() {
     let work = TempDir::new().unwrap();
     let layout = umoci_layout(work.path());
-    let docker_archive = work.path().join("busybox-docker.tar");
-    skopeo_copy(
-        &format!("oci:{}:latest", layout.display()),
-        &format!("docker-archive:{}:busybox:1", docker_archive.display()),
-    );
+    let docker_archive = docker_archive(work.path(), &layout);
     for round in 0..4 {
         let berth = Berth::new();
-        let mut first = berth.cmd(["image".as_ref(), "import".as_ref(), layout.as_os_str()]);
+        let mut first = berth.import_cmd(&layout);
         first.args(["--tag", &format!("first:{round}")]);
-        let mut second = berth.cmd([
-            "image".as_ref(),
-            "import".as_ref(),
-            docker_archive.as_os_str(),
-        ]);
+        let mut second = berth.import_cmd(&docker_archive);
         second.args(["--tag", &format!("second:{round}")]);
         // Both running at once, then both waited for.
         let children = [first.spawn().unwrap(), second.spawn().unwrap()];
@@ -348,7 +230,7 @@ fn concurrent_imports_of_different_images_keep_both_names() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let index = read_json(&berth.data_dir.path().join("images/index.json"));
+        let index = read_index(&berth.data_dir.path().join("images"));
         let mut indexed: Vec<&str> = index["manifests"]
             .as_array()
             .unwrap()
@@ -364,7 +246,7 @@ fn concurrent_imports_of_different_images_keep_both_names() {
             indexed,
             [format!("first:{round}"), format!("second:{round}")]
         );
-        assert!(temp_files(&berth).is_empty());
+        assert!(berth.temp_files().is_empty());
     }
 }
 
@@ -377,23 +259,22 @@ fn broken(
 ) -> PathBuf {
     let copy = work.join(name);
     copy_dir(layout, &copy);
-    let (entry, manifest) = layout_manifest(&copy);
+    let (entry, manifest) = first_manifest(&copy);
     mutate(&copy, &entry, &manifest);
     copy
 }
 
 /// Replaces the layout's manifest with `manifest` (bytes), pointing index.json at it.
 fn replace_manifest(layout: &Path, bytes: &[u8]) {
-    let mut entry = put_blob(layout, "application/vnd.oci.image.manifest.v1+json", bytes);
-    entry["annotations"] = json!({"org.opencontainers.image.ref.name": "latest"});
-    set_index(layout, vec![entry]);
+    let entry = put_blob(layout, OCI_MANIFEST, bytes);
+    set_index(layout, vec![with_ref_name(entry, "latest")]);
 }
 
 #[test]
 fn bad_input_fails_naming_the_problem_and_changes_nothing() {
     let work = TempDir::new().unwrap();
     let layout = umoci_layout(work.path());
-    let (_, manifest) = layout_manifest(&layout);
+    let (_, manifest) = first_manifest(&layout);
     let top_layer = manifest["layers"][1]["digest"]
         .as_str()
         .unwrap()
@@ -410,10 +291,7 @@ fn bad_input_fails_naming_the_problem_and_changes_nothing() {
     let junk = work.path().join("junk.bin");
     fs::write(&junk, vec![0x42u8; 3000]).unwrap();
     let archive = work.path().join("busybox-oci.tar");
-    skopeo_copy(
-        &format!("oci:{}:latest", layout.display()),
-        &format!("oci-archive:{}", archive.display()),
-    );
+    copy_latest(&layout, &format!("oci-archive:{}", archive.display()));
     let truncated = work.path().join("truncated.tar");
     let bytes = fs::read(&archive).unwrap();
     fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
@@ -451,13 +329,13 @@ fn bad_input_fails_naming_the_problem_and_changes_nothing() {
         ),
         (
             broken(work.path(), &layout, "missing-blob", |dir, _, _| {
-                fs::remove_file(blob(dir, &top_layer)).unwrap()
+                fs::remove_file(blob_path(dir, &top_layer)).unwrap()
             }),
             format!("refers to blob {top_layer}, which the layout"),
         ),
         (
             broken(work.path(), &layout, "corrupt-blob", |dir, _, _| {
-                let path = blob(dir, &top_layer);
+                let path = blob_path(dir, &top_layer);
                 let mut content = fs::read(&path).unwrap();
                 content[10] ^= 0x55;
                 fs::write(&path, content).unwrap();
@@ -469,7 +347,7 @@ fn bad_input_fails_naming_the_problem_and_changes_nothing() {
         ),
         (
             broken(work.path(), &layout, "missized-blob", |dir, _, _| {
-                let path = blob(dir, &top_layer);
+                let path = blob_path(dir, &top_layer);
                 let mut content = fs::read(&path).unwrap();
                 content.extend_from_slice(b"trailing");
                 fs::write(&path, content).unwrap();
@@ -479,9 +357,11 @@ fn bad_input_fails_naming_the_problem_and_changes_nothing() {
         (truncated, "truncated.tar is truncated".into()),
     ];
     for (path, needle) in cases {
-        let mut cmd = berth.cmd(["image".as_ref(), "import".as_ref(), path.as_os_str()]);
-        cmd.args(["--tag", "bad:1"]);
-        let out = cmd.output().unwrap();
+        let out = berth
+            .import_cmd(&path)
+            .args(["--tag", "bad:1"])
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success(),
@@ -500,10 +380,10 @@ fn bad_input_fails_naming_the_problem_and_changes_nothing() {
             path.display()
         );
         assert!(
-            temp_files(&berth).is_empty(),
+            berth.temp_files().is_empty(),
             "{}: {:?}",
             path.display(),
-            temp_files(&berth)
+            berth.temp_files()
         );
     }
 }
@@ -512,20 +392,14 @@ fn bad_input_fails_naming_the_problem_and_changes_nothing() {
 fn rm_and_prune_remove_exactly_the_unreferenced_blobs() {
     let work = TempDir::new().unwrap();
     let layout = umoci_layout(work.path());
-    let docker_archive = work.path().join("busybox-docker.tar");
-    skopeo_copy(
-        &format!("oci:{}:latest", layout.display()),
-        &format!("docker-archive:{}:busybox:1", docker_archive.display()),
-    );
+    let docker_archive = docker_archive(work.path(), &layout);
     let berth = Berth::new();
-    let mut cmd = berth.cmd(["image".as_ref(), "import".as_ref(), layout.as_os_str()]);
-    run_ok(cmd.args(["--tag", "kept:1"]));
-    let mut cmd = berth.cmd([
-        "image".as_ref(),
-        "import".as_ref(),
-        docker_archive.as_os_str(),
-    ]);
-    run_ok(cmd.args(["--tag", "dropped:1"]));
+    run_ok(berth.import_cmd(&layout).args(["--tag", "kept:1"]));
+    run_ok(
+        berth
+            .import_cmd(&docker_archive)
+            .args(["--tag", "dropped:1"]),
+    );
     let kept = image_blobs(&berth, "kept:1");
     let dropped = image_blobs(&berth, "dropped:1");
     assert!(
@@ -535,8 +409,8 @@ fn rm_and_prune_remove_exactly_the_unreferenced_blobs() {
 
     let removed = berth.json(["image", "rm", "dropped:1"]);
     assert_eq!(removed[0]["reference"], "dropped:1");
-    assert_eq!(names(&berth), ["kept:1"]);
-    let expected: BTreeSet<String> = blob_files(&berth).difference(&kept).cloned().collect();
+    assert_eq!(berth.image_names(), ["kept:1"]);
+    let expected: BTreeSet<String> = berth.stored_blobs().difference(&kept).cloned().collect();
     assert!(!expected.is_empty());
 
     let report = berth.json(["image", "prune"]);
@@ -548,7 +422,7 @@ fn rm_and_prune_remove_exactly_the_unreferenced_blobs() {
         .collect();
     assert_eq!(pruned, expected);
     assert_eq!(
-        blob_files(&berth),
+        berth.stored_blobs(),
         kept,
         "every blob of the tagged image stays"
     );

@@ -7,144 +7,69 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use berth_tests::{Berth, Registry, busybox_rootfs, output, require_root, require_tool, run_ok};
+use berth_tests::layout::{
+    OCI_INDEX, image_index, named_entry, push_index_entry, put_blob, with_ref_name,
+};
+use berth_tests::{
+    Berth, Registry, UmociImage, busybox_layout, output, require_tool, run_ok, skopeo_copy,
+};
 use serde_json::Value;
 use tempfile::TempDir;
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 /// An OCI image layout holding busybox for linux/amd64 under `tag`, built with umoci.
 struct Layout {
     _dir: TempDir,
-    path: PathBuf,
+    image: UmociImage,
 }
 
 impl Layout {
     fn busybox(tag: &str) -> Self {
-        require_root();
-        let umoci = require_tool("umoci");
         let dir = tempfile::Builder::new()
             .prefix("berth-test-oci-")
             .tempdir()
             .unwrap();
-        let path = dir.path().join("layout");
-        let image = format!("{}:{tag}", path.display());
-        let bundle = dir.path().join("bundle");
-        run_ok(Command::new(&umoci).args(["init", "--layout"]).arg(&path));
-        run_ok(Command::new(&umoci).args(["new", "--image", &image]));
-        run_ok(
-            Command::new(&umoci)
-                .args(["unpack", "--image", &image])
-                .arg(&bundle),
-        );
-        busybox_rootfs(&bundle.join("rootfs"));
-        run_ok(
-            Command::new(&umoci)
-                .args(["repack", "--image", &image])
-                .arg(&bundle),
-        );
-        run_ok(Command::new(&umoci).args([
-            "config",
-            "--image",
-            &image,
-            "--config.cmd",
-            "/bin/sh",
-            "--architecture",
-            "amd64",
-            "--os",
-            "linux",
-        ]));
-        Self { _dir: dir, path }
+        let image = busybox_layout(dir.path(), tag);
+        Self { _dir: dir, image }
     }
 
     fn reference(&self, tag: &str) -> String {
-        format!("oci:{}:{tag}", self.path.display())
-    }
-
-    fn index_json(&self) -> Value {
-        serde_json::from_slice(&fs::read(self.path.join("index.json")).unwrap()).unwrap()
-    }
-
-    /// The descriptor index.json names `tag` with.
-    fn descriptor(&self, tag: &str) -> Value {
-        self.index_json()["manifests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
-            .unwrap_or_else(|| panic!("no {tag} in the layout"))
-            .clone()
+        format!("oci:{}:{tag}", self.image.layout.display())
     }
 
     /// Adds an arm64 variant of `amd64_tag` and an index `index_tag` over both, listing arm64
     /// first so that a client taking the first entry gets it wrong.
     fn add_multi_platform_index(&self, amd64_tag: &str, index_tag: &str) {
-        let image = format!("{}:{amd64_tag}", self.path.display());
-        run_ok(Command::new(require_tool("umoci")).args([
-            "config",
-            "--image",
-            &image,
-            "--tag",
-            "arm64",
-            "--architecture",
-            "arm64",
-        ]));
+        let layout = &self.image.layout;
+        let amd64 = UmociImage {
+            layout: layout.clone(),
+            tag: amd64_tag.to_string(),
+        };
+        amd64.config(&["--tag", "arm64", "--architecture", "arm64"]);
         let entry = |tag: &str, architecture: &str| {
-            let mut d = self.descriptor(tag);
+            let mut d = named_entry(layout, tag);
             d.as_object_mut().unwrap().remove("annotations");
             d["platform"] = serde_json::json!({"architecture": architecture, "os": "linux"});
             d
         };
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [entry("arm64", "arm64"), entry(amd64_tag, "amd64")],
-        });
-        let bytes = serde_json::to_vec(&index).unwrap();
-        let blob = self.path.join("blobs/sha256/new-index");
-        fs::write(&blob, &bytes).unwrap();
-        let hex = sha256_hex(&blob);
-        fs::rename(&blob, self.path.join("blobs/sha256").join(&hex)).unwrap();
-        let mut layout_index = self.index_json();
-        layout_index["manifests"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!({
-                "mediaType": OCI_INDEX,
-                "digest": format!("sha256:{hex}"),
-                "size": bytes.len(),
-                "annotations": {"org.opencontainers.image.ref.name": index_tag},
-            }));
-        fs::write(
-            self.path.join("index.json"),
-            serde_json::to_vec(&layout_index).unwrap(),
-        )
-        .unwrap();
+        let index = image_index(vec![entry("arm64", "arm64"), entry(amd64_tag, "amd64")]);
+        let descriptor = put_blob(layout, OCI_INDEX, &serde_json::to_vec(&index).unwrap());
+        push_index_entry(layout, with_ref_name(descriptor, index_tag));
     }
-}
-
-fn sha256_hex(path: &Path) -> String {
-    let out = run_ok(Command::new(require_tool("sha256sum")).arg(path));
-    out.split_whitespace().next().unwrap().to_string()
 }
 
 /// `skopeo copy` to a plain-HTTP registry, with extra flags (`--format v2s2`, creds...).
 fn push(source: &str, destination: &str, extra: &[&str]) {
-    run_ok(
-        Command::new(require_tool("skopeo"))
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .args(extra)
-            .arg(source)
-            .arg(format!("docker://{destination}")),
-    );
+    let flags = [&["--dest-tls-verify=false"], extra].concat();
+    skopeo_copy(source, &format!("docker://{destination}"), &flags);
 }
 
 /// The manifest (or index) the registry holds for `reference`, as skopeo reads it.
@@ -177,24 +102,6 @@ fn digests(descriptors: &Value) -> Vec<String> {
         .iter()
         .map(|d| d["digest"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// Names of the files in a directory (empty if it does not exist).
-fn entries(dir: &Path) -> BTreeSet<String> {
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn blob_path(berth: &Berth, digest: &str) -> PathBuf {
-    berth
-        .data_dir
-        .path()
-        .join("images/blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
 }
 
 /// A registry with busybox pushed under `tag` as OCI.
@@ -248,7 +155,7 @@ fn pulls_an_oci_image_then_again_without_downloads_then_by_digest() {
         serde_json::json!(["/bin/sh"])
     );
     let layer = remote["layers"][0]["digest"].as_str().unwrap().to_string();
-    let layer_inode = fs::metadata(blob_path(&berth, &layer)).unwrap().ino();
+    let layer_inode = fs::metadata(berth.blob_path(&layer)).unwrap().ino();
 
     // Again: the store has every blob, so nothing is downloaded or rewritten.
     let again = berth.json(["image", "pull", &name]);
@@ -256,7 +163,7 @@ fn pulls_an_oci_image_then_again_without_downloads_then_by_digest() {
     assert_eq!(again["blobs_downloaded"], 0, "{again}");
     assert_eq!(again["blobs_present"], 2, "{again}");
     assert_eq!(
-        fs::metadata(blob_path(&berth, &layer)).unwrap().ino(),
+        fs::metadata(berth.blob_path(&layer)).unwrap().ino(),
         layer_inode
     );
 
@@ -265,13 +172,7 @@ fn pulls_an_oci_image_then_again_without_downloads_then_by_digest() {
     let pulled = berth.json(["image", "pull", &by_digest]);
     assert_eq!(pulled["name"], by_digest.as_str());
     assert_eq!(pulled["digest"], expected_digest.as_str());
-    let names: BTreeSet<String> = berth
-        .json(["image", "ls"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap().to_string())
-        .collect();
+    let names = BTreeSet::from_iter(berth.image_names());
     assert_eq!(names, BTreeSet::from([name.clone(), by_digest.clone()]));
 
     // A digest the registry does not have is "not found", not some other failure.
@@ -307,7 +208,7 @@ fn pulls_a_docker_schema2_image() {
     );
     assert_eq!(inspected["config"]["os"], "linux");
     // The manifest is stored byte for byte as the registry served it.
-    let stored = fs::read(blob_path(&berth, inspected["digest"].as_str().unwrap())).unwrap();
+    let stored = fs::read(berth.blob_path(inspected["digest"].as_str().unwrap())).unwrap();
     assert_eq!(serde_json::from_slice::<Value>(&stored).unwrap(), remote);
 }
 
@@ -482,7 +383,7 @@ fn blobs_redirected_to_storage_are_followed() {
     // registry's own address.
     assert_eq!(front.state.blob_requests.load(Ordering::SeqCst), 2);
     let config = pulled["config"].as_str().unwrap();
-    assert!(blob_path(&berth, config).is_file());
+    assert!(berth.blob_path(config).is_file());
 }
 
 #[test]
@@ -535,19 +436,15 @@ fn corrupt_blob_is_refused_and_leaves_nothing_behind() {
         berth.json(["image", "ls"]).as_array().unwrap().is_empty(),
         "nothing is tagged"
     );
-    let data = berth.data_dir.path();
-    let blobs = entries(&data.join("images/blobs/sha256"));
-    assert!(
-        !blobs.contains(layer.trim_start_matches("sha256:")),
-        "{blobs:?}"
-    );
+    let blobs = berth.stored_blobs();
+    assert!(!blobs.contains(&layer), "{blobs:?}");
     assert!(
         blobs.len() <= 1,
         "at most the (verified) config may remain: {blobs:?}"
     );
     assert_eq!(
-        entries(&data.join("tmp")),
-        BTreeSet::new(),
+        berth.temp_files(),
+        Vec::<PathBuf>::new(),
         "no partial files"
     );
 }

@@ -3,34 +3,23 @@
 //! recreating one), imported with `berth image import`, unpacked by berth and by umoci, and
 //! the trees compared. Also an overlay root filesystem of the same image. Needs root, umoci.
 
-mod tree_compare;
-
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use berth_images::progress::NoProgress;
 use berth_images::snapshot::{Rootfs, RootfsKind, prepare_rootfs, snapshots_dir};
-use berth_tests::{Berth, busybox_rootfs, require_root, require_tool, run_ok};
+use berth_tests::{Berth, UmociImage, busybox_rootfs, compare_trees, require_root, run_ok};
 use tempfile::TempDir;
-use tree_compare::compare_trees;
 
 const NAME: &str = "test/unpack:v1";
 
-fn umoci(args: &[&str]) {
-    run_ok(Command::new(require_tool("umoci")).args(args));
-}
-
-/// Builds the layout in `work/oci` and returns its path.
-fn build_image(work: &Path) -> PathBuf {
-    let layout = work.join("oci");
+/// Builds the image `latest` of the layout `work/oci`.
+fn build_image(work: &Path) -> UmociImage {
+    let image = UmociImage::create(&work.join("oci"), "latest");
     let bundle = work.join("bundle");
-    let image = format!("{}:latest", layout.display());
-    let bundle_arg = bundle.display().to_string();
-    umoci(&["init", "--layout", &layout.display().to_string()]);
-    umoci(&["new", "--image", &image]);
-    umoci(&["unpack", "--image", &image, &bundle_arg]);
+    image.unpack(&bundle);
     let r = bundle.join("rootfs");
     busybox_rootfs(&r);
     fs::create_dir_all(r.join("var/lib/old")).unwrap();
@@ -38,7 +27,7 @@ fn build_image(work: &Path) -> PathBuf {
     fs::create_dir_all(r.join("usr/share/tool")).unwrap();
     fs::write(r.join("usr/share/tool/a"), "a\n").unwrap();
     fs::write(r.join("usr/share/tool/b"), "b\n").unwrap();
-    umoci(&["repack", "--refresh-bundle", "--image", &image, &bundle_arg]);
+    image.repack_refreshing(&bundle);
 
     // Layer 2: files, directories, links, odd modes and owners, special files.
     let app = r.join("opt/app");
@@ -65,7 +54,7 @@ fn build_image(work: &Path) -> PathBuf {
             .args(["c", "1", "3"]),
     );
     fs::write(r.join("etc/hostname"), "changed\n").unwrap();
-    umoci(&["repack", "--refresh-bundle", "--image", &image, &bundle_arg]);
+    image.repack_refreshing(&bundle);
 
     // Layer 3: delete files and directories of the lower layers, recreate one with new content.
     fs::remove_file(r.join("etc/group")).unwrap();
@@ -75,13 +64,14 @@ fn build_image(work: &Path) -> PathBuf {
     fs::remove_dir_all(r.join("usr/share/tool")).unwrap();
     fs::create_dir(r.join("usr/share/tool")).unwrap();
     fs::write(r.join("usr/share/tool/c"), "c\n").unwrap();
-    umoci(&["repack", "--refresh-bundle", "--image", &image, &bundle_arg]);
-    umoci(&["config", "--image", &image, "--config.cmd", "/bin/sh"]);
-    layout
+    image.repack_refreshing(&bundle);
+    image.config(&["--config.cmd", "/bin/sh"]);
+    image
 }
 
 struct Fixture {
     work: TempDir,
+    image: UmociImage,
     berth: Berth,
 }
 
@@ -91,18 +81,14 @@ fn fixture() -> Fixture {
         .prefix("berth-e2e-unpack-")
         .tempdir()
         .unwrap();
-    let layout = build_image(work.path());
+    let image = build_image(work.path());
     let berth = Berth::new();
-    berth.ok([
-        "image",
-        "import",
-        &layout.display().to_string(),
-        "--ref",
-        "latest",
-        "--tag",
-        NAME,
-    ]);
-    Fixture { work, berth }
+    run_ok(
+        berth
+            .import_cmd(&image.layout)
+            .args(["--ref", &image.tag, "--tag", NAME]),
+    );
+    Fixture { work, image, berth }
 }
 
 #[test]
@@ -115,8 +101,7 @@ fn berth_unpack_gives_the_same_tree_as_umoci() {
     assert_eq!(summary["layers"], 3, "{summary}");
     assert!(summary["entries"].as_u64().unwrap() > 40, "{summary}");
     let theirs = fx.work.path().join("theirs");
-    let image = format!("{}:latest", fx.work.path().join("oci").display());
-    umoci(&["unpack", "--image", &image, &theirs.display().to_string()]);
+    fx.image.unpack(&theirs);
     let diffs = compare_trees(&theirs.join("rootfs"), &ours, false);
     assert!(
         diffs.is_empty(),

@@ -11,7 +11,7 @@ use oci_spec::image::{Descriptor, Digest};
 
 use super::blobs::{AlreadyStored, copy_verified};
 use super::error::{ImportError, Result, io_err};
-use super::{ImportOptions, docker, index, name_fetched};
+use super::{ImportOptions, docker, import_index};
 use crate::digest::sha256_from_hex;
 use crate::progress::Progress;
 use crate::reference::Reference;
@@ -96,19 +96,17 @@ pub(crate) fn import_archive(
                 .into(),
         });
     };
-    let index = index::parse_index(index_json, &format!("index.json in {}", path.display()))?;
     let source = AlreadyStored {
         archive: path.to_path_buf(),
     };
-    let fetched = index::fetch_index(
+    import_index(
         store,
-        &index,
+        index_json,
+        &format!("index.json in {}", path.display()),
         &source,
-        options.ref_name.as_deref(),
-        &options.platform,
+        options,
         progress,
-    )?;
-    name_fetched(fetched, options, &origin)
+    )
 }
 
 /// `./a//b/` -> `a/b`; `None` for paths that climb out (`..`) or are absolute.

@@ -65,6 +65,15 @@ pub(crate) trait BlobSource {
         what: &str,
         progress: &dyn Progress,
     ) -> Result<()>;
+
+    /// The error for a blob `what` (`digest`) this source does not hold.
+    fn missing(&self, digest: &Digest, what: &str) -> ImportError {
+        ImportError::MissingBlob {
+            what: what.to_string(),
+            digest: digest.to_string(),
+            origin: self.origin(),
+        }
+    }
 }
 
 /// Checks that a stored blob has the size its descriptor claims.
@@ -126,13 +135,7 @@ impl BlobSource for LayoutDir {
         let path = self.blob_path(digest);
         let file = match File::open(&path) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(ImportError::MissingBlob {
-                    what: what.to_string(),
-                    digest: digest.to_string(),
-                    origin: self.origin(),
-                });
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.missing(digest, what)),
             Err(e) => return Err(io_err("open blob", &path)(e)),
         };
         let actual = file.metadata().map_err(io_err("stat", &path))?.len();
@@ -180,11 +183,7 @@ impl BlobSource for AlreadyStored {
         let digest = descriptor.digest();
         require_sha256(digest, what)?;
         if !store.has_blob(digest) {
-            return Err(ImportError::MissingBlob {
-                what: what.to_string(),
-                digest: digest.to_string(),
-                origin: self.origin(),
-            });
+            return Err(self.missing(digest, what));
         }
         check_stored_size(store, descriptor, what)
     }

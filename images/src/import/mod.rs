@@ -24,7 +24,7 @@ use oci_spec::image::Descriptor;
 pub use error::ImportError;
 pub use platform::{PlatformError, PlatformSpec};
 
-use blobs::{LayoutDir, is_layout_dir};
+use blobs::{BlobSource, LayoutDir, is_layout_dir};
 use error::{Result, io_err, store_err};
 use naming::{Unnamed, name_all};
 
@@ -91,27 +91,38 @@ fn import_layout(
 ) -> Result<Vec<(Vec<Reference>, Descriptor)>> {
     let index_path = dir.join("index.json");
     let bytes = read_small(&index_path)?;
-    let index = index::parse_index(&bytes, &index_path.display().to_string())?;
     let source = LayoutDir {
         dir: dir.to_path_buf(),
     };
+    import_index(
+        store,
+        &bytes,
+        &index_path.display().to_string(),
+        &source,
+        options,
+        progress,
+    )
+}
+
+/// Imports the images of an OCI index (`index_json`, named `what` in errors) whose blobs
+/// `source` holds, and names them by `--tag` or their ref.name.
+fn import_index(
+    store: &Store,
+    index_json: &[u8],
+    what: &str,
+    source: &dyn BlobSource,
+    options: &ImportOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<(Vec<Reference>, Descriptor)>> {
+    let index = index::parse_index(index_json, what)?;
     let fetched = index::fetch_index(
         store,
         &index,
-        &source,
+        source,
         options.ref_name.as_deref(),
         &options.platform,
         progress,
     )?;
-    name_fetched(fetched, options, &format!("the layout {}", dir.display()))
-}
-
-/// Names OCI images by `--tag` or their ref.name.
-fn name_fetched(
-    fetched: Vec<index::Fetched>,
-    options: &ImportOptions,
-    origin: &str,
-) -> Result<Vec<(Vec<Reference>, Descriptor)>> {
     let unnamed = fetched
         .into_iter()
         .map(|f| Unnamed {
@@ -123,7 +134,7 @@ fn name_fetched(
             item: f.manifest,
         })
         .collect();
-    name_all(unnamed, options.tag.as_ref(), origin)
+    name_all(unnamed, options.tag.as_ref(), &source.origin())
 }
 
 /// Reads a JSON file that must be small (index.json, manifest.json).

@@ -9,6 +9,7 @@ use berth_images::Reference;
 use berth_images::build::{BuildOptions, build};
 use serde::Serialize;
 
+use super::summary::ImageDigests;
 use crate::Context;
 use crate::output::{OutputFormat, print_json};
 
@@ -96,10 +97,8 @@ fn created_time() -> anyhow::Result<SystemTime> {
 
 #[derive(Debug, Serialize)]
 struct Built {
-    name: String,
-    digest: String,
-    config: String,
-    layers: Vec<String>,
+    #[serde(flatten)]
+    image: ImageDigests,
     diff_ids: Vec<String>,
 }
 
@@ -120,15 +119,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let image = build(&store, &options, progress.as_ref())
         .with_context(|| format!("building {} from {}", options.tag, args.from_dir.display()))?;
     let built = Built {
-        name: image.name.clone(),
-        digest: image.digest().to_string(),
-        config: image.manifest.config().digest().to_string(),
-        layers: image
-            .manifest
-            .layers()
-            .iter()
-            .map(|l| l.digest().to_string())
-            .collect(),
+        image: ImageDigests::of(&image),
         diff_ids: image.config.rootfs().diff_ids().clone(),
     };
     match args.output {
@@ -136,9 +127,9 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         OutputFormat::Table => {
             println!(
                 "Built {} {} ({} layers)",
-                built.name,
-                built.digest,
-                built.layers.len()
+                built.image.name,
+                built.image.digest,
+                built.image.layers.len()
             );
             Ok(())
         }

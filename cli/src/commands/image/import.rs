@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use berth_images::Reference;
 use berth_images::import::{ImportOptions, PlatformSpec, import};
-use serde::Serialize;
 
+use super::summary::ImageDigests;
 use crate::Context;
 use crate::output::{OutputFormat, print_json};
 
@@ -30,14 +30,6 @@ pub struct Args {
     output: OutputFormat,
 }
 
-#[derive(Debug, Serialize)]
-struct Imported {
-    name: String,
-    digest: String,
-    config: String,
-    layers: Vec<String>,
-}
-
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let store = super::open_store(ctx)?;
     let options = ImportOptions {
@@ -48,20 +40,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let progress = crate::progress::for_terminal();
     let images = import(&store, &args.path, &options, progress.as_ref())
         .with_context(|| format!("importing {}", args.path.display()))?;
-    let imported: Vec<Imported> = images
-        .iter()
-        .map(|image| Imported {
-            name: image.name.clone(),
-            digest: image.digest().to_string(),
-            config: image.manifest.config().digest().to_string(),
-            layers: image
-                .manifest
-                .layers()
-                .iter()
-                .map(|l| l.digest().to_string())
-                .collect(),
-        })
-        .collect();
+    let imported: Vec<ImageDigests> = images.iter().map(ImageDigests::of).collect();
     match args.output {
         OutputFormat::Json => print_json(&imported),
         OutputFormat::Table => {

@@ -11,6 +11,7 @@ mod ls;
 mod prune;
 mod pull;
 mod rm;
+mod summary;
 mod unpack;
 
 #[derive(Debug, Subcommand)]

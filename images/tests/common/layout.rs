@@ -1,36 +1,16 @@
-//! Crafted OCI layouts, oci-archives and docker-archives for the library's import tests.
-
-#![allow(dead_code)]
+//! Crafted OCI layouts, oci-archives and docker-archives for the import tests.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+use super::raw_tar::{Entry, tar};
+use super::{gzip, sha256_hex};
 
 /// A small tar holding one file `name` with `content`.
 pub fn layer_tar(name: &str, content: &[u8]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_ustar();
-    header.set_size(content.len() as u64);
-    header.set_mode(0o644);
-    header.set_mtime(1_700_000_000);
-    header.set_entry_type(tar::EntryType::Regular);
-    builder.append_data(&mut header, name, content).unwrap();
-    builder.into_inner().unwrap()
-}
-
-pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
+    tar(&[Entry::file(name, content).mtime(1_700_000_000)])
 }
 
 /// A descriptor JSON value.
@@ -166,45 +146,32 @@ impl Layout {
 
 /// Tars a directory's files (sorted, relative names) into `out`, like an oci-archive.
 pub fn tar_dir(dir: &Path, out: &Path) {
-    let mut builder = tar::Builder::new(fs::File::create(out).unwrap());
     let mut files = Vec::new();
     collect(dir, dir, &mut files);
     files.sort();
-    for relative in files {
-        builder
-            .append_path_with_name(dir.join(&relative), &relative)
-            .unwrap();
-    }
-    builder.into_inner().unwrap().sync_all().unwrap();
+    let entries: Vec<Entry> = files
+        .iter()
+        .map(|relative| Entry::file(relative, &fs::read(dir.join(relative)).unwrap()))
+        .collect();
+    fs::write(out, tar(&entries)).unwrap();
 }
 
-fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
     for entry in fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
             collect(root, &path, out);
         } else {
-            out.push(path.strip_prefix(root).unwrap().to_path_buf());
+            out.push(path.strip_prefix(root).unwrap().display().to_string());
         }
     }
 }
 
 /// Writes a tar with the given members in order.
 pub fn write_tar(out: &Path, members: &[(&str, &[u8])]) {
-    let mut builder = tar::Builder::new(fs::File::create(out).unwrap());
-    for (name, content) in members {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(tar::EntryType::Regular);
-        builder.append_data(&mut header, name, *content).unwrap();
-    }
-    builder.into_inner().unwrap().sync_all().unwrap();
-}
-
-/// Every file left in the store's temp dir.
-pub fn temp_files(data_dir: &Path) -> Vec<PathBuf> {
-    fs::read_dir(data_dir.join("tmp"))
-        .map(|entries| entries.map(|e| e.unwrap().path()).collect())
-        .unwrap_or_default()
+    let entries: Vec<Entry> = members
+        .iter()
+        .map(|(name, content)| Entry::file(name, content))
+        .collect();
+    fs::write(out, tar(&entries)).unwrap();
 }

@@ -2,8 +2,6 @@
 //! targets, device numbers, file contents and mtimes. Returns the differences, so a failing
 //! test lists all of them.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
