@@ -89,13 +89,34 @@ impl Cgroup {
         self.manager
             .add_task(pid)
             .map_err(|e| cgroup_err(&self.path, e))?;
+        self.apply(spec)
+    }
+
+    /// Applies the spec's resources to the (existing) cgroup. The devices of `linux.devices`
+    /// are added to the allow list, as runc does: a node made for the container must open.
+    pub fn apply(&self, spec: &Spec) -> Result<()> {
         let linux = spec.linux().as_ref();
-        let default_resources = Default::default();
-        let resources = linux
-            .and_then(|l| l.resources().as_ref())
-            .unwrap_or(&default_resources);
+        let mut resources = linux
+            .and_then(|l| l.resources().clone())
+            .unwrap_or_default();
+        let spec_devices = linux
+            .and_then(|l| l.devices().as_deref())
+            .unwrap_or_default();
+        if !spec_devices.is_empty() {
+            let mut rules = resources.devices().clone().unwrap_or_default();
+            for dev in spec_devices {
+                let mut rule = oci_spec::runtime::LinuxDeviceCgroup::default();
+                rule.set_allow(true);
+                rule.set_typ(Some(dev.typ()));
+                rule.set_major(Some(dev.major()));
+                rule.set_minor(Some(dev.minor()));
+                rule.set_access(Some("rwm".to_string()));
+                rules.push(rule);
+            }
+            resources.set_devices(Some(rules));
+        }
         let opts = ControllerOpt {
-            resources,
+            resources: &resources,
             disable_oom_killer: resources
                 .memory()
                 .as_ref()
@@ -144,13 +165,75 @@ impl Cgroup {
         self.manager
             .remove()
             .map_err(|e| cgroup_err(&self.path, e))?;
-        if self.path.parent() == Some(Path::new(DEFAULT_PARENT)) {
-            for dir in hierarchy_dirs(Path::new(DEFAULT_PARENT)) {
-                // Another container may still use it: EBUSY/ENOTEMPTY are expected then.
-                let _ = std::fs::remove_dir(dir);
+        remove_default_parent(&self.path);
+        Ok(())
+    }
+}
+
+/// On cgroup v1, creates the container's directory in every hierarchy, so that init can move
+/// itself in by writing 0 to each `tasks` file, and returns those files; `None` on v2.
+///
+/// Why: moving another process (a pid into cgroup.procs) takes the kernel's global
+/// threadgroup lock for writing, an RCU grace period of 5 to 15 ms here; a single thread
+/// moving itself through `tasks` skips that lock.
+pub fn prepare_self_join(path: &Path) -> Result<Option<Vec<PathBuf>>> {
+    let (dirs, unified) = container_dirs(path);
+    if unified.is_some() || dirs.is_empty() {
+        return Ok(None);
+    }
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let mut tasks = Vec::with_capacity(dirs.len());
+    for (name, dir) in dirs {
+        std::fs::create_dir_all(&dir).map_err(|e| cgroup_err(&dir, e))?;
+        if name.split(',').any(|c| c == "cpuset") {
+            // A new cpuset has no cpus or mems, and no task may join it until it has: inherit
+            // them down from the hierarchy's root, as libcgroups does on add_task.
+            let mut current = dir.clone();
+            for _ in rel.components() {
+                current.pop();
+            }
+            for part in rel.components() {
+                let parent = current.clone();
+                current.push(part);
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    let own = std::fs::read_to_string(current.join(file)).unwrap_or_default();
+                    if own.trim().is_empty() {
+                        let inherited = std::fs::read_to_string(parent.join(file))
+                            .map_err(|e| cgroup_err(&parent, e))?;
+                        std::fs::write(current.join(file), inherited.trim())
+                            .map_err(|e| cgroup_err(&current.join(file), e))?;
+                    }
+                }
             }
         }
-        Ok(())
+        tasks.push(dir.join("tasks"));
+    }
+    Ok(Some(tasks))
+}
+
+/// Removes the cgroup of a stopped container without a libcgroups manager (building one
+/// reads mountinfo and /proc/self/cgroup once per controller): rmdir of each hierarchy's
+/// directory, then of the default parent. `Ok(false)` when a directory still holds processes,
+/// so the caller falls back to [`Cgroup::remove`], which kills them.
+pub fn remove_empty(path: &Path) -> Result<bool> {
+    for dir in hierarchy_dirs(path) {
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(false),
+            Err(e) => return Err(cgroup_err(&dir, e)),
+        }
+    }
+    remove_default_parent(path);
+    Ok(true)
+}
+
+fn remove_default_parent(path: &Path) {
+    if path.parent() == Some(Path::new(DEFAULT_PARENT)) {
+        for dir in hierarchy_dirs(Path::new(DEFAULT_PARENT)) {
+            // Another container may still use it: EBUSY/ENOTEMPTY are expected then.
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 

@@ -25,6 +25,9 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
     pub no_pivot: bool,
+    /// Descriptors 3..3+N of the caller pass to the container's process (conmon's
+    /// `--preserve-fds`); every other inherited descriptor is closed at exec.
+    pub preserve_fds: u32,
 }
 
 /// A created container, waiting for `start`.
@@ -36,13 +39,13 @@ pub struct Created {
 
 /// Undoes a half-made container on drop: kills init, removes the cgroup and the state dir.
 /// Mounts need no undo: they live in init's mount namespace and vanish with it.
-struct Unwind<'a> {
+struct Unwind {
     state_dir: Option<PathBuf>,
-    cgroup: Option<&'a Cgroup>,
+    cgroup: Option<PathBuf>,
     child: Option<Pid>,
 }
 
-impl Unwind<'_> {
+impl Unwind {
     fn disarm(mut self) {
         self.state_dir = None;
         self.cgroup = None;
@@ -50,16 +53,25 @@ impl Unwind<'_> {
     }
 }
 
-impl Drop for Unwind<'_> {
+impl Drop for Unwind {
     fn drop(&mut self) {
         if let Some(pid) = self.child.take() {
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
         }
-        if let Some(cgroup) = self.cgroup.take()
-            && let Err(e) = cgroup.remove()
-        {
-            tracing::warn!("unwinding create: {e}");
+        if let Some(path) = self.cgroup.take() {
+            // Init is reaped: the directories are empty unless a hook's process lingers, and
+            // then libcgroups kills it.
+            let removed = crate::cgroups::remove_empty(&path).and_then(|empty| {
+                if empty {
+                    Ok(())
+                } else {
+                    Cgroup::open(&path)?.remove()
+                }
+            });
+            if let Err(e) = removed {
+                tracing::warn!("unwinding create: {e}");
+            }
         }
         if let Some(dir) = self.state_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
@@ -144,7 +156,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let joins = namespaces.open_joins()?;
     let cgroup_path = crate::cgroups::cgroup_path(spec, &opts.id);
 
-    let cgroup = Cgroup::open(&cgroup_path)?;
     std::fs::create_dir_all(&opts.root).map_err(|e| Error::io(&opts.root, e))?;
     match std::fs::create_dir(&dir) {
         Ok(()) => {}
@@ -183,7 +194,20 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         .and_then(|h| h.create_runtime().clone())
         .unwrap_or_default();
     let (runtime_end, init_end) = crate::sync::pair()?;
+    let new_user_ns = namespaces
+        .new
+        .contains(nix::sched::CloneFlags::CLONE_NEWUSER);
+    unwind.cgroup = Some(cgroup_path.clone());
+    // Init moves itself into its cgroup unless it starts in a new user namespace, where it
+    // cannot write the host's cgroup files. The limits are applied (below) while init builds
+    // its root filesystem; it runs nothing of the container's before they are.
+    let cgroup_tasks = if new_user_ns {
+        None
+    } else {
+        crate::cgroups::prepare_self_join(&cgroup_path)?
+    };
 
+    tracing::debug!("create: spec loaded, state dir and cgroup made");
     let Some(pid) = clone3(namespaces.clone_flags())? else {
         drop(runtime_end);
         crate::init::run(InitArgs {
@@ -193,9 +217,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             exec_fifo,
             joins,
             unshare: namespaces.unshare_flags(),
-            new_user_ns: namespaces
-                .new
-                .contains(nix::sched::CloneFlags::CLONE_NEWUSER),
+            new_user_ns,
             in_user_ns: namespaces.has_user(),
             cgroup_dirs,
             unified_cgroup_dir,
@@ -204,6 +226,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             caps,
             console,
             runtime_hooks: !prestart.is_empty() || !create_runtime.is_empty(),
+            cgroup_tasks: cgroup_tasks.unwrap_or_default(),
+            preserve_fds: opts.preserve_fds,
         });
     };
     unwind.child = Some(pid);
@@ -211,12 +235,13 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     drop(exec_fifo);
     drop(console);
     drop(joins);
-    unwind.cgroup = Some(&cgroup);
-    cgroup.enter_and_apply(pid, spec)?;
-    if namespaces
-        .new
-        .contains(nix::sched::CloneFlags::CLONE_NEWUSER)
-    {
+    let cgroup = Cgroup::open(&cgroup_path)?;
+    if cgroup_tasks.is_some() {
+        cgroup.apply(spec)?;
+    } else {
+        cgroup.enter_and_apply(pid, spec)?;
+    }
+    if new_user_ns {
         crate::namespaces::write_id_maps(pid, spec)?;
     }
     if let Some(score) = process.oom_score_adj() {
@@ -239,9 +264,24 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         },
         pid_start_time,
         cgroup_path: cgroup_path.clone(),
+        hooks: hooks
+            .filter(|h| h.poststart().is_some() || h.poststop().is_some())
+            .map(|h| {
+                let mut kept = oci_spec::runtime::Hooks::default();
+                kept.set_poststart(h.poststart().clone());
+                kept.set_poststop(h.poststop().clone());
+                kept
+            }),
     };
     let creating_json = state_json(&state.oci);
-    runtime_end.send(&Message::Go(creating_json.clone()))?;
+    if let Err(send_err) = runtime_end.send(&Message::Go(creating_json.clone())) {
+        // Init does not wait for Go before building its root: it may have failed already,
+        // and its reason is queued on the socket.
+        return Err(match runtime_end.recv() {
+            Ok(Some(Message::Failed(reason))) => Error::Init(reason),
+            _ => send_err,
+        });
+    }
     loop {
         match runtime_end.recv()? {
             Some(Message::RunHooks) => {
@@ -267,6 +307,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             }
         }
     }
+    tracing::debug!("create: init ready");
     state.oci.status = Status::Created;
     state.save(&dir)?;
     if let Some(pid_file) = &opts.pid_file {
@@ -290,10 +331,12 @@ pub fn state(root: &Path, id: &str) -> Result<ContainerState> {
     Ok(state)
 }
 
-fn load_spec_hooks(state: &ContainerState) -> Option<oci_spec::runtime::Hooks> {
-    let text = std::fs::read(state.oci.bundle.join("config.json")).ok()?;
-    let spec: oci_spec::runtime::Spec = serde_json::from_slice(&text).ok()?;
-    spec.hooks().clone()
+/// The poststart or poststop hooks recorded at create.
+fn recorded_hooks(
+    state: &ContainerState,
+    pick: fn(&oci_spec::runtime::Hooks) -> &Option<Vec<oci_spec::runtime::Hook>>,
+) -> Option<Vec<oci_spec::runtime::Hook>> {
+    state.hooks.as_ref().and_then(|h| pick(h).clone())
 }
 
 /// Releases a created container's init to exec the process, then runs poststart hooks.
@@ -319,7 +362,7 @@ pub fn start(root: &Path, id: &str) -> Result<ContainerState> {
     drop(fd);
     std::fs::remove_file(&fifo).map_err(|e| Error::io(&fifo, e))?;
     st.oci.status = Status::Running;
-    if let Some(hooks) = load_spec_hooks(&st).and_then(|h| h.poststart().clone()) {
+    if let Some(hooks) = recorded_hooks(&st, |h| h.poststart()) {
         // The spec: a failing poststart hook is logged, the container keeps running.
         if let Err(e) = crate::hooks::run_all("poststart", &hooks, &state_json(&st.oci)) {
             tracing::warn!("{e}");
@@ -391,9 +434,11 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
             });
         }
     }
-    Cgroup::open(&st.cgroup_path)?.remove()?;
+    if !crate::cgroups::remove_empty(&st.cgroup_path)? {
+        Cgroup::open(&st.cgroup_path)?.remove()?;
+    }
     std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    if let Some(hooks) = load_spec_hooks(&st).and_then(|h| h.poststop().clone()) {
+    if let Some(hooks) = recorded_hooks(&st, |h| h.poststop()) {
         let mut stopped = st.oci.clone();
         stopped.status = Status::Stopped;
         if let Err(e) = crate::hooks::run_all("poststop", &hooks, &state_json(&stopped)) {
@@ -463,11 +508,13 @@ pub fn exit_code(status: WaitStatus) -> i32 {
     }
 }
 
-/// `run`: create, start, wait for the process (it is this process's child), delete. Returns
-/// the exit code.
+/// `run`: create, start, wait for the process (it is this process's child; signals sent to
+/// this process are passed on to it), delete. Returns the exit code.
 pub fn run(opts: &CreateOptions) -> Result<i32> {
     let created = create(opts)?;
-    if let Err(e) = start(&opts.root, &opts.id) {
+    if let Err(e) =
+        crate::forward::forward_to(created.pid).and_then(|()| start(&opts.root, &opts.id))
+    {
         let _ = delete(&opts.root, &opts.id, true);
         return Err(e);
     }
@@ -484,7 +531,9 @@ pub fn run(opts: &CreateOptions) -> Result<i32> {
             return Err(Error::sys("waitpid", format!("pid {}", created.pid), e));
         }
     };
+    tracing::debug!("run: process exited");
     delete(&opts.root, &opts.id, true)?;
+    tracing::debug!("run: deleted");
     Ok(code)
 }
 

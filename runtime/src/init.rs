@@ -36,6 +36,11 @@ pub struct InitArgs<'a> {
     pub console: Option<OwnedFd>,
     /// Whether the runtime has prestart/createRuntime hooks to run mid-way.
     pub runtime_hooks: bool,
+    /// cgroup v1 `tasks` files init writes 0 into to join its cgroup itself (empty when the
+    /// runtime moves it, as for a new user namespace).
+    pub cgroup_tasks: Vec<PathBuf>,
+    /// Inherited descriptors 3..3+N stay open across the exec.
+    pub preserve_fds: u32,
 }
 
 /// Runs init; never returns. Failures before the exec go to the runtime over the channel.
@@ -68,9 +73,17 @@ fn setup(args: &InitArgs) -> Result<crate::process::Exec> {
     // Die with the runtime while it still supervises creation.
     // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let Message::Go(state_json) = wait_for(&args.channel, "the cgroup")? else {
-        return Err(Error::Init("unexpected message instead of go".into()));
-    };
+    for tasks in &args.cgroup_tasks {
+        std::fs::write(tasks, "0").map_err(|e| Error::io(tasks, e))?;
+    }
+    tracing::debug!("init: in its cgroup");
+    // Go says the runtime put init in its cgroup (when init did not join by itself), wrote
+    // the id maps and applied the limits; it carries the state for the hooks. Without a
+    // reason to wait, init builds its root filesystem meanwhile.
+    let mut state_json = None;
+    if args.cgroup_tasks.is_empty() {
+        state_json = Some(wait_for_go(&args.channel)?);
+    }
     if args.new_user_ns {
         // The maps are written: become the namespace's root.
         nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
@@ -98,14 +111,24 @@ fn setup(args: &InitArgs) -> Result<crate::process::Exec> {
         cgroup_dirs: &args.cgroup_dirs,
         unified_cgroup_dir: args.unified_cgroup_dir.as_deref(),
     };
+    tracing::debug!("init: namespaces entered");
     crate::rootfs::prepare(&sys, spec, &ctx)?;
+    tracing::debug!("init: mounts and devices made");
+    let hooks = spec.hooks().as_ref();
+    let container_hooks = hooks.and_then(|h| h.create_container().as_deref());
+    if args.runtime_hooks || container_hooks.is_some() {
+        go_once(&args.channel, &mut state_json)?;
+    }
     if args.runtime_hooks {
         args.channel.send(&Message::RunHooks)?;
         wait_for(&args.channel, "the runtime's hooks")?;
     }
-    let hooks = spec.hooks().as_ref();
-    if let Some(h) = hooks.and_then(|h| h.create_container().as_deref()) {
-        crate::hooks::run_all("createContainer", h, &state_json)?;
+    if let Some(h) = container_hooks {
+        crate::hooks::run_all(
+            "createContainer",
+            h,
+            go_once(&args.channel, &mut state_json)?,
+        )?;
     }
     crate::rootfs::pivot(&sys, args.rootfs, args.no_pivot)?;
     if let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
@@ -115,6 +138,7 @@ fn setup(args: &InitArgs) -> Result<crate::process::Exec> {
         }
     }
     crate::rootfs::finish(&sys, spec)?;
+    tracing::debug!("init: root pivoted, paths masked");
     if let Some(console) = &args.console {
         crate::console::attach_pty(console)?;
     }
@@ -134,10 +158,12 @@ fn setup(args: &InitArgs) -> Result<crate::process::Exec> {
     }
     nix::unistd::chdir(process.cwd()).map_err(|e| Error::sys("chdir", process.cwd(), e))?;
     let exec = crate::process::prepare_exec(process)?;
+    tracing::debug!("init: user and capabilities set");
     if no_new_privs {
         crate::process::set_no_new_privs()?;
     }
 
+    let state_json = go_once(&args.channel, &mut state_json)?.clone();
     // The runtime exits as soon as it reads Ready: init must outlive it from before then.
     // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
@@ -147,11 +173,52 @@ fn setup(args: &InitArgs) -> Result<crate::process::Exec> {
     if let Some(h) = hooks.and_then(|h| h.start_container().as_deref()) {
         crate::hooks::run_all("startContainer", h, &state_json)?;
     }
+    close_inherited_fds(3 + args.preserve_fds)?;
     if no_new_privs && let Some(filters) = &args.seccomp {
         // Last, so that only the exec itself runs under the profile.
         crate::seccomp::install(filters)?;
     }
     Ok(exec)
+}
+
+/// Marks every descriptor from `first` on close-on-exec: whatever the caller left open must
+/// not reach the container unless passed on purpose.
+fn close_inherited_fds(first: u32) -> Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes descriptor flags of this process.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::sys(
+            "close_range",
+            "inherited descriptors",
+            nix::errno::Errno::last(),
+        ));
+    }
+    Ok(())
+}
+
+fn wait_for_go(channel: &Channel) -> Result<Vec<u8>> {
+    match wait_for(channel, "the cgroup")? {
+        Message::Go(state) => Ok(state),
+        other => Err(Error::Init(format!("expected go, got {other:?}"))),
+    }
+}
+
+/// The state JSON from Go, waiting for it the first time.
+fn go_once<'a>(channel: &Channel, state: &'a mut Option<Vec<u8>>) -> Result<&'a Vec<u8>> {
+    if state.is_none() {
+        *state = Some(wait_for_go(channel)?);
+    }
+    state
+        .as_ref()
+        .ok_or_else(|| Error::Init("no state from the runtime".into()))
 }
 
 fn set_domainname(domain: &str) -> Result<()> {

@@ -7,6 +7,7 @@ pub mod cgroups;
 pub mod console;
 pub mod container;
 pub mod error;
+pub mod forward;
 pub mod hooks;
 mod init;
 pub mod namespaces;

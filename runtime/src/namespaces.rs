@@ -71,17 +71,21 @@ impl Namespaces {
     /// The flags for clone3: everything new when no user namespace is joined (the new ones are
     /// then owned by the new or the host user namespace, as they should); otherwise only the
     /// pid/time namespaces, and the rest are unshared after joining the user namespace.
+    ///
+    /// The cgroup namespace is never cloned: init unshares it once it is in its cgroup, so that
+    /// the namespace's root is the container's cgroup.
     pub fn clone_flags(&self) -> CloneFlags {
         let joins_user = self
             .join
             .iter()
             .any(|(f, _)| *f == CloneFlags::CLONE_NEWUSER);
-        if joins_user {
+        let flags = if joins_user {
             self.new
                 & (CloneFlags::CLONE_NEWPID | CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
         } else {
             self.new
-        }
+        };
+        flags - CloneFlags::CLONE_NEWCGROUP
     }
 
     /// Namespaces still to unshare in the child after joining.
@@ -163,13 +167,14 @@ mod tests {
     #[test]
     fn new_namespaces_go_to_clone() {
         let plan = Namespaces::from_spec(&spec_with(serde_json::json!([
-            {"type": "pid"}, {"type": "mount"}, {"type": "user"}, {"type": "network", "path": "/run/netns/x"}
+            {"type": "pid"}, {"type": "mount"}, {"type": "user"}, {"type": "cgroup"},
+            {"type": "network", "path": "/run/netns/x"}
         ])));
         assert_eq!(
             plan.clone_flags(),
             CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUSER
         );
-        assert!(plan.unshare_flags().is_empty());
+        assert_eq!(plan.unshare_flags(), CloneFlags::CLONE_NEWCGROUP);
         assert_eq!(
             plan.join,
             [(CloneFlags::CLONE_NEWNET, PathBuf::from("/run/netns/x"))]

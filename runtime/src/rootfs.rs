@@ -87,6 +87,15 @@ pub fn secure_join(root: &Path, unsafe_path: &Path) -> PathBuf {
     root.join(resolved)
 }
 
+/// Like [`secure_join`] for the parent, with the last component kept as is: the path of a
+/// node about to be created (a symlink or device already there must not be followed).
+pub fn secure_join_leaf(root: &Path, unsafe_path: &Path) -> PathBuf {
+    match (unsafe_path.parent(), unsafe_path.file_name()) {
+        (Some(parent), Some(name)) => secure_join(root, parent).join(name),
+        _ => secure_join(root, unsafe_path),
+    }
+}
+
 /// Mount flags and fs-specific data parsed from a mount's options.
 #[derive(Debug, PartialEq, Eq)]
 pub struct MountOptions {
@@ -390,7 +399,10 @@ fn create_devices(sys: &dyn Syscall, spec: &Spec, ctx: &RootfsContext) -> Result
             create_device(sys, dev, ctx)?;
         }
         for (target, link) in DEFAULT_SYMLINKS {
-            sys.symlink(Path::new(target), &secure_join(ctx.rootfs, Path::new(link)))?;
+            sys.symlink(
+                Path::new(target),
+                &secure_join_leaf(ctx.rootfs, Path::new(link)),
+            )?;
         }
         let has_devpts = spec
             .mounts()
@@ -399,7 +411,7 @@ fn create_devices(sys: &dyn Syscall, spec: &Spec, ctx: &RootfsContext) -> Result
             .iter()
             .any(|m| m.destination() == Path::new("/dev/pts"));
         if has_devpts {
-            let ptmx = secure_join(ctx.rootfs, Path::new("/dev/ptmx"));
+            let ptmx = secure_join_leaf(ctx.rootfs, Path::new("/dev/ptmx"));
             let _ = std::fs::remove_file(&ptmx);
             sys.symlink(Path::new("pts/ptmx"), &ptmx)?;
         }
@@ -410,7 +422,7 @@ fn create_devices(sys: &dyn Syscall, spec: &Spec, ctx: &RootfsContext) -> Result
 }
 
 fn create_device(sys: &dyn Syscall, dev: &LinuxDevice, ctx: &RootfsContext) -> Result<()> {
-    let dest = secure_join(ctx.rootfs, dev.path());
+    let dest = secure_join_leaf(ctx.rootfs, dev.path());
     if let Some(parent) = dest.parent() {
         sys.mkdir_all(parent)?;
     }

@@ -103,6 +103,15 @@ pub fn validate(spec: &Spec, bundle_dir: &Path) -> Result<PathBuf> {
 pub fn default_spec() -> Spec {
     let mut spec = Spec::default();
     spec.set_hostname(Some("berth".to_string()));
+    // runc's default: every device denied, then the runtime's standard set allowed.
+    if let Some(linux) = spec.linux_mut() {
+        let mut deny_all = oci_spec::runtime::LinuxDeviceCgroup::default();
+        deny_all.set_allow(false);
+        deny_all.set_access(Some("rwm".to_string()));
+        let mut resources = linux.resources().clone().unwrap_or_default();
+        resources.set_devices(Some(vec![deny_all]));
+        linux.set_resources(Some(resources));
+    }
     if let Some(process) = spec.process_mut() {
         process.set_args(Some(vec!["sh".to_string()]));
         process.set_terminal(Some(true));

@@ -65,6 +65,10 @@ pub struct ContainerState {
     pub pid_start_time: u64,
     /// The cgroup path relative to each hierarchy's root.
     pub cgroup_path: PathBuf,
+    /// The poststart and poststop hooks as config.json had them at create (the bundle may
+    /// change or vanish before `start` and `delete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 /// Checks a container id: non-empty, at most 1024 characters of `[A-Za-z0-9_.+-]`, and not
@@ -244,6 +248,7 @@ mod tests {
             },
             pid_start_time: start,
             cgroup_path: "/berth-unit-test-no-such-cgroup".into(),
+            hooks: None,
         };
         state.save(dir.path()).unwrap();
         std::fs::write(dir.path().join(EXEC_FIFO), "").unwrap();

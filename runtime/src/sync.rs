@@ -7,7 +7,7 @@ use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, 
 
 use crate::error::{Error, Result};
 
-/// Largest message: the state JSON with annotations fits.
+/// Largest message accepted: the state JSON with annotations fits.
 const MAX_MESSAGE: usize = 64 * 1024;
 
 /// What runtime and init tell each other during `create`.
@@ -74,7 +74,24 @@ impl Channel {
 
     /// The next message; `None` when the other end closed (it exited).
     pub fn recv(&self) -> Result<Option<Message>> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
+        // Peek at the length first (SOCK_SEQPACKET with MSG_TRUNC reports a whole message's
+        // size), so a one-byte message costs no large buffer.
+        let mut probe = [0u8; 1];
+        let len = loop {
+            match recv(
+                self.0.as_raw_fd(),
+                &mut probe,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
+            ) {
+                // The peer exited leaving a message of ours unread: the kernel reports that
+                // once (ECONNRESET) ahead of what the peer sent before exiting.
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNRESET) => continue,
+                Err(e) => return Err(Error::sys("recv", "sync socket", e)),
+                Ok(0) => return Ok(None),
+                Ok(n) => break n.min(MAX_MESSAGE),
+            }
+        };
+        let mut buf = vec![0u8; len];
         loop {
             match recv(self.0.as_raw_fd(), &mut buf, MsgFlags::empty()) {
                 Ok(0) => return Ok(None),
@@ -83,7 +100,7 @@ impl Channel {
                         .map(Some)
                         .ok_or_else(|| Error::Init("garbled sync message".into()));
                 }
-                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNRESET) => continue,
                 Err(e) => return Err(Error::sys("recv", "sync socket", e)),
             }
         }
@@ -103,11 +120,26 @@ mod tests {
             Message::HooksDone,
             Message::Ready,
             Message::Failed("mount /proc: EPERM".into()),
+            Message::Go(vec![b'x'; 40_000]),
         ] {
             a.send(&msg).unwrap();
             assert_eq!(b.recv().unwrap(), Some(msg));
         }
         drop(a);
         assert_eq!(b.recv().unwrap(), None);
+    }
+
+    #[test]
+    fn a_peer_that_exits_with_unread_messages_still_delivers_its_last_words() {
+        let (runtime, init) = pair().unwrap();
+        runtime.send(&Message::Go(b"{}".to_vec())).unwrap();
+        init.send(&Message::Failed("mount: ENODEV".into())).unwrap();
+        // Closed with Go unread: the runtime's socket gets ECONNRESET first.
+        drop(init);
+        assert_eq!(
+            runtime.recv().unwrap(),
+            Some(Message::Failed("mount: ENODEV".into()))
+        );
+        assert_eq!(runtime.recv().unwrap(), None);
     }
 }

@@ -224,3 +224,66 @@ fn spec_writes_a_default_config_once() {
     let err = c.err(["spec", "--bundle", dir.to_str().unwrap()]);
     assert!(one_line(&err).contains("already exists"), "{err}");
 }
+
+#[test]
+fn detached_run_lists_processes_and_kill_all_reaches_them() {
+    let c = TestContainer::new("detach", &["sh", "-c", "sleep 1000 & sleep 1001"]);
+    // The container keeps the stdio it is given: files, not pipes this test would wait on.
+    let out = c.with_stdio_files(&["run", "--detach"]);
+    assert!(out.status.success(), "{}", c.container_stdout());
+    assert_eq!(c.status(), "running");
+    let mut pids: Vec<i64> = Vec::new();
+    // sh execs its last command: init becomes `sleep 1001`, with `sleep 1000` beside it.
+    common::wait_until("both sleeps", || {
+        pids = serde_json::from_str(&c.ok(["ps", "--format", "json", &c.id])).unwrap();
+        pids.len() == 2
+    });
+    let table = c.ok(["ps", &c.id]);
+    assert!(table.lines().next().unwrap().contains("PID"), "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains("sleep 100")).count(),
+        2,
+        "{table}"
+    );
+    let list = c.ok(["list"]);
+    let row = list.lines().find(|l| l.starts_with(&c.id)).expect("listed");
+    assert!(row.contains("running"), "{list}");
+    // TERM to all: the plain `sleep 1000` dies; init, as its pid namespace's init without a
+    // handler, does not; so only --all can have reached the other process.
+    let init = c.state()["pid"].as_i64().unwrap();
+    let other = pids.iter().copied().find(|p| *p != init).unwrap();
+    c.ok(["kill", "--all", &c.id, "TERM"]);
+    common::wait_until("the non-init sleep to die", || {
+        fs::read_to_string(format!("/proc/{other}/stat")).map_or(true, |s| s.contains(") Z "))
+    });
+    assert_eq!(c.status(), "running");
+    c.ok(["kill", "--all", &c.id, "KILL"]);
+    c.wait_status("stopped");
+    c.ok(["delete", &c.id]);
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}
+
+#[test]
+fn foreground_run_passes_signals_on() {
+    let c = TestContainer::new(
+        "forward",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' INT; echo ready; while true; do sleep 1; done",
+        ],
+    );
+    let out = fs::File::create(c.bundle().join("stdout")).unwrap();
+    let mut cmd = c.cmd(["run", "--bundle"]);
+    cmd.arg(c.bundle()).arg(&c.id).stdout(out);
+    let mut runtime = cmd.spawn().unwrap();
+    common::wait_until("the INT trap", || c.container_stdout().contains("ready"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(runtime.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = runtime.wait().unwrap();
+    assert_eq!(status.code(), Some(7), "{status:?}");
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}

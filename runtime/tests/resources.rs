@@ -136,3 +136,32 @@ fn pause_and_resume_through_the_freezer() {
     c.ok(["delete", "--force", &c.id]);
     assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
 }
+
+#[test]
+fn spec_devices_are_made_and_allowed() {
+    let mut c = TestContainer::new(
+        "devices",
+        &[
+            "sh",
+            "-c",
+            "stat -c 'node=%F %t:%T %a' /dev/berth-loopctl; head -c 0 /dev/berth-loopctl && echo open=ok",
+        ],
+    );
+    c.config["linux"]["devices"] = json!([{
+        "path": "/dev/berth-loopctl", "type": "c", "major": 10, "minor": 237, "fileMode": 0o600, "uid": 0, "gid": 0
+    }]);
+    c.write_config();
+    c.create_ok();
+    let allowed = fs::read_to_string(c.cgroup_dir("devices").join("devices.list")).unwrap();
+    assert!(allowed.lines().any(|l| l == "c 10:237 rwm"), "{allowed}");
+    c.ok(["start", &c.id]);
+    c.wait_status("stopped");
+    let out = c.container_stdout();
+    let v = common::kv(&out);
+    let err = fs::read_to_string(c.bundle().join("stderr")).unwrap_or_default();
+    assert!(v.contains_key("node"), "stdout {out:?} stderr {err:?}");
+    assert_eq!(v["node"], "character special file a:ed 600", "{out}");
+    assert_eq!(v["open"], "ok", "{out}");
+    c.ok(["delete", &c.id]);
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}

@@ -133,12 +133,17 @@ impl TestContainer {
     /// `create` with the container's stdio going to files in the bundle (a pipe would keep
     /// the caller's read open for as long as the container lives).
     pub fn create(&self) -> Output {
+        self.with_stdio_files(&["create"])
+    }
+
+    /// `SUBCOMMAND... --bundle B ID` with stdout/stderr going to files in the bundle.
+    pub fn with_stdio_files(&self, subcommand: &[&str]) -> Output {
         let out = fs::File::create(self.bundle().join("stdout")).unwrap();
         let err = fs::File::create(self.bundle().join("stderr")).unwrap();
-        let mut cmd = self.cmd(["create", "--bundle"]);
-        cmd.arg(self.bundle()).arg(&self.id);
+        let mut cmd = self.cmd(subcommand);
+        cmd.arg("--bundle").arg(self.bundle()).arg(&self.id);
         cmd.stdout(out).stderr(err);
-        cmd.output().expect("run create")
+        cmd.output().expect("run berth-runtime")
     }
 
     pub fn create_ok(&self) {
@@ -255,7 +260,7 @@ pub fn require_root() {
 const APPLETS: &[&str] = &[
     "sh", "true", "false", "sleep", "echo", "cat", "ls", "ps", "hostname", "id", "env", "mkdir",
     "rm", "mount", "umount", "uname", "pwd", "printf", "test", "wc", "head", "grep", "touch",
-    "kill", "seq", "tr", "dd",
+    "kill", "seq", "tr", "dd", "stat",
 ];
 
 /// A busybox root filesystem from Debian's static /bin/busybox (package busybox-static).

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use tracing::field::{Field, Visit};
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 
 /// Where and how records go.
@@ -32,7 +33,11 @@ impl Logger {
             logger: Mutex::new(logger.clone()),
             level,
         };
-        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+        // The filter makes disabled records cost a level comparison at the call site.
+        let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
+        let _ = tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(layer.with_filter(filter)),
+        );
         logger
     }
 

@@ -22,6 +22,9 @@ pub struct Args {
     /// Accepted for runc compatibility: no session keyring is made anyway.
     #[arg(long)]
     pub no_new_keyring: bool,
+    /// Pass descriptors 3..3+N on to the container's process.
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: u32,
 }
 
 impl Args {
@@ -33,6 +36,7 @@ impl Args {
             pid_file: self.pid_file,
             console_socket: self.console_socket,
             no_pivot: self.no_pivot,
+            preserve_fds: self.preserve_fds,
         }
     }
 }
