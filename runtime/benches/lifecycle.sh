@@ -96,7 +96,7 @@ jq -s '[.[].results[]] | group_by(.command)
     "$WORK"/round-*.json > "$WORK/summary.json"
 BERTH_MEDIAN=$(jq -r '.[] | select(.name=="berth-runtime") | .median' "$WORK/summary.json")
 echo "lifecycle of /bin/true (run = create+start+wait+delete), $ROUNDS alternating rounds:"
-jq -r --argjson b "$BERTH_MEDIAN" '.[] | "  \(.name)\tmedian \(.median*1000*100|round/100) ms\truns \(.runs)\tberth-runtime is \((.median/$b)*100|round/100)x faster"' \
+jq -r --argjson b "$BERTH_MEDIAN" '.[] | "  \(.name)\tmedian \(.median*1000*100|round/100) ms\truns \(.runs)\t\(if .name == "berth-runtime" then "(reference)" else "berth-runtime is \((.median/$b)*100|round/100)x faster" end)"' \
     "$WORK/summary.json"
 
 # ---- peak RSS of the runtime process (largest of it and the children it waited for) ----

@@ -4,8 +4,8 @@
 //! Path conventions (runc's): an absolute `cgroupsPath` is used as is, relative to the root of
 //! every hierarchy; a relative one goes under the cgroup of the runtime process itself (its
 //! `memory` hierarchy entry on v1, the unified entry on v2); a missing one becomes
-//! `/berth/<id>` at the root of every hierarchy (as crun places them, so that containers started
-//! from different shells do not scatter).
+//! `/berth-<id>` at the root of every hierarchy (where crun puts `/<id>`): one level, so there
+//! is no shared parent to create before and clean up after every container.
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +18,8 @@ use oci_spec::runtime::Spec;
 use crate::error::{Error, Result};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-/// Parent of the default cgroups; removed again when it is empty.
-pub const DEFAULT_PARENT: &str = "/berth";
+/// Prefix of the default cgroup name, `/berth-<id>`.
+pub const DEFAULT_PREFIX: &str = "/berth-";
 
 /// The container's cgroup path relative to each hierarchy's root (always absolute).
 pub fn cgroup_path(spec: &Spec, id: &str) -> PathBuf {
@@ -30,7 +30,7 @@ pub fn cgroup_path(spec: &Spec, id: &str) -> PathBuf {
     {
         Some(p) if p.is_absolute() => p.clone(),
         Some(p) if !p.as_os_str().is_empty() => own_cgroup().join(p),
-        _ => Path::new(DEFAULT_PARENT).join(id),
+        _ => PathBuf::from(format!("{DEFAULT_PREFIX}{id}")),
     }
 }
 
@@ -162,29 +162,25 @@ impl Cgroup {
 
     /// Kills what is left, removes the cgroup and, for the default path, its empty parent.
     pub fn remove(&self) -> Result<()> {
-        self.manager
-            .remove()
-            .map_err(|e| cgroup_err(&self.path, e))?;
-        remove_default_parent(&self.path);
-        Ok(())
+        self.manager.remove().map_err(|e| cgroup_err(&self.path, e))
     }
 }
 
-/// On cgroup v1, creates the container's directory in every hierarchy, so that init can move
-/// itself in by writing 0 to each `tasks` file, and returns those files; `None` on v2.
+/// On cgroup v1, creates the container's directory in each hierarchy of `dirs` (as
+/// [`container_dirs`] lists them) and moves the calling process in by writing 0 to each
+/// `tasks` file. Init does this itself, in parallel with the runtime's other work.
 ///
 /// Why: moving another process (a pid into cgroup.procs) takes the kernel's global
 /// threadgroup lock for writing, an RCU grace period of 5 to 15 ms here; a single thread
 /// moving itself through `tasks` skips that lock.
-pub fn prepare_self_join(path: &Path) -> Result<Option<Vec<PathBuf>>> {
-    let (dirs, unified) = container_dirs(path);
-    if unified.is_some() || dirs.is_empty() {
-        return Ok(None);
-    }
+///
+/// The devices hierarchy is made but not joined: the runtime applies the device rules
+/// meanwhile, and init creates the container's device nodes before [`join_devices`], so that
+/// no half-written rule set can refuse a mknod.
+pub fn create_and_join(path: &Path, dirs: &[(String, PathBuf)]) -> Result<()> {
     let rel = path.strip_prefix("/").unwrap_or(path);
-    let mut tasks = Vec::with_capacity(dirs.len());
     for (name, dir) in dirs {
-        std::fs::create_dir_all(&dir).map_err(|e| cgroup_err(&dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| cgroup_err(dir, e))?;
         if name.split(',').any(|c| c == "cpuset") {
             // A new cpuset has no cpus or mems, and no task may join it until it has: inherit
             // them down from the hierarchy's root, as libcgroups does on add_task.
@@ -206,9 +202,30 @@ pub fn prepare_self_join(path: &Path) -> Result<Option<Vec<PathBuf>>> {
                 }
             }
         }
-        tasks.push(dir.join("tasks"));
+        if !is_devices(name) {
+            join(dir)?;
+        }
     }
-    Ok(Some(tasks))
+    Ok(())
+}
+
+fn is_devices(hierarchy: &str) -> bool {
+    hierarchy.split(',').any(|c| c == "devices")
+}
+
+fn join(dir: &Path) -> Result<()> {
+    let tasks = dir.join("tasks");
+    std::fs::write(&tasks, "0").map_err(|e| cgroup_err(&tasks, e))
+}
+
+/// Moves the calling process into the devices hierarchy of `dirs` (see [`create_and_join`]).
+pub fn join_devices(dirs: &[(String, PathBuf)]) -> Result<()> {
+    for (name, dir) in dirs {
+        if is_devices(name) {
+            join(dir)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes the cgroup of a stopped container without a libcgroups manager (building one
@@ -224,17 +241,7 @@ pub fn remove_empty(path: &Path) -> Result<bool> {
             Err(e) => return Err(cgroup_err(&dir, e)),
         }
     }
-    remove_default_parent(path);
     Ok(true)
-}
-
-fn remove_default_parent(path: &Path) {
-    if path.parent() == Some(Path::new(DEFAULT_PARENT)) {
-        for dir in hierarchy_dirs(Path::new(DEFAULT_PARENT)) {
-            // Another container may still use it: EBUSY/ENOTEMPTY are expected then.
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
 }
 
 /// How many times the OOM killer fired in the cgroup (v1 memory.oom_control, v2 memory.events).
@@ -334,7 +341,7 @@ mod tests {
     fn path_conventions() {
         assert_eq!(
             cgroup_path(&spec_with_path(None), "c1"),
-            Path::new("/berth/c1")
+            Path::new("/berth-c1")
         );
         assert_eq!(
             cgroup_path(&spec_with_path(Some("/a/b")), "c1"),

@@ -131,6 +131,7 @@ fn state_json(state: &OciState) -> Vec<u8> {
 ///
 /// Forks: the calling process must be single-threaded (as the `berth-runtime` binary is).
 pub fn create(opts: &CreateOptions) -> Result<Created> {
+    tracing::debug!("create: begin");
     let dir = container_dir(&opts.root, &opts.id)?;
     let bundle = crate::spec::load_bundle(&opts.bundle)?;
     let spec = &bundle.spec;
@@ -152,6 +153,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         Some(profile) => Some(crate::seccomp::compile(profile)?),
         None => None,
     };
+    tracing::debug!("create: spec loaded");
     let namespaces = Namespaces::from_spec(spec);
     let joins = namespaces.open_joins()?;
     let cgroup_path = crate::cgroups::cgroup_path(spec, &opts.id);
@@ -170,6 +172,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         child: None,
     };
     let (cgroup_dirs, unified_cgroup_dir) = crate::cgroups::container_dirs(&cgroup_path);
+    tracing::debug!("create: state dir made");
     let fifo_path = dir.join(EXEC_FIFO);
     nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
         .map_err(|e| Error::sys("mkfifo", &fifo_path, e))?;
@@ -198,16 +201,14 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         .new
         .contains(nix::sched::CloneFlags::CLONE_NEWUSER);
     unwind.cgroup = Some(cgroup_path.clone());
-    // Init moves itself into its cgroup unless it starts in a new user namespace, where it
-    // cannot write the host's cgroup files. The limits are applied (below) while init builds
-    // its root filesystem; it runs nothing of the container's before they are.
-    let cgroup_tasks = if new_user_ns {
-        None
-    } else {
-        crate::cgroups::prepare_self_join(&cgroup_path)?
-    };
+    // On v1 init makes its cgroup and moves itself in, unless it starts in a new user
+    // namespace, where it cannot write the host's cgroup files. The limits are applied
+    // (below) while init builds its root filesystem; it runs nothing of the container's
+    // before they are.
+    let join_cgroup_itself =
+        !new_user_ns && unified_cgroup_dir.is_none() && !cgroup_dirs.is_empty();
 
-    tracing::debug!("create: spec loaded, state dir and cgroup made");
+    tracing::debug!("create: cgroup dirs made");
     let Some(pid) = clone3(namespaces.clone_flags())? else {
         drop(runtime_end);
         crate::init::run(InitArgs {
@@ -226,28 +227,18 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             caps,
             console,
             runtime_hooks: !prestart.is_empty() || !create_runtime.is_empty(),
-            cgroup_tasks: cgroup_tasks.unwrap_or_default(),
+            join_cgroup_itself,
+            cgroup_path: cgroup_path.clone(),
             preserve_fds: opts.preserve_fds,
         });
     };
+    tracing::debug!("create: cloned");
     unwind.child = Some(pid);
     drop(init_end);
     drop(exec_fifo);
     drop(console);
     drop(joins);
-    let cgroup = Cgroup::open(&cgroup_path)?;
-    if cgroup_tasks.is_some() {
-        cgroup.apply(spec)?;
-    } else {
-        cgroup.enter_and_apply(pid, spec)?;
-    }
-    if new_user_ns {
-        crate::namespaces::write_id_maps(pid, spec)?;
-    }
-    if let Some(score) = process.oom_score_adj() {
-        let path = format!("/proc/{pid}/oom_score_adj");
-        std::fs::write(&path, score.to_string()).map_err(|e| Error::io(path, e))?;
-    }
+    // The state is built while init works, off the path to Go.
     let (pid_start_time, _) = crate::state::proc_stat(pid.as_raw())
         .ok_or_else(|| Error::Init("init exited before it was set up".into()))?;
     let mut state = ContainerState {
@@ -274,6 +265,25 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             }),
     };
     let creating_json = state_json(&state.oci);
+    let cgroup = Cgroup::open(&cgroup_path)?;
+    if join_cgroup_itself {
+        match runtime_end.recv()? {
+            Some(Message::CgroupReady) => {}
+            Some(Message::Failed(reason)) => return Err(Error::Init(reason)),
+            Some(other) => return Err(Error::Init(format!("unexpected message {other:?}"))),
+            None => return Err(Error::Init("init exited during setup".into())),
+        }
+        cgroup.apply(spec)?;
+    } else {
+        cgroup.enter_and_apply(pid, spec)?;
+    }
+    if new_user_ns {
+        crate::namespaces::write_id_maps(pid, spec)?;
+    }
+    if let Some(score) = process.oom_score_adj() {
+        let path = format!("/proc/{pid}/oom_score_adj");
+        std::fs::write(&path, score.to_string()).map_err(|e| Error::io(path, e))?;
+    }
     if let Err(send_err) = runtime_end.send(&Message::Go(creating_json.clone())) {
         // Init does not wait for Go before building its root: it may have failed already,
         // and its reason is queued on the socket.

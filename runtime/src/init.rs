@@ -36,9 +36,10 @@ pub struct InitArgs<'a> {
     pub console: Option<OwnedFd>,
     /// Whether the runtime has prestart/createRuntime hooks to run mid-way.
     pub runtime_hooks: bool,
-    /// cgroup v1 `tasks` files init writes 0 into to join its cgroup itself (empty when the
-    /// runtime moves it, as for a new user namespace).
-    pub cgroup_tasks: Vec<PathBuf>,
+    /// Init makes its cgroup v1 directories and moves in by itself (not when it starts in a
+    /// new user namespace, where it may not write the host's cgroup files).
+    pub join_cgroup_itself: bool,
+    pub cgroup_path: PathBuf,
     /// Inherited descriptors 3..3+N stay open across the exec.
     pub preserve_fds: u32,
 }
@@ -73,15 +74,17 @@ fn setup(args: &InitArgs) -> Result<crate::process::Exec> {
     // Die with the runtime while it still supervises creation.
     // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    for tasks in &args.cgroup_tasks {
-        std::fs::write(tasks, "0").map_err(|e| Error::io(tasks, e))?;
+    tracing::debug!("init: started");
+    if args.join_cgroup_itself {
+        crate::cgroups::create_and_join(&args.cgroup_path, &args.cgroup_dirs)?;
+        args.channel.send(&Message::CgroupReady)?;
     }
     tracing::debug!("init: in its cgroup");
     // Go says the runtime put init in its cgroup (when init did not join by itself), wrote
     // the id maps and applied the limits; it carries the state for the hooks. Without a
     // reason to wait, init builds its root filesystem meanwhile.
     let mut state_json = None;
-    if args.cgroup_tasks.is_empty() {
+    if !args.join_cgroup_itself {
         state_json = Some(wait_for_go(&args.channel)?);
     }
     if args.new_user_ns {
@@ -113,6 +116,9 @@ fn setup(args: &InitArgs) -> Result<crate::process::Exec> {
     };
     tracing::debug!("init: namespaces entered");
     crate::rootfs::prepare(&sys, spec, &ctx)?;
+    if args.join_cgroup_itself {
+        crate::cgroups::join_devices(&args.cgroup_dirs)?;
+    }
     tracing::debug!("init: mounts and devices made");
     let hooks = spec.hooks().as_ref();
     let container_hooks = hooks.and_then(|h| h.create_container().as_deref());

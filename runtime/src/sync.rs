@@ -15,6 +15,8 @@ const MAX_MESSAGE: usize = 64 * 1024;
 pub enum Message {
     /// Runtime -> init: the cgroup and id maps are in place; carries the state JSON for hooks.
     Go(Vec<u8>),
+    /// Init -> runtime: init made its cgroup and moved in; the limits can be applied.
+    CgroupReady,
     /// Init -> runtime: mounts are done, run the prestart and createRuntime hooks now.
     RunHooks,
     /// Runtime -> init: those hooks succeeded.
@@ -29,6 +31,7 @@ impl Message {
     fn encode(&self) -> Vec<u8> {
         match self {
             Message::Go(state) => [b"G".as_slice(), state].concat(),
+            Message::CgroupReady => b"C".to_vec(),
             Message::RunHooks => b"H".to_vec(),
             Message::HooksDone => b"D".to_vec(),
             Message::Ready => b"R".to_vec(),
@@ -40,6 +43,7 @@ impl Message {
         let (&tag, rest) = bytes.split_first()?;
         Some(match tag {
             b'G' => Message::Go(rest.to_vec()),
+            b'C' => Message::CgroupReady,
             b'H' => Message::RunHooks,
             b'D' => Message::HooksDone,
             b'R' => Message::Ready,
@@ -116,6 +120,7 @@ mod tests {
         let (a, b) = pair().unwrap();
         for msg in [
             Message::Go(b"{\"id\":\"x\"}".to_vec()),
+            Message::CgroupReady,
             Message::RunHooks,
             Message::HooksDone,
             Message::Ready,

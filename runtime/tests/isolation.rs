@@ -21,6 +21,7 @@ echo acpi_entries=$(ls -A /proc/acpi | wc -l)
 if echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null; then echo proc_sys=writable; else echo proc_sys=readonly; fi
 if mount -t tmpfs none /tmp 2>/dev/null; then echo mount=ok; else echo mount=denied; fi
 echo uid=$(id -u)
+echo memory_cgroup=$(grep memory /proc/self/cgroup | cut -d: -f3)
 "#;
 
 #[test]
@@ -59,6 +60,8 @@ fn the_container_sees_only_itself() {
     assert_eq!(v["proc_sys"], "readonly");
     assert_eq!(v["mount"], "denied");
     assert_eq!(v["uid"], "0");
+    // The cgroup namespace is rooted at the container's own cgroup.
+    assert_eq!(v["memory_cgroup"], "/", "{stdout}");
     assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
 }
 

@@ -165,3 +165,22 @@ fn spec_devices_are_made_and_allowed() {
     c.ok(["delete", &c.id]);
     assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
 }
+
+#[test]
+fn missing_cgroups_path_defaults_to_berth_id_and_is_removed() {
+    let mut c = TestContainer::new("defaultcg", &["true"]);
+    c.config["linux"]
+        .as_object_mut()
+        .unwrap()
+        .remove("cgroupsPath");
+    c.write_config();
+    c.cgroup = format!("/berth-{}", c.id);
+    c.create_ok();
+    let pid = c.state()["pid"].as_i64().unwrap().to_string();
+    for ctrl in ["memory", "pids", "freezer", "devices"] {
+        let procs = fs::read_to_string(c.cgroup_dir(ctrl).join("cgroup.procs")).unwrap();
+        assert!(procs.lines().any(|l| l == pid), "{ctrl}: {procs}");
+    }
+    c.ok(["delete", &c.id]);
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}

@@ -260,7 +260,7 @@ pub fn require_root() {
 const APPLETS: &[&str] = &[
     "sh", "true", "false", "sleep", "echo", "cat", "ls", "ps", "hostname", "id", "env", "mkdir",
     "rm", "mount", "umount", "uname", "pwd", "printf", "test", "wc", "head", "grep", "touch",
-    "kill", "seq", "tr", "dd", "stat",
+    "kill", "seq", "tr", "dd", "stat", "cut",
 ];
 
 /// A busybox root filesystem from Debian's static /bin/busybox (package busybox-static).
