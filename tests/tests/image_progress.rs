@@ -36,7 +36,7 @@ fn unpack_draws_a_bar_per_layer_on_a_terminal_and_nothing_in_a_pipe() {
 
     let out_dir = tempfile::tempdir().unwrap();
     let target = out_dir.path().join("tty");
-    let shown = on_a_terminal(&berth.cmd(["image", "unpack", "progress:v1"]).arg(&target));
+    let shown = on_a_terminal(berth.cmd(["image", "unpack", "progress:v1"]).arg(&target));
     assert!(
         shown.contains(&layer),
         "no bar for layer {layer}: {shown:?}"
