@@ -3,7 +3,7 @@
 # a busybox bundle, for berth-runtime, runc and crun, alternating in rounds so that load from
 # elsewhere on the machine falls on all three alike. Prints medians, ratios and peak RSS.
 #
-#   usage: runtime/benches/lifecycle.sh [BERTH_RUNTIME_BIN]   (default target/release/berth-runtime)
+#   usage: benches/lifecycle.sh [BERTH_RUNTIME_BIN]   (default target/release/berth-runtime)
 #   env:   ROUNDS=6 RUNS_PER_ROUND=10 WARMUP=3 RSS_RUNS=10 BUNDLE_PARENT=/dev/shm
 # Needs root, hyperfine, jq, /usr/bin/time, runc, crun and /bin/busybox (busybox-static).
 #
@@ -13,7 +13,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-BERTH=${1:-$HERE/../../target/release/berth-runtime}
+BERTH=${1:-$HERE/../target/release/berth-runtime}
 BERTH=$(realpath "$BERTH")
 ROUNDS=${ROUNDS:-6}
 RUNS_PER_ROUND=${RUNS_PER_ROUND:-10}
