@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod container;
 mod output;
 mod progress;
 
@@ -23,7 +24,12 @@ struct Cli {
     data_dir: PathBuf,
 
     /// Log filter for diagnostics on stderr (e.g. `debug`, `berth_images=trace`).
-    #[arg(long, global = true, env = "BERTH_LOG", default_value = "warn")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_LOG",
+        default_value = "warn,libcgroups=error"
+    )]
     log: String,
 
     #[command(subcommand)]
@@ -35,6 +41,16 @@ enum Command {
     /// Manage images: import, pull, build, list, inspect, unpack, remove, prune.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
+    /// Run a command in a new container from an image.
+    Run(commands::run::Args),
+    /// List containers.
+    Ps(commands::ps::Args),
+    /// Stop a running container.
+    Stop(commands::stop::Args),
+    /// Remove containers.
+    Rm(commands::rm::Args),
+    /// Show a detached container's output.
+    Logs(commands::logs::Args),
 }
 
 /// What every subcommand gets besides its own arguments.
@@ -53,10 +69,15 @@ fn main() -> ExitCode {
         data_dir: cli.data_dir,
     };
     let result = match cli.command {
-        Command::Image(cmd) => commands::image::run(cmd, &ctx),
+        Command::Image(cmd) => commands::image::run(cmd, &ctx).map(|()| 0),
+        Command::Run(args) => commands::run::run(args, &ctx),
+        Command::Ps(args) => commands::ps::run(args, &ctx).map(|()| 0),
+        Command::Stop(args) => commands::stop::run(args, &ctx).map(|()| 0),
+        Command::Rm(args) => commands::rm::run(args, &ctx).map(|()| 0),
+        Command::Logs(args) => commands::logs::run(args, &ctx).map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(err) => {
             // One line: the error and its causes, outermost first.
             eprintln!("berth: {}", chain(&err));

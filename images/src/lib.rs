@@ -2,6 +2,7 @@
 //! container root filesystems from them.
 
 pub mod build;
+pub mod bundle;
 pub mod digest;
 pub mod fsutil;
 pub mod import;

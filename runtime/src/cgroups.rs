@@ -130,6 +130,19 @@ impl Cgroup {
             .map_err(|e| cgroup_err(&self.path, e))
     }
 
+    /// Applies `resources` alone (`update`): the limits given change, the others stay.
+    pub fn apply_resources(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        let opts = ControllerOpt {
+            resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        };
+        self.manager
+            .apply(&opts)
+            .map_err(|e| cgroup_err(&self.path, e))
+    }
+
     /// Freezes or thaws every process in the cgroup.
     pub fn freeze(&self, frozen: bool) -> Result<()> {
         let state = if frozen {
@@ -244,6 +257,20 @@ pub fn remove_empty(path: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// Moves the calling (single-threaded) process into the cgroup at `path` in every hierarchy:
+/// how an exec'd process joins its container's cgroup.
+pub fn join_existing(path: &Path) -> Result<()> {
+    for dir in hierarchy_dirs(path) {
+        let procs = dir.join("cgroup.procs");
+        if !dir.is_dir() {
+            // A hierarchy the container's cgroup was not made in (one libcgroups skips).
+            continue;
+        }
+        std::fs::write(&procs, "0").map_err(|e| cgroup_err(&procs, e))?;
+    }
+    Ok(())
+}
+
 /// How many times the OOM killer fired in the cgroup (v1 memory.oom_control, v2 memory.events).
 pub fn oom_kills(path: &Path) -> u64 {
     let rel = path.strip_prefix("/").unwrap_or(path);
@@ -297,7 +324,7 @@ fn v1_mount_points() -> Vec<PathBuf> {
 }
 
 /// `path` in every v1 hierarchy with controllers, plus the unified one on v2.
-fn hierarchy_dirs(path: &Path) -> Vec<PathBuf> {
+pub(crate) fn hierarchy_dirs(path: &Path) -> Vec<PathBuf> {
     let rel = path.strip_prefix("/").unwrap_or(path);
     let mut dirs: Vec<PathBuf> = v1_mount_points().iter().map(|m| m.join(rel)).collect();
     if dirs.is_empty() {

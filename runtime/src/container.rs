@@ -97,10 +97,15 @@ struct CloneArgs {
 
 /// fork() with namespace flags: the child starts inside the new namespaces (pid 1 of a new
 /// pid namespace) without an intermediate process.
-fn clone3(flags: nix::sched::CloneFlags) -> Result<Option<Pid>> {
+pub(crate) fn clone3(flags: nix::sched::CloneFlags) -> Result<Option<Pid>> {
     let mut args = CloneArgs {
         flags: flags.bits() as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        // With CLONE_PARENT the kernel wants 0 and uses the caller's own exit signal.
+        exit_signal: if flags.contains(nix::sched::CloneFlags::CLONE_PARENT) {
+            0
+        } else {
+            libc::SIGCHLD as u64
+        },
         ..Default::default()
     };
     // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork: the child gets a
@@ -327,7 +332,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     Ok(Created { pid, state })
 }
 
-fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
+pub(crate) fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
     // Through a rename: conmon reads the file as soon as it appears.
     let tmp = path.with_extension("berth-tmp");
     std::fs::write(&tmp, pid.to_string()).map_err(|e| Error::io(&tmp, e))?;

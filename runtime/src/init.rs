@@ -189,7 +189,7 @@ fn setup(args: &InitArgs) -> Result<crate::process::Exec> {
 
 /// Marks every descriptor from `first` on close-on-exec: whatever the caller left open must
 /// not reach the container unless passed on purpose.
-fn close_inherited_fds(first: u32) -> Result<()> {
+pub(crate) fn close_inherited_fds(first: u32) -> Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes descriptor flags of this process.
     let rc = unsafe {

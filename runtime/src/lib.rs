@@ -7,6 +7,8 @@ pub mod cgroups;
 pub mod console;
 pub mod container;
 pub mod error;
+pub mod exec;
+pub mod features;
 pub mod forward;
 pub mod hooks;
 mod init;
@@ -19,6 +21,7 @@ pub mod spec;
 pub mod state;
 pub mod sync;
 pub mod syscall;
+pub mod update;
 
 pub use container::{CreateOptions, create, delete, kill, run, start, state};
 pub use error::{Error, Result};

@@ -6,6 +6,9 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::error::{Error, Result};
 
+/// The newest OCI runtime-spec version this runtime implements (`--version`, `features`).
+pub const OCI_VERSION: &str = "1.2.0";
+
 /// A loaded, validated bundle: its directory, its spec and the absolute rootfs path.
 #[derive(Debug)]
 pub struct Bundle {

@@ -25,6 +25,8 @@ pub enum Message {
     Ready,
     /// Either way: the sender failed, with its reason.
     Failed(String),
+    /// Exec's helper -> runtime: the host pid of the process it started.
+    Pid(i32),
 }
 
 impl Message {
@@ -36,6 +38,7 @@ impl Message {
             Message::HooksDone => b"D".to_vec(),
             Message::Ready => b"R".to_vec(),
             Message::Failed(reason) => [b"F".as_slice(), reason.as_bytes()].concat(),
+            Message::Pid(pid) => [b"P".as_slice(), pid.to_string().as_bytes()].concat(),
         }
     }
 
@@ -48,6 +51,7 @@ impl Message {
             b'D' => Message::HooksDone,
             b'R' => Message::Ready,
             b'F' => Message::Failed(String::from_utf8_lossy(rest).into_owned()),
+            b'P' => Message::Pid(std::str::from_utf8(rest).ok()?.parse().ok()?),
             _ => return None,
         })
     }
@@ -125,6 +129,7 @@ mod tests {
             Message::HooksDone,
             Message::Ready,
             Message::Failed("mount /proc: EPERM".into()),
+            Message::Pid(4242),
             Message::Go(vec![b'x'; 40_000]),
         ] {
             a.send(&msg).unwrap();

@@ -12,8 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "berth-runtime",
-    version,
-    about = "OCI runtime (runc-compatible command line)"
+    about = "OCI runtime (runc-compatible command line)",
+    disable_version_flag = true
 )]
 struct Cli {
     /// Directory holding container state.
@@ -31,8 +31,14 @@ struct Cli {
     /// Place cgroups through systemd (refused: this runtime manages cgroupfs directly).
     #[arg(long, global = true)]
     systemd_cgroup: bool,
+    /// Rootless mode (accepted as runc takes it; this runtime runs as root here).
+    #[arg(long, global = true, value_parser = ["auto", "true", "false"])]
+    rootless: Option<String>,
+    /// Print the version, commit and OCI spec version.
+    #[arg(short = 'v', long)]
+    version: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,21 +73,55 @@ enum Command {
     Resume(commands::resume::Args),
     /// Print resource usage of a container.
     Events(commands::events::Args),
+    /// Run another process in a running container.
+    Exec(commands::exec::Args),
+    /// Change a container's resource limits.
+    Update(commands::update::Args),
+    /// Print the runtime's features as JSON.
+    Features,
+}
+
+/// `--version`: three lines, as runc prints them.
+fn print_version() {
+    println!("berth-runtime version {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "commit: {}",
+        option_env!("BERTH_COMMIT").unwrap_or("unknown")
+    );
+    println!("spec: {}", berth_runtime::spec::OCI_VERSION);
+}
+
+/// Whether systemd runs as PID 1 (its runtime directory exists only then).
+fn systemd_is_init() -> bool {
+    std::path::Path::new("/run/systemd/system").is_dir()
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.version {
+        print_version();
+        return ExitCode::SUCCESS;
+    }
+    let Some(command) = cli.command else {
+        eprintln!("berth-runtime: a command is required (see --help)");
+        return ExitCode::FAILURE;
+    };
     let logger = logging::Logger::new(
         cli.log.as_deref(),
         cli.log_format == LogFormat::Json,
         cli.debug,
     );
-    let result = if cli.systemd_cgroup {
+    let result = if cli.systemd_cgroup && !systemd_is_init() {
+        Err(anyhow::anyhow!(
+            "--systemd-cgroup needs systemd as PID 1, which this host does not run; \
+             use cgroupfs (podman --cgroup-manager cgroupfs)"
+        ))
+    } else if cli.systemd_cgroup {
         Err(anyhow::anyhow!(
             "--systemd-cgroup is not supported: berth-runtime manages cgroupfs directly"
         ))
     } else {
-        commands::dispatch(&cli.root, cli.command)
+        commands::dispatch(&cli.root, command)
     };
     match result {
         Ok(code) => ExitCode::from(code),

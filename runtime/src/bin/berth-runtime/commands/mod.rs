@@ -3,6 +3,8 @@
 pub mod create;
 pub mod delete;
 pub mod events;
+pub mod exec;
+pub mod features;
 pub mod kill;
 pub mod list;
 pub mod pause;
@@ -12,6 +14,7 @@ pub mod run;
 pub mod spec;
 pub mod start;
 pub mod state;
+pub mod update;
 
 use std::path::Path;
 
@@ -32,6 +35,9 @@ pub fn dispatch(root: &Path, command: Command) -> anyhow::Result<u8> {
         Command::Pause(args) => pause::run(root, args),
         Command::Resume(args) => resume::run(root, args),
         Command::Events(args) => events::run(root, args),
+        Command::Exec(args) => exec::run(root, args),
+        Command::Update(args) => update::run(root, args),
+        Command::Features => features::run(),
     }
     .map(|()| 0)
     .or_else(|e| match e.downcast::<ExitWith>() {

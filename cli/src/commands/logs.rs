@@ -1,0 +1,80 @@
+//! `berth logs`: a detached container's output, optionally followed until it exits.
+
+use std::fs::File;
+use std::io::Read as _;
+use std::time::Duration;
+
+use crate::Context;
+use crate::container::layout::{self, Status};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Keep printing new output until the container exits.
+    #[arg(short, long)]
+    follow: bool,
+    /// Container id or name.
+    container: String,
+}
+
+/// How often `-f` looks for new output.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
+
+fn copy_rest(file: &mut File, out: &mut impl std::io::Write) -> anyhow::Result<usize> {
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf)?;
+    out.write_all(&buf)?;
+    out.flush()?;
+    Ok(buf.len())
+}
+
+pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    let (paths, meta) = layout::find(&ctx.data_dir, &args.container)?;
+    if !meta.detached {
+        anyhow::bail!(
+            "{} ran in the foreground: its output was not kept",
+            args.container
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    if let Ok(mut old) = File::open(paths.old_log()) {
+        copy_rest(&mut old, &mut out)?;
+    }
+    let mut log = match File::open(paths.log()) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(f) = log.as_mut() {
+        copy_rest(f, &mut out)?;
+    }
+    if !args.follow {
+        return Ok(());
+    }
+    loop {
+        let done = !matches!(
+            layout::status(&paths, &meta),
+            Status::Running | Status::Created
+        );
+        if log.is_none() {
+            log = File::open(paths.log()).ok();
+        }
+        if let Some(f) = log.as_mut() {
+            copy_rest(f, &mut out)?;
+            // Rotated: the current file was renamed to ctr.log.1; reopen the new one.
+            let current = std::fs::metadata(paths.log()).ok();
+            let ours = f.metadata().ok();
+            if let (Some(c), Some(o)) = (current, ours)
+                && std::os::unix::fs::MetadataExt::ino(&c)
+                    != std::os::unix::fs::MetadataExt::ino(&o)
+            {
+                copy_rest(f, &mut out)?;
+                log = File::open(paths.log()).ok();
+                continue;
+            }
+        }
+        if done {
+            return Ok(());
+        }
+        std::thread::sleep(FOLLOW_INTERVAL);
+    }
+}

@@ -1,0 +1,179 @@
+//! Where a local container's files live, its metadata and exit record, and its status.
+//!
+//! ```text
+//! DATA/containers/ID/config.json  the runtime bundle (root.path points at the rootfs below)
+//! DATA/containers/ID/meta.json    name, image, command, created, owner pid, --rm
+//! DATA/containers/ID/ctr.log      a detached container's output (ctr.log.1: the previous part)
+//! DATA/containers/ID/exit.json    the exit code, once the process has ended
+//! DATA/rootfs/ID/                 the overlay root filesystem (seen by image prune)
+//! DATA/run/ID/                    the runtime's state
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+/// The paths of one container.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub id: String,
+    pub dir: PathBuf,
+    pub snapshot: PathBuf,
+    pub runtime_root: PathBuf,
+}
+
+impl Paths {
+    pub fn new(data_dir: &Path, id: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            dir: containers_dir(data_dir).join(id),
+            // As `berth_images::snapshot::snapshots_dir`, which needs an open store.
+            snapshot: data_dir.join("rootfs").join(id),
+            runtime_root: runtime_root(data_dir),
+        }
+    }
+    pub fn meta(&self) -> PathBuf {
+        self.dir.join("meta.json")
+    }
+    pub fn exit(&self) -> PathBuf {
+        self.dir.join("exit.json")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("ctr.log")
+    }
+    pub fn old_log(&self) -> PathBuf {
+        self.dir.join("ctr.log.1")
+    }
+}
+
+pub fn containers_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("containers")
+}
+
+pub fn runtime_root(data_dir: &Path) -> PathBuf {
+    data_dir.join("run")
+}
+
+/// What `berth run` records about a container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub created: String,
+    /// The process that waits for the container (foreground `berth run` or the supervisor).
+    pub owner_pid: i32,
+    pub remove: bool,
+    pub detached: bool,
+}
+
+/// How the container's process ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub exit_code: i32,
+    pub finished: String,
+}
+
+/// Writes JSON through a temporary file and a rename.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, serde_json::to_vec(value)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+}
+
+pub fn read_meta(paths: &Paths) -> anyhow::Result<Meta> {
+    read_json(&paths.meta())
+}
+
+pub fn read_exit(paths: &Paths) -> Option<ExitRecord> {
+    read_json(&paths.exit()).ok()
+}
+
+/// A container's status as `ps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Created,
+    Running,
+    Exited(i32),
+    /// Neither running nor recorded as exited: its owner died.
+    Dead,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Status::Created => f.write_str("created"),
+            Status::Running => f.write_str("running"),
+            Status::Exited(code) => write!(f, "exited({code})"),
+            Status::Dead => f.write_str("dead"),
+        }
+    }
+}
+
+pub fn status(paths: &Paths, meta: &Meta) -> Status {
+    if let Some(exit) = read_exit(paths) {
+        return Status::Exited(exit.exit_code);
+    }
+    match berth_runtime::state(&paths.runtime_root, &paths.id) {
+        Ok(st) => match st.oci.status {
+            berth_runtime::state::Status::Running | berth_runtime::state::Status::Paused => {
+                Status::Running
+            }
+            berth_runtime::state::Status::Stopped => Status::Dead,
+            _ => Status::Created,
+        },
+        // No runtime state yet: still being set up while its owner lives.
+        Err(_) if process_alive(meta.owner_pid) => Status::Created,
+        Err(_) => Status::Dead,
+    }
+}
+
+pub fn process_alive(pid: i32) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// Every container's paths and metadata, oldest first.
+pub fn list(data_dir: &Path) -> anyhow::Result<Vec<(Paths, Meta)>> {
+    let dir = containers_dir(data_dir);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(id) = entry.file_name().to_str().map(String::from) else {
+            continue;
+        };
+        let paths = Paths::new(data_dir, &id);
+        // No meta.json: a run still setting up or a removal in progress.
+        if let Ok(meta) = read_meta(&paths) {
+            out.push((paths, meta));
+        }
+    }
+    out.sort_by(|a, b| a.1.created.cmp(&b.1.created));
+    Ok(out)
+}
+
+/// Finds a container by id, name or unique id prefix.
+pub fn find(data_dir: &Path, key: &str) -> anyhow::Result<(Paths, Meta)> {
+    let all = list(data_dir)?;
+    if let Some(found) = all.iter().find(|(_, m)| m.id == key || m.name == key) {
+        return Ok(found.clone());
+    }
+    let prefixed: Vec<_> = all.iter().filter(|(_, m)| m.id.starts_with(key)).collect();
+    match prefixed.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => bail!("no such container: {key}"),
+        _ => bail!("container id prefix {key} is ambiguous"),
+    }
+}

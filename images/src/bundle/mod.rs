@@ -1,0 +1,189 @@
+//! A runtime bundle for an image: an OCI runtime spec made from the image config plus the
+//! caller's overrides (as `docker run` maps them), and config.json written beside it.
+
+mod process;
+mod resources;
+mod user;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxNamespaceType, Root, Spec};
+
+use crate::store::Image;
+
+pub use process::{command_line, merge_env};
+pub use resources::{cpus_to_cfs, parse_memory};
+pub use user::{ResolvedUser, resolve_user};
+
+/// The container's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// A network namespace of its own with only a loopback device.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// What `berth run` flags change relative to the image config.
+#[derive(Debug, Clone, Default)]
+pub struct RunOverrides {
+    /// Replaces the image's cmd (`IMAGE CMD...`).
+    pub args: Option<Vec<String>>,
+    /// Replaces the image's entrypoint and drops its cmd (`--entrypoint`); empty clears it.
+    pub entrypoint: Option<Vec<String>>,
+    /// Added after the image's env, replacing same-named variables.
+    pub env: Vec<(String, String)>,
+    /// `uid[:gid]` or `name[:group]`, resolved against the root filesystem.
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub hostname: Option<String>,
+    pub memory_bytes: Option<i64>,
+    /// CPUs as a fraction (0.5 = half a CPU), mapped to a CFS quota over a 100 ms period.
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+    pub read_only: bool,
+    pub network: Network,
+    pub tty: bool,
+    /// The cgroup path for the runtime (absolute: relative to each hierarchy's root).
+    pub cgroups_path: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("no command: the image has neither entrypoint nor cmd, and none was given")]
+    NoCommand,
+    #[error("invalid memory size {0:?} (expected a number with an optional b, k, m or g suffix)")]
+    BadMemory(String),
+    #[error("invalid CPU count {0} (must be above 0 and at most 1024)")]
+    BadCpus(f64),
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    UnknownUser(String),
+    #[error("unable to find group {0}: no matching entries in group file")]
+    UnknownGroup(String),
+    #[error("working directory {0:?} is not an absolute path")]
+    RelativeWorkdir(String),
+    #[error("invalid environment variable {0:?}")]
+    BadEnv(String),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("serialising the runtime spec: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The runtime spec for running `image` on `rootfs` (needed to resolve user names).
+pub fn build_spec(
+    image: &Image,
+    rootfs: &Path,
+    overrides: &RunOverrides,
+) -> Result<Spec, BundleError> {
+    let config = image.config.config().clone().unwrap_or_default();
+    let mut spec = Spec::default();
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(command_line(
+        config.entrypoint().as_deref(),
+        config.cmd().as_deref(),
+        overrides.entrypoint.as_deref(),
+        overrides.args.as_deref(),
+    )?));
+    let mut env = merge_env(config.env().as_deref().unwrap_or_default(), &overrides.env)?;
+    if overrides.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_string());
+    }
+    process.set_env(Some(env));
+    let workdir = overrides
+        .workdir
+        .clone()
+        .or_else(|| config.working_dir().clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".to_string());
+    if !workdir.starts_with('/') {
+        return Err(BundleError::RelativeWorkdir(workdir));
+    }
+    process.set_cwd(PathBuf::from(workdir));
+    let user_text = overrides
+        .user
+        .clone()
+        .or_else(|| config.user().clone())
+        .unwrap_or_default();
+    let user = resolve_user(rootfs, &user_text)?;
+    let mut spec_user = oci_spec::runtime::User::default();
+    spec_user.set_uid(user.uid);
+    spec_user.set_gid(user.gid);
+    if !user.additional_gids.is_empty() {
+        spec_user.set_additional_gids(Some(user.additional_gids.clone()));
+    }
+    process.set_user(spec_user);
+    process.set_terminal(Some(overrides.tty));
+    spec.set_process(Some(process));
+
+    let mut root = Root::default();
+    root.set_path(rootfs.to_path_buf());
+    root.set_readonly(Some(overrides.read_only));
+    spec.set_root(Some(root));
+    if let Some(hostname) = &overrides.hostname {
+        spec.set_hostname(Some(hostname.clone()));
+    }
+    if let Some(linux) = spec.linux_mut() {
+        if overrides.network == Network::Host {
+            let namespaces = linux.namespaces().clone().unwrap_or_default();
+            linux.set_namespaces(Some(
+                namespaces
+                    .into_iter()
+                    .filter(|ns| ns.typ() != LinuxNamespaceType::Network)
+                    .collect(),
+            ));
+        }
+        linux.set_cgroups_path(overrides.cgroups_path.clone());
+        let mut res = linux.resources().clone().unwrap_or_default();
+        // runc's default: every device denied, the runtime's standard set allowed.
+        let mut deny_all = LinuxDeviceCgroup::default();
+        deny_all.set_allow(false);
+        deny_all.set_access(Some("rwm".to_string()));
+        res.set_devices(Some(vec![deny_all]));
+        resources::apply(&mut res, overrides)?;
+        linux.set_resources(Some(res));
+    }
+    Ok(spec)
+}
+
+/// Writes `spec` as `dir/config.json` with `root.path` set to `rootfs` (absolute).
+pub fn write_bundle(dir: &Path, spec: &Spec, rootfs: &Path) -> Result<PathBuf, BundleError> {
+    let mut spec = spec.clone();
+    let rootfs = std::path::absolute(rootfs).map_err(|source| BundleError::Io {
+        op: "resolve",
+        path: rootfs.to_path_buf(),
+        source,
+    })?;
+    let mut root = spec.root().clone().unwrap_or_default();
+    root.set_path(rootfs);
+    spec.set_root(Some(root));
+    fs::create_dir_all(dir).map_err(|source| BundleError::Io {
+        op: "create directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let path = dir.join("config.json");
+    let tmp = dir.join(".config.json.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(&spec)?).map_err(|source| BundleError::Io {
+        op: "write",
+        path: tmp.clone(),
+        source,
+    })?;
+    fs::rename(&tmp, &path).map_err(|source| BundleError::Io {
+        op: "rename into place",
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests;
