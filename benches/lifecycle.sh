@@ -22,45 +22,21 @@ RSS_RUNS=${RSS_RUNS:-10}
 BUNDLE_PARENT=${BUNDLE_PARENT:-/dev/shm}
 RUNC=$(command -v runc)
 CRUN=$(command -v crun)
-for tool in hyperfine jq; do command -v "$tool" >/dev/null || { echo "$tool missing" >&2; exit 1; }; done
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+. "$HERE/lib.sh"
+bench_need hyperfine jq runc crun
 [ -x "$BERTH" ] || { echo "$BERTH missing: cargo build --release -p berth-runtime" >&2; exit 1; }
 
 WORK=$(mktemp -d "$BUNDLE_PARENT/berth-bench.XXXXXX")
-MOUNTED=()
 cleanup() {
     for rt in "$BERTH" "$RUNC" "$CRUN"; do
         for id in bench-berth bench-runc bench-crun rss; do "$rt" delete -f "$id" >/dev/null 2>&1 || true; done
     done
-    local c try
-    for c in "${MOUNTED[@]+"${MOUNTED[@]}"}"; do
-        # A v1 hierarchy gives its controller back to cgroup2 only once destroyed; right after
-        # container churn the first umount may leave it alive: mount + umount again.
-        for try in 1 2 3; do
-            umount "/sys/fs/cgroup/$c" 2>/dev/null || break
-            for _ in $(seq 50); do
-                grep -qw "$c" /sys/fs/cgroup/unified/cgroup.controllers && break 2
-                sleep 0.1
-            done
-            mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" || break
-        done
-        rmdir "/sys/fs/cgroup/$c" 2>/dev/null || true
-        grep -qw "$c" /sys/fs/cgroup/unified/cgroup.controllers \
-            || echo "WARNING: $c is not back on cgroup2" >&2
-    done
+    hybrid_restore
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-UNIFIED=/sys/fs/cgroup/unified/cgroup.controllers
-if [ -f "$UNIFIED" ] && [ -n "$(tr -d ' \n' < "$UNIFIED")" ]; then
-    for c in $(cat "$UNIFIED"); do
-        mkdir -p "/sys/fs/cgroup/$c"
-        mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"
-        MOUNTED+=("$c")
-    done
-    echo "note: moved [${MOUNTED[*]}] from cgroup2 to v1 for crun; restored at exit" >&2
-fi
+hybrid_to_v1
 
 # ---- busybox bundle, config from `berth-runtime spec` (runc's defaults) ----
 B="$WORK/bundle"
@@ -79,25 +55,7 @@ declare -A CMD=(
     [crun]="$CRUN run --bundle $B bench-crun"
 )
 NAMES=(berth-runtime runc crun)
-for n in "${NAMES[@]}"; do
-    ${CMD[$n]} || { echo "$n failed its sanity run" >&2; exit 1; }
-done
-
-# ---- timing: rounds of all three, so they alternate ----
-for round in $(seq "$ROUNDS"); do
-    args=()
-    for n in "${NAMES[@]}"; do args+=(-n "$n" "${CMD[$n]}"); done
-    hyperfine -N --style none --warmup "$WARMUP" --runs "$RUNS_PER_ROUND" \
-        --export-json "$WORK/round-$round.json" "${args[@]}" >/dev/null
-done
-jq -s '[.[].results[]] | group_by(.command)
-       | map({name: .[0].command, times: (map(.times) | add)})
-       | map(. + {median: (.times | sort | .[(length / 2 | floor)]), runs: (.times | length)})' \
-    "$WORK"/round-*.json > "$WORK/summary.json"
-BERTH_MEDIAN=$(jq -r '.[] | select(.name=="berth-runtime") | .median' "$WORK/summary.json")
-echo "lifecycle of /bin/true (run = create+start+wait+delete), $ROUNDS alternating rounds:"
-jq -r --argjson b "$BERTH_MEDIAN" '.[] | "  \(.name)\tmedian \(.median*1000*100|round/100) ms\truns \(.runs)\t\(if .name == "berth-runtime" then "(reference)" else "berth-runtime is \((.median/$b)*100|round/100)x faster" end)"' \
-    "$WORK/summary.json"
+alternate_rounds "$WORK" berth-runtime "lifecycle of /bin/true (run = create+start+wait+delete)"
 
 # ---- peak RSS of the runtime process (largest of it and the children it waited for) ----
 if [ "$RSS_RUNS" -gt 0 ]; then

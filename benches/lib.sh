@@ -1,0 +1,71 @@
+# Shared by the benchmark scripts (sourced, not run): tool checks, the cgroup-v1 workaround crun
+# needs on this machine, and hyperfine in alternating rounds.
+
+# bench_need TOOL...: fails unless running as root with every tool on PATH.
+bench_need() {
+    local tool
+    [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "$tool missing: run scripts/setup.sh" >&2; exit 1; }
+    done
+}
+
+# crun 1.8 refuses a "hybrid" cgroup layout while a controller sits on cgroup2 (hugetlb here).
+# hybrid_to_v1 mounts each such controller as a v1 hierarchy; hybrid_restore gives it back.
+HYBRID_MOVED=()
+hybrid_to_v1() {
+    local unified=/sys/fs/cgroup/unified/cgroup.controllers c
+    [ -f "$unified" ] && [ -n "$(tr -d ' \n' < "$unified")" ] || return 0
+    for c in $(cat "$unified"); do
+        mkdir -p "/sys/fs/cgroup/$c"
+        mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c"
+        HYBRID_MOVED+=("$c")
+    done
+    echo "note: moved [${HYBRID_MOVED[*]}] from cgroup2 to v1 for crun; restored at exit" >&2
+}
+
+hybrid_restore() {
+    local c try
+    for c in "${HYBRID_MOVED[@]+"${HYBRID_MOVED[@]}"}"; do
+        # A v1 hierarchy gives its controller back only once destroyed: empty cgroups left in it
+        # (berth's /berth, podman's libpod_parent) keep it alive, and right after container churn
+        # the first umount may not destroy it, so remove them and mount + umount again.
+        for try in 1 2 3 4 5; do
+            find "/sys/fs/cgroup/$c" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
+            umount "/sys/fs/cgroup/$c" 2>/dev/null || break
+            for _ in $(seq 50); do
+                grep -qw "$c" /sys/fs/cgroup/unified/cgroup.controllers && break 2
+                sleep 0.1
+            done
+            mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" || break
+        done
+        rmdir "/sys/fs/cgroup/$c" 2>/dev/null || true
+        grep -qw "$c" /sys/fs/cgroup/unified/cgroup.controllers \
+            || echo "WARNING: $c is not back on cgroup2" >&2
+    done
+    HYBRID_MOVED=()
+}
+
+# alternate_rounds DIR REFERENCE TITLE: times every command of the associative array CMD (named
+# in the array NAMES, in that order) in $ROUNDS hyperfine rounds of $RUNS_PER_ROUND runs each, so
+# that drift on a noisy machine falls on all alike; prints each median and its ratio to REFERENCE.
+alternate_rounds() {
+    local dir=$1 reference=$2 title=$3 round n args ref
+    for n in "${NAMES[@]}"; do
+        ${CMD[$n]} >/dev/null || { echo "$n failed its sanity run" >&2; exit 1; }
+    done
+    for round in $(seq "$ROUNDS"); do
+        args=()
+        for n in "${NAMES[@]}"; do args+=(-n "$n" "${CMD[$n]}"); done
+        hyperfine -N --style none --warmup "$WARMUP" --runs "$RUNS_PER_ROUND" \
+            --export-json "$dir/round-$round.json" "${args[@]}" >/dev/null
+    done
+    jq -s '[.[].results[]] | group_by(.command)
+           | map({name: .[0].command, times: (map(.times) | add)})
+           | map(. + {median: (.times | sort | .[(length / 2 | floor)]), runs: (.times | length)})' \
+        "$dir"/round-*.json > "$dir/summary.json"
+    ref=$(jq -r --arg r "$reference" '.[] | select(.name==$r) | .median' "$dir/summary.json")
+    echo "$title, $ROUNDS alternating rounds:"
+    jq -r --arg r "$reference" --argjson b "$ref" '.[] | "  \(.name)\tmedian \(.median*1000*100|round/100) ms\truns \(.runs)\t\(if .name == $r then "(reference)" else "\($r) is \((.median/$b)*100|round/100)x faster" end)"' \
+        "$dir/summary.json"
+}
