@@ -4,7 +4,9 @@
 #   2. builds a busybox base image from Debian's busybox-static and the sample "hello"
 #      microservice as a second layer on top of it;
 #   3. round-trips the image through an OCI archive made by skopeo (what other tools produce);
-#   4. lists and inspects the images and unpacks the service's root filesystem.
+#   4. lists and inspects the images and unpacks the service's root filesystem;
+#   5. runs the service in a container (detached, host network, loopback port 18080), fetches
+#      its page, shows it in `berth ps`, then stops and removes it.
 # The data dir is /var/lib/berth unless BERTH_DATA_DIR says otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,4 +44,17 @@ echo "== berth image inspect hello:v1"
 echo "== berth image unpack hello:v1"
 "$BERTH" image unpack hello:v1 "$WORK/rootfs"
 ls -l "$WORK/rootfs/usr/local/bin" "$WORK/rootfs/srv/www"
+echo "== berth run -d hello:v1 (serving on 127.0.0.1:18080)"
+NAME=berth-demo-hello
+"$BERTH" rm -f "$NAME" >/dev/null 2>&1 || true
+"$BERTH" run -d --name "$NAME" --network host -e PORT=18080 -m 64m --cpus 0.5 hello:v1
+for _ in $(seq 100); do
+  if page=$("$WORK/rootfs/bin/busybox" wget -q -O - http://127.0.0.1:18080/ 2>/dev/null); then break; fi
+  sleep 0.1
+done
+echo "$page"
+"$BERTH" ps
+"$BERTH" stop -t 2 "$NAME"
+"$BERTH" logs "$NAME" | tail -3
+"$BERTH" rm "$NAME"
 echo "demo: done"
