@@ -184,10 +184,15 @@ impl Podman {
             .write_all(input.as_bytes())
             .unwrap();
         let out = child.wait_with_output().expect("script");
-        (
-            normalise(&String::from_utf8_lossy(&out.stdout)),
-            out.status.code().unwrap_or(-1),
-        )
+        // The typed line comes back as terminal echo, from script's pty and the container's,
+        // at moments that race with the program's own output: compare without the echoes.
+        let typed: Vec<&str> = input.lines().collect();
+        let shown: String = normalise(&String::from_utf8_lossy(&out.stdout))
+            .lines()
+            .filter(|line| !typed.contains(line))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        (shown, out.status.code().unwrap_or(-1))
     }
 
     fn status(&self, id: &str) -> String {
