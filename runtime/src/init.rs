@@ -146,6 +146,9 @@ fn setup(args: &InitArgs) -> Result<crate::process::Exec> {
     crate::rootfs::finish(&sys, spec)?;
     tracing::debug!("init: root pivoted, paths masked");
     if let Some(console) = &args.console {
+        // Opening /dev/ptmx goes through the devices cgroup, whose rules the runtime may still
+        // be rewriting (deny all, then the allow list): wait until the limits are in.
+        go_once(&args.channel, &mut state_json)?;
         crate::console::attach_pty(console)?;
     }
 
