@@ -393,7 +393,7 @@ impl Store {
 
     /// Removes a name; the blobs stay until `prune`. Returns the descriptor it pointed at.
     pub fn untag(&self, reference: &str) -> Result<Descriptor> {
-        let name = self.resolve_name(reference)?;
+        let name = self.resolve(reference)?.name;
         let _lock = self.lock("index.lock", FlockArg::LockExclusive)?;
         let index = self.read_index()?;
         let (removed, kept): (Vec<Descriptor>, Vec<Descriptor>) = index
@@ -424,14 +424,14 @@ impl Store {
             .collect())
     }
 
-    /// Maps what a user typed to a stored name: a reference (`busybox` means
+    /// Finds the index entry for what a user typed: a reference (`busybox` means
     /// `busybox:latest`), or a manifest digest or a unique prefix of its hex of 4+ digits.
-    fn resolve_name(&self, input: &str) -> Result<String> {
+    fn resolve(&self, input: &str) -> Result<ImageRecord> {
         let records = self.list()?;
+        let named = |name: &str| records.iter().find(|r| r.name == name).cloned();
         if let Ok(reference) = Reference::parse(input) {
-            let name = reference.to_string();
-            if records.iter().any(|r| r.name == name) {
-                return Ok(name);
+            if let Some(record) = named(&reference.to_string()) {
+                return Ok(record);
             }
             // docker save / skopeo write short names out in full (`docker.io/library/busybox`);
             // let `busybox` find them, as docker does.
@@ -445,34 +445,27 @@ impl Store {
                     registry: Some("docker.io".to_string()),
                     repository,
                     ..reference
-                }
-                .to_string();
-                if records.iter().any(|r| r.name == docker_name) {
-                    return Ok(docker_name);
+                };
+                if let Some(record) = named(&docker_name.to_string()) {
+                    return Ok(record);
                 }
             }
         }
         let hex = input.strip_prefix("sha256:").unwrap_or(input);
         if hex.len() >= 4 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            let matches: BTreeSet<&str> = records
+            let matching: Vec<&ImageRecord> = records
                 .iter()
                 .filter(|r| r.descriptor.digest().digest().starts_with(hex))
-                .map(|r| r.name.as_str())
                 .collect();
-            let digests: BTreeSet<&str> = records
+            // Several names of one manifest are one image; the first name (index order) speaks
+            // for it.
+            let digests: BTreeSet<&str> = matching
                 .iter()
-                .filter(|r| r.descriptor.digest().digest().starts_with(hex))
                 .map(|r| r.descriptor.digest().digest())
                 .collect();
-            match digests.len() {
-                0 => {}
-                1 => {
-                    return Ok(matches
-                        .into_iter()
-                        .next()
-                        .expect("one digest has a name")
-                        .to_string());
-                }
+            match (digests.len(), matching.first()) {
+                (1, Some(record)) => return Ok((*record).clone()),
+                (0, _) => {}
                 _ => return Err(StoreError::Ambiguous(input.to_string())),
             }
         }
@@ -483,13 +476,8 @@ impl Store {
 
     /// Finds an image by name or digest and reads its manifest and config.
     pub fn image(&self, input: &str) -> Result<Image> {
-        let name = self.resolve_name(input)?;
-        let record = self
-            .list()?
-            .into_iter()
-            .find(|r| r.name == name)
-            .ok_or_else(|| StoreError::ImageNotFound(input.to_string()))?;
-        self.load_image(name, record.descriptor)
+        let record = self.resolve(input)?;
+        self.load_image(record.name, record.descriptor)
     }
 
     /// Reads the manifest a descriptor points at, and its config.
