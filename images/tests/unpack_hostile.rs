@@ -351,8 +351,14 @@ fn a_failing_upper_layer_removes_the_lower_layers_extracted_with_it() {
     let good = Layer::gzip(&[Entry::file("a", b"a")]);
     let mut bad = Layer::gzip(&[Entry::file("b", b"b")]);
     bad.diff_id = berth_images::digest::sha256_of(b"wrong").to_string();
-    flat_err(&fx, "partial:latest", &[good.clone(), bad.clone()], &opts());
-    layers_err(&fx, "partial:latest", &[good, bad], &opts());
+    let (_, flat) = flat_err(&fx, "partial:latest", &[good.clone(), bad.clone()], &opts());
+    let layered = layers_err(&fx, "partial:latest", &[good, bad], &opts());
+    for message in [flat, layered] {
+        assert!(
+            message.contains("diff_id"),
+            "not blamed on the diff_id: {message}"
+        );
+    }
 }
 
 fn whiteout_layers() -> Vec<Layer> {
