@@ -13,6 +13,6 @@ mod umoci;
 pub use berth::{Berth, binary, run_json, workspace_root};
 pub use busybox::{BUSYBOX_APPLETS, PATH_ENV, busybox_image, busybox_rootfs};
 pub use registry::{Registry, free_loopback_addr, http_status};
-pub use tools::{output, require_root, require_tool, run_err, run_ok, skopeo_copy};
+pub use tools::{output, poll_until, require_root, require_tool, run_err, run_ok, skopeo_copy};
 pub use tree_compare::compare_trees;
 pub use umoci::{UmociImage, busybox_layout};

@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// Fails the test loudly unless running as root (the README's test command runs as root).
 pub fn require_root() {
@@ -77,4 +78,20 @@ pub fn skopeo_copy(from: &str, to: &str, extra: &[&str]) {
             .arg(from)
             .arg(to),
     );
+}
+
+/// Polls `check` until it gives `Some`, failing the test naming `what` once `within` has passed.
+/// Tests wait this way, never with a fixed sleep.
+pub fn poll_until<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::{binary, busybox_layout, require_root, require_tool, skopeo_copy};
+use berth_tests::{binary, busybox_layout, poll_until, require_root, require_tool, skopeo_copy};
 
 /// Options this machine needs (see the README): no systemd, so cgroupfs; no bridge network
 /// (it would add iptables chains); root lacks CAP_SYS_RESOURCE, so rlimits within the hard ones.
@@ -202,11 +202,11 @@ impl Podman {
     }
 
     fn wait_status(&self, id: &str, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.status(id) != want {
-            assert!(Instant::now() < deadline, "{id} never became {want}");
-            std::thread::yield_now();
-        }
+        poll_until(
+            &format!("{id} to become {want}"),
+            Duration::from_secs(60),
+            || (self.status(id) == want).then_some(()),
+        );
     }
 
     /// The host file `name` of the container's cgroup in `controller`.
@@ -297,14 +297,11 @@ fn matrix(p: &Podman) -> Vec<(&'static str, String, i32)> {
         "echo logged; trap 'exit 5' TERM; while :; do sleep 1; done",
     ]);
     let id = p.ok(&args).trim().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let logs = loop {
-        let logs = p.ok(&["logs", &id]);
-        if logs.contains("logged") || Instant::now() > deadline {
-            break logs;
-        }
-        std::thread::yield_now();
-    };
+    let logs = poll_until(
+        "the detached container's log",
+        Duration::from_secs(60),
+        || Some(p.ok(&["logs", &id])).filter(|logs| logs.contains("logged")),
+    );
     rows.push(("run -d + logs", logs, 0));
     rows.push((
         "--memory 64m",

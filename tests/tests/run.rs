@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_tests::{Berth, busybox_image, output, require_root, require_tool};
 
@@ -106,16 +106,9 @@ fn cgroup_dir(controller: &str, id: &str) -> PathBuf {
         .join(id)
 }
 
-/// Polls `check` until it returns Some or the deadline passes.
-fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls `check` for up to 20 s.
+fn poll<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    berth_tests::poll_until(what, Duration::from_secs(20), check)
 }
 
 #[test]
