@@ -18,6 +18,7 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, umount2};
 use serde::{Deserialize, Serialize};
 
+use crate::fsutil::{IoError, io_err};
 use crate::progress::Progress;
 use crate::store::{Image, PruneReport, Store, StoreError};
 use crate::unpack::{UnpackError, UnpackOptions, ensure_layers, unpack_flat};
@@ -46,13 +47,8 @@ pub enum SnapshotError {
     Unpack(Box<UnpackError>),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsutil::IoError),
     #[error("snapshot record {path} is invalid: {source}")]
     Record {
         path: PathBuf,
@@ -67,11 +63,6 @@ impl From<UnpackError> for SnapshotError {
     fn from(e: UnpackError) -> Self {
         Self::Unpack(Box::new(e))
     }
-}
-
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SnapshotError {
-    let path = path.to_path_buf();
-    move |source| SnapshotError::Io { op, path, source }
 }
 
 /// What `DIR/layers.json` holds.
@@ -176,7 +167,7 @@ fn write_record(path: &Path, record: &SnapshotRecord) -> Result<(), SnapshotErro
     // Temp file and rename: a reader never sees half a record.
     let tmp = path.with_extension("json.tmp");
     fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
-    fs::rename(&tmp, path).map_err(io_err("rename into place", path))
+    Ok(fs::rename(&tmp, path).map_err(io_err("rename into place", path))?)
 }
 
 fn read_record(path: &Path) -> Result<SnapshotRecord, SnapshotError> {
@@ -365,18 +356,20 @@ impl Rootfs {
                 Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
                 Err(Errno::EBUSY) => {
                     tracing::warn!(rootfs = %self.rootfs.display(), "root filesystem busy; detaching it lazily");
-                    umount2(&self.rootfs, MntFlags::MNT_DETACH).map_err(|e| SnapshotError::Io {
-                        op: "detach mount",
-                        path: self.rootfs.clone(),
-                        source: e.into(),
+                    umount2(&self.rootfs, MntFlags::MNT_DETACH).map_err(|e| {
+                        SnapshotError::Io(IoError {
+                            op: "detach mount",
+                            path: self.rootfs.clone(),
+                            source: e.into(),
+                        })
                     })?;
                 }
                 Err(e) => {
-                    return Err(SnapshotError::Io {
+                    return Err(SnapshotError::Io(IoError {
                         op: "unmount",
                         path: self.rootfs.clone(),
                         source: e.into(),
-                    });
+                    }));
                 }
             }
         }
@@ -397,7 +390,7 @@ pub fn layers_in_use(store: &Store) -> Result<BTreeSet<String>, SnapshotError> {
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(in_use),
-        Err(e) => return Err(io_err("list", &dir)(e)),
+        Err(e) => return Err(io_err("list", &dir)(e).into()),
     };
     for entry in entries {
         let entry = entry.map_err(io_err("list", &dir))?;
@@ -405,7 +398,9 @@ pub fn layers_in_use(store: &Store) -> Result<BTreeSet<String>, SnapshotError> {
         let record = match read_record(&path) {
             Ok(record) => record,
             // A directory being set up or torn down: nothing recorded, nothing to keep.
-            Err(SnapshotError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Err(SnapshotError::Io(IoError { source, .. }))
+                if source.kind() == io::ErrorKind::NotFound =>
+            {
                 continue;
             }
             Err(e) => return Err(e),

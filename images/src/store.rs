@@ -22,6 +22,8 @@ use serde::Serialize;
 use tempfile::NamedTempFile;
 
 use crate::digest::{HashingWriter, is_sha256};
+use crate::fsutil::IoError;
+pub(crate) use crate::fsutil::io_err;
 use crate::reference::{Reference, ReferenceError};
 
 /// The annotation an OCI layout's index.json names images with.
@@ -36,13 +38,8 @@ const OCI_LAYOUT_CONTENT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 /// What went wrong in the store, with the path or object concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsutil::IoError),
     #[error("blob {expected} failed verification: its content hashes to {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("blob {digest} was expected to be {expected} bytes but is {actual}")]
@@ -74,14 +71,6 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-pub(crate) fn io_err(
-    op: &'static str,
-    path: impl Into<PathBuf>,
-) -> impl FnOnce(io::Error) -> StoreError {
-    let path = path.into();
-    move |source| StoreError::Io { op, path, source }
-}
 
 /// An image named in the store's index.
 #[derive(Debug, Clone, Serialize)]
@@ -207,10 +196,12 @@ impl Store {
             .write(true)
             .open(&path)
             .map_err(io_err("open lock", &path))?;
-        Flock::lock(file, kind).map_err(|(_, errno)| StoreError::Io {
-            op: "lock",
-            path,
-            source: errno.into(),
+        Flock::lock(file, kind).map_err(|(_, errno)| {
+            StoreError::Io(IoError {
+                op: "lock",
+                path,
+                source: errno.into(),
+            })
         })
     }
 
@@ -282,11 +273,11 @@ impl Store {
         let path = self.blob_path(digest);
         File::open(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StoreError::BlobNotFound(digest.clone()),
-            _ => StoreError::Io {
+            _ => StoreError::Io(IoError {
                 op: "open blob",
                 path,
                 source: e,
-            },
+            }),
         })
     }
 
@@ -358,10 +349,12 @@ impl Store {
         tmp.as_file()
             .sync_all()
             .map_err(io_err("fsync", tmp.path()))?;
-        tmp.persist(path).map_err(|e| StoreError::Io {
-            op: "rename into place",
-            path: path.to_path_buf(),
-            source: e.error,
+        tmp.persist(path).map_err(|e| {
+            StoreError::Io(IoError {
+                op: "rename into place",
+                path: path.to_path_buf(),
+                source: e.error,
+            })
         })?;
         sync_dir(dir)
     }
@@ -595,10 +588,12 @@ impl BlobWriter {
     /// Verifies the digest, fsyncs and renames the blob into place.
     pub fn commit(self) -> Result<(Digest, u64)> {
         let (buffered, actual, size) = self.file.finish();
-        let tmp = buffered.into_inner().map_err(|e| StoreError::Io {
-            op: "flush blob",
-            path: self.store.tmp_dir(),
-            source: e.into_error(),
+        let tmp = buffered.into_inner().map_err(|e| {
+            StoreError::Io(IoError {
+                op: "flush blob",
+                path: self.store.tmp_dir(),
+                source: e.into_error(),
+            })
         })?;
         if let Some(expected) = &self.expected
             && expected != &actual
@@ -615,10 +610,12 @@ impl BlobWriter {
         tmp.as_file()
             .sync_all()
             .map_err(io_err("fsync", tmp.path()))?;
-        tmp.persist(&dest).map_err(|e| StoreError::Io {
-            op: "rename blob into place",
-            path: dest.clone(),
-            source: e.error,
+        tmp.persist(&dest).map_err(|e| {
+            StoreError::Io(IoError {
+                op: "rename blob into place",
+                path: dest.clone(),
+                source: e.error,
+            })
         })?;
         sync_dir(dest.parent().expect("blob path has a parent"))?;
         Ok((actual, size))
@@ -677,7 +674,7 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<fs::DirEntry>> {
 
 /// fsyncs a directory so that a rename into it survives a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
+    Ok(File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
+        .map_err(io_err("fsync directory", dir))?)
 }

@@ -11,6 +11,7 @@ use oci_spec::image::Digest;
 use super::error::{BuildError, Result, io_err, store_err};
 use super::walk::{EntryKind, LayerEntry};
 use crate::digest::HashingWriter;
+use crate::fsutil::IoError;
 use crate::progress::Progress;
 use crate::store::{BlobWriter, Store};
 
@@ -170,18 +171,18 @@ fn append_entry<W: Write>(
     match (&entry.kind, &entry.source) {
         (EntryKind::File { len }, Some(source)) => {
             let file = File::open(source)
-                .map_err(|e| AppendError::Source(Box::new(io_err("open", source)(e))))?;
+                .map_err(|e| AppendError::Source(Box::new(io_err("open", source)(e).into())))?;
             // A file that changed size since it was listed would corrupt the tar: the header's
             // size is fixed. Copy exactly `len` bytes and fail if fewer come.
             let mut reader = io::Read::take(file, *len);
             let mut counted = CountingReader::new(&mut reader);
             tar.append(&header, &mut counted)?;
             if counted.count != *len {
-                return Err(AppendError::Source(Box::new(BuildError::Io {
+                return Err(AppendError::Source(Box::new(BuildError::Io(IoError {
                     op: "read (it shrank while being archived)",
                     path: source.clone(),
                     source: io::ErrorKind::UnexpectedEof.into(),
-                })));
+                }))));
             }
         }
         _ => tar.append(&header, io::empty())?,

@@ -204,7 +204,7 @@ fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
         Ok(names) => names,
         // Filesystems without xattr support have none to copy.
         Err(e) if e.raw_os_error() == Some(nix::libc::ENOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("list xattrs of", path)(e)),
+        Err(e) => return Err(io_err("list xattrs of", path)(e).into()),
     };
     let mut xattrs = Vec::new();
     for name in names {

@@ -5,8 +5,8 @@ mod process;
 mod resources;
 mod user;
 
+use crate::fsutil::io_err;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxNamespaceType, Root, Spec};
@@ -67,13 +67,8 @@ pub enum BundleError {
     RelativeWorkdir(String),
     #[error("invalid environment variable {0:?}")]
     BadEnv(String),
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsutil::IoError),
     #[error("serialising the runtime spec: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -157,31 +152,15 @@ pub fn build_spec(
 /// Writes `spec` as `dir/config.json` with `root.path` set to `rootfs` (absolute).
 pub fn write_bundle(dir: &Path, spec: &Spec, rootfs: &Path) -> Result<PathBuf, BundleError> {
     let mut spec = spec.clone();
-    let rootfs = std::path::absolute(rootfs).map_err(|source| BundleError::Io {
-        op: "resolve",
-        path: rootfs.to_path_buf(),
-        source,
-    })?;
+    let rootfs = std::path::absolute(rootfs).map_err(io_err("resolve", rootfs.to_path_buf()))?;
     let mut root = spec.root().clone().unwrap_or_default();
     root.set_path(rootfs);
     spec.set_root(Some(root));
-    fs::create_dir_all(dir).map_err(|source| BundleError::Io {
-        op: "create directory",
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    fs::create_dir_all(dir).map_err(io_err("create directory", dir.to_path_buf()))?;
     let path = dir.join("config.json");
     let tmp = dir.join(".config.json.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(&spec)?).map_err(|source| BundleError::Io {
-        op: "write",
-        path: tmp.clone(),
-        source,
-    })?;
-    fs::rename(&tmp, &path).map_err(|source| BundleError::Io {
-        op: "rename into place",
-        path: path.clone(),
-        source,
-    })?;
+    fs::write(&tmp, serde_json::to_vec_pretty(&spec)?).map_err(io_err("write", tmp.clone()))?;
+    fs::rename(&tmp, &path).map_err(io_err("rename into place", path.clone()))?;
     Ok(path)
 }
 

@@ -1,6 +1,7 @@
 //! `--user` resolution against the root filesystem's /etc/passwd and /etc/group, as docker
 //! does: names or numbers, the primary group from passwd, supplementary groups from group.
 
+use crate::fsutil::{IoError, io_err};
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -36,20 +37,16 @@ fn read_etc(rootfs: &Path, name: &str) -> Result<String, BundleError> {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(String::new()),
             Err(source) => {
-                return Err(BundleError::Io {
+                return Err(BundleError::Io(IoError {
                     op: "stat",
                     path,
                     source,
-                });
+                }));
             }
         }
     }
     let path = rootfs.join("etc").join(name);
-    let bytes = fs::read(&path).map_err(|source| BundleError::Io {
-        op: "read",
-        path,
-        source,
-    })?;
+    let bytes = fs::read(&path).map_err(io_err("read", path))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 

@@ -136,7 +136,7 @@ impl BlobSource for LayoutDir {
         let file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.missing(digest, what)),
-            Err(e) => return Err(io_err("open blob", &path)(e)),
+            Err(e) => return Err(io_err("open blob", &path)(e).into()),
         };
         let actual = file.metadata().map_err(io_err("stat", &path))?.len();
         if actual != descriptor.size() {

@@ -15,13 +15,8 @@ pub enum ImportError {
          archive (oci-archive or docker-archive)"
     )]
     UnknownFormat { path: PathBuf },
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::fsutil::IoError),
     #[error("reading {what}: {source}")]
     Read {
         what: String,
@@ -129,10 +124,4 @@ pub(crate) fn store_err(what: impl Into<String>) -> impl FnOnce(StoreError) -> I
     }
 }
 
-pub(crate) fn io_err(
-    op: &'static str,
-    path: impl Into<PathBuf>,
-) -> impl FnOnce(io::Error) -> ImportError {
-    let path = path.into();
-    move |source| ImportError::Io { op, path, source }
-}
+pub(crate) use crate::fsutil::io_err;

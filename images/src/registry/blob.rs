@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::client::RegistryClient;
 use super::error::RegistryError;
+use crate::fsutil::IoError;
 use crate::progress::Progress;
 use crate::store::{BlobWriter, Store, StoreError};
 
@@ -127,11 +128,11 @@ pub async fn fetch_blob(
     let (writer, disk_result) = disk.await.map_err(task_error)?;
     network_result?;
     disk_result.map_err(|source| {
-        store_error(StoreError::Io {
+        store_error(StoreError::Io(IoError {
             op: "write blob into",
             path: store.tmp_dir(),
             source,
-        })
+        }))
     })?;
     if received != expected_size {
         return Err(RegistryError::SizeMismatch {
