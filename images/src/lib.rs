@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod digest;
 pub mod fsutil;
 pub mod import;
+pub mod platform;
 pub mod progress;
 pub mod reference;
 pub mod registry;

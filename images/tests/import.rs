@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use berth_images::Reference;
-use berth_images::import::{ImportError, ImportOptions, PlatformSpec, import};
+use berth_images::import::{ImportError, ImportOptions, Platform, import};
 use berth_images::progress::NoProgress;
 use common::layout::*;
 use common::{Fixture, gzip, sha256_hex};
@@ -158,7 +158,7 @@ fn nested_index_picks_the_requested_platform() {
     assert_eq!(imported[0].digest().to_string(), arm64.manifest_digest());
 
     let s390 = ImportOptions {
-        platform: PlatformSpec {
+        platform: Platform {
             os: "linux".into(),
             architecture: "s390x".into(),
             variant: None,

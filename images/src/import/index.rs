@@ -6,7 +6,7 @@ use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest}
 use super::blobs::BlobSource;
 use super::error::{ImportError, Result, store_err};
 use super::media::{Kind, classify};
-use super::platform::{PlatformSpec, describe};
+use crate::platform::{Platform, describe};
 use crate::progress::Progress;
 use crate::store::{Store, ref_name};
 
@@ -77,7 +77,7 @@ pub(crate) fn fetch_index(
     index: &ImageIndex,
     source: &dyn BlobSource,
     ref_wanted: Option<&str>,
-    platform: &PlatformSpec,
+    platform: &Platform,
     progress: &dyn Progress,
 ) -> Result<Vec<Fetched>> {
     let origin = source.origin();
@@ -102,7 +102,7 @@ fn resolve(
     store: &Store,
     descriptor: &Descriptor,
     source: &dyn BlobSource,
-    platform: &PlatformSpec,
+    platform: &Platform,
     label: &str,
     depth: usize,
     progress: &dyn Progress,
@@ -137,34 +137,30 @@ fn resolve(
 /// The entry of a multi-platform index for `platform`.
 fn pick_platform<'a>(
     index: &'a ImageIndex,
-    platform: &PlatformSpec,
+    platform: &Platform,
     what: &str,
 ) -> Result<&'a Descriptor> {
-    index
-        .manifests()
-        .iter()
-        .find(|d| d.platform().as_ref().is_some_and(|p| platform.matches(p)))
-        .ok_or_else(|| {
-            let available: Vec<String> = index
-                .manifests()
-                .iter()
-                .map(|d| {
-                    d.platform()
-                        .as_ref()
-                        .map(describe)
-                        .unwrap_or_else(|| "unspecified".into())
-                })
-                .collect();
-            ImportError::NoMatchingPlatform {
-                what: what.to_string(),
-                wanted: platform.to_string(),
-                available: if available.is_empty() {
-                    "none".into()
-                } else {
-                    available.join(", ")
-                },
-            }
-        })
+    platform.select(index.manifests()).ok_or_else(|| {
+        let available: Vec<String> = index
+            .manifests()
+            .iter()
+            .map(|d| {
+                d.platform()
+                    .as_ref()
+                    .map(describe)
+                    .unwrap_or_else(|| "unspecified".into())
+            })
+            .collect();
+        ImportError::NoMatchingPlatform {
+            what: what.to_string(),
+            wanted: platform.to_string(),
+            available: if available.is_empty() {
+                "none".into()
+            } else {
+                available.join(", ")
+            },
+        }
+    })
 }
 
 /// Fetches and checks an image manifest, its config and its layers.

@@ -13,7 +13,6 @@ mod error;
 mod index;
 mod media;
 mod naming;
-mod platform;
 
 use std::fs::{self, File};
 use std::io::Read;
@@ -21,8 +20,8 @@ use std::path::Path;
 
 use oci_spec::image::Descriptor;
 
+pub use crate::platform::{Platform, PlatformError};
 pub use error::ImportError;
-pub use platform::{PlatformError, PlatformSpec};
 
 use blobs::{BlobSource, LayoutDir, is_layout_dir};
 use error::{Result, io_err, store_err};
@@ -41,7 +40,7 @@ pub struct ImportOptions {
     /// RepoTag) is this; by default every named one is imported.
     pub ref_name: Option<String>,
     /// The platform taken from multi-platform indexes.
-    pub platform: PlatformSpec,
+    pub platform: Platform,
 }
 
 /// Imports the image(s) at `path` and returns them as named in the store.

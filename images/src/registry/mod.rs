@@ -11,13 +11,12 @@ mod challenge;
 mod client;
 mod error;
 mod manifest;
-mod platform;
 mod pull;
 mod transport;
 
+pub use crate::platform::{Platform, PlatformError};
 pub use auth::Credentials;
 pub use challenge::{Challenge, parse_challenges};
 pub use error::{RegistryError, Target};
-pub use platform::{Platform, PlatformError};
 pub use pull::{PullOptions, Pulled, pull};
 pub use transport::{DEFAULT_REGISTRY, Endpoint, is_loopback};

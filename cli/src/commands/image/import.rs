@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use berth_images::Reference;
-use berth_images::import::{ImportOptions, PlatformSpec, import};
+use berth_images::import::{ImportOptions, import};
+use berth_images::platform::Platform;
 
 use super::summary::ImageDigests;
 use crate::Context;
@@ -25,7 +26,7 @@ pub struct Args {
     ref_name: Option<String>,
     /// The platform taken from multi-platform image indexes: os/architecture[/variant].
     #[arg(long, default_value = "linux/amd64")]
-    platform: PlatformSpec,
+    platform: Platform,
     #[arg(long, short, value_enum, default_value_t)]
     output: OutputFormat,
 }

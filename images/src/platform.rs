@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use oci_spec::image::Descriptor;
 
-/// The platform whose manifest to pull out of an index or manifest list.
+/// The platform whose manifest to take out of an index or manifest list (pull and import).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {
     pub os: String,
