@@ -107,6 +107,20 @@ impl fmt::Display for Platform {
 }
 
 /// `os/architecture[/variant]` of an index entry, for error messages.
+/// The platforms an index offers, for an error that says none matched: "linux/amd64,
+/// linux/arm64/v8", or "no platforms".
+pub fn describe_all(manifests: &[Descriptor]) -> String {
+    let available: Vec<String> = manifests
+        .iter()
+        .filter_map(|d| d.platform().as_ref().map(describe))
+        .collect();
+    if available.is_empty() {
+        "no platforms".to_string()
+    } else {
+        available.join(", ")
+    }
+}
+
 pub fn describe(platform: &oci_spec::image::Platform) -> String {
     let mut text = format!("{}/{}", platform.os(), platform.architecture());
     if let Some(variant) = platform.variant() {

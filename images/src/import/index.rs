@@ -6,7 +6,7 @@ use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest}
 use super::blobs::BlobSource;
 use super::error::{ImportError, Result, store_err};
 use super::media::{Kind, classify};
-use crate::platform::{Platform, describe};
+use crate::platform::{Platform, describe_all};
 use crate::progress::Progress;
 use crate::store::{Store, ref_name};
 
@@ -140,27 +140,13 @@ fn pick_platform<'a>(
     platform: &Platform,
     what: &str,
 ) -> Result<&'a Descriptor> {
-    platform.select(index.manifests()).ok_or_else(|| {
-        let available: Vec<String> = index
-            .manifests()
-            .iter()
-            .map(|d| {
-                d.platform()
-                    .as_ref()
-                    .map(describe)
-                    .unwrap_or_else(|| "unspecified".into())
-            })
-            .collect();
-        ImportError::NoMatchingPlatform {
+    platform
+        .select(index.manifests())
+        .ok_or_else(|| ImportError::NoMatchingPlatform {
             what: what.to_string(),
             wanted: platform.to_string(),
-            available: if available.is_empty() {
-                "none".into()
-            } else {
-                available.join(", ")
-            },
-        }
-    })
+            available: describe_all(index.manifests()),
+        })
 }
 
 /// Fetches and checks an image manifest, its config and its layers.

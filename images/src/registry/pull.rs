@@ -14,7 +14,7 @@ use super::error::{RegistryError, Target};
 use super::manifest::{CONFIG_MEDIA_TYPES, ManifestKind};
 use super::transport::Endpoint;
 use crate::digest::is_sha256;
-use crate::platform::{Platform, describe};
+use crate::platform::{Platform, describe_all};
 use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::store::{Image, Store, StoreError, descriptor};
@@ -131,19 +131,10 @@ async fn resolve_manifest(
             let index_object = format!("index {}", top.digest);
             let index: ImageIndex = parse_json(target, &top, "image index")?;
             let chosen = platform.select(index.manifests()).ok_or_else(|| {
-                let available: Vec<String> = index
-                    .manifests()
-                    .iter()
-                    .filter_map(|d| d.platform().as_ref().map(describe))
-                    .collect();
                 RegistryError::NoMatchingPlatform {
                     target: target.clone(),
                     wanted: platform.to_string(),
-                    available: if available.is_empty() {
-                        "no platforms".to_string()
-                    } else {
-                        available.join(", ")
-                    },
+                    available: describe_all(index.manifests()),
                 }
             })?;
             tracing::debug!(%platform, digest = %chosen.digest(), "chose from {index_object}");
