@@ -122,3 +122,32 @@ fn user_namespace_maps_root_to_an_unprivileged_uid() {
     c.ok(["delete", &c.id]);
     assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
 }
+
+/// The mountinfo line of the container's root mount.
+fn root_mount_line(c: &TestContainer) -> String {
+    let out = c.run();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn rootfs_propagation_follows_the_spec() {
+    let script = r#"grep -E '^[0-9]+ [0-9]+ [^ ]+ [^ ]+ / ' /proc/self/mountinfo"#;
+    let mut c = TestContainer::new("propagation", &["sh", "-c", script]);
+    c.config["linux"]["rootfsPropagation"] = json!("shared");
+    c.write_config();
+    let shared = root_mount_line(&c);
+    assert!(shared.contains(" shared:"), "root not shared: {shared}");
+
+    // Unset, the root is kept from propagating back to the host (runc's rslave default).
+    c.config["linux"]
+        .as_object_mut()
+        .unwrap()
+        .remove("rootfsPropagation");
+    c.write_config();
+    let default = root_mount_line(&c);
+    assert!(
+        !default.contains(" shared:"),
+        "root shared by default: {default}"
+    );
+}
