@@ -167,7 +167,10 @@ impl Podman {
 
     /// `podman ARGS` under `script`, so it has a real terminal; `input` is typed into it.
     fn under_script(&self, args: &[&str], input: &str) -> (String, i32) {
-        let line: Vec<String> = std::iter::once(format!("{:?}", "timeout"))
+        // `timeout` must stay in the terminal's foreground process group: in its own group
+        // (its default) podman's tcsetattr on the pty stops it with SIGTTOU.
+        let line: Vec<String> = ["timeout".to_string(), "--foreground".to_string()]
+            .into_iter()
             .chain(self.cmd(args).get_args().map(|a| {
                 let s = a.to_string_lossy();
                 format!("'{}'", s.replace('\'', "'\\''"))
@@ -175,6 +178,9 @@ impl Podman {
             .collect();
         let mut cmd = Command::new(require_tool("script"));
         cmd.args(["-qec", &line.join(" "), "/dev/null"]);
+        // script runs the line with $SHELL: pin it so CI (often without SHELL) and a login
+        // shell behave alike.
+        cmd.env("SHELL", "/bin/sh");
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
         let mut child = cmd.spawn().expect("script");
         child
