@@ -15,7 +15,11 @@ fn on_a_terminal(cmd: &Command) -> String {
         Command::new(script)
             .args(["--quiet", "--return", "--command"])
             .arg(line.join(" "))
-            .arg("/dev/null"),
+            .arg("/dev/null")
+            // A terminal that can draw: CI may run with no TERM (indicatif then hides bars)
+            // and no SHELL.
+            .env("TERM", "xterm")
+            .env("SHELL", "/bin/sh"),
     )
 }
 

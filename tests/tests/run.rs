@@ -332,6 +332,8 @@ fn interactive_tty_works_under_a_real_pty() {
     );
     let mut child = Command::new(script)
         .args(["-qec", &inner, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env("TERM", "xterm")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
