@@ -1,3 +1,17 @@
-//! berth.v1 protocol: .proto files and generated tonic code.
+//! berth.v1 protocol: the .proto files under proto/ and the tonic code generated from them.
 //!
-//! Filled in by its own issue; see docs/ARCHITECTURE.md for where it sits.
+//! `NodeService` is served by the scheduler and dialled by agents; `AgentService` is served
+//! by each agent. Both daemons also serve `grpc.health.v1` and reflection from
+//! [`FILE_DESCRIPTOR_SET`].
+
+/// Generated messages, clients and servers of package `berth.v1`.
+pub mod v1 {
+    #![allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("berth.v1");
+}
+
+/// The encoded descriptors of berth.v1, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("berth_v1_descriptor");
+
+/// Largest message either side accepts; bigger ones get ResourceExhausted, never a panic.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;

@@ -1,0 +1,17 @@
+//! Generates the berth.v1 messages and tonic services from proto/ with Debian's protoc.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let protos = [
+        "proto/berth/v1/types.proto",
+        "proto/berth/v1/node.proto",
+        "proto/berth/v1/agent.proto",
+    ];
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("berth_v1_descriptor.bin"))
+        .compile_protos(&protos, &["proto"])?;
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    Ok(())
+}
