@@ -6,7 +6,12 @@
 
 /// Generated messages, clients and servers of package `berth.v1`.
 pub mod v1 {
-    #![allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
+    #![allow(
+        missing_docs,
+        missing_debug_implementations,
+        clippy::all,
+        clippy::pedantic
+    )]
     tonic::include_proto!("berth.v1");
 }
 

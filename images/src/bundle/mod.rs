@@ -18,13 +18,16 @@ pub use resources::{cpus_to_cfs, parse_memory};
 pub use user::{ResolvedUser, resolve_user};
 
 /// The container's network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Network {
     /// A network namespace of its own with only a loopback device.
     #[default]
     None,
     /// The host's network namespace.
     Host,
+    /// The network namespace bound at this path (made and wired by the caller, as a CNI
+    /// plugin would).
+    Path(PathBuf),
 }
 
 /// What `berth run` flags change relative to the image config.
@@ -127,15 +130,24 @@ pub fn build_spec(
         spec.set_hostname(Some(hostname.clone()));
     }
     if let Some(linux) = spec.linux_mut() {
-        if overrides.network == Network::Host {
-            let namespaces = linux.namespaces().clone().unwrap_or_default();
-            linux.set_namespaces(Some(
-                namespaces
-                    .into_iter()
-                    .filter(|ns| ns.typ() != LinuxNamespaceType::Network)
-                    .collect(),
-            ));
-        }
+        let namespaces = linux.namespaces().clone().unwrap_or_default();
+        let namespaces: Vec<_> = match &overrides.network {
+            Network::None => namespaces,
+            Network::Host => namespaces
+                .into_iter()
+                .filter(|ns| ns.typ() != LinuxNamespaceType::Network)
+                .collect(),
+            Network::Path(path) => namespaces
+                .into_iter()
+                .map(|mut ns| {
+                    if ns.typ() == LinuxNamespaceType::Network {
+                        ns.set_path(Some(path.clone()));
+                    }
+                    ns
+                })
+                .collect(),
+        };
+        linux.set_namespaces(Some(namespaces));
         linux.set_cgroups_path(overrides.cgroups_path.clone());
         let mut res = linux.resources().clone().unwrap_or_default();
         // runc's default: every device denied, the runtime's standard set allowed.

@@ -248,6 +248,24 @@ fn spec_carries_image_config_and_overrides() {
     assert_eq!(res.cpu().as_ref().unwrap().quota(), Some(50_000));
     assert_eq!(res.pids().as_ref().unwrap().limit(), 20);
 
+    let joined = RunOverrides {
+        network: Network::Path("/run/netns/n1".into()),
+        ..Default::default()
+    };
+    let spec = build_spec(&img, root.path(), &joined).unwrap();
+    let net: Vec<_> = spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .namespaces()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|n| n.typ() == LinuxNamespaceType::Network)
+        .map(|n| n.path().clone())
+        .collect();
+    assert_eq!(net, vec![Some(PathBuf::from("/run/netns/n1"))]);
+
     let bad = RunOverrides {
         workdir: Some("rel".into()),
         ..Default::default()

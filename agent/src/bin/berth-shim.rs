@@ -1,0 +1,2 @@
+//! berth-shim (being written).
+fn main() {}

@@ -1,0 +1,85 @@
+//! Where the agent keeps each container's files, the runtime's state and the network's.
+//!
+//! ```text
+//! DATA/agent/containers/ID/assignment.pb  the scheduler's assignment (protobuf)
+//! DATA/agent/containers/ID/config.json    the runtime bundle (root.path -> DATA/rootfs/ID)
+//! DATA/agent/containers/ID/record.json    the agent's record: restarts, last exit, reason
+//! DATA/agent/containers/ID/shim.json      written by the shim: its pid, the container's pid
+//! DATA/agent/containers/ID/exit.json      written by the shim when the container ended
+//! DATA/agent/containers/ID/ctr.log        output (ctr.log.1 .. ctr.log.N: older parts)
+//! DATA/agent/run/                         the runtime's state (--root of berth-runtime)
+//! DATA/agent/netns/ID                     the container's network namespace (bind mount)
+//! DATA/agent/net/                         IPAM leases and port reservations
+//! DATA/rootfs/ID/                         the overlay root filesystem (the image store's)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// The agent's directories under one data dir.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub data_dir: PathBuf,
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            root: data_dir.join("agent"),
+        }
+    }
+    pub fn containers(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+    pub fn container(&self, id: &str) -> ContainerPaths {
+        ContainerPaths {
+            id: id.to_string(),
+            dir: self.containers().join(id),
+            rootfs: self.data_dir.join("rootfs").join(id),
+            runtime_root: self.runtime_root(),
+            netns: self.netns_dir().join(id),
+        }
+    }
+    pub fn runtime_root(&self) -> PathBuf {
+        self.root.join("run")
+    }
+    pub fn netns_dir(&self) -> PathBuf {
+        self.root.join("netns")
+    }
+    pub fn net_dir(&self) -> PathBuf {
+        self.root.join("net")
+    }
+}
+
+/// The paths of one container.
+#[derive(Debug, Clone)]
+pub struct ContainerPaths {
+    pub id: String,
+    pub dir: PathBuf,
+    pub rootfs: PathBuf,
+    pub runtime_root: PathBuf,
+    pub netns: PathBuf,
+}
+
+impl ContainerPaths {
+    pub fn assignment(&self) -> PathBuf {
+        self.dir.join("assignment.pb")
+    }
+    pub fn record(&self) -> PathBuf {
+        self.dir.join("record.json")
+    }
+    pub fn shim_state(&self) -> PathBuf {
+        self.dir.join("shim.json")
+    }
+    pub fn exit(&self) -> PathBuf {
+        self.dir.join("exit.json")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("ctr.log")
+    }
+    /// The n-th older log part (1 = the most recent before ctr.log).
+    pub fn old_log(&self, n: u32) -> PathBuf {
+        self.dir.join(format!("ctr.log.{n}"))
+    }
+}

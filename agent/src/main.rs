@@ -1,0 +1,2 @@
+//! berth-agent (being written).
+fn main() {}
