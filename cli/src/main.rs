@@ -9,6 +9,7 @@ mod commands;
 mod container;
 mod output;
 mod progress;
+mod remote;
 
 /// berth: containers without a hypervisor, and a small cluster to run them on.
 #[derive(Debug, Parser)]
@@ -51,6 +52,8 @@ enum Command {
     Rm(commands::rm::Args),
     /// Show a detached container's output.
     Logs(commands::logs::Args),
+    /// Run a command in a running container.
+    Exec(commands::exec::Args),
 }
 
 /// What every subcommand gets besides its own arguments.
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Stop(args) => commands::stop::run(args, &ctx).map(|()| 0),
         Command::Rm(args) => commands::rm::run(args, &ctx).map(|()| 0),
         Command::Logs(args) => commands::logs::run(args, &ctx).map(|()| 0),
+        Command::Exec(args) => commands::exec::run(args, &ctx),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),

@@ -110,6 +110,20 @@ impl Berth {
         run_err(&mut self.cmd(args))
     }
 
+    /// The exit code of `berth ARGS...` (stdin from /dev/null).
+    pub fn code<I, S>(&self, args: I) -> i32
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let out = self
+            .cmd(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run berth");
+        out.status.code().unwrap_or(-1)
+    }
+
     /// `berth ARGS... --output json`, parsed.
     pub fn json<I, S>(&self, args: I) -> serde_json::Value
     where

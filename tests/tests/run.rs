@@ -308,6 +308,45 @@ fn detached_container_runs_logs_stops_and_is_removed() {
 }
 
 #[test]
+fn exec_runs_in_the_container_with_its_env_and_exit_code() {
+    let mut env = Env::new();
+    let name = env.name("execd");
+    env.run_ok(&[
+        "-d",
+        "--name",
+        &name,
+        "-e",
+        "FROM_RUN=1",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    // The exec'd process sees the container's hostname, env and root, not the host's.
+    let out = env.berth.ok([
+        "exec",
+        "-e",
+        "EXTRA=2",
+        &name,
+        "sh",
+        "-c",
+        "echo $(hostname) $FROM_RUN $EXTRA; ls /bin/busybox; exit 0",
+    ]);
+    assert_eq!(
+        out,
+        format!("{} 1 2\n/bin/busybox\n", &name[..name.len().min(12)])
+    );
+    let code = env.berth.code(["exec", &name, "sh", "-c", "exit 7"]);
+    assert_eq!(code, 7);
+    let err = env.berth.err(["exec", "no-such-container", "true"]);
+    assert!(err.contains("no such container"), "{err}");
+    env.berth.ok(["stop", "-t", "0", &name]);
+    let err = env.berth.err(["exec", &name, "true"]);
+    assert!(err.contains("not running"), "{err}");
+    env.berth.ok(["rm", &name]);
+    env.assert_nothing_left(&[&name]);
+}
+
+#[test]
 fn detached_rm_flag_cleans_up_after_exit() {
     let mut env = Env::new();
     let name = env.name("oneshot");

@@ -12,8 +12,13 @@ pub struct Args {
     /// Keep printing new output until the container exits.
     #[arg(short, long)]
     follow: bool,
+    /// Only the last N lines (0: all); with --agent.
+    #[arg(long, default_value_t = 0)]
+    tail: u32,
     /// Container id or name.
     container: String,
+    #[command(flatten)]
+    agent: crate::remote::AgentArg,
 }
 
 /// How often `-f` looks for new output.
@@ -28,6 +33,9 @@ fn copy_rest(file: &mut File, out: &mut impl std::io::Write) -> anyhow::Result<u
 }
 
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    if let Some(agent) = &args.agent.agent {
+        return remote(agent, &args);
+    }
     let (paths, meta) = layout::find(&ctx.data_dir, &args.container)?;
     if !meta.detached {
         anyhow::bail!(
@@ -77,4 +85,30 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         }
         std::thread::sleep(FOLLOW_INTERVAL);
     }
+}
+
+fn remote(agent: &str, args: &Args) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    crate::remote::block_on(async {
+        let mut client = crate::remote::connect(agent).await?;
+        let mut stream = client
+            .logs(berth_proto::v1::LogsRequest {
+                container_id: args.container.clone(),
+                follow: args.follow,
+                tail_lines: args.tail,
+            })
+            .await
+            .map_err(crate::remote::status_error)?
+            .into_inner();
+        let mut out = std::io::stdout().lock();
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(crate::remote::status_error)?
+        {
+            out.write_all(&chunk.data)?;
+            out.flush()?;
+        }
+        Ok(())
+    })
 }

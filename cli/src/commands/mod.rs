@@ -1,5 +1,6 @@
 //! One module per subcommand group.
 
+pub mod exec;
 pub mod image;
 pub mod logs;
 pub mod ps;

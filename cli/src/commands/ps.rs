@@ -14,6 +14,8 @@ pub struct Args {
     /// table for people, json for programs.
     #[arg(long, short, value_enum, default_value_t)]
     output: OutputFormat,
+    #[command(flatten)]
+    agent: crate::remote::AgentArg,
 }
 
 #[derive(Debug, Serialize)]
@@ -27,6 +29,9 @@ struct Row {
 }
 
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    if let Some(agent) = &args.agent.agent {
+        return remote(agent, &args);
+    }
     let mut rows = Vec::new();
     for (paths, meta) in layout::list(&ctx.data_dir)? {
         let status = layout::status(&paths, &meta);
@@ -64,6 +69,84 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
                 .collect();
             print_table(
                 &["ID", "IMAGE", "COMMAND", "STATUS", "CREATED", "NAME"],
+                &table,
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A container as its node's agent reports it.
+#[derive(Debug, Serialize)]
+struct NodeRow {
+    node: String,
+    id: String,
+    deployment: String,
+    image: String,
+    state: String,
+    ready: bool,
+    restarts: u32,
+    exit_code: i32,
+    reason: String,
+    message: String,
+    ip: String,
+    pid: u32,
+}
+
+fn remote(agent: &str, args: &Args) -> anyhow::Result<()> {
+    use berth_proto::v1::{ContainerState, ListContainersRequest};
+    let listed = crate::remote::block_on(async {
+        let mut client = crate::remote::connect(agent).await?;
+        let reply = client
+            .list_containers(ListContainersRequest {})
+            .await
+            .map_err(crate::remote::status_error)?;
+        Ok(reply.into_inner())
+    })?;
+    let rows: Vec<NodeRow> = listed
+        .containers
+        .into_iter()
+        .filter(|c| args.all || c.state == ContainerState::Running as i32)
+        .map(|c| NodeRow {
+            node: listed.node_name.clone(),
+            state: ContainerState::try_from(c.state)
+                .map(|s| {
+                    s.as_str_name()
+                        .trim_start_matches("CONTAINER_STATE_")
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_else(|_| "unknown".into()),
+            id: c.container_id,
+            deployment: c.deployment,
+            image: c.image,
+            ready: c.ready,
+            restarts: c.restart_count,
+            exit_code: c.exit_code,
+            reason: c.reason,
+            message: c.message,
+            ip: c.ip,
+            pid: c.pid,
+        })
+        .collect();
+    match args.output {
+        OutputFormat::Json => print_json(&rows),
+        OutputFormat::Table => {
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.clone(),
+                        r.image.clone(),
+                        r.state.clone(),
+                        if r.ready { "yes" } else { "no" }.to_string(),
+                        r.restarts.to_string(),
+                        r.ip.clone(),
+                        r.reason.clone(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["ID", "IMAGE", "STATE", "READY", "RESTARTS", "IP", "REASON"],
                 &table,
             );
             Ok(())

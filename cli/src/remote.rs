@@ -1,0 +1,45 @@
+//! Reaching a node's containers through its agent's AgentService (`--agent ADDR`).
+
+use anyhow::Context as _;
+use berth_proto::MAX_MESSAGE_BYTES;
+use berth_proto::v1::agent_service_client::AgentServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// The agent address flag shared by ps, logs and exec.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArg {
+    /// Reach the containers of the node whose agent listens here (http://HOST:PORT)
+    /// instead of this machine's local containers.
+    #[arg(long, env = "BERTH_AGENT")]
+    pub agent: Option<String>,
+}
+
+/// Runs `f` on a single-threaded tokio runtime: each remote command is one short exchange.
+pub fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+pub async fn connect(addr: &str) -> anyhow::Result<AgentServiceClient<Channel>> {
+    let addr = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let channel = Endpoint::from_shared(addr.clone())
+        .with_context(|| format!("invalid agent address {addr:?}"))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the agent at {addr}"))?;
+    Ok(AgentServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// One line for a gRPC error: its message, which names the object (the code is for programs).
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}
