@@ -82,4 +82,16 @@ impl ContainerPaths {
     pub fn old_log(&self, n: u32) -> PathBuf {
         self.dir.join(format!("ctr.log.{n}"))
     }
+    /// The runtime's own messages for this container's shim (JSON lines: level, msg, time).
+    pub fn runtime_log(&self) -> PathBuf {
+        self.dir.join("runtime.log")
+    }
+    /// Where `berth-runtime create` writes the container's pid for the shim.
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join("container.pid")
+    }
+    /// The shim's own stderr (its diagnostics; a panic's message).
+    pub fn shim_log(&self) -> PathBuf {
+        self.dir.join("shim.log")
+    }
 }

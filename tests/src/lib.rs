@@ -2,8 +2,10 @@
 //! tools that must be installed, a busybox root filesystem, OCI layouts built with umoci and
 //! altered by hand, a real registry, and a comparison of root filesystem trees.
 
+pub mod agent_node;
 mod berth;
 mod busybox;
+pub mod fake_scheduler;
 pub mod layout;
 mod registry;
 mod tools;

@@ -73,8 +73,13 @@ pub async fn pull(
         .chain(parsed.layers())
         .filter(|d| seen.insert(d.digest().clone()))
         .collect();
-    let fetches: Vec<BlobFetch> = stream::iter(blobs)
+    // The futures are made up front, not by a closure inside the stream: a closure in the
+    // future's state would keep it from being Send for callers on a multi-threaded runtime.
+    let pending: Vec<_> = blobs
+        .into_iter()
         .map(|d| fetch_blob(&client, store, d, progress))
+        .collect();
+    let fetches: Vec<BlobFetch> = stream::iter(pending)
         .buffer_unordered(PARALLEL_BLOBS)
         .try_collect()
         .await?;

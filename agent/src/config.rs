@@ -1,0 +1,41 @@
+//! The agent's settings, as the binary's flags give them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_proto::v1::Resources;
+
+use crate::restart::Backoff;
+use crate::shim::ShimConfig;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The scheduler's NodeService endpoint, e.g. http://127.0.0.1:7700.
+    pub scheduler: String,
+    pub node_name: String,
+    pub labels: BTreeMap<String, String>,
+    pub data_dir: PathBuf,
+    /// Capacity before the reservation.
+    pub total: Resources,
+    pub reserved: Resources,
+    /// The address other nodes route this node's pod CIDR to.
+    pub node_address: String,
+    /// Where the scheduler reaches this agent's AgentService (filled from the listener when
+    /// not given).
+    pub advertise: Option<String>,
+    /// The network namespace the node's container network lives in (None: the agent's own).
+    pub net_namespace: Option<PathBuf>,
+    pub shim: ShimConfig,
+    pub backoff: Backoff,
+    /// How long a stopped container gets between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    /// Longest wait between reconnection attempts to the scheduler.
+    pub reconnect_max: Duration,
+}
+
+/// The per-node parent cgroup (relative to each hierarchy's root), so that several agents
+/// on one host keep their containers apart.
+pub fn node_cgroup(node_name: &str) -> PathBuf {
+    PathBuf::from("/berth-agent").join(node_name)
+}

@@ -1,0 +1,152 @@
+//! Turning an assignment into what the runtime needs: the image in the node's store, an
+//! overlay root filesystem and a bundle whose config carries the limits and the netns.
+
+use std::path::Path;
+
+use berth_images::bundle::{Network, RunOverrides, build_spec, write_bundle};
+use berth_images::import::{ImportOptions, import};
+use berth_images::progress::NoProgress;
+use berth_images::registry::{Credentials, PullOptions, pull};
+use berth_images::snapshot::{Rootfs, prepare_rootfs};
+use berth_images::{Image, Reference, Store};
+use berth_proto::v1::{Assignment, image_source::Fetch};
+
+use crate::config::node_cgroup;
+use crate::error::AgentError;
+use crate::layout::ContainerPaths;
+
+/// Finds the assignment's image in the store, pulling or importing it first when the
+/// assignment says so and it is missing.
+pub async fn ensure_image(store: &Store, assignment: &Assignment) -> Result<Image, AgentError> {
+    let source = assignment
+        .image
+        .as_ref()
+        .ok_or_else(|| AgentError::InvalidArgument {
+            field: "image",
+            reason: format!("assignment {} names no image", assignment.container_id),
+        })?;
+    let reference = source.reference.clone();
+    let named = reference.clone();
+    let image_err = move |reason: String| AgentError::Image {
+        reference: named.clone(),
+        reason,
+    };
+    if reference.is_empty() {
+        return Err(AgentError::InvalidArgument {
+            field: "image.reference",
+            reason: "empty".into(),
+        });
+    }
+    if let Ok(image) = store.image(&reference) {
+        return Ok(image);
+    }
+    match &source.fetch {
+        None | Some(Fetch::Present(_)) => {
+            Err(image_err("not in the node's image store".to_string()))
+        }
+        Some(Fetch::Pull(pull_opts)) => {
+            let parsed = Reference::parse(&reference).map_err(|e| image_err(e.to_string()))?;
+            let credentials = (!pull_opts.username.is_empty()).then(|| Credentials {
+                username: pull_opts.username.clone(),
+                password: pull_opts.password.clone(),
+            });
+            let options = PullOptions {
+                plain_http: pull_opts.plain_http,
+                credentials,
+                ..Default::default()
+            };
+            pull(store, &parsed, &options, &NoProgress)
+                .await
+                .map_err(|e| image_err(format!("pull failed: {e}")))?;
+            store.image(&reference).map_err(|e| image_err(e.to_string()))
+        }
+        Some(Fetch::ImportPath(path)) => {
+            let store = store.clone();
+            let path = std::path::PathBuf::from(path);
+            let tag = Reference::parse(&reference).map_err(|e| image_err(e.to_string()))?;
+            let imported = tokio::task::spawn_blocking(move || {
+                let options = ImportOptions {
+                    tag: Some(tag),
+                    ..Default::default()
+                };
+                import(&store, &path, &options, &NoProgress)
+                    .map_err(|e| format!("import of {} failed: {e}", path.display()))?;
+                store.image(&reference).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| image_err(format!("import task: {e}")))?;
+            imported.map_err(image_err)
+        }
+    }
+}
+
+/// The runtime spec's overrides for an assignment: command, env, limits, netns, cgroup.
+pub fn overrides(assignment: &Assignment, node_name: &str, netns: &Path) -> RunOverrides {
+    let res = assignment.resources.unwrap_or_default();
+    let mut env: Vec<(String, String)> = assignment
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.sort();
+    RunOverrides {
+        args: (!assignment.args.is_empty()).then(|| assignment.args.clone()),
+        entrypoint: (!assignment.command.is_empty()).then(|| assignment.command.clone()),
+        env,
+        hostname: Some(assignment.container_id.chars().take(63).collect()),
+        memory_bytes: (res.memory_bytes > 0).then_some(res.memory_bytes as i64),
+        cpus: (res.cpu_millis > 0).then_some(res.cpu_millis as f64 / 1000.0),
+        pids_limit: (assignment.pids_limit > 0).then_some(assignment.pids_limit as i64),
+        network: Network::Path(netns.to_path_buf()),
+        cgroups_path: Some(node_cgroup(node_name).join(&assignment.container_id)),
+        ..Default::default()
+    }
+}
+
+/// Makes the overlay root filesystem (unless it exists from an earlier run of the agent) and
+/// writes the bundle. Blocking: call from a blocking task.
+pub fn rootfs_and_bundle(
+    store: &Store,
+    image: &Image,
+    paths: &ContainerPaths,
+    overrides: &RunOverrides,
+) -> Result<(), AgentError> {
+    let container_err = |reason: String| AgentError::Container {
+        id: paths.id.clone(),
+        reason,
+    };
+    let rootfs = match Rootfs::open(&paths.rootfs) {
+        Ok(rootfs) => rootfs,
+        Err(_) => {
+            if paths.rootfs.exists() {
+                // A half-made one from a crash: nothing mounted without a record.
+                std::fs::remove_dir_all(&paths.rootfs).map_err(AgentError::io(format!(
+                    "removing {}",
+                    paths.rootfs.display()
+                )))?;
+            }
+            prepare_rootfs(store, image, &paths.rootfs, &NoProgress)
+                .map_err(|e| container_err(format!("root filesystem: {e}")))?
+        }
+    };
+    let spec = build_spec(image, rootfs.path(), overrides)
+        .map_err(|e| container_err(format!("runtime spec: {e}")))?;
+    write_bundle(&paths.dir, &spec, rootfs.path())
+        .map_err(|e| container_err(format!("bundle: {e}")))?;
+    Ok(())
+}
+
+/// Unmounts and removes the root filesystem; tolerates a missing or half-made one.
+pub fn remove_rootfs(paths: &ContainerPaths) -> Result<(), AgentError> {
+    if !paths.rootfs.exists() {
+        return Ok(());
+    }
+    match Rootfs::open(&paths.rootfs) {
+        Ok(rootfs) => rootfs.remove().map_err(|e| AgentError::Container {
+            id: paths.id.clone(),
+            reason: format!("removing the root filesystem: {e}"),
+        }),
+        Err(_) => std::fs::remove_dir_all(&paths.rootfs)
+            .map_err(AgentError::io(format!("removing {}", paths.rootfs.display()))),
+    }
+}

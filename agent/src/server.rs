@@ -1,0 +1,70 @@
+//! Runs the agent: adopts the node's containers, serves AgentService (with health and
+//! reflection) on the given listener and keeps the scheduler session, until shutdown.
+
+use std::future::Future;
+
+use berth_proto::MAX_MESSAGE_BYTES;
+use berth_proto::v1::agent_service_server::AgentServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::Config;
+use crate::containers::Containers;
+use crate::error::AgentError;
+use crate::service::AgentApi;
+
+/// Serves until `shutdown` resolves. Containers keep running after it returns: the next
+/// agent adopts them.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let local = listener
+        .local_addr()
+        .map_err(AgentError::io("reading the listener's address"))?;
+    let advertise = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"));
+    let containers = Containers::open(config).await?;
+    let endpoint_file = containers.layout().root.join("endpoint");
+    crate::containers::record::write_atomic(&endpoint_file, advertise.as_bytes())?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AgentServiceServer<AgentApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| AgentError::Container {
+            id: String::new(),
+            reason: format!("reflection: {e}"),
+        })?;
+    let api = AgentServiceServer::new(AgentApi::new(containers.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let session = tokio::spawn(crate::session::run(
+        containers.clone(),
+        advertise.clone(),
+        stop_rx,
+    ));
+    tracing::info!(listen = %local, advertise = %advertise, node = %containers.config().node_name, "agent serving");
+    let served = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(api)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = session.await;
+    containers.detach_all();
+    served.map_err(|e| AgentError::Container {
+        id: String::new(),
+        reason: format!("serving: {e}"),
+    })
+}

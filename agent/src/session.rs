@@ -1,0 +1,180 @@
+//! The agent's side of the node protocol: register, then keep one session open to the
+//! scheduler (heartbeats and events up, assignment sets and routes down), reconnecting with
+//! backoff when it drops. Containers keep running whatever happens here.
+
+use std::time::Duration;
+
+use berth_proto::MAX_MESSAGE_BYTES;
+use berth_proto::v1::node_service_client::NodeServiceClient;
+use berth_proto::v1::{
+    AgentMessage, ContainerEvent, Heartbeat, Hello, RegisterRequest, agent_message,
+    scheduler_message,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+use crate::containers::Containers;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("connecting to the scheduler at {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the scheduler refused {call}: {status}")]
+    Refused {
+        call: &'static str,
+        status: tonic::Status,
+    },
+    #[error("the scheduler closed the session")]
+    Closed,
+    #[error("invalid scheduler address {0:?}")]
+    BadAddress(String),
+}
+
+/// Keeps a session with the scheduler until `shutdown` resolves.
+pub async fn run(
+    containers: Containers,
+    agent_endpoint: String,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let max = containers.config().reconnect_max;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let started = tokio::time::Instant::now();
+        tokio::select! {
+            result = session(&containers, &agent_endpoint) => {
+                match result {
+                    Ok(()) => {}
+                    Err(e) => tracing::warn!("scheduler session: {e}; reconnecting in {delay:?}"),
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+        // A session that lived a while was healthy: start the backoff afresh.
+        if started.elapsed() > Duration::from_secs(10) {
+            delay = Duration::from_millis(100);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+        delay = (delay * 2).min(max);
+    }
+}
+
+async fn session(containers: &Containers, agent_endpoint: &str) -> Result<(), SessionError> {
+    let config = containers.config();
+    let addr = config.scheduler.clone();
+    let endpoint = Endpoint::from_shared(addr.clone())
+        .map_err(|_| SessionError::BadAddress(addr.clone()))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|source| SessionError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    let mut client = NodeServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let registered = client
+        .register(RegisterRequest {
+            node_name: config.node_name.clone(),
+            labels: config.labels.clone().into_iter().collect(),
+            capacity: Some(containers.capacity()),
+            node_address: config.node_address.clone(),
+            agent_endpoint: agent_endpoint.to_string(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+        .await
+        .map_err(|status| SessionError::Refused {
+            call: "Register",
+            status,
+        })?
+        .into_inner();
+    tracing::info!(pod_cidr = %registered.pod_cidr, session = registered.session, "registered");
+    if let Err(e) = containers.set_pod_cidr(&registered.pod_cidr).await {
+        // Containers can still be adopted and reported; new ones fail with the reason.
+        tracing::error!("node network: {e}");
+    }
+    containers.reset_generation();
+    let interval = Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(50)));
+    let (tx, rx) = mpsc::channel::<AgentMessage>(256);
+    let hello = AgentMessage {
+        msg: Some(agent_message::Msg::Hello(Hello {
+            node_name: config.node_name.clone(),
+            session: registered.session,
+        })),
+    };
+    tx.send(hello).await.map_err(|_| SessionError::Closed)?;
+    // Subscribed before the first heartbeat so no transition falls in between.
+    let mut events = containers.subscribe();
+    tx.send(heartbeat(containers))
+        .await
+        .map_err(|_| SessionError::Closed)?;
+    let mut inbound = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .map_err(|status| SessionError::Refused {
+            call: "Session",
+            status,
+        })?
+        .into_inner();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                tx.send(heartbeat(containers)).await.map_err(|_| SessionError::Closed)?;
+            }
+            event = events.recv() => match event {
+                Ok(status) => {
+                    let msg = AgentMessage { msg: Some(agent_message::Msg::Event(ContainerEvent {
+                        status: Some(status),
+                        at_ms: crate::containers::now_ms(),
+                    }))};
+                    tx.send(msg).await.map_err(|_| SessionError::Closed)?;
+                }
+                // Missed events are covered by the next heartbeat's full state.
+                Err(broadcast::error::RecvError::Lagged(n)) => tracing::debug!("{n} events skipped"),
+                Err(broadcast::error::RecvError::Closed) => return Err(SessionError::Closed),
+            },
+            message = inbound.message() => match message {
+                Ok(Some(m)) => match m.msg {
+                    Some(scheduler_message::Msg::Assignments(set)) => {
+                        let generation = set.generation;
+                        let count = set.assignments.len();
+                        if containers.apply(set) {
+                            tracing::info!(generation, count, "applied assignments");
+                        }
+                    }
+                    Some(scheduler_message::Msg::Routes(routes)) => {
+                        if let Err(e) = containers.set_routes(&routes.routes).await {
+                            tracing::warn!("routes: {e}");
+                        }
+                    }
+                    None => tracing::debug!("empty scheduler message"),
+                },
+                Ok(None) => return Err(SessionError::Closed),
+                Err(status) => return Err(SessionError::Refused { call: "Session", status }),
+            },
+        }
+    }
+}
+
+fn heartbeat(containers: &Containers) -> AgentMessage {
+    AgentMessage {
+        msg: Some(agent_message::Msg::Heartbeat(Heartbeat {
+            capacity: Some(containers.capacity()),
+            containers: containers.statuses(),
+            applied_generation: containers.applied_generation(),
+        })),
+    }
+}

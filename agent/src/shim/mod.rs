@@ -1,0 +1,72 @@
+//! `berth-shim`, the per-container supervisor (as conmon is for podman), and the agent's side
+//! of it.
+//!
+//! The shim runs `berth-runtime create` and `start` with the container's output on a pipe, is
+//! the container's parent (a child subreaper), copies the output into the size-capped, rotated
+//! `ctr.log` and records the exit in `exit.json`. It outlives the agent: the agent finds it
+//! again from `shim.json` (its pid and start time) and waits on it through a pidfd.
+//!
+//! - [`supervise`]: the shim process itself (single-threaded: poll(2) on the log pipe and a
+//!   signalfd), called by the `berth-shim` binary.
+//! - [`client`]: what the agent calls: [`start`], [`wait_exit`], [`stop`], [`read_state`].
+
+pub mod client;
+pub mod supervise;
+
+pub use client::{ShimConfig, ShimError, is_alive, read_exit, read_state, start, stop, wait_exit};
+
+use serde::{Deserialize, Serialize};
+
+/// `shim.json`: written by the shim once the container runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimState {
+    pub shim_pid: u32,
+    /// Field 22 of the shim's /proc/PID/stat (clock ticks after boot): tells the shim from a
+    /// later process that reuses its pid.
+    pub shim_start_time: u64,
+    pub container_pid: u32,
+    pub started_at_ms: i64,
+}
+
+/// `exit.json`: written by the shim when the container's init has ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// The exit code, or 128+N when signal N ended it.
+    pub exit_code: i32,
+    /// Whether the kernel's OOM killer acted in the container's memory cgroup.
+    pub oom_killed: bool,
+    pub finished_at_ms: i64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// State (field 3) and start time (field 22) from a /proc/PID/stat line.
+pub(crate) fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    // The command name (field 2) may hold spaces and parentheses: fields resume after the
+    // last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Field 3 was the state; field 22 is 19 further on.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_stat;
+
+    #[test]
+    fn stat_fields() {
+        let line =
+            "1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200";
+        assert_eq!(parse_stat(line), Some(('S', 98765)));
+        assert_eq!(parse_stat("12 (x) R 1"), None);
+    }
+}

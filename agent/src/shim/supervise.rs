@@ -1,0 +1,713 @@
+//! The `berth-shim` process: one per container, like conmon.
+//!
+//! ```text
+//! berth-shim --id ID --bundle DIR --runtime PATH --runtime-root DIR --dir CONTAINER_DIR
+//!            --log-max-bytes N --log-files K
+//! ```
+//!
+//! It starts a session, becomes a child subreaper and runs `berth-runtime create` with the
+//! container's stdin on /dev/null and its stdout and stderr on a pipe, then `start`; the
+//! container's init, forked by `create`, is re-parented to the shim when `create` exits. Its
+//! stdout is the report pipe to the agent: `ok PID` once `shim.json` is written, or
+//! `error: REASON` (after `delete --force`) and a non-zero exit.
+//!
+//! Then, single-threaded, it polls the log pipe and a signalfd for SIGCHLD: output goes to
+//! `ctr.log` (rotated at `--log-max-bytes` into `ctr.log.1` .. keeping `--log-files` parts in
+//! all), every child is reaped (orphans come here too), and when init ends it reads the
+//! memory cgroup's OOM-kill count, drains the pipe (for at most [`DRAIN_DEADLINE`]), writes
+//! `exit.json` and runs `delete --force`.
+//!
+//! Dependencies are std, nix, libc and serde_json only: no threads, no async runtime, no
+//! argument-parser, to keep its resident memory small.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _, Write as _};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::{ExitRecord, ShimState};
+use crate::layout::ContainerPaths;
+
+/// How long the shim keeps copying output after init has ended: processes that escaped the
+/// container's pid namespace (or a container without one) may hold the pipe open.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The read size for the log pipe.
+const BUF_SIZE: usize = 16 * 1024;
+
+/// The shim's command line.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub runtime: PathBuf,
+    pub runtime_root: PathBuf,
+    pub dir: PathBuf,
+    /// Each log part's cap in bytes (0: no rotation).
+    pub log_max_bytes: u64,
+    /// How many log parts to keep in all, ctr.log included (at least 1).
+    pub log_files: u32,
+}
+
+impl Args {
+    /// Parses `--flag VALUE` or `--flag=VALUE` pairs; every flag is required.
+    pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Args, String> {
+        let mut id = None;
+        let mut bundle = None;
+        let mut runtime = None;
+        let mut runtime_root = None;
+        let mut dir = None;
+        let mut log_max_bytes = None;
+        let mut log_files = None;
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let bytes = arg.as_bytes();
+            let (flag, value) = match bytes.iter().position(|&b| b == b'=') {
+                Some(eq) if bytes.starts_with(b"--") => (
+                    String::from_utf8_lossy(&bytes[..eq]).into_owned(),
+                    OsString::from(std::ffi::OsStr::from_bytes(&bytes[eq + 1..])),
+                ),
+                _ => {
+                    let flag = arg.to_string_lossy().into_owned();
+                    let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+                    (flag, value)
+                }
+            };
+            let number = |v: &OsString| -> Result<u64, String> {
+                v.to_str()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| format!("{flag}: not a number: {}", v.to_string_lossy()))
+            };
+            match flag.as_str() {
+                "--id" => id = Some(value.to_string_lossy().into_owned()),
+                "--bundle" => bundle = Some(PathBuf::from(value)),
+                "--runtime" => runtime = Some(PathBuf::from(value)),
+                "--runtime-root" => runtime_root = Some(PathBuf::from(value)),
+                "--dir" => dir = Some(PathBuf::from(value)),
+                "--log-max-bytes" => log_max_bytes = Some(number(&value)?),
+                "--log-files" => {
+                    let n = number(&value)?;
+                    log_files = Some(u32::try_from(n.max(1)).map_err(|_| "--log-files: too large")?)
+                }
+                other => return Err(format!("unknown argument {other}")),
+            }
+        }
+        let missing = |name: &str| format!("{name} is required");
+        Ok(Args {
+            id: id.ok_or_else(|| missing("--id"))?,
+            bundle: bundle.ok_or_else(|| missing("--bundle"))?,
+            runtime: runtime.ok_or_else(|| missing("--runtime"))?,
+            runtime_root: runtime_root.ok_or_else(|| missing("--runtime-root"))?,
+            dir: dir.ok_or_else(|| missing("--dir"))?,
+            log_max_bytes: log_max_bytes.ok_or_else(|| missing("--log-max-bytes"))?,
+            log_files: log_files.ok_or_else(|| missing("--log-files"))?,
+        })
+    }
+
+    /// The container's files; the shim only knows its directory and the runtime's root.
+    fn paths(&self) -> ContainerPaths {
+        ContainerPaths {
+            id: self.id.clone(),
+            dir: self.dir.clone(),
+            rootfs: PathBuf::new(),
+            runtime_root: self.runtime_root.clone(),
+            netns: PathBuf::new(),
+        }
+    }
+}
+
+/// The binary's entry point: returns the process's exit code.
+pub fn main() -> i32 {
+    let args = match Args::parse(std::env::args_os().skip(1)) {
+        Ok(args) => args,
+        Err(e) => {
+            report(&format!("error: {e}"));
+            return 2;
+        }
+    };
+    run(&args)
+}
+
+/// Writes one line on the report pipe (stdout) and closes it: /dev/null takes fd 1, so the
+/// agent sees end-of-file and nothing later can block on a pipe nobody reads.
+fn report(line: &str) {
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(line.replace('\n', " ").as_bytes());
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+    if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+    }
+}
+
+/// The shim's life: start the container, then supervise it.
+pub fn run(args: &Args) -> i32 {
+    let paths = args.paths();
+    let signals = match setup() {
+        Ok(s) => s,
+        Err(e) => {
+            report(&format!("error: shim setup: {e}"));
+            return 1;
+        }
+    };
+    let (pid, log_r) = match start(args, &paths) {
+        Ok(started) => started,
+        Err(reason) => {
+            report(&format!("error: {reason}"));
+            let _ = runtime(args, &paths, &["delete", "--force", &args.id]);
+            return 1;
+        }
+    };
+    let state = ShimState {
+        shim_pid: std::process::id(),
+        shim_start_time: own_start_time().unwrap_or(0),
+        container_pid: pid.as_raw() as u32,
+        started_at_ms: super::now_ms(),
+    };
+    if let Err(e) = write_json_atomic(&paths.shim_state(), &state) {
+        report(&format!(
+            "error: writing {}: {e}",
+            paths.shim_state().display()
+        ));
+        let _ = runtime(args, &paths, &["kill", &args.id, "KILL"]);
+        let _ = runtime(args, &paths, &["delete", "--force", &args.id]);
+        return 1;
+    }
+    report(&format!("ok {}", pid.as_raw()));
+
+    let log = LogWriter::open(&paths, args.log_max_bytes, args.log_files);
+    let (status, oom_killed) = supervise(args, pid, log_r, &signals, log);
+    let record = ExitRecord {
+        exit_code: status,
+        oom_killed,
+        finished_at_ms: super::now_ms(),
+    };
+    if let Err(e) = write_json_atomic(&paths.exit(), &record) {
+        eprintln!("berth-shim {}: writing exit.json: {e}", args.id);
+    }
+    if let Err(e) = runtime(args, &paths, &["delete", "--force", &args.id]) {
+        eprintln!("berth-shim {}: delete: {e}", args.id);
+    }
+    reap_all(None);
+    0
+}
+
+/// Session leader, child subreaper, stdin on /dev/null; SIGCHLD and SIGHUP blocked and read
+/// from a signalfd (blocked rather than ignored: an ignored signal would stay ignored in the
+/// runtime and the container, while std's Command clears the mask for them).
+fn setup() -> io::Result<SignalFd> {
+    // Fails only when already a group leader, which a spawned child is not.
+    let _ = nix::unistd::setsid();
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes one integer argument and touches no memory
+    // of ours.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: replaces SIGPIPE's disposition with SIG_IGN; no handler function is involved.
+    // (std has usually done so already; writes to a closed pipe then fail with EPIPE.)
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let null = File::open("/dev/null")?;
+    nix::unistd::dup2(null.as_raw_fd(), 0)?;
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.add(Signal::SIGHUP);
+    mask.thread_block()?;
+    Ok(SignalFd::with_flags(
+        &mask,
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )?)
+}
+
+/// `create` and `start`: init's pid and the log pipe's read end, or the one-line reason.
+fn start(args: &Args, paths: &ContainerPaths) -> Result<(Pid, OwnedFd), String> {
+    // A fresh runtime log per shim: the reason of a failure is its last error record.
+    let _ = File::create(paths.runtime_log());
+    let _ = fs::remove_file(paths.pid_file());
+    let (log_r, log_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("log pipe: {e}"))?;
+    let log_w2 = log_w.try_clone().map_err(|e| format!("log pipe: {e}"))?;
+    let bundle = args.bundle.as_os_str().to_string_lossy();
+    let pid_file = paths.pid_file();
+    let pid_file = pid_file.to_string_lossy();
+    let mut create = runtime_command(args, paths);
+    create
+        .args([
+            "create",
+            "--bundle",
+            &bundle,
+            "--pid-file",
+            &pid_file,
+            &args.id,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log_w))
+        .stderr(Stdio::from(log_w2));
+    // The Command (and with it the shim's copies of the write end) is dropped at the end of
+    // this statement: then only the container holds the pipe.
+    let status = create.status();
+    drop(create);
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => return Err(format!("create: {}", runtime_error(paths, s))),
+        Err(e) => {
+            return Err(format!("create: running {}: {e}", args.runtime.display()));
+        }
+    }
+    let pid = fs::read_to_string(paths.pid_file())
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .filter(|&p| p > 0)
+        .ok_or_else(|| format!("create: no pid in {}", paths.pid_file().display()))?;
+    runtime(args, paths, &["start", &args.id]).map_err(|e| format!("start: {e}"))?;
+    Ok((Pid::from_raw(pid), log_r))
+}
+
+fn runtime_command(args: &Args, paths: &ContainerPaths) -> Command {
+    let mut cmd = Command::new(&args.runtime);
+    cmd.arg("--root")
+        .arg(&args.runtime_root)
+        .arg("--log")
+        .arg(paths.runtime_log())
+        .args(["--log-format", "json"]);
+    cmd
+}
+
+/// Runs one runtime command with no stdio; the error carries the runtime's reason.
+fn runtime(args: &Args, paths: &ContainerPaths, argv: &[&str]) -> Result<(), String> {
+    let status = runtime_command(args, paths)
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("running {}: {e}", args.runtime.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(runtime_error(paths, status))
+    }
+}
+
+/// The last error record in runtime.log, or the exit status.
+fn runtime_error(paths: &ContainerPaths, status: std::process::ExitStatus) -> String {
+    let text = fs::read_to_string(paths.runtime_log()).unwrap_or_default();
+    let mut last = None;
+    for line in text.lines() {
+        let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if record.get("level").and_then(|l| l.as_str()) == Some("error")
+            && let Some(msg) = record.get("msg").and_then(|m| m.as_str())
+        {
+            last = Some(msg.to_string());
+        }
+    }
+    match last {
+        Some(msg) => msg.replace('\n', " "),
+        None => format!("the runtime failed ({status})"),
+    }
+}
+
+/// Copies the pipe to the log and reaps children until init has ended and the pipe is
+/// drained (or the drain deadline passed). Returns init's exit code and the OOM verdict.
+fn supervise(
+    args: &Args,
+    pid: Pid,
+    log_r: OwnedFd,
+    signals: &SignalFd,
+    mut log: LogWriter,
+) -> (i32, bool) {
+    let mut pipe = Some(File::from(log_r));
+    let mut status = None;
+    let mut oom = false;
+    let mut deadline: Option<Instant> = None;
+    let mut buf = vec![0u8; BUF_SIZE];
+    loop {
+        if status.is_none() {
+            status = reap_all(Some(pid));
+            if status.is_some() {
+                // Before delete removes the cgroup with its counters.
+                oom = oom_killed(&args.bundle, &args.id);
+                deadline = Some(Instant::now() + DRAIN_DEADLINE);
+            }
+        } else {
+            reap_all(None);
+        }
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if pipe.is_none() || left.is_zero() {
+                    break;
+                }
+                PollTimeout::try_from(left.as_millis().clamp(1, 60_000) as i32)
+                    .unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let (pipe_ready, sig_ready) = {
+            let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            if let Some(p) = &pipe {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("berth-shim {}: poll: {e}", args.id);
+                    // Nothing to wait on: fall back to blocking on init.
+                    return (wait_blocking(pid), oom_killed(&args.bundle, &args.id));
+                }
+            }
+            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            (fds.get(1).is_some_and(ready), ready(&fds[0]))
+        };
+        if sig_ready {
+            // Drain the pending signals; SIGCHLD's are reaped at the top of the loop.
+            while let Ok(Some(_)) = signals.read_signal() {}
+        }
+        if pipe_ready && let Some(p) = pipe.as_mut() {
+            match p.read(&mut buf) {
+                Ok(0) => pipe = None,
+                Ok(n) => log.write(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    eprintln!("berth-shim {}: reading the log pipe: {e}", args.id);
+                    pipe = None;
+                }
+            }
+        }
+    }
+    (status.unwrap_or(255), oom)
+}
+
+/// Reaps every exited child without blocking; returns the exit code of `watch` if it was one.
+fn reap_all(watch: Option<Pid>) -> Option<i32> {
+    let mut code = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return code,
+            Ok(status) => {
+                if status.pid().is_some() && status.pid() == watch {
+                    code = exit_code(status).or(code);
+                }
+            }
+            Err(Errno::EINTR) => {}
+            Err(_) => return code,
+        }
+    }
+}
+
+fn wait_blocking(pid: Pid) -> i32 {
+    loop {
+        match waitpid(pid, None) {
+            Err(Errno::EINTR) => {}
+            Ok(status) => {
+                if let Some(code) = exit_code(status) {
+                    return code;
+                }
+            }
+            Err(_) => return 255,
+        }
+    }
+}
+
+/// The code of an ended process: its exit status, or 128+N for signal N.
+fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+/// Field 22 of /proc/self/stat.
+fn own_start_time() -> Option<u64> {
+    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    super::parse_stat(&stat).map(|(_, start)| start)
+}
+
+/// Writes JSON to a temporary file beside `path`, syncs it and renames it into place.
+fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
+    let mut f = File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Whether the OOM killer acted in the container's memory cgroup (`linux.cgroupsPath` of the
+/// bundle's config.json): cgroup v1 `memory.oom_control`, else v2 `memory.events`.
+pub fn oom_killed(bundle: &Path, id: &str) -> bool {
+    let Some(cgroup) = cgroup_path(bundle, id) else {
+        return false;
+    };
+    let rel = cgroup.trim_start_matches('/');
+    let v1 = Path::new("/sys/fs/cgroup/memory")
+        .join(rel)
+        .join("memory.oom_control");
+    if let Ok(text) = fs::read_to_string(&v1) {
+        return counter(&text, "oom_kill") > 0;
+    }
+    cgroup2_mounts().into_iter().any(|mount| {
+        fs::read_to_string(mount.join(rel).join("memory.events"))
+            .is_ok_and(|text| counter(&text, "oom_kill") > 0)
+    })
+}
+
+/// The container's cgroup path from the root of a hierarchy, as the runtime places it: the
+/// absolute `cgroupsPath`, a relative one under the runtime's (the shim's) own cgroup, or
+/// `/berth-ID` without one.
+fn cgroup_path(bundle: &Path, id: &str) -> Option<String> {
+    let config = fs::read(bundle.join("config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_slice(&config).ok()?;
+    let path = config
+        .pointer("/linux/cgroupsPath")
+        .and_then(|p| p.as_str())
+        .unwrap_or("");
+    if path.is_empty() {
+        return Some(format!("/berth-{id}"));
+    }
+    if path.starts_with('/') {
+        return Some(path.to_string());
+    }
+    // Relative: under this process's memory cgroup (v1), or its unified one (v2).
+    let own = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let base = own
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let memory = controllers.split(',').any(|c| c == "memory");
+            (memory || controllers.is_empty()).then(|| (memory, path.to_string()))
+        })
+        .max_by_key(|(memory, _)| *memory)?
+        .1;
+    Some(format!("{}/{path}", base.trim_end_matches('/')))
+}
+
+/// Where cgroup2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts).
+fn cgroup2_mounts() -> Vec<PathBuf> {
+    let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else {
+        return Vec::new();
+    };
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, target, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(target))
+        })
+        .collect()
+}
+
+/// The value of `key N` in a flat-keyed cgroup file.
+fn counter(text: &str, key: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// ctr.log with size-capped parts: ctr.log -> ctr.log.1 -> ... -> ctr.log.(K-1), the oldest
+/// deleted. A part ends at a line boundary when a newline fits, and is cut at the cap when a
+/// line alone is longer. Write errors are reported once and the output dropped, so the
+/// container never blocks on a full disk.
+#[derive(Debug)]
+struct LogWriter {
+    paths: ContainerPaths,
+    file: Option<File>,
+    written: u64,
+    max: u64,
+    files: u32,
+    failed: bool,
+}
+
+impl LogWriter {
+    fn open(paths: &ContainerPaths, max: u64, files: u32) -> Self {
+        let mut log = LogWriter {
+            paths: paths.clone(),
+            file: None,
+            written: 0,
+            max,
+            files: files.max(1),
+            failed: false,
+        };
+        log.reopen();
+        log
+    }
+
+    fn reopen(&mut self) {
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.paths.log())
+        {
+            Ok(f) => {
+                self.written = f.metadata().map(|m| m.len()).unwrap_or(0);
+                self.file = Some(f);
+            }
+            Err(e) => {
+                self.fail(&e);
+                self.file = None;
+            }
+        }
+    }
+
+    fn fail(&mut self, e: &io::Error) {
+        if !self.failed {
+            eprintln!(
+                "berth-shim {}: {}: {e}",
+                self.paths.id,
+                self.paths.log().display()
+            );
+            self.failed = true;
+        }
+    }
+
+    fn write(&mut self, mut buf: &[u8]) {
+        while !buf.is_empty() {
+            let take = if self.max == 0 {
+                buf.len()
+            } else {
+                let room = self.max.saturating_sub(self.written) as usize;
+                if buf.len() <= room {
+                    buf.len()
+                } else if let Some(nl) = buf[..room].iter().rposition(|&b| b == b'\n') {
+                    nl + 1
+                } else if self.written == 0 {
+                    room
+                } else {
+                    0
+                }
+            };
+            if take > 0 {
+                if let Some(f) = self.file.as_mut()
+                    && let Err(e) = f.write_all(&buf[..take])
+                {
+                    self.fail(&e);
+                }
+                self.written += take as u64;
+                buf = &buf[take..];
+            }
+            if !buf.is_empty() {
+                self.rotate();
+            }
+        }
+    }
+
+    fn rotate(&mut self) {
+        self.file = None;
+        if self.files <= 1 {
+            let _ = fs::remove_file(self.paths.log());
+        } else {
+            let _ = fs::remove_file(self.paths.old_log(self.files - 1));
+            for n in (1..self.files - 1).rev() {
+                let _ = fs::rename(self.paths.old_log(n), self.paths.old_log(n + 1));
+            }
+            if let Err(e) = fs::rename(self.paths.log(), self.paths.old_log(1))
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                self.fail(&e);
+            }
+        }
+        self.reopen();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(dir: &Path) -> ContainerPaths {
+        ContainerPaths {
+            id: "t".into(),
+            dir: dir.to_path_buf(),
+            rootfs: PathBuf::new(),
+            runtime_root: PathBuf::new(),
+            netns: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn parses_flags() {
+        let argv = [
+            "--id",
+            "c1",
+            "--bundle=/b",
+            "--runtime",
+            "/r",
+            "--runtime-root",
+            "/rr",
+            "--dir",
+            "/d",
+            "--log-max-bytes",
+            "100",
+            "--log-files=3",
+        ];
+        let args = Args::parse(argv.iter().map(OsString::from)).unwrap();
+        assert_eq!(args.id, "c1");
+        assert_eq!(args.bundle, Path::new("/b"));
+        assert_eq!(args.log_max_bytes, 100);
+        assert_eq!(args.log_files, 3);
+        let err = Args::parse(["--id", "x"].iter().map(OsString::from)).unwrap_err();
+        assert!(err.contains("required"), "{err}");
+        let err = Args::parse(["--bogus", "x"].iter().map(OsString::from)).unwrap_err();
+        assert!(err.contains("--bogus"), "{err}");
+    }
+
+    #[test]
+    fn rotation_keeps_parts_at_line_boundaries() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = paths(tmp.path());
+        let mut log = LogWriter::open(&p, 10, 3);
+        log.write(b"aaaa\nbbbb\ncccc\n");
+        log.write(b"0123456789012345\n");
+        log.write(b"dd\n");
+        let read = |path: PathBuf| fs::read_to_string(path).unwrap_or_default();
+        // "aaaa\nbbbb\n" | "cccc\n" | "0123456789" | "012345\n" "dd\n": the last three kept.
+        assert_eq!(read(p.old_log(2)), "cccc\n");
+        assert_eq!(read(p.old_log(1)), "0123456789");
+        assert_eq!(read(p.log()), "012345\ndd\n");
+        assert!(!p.old_log(3).exists());
+    }
+
+    #[test]
+    fn single_part_truncates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = paths(tmp.path());
+        let mut log = LogWriter::open(&p, 8, 1);
+        log.write(b"one\ntwo\nthree\n");
+        assert_eq!(fs::read_to_string(p.log()).unwrap(), "three\n");
+        assert!(!p.old_log(1).exists());
+    }
+
+    #[test]
+    fn counters() {
+        let text = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
+        assert_eq!(counter(text, "oom_kill"), 2);
+        assert_eq!(counter("low 0\n", "oom_kill"), 0);
+    }
+}
