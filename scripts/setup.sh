@@ -8,7 +8,7 @@ set -euo pipefail
 # to compare against, and the tools the benchmarks use.
 PACKAGES=(
   busybox-static umoci skopeo docker-registry zstd protobuf-compiler
-  crun runc hyperfine jq iproute2 debootstrap apache2-utils podman conmon
+  crun runc hyperfine jq iproute2 debootstrap apache2-utils podman conmon curl nftables util-linux
 )
 
 missing=()

@@ -6,12 +6,16 @@ use berth_proto::v1::Resources;
 /// Millicores from "500m", "2" or "1.5" (cores).
 pub fn parse_cpu(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let bad = || format!("invalid cpu quantity {text:?} (expected cores like 2 or 1.5, or millicores like 500m)");
+    let bad = || {
+        format!(
+            "invalid cpu quantity {text:?} (expected cores like 2 or 1.5, or millicores like 500m)"
+        )
+    };
     if let Some(m) = t.strip_suffix('m') {
         return m.parse::<u64>().map_err(|_| bad());
     }
     let cores: f64 = t.parse().map_err(|_| bad())?;
-    if !cores.is_finite() || cores < 0.0 || cores > 1e6 {
+    if !cores.is_finite() || !(0.0..=1e6).contains(&cores) {
         return Err(bad());
     }
     Ok((cores * 1000.0).round() as u64)

@@ -601,10 +601,24 @@ mod tests {
         }
     }
 
-    /// A port on 127.0.0.1 with nothing listening (bound then released).
-    fn closed_port() -> u16 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
+    /// A port on 127.0.0.1 with nothing listening: a socket bound to it but never put in
+    /// listening state, so connecting is refused and, as long as the returned fd lives, no
+    /// other socket (nor a connect's ephemeral source port) can take the port.
+    fn closed_port() -> (std::os::fd::OwnedFd, u16) {
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockType, SockaddrIn, bind, getsockname, socket,
+        };
+        use std::os::fd::AsRawFd;
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+        let port = getsockname::<SockaddrIn>(fd.as_raw_fd()).unwrap().port();
+        (fd, port)
     }
 
     /// Serve `response` to every connection on `listener` (after reading the request head)
@@ -789,7 +803,7 @@ mod tests {
 
     #[tokio::test]
     async fn tcp_closed_port_fails() {
-        let port = closed_port();
+        let (_reserved, port) = closed_port();
         let o = check(&probe(tcp(port), 200), &local_target()).await;
         assert_eq!(
             failure(&o),
@@ -866,7 +880,7 @@ mod tests {
 
     #[tokio::test]
     async fn http_closed_port_fails() {
-        let port = closed_port();
+        let (_reserved, port) = closed_port();
         let o = check(&probe(http(port, "/"), 200), &local_target()).await;
         assert!(failure(&o).ends_with(": connection refused"), "{o}");
     }
@@ -942,18 +956,21 @@ mod tests {
         let path = ns.path();
 
         // A listener inside the namespace, on a dedicated thread that setns's first.
-        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        // The port is held closed on the host's loopback and listened on inside the
+        // namespace (each namespace has its own port space).
+        let (_reserved, port) = closed_port();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let ns_path = path.clone();
         std::thread::spawn(move || {
             enter_netns(&ns_path).expect("setns into the test namespace");
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            port_tx.send(l.local_addr().unwrap().port()).unwrap();
+            let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+            ready_tx.send(()).unwrap();
             // The socket is bound inside the namespace; serving it from another thread is
             // fine (that thread inherits this one's namespace anyway).
             let _requests = serve(l, "HTTP/1.1 204 No Content\r\n\r\n");
             std::thread::park();
         });
-        let port = port_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
 
         let inside = ProbeTarget {
             netns: Some(path.clone()),
@@ -971,7 +988,10 @@ mod tests {
         );
         // The same port on the host's loopback has nothing behind it.
         let o = check(&probe(tcp(port), 500), &outside).await;
-        assert!(!o.is_success(), "probe outside the netns must fail");
+        assert_eq!(
+            failure(&o),
+            format!("tcp 127.0.0.1:{port}: connection refused")
+        );
 
         // The test thread itself is still in the original namespace.
         assert_eq!(

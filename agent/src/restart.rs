@@ -6,12 +6,12 @@
 //!   `ON_FAILURE` restarts non-zero exits until `max_retries` restarts have been made
 //!   (0 = no limit), `ALWAYS` restarts regardless of the exit code.
 //! * [`Backoff`] computes how long to wait before the next start: `base` doubled per
-//!   consecutive quick failure, capped at `max`; a run that lasted at least `reset_after`
+//!   earlier consecutive failure, capped at `max`; a run that lasted at least `reset_after`
 //!   resets the count ([`Backoff::consecutive_after`]).
 //! * [`crash_looping`] tells when the count of consecutive quick failures is high enough for
 //!   the container's status reason to become [`CRASH_LOOP_REASON`].
 //!
-//! The agent's loop for one container is, on every exit:
+//! The agent's loop for one container is, on every failed exit:
 //!
 //! ```
 //! # use std::time::Duration;
@@ -20,10 +20,12 @@
 //! # let policy = RestartPolicy::default();
 //! # let (exit_code, restarts, prior, ran_for) = (1, 0, 0, Duration::from_secs(2));
 //! let backoff = Backoff::default();
+//! // Failures in a row, counting this one (a long run in between starts over).
+//! let consecutive = backoff.consecutive_after(prior, ran_for) + 1;
 //! match restart::should_restart(&policy, exit_code, restarts) {
 //!     Decision::Restart => {
-//!         let consecutive = backoff.consecutive_after(prior, ran_for);
-//!         let wait = backoff.delay(consecutive);
+//!         // 1st failure waits `base`, the 2nd 2×base, the 3rd 4×base, ...
+//!         let wait = backoff.delay(consecutive - 1);
 //!         let reason = restart::crash_looping(consecutive).then_some(restart::CRASH_LOOP_REASON);
 //!         // ... report `reason`, sleep `wait`, start again, remember `consecutive`
 //! #       let _ = (wait, reason);
@@ -89,20 +91,21 @@ pub fn should_restart(policy: &RestartPolicy, exit_code: i32, restarts_so_far: u
     }
 }
 
-/// Whether `consecutive` quick failures (see [`Backoff::consecutive_after`]) make the
-/// container crash-looping, i.e. its status reason becomes [`CRASH_LOOP_REASON`].
+/// Whether `consecutive` failures in a row (the one just observed included; see
+/// [`Backoff::consecutive_after`]) make the container crash-looping, i.e. its status reason
+/// becomes [`CRASH_LOOP_REASON`].
 pub fn crash_looping(consecutive: u32) -> bool {
     consecutive >= CRASH_LOOP_THRESHOLD
 }
 
 /// Exponential restart back-off.
 ///
-/// The delay before a restart is `base * 2^(n-1)` for `n` consecutive quick failures
-/// (`n = 0` is treated like `n = 1`), never more than `max`. A run that lasted at least
-/// `reset_after` is not a quick failure and resets the count to 0.
+/// The delay before a restart is `base * 2^n`, never more than `max`, where `n` counts the
+/// failures in a row *before* the one being restarted from (0 for a first failure). A run
+/// that lasted at least `reset_after` resets that count to 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
-    /// Delay after the first quick failure (and after a healthy run).
+    /// Delay after a first failure (no failure in a row before it).
     pub base: Duration,
     /// Upper bound of the delay.
     pub max: Duration,
@@ -131,13 +134,14 @@ impl Backoff {
         }
     }
 
-    /// The wait before restarting after `consecutive_failures` consecutive quick failures:
-    /// `min(max, base * 2^(n-1))`, with `n = 0` treated as 1. Never overflows, whatever `n`.
-    pub fn delay(&self, consecutive_failures: u32) -> Duration {
+    /// The wait before a restart when `prior_failures` failures in a row preceded the one
+    /// being restarted from: `min(max, base * 2^prior_failures)`, so `delay(0) == base`.
+    /// Never overflows, whatever `prior_failures`.
+    pub fn delay(&self, prior_failures: u32) -> Duration {
         let mut delay = self.base;
         // Double at most until the cap is reached (or the value saturates), so the loop is
-        // bounded by ~log2(max/base) iterations, not by `consecutive_failures`.
-        for _ in 1..consecutive_failures {
+        // bounded by ~log2(max/base) iterations, not by `prior_failures`.
+        for _ in 0..prior_failures {
             if delay >= self.max || delay.is_zero() {
                 break;
             }
@@ -146,14 +150,15 @@ impl Backoff {
         delay.min(self.max)
     }
 
-    /// The consecutive quick-failure count after a run that ended after `ran_for`, given
-    /// the count `prior` before that run: 0 if the run lasted at least `reset_after`,
-    /// otherwise `prior + 1` (saturating).
+    /// The failures-in-a-row count to carry on from after a run that lasted `ran_for`:
+    /// `prior` (the count before that run) if the run was shorter than `reset_after`, 0 if
+    /// it lasted at least that long. The exit that ended the run is *not* included; a
+    /// caller recording a failure adds 1.
     pub fn consecutive_after(&self, prior: u32, ran_for: Duration) -> u32 {
         if ran_for >= self.reset_after {
             0
         } else {
-            prior.saturating_add(1)
+            prior
         }
     }
 }
@@ -276,7 +281,7 @@ mod tests {
     fn backoff_doubles_and_caps() {
         let b = Backoff::default();
         let secs: Vec<u64> = (0..10).map(|n| b.delay(n).as_secs()).collect();
-        assert_eq!(secs, [1, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60, 60]);
     }
 
     #[test]
@@ -289,7 +294,8 @@ mod tests {
         // An effectively unbounded cap saturates instead of overflowing.
         let wide = Backoff::new(Duration::from_nanos(1), Duration::MAX, Duration::ZERO);
         assert_eq!(wide.delay(u32::MAX), Duration::MAX);
-        assert_eq!(wide.delay(11), Duration::from_nanos(1024));
+        assert_eq!(wide.delay(10), Duration::from_nanos(1024));
+        assert_eq!(wide.delay(0), Duration::from_nanos(1));
 
         let huge_base = Backoff::new(Duration::MAX, Duration::MAX, Duration::ZERO);
         assert_eq!(huge_base.delay(u32::MAX), Duration::MAX);
@@ -307,7 +313,7 @@ mod tests {
             Duration::from_secs(3),
             Duration::from_secs(60),
         );
-        assert_eq!(capped.delay(1), Duration::from_secs(3));
+        assert_eq!(capped.delay(0), Duration::from_secs(3));
         assert_eq!(capped.delay(5), Duration::from_secs(3));
 
         // Non-power-of-two cap is hit exactly.
@@ -316,21 +322,22 @@ mod tests {
             Duration::from_millis(1000),
             Duration::from_secs(1),
         );
-        let ms: Vec<u128> = (1..6).map(|n| odd.delay(n).as_millis()).collect();
+        let ms: Vec<u128> = (0..5).map(|n| odd.delay(n).as_millis()).collect();
         assert_eq!(ms, [300, 600, 1000, 1000, 1000]);
     }
 
     #[test]
-    fn consecutive_counts_quick_failures_and_resets() {
+    fn consecutive_keeps_count_after_quick_runs_and_resets_after_long_ones() {
         let b = Backoff::default();
         let quick = Duration::from_secs(2);
-        assert_eq!(b.consecutive_after(0, quick), 1);
-        assert_eq!(b.consecutive_after(4, quick), 5);
+        assert_eq!(b.consecutive_after(0, quick), 0);
+        assert_eq!(b.consecutive_after(4, quick), 4);
         assert_eq!(b.consecutive_after(u32::MAX, quick), u32::MAX);
+        assert_eq!(b.consecutive_after(4, Duration::ZERO), 4);
         // Just under the threshold is still quick; exactly at it resets.
         assert_eq!(
             b.consecutive_after(4, Duration::from_secs(60) - Duration::from_nanos(1)),
-            5
+            4
         );
         assert_eq!(b.consecutive_after(4, Duration::from_secs(60)), 0);
         assert_eq!(b.consecutive_after(u32::MAX, Duration::from_secs(3600)), 0);
@@ -351,20 +358,23 @@ mod tests {
 
     #[test]
     fn crash_loop_sequence() {
-        // Three quick failures in a row → crash-looping, with growing delays; a long run
-        // clears it.
+        // The agent's use: on each failed exit, n = consecutive_after(n, ran_for) + 1, wait
+        // delay(n - 1), crash-looping from the third quick failure on; a long run clears it.
         let b = Backoff::default();
         let quick = Duration::from_millis(100);
         let mut n = 0;
         let mut delays = Vec::new();
-        for _ in 0..3 {
-            n = b.consecutive_after(n, quick);
-            delays.push(b.delay(n).as_secs());
+        let mut looping = Vec::new();
+        for _ in 0..4 {
+            n = b.consecutive_after(n, quick) + 1;
+            delays.push(b.delay(n - 1).as_secs());
+            looping.push(crash_looping(n));
         }
-        assert_eq!(delays, [1, 2, 4]);
-        assert!(crash_looping(n));
-        n = b.consecutive_after(n, Duration::from_secs(120));
+        assert_eq!(delays, [1, 2, 4, 8]);
+        assert_eq!(looping, [false, false, true, true]);
+        n = b.consecutive_after(n, Duration::from_secs(120)) + 1;
+        assert_eq!(n, 1);
         assert!(!crash_looping(n));
-        assert_eq!(b.delay(n), Duration::from_secs(1));
+        assert_eq!(b.delay(n - 1), Duration::from_secs(1));
     }
 }

@@ -32,9 +32,7 @@ pub async fn run(
     crate::containers::record::write_atomic(&endpoint_file, advertise.as_bytes())?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<AgentServiceServer<AgentApi>>()
-        .await;
+    health.set_serving::<AgentServiceServer<AgentApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -5,8 +5,8 @@ use std::process::Stdio;
 
 use berth_proto::v1::agent_service_server::AgentService;
 use berth_proto::v1::{
-    ContainerState, ExecInput, ExecOutput, ListContainersRequest, ListContainersResponse,
-    LogChunk, LogsRequest, exec_input, exec_output,
+    ContainerState, ExecInput, ExecOutput, ListContainersRequest, ListContainersResponse, LogChunk,
+    LogsRequest, exec_input, exec_output,
 };
 use futures::{Stream, StreamExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -49,7 +49,10 @@ impl AgentService for AgentApi {
 
     type LogsStream = BoxStream<LogChunk>;
 
-    async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+    async fn logs(
+        &self,
+        request: Request<LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
         let req = request.into_inner();
         let paths = self.containers.paths(&req.container_id)?;
         let Some(mut status) = self.containers.watch(&req.container_id) else {
@@ -69,9 +72,13 @@ impl AgentService for AgentApi {
         let until = async move {
             loop {
                 let state = status.borrow_and_update().state;
-                let done = [ContainerState::Exited, ContainerState::Failed, ContainerState::Stopping]
-                    .iter()
-                    .any(|s| *s as i32 == state);
+                let done = [
+                    ContainerState::Exited,
+                    ContainerState::Failed,
+                    ContainerState::Stopping,
+                ]
+                .iter()
+                .any(|s| *s as i32 == state);
                 if done || status.changed().await.is_err() {
                     return;
                 }
@@ -157,27 +164,38 @@ impl AgentService for AgentApi {
         tokio::spawn(async move {
             while let Ok(Some(input)) = inbound.message().await {
                 match input.msg {
-                    Some(exec_input::Msg::Stdin(bytes)) => {
-                        if stdin.write_all(&bytes).await.is_err() {
-                            break;
-                        }
+                    Some(exec_input::Msg::Stdin(bytes))
+                        if stdin.write_all(&bytes).await.is_err() =>
+                    {
+                        break;
                     }
+                    Some(exec_input::Msg::Stdin(_)) => {}
                     Some(exec_input::Msg::CloseStdin(_)) => break,
                     _ => {}
                 }
             }
             // Dropping stdin closes it: the command sees EOF.
         });
-        let out = pump(child.stdout.take().expect("piped"), tx.clone(), exec_output::Msg::Stdout);
-        let err = pump(child.stderr.take().expect("piped"), tx.clone(), exec_output::Msg::Stderr);
+        let out = pump(
+            child.stdout.take().expect("piped"),
+            tx.clone(),
+            exec_output::Msg::Stdout,
+        );
+        let err = pump(
+            child.stderr.take().expect("piped"),
+            tx.clone(),
+            exec_output::Msg::Stderr,
+        );
         tokio::spawn(async move {
             let _ = tokio::join!(out, err);
             let code = match child.wait().await {
-                Ok(status) => status
-                    .code()
-                    .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)),
+                Ok(status) => status.code().unwrap_or_else(|| {
+                    128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+                }),
                 Err(e) => {
-                    let _ = tx.send(Err(Status::internal(format!("waiting for exec: {e}")))).await;
+                    let _ = tx
+                        .send(Err(Status::internal(format!("waiting for exec: {e}"))))
+                        .await;
                     return;
                 }
             };

@@ -252,12 +252,17 @@ async fn published_ports_answer_on_loopback_and_gateway() {
         .await
         .unwrap();
 
-    let (_, server) = tcp_server(&c.netns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080), 2);
+    let (_, server) = tcp_server(&c.netns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080), 3);
     let gw = net.gateway();
     // From the node itself through 127.0.0.1: DNAT in output, then masquerade to the gateway.
     let answer = tcp_exchange(&node.ns_path, SocketAddr::from(([127, 0, 0, 1], 18080)));
     assert_eq!(answer, format!("pong:{gw}:ping"));
     let answer = tcp_exchange(&node.ns_path, SocketAddr::from((gw, 18080)));
+    assert_eq!(answer, format!("pong:{gw}:ping"));
+    // Another container through the node's published port (prerouting DNAT, then hairpin
+    // masquerade so the reply goes back through the node).
+    let other = net.attach("client", &[]).await.unwrap();
+    let answer = tcp_exchange(&other.netns, SocketAddr::from((gw, 18080)));
     assert_eq!(answer, format!("pong:{gw}:ping"));
     server.join().unwrap();
 
@@ -298,6 +303,7 @@ async fn published_ports_answer_on_loopback_and_gateway() {
         "{table}"
     );
     net.detach("web").await.unwrap();
+    net.detach("client").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,8 +485,11 @@ async fn check_ports_refuses_reserved_and_bound_ports() {
 async fn set_routes_installs_and_replaces() {
     let node = Node::new(7);
     let ns = node.ns_name.as_str();
-    // Somewhere for the other nodes' addresses to be on-link (a dummy: nothing leaves).
-    run(&["ip", "-n", ns, "link", "add", "d0", "type", "dummy"]);
+    // Somewhere for the other nodes' addresses to be on-link: a veth pair whose both ends stay
+    // in the node netns (this kernel has no dummy driver), so nothing leaves it.
+    run(&[
+        "ip", "-n", ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+    ]);
     run(&[
         "ip",
         "-n",
@@ -492,6 +501,7 @@ async fn set_routes_installs_and_replaces() {
         "d0",
     ]);
     run(&["ip", "-n", ns, "link", "set", "d0", "up"]);
+    run(&["ip", "-n", ns, "link", "set", "d1", "up"]);
     let net = node.setup().await;
     let route = |node: &str, cidr: &str, via: &str| PodRoute {
         node_name: node.into(),
@@ -502,14 +512,14 @@ async fn set_routes_installs_and_replaces() {
 
     net.set_routes(&[
         route("other1", "10.232.1.0/24", "192.168.231.2"),
-        route("other2", "10.232.2.0/24", "192.168.231.3"),
+        route("other2", "10.232.3.0/24", "192.168.231.3"),
         route(&node.node_name, &node.cidr.to_string(), "192.168.231.1"),
     ])
     .await
     .unwrap();
     let got = routes();
     assert!(got.contains("10.232.1.0/24 via 192.168.231.2"), "{got}");
-    assert!(got.contains("10.232.2.0/24 via 192.168.231.3"), "{got}");
+    assert!(got.contains("10.232.3.0/24 via 192.168.231.3"), "{got}");
     assert_eq!(got.lines().count(), 2, "own CIDR is not routed: {got}");
     assert!(node.nft_table(&net).contains("10.232.1.0/24"));
 
@@ -519,7 +529,7 @@ async fn set_routes_installs_and_replaces() {
     let got = routes();
     assert_eq!(got.trim(), "10.232.1.0/24 via 192.168.231.4 dev d0");
     let table = node.nft_table(&net);
-    assert!(!table.contains("10.232.2.0/24"), "{table}");
+    assert!(!table.contains("10.232.3.0/24"), "{table}");
 
     assert!(matches!(
         net.set_routes(&[route("bad", "nonsense", "192.168.231.4")])

@@ -238,7 +238,11 @@ impl Containers {
     pub fn apply(&self, set: AssignmentSet) -> bool {
         let applied = self.inner.applied_generation.load(Ordering::SeqCst);
         if set.generation != 0 && set.generation < applied {
-            tracing::debug!(generation = set.generation, applied, "ignoring an older assignment set");
+            tracing::debug!(
+                generation = set.generation,
+                applied,
+                "ignoring an older assignment set"
+            );
             return false;
         }
         self.inner
@@ -458,7 +462,16 @@ mod tests {
 
     #[test]
     fn ids_that_could_escape_a_directory_are_refused() {
-        for bad in ["", "..", "../x", "a/b", ".hidden", "-x", &"x".repeat(129), "a b"] {
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "a/b",
+            ".hidden",
+            "-x",
+            &"x".repeat(129),
+            "a b",
+        ] {
             assert!(valid_id(bad).is_err(), "{bad:?}");
         }
         for good in ["web-1", "api.v2_3", "0abc"] {

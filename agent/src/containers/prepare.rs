@@ -58,7 +58,9 @@ pub async fn ensure_image(store: &Store, assignment: &Assignment) -> Result<Imag
             pull(store, &parsed, &options, &NoProgress)
                 .await
                 .map_err(|e| image_err(format!("pull failed: {e}")))?;
-            store.image(&reference).map_err(|e| image_err(e.to_string()))
+            store
+                .image(&reference)
+                .map_err(|e| image_err(e.to_string()))
         }
         Some(Fetch::ImportPath(path)) => {
             let store = store.clone();
@@ -146,7 +148,9 @@ pub fn remove_rootfs(paths: &ContainerPaths) -> Result<(), AgentError> {
             id: paths.id.clone(),
             reason: format!("removing the root filesystem: {e}"),
         }),
-        Err(_) => std::fs::remove_dir_all(&paths.rootfs)
-            .map_err(AgentError::io(format!("removing {}", paths.rootfs.display()))),
+        Err(_) => std::fs::remove_dir_all(&paths.rootfs).map_err(AgentError::io(format!(
+            "removing {}",
+            paths.rootfs.display()
+        ))),
     }
 }

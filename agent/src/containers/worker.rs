@@ -42,7 +42,10 @@ pub(crate) async fn drive(
     stop: watch::Receiver<bool>,
     start: Start,
 ) {
-    let paths = containers.inner().layout.container(&assignment.container_id);
+    let paths = containers
+        .inner()
+        .layout
+        .container(&assignment.container_id);
     let mut w = Worker {
         record: record::load_record(&paths),
         containers,
@@ -110,8 +113,10 @@ impl Worker {
     /// Image, network, root filesystem and bundle; the assignment is saved first so that a
     /// crash part-way is cleaned up by the next agent.
     async fn prepare(&mut self) -> Result<(), AgentError> {
-        std::fs::create_dir_all(&self.paths.dir)
-            .map_err(AgentError::io(format!("creating {}", self.paths.dir.display())))?;
+        std::fs::create_dir_all(&self.paths.dir).map_err(AgentError::io(format!(
+            "creating {}",
+            self.paths.dir.display()
+        )))?;
         record::save_assignment(&self.paths, &self.assignment)?;
         record::save_record(&self.paths, &self.record)?;
         let inner = self.inner().clone();
@@ -168,7 +173,11 @@ impl Worker {
             self.stopped().await;
             return;
         }
-        if let Some(ip) = self.containers.network().and_then(|n| n.ip_of(&self.paths.id)) {
+        if let Some(ip) = self
+            .containers
+            .network()
+            .and_then(|n| n.ip_of(&self.paths.id))
+        {
             self.update(|s| s.ip = ip.to_string());
         }
         loop {
@@ -205,6 +214,7 @@ impl Worker {
                 s.reason.clear();
                 s.message.clear();
                 s.ready = self.assignment.readiness.is_none();
+                s.restart_count = self.record.restart_count;
             });
             match self.watch_running(&state).await {
                 Woken::Stop => {
@@ -216,13 +226,11 @@ impl Worker {
                 }
                 Woken::LivenessFailed(why) => {
                     tracing::info!(container = %self.paths.id, "liveness probe failed: {why}");
-                    let exit = self.stop_shim(&state)
-                        .await
-                        .unwrap_or(ExitRecord {
-                            exit_code: 137,
-                            oom_killed: false,
-                            finished_at_ms: now_ms(),
-                        });
+                    let exit = self.stop_shim(&state).await.unwrap_or(ExitRecord {
+                        exit_code: 137,
+                        oom_killed: false,
+                        finished_at_ms: now_ms(),
+                    });
                     let ran_for = self.ran_for(&exit);
                     let reason = AgentError::Container {
                         id: self.paths.id.clone(),
@@ -377,7 +385,7 @@ impl Worker {
         let tail = crate::logs::tail(&self.paths, LOG_TAIL_LINES).unwrap_or_default();
         let tail = String::from_utf8_lossy(&tail[tail.len().saturating_sub(LOG_TAIL_BYTES)..])
             .into_owned();
-        let backoff = self.inner().config.backoff.clone();
+        let backoff = self.inner().config.backoff;
         let failed = exit.exit_code != 0 || cause.is_some();
         self.record.consecutive_failures = if failed {
             backoff.consecutive_after(self.record.consecutive_failures, ran_for) + 1
@@ -465,10 +473,9 @@ impl Worker {
         });
         if let Ok(Some(state)) = shim::read_state(&self.paths)
             && shim::is_alive(&state)
+            && let Err(e) = self.stop_shim(&state).await
         {
-            if let Err(e) = self.stop_shim(&state).await {
-                tracing::warn!(container = %self.paths.id, "stopping: {e}");
-            }
+            tracing::warn!(container = %self.paths.id, "stopping: {e}");
         }
         let inner = self.inner().clone();
         remove_leftovers(&inner, &self.paths).await;
@@ -515,4 +522,3 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
-

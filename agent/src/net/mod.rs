@@ -530,7 +530,7 @@ impl NodeNetwork {
 
     /// Whether container `id` may publish `ports`: none reserved by another container, none
     /// bound by a process in the node netns (the ones `id` already holds are not probed).
-    /// Blocking (brief: a bind per port on a helper thread).
+    /// Blocks briefly: one bind per port not yet held, on a thread in the node netns.
     pub fn check_ports(&self, id: &str, ports: &[PortMapping]) -> Result<(), NetError> {
         validate_id(id)?;
         let wanted = published(id, ports)?;

@@ -186,6 +186,7 @@ pub fn run(args: &Args) -> i32 {
         return 1;
     }
     report(&format!("ok {}", pid.as_raw()));
+    release_startup_pages();
 
     let log = LogWriter::open(&paths, args.log_max_bytes, args.log_files);
     let (status, oom_killed) = supervise(args, pid, log_r, &signals, log);
@@ -204,10 +205,15 @@ pub fn run(args: &Args) -> i32 {
     0
 }
 
-/// Session leader, child subreaper, stdin on /dev/null; SIGCHLD and SIGHUP blocked and read
+/// Inherited descriptors closed, session leader, child subreaper, stdin on /dev/null; SIGCHLD and SIGHUP blocked and read
 /// from a signalfd (blocked rather than ignored: an ignored signal would stay ignored in the
 /// runtime and the container, while std's Command clears the mask for them).
 fn setup() -> io::Result<SignalFd> {
+    // Nothing the agent left open without close-on-exec may reach the runtime or the
+    // container.
+    // SAFETY: close_range takes integers only; descriptors from 3 up are closed before this
+    // process opens any of its own (std holds none of them).
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     // Fails only when already a group leader, which a spawned child is not.
     let _ = nix::unistd::setsid();
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes one integer argument and touches no memory
@@ -228,6 +234,46 @@ fn setup() -> io::Result<SignalFd> {
         &mask,
         SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
     )?)
+}
+
+/// Drops this process's page-table entries for read-only file mappings (program and library
+/// code and constants) that hold no private copies: the start-up path (spawning the runtime,
+/// JSON, formatting) faulted in far more of them than the copy loop uses, and they would
+/// count in the shim's RSS for the container's whole life. The pages stay in the page cache;
+/// what the loop needs faults back in. Only mappings with no anonymous (copied-on-write)
+/// pages and no write permission qualify, so no content can be lost.
+fn release_startup_pages() {
+    let Ok(smaps) = fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(first) = fields.next() else { continue };
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            // "start-end perms offset dev inode path": a file-backed, private, read-only one.
+            let perms = fields.next().unwrap_or("");
+            let path = fields.nth(3).unwrap_or("");
+            current = (perms.starts_with('r')
+                && perms.as_bytes().get(1) == Some(&b'-')
+                && perms.ends_with('p')
+                && path.starts_with('/'))
+            .then_some((start, end));
+        } else if first == "Anonymous:"
+            && let Some((start, end)) = current.take()
+            && fields.next() == Some("0")
+        {
+            // SAFETY: [start, end) is a whole mapping of this process, private, not writable,
+            // file-backed and with no anonymous pages: MADV_DONTNEED only unmaps pages that
+            // are re-read from the file on the next access. No Rust object lives in it.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        }
+    }
 }
 
 /// `create` and `start`: init's pid and the log pipe's read end, or the one-line reason.

@@ -1,0 +1,325 @@
+//! berth-agent end to end: a real agent process per node, driven by a harness that speaks the
+//! scheduler's side of the node protocol; real containers, cgroups and network namespaces.
+
+use std::path::Path;
+use std::time::Duration;
+
+use berth_proto::v1::{
+    ContainerState, ExecCheck, HttpCheck, PortMapping, Probe, Resources, RestartPolicy, probe,
+    restart_policy,
+};
+use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
+use berth_tests::fake_scheduler::{FakeScheduler, assignment};
+use berth_tests::{Berth, busybox_image};
+
+const WAIT: Duration = Duration::from_secs(60);
+const IMAGE: &str = "agent-busybox:1";
+
+/// A node with the busybox image in its store.
+fn node(sched: &FakeScheduler, base: &str, cidr: &str, mut opts: AgentOptions) -> AgentNode {
+    // busybox's sleep as a container's init ignores SIGTERM: do not wait 10 s for each.
+    opts.extra_args
+        .extend(["--stop-grace".to_string(), "1".to_string()]);
+    let berth = Berth::new();
+    busybox_image(&berth, IMAGE);
+    let name = unique_node_name(base);
+    sched.set_pod_cidr(&name, cidr);
+    sched.assign(&name, vec![]);
+    AgentNode::start_in(berth, sched, &name, opts)
+}
+
+fn cgroup_file(controller: &str, node: &str, id: &str, file: &str) -> String {
+    let path = Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join("berth-agent")
+        .join(node)
+        .join(id)
+        .join(file);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+const HTTPD: &str = "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www";
+
+#[test]
+fn assignment_runs_with_limits_network_and_a_published_port() {
+    let sched = FakeScheduler::start();
+    let n = node(&sched, "limits", "10.91.1.0/24", AgentOptions::default());
+    let mut a = assignment("web-1", IMAGE);
+    a.command = vec!["sh".into(), "-c".into(), HTTPD.into()];
+    a.resources = Some(Resources {
+        cpu_millis: 500,
+        memory_bytes: 64 << 20,
+    });
+    a.pids_limit = 40;
+    a.ports = vec![PortMapping {
+        host_port: 18081,
+        container_port: 8080,
+        protocol: 0,
+    }];
+    sched.assign(n.name(), vec![a]);
+    let st = sched.wait_state(n.name(), "web-1", ContainerState::Running, WAIT);
+    assert!(st.ip.starts_with("10.91.1."), "{st:?}");
+    assert!(st.pid > 0);
+    assert_eq!(
+        cgroup_file("memory", n.name(), "web-1", "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(
+        cgroup_file("cpu", n.name(), "web-1", "cpu.cfs_quota_us"),
+        "50000"
+    );
+    assert_eq!(cgroup_file("pids", n.name(), "web-1", "pids.max"), "40");
+    // Capacity counts what the assignment asks for.
+    let hb = sched.wait_for(n.name(), "allocated capacity", WAIT, |h| {
+        let alloc = h.capacity.as_ref()?.allocated?;
+        (alloc.cpu_millis == 500).then_some(h.clone())
+    });
+    let cap = hb.capacity.unwrap();
+    assert_eq!(cap.total.unwrap().cpu_millis, 2000);
+    assert_eq!(cap.allocated.unwrap().memory_bytes, 64 << 20);
+    // The published port, from the node's own loopback, and the container's address directly.
+    let fetch = |url: &str| {
+        berth_tests::poll_until(&format!("GET {url}"), WAIT, || {
+            let out = n.exec_in_netns(&["curl", "-sSf", "-m", "3", url]);
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        })
+    };
+    assert_eq!(fetch("http://127.0.0.1:18081/"), "hello-from-web-1\n");
+    assert_eq!(
+        fetch(&format!("http://{}:8080/", st.ip)),
+        "hello-from-web-1\n"
+    );
+    // Unassigned: stopped, removed, reported gone.
+    sched.assign(n.name(), vec![]);
+    sched.wait_gone(n.name(), "web-1", WAIT);
+    assert!(!n.container_dir("web-1").exists());
+    assert!(
+        !Path::new("/sys/fs/cgroup/memory/berth-agent")
+            .join(n.name())
+            .join("web-1")
+            .exists()
+    );
+}
+
+#[test]
+fn containers_survive_kill_9_of_the_agent_and_are_adopted_not_restarted() {
+    let sched = FakeScheduler::start();
+    let mut n = node(&sched, "adopt", "10.91.2.0/24", AgentOptions::default());
+    let mut keeps = assignment("keeps", IMAGE);
+    keeps.command = vec!["sleep".into(), "1000".into()];
+    let mut ends = assignment("ends", IMAGE);
+    // Ends on its own while the agent is down: its exit code must still be reported.
+    ends.command = vec![
+        "sh".into(),
+        "-c".into(),
+        "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 42".into(),
+    ];
+    sched.assign(n.name(), vec![keeps, ends]);
+    let before = sched.wait_state(n.name(), "keeps", ContainerState::Running, WAIT);
+    let ends_pid = sched
+        .wait_state(n.name(), "ends", ContainerState::Running, WAIT)
+        .pid;
+    n.kill9();
+    // With the agent gone, one container keeps running and the other ends.
+    assert!(Path::new(&format!("/proc/{}", before.pid)).exists());
+    let go = Path::new(&format!("/proc/{ends_pid}/root/tmp/go")).to_path_buf();
+    std::fs::write(&go, "").expect("signal the container through its root");
+    berth_tests::poll_until("the container to end", WAIT, || {
+        (!Path::new(&format!("/proc/{ends_pid}")).exists()).then_some(())
+    });
+    let registrations = sched.registrations(n.name()).len();
+    n.restart();
+    sched.wait_registrations(n.name(), registrations + 1, WAIT);
+    let ended = sched.wait_for(
+        n.name(),
+        "the exit that happened while the agent was down",
+        WAIT,
+        |h| {
+            h.containers
+                .iter()
+                .find(|c| c.container_id == "ends" && c.state == ContainerState::Exited as i32)
+                .cloned()
+        },
+    );
+    assert_eq!(ended.exit_code, 42);
+    let after = sched.wait_state(n.name(), "keeps", ContainerState::Running, WAIT);
+    // Adopted: the same process, never started a second time.
+    assert_eq!(after.pid, before.pid);
+    assert_eq!(after.started_at_ms, before.started_at_ms);
+    assert_eq!(after.restart_count, 0);
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", "-c", "berth-shim --id keeps "])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1",
+        "one shim for keeps"
+    );
+    sched.assign(n.name(), vec![]);
+    sched.wait_gone(n.name(), "keeps", WAIT);
+    sched.wait_gone(n.name(), "ends", WAIT);
+}
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+#[test]
+fn restart_policies_back_off_and_report_a_crash_loop() {
+    let sched = FakeScheduler::start();
+    let opts = AgentOptions {
+        restart_backoff_base_ms: Some(100),
+        ..Default::default()
+    };
+    let n = node(&sched, "restart", "10.91.3.0/24", opts);
+    let mut crashing = assignment("crashing", IMAGE);
+    crashing.command = sh("echo attempt; exit 3");
+    crashing.restart = Some(RestartPolicy {
+        kind: restart_policy::Kind::Always as i32,
+        max_retries: 0,
+    });
+    let mut limited = assignment("limited", IMAGE);
+    limited.command = sh("exit 5");
+    limited.restart = Some(RestartPolicy {
+        kind: restart_policy::Kind::OnFailure as i32,
+        max_retries: 2,
+    });
+    let mut done = assignment("done", IMAGE);
+    done.command = sh("exit 0");
+    done.restart = Some(RestartPolicy {
+        kind: restart_policy::Kind::OnFailure as i32,
+        max_retries: 5,
+    });
+    sched.assign(n.name(), vec![crashing, limited, done]);
+    let looping = sched.wait_for(n.name(), "a crash loop", WAIT, |h| {
+        h.containers
+            .iter()
+            .find(|c| {
+                c.container_id == "crashing"
+                    && c.reason == "CrashLoopBackOff"
+                    && c.restart_count >= 2
+            })
+            .cloned()
+    });
+    assert_eq!(looping.exit_code, 3);
+    assert!(looping.log_tail.contains("attempt"), "{looping:?}");
+    let gave_up = sched.wait_for(n.name(), "on-failure to give up", WAIT, |h| {
+        h.containers
+            .iter()
+            .find(|c| c.container_id == "limited" && c.message.contains("not restarted"))
+            .cloned()
+    });
+    assert_eq!(gave_up.restart_count, 2);
+    assert_eq!(gave_up.exit_code, 5);
+    assert_eq!(gave_up.state, ContainerState::Exited as i32);
+    let completed = sched.wait_for(n.name(), "a clean exit to stay down", WAIT, |h| {
+        h.containers
+            .iter()
+            .find(|c| c.container_id == "done" && c.reason == "Completed")
+            .cloned()
+    });
+    assert_eq!(completed.restart_count, 0);
+    // The backoff doubles: attempts are spaced out, not a tight loop.
+    let starts: Vec<i64> = sched
+        .events(n.name())
+        .iter()
+        .filter_map(|e| e.status.as_ref())
+        .filter(|s| s.container_id == "crashing" && s.state == ContainerState::Running as i32)
+        .map(|s| s.started_at_ms)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(starts.len() >= 3, "{starts:?}");
+    let gaps: Vec<i64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[1] > gaps[0], "later restarts wait longer: {gaps:?}");
+}
+
+#[test]
+fn readiness_and_liveness_probes_drive_status_and_restarts() {
+    let sched = FakeScheduler::start();
+    let opts = AgentOptions {
+        restart_backoff_base_ms: Some(100),
+        ..Default::default()
+    };
+    let n = node(&sched, "probes", "10.91.4.0/24", opts);
+    let probe = |check| Probe {
+        check: Some(check),
+        period_ms: 200,
+        timeout_ms: 1000,
+        failure_threshold: 2,
+        ..Default::default()
+    };
+    // Ready only once /tmp/ready exists (an exec probe), serving http and tcp on 8080.
+    let mut web = assignment("web", IMAGE);
+    web.command = sh(HTTPD);
+    web.readiness = Some(probe(probe::Check::Exec(ExecCheck {
+        command: vec!["test".into(), "-e".into(), "/tmp/ready".into()],
+    })));
+    web.liveness = Some(probe(probe::Check::Http(HttpCheck {
+        port: 8080,
+        path: "/index.html".into(),
+    })));
+    web.restart = Some(RestartPolicy {
+        kind: restart_policy::Kind::Always as i32,
+        max_retries: 0,
+    });
+    sched.assign(n.name(), vec![web]);
+    let running = sched.wait_state(n.name(), "web", ContainerState::Running, WAIT);
+    assert!(!running.ready);
+    let out = n
+        .berth()
+        .cmd([
+            "exec",
+            "--agent",
+            &n.endpoint_url(),
+            "web",
+            "touch",
+            "/tmp/ready",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    sched.wait_for(n.name(), "web to become ready", WAIT, |h| {
+        h.containers
+            .iter()
+            .find(|c| c.container_id == "web" && c.ready)
+            .cloned()
+    });
+    // Breaking the liveness check (the page disappears) restarts the container.
+    let out = n
+        .berth()
+        .cmd([
+            "exec",
+            "--agent",
+            &n.endpoint_url(),
+            "web",
+            "rm",
+            "/www/index.html",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let restarted = sched.wait_for(n.name(), "a restart after liveness failed", WAIT, |h| {
+        h.containers
+            .iter()
+            .find(|c| {
+                c.container_id == "web"
+                    && c.restart_count >= 1
+                    && c.state == ContainerState::Running as i32
+            })
+            .cloned()
+    });
+    assert_ne!(restarted.pid, running.pid);
+    let liveness_failed = sched
+        .events(n.name())
+        .iter()
+        .filter_map(|e| e.status.as_ref())
+        .any(|s| s.container_id == "web" && s.message.contains("liveness probe failed"));
+    assert!(liveness_failed, "the restart names the liveness failure");
+}
