@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use berth_proto::v1::agent_service_client::AgentServiceClient;
 use berth_proto::v1::{
-    ContainerState, ExecCheck, HttpCheck, PortMapping, Probe, Resources, RestartPolicy, probe,
-    restart_policy,
+    ContainerState, ExecCheck, ExecInput, ExecStart, HttpCheck, PortMapping, Probe, RegistryPull,
+    Resources, RestartPolicy, exec_input, image_source, probe, restart_policy,
 };
 use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
 use berth_tests::fake_scheduler::{FakeScheduler, assignment};
@@ -322,4 +323,224 @@ fn readiness_and_liveness_probes_drive_status_and_restarts() {
         .filter_map(|e| e.status.as_ref())
         .any(|s| s.container_id == "web" && s.message.contains("liveness probe failed"));
     assert!(liveness_failed, "the restart names the liveness failure");
+}
+
+/// The busybox image of `berth`'s store as an oci-archive at `path` (through skopeo).
+fn export_archive(berth: &Berth, name: &str, path: &Path) {
+    let layout = format!(
+        "oci:{}:{name}",
+        berth.data_dir.path().join("images").display()
+    );
+    berth_tests::skopeo_copy(&layout, &format!("oci-archive:{}", path.display()), &[]);
+}
+
+#[test]
+fn images_are_imported_or_pulled_as_assigned_and_a_missing_one_is_refused() {
+    let sched = FakeScheduler::start();
+    let source = Berth::new();
+    busybox_image(&source, IMAGE);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("busybox.tar");
+    export_archive(&source, IMAGE, &archive);
+    let registry = berth_tests::Registry::start();
+    let remote = format!("{}/agent/busybox:1", registry.host());
+    let layout = format!(
+        "oci:{}:{IMAGE}",
+        source.data_dir.path().join("images").display()
+    );
+    berth_tests::skopeo_copy(
+        &layout,
+        &format!("docker://{remote}"),
+        &["--dest-tls-verify=false"],
+    );
+
+    // A node whose store starts empty.
+    let name = unique_node_name("images");
+    sched.set_pod_cidr(&name, "10.91.5.0/24");
+    sched.assign(&name, vec![]);
+    let n = AgentNode::start(&sched, &name, AgentOptions::default());
+    let mut imported = assignment("imported", "imported/busybox:1");
+    imported.image.as_mut().unwrap().fetch = Some(image_source::Fetch::ImportPath(
+        archive.to_string_lossy().into_owned(),
+    ));
+    imported.command = vec!["sleep".into(), "1000".into()];
+    let mut pulled = assignment("pulled", &remote);
+    pulled.image.as_mut().unwrap().fetch = Some(image_source::Fetch::Pull(RegistryPull::default()));
+    pulled.command = vec!["sleep".into(), "1000".into()];
+    let missing = assignment("missing", "nowhere/none:1");
+    let mut unreachable = assignment("unreachable", "127.0.0.1:9/none:1");
+    unreachable.image.as_mut().unwrap().fetch =
+        Some(image_source::Fetch::Pull(RegistryPull::default()));
+    sched.assign(n.name(), vec![imported, pulled, missing, unreachable]);
+    sched.wait_state(n.name(), "imported", ContainerState::Running, WAIT);
+    sched.wait_state(n.name(), "pulled", ContainerState::Running, WAIT);
+    let missing = sched.wait_state(n.name(), "missing", ContainerState::Failed, WAIT);
+    assert_eq!(missing.reason, "ImagePullBackOff");
+    assert!(
+        missing.message.contains("nowhere/none:1")
+            && missing.message.contains("not in the node's image store"),
+        "{missing:?}"
+    );
+    let unreachable = sched.wait_state(n.name(), "unreachable", ContainerState::Failed, WAIT);
+    assert!(
+        unreachable.message.contains("pull failed"),
+        "{unreachable:?}"
+    );
+    // The failed ones left nothing behind, the others keep running.
+    assert!(!n.container_dir("missing").join("config.json").exists());
+    let names = n.berth().image_names();
+    assert!(
+        names.contains(&remote) && names.contains(&"imported/busybox:1".to_string()),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn impossible_resources_and_taken_ports_are_refused_with_the_reason() {
+    let sched = FakeScheduler::start();
+    let n = node(&sched, "refuse", "10.91.6.0/24", AgentOptions::default());
+    let mut first = assignment("first", IMAGE);
+    first.command = vec!["sleep".into(), "1000".into()];
+    first.ports = vec![PortMapping {
+        host_port: 18090,
+        container_port: 80,
+        protocol: 0,
+    }];
+    sched.assign(n.name(), vec![first.clone()]);
+    sched.wait_state(n.name(), "first", ContainerState::Running, WAIT);
+    let mut same_port = assignment("same-port", IMAGE);
+    same_port.command = vec!["sleep".into(), "1000".into()];
+    same_port.ports = vec![PortMapping {
+        host_port: 18090,
+        container_port: 81,
+        protocol: 0,
+    }];
+    let mut huge = assignment("huge", IMAGE);
+    huge.resources = Some(Resources {
+        cpu_millis: 64_000,
+        memory_bytes: 1 << 40,
+    });
+    let bad_id = assignment("../escape", IMAGE);
+    sched.assign(n.name(), vec![first, same_port, huge, bad_id]);
+    let port = sched.wait_state(n.name(), "same-port", ContainerState::Failed, WAIT);
+    assert_eq!(port.reason, "PortInUse");
+    assert!(
+        port.message.contains("18090") && port.message.contains("first"),
+        "{port:?}"
+    );
+    let huge = sched.wait_state(n.name(), "huge", ContainerState::Failed, WAIT);
+    assert!(
+        huge.message.contains("resources") && huge.message.contains("64000m"),
+        "{huge:?}"
+    );
+    let bad = sched.wait_state(n.name(), "../escape", ContainerState::Failed, WAIT);
+    assert!(bad.message.contains("container_id"), "{bad:?}");
+    assert!(!n.data_dir().join("agent/escape").exists());
+    // The refused ones take no capacity; the agent keeps serving.
+    let hb = sched.wait_for(n.name(), "capacity of the one that runs", WAIT, |h| {
+        Some(h.clone())
+    });
+    assert_eq!(hb.capacity.unwrap().allocated.unwrap().cpu_millis, 100);
+    let out = n
+        .berth()
+        .cmd(["ps", "--agent", &n.endpoint_url(), "-a", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn logs_exec_and_ps_reach_containers_through_the_agent_and_bad_requests_get_a_status() {
+    let sched = FakeScheduler::start();
+    let n = node(&sched, "cli", "10.91.7.0/24", AgentOptions::default());
+    let mut talk = assignment("talk", IMAGE);
+    talk.command = sh("for i in 1 2 3; do echo line-$i; done; echo to-stderr >&2; exec sleep 1000");
+    sched.assign(n.name(), vec![talk]);
+    sched.wait_state(n.name(), "talk", ContainerState::Running, WAIT);
+    let agent = n.endpoint_url();
+    let berth = |args: &[&str]| n.berth().cmd(args).output().unwrap();
+    let logs = berth_tests::poll_until("the container's output", WAIT, || {
+        let out = berth(&["logs", "--agent", &agent, "talk"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("to-stderr").then_some(text)
+    });
+    assert_eq!(logs, "line-1\nline-2\nline-3\nto-stderr\n");
+    let tail = berth(&["logs", "--agent", &agent, "--tail", "2", "talk"]);
+    assert_eq!(String::from_utf8_lossy(&tail.stdout), "line-3\nto-stderr\n");
+    let exec = berth(&[
+        "exec",
+        "--agent",
+        &agent,
+        "talk",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 6",
+    ]);
+    assert_eq!(exec.status.code(), Some(6));
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&exec.stderr), "err\n");
+    let mut input = n.berth().cmd([
+        "exec",
+        "-i",
+        "--agent",
+        &agent,
+        "talk",
+        "sh",
+        "-c",
+        "read x; echo got-$x",
+    ]);
+    input
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = input.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"shout\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got-shout\n");
+    let ps = berth(&["ps", "--agent", &agent, "-o", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+    assert_eq!(rows[0]["id"], "talk");
+    assert_eq!(rows[0]["state"], "running");
+    assert_eq!(rows[0]["node"], n.name());
+    // Bad requests: a clear error naming the object, and the agent serves on.
+    let missing = berth(&["logs", "--agent", &agent, "nope"]);
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no container nope"),
+        "{missing:?}"
+    );
+    let bad = berth(&["exec", "--agent", &agent, "../etc", "true"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("container_id"),
+        "{bad:?}"
+    );
+    let long = "x".repeat(100 << 10);
+    let big = berth(&["exec", "--agent", &agent, "talk", "echo", &long]);
+    assert!(
+        String::from_utf8_lossy(&big.stderr).contains("longer than"),
+        "{big:?}"
+    );
+    // A message over the protocol's size limit is refused by gRPC, not read into memory.
+    let code = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut client = AgentServiceClient::connect(agent.clone()).await.unwrap();
+        let start = ExecInput {
+            msg: Some(exec_input::Msg::Start(ExecStart {
+                container_id: "talk".into(),
+                command: vec!["x".repeat(5 << 20)],
+                ..Default::default()
+            })),
+        };
+        let outcome = client
+            .max_encoding_message_size(64 << 20)
+            .exec(tokio_stream::iter(vec![start]))
+            .await;
+        match outcome {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                stream.message().await.expect_err("an error status").code()
+            }
+            Err(status) => status.code(),
+        }
+    });
+    assert_eq!(code, tonic::Code::OutOfRange, "oversized message");
+    let ok = berth(&["ps", "--agent", &agent, "-o", "json"]);
+    assert!(ok.status.success(), "the agent still serves: {ok:?}");
 }
