@@ -10,7 +10,7 @@ use berth_proto::v1::{
     Resources, RestartPolicy, exec_input, image_source, probe, restart_policy,
 };
 use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
-use berth_tests::fake_scheduler::{FakeScheduler, assignment};
+use berth_tests::fake_scheduler::{FakeScheduler, assignment, pod_route};
 use berth_tests::{Berth, busybox_image};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -520,7 +520,7 @@ fn logs_exec_and_ps_reach_containers_through_the_agent_and_bad_requests_get_a_st
     );
     // A message over the protocol's size limit is refused by gRPC, not read into memory.
     let code = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let mut client = AgentServiceClient::connect(agent.clone()).await.unwrap();
+        let client = AgentServiceClient::connect(agent.clone()).await.unwrap();
         let start = ExecInput {
             msg: Some(exec_input::Msg::Start(ExecStart {
                 container_id: "talk".into(),
@@ -543,4 +543,202 @@ fn logs_exec_and_ps_reach_containers_through_the_agent_and_bad_requests_get_a_st
     assert_eq!(code, tonic::Code::OutOfRange, "oversized message");
     let ok = berth(&["ps", "--agent", &agent, "-o", "json"]);
     assert!(ok.status.success(), "the agent still serves: {ok:?}");
+}
+
+#[test]
+fn scheduler_outage_keeps_containers_running_and_the_agent_resyncs() {
+    let mut sched = FakeScheduler::start();
+    let n = node(&sched, "outage", "10.91.8.0/24", AgentOptions::default());
+    let mut a = assignment("steady", IMAGE);
+    a.command = vec!["sleep".into(), "1000".into()];
+    sched.assign(n.name(), vec![a.clone()]);
+    let before = sched.wait_state(n.name(), "steady", ContainerState::Running, WAIT);
+    let registrations = sched.registrations(n.name()).len();
+    sched.stop();
+    // The container does not notice.
+    assert!(Path::new(&format!("/proc/{}", before.pid)).exists());
+    sched.restart_on_same_port();
+    sched.wait_registrations(n.name(), registrations + 1, WAIT);
+    // The same assignment again after the outage: nothing is started twice.
+    sched.assign(n.name(), vec![a]);
+    let after = sched.wait_for(n.name(), "a heartbeat after the outage", WAIT, |h| {
+        h.containers
+            .iter()
+            .find(|c| c.container_id == "steady")
+            .cloned()
+    });
+    assert_eq!(after.pid, before.pid);
+    assert_eq!(after.restart_count, 0);
+    assert_eq!(after.state, ContainerState::Running as i32);
+}
+
+/// Links the node network namespaces of two nodes with a veth pair: `a_ip` and `b_ip` on
+/// 10.99.<net>.0/24.
+fn link_nodes(a: &AgentNode, b: &AgentNode, net: u8) -> (String, String) {
+    let (va, vb) = (
+        format!("ln{}a{net}", std::process::id() % 100_000),
+        format!("ln{}b{net}", std::process::id() % 100_000),
+    );
+    let ip = |args: &[&str]| berth_tests::run_ok(std::process::Command::new("ip").args(args));
+    ip(&[
+        "link",
+        "add",
+        &va,
+        "netns",
+        a.netns_name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &vb,
+        "netns",
+        b.netns_name(),
+    ]);
+    let (a_ip, b_ip) = (format!("10.99.{net}.1"), format!("10.99.{net}.2"));
+    ip(&[
+        "-n",
+        a.netns_name(),
+        "addr",
+        "add",
+        &format!("{a_ip}/24"),
+        "dev",
+        &va,
+    ]);
+    ip(&[
+        "-n",
+        b.netns_name(),
+        "addr",
+        "add",
+        &format!("{b_ip}/24"),
+        "dev",
+        &vb,
+    ]);
+    ip(&["-n", a.netns_name(), "link", "set", &va, "up"]);
+    ip(&["-n", b.netns_name(), "link", "set", &vb, "up"]);
+    (a_ip, b_ip)
+}
+
+#[test]
+fn containers_reach_each_other_on_one_node_across_nodes_and_outside() {
+    let sched = FakeScheduler::start();
+    let a = node(&sched, "neta", "10.92.1.0/24", AgentOptions::default());
+    let b = node(&sched, "netb", "10.92.2.0/24", AgentOptions::default());
+    let (a_ip, b_ip) = link_nodes(&a, &b, 1);
+    let serve = |id: &str| {
+        let mut s = assignment(id, IMAGE);
+        s.command = sh(HTTPD);
+        s
+    };
+    sched.assign(a.name(), vec![serve("a1"), serve("a2")]);
+    sched.assign(b.name(), vec![serve("b1")]);
+    sched.wait_state(a.name(), "a1", ContainerState::Running, WAIT);
+    let a2 = sched.wait_state(a.name(), "a2", ContainerState::Running, WAIT);
+    let b1 = sched.wait_state(b.name(), "b1", ContainerState::Running, WAIT);
+    let agent_a = a.endpoint_url();
+    // An HTTP GET from inside a container with busybox nc (busybox's static wget crashes
+    // resolving names without NSS libraries); the body is the last line.
+    let fetch = |from: &str, ip: &str| {
+        let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} 8080");
+        berth_tests::poll_until(&format!("{from} GET {ip}"), WAIT, || {
+            let out = a
+                .berth()
+                .cmd(["exec", "--agent", &agent_a, from, "sh", "-c", &script])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines()
+                .last()
+                .filter(|l| l.starts_with("hello"))
+                .map(str::to_string)
+        })
+    };
+    // Outside the pod network (the other node's own address), before
+    // that node has a route back to these pods: only NAT lets the answer return.
+    let outside = std::thread::scope(|scope| {
+        let listener =
+            scope.spawn(|| b.exec_in_netns(&["busybox", "nc", "-l", "-p", "9999", "-w", "20"]));
+        berth_tests::poll_until("a connection out of the pod network", WAIT, || {
+            let out = a
+                .berth()
+                .cmd([
+                    "exec",
+                    "--agent",
+                    &agent_a,
+                    "a1",
+                    "sh",
+                    "-c",
+                    &format!("echo from-a1 | nc -w 2 {b_ip} 9999"),
+                ])
+                .output()
+                .unwrap();
+            out.status.success().then_some(())
+        });
+        listener.join().unwrap()
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&outside.stdout),
+        "from-a1\n",
+        "{outside:?}"
+    );
+    sched.routes(a.name(), vec![pod_route(b.name(), "10.92.2.0/24", &b_ip)]);
+    sched.routes(b.name(), vec![pod_route(a.name(), "10.92.1.0/24", &a_ip)]);
+    // Same node, by address; across nodes through the routes.
+    assert_eq!(fetch("a1", &a2.ip), "hello-from-a2");
+    assert_eq!(fetch("a1", &b1.ip), "hello-from-b1");
+}
+
+#[test]
+fn teardown_leaves_no_veth_netns_mount_cgroup_or_lease() {
+    let sched = FakeScheduler::start();
+    let n = node(&sched, "clean", "10.91.9.0/24", AgentOptions::default());
+    let mut a = assignment("gone", IMAGE);
+    a.command = vec!["sleep".into(), "1000".into()];
+    a.ports = vec![PortMapping {
+        host_port: 18095,
+        container_port: 80,
+        protocol: 1,
+    }];
+    sched.assign(n.name(), vec![a]);
+    sched.wait_state(n.name(), "gone", ContainerState::Running, WAIT);
+    let links = |n: &AgentNode| {
+        String::from_utf8_lossy(&n.exec_in_netns(&["ip", "-o", "link"]).stdout).into_owned()
+    };
+    let before = links(&n);
+    assert_eq!(
+        before.matches("@if").count(),
+        1,
+        "one veth while it runs: {before}"
+    );
+    let mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let data = n.data_dir().to_string_lossy().into_owned();
+    assert!(mounts().contains(&data), "its rootfs and netns are mounted");
+    sched.assign(n.name(), vec![]);
+    sched.wait_gone(n.name(), "gone", WAIT);
+    let after = links(&n);
+    assert_eq!(after.matches("@if").count(), 0, "no veth left: {after}");
+    assert!(!mounts().contains(&data), "no mount left under {data}");
+    assert_eq!(
+        std::fs::read_dir(n.data_dir().join("agent/netns"))
+            .unwrap()
+            .count(),
+        0
+    );
+    for c in ["memory", "cpu", "pids", "freezer"] {
+        let dir = Path::new("/sys/fs/cgroup")
+            .join(c)
+            .join("berth-agent")
+            .join(n.name())
+            .join("gone");
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
+    let state = std::fs::read_to_string(n.data_dir().join("agent/net/state.json")).unwrap();
+    assert!(
+        !state.contains("\"gone\""),
+        "no lease or port left: {state}"
+    );
+    let rules =
+        String::from_utf8_lossy(&n.exec_in_netns(&["nft", "list", "ruleset"]).stdout).into_owned();
+    assert!(!rules.contains("18095"), "{rules}");
+    assert!(!n.data_dir().join("rootfs/gone").exists());
+    assert!(!n.runtime_root().join("gone").exists());
 }
