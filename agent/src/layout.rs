@@ -91,6 +91,12 @@ impl ContainerPaths {
         self.dir.join("container.pid")
     }
     /// The shim's own stderr (its diagnostics; a panic's message).
+    /// Locked by the container's shim for its whole life: a second shim for the same
+    /// container cannot start, and an agent can tell a shim is running before it has
+    /// written shim.json.
+    pub fn shim_lock(&self) -> PathBuf {
+        self.dir.join("shim.lock")
+    }
     pub fn shim_log(&self) -> PathBuf {
         self.dir.join("shim.log")
     }

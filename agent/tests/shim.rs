@@ -200,6 +200,46 @@ async fn exit_code_and_output_are_recorded() {
 }
 
 #[tokio::test]
+async fn a_second_shim_for_a_running_container_is_refused() {
+    let ctr = Ctr::new("twice", "exec sleep 1000");
+    let state = ctr.start().await;
+    assert!(shim::lock_held(&ctr.paths));
+    let err = shim::start(&ctr.cfg, &ctr.paths)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another shim"), "{err}");
+    // The first one's files and container are untouched.
+    assert_eq!(shim::read_state(&ctr.paths).unwrap(), Some(state.clone()));
+    assert!(shim::is_alive(&state));
+    // Even started by hand past the agent's check, the shim itself refuses.
+    let out = std::process::Command::new(&ctr.cfg.shim_binary)
+        .args(["--id", &ctr.paths.id, "--bundle"])
+        .arg(&ctr.paths.dir)
+        .arg("--runtime")
+        .arg(&ctr.cfg.runtime_binary)
+        .arg("--runtime-root")
+        .arg(&ctr.paths.runtime_root)
+        .arg("--dir")
+        .arg(&ctr.paths.dir)
+        .args(["--log-max-bytes", "1000", "--log-files", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("another shim"),
+        "{out:?}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(state.container_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_exit(&ctr, &state).await;
+    assert!(!shim::lock_held(&ctr.paths));
+}
+
+#[tokio::test]
 async fn sigkill_is_128_plus_9_and_shim_is_the_parent() {
     let ctr = Ctr::new("sigkill", "exec sleep 1000");
     let state = ctr.start().await;
@@ -497,11 +537,11 @@ async fn shim_footprint() {
     assert_eq!(status_field(pid, "Threads").as_deref(), Some("1"));
     assert!(anon < 1024, "anonymous memory {anon} kB");
     assert!(pss < 8 * 1024, "Pss {pss} kB");
-    // stdin, stdout (/dev/null now), stderr, the log pipe, the signalfd and ctr.log.
+    // stdin, stdout (/dev/null now), stderr, the log pipe, the signalfd, ctr.log and shim.lock.
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count();
-    assert!(fds <= 6, "{fds} descriptors open");
+    assert!(fds <= 7, "{fds} descriptors open");
     let exit = shim::stop(&ctr.cfg, &ctr.paths, &state, Duration::ZERO)
         .await
         .unwrap();

@@ -155,10 +155,7 @@ impl Worker {
     async fn run(&mut self) {
         // An adopted container: still running, ended while the agent was away, or between
         // attempts.
-        let mut running = match shim::read_state(&self.paths) {
-            Ok(Some(state)) if shim::is_alive(&state) => Some(state),
-            _ => None,
-        };
+        let mut running = self.running_shim().await;
         if running.is_none()
             && let Ok(Some(exit)) = shim::read_exit(&self.paths)
             && exit.finished_at_ms > self.record.handled_exit_ms
@@ -261,6 +258,24 @@ impl Worker {
         tokio::spawn(async move { shim::stop(&cfg, &paths, &state, grace).await })
             .await
             .unwrap_or_else(|e| panic!("stopping task: {e}"))
+    }
+
+    /// The shim of an adopted container, if one runs. One that holds its lock but has not
+    /// written shim.json yet (the last agent died while starting it) is waited for, so the
+    /// container is never started a second time.
+    async fn running_shim(&self) -> Option<ShimState> {
+        let deadline = tokio::time::Instant::now() + shim::client::START_TIMEOUT;
+        loop {
+            if let Ok(Some(state)) = shim::read_state(&self.paths)
+                && shim::is_alive(&state)
+            {
+                return Some(state);
+            }
+            if !shim::lock_held(&self.paths) || tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn ran_for(&self, exit: &ExitRecord) -> Duration {

@@ -130,6 +130,13 @@ fn remove_stale(path: &Path) -> Result<(), ShimError> {
 /// agent); a task reaps it while this agent lives.
 pub async fn start(cfg: &ShimConfig, paths: &ContainerPaths) -> Result<ShimState, ShimError> {
     let id = &paths.id;
+    if lock_held(paths) {
+        // Its files are a live shim's: never removed, never a second container.
+        return Err(ShimError::Start {
+            id: id.clone(),
+            reason: "another shim already runs this container".into(),
+        });
+    }
     remove_stale(&paths.shim_state())?;
     remove_stale(&paths.exit())?;
     std::fs::create_dir_all(&paths.dir).map_err(|e| ShimError::io(&paths.dir, e))?;
@@ -259,6 +266,21 @@ pub fn read_exit(paths: &ContainerPaths) -> Result<Option<ExitRecord>, ShimError
 fn proc_stat(pid: u32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     super::parse_stat(&stat)
+}
+
+/// Whether a shim holds the container's lock: it runs, even if it has not written shim.json
+/// yet (an agent that died while starting it).
+pub fn lock_held(paths: &ContainerPaths) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(paths.shim_lock())
+    else {
+        return false;
+    };
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(_unlocked_on_drop) => false,
+        Err((_, e)) => e == nix::errno::Errno::EWOULDBLOCK,
+    }
 }
 
 /// Whether the shim of `state` still runs: its pid exists, is no zombie, and started when the

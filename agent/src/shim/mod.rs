@@ -13,7 +13,9 @@
 pub mod client;
 pub mod supervise;
 
-pub use client::{ShimConfig, ShimError, is_alive, read_exit, read_state, start, stop, wait_exit};
+pub use client::{
+    ShimConfig, ShimError, is_alive, lock_held, read_exit, read_state, start, stop, wait_exit,
+};
 
 use serde::{Deserialize, Serialize};
 
