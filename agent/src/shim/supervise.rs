@@ -691,6 +691,24 @@ impl LogWriter {
     }
 }
 
+/// Takes the container's shim lock, or says which shim holds it.
+fn lock(paths: &ContainerPaths) -> Result<nix::fcntl::Flock<File>, String> {
+    let path = paths.shim_lock();
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == Errno::EWOULDBLOCK {
+            format!("another shim already runs container {}", paths.id)
+        } else {
+            format!("locking {}: {e}", path.display())
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -764,22 +782,4 @@ mod tests {
         assert_eq!(counter(text, "oom_kill"), 2);
         assert_eq!(counter("low 0\n", "oom_kill"), 0);
     }
-}
-
-/// Takes the container's shim lock, or says which shim holds it.
-fn lock(paths: &ContainerPaths) -> Result<nix::fcntl::Flock<File>, String> {
-    let path = paths.shim_lock();
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("opening {}: {e}", path.display()))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        if e == Errno::EWOULDBLOCK {
-            format!("another shim already runs container {}", paths.id)
-        } else {
-            format!("locking {}: {e}", path.display())
-        }
-    })
 }
