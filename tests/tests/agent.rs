@@ -742,3 +742,58 @@ fn teardown_leaves_no_veth_netns_mount_cgroup_or_lease() {
     assert!(!n.data_dir().join("rootfs/gone").exists());
     assert!(!n.runtime_root().join("gone").exists());
 }
+
+#[test]
+fn the_agent_serves_health_and_reflection() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let sched = FakeScheduler::start();
+    let n = node(&sched, "health", "10.91.10.0/24", AgentOptions::default());
+    let endpoint = n.endpoint_url();
+    let (status, services) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(endpoint)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let status = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest {
+                service: "berth.v1.AgentService".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut replies = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let reply = replies.message().await.unwrap().unwrap();
+        let services: Vec<String> = match reply.message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect()
+            }
+            other => panic!("unexpected reflection reply {other:?}"),
+        };
+        (status, services)
+    });
+    assert_eq!(status, ServingStatus::Serving as i32);
+    assert!(
+        services.contains(&"berth.v1.AgentService".to_string()),
+        "{services:?}"
+    );
+    assert!(
+        services.contains(&"grpc.health.v1.Health".to_string()),
+        "{services:?}"
+    );
+}
