@@ -129,10 +129,19 @@ async fn session(containers: &Containers, agent_endpoint: &str) -> Result<(), Se
         .into_inner();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Routes that could not be installed yet (e.g. the link to their gateway is not up):
+    // tried again on every heartbeat until they are.
+    let mut unrouted: Option<Vec<berth_proto::v1::PodRoute>> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 tx.send(heartbeat(containers)).await.map_err(|_| SessionError::Closed)?;
+                if let Some(routes) = unrouted.take()
+                    && let Err(e) = containers.set_routes(&routes).await
+                {
+                    tracing::debug!("routes, again: {e}");
+                    unrouted = Some(routes);
+                }
             }
             event = events.recv() => match event {
                 Ok(status) => {
@@ -156,8 +165,10 @@ async fn session(containers: &Containers, agent_endpoint: &str) -> Result<(), Se
                         }
                     }
                     Some(scheduler_message::Msg::Routes(routes)) => {
+                        unrouted = None;
                         if let Err(e) = containers.set_routes(&routes.routes).await {
-                            tracing::warn!("routes: {e}");
+                            tracing::warn!("routes (trying again): {e}");
+                            unrouted = Some(routes.routes);
                         }
                     }
                     None => tracing::debug!("empty scheduler message"),

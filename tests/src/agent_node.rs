@@ -93,6 +93,11 @@ impl AgentNode {
         name: &str,
         opts: AgentOptions,
     ) -> Self {
+        Self::start_for(berth, &scheduler.endpoint(), name, opts)
+    }
+
+    /// Like [`Self::start_in`] for a scheduler at `endpoint` (a real `berth-scheduler`).
+    pub fn start_for(berth: Berth, endpoint: &str, name: &str, opts: AgentOptions) -> Self {
         require_root();
         require_tool("ip");
         require_tool("nsenter");
@@ -105,7 +110,7 @@ impl AgentNode {
         );
         let mut node = Self {
             name: name.to_string(),
-            scheduler: scheduler.endpoint(),
+            scheduler: endpoint.to_string(),
             opts,
             berth,
             netns,

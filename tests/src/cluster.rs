@@ -1,0 +1,188 @@
+//! A real `berth-scheduler` process for end-to-end tests, and a "fabric" network namespace
+//! that links the nodes' network namespaces like a switch.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::agent_node::AgentNode;
+use crate::{binary, free_loopback_addr, poll_until, require_root, run_ok};
+
+/// A `berth-scheduler` on a loopback port with its own data dir.
+#[derive(Debug)]
+pub struct SchedulerProc {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl SchedulerProc {
+    /// Starts it with fast heartbeats (200 ms, NotReady after 3 missed) and `extra` flags.
+    pub fn start(extra: &[&str]) -> Self {
+        let mut s = Self {
+            dir: tempfile::Builder::new()
+                .prefix("berth-sched-")
+                .tempdir()
+                .expect("temp dir"),
+            addr: free_loopback_addr(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("scheduler log");
+        let mut cmd = Command::new(binary("berth-scheduler"));
+        cmd.arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(["--heartbeat-ms", "200", "--log-format", "json"])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log));
+        writeln!(
+            OpenOptions::new().append(true).open(self.log_path()).unwrap(),
+            "=== berth-test: starting {cmd:?}"
+        )
+        .unwrap();
+        self.child = Some(cmd.spawn().expect("start berth-scheduler"));
+        let addr = self.addr;
+        poll_until("the scheduler to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(addr).ok().map(|_| ())
+        });
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("scheduler.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills it (SIGKILL) and starts it again on the same port and data dir.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// `berth --scheduler ENDPOINT ARGS...`, not yet run.
+    pub fn berth(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary("berth"));
+        cmd.arg("--scheduler").arg(self.endpoint()).args(args);
+        cmd
+    }
+}
+
+impl Drop for SchedulerProc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("--- berth-scheduler log, last lines ---");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        self.kill9();
+    }
+}
+
+static FABRIC: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace with a bridge that node namespaces plug into (10.99.N.0/24).
+#[derive(Debug)]
+pub struct Fabric {
+    netns: String,
+    subnet: u32,
+    links: u32,
+}
+
+impl Fabric {
+    pub fn new() -> Self {
+        require_root();
+        let n = FABRIC.fetch_add(1, Ordering::Relaxed);
+        let netns = format!("berth-fab-{}-{n}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "delete", &netns]).output();
+        run_ok(Command::new("ip").args(["netns", "add", &netns]));
+        ip(&["-n", &netns, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &netns, "link", "set", "br0", "up"]);
+        Self {
+            netns,
+            // Distinct subnets for fabrics of tests running side by side.
+            subnet: (std::process::id() * 7 + n) % 200 + 20,
+            links: 0,
+        }
+    }
+
+    /// The address the next node plugged in gets.
+    pub fn next_address(&self) -> String {
+        format!("10.99.{}.{}", self.subnet, self.links + 1)
+    }
+
+    /// Links a node's network namespace to the fabric at [`Self::next_address`].
+    pub fn plug(&mut self, node: &AgentNode) -> String {
+        let address = self.next_address();
+        self.links += 1;
+        let outer = format!("fab{}", self.links);
+        let inner = format!("up{}x{}", self.subnet, self.links);
+        ip(&[
+            "link", "add", &outer, "netns", &self.netns, "type", "veth", "peer", "name", &inner,
+            "netns", node.netns_name(),
+        ]);
+        ip(&["-n", &self.netns, "link", "set", &outer, "master", "br0", "up"]);
+        ip(&["-n", node.netns_name(), "addr", "add", &format!("{address}/24"), "dev", &inner]);
+        ip(&["-n", node.netns_name(), "link", "set", &inner, "up"]);
+        address
+    }
+
+    /// Cuts a node off the fabric (its link goes down).
+    pub fn cut(&self, index: u32) {
+        ip(&["-n", &self.netns, "link", "set", &format!("fab{index}"), "down"]);
+    }
+}
+
+impl Default for Fabric {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Fabric {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.netns]).output();
+    }
+}
+
+fn ip(args: &[&str]) {
+    run_ok(Command::new("ip").args(args));
+}
+
+/// Whether `path` exists (for readability in polls).
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
