@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cluster;
 mod commands;
 mod container;
 mod output;
@@ -54,6 +55,27 @@ enum Command {
     Logs(commands::logs::Args),
     /// Run a command in a running container.
     Exec(commands::exec::Args),
+    /// Apply a deployment spec (TOML) on the cluster; --wait follows the rollout
+    /// (exit 0 complete, 1 failed/rolled back/rejected, 3 awaiting approval, 4 timeout).
+    Deploy(commands::deploy::Args),
+    /// Show deployments, or one deployment with its replicas.
+    Status(commands::status::Args),
+    /// Let a rollout that awaits approval go on.
+    Approve(commands::approve::Args),
+    /// End a rollout that awaits approval; the stable revision stays.
+    Reject(commands::reject::Args),
+    /// Roll a deployment back to an earlier revision.
+    Rollback(commands::rollback::Args),
+    /// Set a deployment's replica count.
+    Scale(commands::scale::Args),
+    /// Delete a deployment and its containers.
+    Delete(commands::delete::Args),
+    /// List the cluster's nodes.
+    Nodes(commands::nodes::Args),
+    /// Show a deployment's revisions.
+    History(commands::history::Args),
+    /// Run a one-node cluster here: berth-scheduler and berth-agent, stopped cleanly on Ctrl-C.
+    Up(commands::up::Args),
 }
 
 /// What every subcommand gets besides its own arguments.
@@ -79,6 +101,16 @@ fn main() -> ExitCode {
         Command::Rm(args) => commands::rm::run(args, &ctx).map(|()| 0),
         Command::Logs(args) => commands::logs::run(args, &ctx).map(|()| 0),
         Command::Exec(args) => commands::exec::run(args, &ctx),
+        Command::Deploy(args) => commands::deploy::run(args, &ctx),
+        Command::Status(args) => commands::status::run(args, &ctx).map(|()| 0),
+        Command::Approve(args) => commands::approve::run(args, &ctx),
+        Command::Reject(args) => commands::reject::run(args, &ctx).map(|()| 0),
+        Command::Rollback(args) => commands::rollback::run(args, &ctx),
+        Command::Scale(args) => commands::scale::run(args, &ctx).map(|()| 0),
+        Command::Delete(args) => commands::delete::run(args, &ctx).map(|()| 0),
+        Command::Nodes(args) => commands::nodes::run(args, &ctx).map(|()| 0),
+        Command::History(args) => commands::history::run(args, &ctx).map(|()| 0),
+        Command::Up(args) => commands::up::run(args, &ctx),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
@@ -90,7 +122,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn chain(err: &anyhow::Error) -> String {
+pub(crate) fn chain(err: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in err.chain() {
         let text = cause.to_string();

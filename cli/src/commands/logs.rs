@@ -12,13 +12,15 @@ pub struct Args {
     /// Keep printing new output until the container exits.
     #[arg(short, long)]
     follow: bool,
-    /// Only the last N lines (0: all); with --agent.
+    /// Only the last N lines (0: all); with --agent or --scheduler.
     #[arg(long, default_value_t = 0)]
     tail: u32,
-    /// Container id or name.
+    /// Container id or name (with --scheduler also a deployment: its first replica).
     container: String,
     #[command(flatten)]
     agent: crate::remote::AgentArg,
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterArg,
 }
 
 /// How often `-f` looks for new output.
@@ -35,6 +37,9 @@ fn copy_rest(file: &mut File, out: &mut impl std::io::Write) -> anyhow::Result<u
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     if let Some(agent) = &args.agent.agent {
         return remote(agent, &args);
+    }
+    if let Some(scheduler) = &args.cluster.scheduler {
+        return cluster(scheduler, &args);
     }
     let (paths, meta) = layout::find(&ctx.data_dir, &args.container)?;
     if !meta.detached {
@@ -105,6 +110,32 @@ fn remote(agent: &str, args: &Args) -> anyhow::Result<()> {
             .message()
             .await
             .map_err(crate::remote::status_error)?
+        {
+            out.write_all(&chunk.data)?;
+            out.flush()?;
+        }
+        Ok(())
+    })
+}
+
+/// `--scheduler`: a container anywhere in the cluster, proxied by the scheduler.
+fn cluster(scheduler: &str, args: &Args) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    crate::cluster::with_client(scheduler, async |mut client| {
+        let mut stream = client
+            .logs(berth_proto::v1::ClusterLogsRequest {
+                target: args.container.clone(),
+                follow: args.follow,
+                tail_lines: args.tail,
+            })
+            .await
+            .map_err(crate::cluster::status_error)?
+            .into_inner();
+        let mut out = std::io::stdout().lock();
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(crate::cluster::status_error)?
         {
             out.write_all(&chunk.data)?;
             out.flush()?;

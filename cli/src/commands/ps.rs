@@ -16,6 +16,8 @@ pub struct Args {
     output: OutputFormat,
     #[command(flatten)]
     agent: crate::remote::AgentArg,
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterArg,
 }
 
 #[derive(Debug, Serialize)]
@@ -31,6 +33,9 @@ struct Row {
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     if let Some(agent) = &args.agent.agent {
         return remote(agent, &args);
+    }
+    if let Some(scheduler) = &args.cluster.scheduler {
+        return cluster(scheduler, &args);
     }
     let mut rows = Vec::new();
     for (paths, meta) in layout::list(&ctx.data_dir)? {
@@ -107,34 +112,62 @@ fn remote(agent: &str, args: &Args) -> anyhow::Result<()> {
         .containers
         .into_iter()
         .filter(|c| args.all || c.state == ContainerState::Running as i32)
-        .map(|c| NodeRow {
-            node: listed.node_name.clone(),
-            state: ContainerState::try_from(c.state)
-                .map(|s| {
-                    s.as_str_name()
-                        .trim_start_matches("CONTAINER_STATE_")
-                        .to_ascii_lowercase()
-                })
-                .unwrap_or_else(|_| "unknown".into()),
-            id: c.container_id,
-            deployment: c.deployment,
-            image: c.image,
-            ready: c.ready,
-            restarts: c.restart_count,
-            exit_code: c.exit_code,
-            reason: c.reason,
-            message: c.message,
-            ip: c.ip,
-            pid: c.pid,
-        })
+        .map(|c| node_row(&listed.node_name, c))
         .collect();
-    match args.output {
+    print_node_rows(&rows, args.output, false)
+}
+
+fn node_row(node: &str, c: berth_proto::v1::ContainerStatus) -> NodeRow {
+    use berth_proto::v1::ContainerState;
+    NodeRow {
+        node: node.to_string(),
+        state: ContainerState::try_from(c.state)
+            .map(|s| {
+                s.as_str_name()
+                    .trim_start_matches("CONTAINER_STATE_")
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_else(|_| "unknown".into()),
+        id: c.container_id,
+        deployment: c.deployment,
+        image: c.image,
+        ready: c.ready,
+        restarts: c.restart_count,
+        exit_code: c.exit_code,
+        reason: c.reason,
+        message: c.message,
+        ip: c.ip,
+        pid: c.pid,
+    }
+}
+
+/// `--scheduler`: every node's containers, through the scheduler.
+fn cluster(scheduler: &str, args: &Args) -> anyhow::Result<()> {
+    use berth_proto::v1::{ContainerState, ListClusterContainersRequest};
+    let listed = crate::cluster::with_client(scheduler, async |mut client| {
+        client
+            .list_containers(ListClusterContainersRequest::default())
+            .await
+            .map_err(crate::cluster::status_error)
+            .map(|r| r.into_inner().containers)
+    })?;
+    let rows: Vec<NodeRow> = listed
+        .into_iter()
+        .filter_map(|c| c.status.map(|s| (c.node, s)))
+        .filter(|(_, s)| args.all || s.state == ContainerState::Running as i32)
+        .map(|(node, s)| node_row(&node, s))
+        .collect();
+    print_node_rows(&rows, args.output, true)
+}
+
+fn print_node_rows(rows: &[NodeRow], output: OutputFormat, with_node: bool) -> anyhow::Result<()> {
+    match output {
         OutputFormat::Json => print_json(&rows),
         OutputFormat::Table => {
             let table: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {
-                    vec![
+                    let mut row = vec![
                         r.id.clone(),
                         r.image.clone(),
                         r.state.clone(),
@@ -142,13 +175,17 @@ fn remote(agent: &str, args: &Args) -> anyhow::Result<()> {
                         r.restarts.to_string(),
                         r.ip.clone(),
                         r.reason.clone(),
-                    ]
+                    ];
+                    if with_node {
+                        row.insert(0, r.node.clone());
+                    }
+                    row
                 })
                 .collect();
-            print_table(
-                &["ID", "IMAGE", "STATE", "READY", "RESTARTS", "IP", "REASON"],
-                &table,
-            );
+            let header = [
+                "NODE", "ID", "IMAGE", "STATE", "READY", "RESTARTS", "IP", "REASON",
+            ];
+            print_table(&header[usize::from(!with_node)..], &table);
             Ok(())
         }
     }

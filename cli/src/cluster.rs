@@ -1,0 +1,626 @@
+//! Talking to the scheduler's DeploymentService (`--scheduler ADDR`): the address flag, the
+//! client, words for phases and states, and the rollout progress view that `deploy --wait`,
+//! `approve --wait` and `rollback --wait` share.
+
+pub mod spec;
+
+use std::io::IsTerminal as _;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use berth_proto::MAX_MESSAGE_BYTES;
+use berth_proto::v1::deployment_service_client::DeploymentServiceClient;
+use berth_proto::v1::{ContainerState, RolloutEvent, RolloutPhase, WatchRequest};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::output::{OutputFormat, print_json};
+
+/// Where the scheduler listens unless `--scheduler` or BERTH_SCHEDULER say otherwise.
+pub const DEFAULT_SCHEDULER: &str = "http://127.0.0.1:7700";
+
+/// Exit codes of the commands that wait for a rollout (`--wait`).
+pub mod exit {
+    /// The rollout completed: every replica runs the new revision and is ready.
+    pub const COMPLETE: i32 = 0;
+    /// The rollout failed, was rolled back or was rejected (the reason is on stderr).
+    pub const FAILED: i32 = 1;
+    /// The rollout waits for `berth approve` (only with `--stop-at-approval`).
+    pub const AWAITING_APPROVAL: i32 = 3;
+    /// `--timeout` passed before the rollout reached an end.
+    pub const TIMEOUT: i32 = 4;
+}
+
+/// The scheduler address flag of the cluster commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SchedulerArg {
+    /// The scheduler's DeploymentService (http://HOST:PORT).
+    #[arg(long, env = "BERTH_SCHEDULER", default_value = DEFAULT_SCHEDULER)]
+    pub scheduler: String,
+}
+
+/// The optional form for commands that are local by default (`ps`, `logs`): cluster-wide
+/// only when `--scheduler` or BERTH_SCHEDULER is given (and `--agent` is not).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArg {
+    /// Cluster-wide, through the scheduler at this address (http://HOST:PORT), instead of
+    /// this machine's local containers.
+    #[arg(long, env = "BERTH_SCHEDULER")]
+    pub scheduler: Option<String>,
+}
+
+/// Waiting for a rollout: shared by deploy, approve and rollback.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WaitArgs {
+    /// Follow the rollout until it completes (exit 0), fails (1), awaits approval with
+    /// --stop-at-approval (3) or --timeout passes (4).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits (like 90s, 5m, 1h).
+    #[arg(long, default_value = "5m", value_parser = spec::parse_duration)]
+    pub timeout: Duration,
+    /// With --wait, stop once the rollout awaits approval (exit 3) instead of waiting
+    /// through it.
+    #[arg(long)]
+    pub stop_at_approval: bool,
+}
+
+pub type Client = DeploymentServiceClient<Channel>;
+
+/// `http://` added when the address has no scheme.
+pub fn url(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+pub async fn connect(addr: &str) -> anyhow::Result<Client> {
+    let addr = url(addr);
+    let channel = Endpoint::from_shared(addr.clone())
+        .with_context(|| format!("invalid scheduler address {addr:?}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the scheduler at {addr}"))?;
+    Ok(DeploymentServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Runs one exchange with the scheduler on a fresh single-threaded runtime.
+pub fn with_client<T>(
+    addr: &str,
+    f: impl AsyncFnOnce(Client) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    crate::remote::block_on(async {
+        let client = connect(addr).await?;
+        f(client).await
+    })
+}
+
+/// One line for a scheduler error: its message names the field or object.
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    crate::remote::status_error(status)
+}
+
+/// "progressing", "awaiting-approval", "complete", "failed", "rolled-back", "rejected".
+pub fn phase_name(phase: i32) -> String {
+    RolloutPhase::try_from(phase)
+        .map(|p| {
+            p.as_str_name()
+                .trim_start_matches("ROLLOUT_PHASE_")
+                .to_ascii_lowercase()
+                .replace('_', "-")
+        })
+        .unwrap_or_else(|_| format!("phase-{phase}"))
+}
+
+/// "pending", "running", "exited", ...
+pub fn state_name(state: i32) -> String {
+    ContainerState::try_from(state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("CONTAINER_STATE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// A rollout event as `--output json` prints it.
+#[derive(Debug, Serialize)]
+pub struct EventJson {
+    pub deployment: String,
+    pub revision: u64,
+    pub phase: String,
+    pub replicas: u32,
+    pub ready_replicas: u32,
+    pub updated_replicas: u32,
+    pub message: String,
+    pub at_ms: i64,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
+impl From<&RolloutEvent> for EventJson {
+    fn from(e: &RolloutEvent) -> Self {
+        Self {
+            deployment: e.deployment.clone(),
+            revision: e.revision,
+            phase: phase_name(e.phase),
+            replicas: e.replicas,
+            ready_replicas: e.ready_replicas,
+            updated_replicas: e.updated_replicas,
+            message: e.message.clone(),
+            at_ms: e.at_ms,
+            is_final: e.r#final,
+        }
+    }
+}
+
+/// One line about a rollout's state.
+pub fn event_line(e: &RolloutEvent) -> String {
+    let mut line = format!(
+        "{} revision {}: {}, {}/{} ready, {}/{} updated",
+        e.deployment,
+        e.revision,
+        phase_name(e.phase),
+        e.ready_replicas,
+        e.replicas,
+        e.updated_replicas,
+        e.replicas
+    );
+    if !e.message.is_empty() {
+        line.push_str(" - ");
+        line.push_str(&e.message.replace('\n', " "));
+    }
+    line
+}
+
+/// Prints rollout progress: a single live line on a terminal, one line per change otherwise,
+/// nothing with `--output json` (which prints only the last event).
+struct ProgressView {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    last: String,
+}
+
+impl ProgressView {
+    fn new(output: OutputFormat) -> Self {
+        let table = output == OutputFormat::Table;
+        let bar = (table && std::io::stdout().is_terminal()).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout()).with_style(
+                ProgressStyle::with_template("{spinner} {wide_msg}")
+                    .expect("static template is valid"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self {
+            plain: table && bar.is_none(),
+            bar,
+            last: String::new(),
+        }
+    }
+
+    fn show(&mut self, line: String) {
+        if line == self.last {
+            return;
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_message(line.clone());
+        } else if self.plain {
+            println!("{line}");
+        }
+        self.last = line;
+    }
+
+    /// Clears the live line; the caller prints the outcome.
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Follows `name`'s rollout with Watch until a final event or the timeout, showing progress,
+/// and returns the exit code (see [`exit`]). Final events of a revision older than
+/// `min_revision` that report completion are taken for stale and skipped.
+pub async fn wait_rollout(
+    client: &mut Client,
+    name: &str,
+    min_revision: u64,
+    args: &WaitArgs,
+    output: OutputFormat,
+) -> anyhow::Result<i32> {
+    let deadline = Instant::now() + args.timeout;
+    let mut view = ProgressView::new(output);
+    let mut last: Option<RolloutEvent> = None;
+    let outcome = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break None;
+        }
+        let followed = tokio::time::timeout(
+            left,
+            follow(client, name, min_revision, args, &mut view, &mut last),
+        )
+        .await;
+        match followed {
+            Err(_elapsed) => break None,
+            Ok(Ok(Some(event))) => break Some(event),
+            // The stream ended without a final event: the scheduler restarted or dropped us.
+            Ok(Ok(None)) => tokio::time::sleep(Duration::from_millis(500)).await,
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            Ok(Err(status)) => {
+                view.finish();
+                return Err(status_error(status));
+            }
+        }
+    };
+    view.finish();
+    let Some(event) = outcome else {
+        if output == OutputFormat::Json
+            && let Some(e) = &last
+        {
+            print_json(&EventJson::from(e))?;
+        }
+        let state = last
+            .as_ref()
+            .map(|e| format!(" (last: {})", event_line(e)))
+            .unwrap_or_default();
+        eprintln!(
+            "berth: timed out after {} waiting for the rollout of {name}{state}",
+            human_duration(args.timeout)
+        );
+        return Ok(exit::TIMEOUT);
+    };
+    if output == OutputFormat::Json {
+        print_json(&EventJson::from(&event))?;
+    }
+    let line = event_line(&event);
+    let code = match RolloutPhase::try_from(event.phase) {
+        Ok(RolloutPhase::Complete) => {
+            if output == OutputFormat::Table {
+                println!("{line}");
+            }
+            exit::COMPLETE
+        }
+        Ok(RolloutPhase::AwaitingApproval) => {
+            if output == OutputFormat::Table {
+                println!("{line}");
+                println!("  approve: berth approve {name}    reject: berth reject {name}");
+            }
+            exit::AWAITING_APPROVAL
+        }
+        _ => {
+            eprintln!("berth: rollout of {line}");
+            exit::FAILED
+        }
+    };
+    Ok(code)
+}
+
+/// One Watch stream: Some(final event), None when the stream ended early.
+async fn follow(
+    client: &mut Client,
+    name: &str,
+    min_revision: u64,
+    args: &WaitArgs,
+    view: &mut ProgressView,
+    last: &mut Option<RolloutEvent>,
+) -> Result<Option<RolloutEvent>, tonic::Status> {
+    let mut stream = client
+        .watch(WatchRequest {
+            name: name.to_string(),
+            stop_at_approval: args.stop_at_approval,
+        })
+        .await?
+        .into_inner();
+    while let Some(event) = stream.message().await? {
+        let stale = event.revision < min_revision && event.phase == RolloutPhase::Complete as i32;
+        let mut line = event_line(&event);
+        if event.phase == RolloutPhase::AwaitingApproval as i32 && !event.r#final {
+            line.push_str(&format!(" (berth approve {name} / berth reject {name})"));
+        }
+        view.show(line);
+        *last = Some(event.clone());
+        if event.r#final && !stale {
+            return Ok(Some(event));
+        }
+    }
+    Ok(None)
+}
+
+/// 90 s as "1m30s".
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+/// How long ago a Unix-milliseconds instant was: "3s", "5m", "2h", "4d" ("-" for never).
+pub fn age(at_ms: i64) -> String {
+    if at_ms <= 0 {
+        return "-".into();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let secs = (now - at_ms).max(0) / 1000;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+
+    use berth_proto::v1::deployment_service_server::{DeploymentService, DeploymentServiceServer};
+    use berth_proto::v1::*;
+    use tokio_stream::Stream;
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+
+    type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+    /// A scheduler whose Watch plays back a script of events (`Err` ends the stream early).
+    #[derive(Debug, Clone)]
+    struct Fake {
+        /// One script per Watch call, in order; the last one repeats.
+        scripts: std::sync::Arc<std::sync::Mutex<Vec<Vec<RolloutEvent>>>>,
+    }
+
+    fn nope<T>() -> Result<Response<T>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
+    #[tonic::async_trait]
+    impl DeploymentService for Fake {
+        async fn apply(&self, _: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+            nope()
+        }
+        async fn get(
+            &self,
+            r: Request<GetDeploymentRequest>,
+        ) -> Result<Response<Deployment>, Status> {
+            Err(Status::not_found(format!(
+                "deployment {} not found",
+                r.into_inner().name
+            )))
+        }
+        async fn list(
+            &self,
+            _: Request<ListDeploymentsRequest>,
+        ) -> Result<Response<ListDeploymentsResponse>, Status> {
+            nope()
+        }
+        async fn delete(
+            &self,
+            _: Request<DeleteDeploymentRequest>,
+        ) -> Result<Response<DeleteDeploymentResponse>, Status> {
+            nope()
+        }
+        async fn scale(&self, _: Request<ScaleRequest>) -> Result<Response<Deployment>, Status> {
+            nope()
+        }
+        async fn approve(
+            &self,
+            _: Request<ApproveRequest>,
+        ) -> Result<Response<Deployment>, Status> {
+            nope()
+        }
+        async fn reject(&self, _: Request<RejectRequest>) -> Result<Response<Deployment>, Status> {
+            nope()
+        }
+        async fn rollback(
+            &self,
+            _: Request<RollbackRequest>,
+        ) -> Result<Response<Deployment>, Status> {
+            nope()
+        }
+        async fn history(
+            &self,
+            _: Request<HistoryRequest>,
+        ) -> Result<Response<HistoryResponse>, Status> {
+            nope()
+        }
+        type WatchStream = Stream_<RolloutEvent>;
+        async fn watch(
+            &self,
+            _: Request<WatchRequest>,
+        ) -> Result<Response<Self::WatchStream>, Status> {
+            let script = {
+                let mut scripts = self.scripts.lock().unwrap();
+                if scripts.len() > 1 {
+                    scripts.remove(0)
+                } else {
+                    scripts[0].clone()
+                }
+            };
+            // Ends after a final event, as the scheduler's does; otherwise stays open.
+            let ends = script.iter().any(|e| e.r#final);
+            let events = tokio_stream::iter(script.into_iter().map(Ok));
+            let stream: Self::WatchStream = if ends {
+                Box::pin(events)
+            } else {
+                Box::pin(tokio_stream::StreamExt::chain(
+                    events,
+                    tokio_stream::pending(),
+                ))
+            };
+            Ok(Response::new(stream))
+        }
+        async fn list_nodes(
+            &self,
+            _: Request<ListNodesRequest>,
+        ) -> Result<Response<ListNodesResponse>, Status> {
+            nope()
+        }
+        async fn list_containers(
+            &self,
+            _: Request<ListClusterContainersRequest>,
+        ) -> Result<Response<ListClusterContainersResponse>, Status> {
+            nope()
+        }
+        type LogsStream = Stream_<LogChunk>;
+        async fn logs(
+            &self,
+            _: Request<ClusterLogsRequest>,
+        ) -> Result<Response<Self::LogsStream>, Status> {
+            nope()
+        }
+    }
+
+    fn event(revision: u64, phase: RolloutPhase, is_final: bool) -> RolloutEvent {
+        RolloutEvent {
+            deployment: "hello".into(),
+            revision,
+            phase: phase as i32,
+            replicas: 2,
+            ready_replicas: 1,
+            updated_replicas: 1,
+            message: "because".into(),
+            at_ms: 1,
+            r#final: is_final,
+        }
+    }
+
+    /// Serves `scripts` and returns what wait_rollout makes of them.
+    fn wait_with(scripts: Vec<Vec<RolloutEvent>>, min_revision: u64, timeout: Duration) -> i32 {
+        let fake = Fake {
+            scripts: std::sync::Arc::new(std::sync::Mutex::new(scripts)),
+        };
+        crate::remote::block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(DeploymentServiceServer::new(fake))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+            let mut client = connect(&addr.to_string()).await?;
+            let args = WaitArgs {
+                wait: true,
+                timeout,
+                stop_at_approval: true,
+            };
+            wait_rollout(
+                &mut client,
+                "hello",
+                min_revision,
+                &args,
+                OutputFormat::Json,
+            )
+            .await
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn wait_exit_codes() {
+        use RolloutPhase::*;
+        let long = Duration::from_secs(10);
+        let progress = event(2, Progressing, false);
+        assert_eq!(
+            wait_with(
+                vec![vec![progress.clone(), event(2, Complete, true)]],
+                2,
+                long
+            ),
+            exit::COMPLETE
+        );
+        assert_eq!(
+            wait_with(vec![vec![event(2, AwaitingApproval, true)]], 2, long),
+            exit::AWAITING_APPROVAL
+        );
+        for phase in [Failed, RolledBack, Rejected] {
+            assert_eq!(
+                wait_with(vec![vec![progress.clone(), event(3, phase, true)]], 2, long),
+                exit::FAILED
+            );
+        }
+        assert_eq!(
+            wait_with(vec![vec![progress.clone()]], 2, Duration::from_millis(300)),
+            exit::TIMEOUT
+        );
+        // A stale completion of the revision before is skipped; an early end of the stream
+        // is followed by a new Watch.
+        assert_eq!(
+            wait_with(
+                vec![
+                    vec![event(1, Complete, true)],
+                    vec![event(2, Complete, true)]
+                ],
+                2,
+                long
+            ),
+            exit::COMPLETE
+        );
+        // A rolled-back final event counts, whatever its revision.
+        assert_eq!(
+            wait_with(vec![vec![event(1, RolledBack, true)]], 2, long),
+            exit::FAILED
+        );
+    }
+
+    #[test]
+    fn scheduler_errors_are_one_line() {
+        let fake = Fake {
+            scripts: std::sync::Arc::new(std::sync::Mutex::new(vec![vec![]])),
+        };
+        let err = crate::remote::block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(DeploymentServiceServer::new(fake))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+            let mut client = connect(&addr.to_string()).await?;
+            client
+                .get(GetDeploymentRequest {
+                    name: "nope".into(),
+                })
+                .await
+                .map_err(status_error)
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "deployment nope not found");
+    }
+
+    #[test]
+    fn words() {
+        assert_eq!(
+            phase_name(RolloutPhase::AwaitingApproval as i32),
+            "awaiting-approval"
+        );
+        assert_eq!(phase_name(RolloutPhase::RolledBack as i32), "rolled-back");
+        assert_eq!(state_name(ContainerState::Running as i32), "running");
+        assert_eq!(human_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(human_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(url("127.0.0.1:7700"), "http://127.0.0.1:7700");
+    }
+}

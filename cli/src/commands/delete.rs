@@ -1,0 +1,28 @@
+//! `berth delete NAME`: removes a deployment; its containers are stopped and removed.
+
+use berth_proto::v1::DeleteDeploymentRequest;
+
+use crate::Context;
+use crate::cluster::{self, SchedulerArg};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The deployment.
+    name: String,
+    #[command(flatten)]
+    scheduler: SchedulerArg,
+}
+
+pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
+    cluster::with_client(&args.scheduler.scheduler, async |mut client| {
+        client
+            .delete(DeleteDeploymentRequest {
+                name: args.name.clone(),
+            })
+            .await
+            .map_err(cluster::status_error)?;
+        Ok(())
+    })?;
+    println!("{}: deleted", args.name);
+    Ok(())
+}

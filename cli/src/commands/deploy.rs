@@ -1,0 +1,86 @@
+//! `berth deploy -f app.toml`: applies a deployment spec, optionally following its rollout.
+//!
+//! Exit codes with `--wait`: 0 complete, 1 failed / rolled back / rejected (reason on
+//! stderr), 3 awaiting approval (with `--stop-at-approval`), 4 timed out.
+
+use std::path::PathBuf;
+
+use berth_proto::v1::ApplyRequest;
+use serde::Serialize;
+
+use crate::Context;
+use crate::cluster::spec::SpecFile;
+use crate::cluster::{self, SchedulerArg, WaitArgs};
+use crate::output::{OutputFormat, print_json};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The deployment spec (TOML; see examples/README.md).
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    #[command(flatten)]
+    wait: WaitArgs,
+    /// table for people, json for programs (with --wait: the final rollout event).
+    #[arg(long, short, value_enum, default_value_t)]
+    output: OutputFormat,
+    #[command(flatten)]
+    scheduler: SchedulerArg,
+}
+
+#[derive(Debug, Serialize)]
+struct Applied {
+    name: String,
+    revision: u64,
+    changed: bool,
+    phase: String,
+}
+
+pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<i32> {
+    let spec = SpecFile::load(&args.file)?;
+    let name = spec.name().to_string();
+    cluster::with_client(&args.scheduler.scheduler, async |mut client| {
+        let reply = client
+            .apply(ApplyRequest {
+                spec: Some(spec.to_proto()),
+            })
+            .await
+            .map_err(cluster::status_error)?
+            .into_inner();
+        let deployment = reply.deployment.unwrap_or_default();
+        let applied = Applied {
+            name: name.clone(),
+            revision: deployment.revision,
+            changed: reply.changed,
+            phase: cluster::phase_name(deployment.phase),
+        };
+        if !args.wait.wait {
+            match args.output {
+                OutputFormat::Json => print_json(&applied)?,
+                OutputFormat::Table if applied.changed => println!(
+                    "{name}: revision {} applied, rolling out (berth status {name})",
+                    applied.revision
+                ),
+                OutputFormat::Table => println!(
+                    "{name}: unchanged, still revision {} ({})",
+                    applied.revision, applied.phase
+                ),
+            }
+            return Ok(0);
+        }
+        if args.output == OutputFormat::Table {
+            if applied.changed {
+                println!("{name}: revision {} applied", applied.revision);
+            } else {
+                println!("{name}: unchanged, revision {}", applied.revision);
+            }
+        }
+        cluster::wait_rollout(
+            &mut client,
+            &name,
+            deployment.revision,
+            &args.wait,
+            args.output,
+        )
+        .await
+    })
+}

@@ -1,0 +1,81 @@
+//! `berth history NAME`: a deployment's revisions, each with how its rollout ended.
+
+use berth_proto::v1::HistoryRequest;
+use serde::Serialize;
+
+use crate::Context;
+use crate::cluster::{self, SchedulerArg};
+use crate::output::{OutputFormat, print_json, print_table};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The deployment.
+    name: String,
+    /// table for people, json for programs.
+    #[arg(long, short, value_enum, default_value_t)]
+    output: OutputFormat,
+    #[command(flatten)]
+    scheduler: SchedulerArg,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    revision: u64,
+    created_at_ms: i64,
+    outcome: String,
+    image: String,
+    replicas: u32,
+    message: String,
+}
+
+pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
+    let history = cluster::with_client(&args.scheduler.scheduler, async |mut client| {
+        client
+            .history(HistoryRequest {
+                name: args.name.clone(),
+            })
+            .await
+            .map_err(cluster::status_error)
+            .map(|r| r.into_inner())
+    })?;
+    let rows: Vec<Row> = history
+        .revisions
+        .iter()
+        .map(|r| {
+            let spec = r.spec.clone().unwrap_or_default();
+            Row {
+                revision: r.revision,
+                created_at_ms: r.created_at_ms,
+                outcome: cluster::phase_name(r.outcome),
+                image: spec.image,
+                replicas: spec.replicas,
+                message: r.message.clone(),
+            }
+        })
+        .collect();
+    match args.output {
+        OutputFormat::Json => print_json(&rows),
+        OutputFormat::Table => {
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.revision.to_string(),
+                        format!("{} ago", cluster::age(r.created_at_ms)),
+                        r.outcome.clone(),
+                        r.image.clone(),
+                        r.replicas.to_string(),
+                        r.message.replace('\n', " "),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "REVISION", "CREATED", "OUTCOME", "IMAGE", "REPLICAS", "MESSAGE",
+                ],
+                &table,
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! `berth rollback NAME [--to REV]`: rolls out an earlier revision's spec again.
+
+use berth_proto::v1::RollbackRequest;
+
+use crate::Context;
+use crate::cluster::{self, SchedulerArg, WaitArgs};
+use crate::output::OutputFormat;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The deployment.
+    name: String,
+    /// The revision to go back to (default: the one before the current one).
+    #[arg(long = "to", value_name = "REV")]
+    to: Option<u64>,
+    #[command(flatten)]
+    wait: WaitArgs,
+    /// table for people, json for programs (with --wait: the final rollout event).
+    #[arg(long, short, value_enum, default_value_t)]
+    output: OutputFormat,
+    #[command(flatten)]
+    scheduler: SchedulerArg,
+}
+
+pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<i32> {
+    cluster::with_client(&args.scheduler.scheduler, async |mut client| {
+        let d = client
+            .rollback(RollbackRequest {
+                name: args.name.clone(),
+                to_revision: args.to.unwrap_or(0),
+            })
+            .await
+            .map_err(cluster::status_error)?
+            .into_inner();
+        super::status::after_change(&mut client, d, "rolling back", &args.wait, args.output).await
+    })
+}

@@ -1,0 +1,43 @@
+//! `berth scale NAME N`: sets a deployment's replica count (no new revision).
+
+use berth_proto::v1::ScaleRequest;
+
+use crate::Context;
+use crate::cluster::{self, SchedulerArg};
+use crate::output::{OutputFormat, print_json};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The deployment.
+    name: String,
+    /// The number of replicas.
+    replicas: u32,
+    /// table for people, json for programs.
+    #[arg(long, short, value_enum, default_value_t)]
+    output: OutputFormat,
+    #[command(flatten)]
+    scheduler: SchedulerArg,
+}
+
+pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
+    let d = cluster::with_client(&args.scheduler.scheduler, async |mut client| {
+        client
+            .scale(ScaleRequest {
+                name: args.name.clone(),
+                replicas: args.replicas,
+            })
+            .await
+            .map_err(cluster::status_error)
+            .map(|r| r.into_inner())
+    })?;
+    match args.output {
+        OutputFormat::Json => print_json(&super::status::DeploymentJson::from(&d)),
+        OutputFormat::Table => {
+            println!(
+                "{}: scaled to {} replicas ({} ready)",
+                args.name, args.replicas, d.ready_replicas
+            );
+            Ok(())
+        }
+    }
+}

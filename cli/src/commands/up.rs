@@ -1,0 +1,384 @@
+//! `berth up`: a one-node cluster on this machine in one command. Starts `berth-scheduler`
+//! and one `berth-agent` (found next to the `berth` executable) as child processes, waits
+//! until the node is ready, and on Ctrl-C or SIGTERM stops cleanly: every deployment is
+//! deleted, their containers (and network) are torn down, then the agent and the scheduler
+//! get SIGTERM. The daemons' logs go to DATA/up/{scheduler,agent}.log.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use berth_proto::v1::{
+    DeleteDeploymentRequest, ListClusterContainersRequest, ListDeploymentsRequest, ListNodesRequest,
+};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::Context;
+use crate::cluster::{self, Client, spec::parse_duration};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where the scheduler serves (the agents' NodeService and the DeploymentService).
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: String,
+    /// The node's name (default: this host's name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// An extra flag for berth-scheduler (repeatable), e.g. --scheduler-arg=--pod-network=10.88.0.0/16.
+    #[arg(long = "scheduler-arg", value_name = "ARG", allow_hyphen_values = true)]
+    scheduler_args: Vec<String>,
+    /// An extra flag for berth-agent (repeatable), e.g. --agent-arg=--labels=zone=a.
+    #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true)]
+    agent_args: Vec<String>,
+    /// How long to wait for the node to become ready.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    ready_timeout: Duration,
+    /// On stop, how long to wait for the deployments' containers to be removed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    stop_timeout: Duration,
+}
+
+/// A daemon child: its name for messages, the process and its log.
+#[derive(Debug)]
+struct Daemon {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn spawn(
+        name: &'static str,
+        exe: &Path,
+        args: &[String],
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let log = log_dir.join(format!("{}.log", name.trim_start_matches("berth-")));
+        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Its own process group: a Ctrl-C on the terminal reaches only `berth up`, which
+            // then stops the cluster in order.
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        Ok(Self { name, child, log })
+    }
+
+    /// Some(description) once the process has ended.
+    fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    /// An error for a daemon that ended early, with its log's last lines on stderr.
+    fn died(&mut self, how: &str) -> anyhow::Error {
+        let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = tail.lines().collect();
+        eprintln!("--- the end of {}:", self.log.display());
+        for line in &lines[lines.len().saturating_sub(15)..] {
+            eprintln!("{line}");
+        }
+        anyhow::anyhow!(
+            "{} exited ({how}); its log is {}",
+            self.name,
+            self.log.display()
+        )
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; waits for the process.
+    async fn stop(&mut self, grace: Duration) {
+        if self.exited().is_some() {
+            return;
+        }
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.exited().is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!(
+            "berth up: {} did not stop within {}; killing it",
+            self.name,
+            cluster::human_duration(grace)
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A daemon binary next to the running `berth`.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the berth executable")?;
+    let dir = exe
+        .parent()
+        .context("the berth executable has no directory")?;
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{name} not found next to berth in {} (build it there too: cargo build [--release] -p berth-scheduler -p berth-agent)",
+            dir.display()
+        );
+    }
+    Ok(path)
+}
+
+pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
+    let scheduler_exe = sibling("berth-scheduler")?;
+    let agent_exe = sibling("berth-agent")?;
+    let node = match &args.node_name {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()?
+            .to_string_lossy()
+            .to_ascii_lowercase(),
+    };
+    let data = &ctx.data_dir;
+    let log_dir = data.join("up");
+    let sched_dir = data.join("scheduler");
+    for dir in [&log_dir, &sched_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let url = dial_url(&args.listen);
+    crate::remote::block_on(async {
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut scheduler = Daemon::spawn(
+            "berth-scheduler",
+            &scheduler_exe,
+            &[
+                vec![
+                    "--listen".into(),
+                    args.listen.clone(),
+                    "--data-dir".into(),
+                    sched_dir.display().to_string(),
+                ],
+                args.scheduler_args.clone(),
+            ]
+            .concat(),
+            &log_dir,
+        )?;
+        let mut daemons = vec![];
+        let started = async {
+            let client = wait_for(&url, &mut scheduler, args.ready_timeout).await?;
+            let agent = Daemon::spawn(
+                "berth-agent",
+                &agent_exe,
+                &[
+                    vec![
+                        "--scheduler".into(),
+                        url.clone(),
+                        "--node-name".into(),
+                        node.clone(),
+                        "--data-dir".into(),
+                        data.display().to_string(),
+                        "--listen".into(),
+                        "127.0.0.1:0".into(),
+                    ],
+                    args.agent_args.clone(),
+                ]
+                .concat(),
+                &log_dir,
+            )?;
+            daemons.push(agent);
+            wait_node(
+                client,
+                &node,
+                &mut daemons[0],
+                &mut scheduler,
+                args.ready_timeout,
+            )
+            .await
+        };
+        let client = tokio::select! {
+            r = started => r,
+            _ = interrupt.recv() => Err(anyhow::anyhow!("interrupted while starting")),
+            _ = terminate.recv() => Err(anyhow::anyhow!("terminated while starting")),
+        };
+        let mut client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                for d in daemons.iter_mut().chain([&mut scheduler]) {
+                    d.stop(Duration::from_secs(15)).await;
+                }
+                return Err(e);
+            }
+        };
+        let agent = &mut daemons[0];
+        println!(
+            "berth up: scheduler at {url}, node {node:?} ready (data dir {})",
+            data.display()
+        );
+        println!(
+            "  logs:    {}  {}",
+            scheduler.log.display(),
+            agent.log.display()
+        );
+        println!("  deploy:  berth deploy -f examples/hello.toml --wait");
+        println!("  watch:   berth status; berth nodes; berth ps --scheduler {url}");
+        if url != cluster::DEFAULT_SCHEDULER {
+            println!("  (other shells: export BERTH_SCHEDULER={url})");
+        }
+        println!("Ctrl-C stops: deployments deleted, containers removed, then both daemons.");
+        let mut code = 0;
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => break,
+                _ = terminate.recv() => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            if let Some(how) = agent.exited() {
+                eprintln!("berth up: {}", agent.died(&how));
+                code = 1;
+                break;
+            }
+            if let Some(how) = scheduler.exited() {
+                eprintln!("berth up: {}", scheduler.died(&how));
+                code = 1;
+                break;
+            }
+        }
+        println!("berth up: stopping");
+        if scheduler.exited().is_none() && agent.exited().is_none() {
+            let drained = tokio::select! {
+                r = drain(&mut client, args.stop_timeout) => r,
+                _ = interrupt.recv() => Err(anyhow::anyhow!("interrupted again: not waiting for the containers")),
+                _ = terminate.recv() => Err(anyhow::anyhow!("terminated again: not waiting for the containers")),
+            };
+            if let Err(e) = drained {
+                eprintln!("berth up: {}", crate::chain(&e));
+                code = 1;
+            }
+        }
+        agent.stop(Duration::from_secs(20)).await;
+        scheduler.stop(Duration::from_secs(10)).await;
+        println!("berth up: stopped");
+        Ok(code)
+    })
+}
+
+/// The URL the agent and the CLI dial for a listen address (0.0.0.0 becomes loopback).
+fn dial_url(listen: &str) -> String {
+    let addr = listen
+        .replace("0.0.0.0:", "127.0.0.1:")
+        .replace("[::]:", "[::1]:");
+    cluster::url(&addr)
+}
+
+/// Waits until the scheduler answers ListNodes.
+async fn wait_for(url: &str, scheduler: &mut Daemon, timeout: Duration) -> anyhow::Result<Client> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(how) = scheduler.exited() {
+            return Err(scheduler.died(&how));
+        }
+        if let Ok(mut client) = cluster::connect(url).await
+            && client.list_nodes(ListNodesRequest {}).await.is_ok()
+        {
+            return Ok(client);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the scheduler did not answer at {url} within {} (see {})",
+                cluster::human_duration(timeout),
+                scheduler.log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until ListNodes shows `node` ready.
+async fn wait_node(
+    mut client: Client,
+    node: &str,
+    agent: &mut Daemon,
+    scheduler: &mut Daemon,
+    timeout: Duration,
+) -> anyhow::Result<Client> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(how) = agent.exited() {
+            return Err(agent.died(&how));
+        }
+        if let Some(how) = scheduler.exited() {
+            return Err(scheduler.died(&how));
+        }
+        if let Ok(reply) = client.list_nodes(ListNodesRequest {}).await
+            && reply
+                .get_ref()
+                .nodes
+                .iter()
+                .any(|n| n.name == node && n.ready)
+        {
+            return Ok(client);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "node {node:?} was not ready within {} (see {})",
+                cluster::human_duration(timeout),
+                agent.log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Deletes every deployment and waits until no container is left in the cluster.
+async fn drain(client: &mut Client, timeout: Duration) -> anyhow::Result<()> {
+    let deployments = client
+        .list(ListDeploymentsRequest {})
+        .await
+        .map_err(cluster::status_error)?
+        .into_inner()
+        .deployments;
+    for d in deployments {
+        let name = d.spec.map(|s| s.name).unwrap_or_default();
+        println!("berth up: deleting deployment {name}");
+        client
+            .delete(DeleteDeploymentRequest { name: name.clone() })
+            .await
+            .map_err(cluster::status_error)
+            .with_context(|| format!("deleting {name}"))?;
+    }
+    let deadline = Instant::now() + timeout;
+    let mut last = usize::MAX;
+    loop {
+        let left = client
+            .list_containers(ListClusterContainersRequest::default())
+            .await
+            .map_err(cluster::status_error)?
+            .into_inner()
+            .containers
+            .len();
+        if left == 0 {
+            return Ok(());
+        }
+        if left != last {
+            println!("berth up: waiting for {left} container(s) to be removed");
+            last = left;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{left} container(s) still there after {}",
+                cluster::human_duration(timeout)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

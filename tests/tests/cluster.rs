@@ -1,0 +1,416 @@
+//! The whole cluster end to end: a real berth-scheduler, three real agents (each node's
+//! network in its own namespace, linked by a test-made fabric), real containers.
+
+use std::time::{Duration, Instant};
+
+use berth_proto::v1::deployment_service_client::DeploymentServiceClient;
+use berth_proto::v1::*;
+use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
+use berth_tests::cluster::{Fabric, SchedulerProc};
+use berth_tests::{Berth, busybox_image, poll_until};
+use tonic::transport::Channel;
+
+const IMAGE: &str = "cluster-busybox:1";
+const WAIT: Duration = Duration::from_secs(90);
+const HTTPD: &str = "mkdir -p /www && echo hello-$VERSION-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www";
+
+/// Blocking calls to the scheduler's DeploymentService.
+struct Api {
+    rt: tokio::runtime::Runtime,
+    client: DeploymentServiceClient<Channel>,
+}
+
+impl Api {
+    fn new(endpoint: &str) -> Self {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let client = rt
+            .block_on(DeploymentServiceClient::connect(endpoint.to_string()))
+            .expect("connect to the scheduler");
+        Self { rt, client }
+    }
+    fn apply(&self, spec: DeploymentSpec) -> ApplyResponse {
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.apply(ApplyRequest { spec: Some(spec) }))
+            .expect("apply")
+            .into_inner()
+    }
+    fn get(&self, name: &str) -> Deployment {
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.get(GetDeploymentRequest { name: name.into() }))
+            .expect("get")
+            .into_inner()
+    }
+    fn nodes(&self) -> Vec<NodeInfo> {
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.list_nodes(ListNodesRequest {}))
+            .expect("nodes")
+            .into_inner()
+            .nodes
+    }
+    fn containers(&self, deployment: &str) -> Vec<ClusterContainer> {
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.list_containers(ListClusterContainersRequest {
+                deployment: deployment.into(),
+            }))
+            .expect("containers")
+            .into_inner()
+            .containers
+    }
+    /// Watches the current rollout to its final event.
+    fn watch(&self, name: &str, stop_at_approval: bool) -> RolloutEvent {
+        let mut c = self.client.clone();
+        self.rt.block_on(async {
+            let mut stream = c
+                .watch(WatchRequest {
+                    name: name.into(),
+                    stop_at_approval,
+                })
+                .await
+                .expect("watch")
+                .into_inner();
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let next = tokio::time::timeout_at(deadline, stream.message())
+                    .await
+                    .expect("a final rollout event in time")
+                    .expect("the watch stream");
+                let event = next.expect("the stream ends with a final event");
+                if event.r#final {
+                    return event;
+                }
+            }
+        })
+    }
+    fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        self.rt.block_on(f).map(|r| r.into_inner())
+    }
+    /// Polls Get until `check` accepts the deployment.
+    fn wait(&self, name: &str, what: &str, check: impl Fn(&Deployment) -> bool) -> Deployment {
+        poll_until(what, WAIT, || Some(self.get(name)).filter(|d| check(d)))
+    }
+}
+
+fn all_ready(d: &Deployment, n: u32) -> bool {
+    d.replica_status.len() as u32 == n
+        && d.replica_status
+            .iter()
+            .all(|r| r.ready && r.revision == d.revision)
+}
+
+fn phase(e: &RolloutEvent) -> RolloutPhase {
+    RolloutPhase::try_from(e.phase).unwrap()
+}
+
+fn hello(version: &str, replicas: u32) -> DeploymentSpec {
+    DeploymentSpec {
+        name: "hello".into(),
+        image: IMAGE.into(),
+        command: vec!["sh".into(), "-c".into(), HTTPD.into()],
+        env: [("VERSION".to_string(), version.to_string())].into(),
+        replicas,
+        resources: Some(Resources {
+            cpu_millis: 100,
+            memory_bytes: 32 << 20,
+        }),
+        ports: vec![PortMapping {
+            host_port: 0,
+            container_port: 8080,
+            protocol: 0,
+        }],
+        readiness: Some(Probe {
+            check: Some(probe::Check::Tcp(TcpCheck { port: 8080 })),
+            period_ms: 200,
+            ..Default::default()
+        }),
+        rollout: Some(RolloutSettings {
+            progress_deadline_s: 60,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+struct Cluster {
+    sched: SchedulerProc,
+    nodes: Vec<AgentNode>,
+    _fabric: Fabric,
+    api: Api,
+}
+
+fn cluster(count: usize) -> Cluster {
+    let sched = SchedulerProc::start(&["--reschedule-delay-ms", "500"]);
+    let mut fabric = Fabric::new();
+    let mut nodes = Vec::new();
+    for i in 0..count {
+        let berth = Berth::new();
+        busybox_image(&berth, IMAGE);
+        let opts = AgentOptions {
+            restart_backoff_base_ms: Some(100),
+            extra_args: vec![
+                "--node-address".into(),
+                fabric.next_address(),
+                "--stop-grace".into(),
+                "1".into(),
+            ],
+            ..Default::default()
+        };
+        let node = AgentNode::start_for(
+            berth,
+            &sched.endpoint(),
+            &unique_node_name(&format!("n{i}")),
+            opts,
+        );
+        fabric.plug(&node);
+        nodes.push(node);
+    }
+    let api = Api::new(&sched.endpoint());
+    poll_until("every node ready", WAIT, || {
+        let nodes = api.nodes();
+        (nodes.len() == count && nodes.iter().all(|n| n.ready)).then_some(())
+    });
+    Cluster {
+        sched,
+        nodes,
+        _fabric: fabric,
+        api,
+    }
+}
+
+#[test]
+fn deploy_scale_roll_out_with_approval_roll_back_survive_node_and_scheduler_loss() {
+    let mut c = cluster(3);
+    let api = &c.api;
+
+    // Deploy: three replicas spread over the three nodes.
+    let applied = api.apply(hello("v1", 3));
+    assert!(applied.changed);
+    let done = api.watch("hello", false);
+    assert_eq!(phase(&done), RolloutPhase::Complete, "{done:?}");
+    let d = api.wait("hello", "3 ready replicas", |d| all_ready(d, 3));
+    let nodes: std::collections::BTreeSet<_> =
+        d.replica_status.iter().map(|r| r.node.clone()).collect();
+    assert_eq!(nodes.len(), 3, "spread over the nodes: {d:?}");
+    // The same spec again is a no-op.
+    assert!(!api.apply(hello("v1", 3)).changed);
+    assert_eq!(api.get("hello").revision, 1);
+
+    // A client on one node reaches a replica on another across the fabric.
+    let from = &d.replica_status[0];
+    let to = d
+        .replica_status
+        .iter()
+        .find(|r| r.node != from.node)
+        .unwrap();
+    let node = c.nodes.iter().find(|n| n.name() == from.node).unwrap();
+    let script = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {} 8080",
+        to.ip
+    );
+    let body = poll_until("a request across nodes", WAIT, || {
+        let out = node
+            .berth()
+            .cmd([
+                "exec",
+                "--agent",
+                &node.endpoint_url(),
+                &from.container_id,
+                "sh",
+                "-c",
+                &script,
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .last()
+            .filter(|l| l.starts_with("hello"))
+            .map(str::to_string)
+    });
+    assert_eq!(body, format!("hello-v1-from-{}", to.container_id));
+
+    // Scale up and down.
+    let mut client = api.client.clone();
+    api.call(client.scale(ScaleRequest {
+        name: "hello".into(),
+        replicas: 5,
+    }))
+    .unwrap();
+    api.wait("hello", "5 ready replicas", |d| all_ready(d, 5));
+    api.call(client.scale(ScaleRequest {
+        name: "hello".into(),
+        replicas: 2,
+    }))
+    .unwrap();
+    api.wait("hello", "2 ready replicas", |d| all_ready(d, 2));
+    assert_eq!(
+        api.containers("hello").len(),
+        2,
+        "the others are gone from the nodes"
+    );
+
+    // Continuous delivery: v2 waits for approval while v1 serves.
+    let mut v2 = hello("v2", 2);
+    v2.rollout.as_mut().unwrap().approval = Approval::Manual as i32;
+    assert_eq!(api.apply(v2).deployment.unwrap().revision, 2);
+    let waiting = api.watch("hello", true);
+    assert_eq!(
+        phase(&waiting),
+        RolloutPhase::AwaitingApproval,
+        "{waiting:?}"
+    );
+    let d = api.get("hello");
+    assert!(
+        d.replica_status.iter().all(|r| r.revision == 1),
+        "v1 keeps serving: {d:?}"
+    );
+    api.call(client.approve(ApproveRequest {
+        name: "hello".into(),
+    }))
+    .unwrap();
+    let done = api.watch("hello", false);
+    assert_eq!(phase(&done), RolloutPhase::Complete, "{done:?}");
+    api.wait("hello", "2 ready v2 replicas", |d| {
+        all_ready(d, 2) && d.revision == 2
+    });
+    let err = api
+        .call(client.approve(ApproveRequest {
+            name: "hello".into(),
+        }))
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+
+    // A broken version fails fast and rolls back by itself.
+    let mut broken = hello("v3", 2);
+    broken.image = "cluster-busybox:does-not-exist".into();
+    api.apply(broken);
+    let failed = api.watch("hello", false);
+    assert_eq!(phase(&failed), RolloutPhase::RolledBack, "{failed:?}");
+    assert!(failed.message.contains("ImagePullBackOff"), "{failed:?}");
+    let d = api.wait("hello", "the rollback to complete", |d| {
+        d.phase == RolloutPhase::Complete as i32 && all_ready(d, 2)
+    });
+    assert_eq!(d.revision, 4);
+    assert_eq!(d.spec.as_ref().unwrap().env["VERSION"], "v2");
+
+    // A node dies (agent and containers): its replicas are Ready elsewhere.
+    let victim_name = d.replica_status[0].node.clone();
+    let victim = c
+        .nodes
+        .iter_mut()
+        .find(|n| n.name() == victim_name)
+        .unwrap();
+    victim.kill9();
+    let _ = std::process::Command::new("pkill")
+        .args([
+            "-9",
+            "-f",
+            &format!(
+                "berth-shim --id hello-.* --bundle {}",
+                victim.data_dir().display()
+            ),
+        ])
+        .status();
+    let lost_at = Instant::now();
+    let d = api.wait("hello", "replacements Ready on the other nodes", |d| {
+        all_ready(d, 2) && d.replica_status.iter().all(|r| r.node != victim_name)
+    });
+    eprintln!("node loss to replacements ready: {:?}", lost_at.elapsed());
+    assert_eq!(d.replica_status.len(), 2);
+
+    // kill -9 the scheduler: every deployment and revision is still there afterwards.
+    let history_before = api
+        .call(client.history(HistoryRequest {
+            name: "hello".into(),
+        }))
+        .unwrap()
+        .revisions
+        .len();
+    c.sched.restart();
+    let api = Api::new(&c.sched.endpoint());
+    let mut client = api.client.clone();
+    let history = api
+        .call(client.history(HistoryRequest {
+            name: "hello".into(),
+        }))
+        .unwrap();
+    assert_eq!(history.revisions.len(), history_before);
+    let d = api.wait("hello", "hello ready after the scheduler's restart", |d| {
+        all_ready(d, 2)
+    });
+    assert_eq!(d.revision, 4);
+    // Nothing started twice: the surviving nodes run exactly the two replicas.
+    let running: Vec<_> = api
+        .containers("hello")
+        .into_iter()
+        .filter(|c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.state == ContainerState::Running as i32)
+        })
+        .collect();
+    assert_eq!(running.len(), 2, "{running:?}");
+
+    let _ = api.call(client.delete(DeleteDeploymentRequest {
+        name: "hello".into(),
+    }));
+    poll_until("the containers to go", WAIT, || {
+        api.containers("hello").is_empty().then_some(())
+    });
+}
+
+#[test]
+fn invalid_specs_and_unknown_deployments_are_refused_with_the_field() {
+    let c = cluster(1);
+    let mut client = c.api.client.clone();
+    let refused = |spec: DeploymentSpec| {
+        c.api
+            .call(client.clone().apply(ApplyRequest { spec: Some(spec) }))
+            .unwrap_err()
+    };
+    let mut s = hello("v1", 1);
+    s.image.clear();
+    let e = refused(s);
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("spec.image"), "{e:?}");
+    let mut s = hello("v1", 1);
+    s.readiness = Some(Probe {
+        check: Some(probe::Check::Tcp(TcpCheck { port: 9999 })),
+        ..Default::default()
+    });
+    let e = refused(s);
+    assert!(e.message().contains("spec.readiness.tcp.port"), "{e:?}");
+    let mut s = hello("v1", 1);
+    s.resources = Some(Resources {
+        cpu_millis: 1_000_000,
+        memory_bytes: 1,
+    });
+    let e = refused(s);
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("spec.resources"), "{e:?}");
+    let e = c
+        .api
+        .call(client.get(GetDeploymentRequest {
+            name: "nope".into(),
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert!(e.message().contains("nope"));
+    let e = c
+        .api
+        .call(client.scale(ScaleRequest {
+            name: "nope".into(),
+            replicas: 1,
+        }))
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    // Nothing was half-applied.
+    let listed = c.api.call(client.list(ListDeploymentsRequest {})).unwrap();
+    assert!(listed.deployments.is_empty());
+}
