@@ -1,7 +1,7 @@
 //! berth.v1 protocol: the .proto files under proto/ and the tonic code generated from them.
 //!
 //! `NodeService` is served by the scheduler and dialled by agents; `AgentService` is served
-//! by each agent. Both daemons also serve `grpc.health.v1` and reflection from
+//! by each agent; `DeploymentService` is the scheduler's API for pipelines and the CLI. Both daemons also serve `grpc.health.v1` and reflection from
 //! [`FILE_DESCRIPTOR_SET`].
 
 /// Generated messages, clients and servers of package `berth.v1`.

@@ -1,3 +1,18 @@
-//! berth-scheduler: the control plane that places and rolls out deployments.
-//!
-//! Filled in by its own issue; see docs/ARCHITECTURE.md for where it sits.
+//! berth-scheduler: the control plane. Agents register and stream status through
+//! NodeService; pipelines and the CLI apply deployments through DeploymentService; a control
+//! loop places replicas (filter, then score), rolls deployments out and replaces what lost
+//! nodes ran. State lives behind the [`store::Store`] interface.
+
+pub mod api;
+pub mod cluster;
+pub mod controller;
+pub mod error;
+pub mod nodes;
+pub mod placement;
+pub mod records;
+pub mod rollout;
+pub mod server;
+pub mod spec;
+pub mod store;
+
+pub use server::{Config, run};

@@ -54,7 +54,10 @@ impl SchedulerProc {
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
         writeln!(
-            OpenOptions::new().append(true).open(self.log_path()).unwrap(),
+            OpenOptions::new()
+                .append(true)
+                .open(self.log_path())
+                .unwrap(),
             "=== berth-test: starting {cmd:?}"
         )
         .unwrap();
@@ -127,7 +130,9 @@ impl Fabric {
         require_root();
         let n = FABRIC.fetch_add(1, Ordering::Relaxed);
         let netns = format!("berth-fab-{}-{n}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "delete", &netns]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &netns])
+            .output();
         run_ok(Command::new("ip").args(["netns", "add", &netns]));
         ip(&["-n", &netns, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &netns, "link", "set", "br0", "up"]);
@@ -151,18 +156,52 @@ impl Fabric {
         let outer = format!("fab{}", self.links);
         let inner = format!("up{}x{}", self.subnet, self.links);
         ip(&[
-            "link", "add", &outer, "netns", &self.netns, "type", "veth", "peer", "name", &inner,
-            "netns", node.netns_name(),
+            "link",
+            "add",
+            &outer,
+            "netns",
+            &self.netns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &inner,
+            "netns",
+            node.netns_name(),
         ]);
-        ip(&["-n", &self.netns, "link", "set", &outer, "master", "br0", "up"]);
-        ip(&["-n", node.netns_name(), "addr", "add", &format!("{address}/24"), "dev", &inner]);
+        ip(&[
+            "-n",
+            &self.netns,
+            "link",
+            "set",
+            &outer,
+            "master",
+            "br0",
+            "up",
+        ]);
+        ip(&[
+            "-n",
+            node.netns_name(),
+            "addr",
+            "add",
+            &format!("{address}/24"),
+            "dev",
+            &inner,
+        ]);
         ip(&["-n", node.netns_name(), "link", "set", &inner, "up"]);
         address
     }
 
     /// Cuts a node off the fabric (its link goes down).
     pub fn cut(&self, index: u32) {
-        ip(&["-n", &self.netns, "link", "set", &format!("fab{index}"), "down"]);
+        ip(&[
+            "-n",
+            &self.netns,
+            "link",
+            "set",
+            &format!("fab{index}"),
+            "down",
+        ]);
     }
 }
 
@@ -174,7 +213,9 @@ impl Default for Fabric {
 
 impl Drop for Fabric {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.netns]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.netns])
+            .output();
     }
 }
 

@@ -3,9 +3,9 @@
 //! altered by hand, a real registry, and a comparison of root filesystem trees.
 
 pub mod agent_node;
-pub mod cluster;
 mod berth;
 mod busybox;
+pub mod cluster;
 pub mod fake_scheduler;
 pub mod layout;
 mod registry;

@@ -124,7 +124,9 @@ fn published(id: &str, ports: &[PortMapping]) -> Result<Vec<Published>, NetError
         reason,
     };
     let mut out: Vec<Published> = Vec::with_capacity(ports.len());
-    for p in ports {
+    // A port without a host port is only exposed (reachable at the container's address),
+    // not published.
+    for p in ports.iter().filter(|p| p.host_port != 0) {
         let port = |n: u32| u16::try_from(n).ok().filter(|n| *n != 0);
         let (Some(host_port), Some(container_port)) = (port(p.host_port), port(p.container_port))
         else {
@@ -597,7 +599,9 @@ mod tests {
             container_port: c,
             protocol: p,
         };
-        assert!(published("a", &[pm(0, 80, 0)]).is_err());
+        // Exposed only: nothing to publish.
+        assert!(published("a", &[pm(0, 80, 0)]).unwrap().is_empty());
+        assert!(published("a", &[pm(80, 0, 0)]).is_err());
         assert!(published("a", &[pm(70000, 80, 0)]).is_err());
         assert!(published("a", &[pm(80, 80, 7)]).is_err());
         assert!(published("a", &[pm(80, 80, 0), pm(80, 81, 0)]).is_err());

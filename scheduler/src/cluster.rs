@@ -1,0 +1,249 @@
+//! The live picture of the nodes: sessions, heartbeats and the containers each reports.
+//! Not persisted: it rebuilds itself as agents reconnect.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use berth_proto::v1::{
+    Assignment, AssignmentSet, Capacity, ContainerStatus, SchedulerMessage, scheduler_message,
+};
+use tokio::sync::{Notify, mpsc};
+use tonic::Status;
+
+use crate::records::NodeRecord;
+
+pub type Downlink = mpsc::Sender<Result<SchedulerMessage, Status>>;
+
+#[derive(Debug)]
+pub struct NodeState {
+    pub record: NodeRecord,
+    pub session: u64,
+    pub last_heartbeat: Instant,
+    pub capacity: Capacity,
+    pub containers: HashMap<String, ContainerStatus>,
+    pub downlink: Option<Downlink>,
+    /// The assignments last sent (or to send when the node connects).
+    pub assignments: Vec<Assignment>,
+    pub generation: u64,
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    nodes: Mutex<BTreeMap<String, NodeState>>,
+    /// Wakes the controller: a heartbeat, an event, a registration.
+    pub changed: Notify,
+    pub heartbeat_interval: Duration,
+    /// A node with no heartbeat for this long is NotReady.
+    pub grace: Duration,
+    next_session: Mutex<u64>,
+    next_generation: Mutex<u64>,
+    started: Instant,
+}
+
+impl Cluster {
+    pub fn new(heartbeat_interval: Duration, grace: Duration) -> Self {
+        Self {
+            nodes: Mutex::new(BTreeMap::new()),
+            changed: Notify::new(),
+            heartbeat_interval,
+            grace,
+            next_session: Mutex::new(0),
+            next_generation: Mutex::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// A new registration: a new session number; the node's open stream (if any) is stale.
+    pub fn register(&self, record: NodeRecord, capacity: Capacity) -> u64 {
+        let session = {
+            let mut s = self.next_session.lock().unwrap();
+            // Distinct across scheduler restarts too: a stale Hello never matches.
+            *s = (*s).max(self.started.elapsed().as_nanos() as u64 + now_ms() as u64 * 1_000) + 1;
+            *s
+        };
+        let mut nodes = self.nodes.lock().unwrap();
+        match nodes.get_mut(&record.name) {
+            Some(n) => {
+                n.record = record;
+                n.session = session;
+                n.capacity = capacity;
+                n.last_heartbeat = Instant::now();
+                n.downlink = None;
+            }
+            None => {
+                nodes.insert(
+                    record.name.clone(),
+                    NodeState {
+                        record,
+                        session,
+                        last_heartbeat: Instant::now(),
+                        capacity,
+                        containers: HashMap::new(),
+                        downlink: None,
+                        assignments: Vec::new(),
+                        generation: 0,
+                    },
+                );
+            }
+        }
+        drop(nodes);
+        self.changed.notify_one();
+        session
+    }
+
+    /// Opens the node's session if `session` is its current one; returns what to send first.
+    pub fn connect(
+        &self,
+        node: &str,
+        session: u64,
+        downlink: Downlink,
+    ) -> Result<Vec<SchedulerMessage>, Status> {
+        let mut nodes = self.nodes.lock().unwrap();
+        let n = nodes
+            .get_mut(node)
+            .ok_or_else(|| Status::failed_precondition(format!("node {node} is not registered")))?;
+        if n.session != session {
+            return Err(Status::failed_precondition(format!(
+                "session {session} of node {node} is stale (current {}): register again",
+                n.session
+            )));
+        }
+        n.downlink = Some(downlink);
+        n.last_heartbeat = Instant::now();
+        let generation = self.bump();
+        n.generation = generation;
+        let first = vec![assignment_message(generation, &n.assignments)];
+        drop(nodes);
+        self.changed.notify_one();
+        Ok(first)
+    }
+
+    pub fn disconnect(&self, node: &str, session: u64) {
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(node)
+            && n.session == session
+        {
+            n.downlink = None;
+        }
+        self.changed.notify_one();
+    }
+
+    pub fn heartbeat(
+        &self,
+        node: &str,
+        session: u64,
+        capacity: Capacity,
+        containers: Vec<ContainerStatus>,
+    ) {
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(node)
+            && n.session == session
+        {
+            n.last_heartbeat = Instant::now();
+            n.capacity = capacity;
+            n.containers = containers
+                .into_iter()
+                .map(|c| (c.container_id.clone(), c))
+                .collect();
+        }
+        self.changed.notify_one();
+    }
+
+    pub fn event(&self, node: &str, session: u64, status: ContainerStatus) {
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(node)
+            && n.session == session
+        {
+            n.containers.insert(status.container_id.clone(), status);
+        }
+        self.changed.notify_one();
+    }
+
+    fn bump(&self) -> u64 {
+        let mut g = self.next_generation.lock().unwrap();
+        *g += 1;
+        *g
+    }
+
+    /// Sets the node's assignments and sends them when they changed.
+    pub fn assign(&self, node: &str, mut assignments: Vec<Assignment>) {
+        assignments.sort_by(|a, b| a.container_id.cmp(&b.container_id));
+        let generation = self.bump();
+        let mut nodes = self.nodes.lock().unwrap();
+        let Some(n) = nodes.get_mut(node) else { return };
+        if n.assignments == assignments {
+            return;
+        }
+        n.assignments = assignments;
+        n.generation = generation;
+        if let Some(tx) = &n.downlink
+            && tx
+                .try_send(Ok(assignment_message(generation, &n.assignments)))
+                .is_err()
+        {
+            // A full or closed stream: the agent gets the whole set again when it reconnects.
+            n.downlink = None;
+        }
+    }
+
+    /// Sends a message to every connected node.
+    pub fn broadcast(&self, msg: &SchedulerMessage) {
+        for n in self.nodes.lock().unwrap().values_mut() {
+            if let Some(tx) = &n.downlink
+                && tx.try_send(Ok(msg.clone())).is_err()
+            {
+                n.downlink = None;
+            }
+        }
+    }
+
+    /// Whether a node has heartbeated within the grace period (the scheduler's own start
+    /// counts as a heartbeat, so a restart does not declare every node lost).
+    pub fn is_ready(&self, n: &NodeState) -> bool {
+        n.downlink.is_some() && n.last_heartbeat.elapsed() <= self.grace
+    }
+
+    pub fn with_nodes<T>(&self, f: impl FnOnce(&BTreeMap<String, NodeState>) -> T) -> T {
+        f(&self.nodes.lock().unwrap())
+    }
+
+    /// Adds nodes known from the store (after a restart) until their agents reconnect; they
+    /// get `patience` on top of the grace period before they count as lost.
+    pub fn remember(&self, record: NodeRecord, patience: Duration) {
+        let mut nodes = self.nodes.lock().unwrap();
+        nodes
+            .entry(record.name.clone())
+            .or_insert_with(|| NodeState {
+                record,
+                session: 0,
+                last_heartbeat: Instant::now() + patience,
+                capacity: Capacity::default(),
+                containers: HashMap::new(),
+                downlink: None,
+                assignments: Vec::new(),
+                generation: 0,
+            });
+    }
+
+    /// How long since the node's last heartbeat.
+    pub fn silence(&self, node: &str) -> Option<Duration> {
+        self.nodes
+            .lock()
+            .unwrap()
+            .get(node)
+            .map(|n| n.last_heartbeat.elapsed())
+    }
+}
+
+fn assignment_message(generation: u64, assignments: &[Assignment]) -> SchedulerMessage {
+    SchedulerMessage {
+        msg: Some(scheduler_message::Msg::Assignments(AssignmentSet {
+            generation,
+            assignments: assignments.to_vec(),
+        })),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,673 @@
+//! The control loop: on every change (store watch, heartbeat, event, timer) it steps each
+//! deployment's rollout, places pending replicas, replaces those of lost nodes and sends each
+//! node its assignment set. It is the only writer of replicas.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_proto::v1::{
+    Assignment, ContainerState, ContainerStatus, Deployment, DeploymentSpec, ImageSource,
+    ReplicaStatus, Resources, RevisionRecord, RolloutPhase, image_source,
+};
+use futures::StreamExt as _;
+use tokio::sync::broadcast;
+
+use crate::cluster::{Cluster, now_ms};
+use crate::error::SchedError;
+use crate::placement::{self, NodeView, Placement, Request};
+use crate::records::{
+    self, DEPLOYMENTS, DeploymentRecord, REPLICAS, ReplicaRecord, deployment_key, replica_key,
+    revision_key,
+};
+use crate::rollout::{self, ReplicaView};
+use crate::store::{Expect, Op, Store, StoreError};
+
+#[derive(Debug)]
+pub struct Controller {
+    pub store: Arc<dyn Store>,
+    pub cluster: Arc<Cluster>,
+    /// How long a NotReady node's replicas wait before they are replaced elsewhere.
+    pub reschedule_delay: Duration,
+    statuses: Mutex<BTreeMap<String, Deployment>>,
+    pending_reasons: Mutex<HashMap<String, String>>,
+    specs: Mutex<HashMap<(String, u64), DeploymentSpec>>,
+    pub events: broadcast::Sender<Deployment>,
+    ids: AtomicU64,
+}
+
+impl Controller {
+    pub fn new(store: Arc<dyn Store>, cluster: Arc<Cluster>, reschedule_delay: Duration) -> Self {
+        Self {
+            store,
+            cluster,
+            reschedule_delay,
+            statuses: Mutex::new(BTreeMap::new()),
+            pending_reasons: Mutex::new(HashMap::new()),
+            specs: Mutex::new(HashMap::new()),
+            events: broadcast::channel(1024).0,
+            ids: AtomicU64::new(now_ms() as u64),
+        }
+    }
+
+    /// Runs until `shutdown` is set.
+    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(watch_deployments(self.store.clone(), wake.clone()));
+        loop {
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!("reconcile: {e}");
+            }
+            tokio::select! {
+                () = self.cluster.changed.notified() => {}
+                () = wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    pub fn status(&self, name: &str) -> Option<Deployment> {
+        self.statuses.lock().unwrap().get(name).cloned()
+    }
+
+    pub fn statuses(&self) -> Vec<Deployment> {
+        self.statuses.lock().unwrap().values().cloned().collect()
+    }
+
+    async fn spec_of(
+        &self,
+        name: &str,
+        revision: u64,
+    ) -> Result<Option<DeploymentSpec>, SchedError> {
+        if let Some(s) = self
+            .specs
+            .lock()
+            .unwrap()
+            .get(&(name.to_string(), revision))
+        {
+            return Ok(Some(s.clone()));
+        }
+        let key = revision_key(name, revision);
+        let Some(kv) = self.store.get(&key).await? else {
+            return Ok(None);
+        };
+        let rec: RevisionRecord = records::decode(&key, &kv.value)?;
+        let spec = rec.spec.unwrap_or_default();
+        self.specs
+            .lock()
+            .unwrap()
+            .insert((name.to_string(), revision), spec.clone());
+        Ok(Some(spec))
+    }
+
+    fn new_id(&self, name: &str, revision: u64) -> String {
+        let n = self.ids.fetch_add(1, Ordering::Relaxed);
+        // A short mix of the counter: unique per scheduler lifetime and across restarts (the
+        // counter starts at the clock).
+        let mixed = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+        format!("{name}-{revision}-{mixed:06x}")
+    }
+
+    /// One pass over the whole cluster.
+    pub async fn reconcile(&self) -> Result<(), SchedError> {
+        let now = now_ms();
+        let (deployment_kvs, _) = self.store.list(DEPLOYMENTS).await?;
+        let mut deployments: BTreeMap<String, (DeploymentRecord, u64)> = BTreeMap::new();
+        for kv in &deployment_kvs {
+            let rec: DeploymentRecord = records::decode(&kv.key, &kv.value)?;
+            let name = rec
+                .spec
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
+            deployments.insert(name, (rec, kv.mod_revision));
+        }
+        let (replica_kvs, _) = self.store.list(REPLICAS).await?;
+        let mut replicas: Vec<ReplicaRecord> = replica_kvs
+            .iter()
+            .filter_map(|kv| records::decode(&kv.key, &kv.value).ok())
+            .collect();
+
+        // Replicas of deleted deployments, and of nodes lost for longer than the delay, go.
+        let lost: Vec<String> = self.cluster.with_nodes(|nodes| {
+            nodes
+                .values()
+                .filter(|n| {
+                    !self.cluster.is_ready(n)
+                        && n.last_heartbeat.elapsed() > self.cluster.grace + self.reschedule_delay
+                })
+                .map(|n| n.record.name.clone())
+                .collect()
+        });
+        let mut doomed: Vec<String> = Vec::new();
+        for r in &replicas {
+            if !deployments.contains_key(&r.deployment) {
+                doomed.push(r.container_id.clone());
+            } else if !r.node.is_empty() && lost.contains(&r.node) {
+                tracing::info!(replica = %r.container_id, node = %r.node, "node lost: replacing");
+                doomed.push(r.container_id.clone());
+            }
+        }
+        self.delete_replicas(&doomed).await?;
+        replicas.retain(|r| !doomed.contains(&r.container_id));
+
+        let statuses = self.container_statuses();
+        for (name, (rec, mod_rev)) in &deployments {
+            let mine: Vec<&ReplicaRecord> =
+                replicas.iter().filter(|r| &r.deployment == name).collect();
+            let views: Vec<ReplicaView> = mine
+                .iter()
+                .map(|r| view(r, statuses.get(&r.container_id)))
+                .collect();
+            if let Err(e) = self.step(name, rec, *mod_rev, &views, now).await {
+                match e {
+                    SchedError::Store(StoreError::Conflict { .. }) => {}
+                    e => tracing::warn!(deployment = %name, "{e}"),
+                }
+            }
+        }
+        // Steps wrote replicas: read them again for placement and assignments.
+        let (replica_kvs, _) = self.store.list(REPLICAS).await?;
+        let replicas: Vec<ReplicaRecord> = replica_kvs
+            .iter()
+            .filter_map(|kv| records::decode(&kv.key, &kv.value).ok())
+            .collect();
+        let replicas = self.place(replicas).await?;
+        self.send_assignments(&replicas).await?;
+        self.publish(&deployments, &replicas, &statuses).await;
+        Ok(())
+    }
+
+    fn container_statuses(&self) -> HashMap<String, (String, ContainerStatus)> {
+        self.cluster.with_nodes(|nodes| {
+            let mut out = HashMap::new();
+            for n in nodes.values() {
+                for (id, s) in &n.containers {
+                    out.insert(id.clone(), (n.record.name.clone(), s.clone()));
+                }
+            }
+            out
+        })
+    }
+
+    async fn delete_replicas(&self, ids: &[String]) -> Result<(), SchedError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ops = ids
+            .iter()
+            .map(|id| Op::Delete {
+                key: replica_key(id),
+                expect: Expect::Any,
+            })
+            .collect();
+        self.store.txn(ops).await?;
+        Ok(())
+    }
+
+    async fn step(
+        &self,
+        name: &str,
+        rec: &DeploymentRecord,
+        mod_rev: u64,
+        views: &[ReplicaView],
+        now: i64,
+    ) -> Result<(), SchedError> {
+        let mut rec = rec.clone();
+        let mut changed = false;
+        let phase = RolloutPhase::try_from(rec.phase).unwrap_or(RolloutPhase::Unspecified);
+        // Approval that waited too long is a rejection.
+        if phase == RolloutPhase::AwaitingApproval {
+            let timeout = rec
+                .spec
+                .as_ref()
+                .and_then(|s| s.rollout.as_ref())
+                .map_or(0, |r| r.approval_timeout_s);
+            if timeout > 0
+                && rec.awaiting_since_ms > 0
+                && now - rec.awaiting_since_ms > i64::from(timeout) * 1000
+            {
+                crate::api::reject_record(self, name, &mut rec, "approval timed out").await?;
+                return self.save(name, &rec, mod_rev).await;
+            }
+        }
+        let step = rollout::step(&rec, views, now);
+        let target_spec = if step.revision == rec.revision {
+            rec.spec.clone()
+        } else {
+            self.spec_of(name, step.revision).await?
+        };
+        let mut ops = Vec::new();
+        for _ in 0..step.create {
+            let id = self.new_id(name, step.revision);
+            let r = ReplicaRecord {
+                container_id: id.clone(),
+                deployment: name.to_string(),
+                revision: step.revision,
+                node: String::new(),
+                created_at_ms: now,
+            };
+            ops.push(Op::Put {
+                key: replica_key(&id),
+                value: records::encode(&r),
+                expect: Expect::Absent,
+            });
+        }
+        for id in &step.delete {
+            ops.push(Op::Delete {
+                key: replica_key(id),
+                expect: Expect::Any,
+            });
+        }
+        if target_spec.is_some() && !ops.is_empty() {
+            self.store.txn(ops).await?;
+        }
+        // Progress: more ready replicas of the target than last time.
+        let ready_before = self.status(name).map_or(0, |d| d.ready_replicas);
+        if phase == RolloutPhase::Progressing && step.ready_target > ready_before {
+            rec.progress_at_ms = now;
+            changed = true;
+        }
+        if let Some(reason) = step.failed {
+            self.fail(name, &mut rec, &reason, now).await?;
+            changed = true;
+        } else if step.phase == Some(RolloutPhase::Complete) {
+            tracing::info!(deployment = %name, revision = rec.revision, "rollout complete");
+            rec.phase = RolloutPhase::Complete as i32;
+            rec.stable_revision = rec.revision;
+            rec.message = if rec.rolled_back_from != 0 {
+                format!("rolled back from revision {}", rec.rolled_back_from)
+            } else {
+                String::new()
+            };
+            self.set_outcome(name, rec.revision, RolloutPhase::Complete, "")
+                .await?;
+            changed = true;
+        }
+        if changed {
+            self.save(name, &rec, mod_rev).await?;
+        }
+        Ok(())
+    }
+
+    async fn save(
+        &self,
+        name: &str,
+        rec: &DeploymentRecord,
+        mod_rev: u64,
+    ) -> Result<(), SchedError> {
+        self.store
+            .put(
+                &deployment_key(name),
+                records::encode(rec),
+                Expect::Revision(mod_rev),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A failed rollout: back to the last good revision (as a new revision), or marked failed.
+    async fn fail(
+        &self,
+        name: &str,
+        rec: &mut DeploymentRecord,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), SchedError> {
+        let failed = rec.revision;
+        tracing::warn!(deployment = %name, revision = failed, "rollout failed: {reason}");
+        self.set_outcome(name, failed, RolloutPhase::Failed, reason)
+            .await?;
+        let auto = rec
+            .spec
+            .as_ref()
+            .and_then(|s| s.rollout.as_ref())
+            .and_then(|r| r.auto_rollback)
+            .unwrap_or(true);
+        let stable = rec.stable_revision;
+        if auto
+            && stable != 0
+            && stable != failed
+            && let Some(mut spec) = self.spec_of(name, stable).await?
+        {
+            // Keep today's scale: a rollback changes what runs, not how many.
+            spec.replicas = rec.spec.as_ref().map_or(spec.replicas, |s| s.replicas);
+            let revision = rec.last_revision + 1;
+            crate::api::put_revision(&*self.store, name, revision, &spec, now).await?;
+            rec.spec = Some(spec);
+            rec.revision = revision;
+            rec.last_revision = revision;
+            rec.rolled_back_from = failed;
+            rec.phase = RolloutPhase::Progressing as i32;
+            rec.progress_at_ms = now;
+            rec.message = format!(
+                "revision {failed} failed ({reason}); rolling back to revision {stable}'s spec"
+            );
+        } else {
+            rec.phase = RolloutPhase::Failed as i32;
+            rec.message = format!("revision {failed} failed: {reason}");
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn set_outcome(
+        &self,
+        name: &str,
+        revision: u64,
+        outcome: RolloutPhase,
+        message: &str,
+    ) -> Result<(), SchedError> {
+        let key = revision_key(name, revision);
+        let Some(kv) = self.store.get(&key).await? else {
+            return Ok(());
+        };
+        let mut r: RevisionRecord = records::decode(&key, &kv.value)?;
+        r.outcome = outcome as i32;
+        r.message = message.to_string();
+        self.store
+            .put(&key, records::encode(&r), Expect::Revision(kv.mod_revision))
+            .await?;
+        Ok(())
+    }
+
+    /// Places pending replicas; returns the replicas with their nodes.
+    async fn place(
+        &self,
+        mut replicas: Vec<ReplicaRecord>,
+    ) -> Result<Vec<ReplicaRecord>, SchedError> {
+        let mut specs: HashMap<(String, u64), DeploymentSpec> = HashMap::new();
+        for r in &replicas {
+            let k = (r.deployment.clone(), r.revision);
+            if !specs.contains_key(&k)
+                && let Some(s) = self.spec_of(&r.deployment, r.revision).await?
+            {
+                specs.insert(k, s);
+            }
+        }
+        let mut nodes: Vec<NodeView> = self.cluster.with_nodes(|nodes| {
+            nodes
+                .values()
+                .map(|n| NodeView {
+                    name: n.record.name.clone(),
+                    ready: self.cluster.is_ready(n),
+                    labels: n
+                        .record
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    allocatable: n
+                        .capacity
+                        .allocatable
+                        .or(n.record.allocatable)
+                        .unwrap_or_default(),
+                    allocated: Resources::default(),
+                    host_ports: Default::default(),
+                    replicas_by_deployment: Default::default(),
+                })
+                .collect()
+        });
+        let index: HashMap<String, usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        for r in &replicas {
+            if let (Some(&i), Some(spec)) = (
+                index.get(&r.node),
+                specs.get(&(r.deployment.clone(), r.revision)),
+            ) {
+                account(&mut nodes[i], spec, &r.deployment);
+            }
+        }
+        let mut pending: Vec<usize> = (0..replicas.len())
+            .filter(|&i| replicas[i].node.is_empty())
+            .collect();
+        pending.sort_by_key(|&i| (replicas[i].created_at_ms, replicas[i].container_id.clone()));
+        let mut reasons = HashMap::new();
+        for i in pending {
+            let r = &replicas[i];
+            let Some(spec) = specs.get(&(r.deployment.clone(), r.revision)) else {
+                continue;
+            };
+            let selector = spec
+                .node_selector
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let req = Request {
+                deployment: &r.deployment,
+                resources: spec.resources.unwrap_or_default(),
+                ports: &spec.ports,
+                node_selector: &selector,
+                strategy: berth_proto::v1::Strategy::try_from(spec.strategy).unwrap_or_default(),
+            };
+            match placement::place(&nodes, &req) {
+                Placement::Node(n) => {
+                    let mut placed = r.clone();
+                    placed.node = nodes[n].name.clone();
+                    let key = replica_key(&placed.container_id);
+                    let current = self.store.get(&key).await?;
+                    let Some(kv) = current else { continue };
+                    self.store
+                        .put(
+                            &key,
+                            records::encode(&placed),
+                            Expect::Revision(kv.mod_revision),
+                        )
+                        .await?;
+                    tracing::info!(replica = %placed.container_id, node = %placed.node, "placed");
+                    account(&mut nodes[n], spec, &r.deployment);
+                    replicas[i] = placed;
+                }
+                Placement::Unschedulable { reason } => {
+                    reasons.insert(r.container_id.clone(), reason);
+                }
+            }
+        }
+        *self.pending_reasons.lock().unwrap() = reasons;
+        Ok(replicas)
+    }
+
+    async fn send_assignments(&self, replicas: &[ReplicaRecord]) -> Result<(), SchedError> {
+        let mut per_node: BTreeMap<String, Vec<Assignment>> = BTreeMap::new();
+        self.cluster.with_nodes(|nodes| {
+            for name in nodes.keys() {
+                per_node.insert(name.clone(), Vec::new());
+            }
+        });
+        for r in replicas.iter().filter(|r| !r.node.is_empty()) {
+            let Some(spec) = self.spec_of(&r.deployment, r.revision).await? else {
+                continue;
+            };
+            per_node
+                .entry(r.node.clone())
+                .or_default()
+                .push(assignment(r, &spec));
+        }
+        for (node, set) in per_node {
+            self.cluster.assign(&node, set);
+        }
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        deployments: &BTreeMap<String, (DeploymentRecord, u64)>,
+        replicas: &[ReplicaRecord],
+        statuses: &HashMap<String, (String, ContainerStatus)>,
+    ) {
+        // Re-read the records: steps may have changed them.
+        let mut fresh = BTreeMap::new();
+        for name in deployments.keys() {
+            if let Ok(Some(kv)) = self.store.get(&deployment_key(name)).await
+                && let Ok(rec) = records::decode::<DeploymentRecord>(&kv.key, &kv.value)
+            {
+                fresh.insert(name.clone(), (rec, kv.mod_revision));
+            }
+        }
+        let reasons = self.pending_reasons.lock().unwrap().clone();
+        let mut out = self.statuses.lock().unwrap();
+        out.retain(|name, _| fresh.contains_key(name));
+        for (name, (rec, mod_rev)) in fresh {
+            let d = describe(&name, &rec, mod_rev, replicas, statuses, &reasons);
+            if out.get(&name) != Some(&d) {
+                let _ = self.events.send(d.clone());
+                out.insert(name, d);
+            }
+        }
+    }
+}
+
+/// Wakes the loop on every change under /deployments/ (re-listing when the watch breaks).
+async fn watch_deployments(store: Arc<dyn Store>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let from = store.revision().await.unwrap_or(0);
+        match store.watch(DEPLOYMENTS, from).await {
+            Ok(mut events) => {
+                while let Some(event) = events.next().await {
+                    if event.is_err() {
+                        break;
+                    }
+                    wake.notify_one();
+                }
+            }
+            Err(e) => tracing::warn!("watching deployments: {e}"),
+        }
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn account(node: &mut NodeView, spec: &DeploymentSpec, deployment: &str) {
+    let r = spec.resources.unwrap_or_default();
+    node.allocated.cpu_millis += r.cpu_millis;
+    node.allocated.memory_bytes += r.memory_bytes;
+    for p in &spec.ports {
+        if p.host_port != 0 {
+            node.host_ports.insert((p.host_port, p.protocol));
+        }
+    }
+    *node
+        .replicas_by_deployment
+        .entry(deployment.to_string())
+        .or_default() += 1;
+}
+
+fn view(r: &ReplicaRecord, status: Option<&(String, ContainerStatus)>) -> ReplicaView {
+    let status = status.filter(|(node, _)| *node == r.node).map(|(_, s)| s);
+    let ready = status.is_some_and(|s| s.ready && s.state == ContainerState::Running as i32);
+    let broken = status.and_then(|s| {
+        let failed = s.state == ContainerState::Failed as i32;
+        let looping = matches!(s.reason.as_str(), "CrashLoopBackOff" | "ImagePullBackOff");
+        let gave_up =
+            s.state == ContainerState::Exited as i32 && s.message.starts_with("not restarted");
+        (failed || looping || gave_up).then(|| {
+            let mut why = format!("replica {} on {}: {}", r.container_id, r.node, s.reason);
+            if !s.message.is_empty() {
+                why.push_str(": ");
+                why.push_str(&s.message);
+            }
+            if s.exit_code != 0 {
+                why.push_str(&format!(" (exit code {})", s.exit_code));
+            }
+            why
+        })
+    });
+    ReplicaView {
+        id: r.container_id.clone(),
+        revision: r.revision,
+        ready,
+        broken,
+        created_at_ms: r.created_at_ms,
+    }
+}
+
+/// The assignment a node gets for a replica.
+pub fn assignment(r: &ReplicaRecord, spec: &DeploymentSpec) -> Assignment {
+    let image = spec.image_source.clone().map(|mut s| {
+        s.reference = spec.image.clone();
+        s
+    });
+    Assignment {
+        container_id: r.container_id.clone(),
+        deployment: r.deployment.clone(),
+        revision: r.revision,
+        image: Some(image.unwrap_or(ImageSource {
+            reference: spec.image.clone(),
+            fetch: Some(image_source::Fetch::Present(true)),
+        })),
+        command: spec.command.clone(),
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+        resources: spec.resources,
+        pids_limit: 0,
+        ports: spec.ports.clone(),
+        restart: spec.restart,
+        readiness: spec.readiness.clone(),
+        liveness: spec.liveness.clone(),
+        labels: spec.labels.clone(),
+    }
+}
+
+/// The API's view of a deployment.
+pub fn describe(
+    name: &str,
+    rec: &DeploymentRecord,
+    mod_rev: u64,
+    replicas: &[ReplicaRecord],
+    statuses: &HashMap<String, (String, ContainerStatus)>,
+    reasons: &HashMap<String, String>,
+) -> Deployment {
+    let mut replica_status: Vec<ReplicaStatus> = replicas
+        .iter()
+        .filter(|r| r.deployment == name)
+        .map(|r| {
+            let s = statuses
+                .get(&r.container_id)
+                .filter(|(n, _)| *n == r.node)
+                .map(|(_, s)| s);
+            ReplicaStatus {
+                container_id: r.container_id.clone(),
+                revision: r.revision,
+                node: r.node.clone(),
+                state: s.map_or(ContainerState::Pending as i32, |s| s.state),
+                ready: s.is_some_and(|s| s.ready && s.state == ContainerState::Running as i32),
+                reason: if r.node.is_empty() {
+                    reasons
+                        .get(&r.container_id)
+                        .cloned()
+                        .unwrap_or_else(|| "Pending".into())
+                } else {
+                    s.map(|s| s.reason.clone()).unwrap_or_default()
+                },
+                message: s.map(|s| s.message.clone()).unwrap_or_default(),
+                ip: s.map(|s| s.ip.clone()).unwrap_or_default(),
+                restart_count: s.map_or(0, |s| s.restart_count),
+            }
+        })
+        .collect();
+    replica_status.sort_by(|a, b| a.container_id.cmp(&b.container_id));
+    let updated = replica_status
+        .iter()
+        .filter(|r| r.revision == rec.revision)
+        .count() as u32;
+    let ready = replica_status
+        .iter()
+        .filter(|r| r.ready && r.revision == rec.revision)
+        .count() as u32;
+    Deployment {
+        spec: rec.spec.clone(),
+        revision: rec.revision,
+        stable_revision: rec.stable_revision,
+        phase: rec.phase,
+        message: rec.message.clone(),
+        replicas: replica_status.len() as u32,
+        ready_replicas: ready,
+        updated_replicas: updated,
+        replica_status,
+        resource_version: mod_rev,
+    }
+}

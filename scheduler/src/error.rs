@@ -1,0 +1,71 @@
+//! The scheduler's errors, and the one place they become gRPC statuses.
+
+use tonic::{Code, Status};
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedError {
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    #[error("deployment {0} not found")]
+    NoSuchDeployment(String),
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("the state changed while {what}; retry")]
+    Conflict { what: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored record {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("node {node}: {reason}")]
+    Node { node: String, reason: String },
+}
+
+impl SchedError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<SchedError> for Status {
+    fn from(e: SchedError) -> Self {
+        let code = match &e {
+            SchedError::InvalidArgument { .. } => Code::InvalidArgument,
+            SchedError::NoSuchDeployment(_) | SchedError::NotFound { .. } => Code::NotFound,
+            SchedError::FailedPrecondition(_) => Code::FailedPrecondition,
+            SchedError::Conflict { .. } => Code::Aborted,
+            SchedError::Store(StoreError::Conflict { .. }) => Code::Aborted,
+            SchedError::Store(StoreError::Unavailable(_)) | SchedError::Node { .. } => {
+                Code::Unavailable
+            }
+            SchedError::Store(StoreError::InvalidKey { .. }) => Code::InvalidArgument,
+            SchedError::Store(_) | SchedError::Corrupt { .. } => Code::Internal,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_the_kind_of_error() {
+        let s: Status = SchedError::invalid("spec.image", "empty").into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().contains("spec.image"));
+        let s: Status = SchedError::NoSuchDeployment("web".into()).into();
+        assert_eq!(s.code(), Code::NotFound);
+        assert!(s.message().contains("web"));
+        let s: Status = SchedError::FailedPrecondition("no rollout awaits approval".into()).into();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        let s: Status = SchedError::Store(StoreError::Unavailable("etcd down".into())).into();
+        assert_eq!(s.code(), Code::Unavailable);
+    }
+}

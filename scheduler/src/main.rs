@@ -1,0 +1,97 @@
+//! berth-scheduler: the control plane of a berth cluster.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use berth_scheduler::store::redb::RedbStore;
+use clap::Parser;
+
+/// Places and rolls out deployments across the nodes whose agents connect to it.
+#[derive(Debug, Parser)]
+#[command(name = "berth-scheduler", version)]
+struct Args {
+    /// Where NodeService and DeploymentService listen.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: String,
+    /// Where the state store lives (DATA/state.redb).
+    #[arg(
+        long,
+        env = "BERTH_SCHEDULER_DATA_DIR",
+        default_value = "/var/lib/berth/scheduler"
+    )]
+    data_dir: PathBuf,
+    /// The state store: the embedded redb file (default).
+    #[arg(long, default_value = "redb")]
+    store: String,
+    /// Node pod CIDRs (/24 each) come from this network.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pod_network: String,
+    /// Agents heartbeat this often.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// Heartbeats a node may miss before it is NotReady.
+    #[arg(long, default_value_t = 3)]
+    missed_heartbeats: u32,
+    /// How long a NotReady node's replicas wait before they are replaced elsewhere.
+    #[arg(long, default_value_t = 2000)]
+    reschedule_delay_ms: u64,
+    /// text for people, json for log collectors.
+    #[arg(long, default_value = "text")]
+    log_format: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format.as_str() {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => bail!("--log-format {other:?}: expected text or json"),
+    }
+    if args.store != "redb" {
+        bail!(
+            "--store {:?}: this build has the embedded store only (redb)",
+            args.store
+        );
+    }
+    let config = berth_scheduler::Config {
+        heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(10)),
+        missed_heartbeats: args.missed_heartbeats.max(1),
+        reschedule_delay: Duration::from_millis(args.reschedule_delay_ms),
+        pod_network: args
+            .pod_network
+            .parse()
+            .with_context(|| format!("--pod-network {:?}", args.pod_network))?,
+    };
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let store = RedbStore::open(&args.data_dir.join("state.redb"))
+            .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
+        };
+        berth_scheduler::run(config, Arc::new(store), listener, shutdown).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,114 @@
+//! What the scheduler keeps in its store, and under which keys. Records are protobuf
+//! (prost) so any backend stores opaque bytes.
+
+use berth_proto::v1::{DeploymentSpec, Resources, RevisionRecord};
+use prost::Message;
+
+/// `/deployments/<name>`
+pub fn deployment_key(name: &str) -> String {
+    format!("/deployments/{name}")
+}
+pub const DEPLOYMENTS: &str = "/deployments/";
+
+/// `/revisions/<name>/<revision, zero-padded so keys sort by number>`
+pub fn revision_key(name: &str, revision: u64) -> String {
+    format!("/revisions/{name}/{revision:020}")
+}
+pub fn revisions_prefix(name: &str) -> String {
+    format!("/revisions/{name}/")
+}
+
+/// `/replicas/<container id>`
+pub fn replica_key(id: &str) -> String {
+    format!("/replicas/{id}")
+}
+pub const REPLICAS: &str = "/replicas/";
+
+/// `/nodes/<name>`
+pub fn node_key(name: &str) -> String {
+    format!("/nodes/{name}")
+}
+pub const NODES: &str = "/nodes/";
+
+/// A deployment: its current spec and where its rollout stands.
+#[derive(Clone, PartialEq, Message)]
+pub struct DeploymentRecord {
+    /// The spec of `revision`.
+    #[prost(message, optional, tag = "1")]
+    pub spec: Option<DeploymentSpec>,
+    #[prost(uint64, tag = "2")]
+    pub revision: u64,
+    /// The last revision whose rollout completed (0: none yet).
+    #[prost(uint64, tag = "3")]
+    pub stable_revision: u64,
+    /// A `berth.v1.RolloutPhase`.
+    #[prost(int32, tag = "4")]
+    pub phase: i32,
+    #[prost(string, tag = "5")]
+    pub message: String,
+    /// When the rollout last made progress (or started, or was approved): the deadline
+    /// counts from here.
+    #[prost(int64, tag = "6")]
+    pub progress_at_ms: i64,
+    /// The highest revision number ever used (revisions are never reused).
+    #[prost(uint64, tag = "7")]
+    pub last_revision: u64,
+    /// Set on the revision that a failed rollout rolled back from.
+    #[prost(uint64, tag = "8")]
+    pub rolled_back_from: u64,
+    /// When the rollout started waiting for approval.
+    #[prost(int64, tag = "9")]
+    pub awaiting_since_ms: i64,
+}
+
+/// One replica: a container the scheduler has decided to run, and where.
+#[derive(Clone, PartialEq, Message)]
+pub struct ReplicaRecord {
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+    #[prost(string, tag = "2")]
+    pub deployment: String,
+    #[prost(uint64, tag = "3")]
+    pub revision: u64,
+    /// Empty while Pending.
+    #[prost(string, tag = "4")]
+    pub node: String,
+    #[prost(int64, tag = "5")]
+    pub created_at_ms: i64,
+}
+
+/// A node as registered: stable across scheduler restarts (its pod CIDR above all).
+#[derive(Clone, PartialEq, Message)]
+pub struct NodeRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(map = "string, string", tag = "2")]
+    pub labels: std::collections::HashMap<String, String>,
+    #[prost(string, tag = "3")]
+    pub pod_cidr: String,
+    #[prost(string, tag = "4")]
+    pub address: String,
+    #[prost(string, tag = "5")]
+    pub agent_endpoint: String,
+    #[prost(message, optional, tag = "6")]
+    pub allocatable: Option<Resources>,
+    #[prost(message, optional, tag = "7")]
+    pub total: Option<Resources>,
+}
+
+pub fn encode<M: Message>(m: &M) -> Vec<u8> {
+    m.encode_to_vec()
+}
+
+pub fn decode<M: Message + Default>(
+    key: &str,
+    bytes: &[u8],
+) -> Result<M, crate::error::SchedError> {
+    M::decode(bytes).map_err(|e| crate::error::SchedError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Revision records are the proto's own message.
+pub type Revision = RevisionRecord;

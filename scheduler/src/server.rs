@@ -1,0 +1,97 @@
+//! Runs the scheduler: NodeService for agents and DeploymentService for clients on one
+//! listener (with health and reflection), and the control loop, until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::MAX_MESSAGE_BYTES;
+use berth_proto::v1::deployment_service_server::DeploymentServiceServer;
+use berth_proto::v1::node_service_server::NodeServiceServer;
+use ipnet::Ipv4Net;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::DeployApi;
+use crate::cluster::Cluster;
+use crate::controller::Controller;
+use crate::error::SchedError;
+use crate::nodes::NodeApi;
+use crate::records::{self, NODES, NodeRecord};
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub heartbeat_interval: Duration,
+    /// Heartbeats a node may miss before it is NotReady.
+    pub missed_heartbeats: u32,
+    pub reschedule_delay: Duration,
+    pub pod_network: Ipv4Net,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(1),
+            missed_heartbeats: 3,
+            reschedule_delay: Duration::from_secs(2),
+            pod_network: "10.88.0.0/16".parse().expect("a valid network"),
+        }
+    }
+}
+
+pub async fn run(
+    config: Config,
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SchedError> {
+    let grace = config.heartbeat_interval * config.missed_heartbeats;
+    let cluster = Arc::new(Cluster::new(config.heartbeat_interval, grace));
+    // Nodes known before a restart get time to reconnect before their replicas move.
+    let (nodes, _) = store.list(NODES).await?;
+    for kv in nodes {
+        let record: NodeRecord = records::decode(&kv.key, &kv.value)?;
+        cluster.remember(record, Duration::from_secs(10));
+    }
+    let controller = Arc::new(Controller::new(
+        store.clone(),
+        cluster.clone(),
+        config.reschedule_delay,
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let control = tokio::spawn(controller.clone().run(stop_rx));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<DeploymentServiceServer<DeployApi>>()
+        .await;
+    health.set_serving::<NodeServiceServer<NodeApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| SchedError::FailedPrecondition(format!("reflection: {e}")))?;
+    let node_api = NodeServiceServer::new(NodeApi {
+        store: store.clone(),
+        cluster: cluster.clone(),
+        pod_network: config.pod_network,
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let deploy_api = DeploymentServiceServer::new(DeployApi { controller })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let local = listener.local_addr().ok();
+    tracing::info!(listen = ?local, "scheduler serving");
+    let served = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(node_api)
+        .add_service(deploy_api)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = control.await;
+    served.map_err(|e| SchedError::FailedPrecondition(format!("serving: {e}")))
+}

@@ -1,0 +1,303 @@
+//! Deployment specs: defaults, validation (naming the field at fault) and the rollout
+//! arithmetic of max_surge / max_unavailable.
+
+use std::collections::BTreeSet;
+
+use berth_proto::v1::{DeploymentSpec, Probe, RolloutSettings, probe};
+
+use crate::error::SchedError;
+
+pub const DEFAULT_SURGE: &str = "25%";
+pub const DEFAULT_UNAVAILABLE: &str = "25%";
+pub const DEFAULT_PROGRESS_DEADLINE_S: u32 = 120;
+pub const DEFAULT_HISTORY: u32 = 10;
+pub const MAX_REPLICAS: u32 = 10_000;
+
+/// Fills what the user left out, so that equal intents compare equal.
+pub fn with_defaults(mut spec: DeploymentSpec) -> DeploymentSpec {
+    let r = spec.rollout.get_or_insert_with(RolloutSettings::default);
+    if r.max_surge.is_empty() {
+        r.max_surge = DEFAULT_SURGE.into();
+    }
+    if r.max_unavailable.is_empty() {
+        r.max_unavailable = DEFAULT_UNAVAILABLE.into();
+    }
+    if r.progress_deadline_s == 0 {
+        r.progress_deadline_s = DEFAULT_PROGRESS_DEADLINE_S;
+    }
+    if r.auto_rollback.is_none() {
+        r.auto_rollback = Some(true);
+    }
+    if r.history_limit == 0 {
+        r.history_limit = DEFAULT_HISTORY;
+    }
+    spec
+}
+
+/// A name that is safe as a key, a directory and a container id prefix.
+pub fn validate_name(field: &str, name: &str) -> Result<(), SchedError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SchedError::invalid(
+            field,
+            format!(
+                "{name:?} must be 1 to 63 lowercase letters, digits or '-', starting with a letter or digit"
+            ),
+        ))
+    }
+}
+
+pub fn validate(spec: &DeploymentSpec) -> Result<(), SchedError> {
+    validate_name("spec.name", &spec.name)?;
+    if spec.image.trim().is_empty() {
+        return Err(SchedError::invalid(
+            "spec.image",
+            "empty: every deployment runs an image",
+        ));
+    }
+    if spec.replicas > MAX_REPLICAS {
+        return Err(SchedError::invalid(
+            "spec.replicas",
+            format!("{} is above the limit of {MAX_REPLICAS}", spec.replicas),
+        ));
+    }
+    let mut host_ports = BTreeSet::new();
+    let mut exposed = BTreeSet::new();
+    for (i, p) in spec.ports.iter().enumerate() {
+        if p.container_port == 0 || p.container_port > 65535 {
+            return Err(SchedError::invalid(
+                format!("spec.ports[{i}].container_port"),
+                format!("{} is not a port (1-65535)", p.container_port),
+            ));
+        }
+        if p.host_port > 65535 {
+            return Err(SchedError::invalid(
+                format!("spec.ports[{i}].host_port"),
+                format!("{} is not a port (1-65535)", p.host_port),
+            ));
+        }
+        if p.host_port != 0 && !host_ports.insert((p.host_port, p.protocol)) {
+            return Err(SchedError::invalid(
+                format!("spec.ports[{i}].host_port"),
+                format!("{} is published twice", p.host_port),
+            ));
+        }
+        exposed.insert(p.container_port);
+    }
+    for (field, probe) in [
+        ("spec.readiness", &spec.readiness),
+        ("spec.liveness", &spec.liveness),
+    ] {
+        if let Some(probe) = probe {
+            validate_probe(field, probe, &exposed)?;
+        }
+    }
+    if let Some(r) = &spec.rollout {
+        let n = spec.replicas.max(1);
+        let surge = resolve(&r.max_surge, n, true)
+            .map_err(|e| SchedError::invalid("spec.rollout.max_surge", e))?;
+        let unavailable = resolve(&r.max_unavailable, n, false)
+            .map_err(|e| SchedError::invalid("spec.rollout.max_unavailable", e))?;
+        let _ = (surge, unavailable);
+    }
+    for (k, _) in spec.env.iter() {
+        if k.is_empty() || k.contains('=') {
+            return Err(SchedError::invalid(
+                "spec.env",
+                format!("{k:?} is not a variable name"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_probe(field: &str, probe: &Probe, exposed: &BTreeSet<u32>) -> Result<(), SchedError> {
+    let port = match &probe.check {
+        None => {
+            return Err(SchedError::invalid(
+                field,
+                "a probe needs exec, tcp or http",
+            ));
+        }
+        Some(probe::Check::Exec(e)) if e.command.is_empty() => {
+            return Err(SchedError::invalid(
+                format!("{field}.exec.command"),
+                "empty",
+            ));
+        }
+        Some(probe::Check::Exec(_)) => return Ok(()),
+        Some(probe::Check::Tcp(t)) => (t.port, "tcp"),
+        Some(probe::Check::Http(h)) => (h.port, "http"),
+    };
+    if !exposed.contains(&port.0) {
+        return Err(SchedError::invalid(
+            format!("{field}.{}.port", port.1),
+            format!(
+                "{} is not one of the ports the spec exposes ({exposed:?})",
+                port.0
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A count from "3" or a percentage of `total` from "25%" (rounded up for surge, down for
+/// unavailable, as Kubernetes does).
+pub fn resolve(text: &str, total: u32, round_up: bool) -> Result<u32, String> {
+    let t = text.trim();
+    if let Some(pct) = t.strip_suffix('%') {
+        let p: u32 = pct
+            .parse()
+            .map_err(|_| format!("{text:?} is not a count or a percentage"))?;
+        if p > 100 {
+            return Err(format!("{text:?} is above 100%"));
+        }
+        let scaled = u64::from(total) * u64::from(p);
+        let v = if round_up {
+            scaled.div_ceil(100)
+        } else {
+            scaled / 100
+        };
+        return Ok(v as u32);
+    }
+    t.parse()
+        .map_err(|_| format!("{text:?} is not a count or a percentage"))
+}
+
+/// (max surge, max unavailable) for `replicas`; never both zero.
+pub fn surge_and_unavailable(spec: &DeploymentSpec) -> (u32, u32) {
+    let r = spec.rollout.clone().unwrap_or_default();
+    let n = spec.replicas;
+    let surge = resolve(
+        if r.max_surge.is_empty() {
+            DEFAULT_SURGE
+        } else {
+            &r.max_surge
+        },
+        n,
+        true,
+    )
+    .unwrap_or(1);
+    let unavailable = resolve(
+        if r.max_unavailable.is_empty() {
+            DEFAULT_UNAVAILABLE
+        } else {
+            &r.max_unavailable
+        },
+        n,
+        false,
+    )
+    .unwrap_or(0);
+    if surge == 0 && unavailable == 0 {
+        (0, 1)
+    } else {
+        (surge, unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_proto::v1::{HttpCheck, PortMapping};
+
+    fn spec() -> DeploymentSpec {
+        DeploymentSpec {
+            name: "web".into(),
+            image: "web:1".into(),
+            replicas: 3,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn percentages_round_like_kubernetes() {
+        assert_eq!(resolve("25%", 10, true), Ok(3));
+        assert_eq!(resolve("25%", 10, false), Ok(2));
+        assert_eq!(resolve("2", 10, true), Ok(2));
+        assert!(resolve("x%", 10, true).is_err());
+        assert!(resolve("150%", 10, true).is_err());
+        let mut s = spec();
+        s.rollout = Some(RolloutSettings {
+            max_surge: "0".into(),
+            max_unavailable: "0".into(),
+            ..Default::default()
+        });
+        assert_eq!(surge_and_unavailable(&s), (0, 1));
+    }
+
+    #[test]
+    fn invalid_specs_name_the_field() {
+        assert!(validate(&spec()).is_ok());
+        let mut s = spec();
+        s.image.clear();
+        assert!(validate(&s).unwrap_err().to_string().contains("spec.image"));
+        let mut s = spec();
+        s.name = "Web_1".into();
+        assert!(validate(&s).unwrap_err().to_string().contains("spec.name"));
+        let mut s = spec();
+        s.readiness = Some(Probe {
+            check: Some(probe::Check::Http(HttpCheck {
+                port: 8080,
+                path: "/".into(),
+            })),
+            ..Default::default()
+        });
+        assert!(
+            validate(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("spec.readiness.http.port")
+        );
+        s.ports = vec![PortMapping {
+            host_port: 0,
+            container_port: 8080,
+            protocol: 0,
+        }];
+        assert!(validate(&s).is_ok());
+        let mut s = spec();
+        s.ports = vec![
+            PortMapping {
+                host_port: 80,
+                container_port: 8080,
+                protocol: 0,
+            },
+            PortMapping {
+                host_port: 80,
+                container_port: 8081,
+                protocol: 0,
+            },
+        ];
+        assert!(
+            validate(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("spec.ports[1].host_port")
+        );
+        let mut s = spec();
+        s.replicas = MAX_REPLICAS + 1;
+        assert!(
+            validate(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("spec.replicas")
+        );
+    }
+
+    #[test]
+    fn defaults_make_equal_intents_equal() {
+        let a = with_defaults(spec());
+        let b = with_defaults(with_defaults(spec()));
+        assert_eq!(a, b);
+        assert_eq!(a.rollout.unwrap().auto_rollback, Some(true));
+    }
+}

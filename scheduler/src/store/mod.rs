@@ -1,0 +1,119 @@
+//! The cluster state store: a small key-value interface with revisions, optimistic
+//! concurrency and watches, so that backends (the embedded redb file, etcd) are
+//! interchangeable. Every backend passes [`conformance`].
+
+pub mod conformance;
+pub mod redb;
+
+use std::pin::Pin;
+
+use futures::Stream;
+
+/// The store's logical clock: grows by one with every committed write.
+pub type Revision = u64;
+
+/// A stored key with its value and revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// The revision of the write that created the key (kept across updates).
+    pub create_revision: Revision,
+    /// The revision of the last write to the key.
+    pub mod_revision: Revision,
+}
+
+/// What a write expects to find, checked atomically with the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Whatever is there.
+    Any,
+    /// The key must not exist.
+    Absent,
+    /// The key must exist with this mod revision.
+    Revision(Revision),
+}
+
+/// One write of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put {
+        key: String,
+        value: Vec<u8>,
+        expect: Expect,
+    },
+    Delete {
+        key: String,
+        expect: Expect,
+    },
+}
+
+/// A change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    Put(KeyValue),
+    Delete { key: String, mod_revision: Revision },
+}
+
+impl WatchEvent {
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Put(kv) => &kv.key,
+            Self::Delete { key, .. } => key,
+        }
+    }
+    pub fn revision(&self) -> Revision {
+        match self {
+            Self::Put(kv) => kv.mod_revision,
+            Self::Delete { mod_revision, .. } => *mod_revision,
+        }
+    }
+}
+
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, StoreError>> + Send>>;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// An expectation failed: someone else wrote first.
+    #[error("conflict on {key}: expected {expected:?}, found revision {found:?}")]
+    Conflict {
+        key: String,
+        expected: Expect,
+        found: Option<Revision>,
+    },
+    /// A watch asked for history the store no longer keeps: list again, then watch.
+    #[error("revision {requested} is compacted (the oldest kept is {oldest})")]
+    Compacted {
+        requested: Revision,
+        oldest: Revision,
+    },
+    /// The backend cannot be reached now; retrying may work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend failed (I/O, corruption): the message names what.
+    #[error("store: {0}")]
+    Backend(String),
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+}
+
+/// The interface every backend implements. Writes are durable before they return.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+    /// Every key under `prefix` (sorted by key), and the revision the list was taken at.
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError>;
+    /// Writes `value` if `expect` holds; returns the write's revision.
+    async fn put(&self, key: &str, value: Vec<u8>, expect: Expect) -> Result<Revision, StoreError>;
+    /// Deletes `key` if `expect` holds (deleting a missing key with `Any` is not an error);
+    /// returns the revision.
+    async fn delete(&self, key: &str, expect: Expect) -> Result<Revision, StoreError>;
+    /// All of `ops` or none: one revision for the lot. Any failed expectation fails the
+    /// transaction with that Conflict.
+    async fn txn(&self, ops: Vec<Op>) -> Result<Revision, StoreError>;
+    /// Changes to keys under `prefix` with a revision above `after`, in revision order:
+    /// history first (Compacted if it is no longer kept), then live changes.
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError>;
+    /// The current revision.
+    async fn revision(&self) -> Result<Revision, StoreError>;
+}
