@@ -412,3 +412,42 @@ fn invalid_specs_and_unknown_deployments_are_refused_with_the_field() {
     let listed = c.api.call(client.list(ListDeploymentsRequest {})).unwrap();
     assert!(listed.deployments.is_empty());
 }
+
+#[test]
+fn a_node_that_comes_back_has_its_stale_containers_stopped() {
+    let mut c = cluster(2);
+    let api = &c.api;
+    api.apply(hello("v1", 2));
+    let d = api.wait("hello", "2 ready replicas", |d| all_ready(d, 2));
+    let nodes: std::collections::BTreeSet<_> =
+        d.replica_status.iter().map(|r| r.node.clone()).collect();
+    assert_eq!(nodes.len(), 2, "one on each node: {d:?}");
+    // The agent dies; its container keeps running without it.
+    let stale = d.replica_status[0].clone();
+    let victim = c.nodes.iter_mut().find(|n| n.name() == stale.node).unwrap();
+    victim.kill9();
+    api.wait("hello", "both replicas on the other node", |d| {
+        all_ready(d, 2) && d.replica_status.iter().all(|r| r.node != stale.node)
+    });
+    assert!(
+        victim.container_dir(&stale.container_id).exists(),
+        "the stale container still runs while its agent is away"
+    );
+    // Back: the stale container is stopped and removed, never counted twice.
+    victim.restart();
+    poll_until("the stale container to be removed", WAIT, || {
+        (!victim.container_dir(&stale.container_id).exists()).then_some(())
+    });
+    let running: Vec<_> = api
+        .containers("hello")
+        .into_iter()
+        .filter(|c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.state == ContainerState::Running as i32)
+        })
+        .collect();
+    assert_eq!(running.len(), 2, "{running:?}");
+    assert!(running.iter().all(|c| c.node != stale.node));
+    let _ = &c.sched;
+}
