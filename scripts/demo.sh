@@ -6,7 +6,11 @@
 #   3. round-trips the image through an OCI archive made by skopeo (what other tools produce);
 #   4. lists and inspects the images and unpacks the service's root filesystem;
 #   5. runs the service in a container (detached, host network, loopback port 18080), fetches
-#      its page, shows it in `berth ps`, then stops and removes it.
+#      its page, shows it in `berth ps`, then stops and removes it;
+#   6. starts a local cluster (`berth up`: berth-scheduler and one berth-agent, whose container
+#      network lives in a network namespace of its own, so the host's network is untouched),
+#      deploys the two-service sample app (hello + client), rolls hello out to v2 and shows
+#      the client seeing the new version, then stops the cluster cleanly.
 # The data dir is /var/lib/berth unless BERTH_DATA_DIR says otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +18,7 @@ bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== building berth (release)"
-cargo build --release --quiet -p berth-cli
+cargo build --release --quiet -p berth-cli -p berth-runtime -p berth-agent -p berth-scheduler
 BERTH="$PWD/target/release/berth"
 export BERTH_DATA_DIR=${BERTH_DATA_DIR:-/var/lib/berth}
 
@@ -57,4 +61,54 @@ echo "$page"
 "$BERTH" stop -t 2 "$NAME"
 "$BERTH" logs "$NAME" | tail -3
 "$BERTH" rm "$NAME"
+
+echo "== berth up: a local cluster (scheduler + one agent)"
+NETNS=berth-demo
+ip netns delete "$NETNS" 2>/dev/null || true
+ip netns add "$NETNS"
+ip -n "$NETNS" link set lo up
+UP_LOG="$WORK/up.log"
+"$BERTH" up --listen 127.0.0.1:7700 --node-name demo-node \
+  --agent-arg=--net-namespace=/run/netns/$NETNS >"$UP_LOG" 2>&1 &
+UP_PID=$!
+stop_cluster() {
+  if kill -0 "$UP_PID" 2>/dev/null; then
+    kill -INT "$UP_PID"
+    wait "$UP_PID" || true
+  fi
+  ip netns delete "$NETNS" 2>/dev/null || true
+}
+trap 'stop_cluster; rm -rf "$WORK"' EXIT
+export BERTH_SCHEDULER=http://127.0.0.1:7700
+for _ in $(seq 300); do
+  if "$BERTH" nodes -o json 2>/dev/null | jq -e 'any(.[]; .ready)' >/dev/null; then break; fi
+  sleep 0.1
+done
+"$BERTH" nodes
+echo "== berth deploy -f examples/hello.toml --wait"
+"$BERTH" deploy -f examples/hello.toml --wait
+echo "== berth deploy -f examples/client.toml --wait"
+"$BERTH" deploy -f examples/client.toml --wait
+"$BERTH" status hello
+echo "== hello's page through its published port, from the node's network"
+nsenter --net=/run/netns/$NETNS curl -s --retry 20 --retry-connrefused --retry-delay 0 \
+  http://127.0.0.1:18080/ | head -5
+echo "== the client calling hello"
+for _ in $(seq 100); do
+  if "$BERTH" logs client 2>/dev/null | grep -q "200 OK"; then break; fi
+  sleep 0.2
+done
+"$BERTH" logs client | tail -2
+echo "== rolling hello out to v2"
+"$BERTH" deploy -f examples/hello-v2.toml --wait
+for _ in $(seq 100); do
+  if "$BERTH" logs client 2>/dev/null | tail -1 | grep -q "hello v2"; then break; fi
+  sleep 0.2
+done
+"$BERTH" logs client | tail -2
+"$BERTH" history hello
+"$BERTH" ps
+echo "== stopping the cluster (deployments deleted, containers and network torn down)"
+stop_cluster
+trap 'rm -rf "$WORK"' EXIT
 echo "demo: done"

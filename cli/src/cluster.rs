@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::v1::deployment_service_client::DeploymentServiceClient;
-use berth_proto::v1::{ContainerState, RolloutEvent, RolloutPhase, WatchRequest};
+use berth_proto::v1::{ContainerState, HistoryRequest, RolloutEvent, RolloutPhase, WatchRequest};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
@@ -263,6 +263,10 @@ pub async fn wait_rollout(
         }
     };
     view.finish();
+    let outcome = match outcome {
+        Some(event) => Some(settled(client, name, min_revision, event).await),
+        None => None,
+    };
     let Some(event) = outcome else {
         if output == OutputFormat::Json
             && let Some(e) = &last
@@ -303,6 +307,84 @@ pub async fn wait_rollout(
         }
     };
     Ok(code)
+}
+
+/// The final event, or when it is about a later revision than `min_revision` the outcome of
+/// `min_revision` itself if that failed or was rejected: Watch follows whatever revision is
+/// current when it starts, so a revision that failed fast and was already rolled back (as a
+/// new revision) before the Watch began would otherwise be reported as the rollback's result.
+async fn settled(
+    client: &mut Client,
+    name: &str,
+    min_revision: u64,
+    event: RolloutEvent,
+) -> RolloutEvent {
+    if min_revision == 0 || event.revision <= min_revision {
+        return event;
+    }
+    let Ok(history) = client
+        .history(HistoryRequest {
+            name: name.to_string(),
+        })
+        .await
+    else {
+        return event;
+    };
+    let Some(ours) = history
+        .into_inner()
+        .revisions
+        .into_iter()
+        .find(|r| r.revision == min_revision)
+    else {
+        return event;
+    };
+    let failed = [
+        RolloutPhase::Failed,
+        RolloutPhase::RolledBack,
+        RolloutPhase::Rejected,
+    ]
+    .map(|p| p as i32);
+    if !failed.contains(&ours.outcome) {
+        return event;
+    }
+    let rolled_back = event.phase == RolloutPhase::RolledBack as i32
+        || event
+            .message
+            .contains(&format!("revision {min_revision} failed"))
+        || event
+            .message
+            .contains(&format!("rolled back from revision {min_revision}"));
+    let (phase, message) = if rolled_back {
+        let now = if event.phase == RolloutPhase::RolledBack as i32 {
+            "progressing".to_string()
+        } else {
+            phase_name(event.phase)
+        };
+        (
+            RolloutPhase::RolledBack as i32,
+            format!(
+                "{}; rolled back as revision {} ({now})",
+                ours.message, event.revision
+            ),
+        )
+    } else {
+        (
+            ours.outcome,
+            format!(
+                "{} (now revision {}: {})",
+                ours.message,
+                event.revision,
+                phase_name(event.phase)
+            ),
+        )
+    };
+    RolloutEvent {
+        revision: min_revision,
+        phase,
+        message,
+        r#final: true,
+        ..event
+    }
 }
 
 /// One Watch stream: Some(final event), None when the stream ended early.

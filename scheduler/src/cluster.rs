@@ -25,6 +25,9 @@ pub struct NodeState {
     pub downlink: Option<Downlink>,
     /// The assignments last sent (or to send when the node connects).
     pub assignments: Vec<Assignment>,
+    /// Assignments taken away whose containers the node still reports (being stopped): their
+    /// host ports and resources are not free yet.
+    pub departing: HashMap<String, Assignment>,
     pub generation: u64,
 }
 
@@ -82,6 +85,7 @@ impl Cluster {
                         containers: HashMap::new(),
                         downlink: None,
                         assignments: Vec::new(),
+                        departing: HashMap::new(),
                         generation: 0,
                     },
                 );
@@ -144,6 +148,8 @@ impl Cluster {
                 .into_iter()
                 .map(|c| (c.container_id.clone(), c))
                 .collect();
+            let reported = &n.containers;
+            n.departing.retain(|id, _| reported.contains_key(id));
         }
         self.changed.notify_one();
     }
@@ -171,6 +177,15 @@ impl Cluster {
         let Some(n) = nodes.get_mut(node) else { return };
         if n.assignments == assignments {
             return;
+        }
+        for gone in n
+            .assignments
+            .iter()
+            .filter(|a| !assignments.iter().any(|b| b.container_id == a.container_id))
+        {
+            if n.containers.contains_key(&gone.container_id) {
+                n.departing.insert(gone.container_id.clone(), gone.clone());
+            }
         }
         n.assignments = assignments;
         n.generation = generation;
@@ -219,6 +234,7 @@ impl Cluster {
                 containers: HashMap::new(),
                 downlink: None,
                 assignments: Vec::new(),
+                departing: HashMap::new(),
                 generation: 0,
             });
     }

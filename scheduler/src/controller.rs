@@ -386,7 +386,15 @@ impl Controller {
                 specs.insert(k, s);
             }
         }
+        let mut departing: Vec<(String, Assignment)> = Vec::new();
         let mut nodes: Vec<NodeView> = self.cluster.with_nodes(|nodes| {
+            for n in nodes.values() {
+                departing.extend(
+                    n.departing
+                        .values()
+                        .map(|a| (n.record.name.clone(), a.clone())),
+                );
+            }
             nodes
                 .values()
                 .map(|n| NodeView {
@@ -420,6 +428,17 @@ impl Controller {
                 specs.get(&(r.deployment.clone(), r.revision)),
             ) {
                 account(&mut nodes[i], spec, &r.deployment);
+            }
+        }
+        // Containers being stopped still hold their ports and resources.
+        for (node, a) in &departing {
+            if let Some(&i) = index.get(node) {
+                let spec = DeploymentSpec {
+                    resources: a.resources,
+                    ports: a.ports.clone(),
+                    ..Default::default()
+                };
+                account(&mut nodes[i], &spec, &a.deployment);
             }
         }
         let mut pending: Vec<usize> = (0..replicas.len())

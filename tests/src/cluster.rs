@@ -93,10 +93,16 @@ impl SchedulerProc {
         self.spawn();
     }
 
-    /// `berth --scheduler ENDPOINT ARGS...`, not yet run.
+    /// `berth SUBCOMMAND --scheduler ENDPOINT ARGS...` (`args[0]` is the subcommand:
+    /// `--scheduler` is each cluster subcommand's flag, not a global one), not yet run.
     pub fn berth(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary("berth"));
-        cmd.arg("--scheduler").arg(self.endpoint()).args(args);
+        let (sub, rest) = args.split_first().expect("a berth subcommand");
+        cmd.arg(sub)
+            .arg("--scheduler")
+            .arg(self.endpoint())
+            .args(rest)
+            .env_remove("BERTH_SCHEDULER");
         cmd
     }
 }

@@ -52,6 +52,11 @@ pub(crate) struct State {
     /// source address (no masquerade).
     #[serde(default)]
     pub remote_pods: Vec<String>,
+    /// The address handed out last: the next lease starts after it (round robin), so a
+    /// freed address is not reused at once, while the node's neighbour cache may still map
+    /// it to the old container's veth.
+    #[serde(default)]
+    pub last_lease: Option<Ipv4Addr>,
 }
 
 impl State {
@@ -79,11 +84,16 @@ impl State {
             return Ok(*ip);
         }
         let taken: std::collections::BTreeSet<Ipv4Addr> = self.leases.values().copied().collect();
+        let free = |ip: &Ipv4Addr| *ip != gateway && !taken.contains(ip);
+        let after = self.last_lease.filter(|last| cidr.contains(last));
         let ip = cidr
             .hosts()
-            .find(|ip| *ip != gateway && !taken.contains(ip))
+            .filter(|ip| after.is_none_or(|last| *ip > last))
+            .find(free)
+            .or_else(|| cidr.hosts().find(free))
             .ok_or(NetError::NoAddressLeft { cidr })?;
         self.leases.insert(id.to_owned(), ip);
+        self.last_lease = Some(ip);
         Ok(ip)
     }
 }
@@ -187,11 +197,16 @@ mod tests {
         assert_eq!(a, Ipv4Addr::new(10, 9, 0, 2));
         assert_eq!(b, Ipv4Addr::new(10, 9, 0, 3));
         assert_eq!(s.lease("a", cidr, gw).unwrap(), a);
-        for id in ["c", "d", "e"] {
+        // A freed address is not handed out again at once (round robin).
+        s.leases.remove("a");
+        assert_eq!(s.lease("c", cidr, gw).unwrap(), Ipv4Addr::new(10, 9, 0, 4));
+        for id in ["d", "e"] {
             s.lease(id, cidr, gw).unwrap();
         }
+        // Wrapped around: the freed one is the last left.
+        assert_eq!(s.lease("f", cidr, gw).unwrap(), a);
         assert!(matches!(
-            s.lease("f", cidr, gw),
+            s.lease("g", cidr, gw),
             Err(NetError::NoAddressLeft { .. })
         ));
     }

@@ -1,6 +1,6 @@
 //! `berth reject NAME`: ends a rollout that awaits approval; the stable revision stays.
 
-use berth_proto::v1::RejectRequest;
+use berth_proto::v1::{GetDeploymentRequest, RejectRequest};
 
 use crate::Context;
 use crate::cluster::{self, SchedulerArg};
@@ -18,22 +18,37 @@ pub struct Args {
 }
 
 pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
-    let d = cluster::with_client(&args.scheduler.scheduler, async |mut client| {
-        client
+    let (rejected, d) = cluster::with_client(&args.scheduler.scheduler, async |mut client| {
+        // The reply is the deployment afterwards, back on its stable revision: the revision
+        // that awaited approval is the one before.
+        let awaiting = client
+            .get(GetDeploymentRequest {
+                name: args.name.clone(),
+            })
+            .await
+            .map_err(cluster::status_error)?
+            .into_inner()
+            .revision;
+        let d = client
             .reject(RejectRequest {
                 name: args.name.clone(),
             })
             .await
-            .map_err(cluster::status_error)
-            .map(|r| r.into_inner())
+            .map_err(cluster::status_error)?
+            .into_inner();
+        Ok((awaiting, d))
     })?;
     match args.output {
         OutputFormat::Json => print_json(&super::status::DeploymentJson::from(&d)),
         OutputFormat::Table => {
-            println!(
-                "{}: revision {} rejected; revision {} stays",
-                args.name, d.revision, d.stable_revision
-            );
+            if d.stable_revision == 0 {
+                println!("{}: revision {rejected} rejected", args.name);
+            } else {
+                println!(
+                    "{}: revision {rejected} rejected; revision {} stays",
+                    args.name, d.stable_revision
+                );
+            }
             Ok(())
         }
     }

@@ -1,0 +1,850 @@
+//! bench-cluster: the scheduler end to end — a real `berth-scheduler` (release build), three
+//! real agents on one machine, real containers — plus the in-process placement figures
+//! `benches/cluster.sh` measured just before.
+//!
+//! 1. placement throughput, in process: the lines of `cargo bench --bench placement`, read from
+//!    the file `BENCH_PLACEMENT` names (optional);
+//! 2. Apply → all replicas Ready: `BENCH_E2E_REPLICAS` (30) replicas over 3 nodes, warm image
+//!    (a warm-up deployment has put a replica on every node first), `BENCH_E2E_RUNS` (5) runs,
+//!    each a fresh deployment, deleted (and its containers gone) before the next; per replica,
+//!    the container's `started_at_ms` and the first poll that saw it Ready, from the Apply;
+//! 3. a lost node (its agent and its containers SIGKILLed) → every replica Ready again with
+//!    none on it: `BENCH_LOSS_REPLICAS` (6) replicas over 3 nodes, `BENCH_LOSS_RUNS` (5) runs
+//!    with the scheduler's default `--reschedule-delay-ms` (2000), then `BENCH_LOSS_FAST_RUNS`
+//!    (3; 0 skips it) on a second cluster whose scheduler has `--reschedule-delay-ms 500`. The
+//!    killed agent is restarted and the deployment deleted between runs.
+//!
+//! Both schedulers heartbeat every 200 ms (the harness's `SchedulerProc`; the default is
+//! 1000 ms) and keep the default 3 missed heartbeats. Times are taken by polling the
+//! scheduler's Get / ListNodes every `POLL`, so they are late by up to that much.
+//!
+//! Env: `BERTH_BIN_DIR` (the release binaries), `BENCH_OUT` (the JSON results file),
+//! `BENCH_PLACEMENT` and the counts above. Run it through `bash benches/cluster.sh`, as root.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth_proto::v1::deployment_service_client::DeploymentServiceClient;
+use berth_proto::v1::*;
+use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
+use berth_tests::cluster::{Fabric, SchedulerProc};
+use berth_tests::{Berth, busybox_image, require_root};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+const IMAGE: &str = "bench-cluster-busybox:1";
+const NODES: usize = 3;
+const WAIT: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(20);
+const HTTPD: &str = "mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p 8080 -h /www";
+const HEARTBEAT_MS: u64 = 200;
+const MISSED_HEARTBEATS: u64 = 3;
+const RESCHEDULE_DELAY_DEFAULT_MS: u64 = 2000;
+const RESCHEDULE_DELAY_FAST_MS: u64 = 500;
+/// Cited, not measured: the pods/s Kubernetes' scheduler-throughput CI gate asks for.
+const K8S_SCHED_GATE_CITED: f64 = 100.0;
+/// Cited, not measured: node-monitor-grace-period (40 s) + the default NoExecute toleration
+/// for not-ready/unreachable nodes (300 s) before a lost node's pods are evicted.
+const K8S_NODE_LOSS_CITED_S: f64 = 340.0;
+const PLACEMENT_TARGET: f64 = 10_000.0;
+const NODE_LOSS_TARGET_S: f64 = 10.0;
+
+fn main() {
+    require_root();
+    let e2e_runs = env_usize("BENCH_E2E_RUNS", 5);
+    let e2e_replicas = env_usize("BENCH_E2E_REPLICAS", 30) as u32;
+    let loss_runs = env_usize("BENCH_LOSS_RUNS", 5);
+    let loss_fast_runs = env_usize("BENCH_LOSS_FAST_RUNS", 3);
+    let loss_replicas = env_usize("BENCH_LOSS_REPLICAS", 6) as u32;
+    let out_path = std::env::var_os("BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| berth_tests::workspace_root().join("target/bench/cluster.json"));
+    let placement_lines: Vec<String> = std::env::var_os("BENCH_PLACEMENT")
+        .map(|p| {
+            fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("BENCH_PLACEMENT {}: {e}", Path::new(&p).display()))
+        })
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("placement:") || l.starts_with("  e.g."))
+        .map(str::to_string)
+        .collect();
+    let placement: Vec<(String, f64)> = placement_lines
+        .iter()
+        .filter_map(|l| Some((l.clone(), placements_per_s(l)?)))
+        .collect();
+    let started = Instant::now();
+
+    // --- 2 and 3a on a cluster whose scheduler keeps its defaults (but the heartbeat).
+    let mut c = Cluster::new(&[]);
+    println!(
+        "cluster up: 3 nodes in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    warm_up(&c);
+
+    let mut e2e = Vec::new();
+    for run in 0..e2e_runs {
+        let r = apply_to_ready(&c, &format!("e2e-{run}"), e2e_replicas);
+        println!(
+            "phase 2 run {run}: {e2e_replicas} replicas Ready {:.2} s after Apply (teardown {:.2} s)",
+            r.all_ready_ms / 1000.0,
+            r.teardown_s
+        );
+        e2e.push(r);
+    }
+
+    let mut loss = Vec::new();
+    for run in 0..loss_runs {
+        let r = node_loss(&mut c, &format!("loss-{run}"), loss_replicas, run);
+        println!(
+            "phase 3 run {run} (reschedule delay {RESCHEDULE_DELAY_DEFAULT_MS} ms): node {} lost, {} replicas Ready elsewhere after {:.2} s",
+            r.victim,
+            r.lost_replicas,
+            r.ready_ms / 1000.0
+        );
+        loss.push(r);
+    }
+    drop(c);
+
+    // --- 3b with a shorter reschedule delay.
+    let mut loss_fast = Vec::new();
+    if loss_fast_runs > 0 {
+        let delay = RESCHEDULE_DELAY_FAST_MS.to_string();
+        let mut c = Cluster::new(&["--reschedule-delay-ms", &delay]);
+        warm_up(&c);
+        for run in 0..loss_fast_runs {
+            let r = node_loss(&mut c, &format!("lossf-{run}"), loss_replicas, run);
+            println!(
+                "phase 3 run {run} (reschedule delay {RESCHEDULE_DELAY_FAST_MS} ms): node {} lost, {} replicas Ready elsewhere after {:.2} s",
+                r.victim,
+                r.lost_replicas,
+                r.ready_ms / 1000.0
+            );
+            loss_fast.push(r);
+        }
+    }
+    let total_s = started.elapsed().as_secs_f64();
+
+    // Table.
+    let all_ready: Vec<f64> = e2e.iter().map(|r| r.all_ready_ms).collect();
+    let started_at: Vec<f64> = e2e.iter().flat_map(|r| r.started_ms.clone()).collect();
+    let first_ready: Vec<f64> = e2e.iter().flat_map(|r| r.ready_ms.clone()).collect();
+    let apply_rpc: Vec<f64> = e2e.iter().map(|r| r.apply_rpc_ms).collect();
+    let teardown: Vec<f64> = e2e.iter().map(|r| r.teardown_s).collect();
+    println!();
+    println!(
+        "berth scheduler benchmarks ({} cores, {} MB RAM; release build)",
+        cores(),
+        mem_total_kb() / 1024
+    );
+    println!("{:-<110}", "");
+    if placement.is_empty() {
+        row(
+            "placement, in process",
+            "not run",
+            "BENCH_PLACEMENT not set",
+        );
+    }
+    for (i, (line, rate)) in placement.iter().enumerate() {
+        let what = line
+            .strip_prefix("placement: ")
+            .and_then(|l| l.split(':').next())
+            .unwrap_or("placement");
+        row(
+            &format!("placement: {}", shorten(what)),
+            &format!("{rate:.0} /s"),
+            &if i == 0 {
+                format!(
+                    "target >= {PLACEMENT_TARGET:.0}/s: {}; k8s CI gate ~{K8S_SCHED_GATE_CITED:.0} pods/s (cited, not measured)",
+                    met(*rate >= PLACEMENT_TARGET)
+                )
+            } else {
+                String::new()
+            },
+        );
+    }
+    row(
+        &format!("Apply → {e2e_replicas}/{NODES} nodes all Ready, p50 / p99"),
+        &format!(
+            "{:.2} / {:.2} s",
+            pct(&all_ready, 0.5) / 1000.0,
+            pct(&all_ready, 0.99) / 1000.0
+        ),
+        &format!(
+            "{} runs, min {:.2} max {:.2} s; warm image; tcp readiness probe every 200 ms",
+            all_ready.len(),
+            pct(&all_ready, 0.0) / 1000.0,
+            pct(&all_ready, 1.0) / 1000.0
+        ),
+    );
+    row(
+        "  per replica: Apply → container started_at",
+        &format!(
+            "{:.0} / {:.0} ms",
+            pct(&started_at, 0.5),
+            pct(&started_at, 0.99)
+        ),
+        &format!(
+            "p50 / p99 of {}, min {:.0} max {:.0} ms (shim clock, ms)",
+            started_at.len(),
+            pct(&started_at, 0.0),
+            pct(&started_at, 1.0)
+        ),
+    );
+    row(
+        "  per replica: Apply → first seen Ready",
+        &format!(
+            "{:.0} / {:.0} ms",
+            pct(&first_ready, 0.5),
+            pct(&first_ready, 0.99)
+        ),
+        &format!(
+            "p50 / p99 of {}, polled every {} ms",
+            first_ready.len(),
+            POLL.as_millis()
+        ),
+    );
+    row(
+        "  Apply RPC itself, p50",
+        &format!("{:.1} ms", pct(&apply_rpc, 0.5)),
+        &format!(
+            "delete → containers gone p50 {:.2} s (stop grace 1 s)",
+            pct(&teardown, 0.5)
+        ),
+    );
+    for (delay, runs) in [
+        (RESCHEDULE_DELAY_DEFAULT_MS, &loss),
+        (RESCHEDULE_DELAY_FAST_MS, &loss_fast),
+    ] {
+        if runs.is_empty() {
+            continue;
+        }
+        let ready: Vec<f64> = runs.iter().map(|r| r.ready_ms).collect();
+        let not_ready: Vec<f64> = runs.iter().filter_map(|r| r.not_ready_ms).collect();
+        let placed: Vec<f64> = runs.iter().filter_map(|r| r.placed_ms).collect();
+        let lost: usize = runs.iter().map(|r| r.lost_replicas).sum();
+        row(
+            &format!("node lost → replacements Ready, delay {delay} ms"),
+            &format!("{:.2} s median", pct(&ready, 0.5) / 1000.0),
+            &format!(
+                "{} runs, range {:.2}-{:.2} s, {lost} replicas replaced; target < {NODE_LOSS_TARGET_S:.0} s: {}",
+                ready.len(),
+                pct(&ready, 0.0) / 1000.0,
+                pct(&ready, 1.0) / 1000.0,
+                met(pct(&ready, 0.5) < NODE_LOSS_TARGET_S * 1000.0)
+            ),
+        );
+        row(
+            "  kill → node NotReady / replacements placed",
+            &format!(
+                "{:.2} / {:.2} s",
+                pct(&not_ready, 0.5) / 1000.0,
+                pct(&placed, 0.5) / 1000.0
+            ),
+            &format!(
+                "medians; NotReady after {MISSED_HEARTBEATS} x {HEARTBEAT_MS} ms heartbeats missed (or the stream's end), lost after that + {delay} ms"
+            ),
+        );
+    }
+    row(
+        "  peer: Kubernetes defaults, lost node → pods replaced",
+        "~5-6 min",
+        "node-monitor-grace-period 40 s + 300 s not-ready toleration (cited, not measured)",
+    );
+    println!("{:-<110}", "");
+    println!(
+        "scheduler: --heartbeat-ms {HEARTBEAT_MS} (default 1000), --missed-heartbeats {MISSED_HEARTBEATS} (default), --reschedule-delay-ms {RESCHEDULE_DELAY_DEFAULT_MS} (default){}",
+        if loss_fast.is_empty() {
+            String::new()
+        } else {
+            format!(" and {RESCHEDULE_DELAY_FAST_MS} on a second cluster")
+        }
+    );
+    println!(
+        "percentiles: nearest rank (the p99 of fewer than 100 samples is the maximum); bench took {total_s:.0} s"
+    );
+
+    let loss_json = |runs: &[LossRun], delay: u64| {
+        let ready: Vec<f64> = runs.iter().map(|r| r.ready_ms).collect();
+        json!({
+            "reschedule_delay_ms": delay,
+            "runs": runs.len(),
+            "ready_ms": stats(&ready),
+            "not_ready_ms": stats(&runs.iter().filter_map(|r| r.not_ready_ms).collect::<Vec<_>>()),
+            "placed_ms": stats(&runs.iter().filter_map(|r| r.placed_ms).collect::<Vec<_>>()),
+            "samples": runs.iter().map(|r| json!({
+                "deployment": r.deployment,
+                "victim": r.victim,
+                "lost_replicas": r.lost_replicas,
+                "kill_ms": r.kill_ms,
+                "not_ready_ms": r.not_ready_ms,
+                "placed_ms": r.placed_ms,
+                "ready_ms": r.ready_ms,
+                "recovered_s": r.recovered_s,
+                "stale_left": r.stale_left,
+            })).collect::<Vec<_>>(),
+        })
+    };
+    let results = json!({
+        "host": { "cores": cores(), "mem_total_kb": mem_total_kb() },
+        "scheduler": {
+            "heartbeat_ms": HEARTBEAT_MS,
+            "missed_heartbeats": MISSED_HEARTBEATS,
+            "reschedule_delay_ms": RESCHEDULE_DELAY_DEFAULT_MS,
+            "reschedule_delay_fast_ms": RESCHEDULE_DELAY_FAST_MS,
+        },
+        "nodes": NODES,
+        "poll_ms": POLL.as_millis() as u64,
+        "placement": {
+            "lines": placement_lines,
+            "placements_per_s": placement.iter().map(|(l, r)| json!({"line": l, "per_s": r})).collect::<Vec<_>>(),
+            "target_per_s": PLACEMENT_TARGET,
+            "k8s_ci_gate_pods_per_s_cited_not_measured": K8S_SCHED_GATE_CITED,
+        },
+        "apply_to_ready": {
+            "replicas": e2e_replicas,
+            "runs": e2e.len(),
+            "all_ready_ms": stats(&all_ready),
+            "replica_started_at_ms": stats(&started_at),
+            "replica_first_ready_ms": stats(&first_ready),
+            "apply_rpc_ms": stats(&apply_rpc),
+            "teardown_s": stats(&teardown),
+            "samples": e2e.iter().map(|r| json!({
+                "deployment": r.deployment,
+                "all_ready_ms": r.all_ready_ms,
+                "apply_rpc_ms": r.apply_rpc_ms,
+                "per_node": r.per_node,
+                "teardown_s": r.teardown_s,
+            })).collect::<Vec<_>>(),
+        },
+        "node_loss": loss_json(&loss, RESCHEDULE_DELAY_DEFAULT_MS),
+        "node_loss_fast": if loss_fast.is_empty() { Value::Null } else { loss_json(&loss_fast, RESCHEDULE_DELAY_FAST_MS) },
+        "target_node_loss_s": NODE_LOSS_TARGET_S,
+        "k8s_node_loss_s_cited_not_measured": K8S_NODE_LOSS_CITED_S,
+        "total_s": total_s,
+    });
+    if let Some(dir) = out_path.parent() {
+        fs::create_dir_all(dir).expect("create the results dir");
+    }
+    fs::write(
+        &out_path,
+        serde_json::to_string_pretty(&results).expect("JSON"),
+    )
+    .unwrap_or_else(|e| panic!("write {}: {e}", out_path.display()));
+    println!("results: {}", out_path.display());
+}
+
+/// Blocking calls to the scheduler's DeploymentService.
+struct Api {
+    rt: tokio::runtime::Runtime,
+    client: DeploymentServiceClient<Channel>,
+}
+
+impl Api {
+    fn new(endpoint: &str) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let client = rt
+            .block_on(DeploymentServiceClient::connect(endpoint.to_string()))
+            .expect("connect to the scheduler");
+        Self { rt, client }
+    }
+
+    fn apply(&self, spec: DeploymentSpec) -> ApplyResponse {
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.apply(ApplyRequest { spec: Some(spec) }))
+            .expect("apply")
+            .into_inner()
+    }
+
+    fn get(&self, name: &str) -> Deployment {
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.get(GetDeploymentRequest { name: name.into() }))
+            .expect("get")
+            .into_inner()
+    }
+
+    fn delete(&self, name: &str) {
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.delete(DeleteDeploymentRequest { name: name.into() }))
+            .expect("delete");
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.list_nodes(ListNodesRequest {}))
+            .expect("nodes")
+            .into_inner()
+            .nodes
+    }
+
+    fn containers(&self, deployment: &str) -> Vec<ClusterContainer> {
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.list_containers(ListClusterContainersRequest {
+                deployment: deployment.into(),
+            }))
+            .expect("containers")
+            .into_inner()
+            .containers
+    }
+}
+
+struct Cluster {
+    api: Api,
+    nodes: Vec<AgentNode>,
+    _fabric: Fabric,
+    _sched: SchedulerProc,
+}
+
+impl Cluster {
+    /// A scheduler with `flags` (and 200 ms heartbeats) and three nodes with the image.
+    fn new(flags: &[&str]) -> Self {
+        let sched = SchedulerProc::start(flags);
+        let mut fabric = Fabric::new();
+        let mut nodes = Vec::new();
+        for i in 0..NODES {
+            let berth = Berth::new();
+            busybox_image(&berth, IMAGE);
+            let opts = AgentOptions {
+                restart_backoff_base_ms: Some(100),
+                extra_args: vec![
+                    "--node-address".into(),
+                    fabric.next_address(),
+                    // httpd as init: 1 s to SIGKILL, not 10, when a replica goes.
+                    "--stop-grace".into(),
+                    "1".into(),
+                ],
+                ..Default::default()
+            };
+            let node = AgentNode::start_for(
+                berth,
+                &sched.endpoint(),
+                &unique_node_name(&format!("n{i}")),
+                opts,
+            );
+            fabric.plug(&node);
+            nodes.push(node);
+        }
+        let api = Api::new(&sched.endpoint());
+        poll("every node ready", || {
+            let nodes = api.nodes();
+            (nodes.len() == NODES && nodes.iter().all(|n| n.ready)).then_some(())
+        });
+        Self {
+            api,
+            nodes,
+            _fabric: fabric,
+            _sched: sched,
+        }
+    }
+}
+
+/// One replica on every node (spread), so that every node has the image's layers unpacked.
+fn warm_up(c: &Cluster) {
+    let name = "warm";
+    c.api.apply(spec(name, NODES as u32));
+    let d = poll("the warm-up replicas Ready", || {
+        Some(c.api.get(name)).filter(|d| all_ready(d, NODES as u32))
+    });
+    let nodes: BTreeSet<&str> = d.replica_status.iter().map(|r| r.node.as_str()).collect();
+    if nodes.len() != NODES {
+        println!(
+            "note: the warm-up replicas are on {} nodes, not {NODES}",
+            nodes.len()
+        );
+    }
+    teardown(c, name);
+}
+
+struct E2eRun {
+    deployment: String,
+    apply_rpc_ms: f64,
+    all_ready_ms: f64,
+    /// Per replica: its container's `started_at_ms` from the Apply.
+    started_ms: Vec<f64>,
+    /// Per replica: the first poll that saw it Ready, from the Apply.
+    ready_ms: Vec<f64>,
+    per_node: BTreeMap<String, usize>,
+    teardown_s: f64,
+}
+
+fn apply_to_ready(c: &Cluster, name: &str, replicas: u32) -> E2eRun {
+    let applied_unix_ms = unix_ms();
+    let t0 = Instant::now();
+    let resp = c.api.apply(spec(name, replicas));
+    let apply_rpc_ms = ms_since(t0);
+    assert!(resp.changed, "{name} is a new deployment");
+    let mut first_ready: BTreeMap<String, f64> = BTreeMap::new();
+    let d = poll(&format!("{name}: {replicas} replicas Ready"), || {
+        let d = c.api.get(name);
+        let now = ms_since(t0);
+        for r in d.replica_status.iter().filter(|r| r.ready) {
+            first_ready.entry(r.container_id.clone()).or_insert(now);
+        }
+        all_ready(&d, replicas).then_some(d)
+    });
+    let all_ready_ms = ms_since(t0);
+    let ids: BTreeSet<&str> = d
+        .replica_status
+        .iter()
+        .map(|r| r.container_id.as_str())
+        .collect();
+    let started_ms: Vec<f64> = c
+        .api
+        .containers(name)
+        .iter()
+        .filter_map(|cc| cc.status.as_ref())
+        .filter(|s| ids.contains(s.container_id.as_str()) && s.started_at_ms > 0)
+        .map(|s| s.started_at_ms as f64 - applied_unix_ms)
+        .collect();
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &d.replica_status {
+        *per_node.entry(r.node.clone()).or_default() += 1;
+    }
+    let ready_ms = ids
+        .iter()
+        .filter_map(|id| first_ready.get(*id).copied())
+        .collect();
+    let teardown_s = teardown(c, name);
+    E2eRun {
+        deployment: name.to_string(),
+        apply_rpc_ms,
+        all_ready_ms,
+        started_ms,
+        ready_ms,
+        per_node,
+        teardown_s,
+    }
+}
+
+struct LossRun {
+    deployment: String,
+    victim: String,
+    lost_replicas: usize,
+    /// SIGKILLs sent and every killed process gone, from the first kill.
+    kill_ms: f64,
+    /// The scheduler lists the node NotReady, from the first kill.
+    not_ready_ms: Option<f64>,
+    /// Every replica is on another node (not necessarily Ready), from the first kill.
+    placed_ms: Option<f64>,
+    /// Every replica Ready with none on the lost node, from the first kill.
+    ready_ms: f64,
+    /// The agent restarted, Ready again and the deployment settled.
+    recovered_s: f64,
+    /// Containers of the killed node still in its data dir once it came back and settled.
+    stale_left: usize,
+}
+
+fn node_loss(c: &mut Cluster, name: &str, replicas: u32, run: usize) -> LossRun {
+    c.api.apply(spec(name, replicas));
+    let d = poll(&format!("{name}: {replicas} replicas Ready"), || {
+        Some(c.api.get(name)).filter(|d| all_ready(d, replicas))
+    });
+    // The nodes take turns; skip one without replicas.
+    let with_replicas: BTreeSet<&str> = d.replica_status.iter().map(|r| r.node.as_str()).collect();
+    let victim_index = (0..NODES)
+        .map(|i| (run + i) % NODES)
+        .find(|&i| with_replicas.contains(c.nodes[i].name()))
+        .expect("a node with replicas");
+    let victim_name = c.nodes[victim_index].name().to_string();
+    let lost_replicas = d
+        .replica_status
+        .iter()
+        .filter(|r| r.node == victim_name)
+        .count();
+
+    // The node dies: its agent, its shims, its containers.
+    let victim = &mut c.nodes[victim_index];
+    let procs = node_processes(victim.data_dir());
+    let t0 = Instant::now();
+    victim.kill9();
+    for (container_pid, shim_pid) in &procs {
+        kill9(*container_pid);
+        kill9(*shim_pid);
+    }
+    let _ = Command::new("pkill")
+        .args([
+            "-9",
+            "-f",
+            &format!(
+                "berth-shim --id {name}-.* --bundle {}",
+                victim.data_dir().display()
+            ),
+        ])
+        .stdin(Stdio::null())
+        .status();
+    let pids: Vec<u32> = procs.iter().flat_map(|(c, s)| [*c, *s]).collect();
+    poll("the killed node's processes to be gone", || {
+        pids.iter().all(|p| !alive(*p)).then_some(())
+    });
+    let kill_ms = ms_since(t0);
+    assert_eq!(
+        procs.len(),
+        lost_replicas,
+        "one shim.json per replica on the lost node"
+    );
+
+    let mut not_ready_ms = None;
+    let mut placed_ms = None;
+    poll(&format!("{name}: replacements Ready"), || {
+        if not_ready_ms.is_none()
+            && c.api
+                .nodes()
+                .iter()
+                .any(|n| n.name == victim_name && !n.ready)
+        {
+            not_ready_ms = Some(ms_since(t0));
+        }
+        let d = c.api.get(name);
+        let elsewhere = d.replica_status.len() == replicas as usize
+            && d.replica_status
+                .iter()
+                .all(|r| !r.node.is_empty() && r.node != victim_name);
+        if placed_ms.is_none() && elsewhere {
+            placed_ms = Some(ms_since(t0));
+        }
+        (elsewhere && all_ready(&d, replicas)).then_some(())
+    });
+    let ready_ms = ms_since(t0);
+
+    // The node comes back: Ready again, its dead containers cleaned up, nothing counted twice.
+    let back = Instant::now();
+    let victim = &mut c.nodes[victim_index];
+    victim.restart();
+    poll("the restarted node Ready", || {
+        c.api
+            .nodes()
+            .iter()
+            .any(|n| n.name == victim_name && n.ready)
+            .then_some(())
+    });
+    let containers_dir = victim.data_dir().join("agent/containers");
+    let stale_left = poll_or("the lost node's containers cleaned up", WAIT, || {
+        let left = dir_count(&containers_dir);
+        (left == 0).then_some(0)
+    })
+    .unwrap_or_else(|| dir_count(&containers_dir));
+    poll(&format!("{name}: settled"), || {
+        let d = c.api.get(name);
+        (all_ready(&d, replicas) && c.api.containers(name).len() == replicas as usize).then_some(())
+    });
+    let recovered_s = back.elapsed().as_secs_f64();
+    teardown(c, name);
+    LossRun {
+        deployment: name.to_string(),
+        victim: victim_name,
+        lost_replicas,
+        kill_ms,
+        not_ready_ms,
+        placed_ms,
+        ready_ms,
+        recovered_s,
+        stale_left,
+    }
+}
+
+/// Deletes the deployment and waits until none of its containers is listed; seconds taken.
+fn teardown(c: &Cluster, name: &str) -> f64 {
+    let t0 = Instant::now();
+    c.api.delete(name);
+    poll(&format!("{name}: containers gone"), || {
+        c.api.containers(name).is_empty().then_some(())
+    });
+    t0.elapsed().as_secs_f64()
+}
+
+/// A busybox httpd with a tcp readiness probe every 200 ms.
+fn spec(name: &str, replicas: u32) -> DeploymentSpec {
+    DeploymentSpec {
+        name: name.into(),
+        image: IMAGE.into(),
+        command: vec!["sh".into(), "-c".into(), HTTPD.into()],
+        replicas,
+        resources: Some(Resources {
+            cpu_millis: 100,
+            memory_bytes: 32 << 20,
+        }),
+        ports: vec![PortMapping {
+            host_port: 0,
+            container_port: 8080,
+            protocol: 0,
+        }],
+        readiness: Some(Probe {
+            check: Some(probe::Check::Tcp(TcpCheck { port: 8080 })),
+            period_ms: 200,
+            ..Default::default()
+        }),
+        rollout: Some(RolloutSettings {
+            progress_deadline_s: 60,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn all_ready(d: &Deployment, n: u32) -> bool {
+    d.replica_status.len() as u32 == n
+        && d.replica_status
+            .iter()
+            .all(|r| r.ready && r.revision == d.revision)
+}
+
+/// (container_pid, shim_pid) of every container in the node's data dir, from `shim.json`.
+fn node_processes(data_dir: &Path) -> Vec<(u32, u32)> {
+    let Ok(entries) = fs::read_dir(data_dir.join("agent/containers")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let text = fs::read_to_string(e.path().join("shim.json")).ok()?;
+            let v: Value = serde_json::from_str(&text).ok()?;
+            Some((
+                u32::try_from(v["container_pid"].as_u64()?).ok()?,
+                u32::try_from(v["shim_pid"].as_u64()?).ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn kill9(pid: u32) {
+    if pid > 1 {
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", &pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name.
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+    !matches!(state.and_then(|s| s.chars().next()), Some('Z' | 'X') | None)
+}
+
+fn dir_count(dir: &Path) -> usize {
+    fs::read_dir(dir).map_or(0, |e| e.flatten().count())
+}
+
+/// Polls `check` every [`POLL`] until it gives a value; panics after [`WAIT`].
+fn poll<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    poll_or(what, WAIT, check).unwrap_or_else(|| panic!("timed out after {WAIT:?}: {what}"))
+}
+
+/// Polls `check` every [`POLL`] until it gives a value, or `None` after `within`.
+fn poll_or<T>(_what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// `… over 1000 nodes: 110271 placements/s median …` → 110271.
+fn placements_per_s(line: &str) -> Option<f64> {
+    let before = line.split(" placements/s").next()?;
+    before.rsplit(' ').next()?.parse().ok()
+}
+
+/// `10000 replicas (100 deployments x 100) over 1000 nodes` → `10000 replicas / 1000 nodes`.
+fn shorten(what: &str) -> String {
+    let replicas = what.split(" replicas").next().unwrap_or(what);
+    match what.split(" over ").nth(1) {
+        Some(nodes) => format!("{replicas} replicas / {nodes}"),
+        None => what.to_string(),
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Unix time in milliseconds (fractional).
+fn unix_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+        * 1000.0
+}
+
+/// Nearest-rank percentile (0 for no samples).
+fn pct(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+fn stats(values: &[f64]) -> Value {
+    if values.is_empty() {
+        return Value::Null;
+    }
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    json!({
+        "n": values.len(),
+        "min": pct(values, 0.0),
+        "p50": pct(values, 0.5),
+        "p99": pct(values, 0.99),
+        "max": pct(values, 1.0),
+        "mean": mean,
+    })
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
+fn mem_total_kb() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn row(what: &str, value: &str, note: &str) {
+    println!("{what:<52} {value:>16}  {note}");
+}
+
+fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{key}={v}: not a number"))
+        })
+        .unwrap_or(default)
+}
