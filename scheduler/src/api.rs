@@ -594,7 +594,25 @@ impl DeploymentService for DeployApi {
         request: Request<ClusterLogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let req = request.into_inner();
-        // A container id, or a deployment's first replica.
+        // A deployment's name means one of its replicas of the current revision, running
+        // ones (ready first) before others.
+        let wanted = self.controller.status(&req.target).and_then(|d| {
+            let mut current: Vec<&ReplicaStatus> = d
+                .replica_status
+                .iter()
+                .filter(|r| r.revision == d.revision && !r.node.is_empty())
+                .collect();
+            current.sort_by_key(|r| {
+                (
+                    !r.ready,
+                    r.state != ContainerState::Running as i32,
+                    r.container_id.clone(),
+                )
+            });
+            current.first().map(|r| r.container_id.clone())
+        });
+        let target = wanted.unwrap_or_else(|| req.target.clone());
+        // A container id, or (no current replica known) any container of the deployment.
         let found = self.controller.cluster.with_nodes(|nodes| {
             let mut candidates: Vec<(String, String, String)> = nodes
                 .values()
@@ -607,9 +625,10 @@ impl DeploymentService for DeployApi {
                         )
                     })
                 })
-                .filter(|(id, dep, _)| *id == req.target || *dep == req.target)
+                .filter(|(id, dep, _)| *id == target || *dep == target)
                 .collect();
-            candidates.sort();
+            // The exact id first, then by id.
+            candidates.sort_by_key(|(id, _, _)| (*id != target, id.clone()));
             candidates.into_iter().next()
         });
         let Some((id, _, endpoint)) = found else {
