@@ -168,7 +168,7 @@ fn main() {
         );
     }
     row(
-        &format!("Apply → {e2e_replicas}/{NODES} nodes all Ready, p50 / p99"),
+        &format!("Apply → {e2e_replicas} replicas on {NODES} nodes Ready, p50 / p99"),
         &format!(
             "{:.2} / {:.2} s",
             pct(&all_ready, 0.5) / 1000.0,
