@@ -233,3 +233,35 @@ fn ip(args: &[&str]) {
 pub fn exists(path: &Path) -> bool {
     path.exists()
 }
+
+/// `count` agents named after `base`, each with `image` in its store, plugged into `fabric`
+/// and registered with `sched` (fast restarts, a 1 s stop grace).
+pub fn start_nodes(
+    sched: &SchedulerProc,
+    fabric: &mut Fabric,
+    count: usize,
+    base: &str,
+    image: &str,
+) -> Vec<AgentNode> {
+    (0..count)
+        .map(|i| {
+            let berth = crate::Berth::new();
+            crate::busybox_image(&berth, image);
+            let opts = crate::agent_node::AgentOptions {
+                restart_backoff_base_ms: Some(100),
+                extra_args: vec![
+                    "--node-address".into(),
+                    fabric.next_address(),
+                    // httpd or sleep as init ignore SIGTERM: 1 s to SIGKILL, not 10.
+                    "--stop-grace".into(),
+                    "1".into(),
+                ],
+                ..Default::default()
+            };
+            let name = crate::agent_node::unique_node_name(&format!("{base}{i}"));
+            let node = AgentNode::start_for(berth, &sched.endpoint(), &name, opts);
+            fabric.plug(&node);
+            node
+        })
+        .collect()
+}

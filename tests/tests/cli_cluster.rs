@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
-use berth_tests::cluster::{Fabric, SchedulerProc};
+use berth_tests::agent_node::{AgentNode, unique_node_name};
+use berth_tests::cluster::{Fabric, SchedulerProc, start_nodes};
 use berth_tests::{Berth, binary, busybox_image, free_loopback_addr, poll_until, require_root};
 use serde_json::Value;
 
@@ -71,29 +71,7 @@ struct Cluster {
 fn cluster(count: usize) -> Cluster {
     let sched = SchedulerProc::start(&["--reschedule-delay-ms", "500"]);
     let mut fabric = Fabric::new();
-    let mut nodes = Vec::new();
-    for i in 0..count {
-        let berth = Berth::new();
-        busybox_image(&berth, IMAGE);
-        let opts = AgentOptions {
-            restart_backoff_base_ms: Some(100),
-            extra_args: vec![
-                "--node-address".into(),
-                fabric.next_address(),
-                "--stop-grace".into(),
-                "1".into(),
-            ],
-            ..Default::default()
-        };
-        let node = AgentNode::start_for(
-            berth,
-            &sched.endpoint(),
-            &unique_node_name(&format!("cli{i}")),
-            opts,
-        );
-        fabric.plug(&node);
-        nodes.push(node);
-    }
+    let nodes = start_nodes(&sched, &mut fabric, count, "cli", IMAGE);
     let c = Cluster {
         sched,
         nodes,

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use berth_proto::v1::deployment_service_client::DeploymentServiceClient;
 use berth_proto::v1::*;
-use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
-use berth_tests::cluster::{Fabric, SchedulerProc};
-use berth_tests::{Berth, busybox_image, poll_until};
+use berth_tests::agent_node::AgentNode;
+use berth_tests::cluster::{Fabric, SchedulerProc, start_nodes};
+use berth_tests::poll_until;
 use tonic::transport::Channel;
 
 const IMAGE: &str = "cluster-busybox:1";
@@ -147,29 +147,7 @@ struct Cluster {
 fn cluster(count: usize) -> Cluster {
     let sched = SchedulerProc::start(&["--reschedule-delay-ms", "500"]);
     let mut fabric = Fabric::new();
-    let mut nodes = Vec::new();
-    for i in 0..count {
-        let berth = Berth::new();
-        busybox_image(&berth, IMAGE);
-        let opts = AgentOptions {
-            restart_backoff_base_ms: Some(100),
-            extra_args: vec![
-                "--node-address".into(),
-                fabric.next_address(),
-                "--stop-grace".into(),
-                "1".into(),
-            ],
-            ..Default::default()
-        };
-        let node = AgentNode::start_for(
-            berth,
-            &sched.endpoint(),
-            &unique_node_name(&format!("n{i}")),
-            opts,
-        );
-        fabric.plug(&node);
-        nodes.push(node);
-    }
+    let nodes = start_nodes(&sched, &mut fabric, count, "n", IMAGE);
     let api = Api::new(&sched.endpoint());
     poll_until("every node ready", WAIT, || {
         let nodes = api.nodes();

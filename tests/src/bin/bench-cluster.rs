@@ -29,9 +29,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_proto::v1::deployment_service_client::DeploymentServiceClient;
 use berth_proto::v1::*;
-use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
-use berth_tests::cluster::{Fabric, SchedulerProc};
-use berth_tests::{Berth, busybox_image, require_root};
+use berth_tests::agent_node::AgentNode;
+use berth_tests::cluster::{Fabric, SchedulerProc, start_nodes};
+use berth_tests::require_root;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -412,30 +412,7 @@ impl Cluster {
     fn new(flags: &[&str]) -> Self {
         let sched = SchedulerProc::start(flags);
         let mut fabric = Fabric::new();
-        let mut nodes = Vec::new();
-        for i in 0..NODES {
-            let berth = Berth::new();
-            busybox_image(&berth, IMAGE);
-            let opts = AgentOptions {
-                restart_backoff_base_ms: Some(100),
-                extra_args: vec![
-                    "--node-address".into(),
-                    fabric.next_address(),
-                    // httpd as init: 1 s to SIGKILL, not 10, when a replica goes.
-                    "--stop-grace".into(),
-                    "1".into(),
-                ],
-                ..Default::default()
-            };
-            let node = AgentNode::start_for(
-                berth,
-                &sched.endpoint(),
-                &unique_node_name(&format!("n{i}")),
-                opts,
-            );
-            fabric.plug(&node);
-            nodes.push(node);
-        }
+        let nodes = start_nodes(&sched, &mut fabric, NODES, "n", IMAGE);
         let api = Api::new(&sched.endpoint());
         poll("every node ready", || {
             let nodes = api.nodes();
