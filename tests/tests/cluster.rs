@@ -429,3 +429,29 @@ fn a_node_that_comes_back_has_its_stale_containers_stopped() {
     assert!(running.iter().all(|c| c.node != stale.node));
     let _ = &c.sched;
 }
+
+#[test]
+fn an_approval_that_times_out_rejects_the_revision() {
+    let c = cluster(1);
+    let api = &c.api;
+    api.apply(hello("v1", 1));
+    assert_eq!(phase(&api.watch("hello", false)), RolloutPhase::Complete);
+    let mut v2 = hello("v2", 1);
+    let rollout = v2.rollout.as_mut().unwrap();
+    rollout.approval = Approval::Manual as i32;
+    rollout.approval_timeout_s = 1;
+    api.apply(v2);
+    // Watching through the approval: nobody approves, so the timeout rejects it.
+    let ended = api.watch("hello", false);
+    assert_eq!(phase(&ended), RolloutPhase::Rejected, "{ended:?}");
+    let d = api.wait("hello", "v1 serving again", |d| all_ready(d, 1));
+    assert_eq!(d.revision, 1);
+    assert!(d.message.contains("approval timed out"), "{d:?}");
+    let mut client = api.client.clone();
+    let history = api
+        .call(client.history(HistoryRequest {
+            name: "hello".into(),
+        }))
+        .unwrap();
+    assert_eq!(history.revisions[1].outcome, RolloutPhase::Rejected as i32);
+}
