@@ -60,9 +60,35 @@ pub async fn run(
         .await;
     let _ = stop_tx.send(true);
     let _ = session.await;
+    let idle = containers.statuses().is_empty();
+    let node = containers.config().node_name.clone();
     containers.detach_all();
+    if idle {
+        remove_node_cgroups(&node);
+    }
     served.map_err(|e| AgentError::Container {
         id: String::new(),
         reason: format!("serving: {e}"),
     })
+}
+
+/// Removes the node's parent cgroups when nothing runs under them any more (rmdir only
+/// removes empty ones), so that a stopped agent leaves no directories behind.
+fn remove_node_cgroups(node: &str) {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mut hierarchies = vec![root.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        hierarchies.extend(entries.flatten().map(|e| e.path()));
+    }
+    for h in hierarchies {
+        let parent = h.join(
+            crate::config::node_cgroup(node)
+                .strip_prefix("/")
+                .unwrap_or(std::path::Path::new("")),
+        );
+        if std::fs::remove_dir(&parent).is_ok() {
+            // The shared /berth-agent too, once the last node on this host is gone.
+            let _ = parent.parent().map(std::fs::remove_dir);
+        }
+    }
 }

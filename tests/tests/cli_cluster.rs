@@ -703,10 +703,25 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The processes left in the node's cgroups (`/sys/fs/cgroup/berth-agent/NODE`, any depth).
+/// The node's parent cgroups that exist: `berth-agent/NODE` under cgroup2's root and under
+/// every v1 hierarchy.
+fn node_cgroups(node: &str) -> Vec<std::path::PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut hierarchies = vec![root.to_path_buf()];
+    if let Ok(entries) = fs::read_dir(root) {
+        hierarchies.extend(entries.flatten().map(|e| e.path()));
+    }
+    hierarchies
+        .into_iter()
+        .map(|h| h.join("berth-agent").join(node))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// The processes left in the node's cgroups (any hierarchy, any depth).
 fn cgroup_procs(node: &str) -> Vec<String> {
     let mut procs = Vec::new();
-    let mut dirs = vec![Path::new("/sys/fs/cgroup/berth-agent").join(node)];
+    let mut dirs = node_cgroups(node);
     while let Some(dir) = dirs.pop() {
         let Ok(entries) = fs::read_dir(&dir) else {
             continue;
@@ -728,9 +743,8 @@ fn cgroup_procs(node: &str) -> Vec<String> {
 
 /// Kills what is left in the node's cgroups and removes them, deepest first.
 fn remove_cgroups(node: &str) {
-    let root = Path::new("/sys/fs/cgroup/berth-agent").join(node);
     let mut all = Vec::new();
-    let mut dirs = vec![root];
+    let mut dirs = node_cgroups(node);
     while let Some(dir) = dirs.pop() {
         if let Ok(entries) = fs::read_dir(&dir) {
             for entry in entries.flatten() {
@@ -840,6 +854,8 @@ fn berth_up_runs_a_one_node_cluster_and_stops_cleanly_on_ctrl_c() {
     assert!(left.is_empty(), "left running: {left:?}\n{}", up.logs());
     let procs = cgroup_procs(&node);
     assert!(procs.is_empty(), "left in cgroups: {procs:?}");
+    let dirs = node_cgroups(&node);
+    assert!(dirs.is_empty(), "cgroups left: {dirs:?}");
     let mounts = mounts_under(&data);
     assert!(mounts.is_empty(), "left mounted: {mounts:?}");
     let r = berth_at(&["nodes"]);
