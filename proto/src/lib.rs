@@ -4,6 +4,8 @@
 //! by each agent; `DeploymentService` is the scheduler's API for pipelines and the CLI. Both daemons also serve `grpc.health.v1` and reflection from
 //! [`FILE_DESCRIPTOR_SET`].
 
+pub mod quantity;
+
 /// Generated messages, clients and servers of package `berth.v1`.
 pub mod v1 {
     #![allow(

@@ -383,50 +383,20 @@ fn locate(file: &str, text: &str, path: &str, err: &toml::de::Error) -> String {
 
 // ----- value parsers (shared with the command line) -----
 
-/// CPU as millicores: "500m", "0.5", "2" (cores).
+/// CPU as millicores: "500m", "0.5", "2" (cores); never zero.
 pub fn parse_cpu(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let bad = || format!("{text:?} is not a CPU amount (like \"500m\" or \"0.5\")");
-    let millis = if let Some(m) = t.strip_suffix('m') {
-        m.parse::<u64>().map_err(|_| bad())?
-    } else {
-        let cores: f64 = t.parse().map_err(|_| bad())?;
-        cores_to_millis(cores).ok_or_else(bad)?
-    };
-    if millis == 0 {
-        return Err(format!("{text:?} is no CPU at all"));
+    match berth_proto::quantity::parse_cpu(text)? {
+        0 => Err(format!("{text:?} is no CPU at all")),
+        millis => Ok(millis),
     }
-    Ok(millis)
 }
 
-fn cores_to_millis(cores: f64) -> Option<u64> {
-    (cores.is_finite() && cores > 0.0 && cores < 1e6).then(|| (cores * 1000.0).round() as u64)
-}
-
-/// Memory as bytes: "64m", "1g", "512k", "64Mi", or a plain byte count.
+/// Memory as bytes: "64m", "1g", "512k", "64Mi", or a plain byte count; never zero.
 pub fn parse_memory(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let bad = || {
-        format!(
-            "{text:?} is not a memory amount (bytes, or a number with k, m, g or t like \"64m\")"
-        )
-    };
-    let lower = t.to_ascii_lowercase();
-    let lower = lower.strip_suffix('i').unwrap_or(&lower);
-    let lower = lower.strip_suffix('b').unwrap_or(lower);
-    let (digits, shift) = match lower.chars().last() {
-        Some('k') => (&lower[..lower.len() - 1], 10),
-        Some('m') => (&lower[..lower.len() - 1], 20),
-        Some('g') => (&lower[..lower.len() - 1], 30),
-        Some('t') => (&lower[..lower.len() - 1], 40),
-        _ => (lower, 0),
-    };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let bytes = n.checked_mul(1 << shift).ok_or_else(bad)?;
-    if bytes == 0 {
-        return Err(format!("{text:?} is no memory at all"));
+    match berth_proto::quantity::parse_memory(text)? {
+        0 => Err(format!("{text:?} is no memory at all")),
+        bytes => Ok(bytes),
     }
-    Ok(bytes)
 }
 
 /// A duration: "90s", "2m", "1h", "1500ms", "1m30s", or a bare number of seconds.
@@ -567,10 +537,9 @@ fn port_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
 fn cpu_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let parsed = match Scalar::deserialize(d)? {
         Scalar::Str(s) => parse_cpu(&s),
-        Scalar::Int(i) => cores_to_millis(i as f64)
-            .ok_or_else(|| format!("{i} is not a CPU amount (like \"500m\" or 0.5)")),
-        Scalar::Float(x) => cores_to_millis(x)
-            .ok_or_else(|| format!("{x} is not a CPU amount (like \"500m\" or 0.5)")),
+        // Numbers are cores, parsed as the text of the same number would be.
+        Scalar::Int(i) => parse_cpu(&i.to_string()),
+        Scalar::Float(x) => parse_cpu(&x.to_string()),
     };
     parsed.map(Some).map_err(de::Error::custom)
 }
