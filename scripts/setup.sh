@@ -9,6 +9,7 @@ set -euo pipefail
 PACKAGES=(
   busybox-static umoci skopeo docker-registry zstd protobuf-compiler
   crun runc hyperfine jq iproute2 debootstrap apache2-utils podman conmon curl nftables util-linux
+  qemu-system-x86 linux-image-amd64 cpio
 )
 
 missing=()

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod cluster;
 mod commands;
+mod compare;
 mod container;
 mod output;
 mod progress;
@@ -55,6 +56,9 @@ enum Command {
     Logs(commands::logs::Args),
     /// Run a command in a running container.
     Exec(commands::exec::Args),
+    /// Explain what isolates a running container: namespaces, cgroups, mounts, capabilities,
+    /// seccomp and uid mapping, read from /proc.
+    Explain(commands::explain::Args),
     /// Apply a deployment spec (TOML) on the cluster; --wait follows the rollout
     /// (exit 0 complete, 1 failed/rolled back/rejected, 3 awaiting approval, 4 timeout).
     Deploy(commands::deploy::Args),
@@ -76,6 +80,8 @@ enum Command {
     History(commands::history::Args),
     /// Run a one-node cluster here: berth-scheduler and berth-agent, stopped cleanly on Ctrl-C.
     Up(commands::up::Args),
+    #[command(about = "Run one workload as a container and as a qemu VM, and compare them")]
+    Compare(commands::compare::Args),
 }
 
 /// What every subcommand gets besides its own arguments.
@@ -101,6 +107,7 @@ fn main() -> ExitCode {
         Command::Rm(args) => commands::rm::run(args, &ctx).map(|()| 0),
         Command::Logs(args) => commands::logs::run(args, &ctx).map(|()| 0),
         Command::Exec(args) => commands::exec::run(args, &ctx),
+        Command::Explain(args) => commands::explain::run(args, &ctx).map(|()| 0),
         Command::Deploy(args) => commands::deploy::run(args, &ctx),
         Command::Status(args) => commands::status::run(args, &ctx).map(|()| 0),
         Command::Approve(args) => commands::approve::run(args, &ctx),
@@ -111,6 +118,7 @@ fn main() -> ExitCode {
         Command::Nodes(args) => commands::nodes::run(args, &ctx).map(|()| 0),
         Command::History(args) => commands::history::run(args, &ctx).map(|()| 0),
         Command::Up(args) => commands::up::run(args, &ctx),
+        Command::Compare(args) => commands::compare::run(args, &ctx).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),

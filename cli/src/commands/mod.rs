@@ -1,9 +1,11 @@
 //! One module per subcommand group.
 
 pub mod approve;
+pub mod compare;
 pub mod delete;
 pub mod deploy;
 pub mod exec;
+pub mod explain;
 pub mod history;
 pub mod image;
 pub mod logs;

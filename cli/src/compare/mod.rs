@@ -1,0 +1,76 @@
+//! `berth compare`'s machinery: one workload run as a container and as a qemu VM, measured the
+//! same way on both sides.
+//!
+//! Both sides run `/bin/sh -c 'echo berth-kernel=$(uname -r); exec "$@"' sh CMD...`, so the
+//! workload's first line is the kernel it sees; "time to output" is the time to that line.
+
+use std::fs;
+use std::time::Duration;
+
+pub mod accel;
+pub mod container;
+mod lines;
+pub mod report;
+pub mod vm;
+
+const KERNEL_PREFIX: &str = "berth-kernel=";
+const EXIT_MARKER: &str = "BERTH-COMPARE-EXIT=";
+/// The probe workload both sides run to see whether the workload's process shows on the host.
+const PROBE_ARGV: [&str; 2] = ["sleep", "2"];
+
+/// One measured run of either side.
+#[derive(Debug)]
+pub struct Sample {
+    pub to_output: Option<Duration>,
+    pub to_exit: Duration,
+    pub memory: u64,
+    pub lines: Vec<String>,
+    pub exit_code: i32,
+    pub visible: Option<bool>,
+}
+
+impl Sample {
+    fn kernel(&self) -> String {
+        self.lines
+            .iter()
+            .find_map(|l| l.strip_prefix(KERNEL_PREFIX))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    }
+    fn output(&self) -> String {
+        let after = self
+            .lines
+            .iter()
+            .skip_while(|l| !l.starts_with(KERNEL_PREFIX))
+            .skip(1)
+            .take_while(|l| !l.starts_with(EXIT_MARKER));
+        after.map(|l| format!("{l}\n")).collect()
+    }
+}
+
+/// `command` behind the shell line that prints the kernel first.
+pub fn wrapped(command: &[String]) -> Vec<String> {
+    let mut argv = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        format!("echo {KERNEL_PREFIX}$(uname -r); exec \"$@\""),
+        "sh".to_string(),
+    ];
+    argv.extend(command.iter().cloned());
+    argv
+}
+
+pub fn probe_argv() -> Vec<String> {
+    PROBE_ARGV.iter().map(|s| s.to_string()).collect()
+}
+
+fn cmdline(pid: i32) -> Option<Vec<String>> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect(),
+    )
+}

@@ -1,0 +1,260 @@
+//! What `berth compare` reports: per-side figures (median and range over the runs), the VM over
+//! container ratios, as a JSON object or a table.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::Sample;
+use super::vm::VM_MEMORY_MB;
+use crate::output::{human_bytes, print_table};
+
+#[derive(Debug, Clone, Serialize)]
+struct Stat {
+    median: f64,
+    min: f64,
+    max: f64,
+    samples: Vec<f64>,
+}
+
+impl Stat {
+    fn of(mut samples: Vec<f64>) -> Self {
+        let mut sorted = samples.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n == 0 {
+            0.0
+        } else if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        };
+        samples.shrink_to_fit();
+        Self {
+            median,
+            min: sorted.first().copied().unwrap_or(0.0),
+            max: sorted.last().copied().unwrap_or(0.0),
+            samples,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Side {
+    time_to_output_ms: Stat,
+    time_to_exit_ms: Stat,
+    memory_bytes: Stat,
+    memory_source: String,
+    kernel: String,
+    /// The workload's output (last run), without the kernel line.
+    output: String,
+    exit_code: i32,
+    workload_visible_on_host: bool,
+    visibility_check: String,
+    limits: String,
+    disk_bytes: u64,
+    disk: String,
+    isolation: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Ratios {
+    time_to_output: f64,
+    time_to_exit: f64,
+    memory: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub image: String,
+    pub command: Vec<String>,
+    pub runs: u32,
+    pub accelerator: String,
+    pub host_kernel: String,
+    pub guest_kernel_image: PathBuf,
+    pub container: Side,
+    pub vm: Side,
+    /// VM figure / container figure (medians).
+    pub vm_over_container: Ratios,
+}
+
+/// The container side's figures, with where each comes from.
+pub fn container_side(samples: &[Sample], visible: bool, layer_bytes: u64) -> Side {
+    side(
+        samples,
+        "memory cgroup peak usage (memory.max_usage_in_bytes / memory.peak) of the container",
+        visible,
+        "probe `sleep 2`: the container's pid on the host has /proc/PID/cmdline `sleep 2`",
+        "cgroup files on the host kernel: /sys/fs/cgroup/<controller>/berth/<id>/ \
+         (memory.limit_in_bytes, cpu.cfs_quota_us, pids.max)",
+        layer_bytes,
+        format!(
+            "image layers {} (stored once, shared by every container of the image)",
+            human_bytes(layer_bytes)
+        ),
+        "namespaces (pid, mount, uts, ipc, net) + cgroups on the host's one kernel",
+    )
+}
+
+/// The VM side's figures, with where each comes from.
+pub fn vm_side(
+    samples: &[Sample],
+    visible: bool,
+    kernel_bytes: u64,
+    initramfs_bytes: u64,
+    accel: &str,
+) -> Side {
+    side(
+        samples,
+        "qemu's peak RSS (VmHWM sampled, and getrusage ru_maxrss)",
+        visible,
+        "probe `sleep 2` in the guest: no host process has cmdline `sleep 2`; only qemu is visible",
+        &format!("qemu flags: -m {VM_MEMORY_MB} -smp 1 (guest RAM and vCPUs)"),
+        kernel_bytes + initramfs_bytes,
+        format!(
+            "kernel {} + initramfs {} (per VM image, not shared)",
+            human_bytes(kernel_bytes),
+            human_bytes(initramfs_bytes)
+        ),
+        &format!("hypervisor (qemu, {accel}) + the guest's own kernel"),
+    )
+}
+
+/// VM medians over container medians; 0 where the container's median is 0.
+pub fn ratios(vm: &Side, container: &Side) -> Ratios {
+    let ratio = |a: &Stat, b: &Stat| {
+        if b.median > 0.0 {
+            a.median / b.median
+        } else {
+            0.0
+        }
+    };
+    Ratios {
+        time_to_output: ratio(&vm.time_to_output_ms, &container.time_to_output_ms),
+        time_to_exit: ratio(&vm.time_to_exit_ms, &container.time_to_exit_ms),
+        memory: ratio(&vm.memory_bytes, &container.memory_bytes),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[allow(clippy::too_many_arguments)]
+fn side(
+    samples: &[Sample],
+    memory_source: &str,
+    visible: bool,
+    visibility_check: &str,
+    limits: &str,
+    disk_bytes: u64,
+    disk: String,
+    isolation: &str,
+) -> Side {
+    let last = samples.last().expect("at least one run");
+    Side {
+        time_to_output_ms: Stat::of(
+            samples
+                .iter()
+                .map(|s| s.to_output.map(ms).unwrap_or(f64::NAN))
+                .collect(),
+        ),
+        time_to_exit_ms: Stat::of(samples.iter().map(|s| ms(s.to_exit)).collect()),
+        memory_bytes: Stat::of(samples.iter().map(|s| s.memory as f64).collect()),
+        memory_source: memory_source.to_string(),
+        kernel: last.kernel(),
+        output: last.output(),
+        exit_code: last.exit_code,
+        workload_visible_on_host: visible,
+        visibility_check: visibility_check.to_string(),
+        limits: limits.to_string(),
+        disk_bytes,
+        disk,
+        isolation: isolation.to_string(),
+    }
+}
+
+pub fn print(r: &Report) {
+    let time = |s: &Stat| format!("{:.0} ms ({:.0}-{:.0})", s.median, s.min, s.max);
+    let mem = |s: &Stat| {
+        format!(
+            "{} ({}-{})",
+            human_bytes(s.median as u64),
+            human_bytes(s.min as u64),
+            human_bytes(s.max as u64)
+        )
+    };
+    let (c, v) = (&r.container, &r.vm);
+    let yes = |b: bool| if b { "yes" } else { "no (only qemu)" }.to_string();
+    let rows = vec![
+        vec![
+            "time to first output".into(),
+            time(&c.time_to_output_ms),
+            time(&v.time_to_output_ms),
+            format!("{:.1}x", r.vm_over_container.time_to_output),
+        ],
+        vec![
+            "time to exit".into(),
+            time(&c.time_to_exit_ms),
+            time(&v.time_to_exit_ms),
+            format!("{:.1}x", r.vm_over_container.time_to_exit),
+        ],
+        vec![
+            "host memory (peak)".into(),
+            mem(&c.memory_bytes),
+            mem(&v.memory_bytes),
+            format!("{:.1}x", r.vm_over_container.memory),
+        ],
+        vec![
+            format!("kernel seen (host {})", r.host_kernel),
+            c.kernel.clone(),
+            v.kernel.clone(),
+            String::new(),
+        ],
+        vec![
+            "workload in host process table".into(),
+            if c.workload_visible_on_host {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+            yes(v.workload_visible_on_host),
+            String::new(),
+        ],
+        vec![
+            "where limits live".into(),
+            "cgroup files".into(),
+            format!("-m {VM_MEMORY_MB} -smp 1"),
+            String::new(),
+        ],
+        vec![
+            "bytes on disk".into(),
+            format!("{} shared layers", human_bytes(c.disk_bytes)),
+            format!("{} kernel+initramfs", human_bytes(v.disk_bytes)),
+            String::new(),
+        ],
+        vec![
+            "isolation boundary".into(),
+            "namespaces + cgroups, one kernel".into(),
+            "hypervisor + own kernel".into(),
+            String::new(),
+        ],
+    ];
+    println!(
+        "{} `{}`, {} run(s); VM accelerator: {}",
+        r.image,
+        r.command.join(" "),
+        r.runs,
+        r.accelerator
+    );
+    print_table(
+        &[
+            "",
+            "container",
+            &format!("VM (qemu {})", r.accelerator),
+            "VM/container",
+        ],
+        &rows,
+    );
+}
