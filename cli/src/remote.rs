@@ -43,3 +43,15 @@ pub async fn connect(addr: &str) -> anyhow::Result<AgentServiceClient<Channel>> 
 pub fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
 }
+
+/// The node's containers, as its agent lists them.
+pub fn list_containers(agent: &str) -> anyhow::Result<berth_proto::v1::ListContainersResponse> {
+    block_on(async {
+        let mut client = connect(agent).await?;
+        let reply = client
+            .list_containers(berth_proto::v1::ListContainersRequest {})
+            .await
+            .map_err(status_error)?;
+        Ok(reply.into_inner())
+    })
+}

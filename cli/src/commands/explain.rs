@@ -194,15 +194,7 @@ fn local_pid(key: &str, ctx: &Context) -> anyhow::Result<(String, String, i32, S
 }
 
 fn remote_pid(agent: &str, key: &str) -> anyhow::Result<(String, String, i32, String)> {
-    use berth_proto::v1::ListContainersRequest;
-    let listed = crate::remote::block_on(async move {
-        let mut client = crate::remote::connect(agent).await?;
-        let reply = client
-            .list_containers(ListContainersRequest {})
-            .await
-            .map_err(crate::remote::status_error)?;
-        Ok(reply.into_inner())
-    })?;
+    let listed = crate::remote::list_containers(agent)?;
     let found: Vec<_> = listed
         .containers
         .iter()

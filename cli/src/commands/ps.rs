@@ -99,15 +99,8 @@ struct NodeRow {
 }
 
 fn remote(agent: &str, args: &Args) -> anyhow::Result<()> {
-    use berth_proto::v1::{ContainerState, ListContainersRequest};
-    let listed = crate::remote::block_on(async {
-        let mut client = crate::remote::connect(agent).await?;
-        let reply = client
-            .list_containers(ListContainersRequest {})
-            .await
-            .map_err(crate::remote::status_error)?;
-        Ok(reply.into_inner())
-    })?;
+    use berth_proto::v1::ContainerState;
+    let listed = crate::remote::list_containers(agent)?;
     let rows: Vec<NodeRow> = listed
         .containers
         .into_iter()
