@@ -652,11 +652,11 @@ fn containers_reach_each_other_on_one_node_across_nodes_and_outside() {
                 .map(str::to_string)
         })
     };
-    // Outside the pod network (the other node's own address), before
-    // that node has a route back to these pods: only NAT lets the answer return.
-    let outside = std::thread::scope(|scope| {
-        let listener =
-            scope.spawn(|| b.exec_in_netns(&["busybox", "nc", "-l", "-p", "9999", "-w", "20"]));
+    // Outside the pod network (the other node's own address), before that node has a route
+    // back to these pods: only NAT lets the answer return, and it shows as a's address.
+    let listener = accept_in(&b.netns_path(), 9999);
+    let (peer, sent) = std::thread::scope(|scope| {
+        let accepted = scope.spawn(|| listener.join().unwrap());
         berth_tests::poll_until("a connection out of the pod network", WAIT, || {
             let out = a
                 .berth()
@@ -673,12 +673,13 @@ fn containers_reach_each_other_on_one_node_across_nodes_and_outside() {
                 .unwrap();
             out.status.success().then_some(())
         });
-        listener.join().unwrap()
+        accepted.join().unwrap()
     });
+    assert_eq!(sent, "from-a1\n");
     assert_eq!(
-        String::from_utf8_lossy(&outside.stdout),
-        "from-a1\n",
-        "{outside:?}"
+        peer.ip().to_string(),
+        a_ip,
+        "masqueraded to the node's address"
     );
     sched.routes(a.name(), vec![pod_route(b.name(), "10.92.2.0/24", &b_ip)]);
     sched.routes(b.name(), vec![pod_route(a.name(), "10.92.1.0/24", &a_ip)]);
@@ -796,4 +797,47 @@ fn the_agent_serves_health_and_reflection() {
         services.contains(&"grpc.health.v1.Health".to_string()),
         "{services:?}"
     );
+}
+
+/// Listens on `port` inside the network namespace at `netns` (bound before this returns) and
+/// gives the first connection that sends something: its peer and what it sent.
+fn accept_in(netns: &Path, port: u16) -> std::thread::JoinHandle<(std::net::SocketAddr, String)> {
+    use std::io::Read as _;
+    let ns = std::fs::File::open(netns).unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        // A thread of its own: setns changes only this thread's namespace.
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let listener = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+        ready_tx.send(()).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let (mut stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no connection on {port}"
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                Err(e) => panic!("accept: {e}"),
+            };
+            stream.set_nonblocking(false).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut sent = String::new();
+            let _ = stream.read_to_string(&mut sent);
+            if !sent.is_empty() {
+                return (peer, sent);
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the listener to bind");
+    handle
 }
