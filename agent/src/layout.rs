@@ -15,6 +15,17 @@
 
 use std::path::{Path, PathBuf};
 
+/// Whether `id` is safe as a container id: it becomes a directory, a netns file and a cgroup
+/// name, so only 1 to 128 letters, digits, '-', '_' or '.', starting with a letter or digit.
+pub fn is_plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// The agent's directories under one data dir.
 #[derive(Debug, Clone)]
 pub struct Layout {

@@ -109,28 +109,6 @@ impl DeployApi {
         Ok((records::decode(&key, &kv.value)?, kv.mod_revision))
     }
 
-    async fn save(
-        &self,
-        name: &str,
-        rec: &DeploymentRecord,
-        mod_rev: u64,
-    ) -> Result<(), SchedError> {
-        self.store()
-            .put(
-                &deployment_key(name),
-                records::encode(rec),
-                Expect::Revision(mod_rev),
-            )
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict { .. } => SchedError::Conflict {
-                    what: format!("updating deployment {name}"),
-                },
-                e => e.into(),
-            })?;
-        Ok(())
-    }
-
     /// The deployment as the controller last described it (or from its record if it has not
     /// seen it yet).
     async fn describe(&self, name: &str) -> Result<Deployment, SchedError> {
@@ -388,7 +366,7 @@ impl DeploymentService for DeployApi {
         if let Some(s) = rec.spec.as_mut() {
             s.replicas = req.replicas;
         }
-        self.save(&req.name, &rec, mod_rev).await?;
+        self.controller.save(&req.name, &rec, mod_rev).await?;
         Ok(Response::new(self.describe(&req.name).await?))
     }
 
@@ -410,7 +388,7 @@ impl DeploymentService for DeployApi {
         rec.progress_at_ms = now_ms();
         rec.awaiting_since_ms = 0;
         rec.message = format!("revision {} approved", rec.revision);
-        self.save(&name, &rec, mod_rev).await?;
+        self.controller.save(&name, &rec, mod_rev).await?;
         self.controller
             .set_outcome(&name, rec.revision, RolloutPhase::Progressing, "approved")
             .await?;
@@ -430,7 +408,7 @@ impl DeploymentService for DeployApi {
             .into());
         }
         reject_record(&self.controller, &name, &mut rec, "rejected").await?;
-        self.save(&name, &rec, mod_rev).await?;
+        self.controller.save(&name, &rec, mod_rev).await?;
         Ok(Response::new(self.describe(&name).await?))
     }
 

@@ -163,7 +163,8 @@ impl Controller {
                 .collect();
             if let Err(e) = self.step(name, rec, *mod_rev, &views, now).await {
                 match e {
-                    SchedError::Store(StoreError::Conflict { .. }) => {}
+                    SchedError::Store(StoreError::Conflict { .. })
+                    | SchedError::Conflict { .. } => {}
                     e => tracing::warn!(deployment = %name, "{e}"),
                 }
             }
@@ -292,7 +293,9 @@ impl Controller {
         Ok(())
     }
 
-    async fn save(
+    /// Writes a deployment record if it is still at `mod_rev` (else Conflict: someone else
+    /// wrote it first).
+    pub(crate) async fn save(
         &self,
         name: &str,
         rec: &DeploymentRecord,
@@ -304,7 +307,13 @@ impl Controller {
                 records::encode(rec),
                 Expect::Revision(mod_rev),
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => SchedError::Conflict {
+                    what: format!("updating deployment {name}"),
+                },
+                e => e.into(),
+            })?;
         Ok(())
     }
 

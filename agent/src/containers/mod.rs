@@ -438,13 +438,7 @@ fn allocated_by(entries: &BTreeMap<String, Entry>) -> Resources {
 
 /// Container ids become directory names and cgroup paths: letters, digits, '-', '_', '.'.
 pub fn valid_id(id: &str) -> Result<(), AgentError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    if crate::layout::is_plain_id(id) {
         Ok(())
     } else {
         Err(AgentError::InvalidArgument {

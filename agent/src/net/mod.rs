@@ -104,13 +104,7 @@ fn peer_veth_name(id: &str) -> String {
 
 /// Ids name netns files, so they must be plain file names.
 fn validate_id(id: &str) -> Result<(), NetError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    if crate::layout::is_plain_id(id) {
         Ok(())
     } else {
         Err(NetError::InvalidId { id: id.to_owned() })
