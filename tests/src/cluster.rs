@@ -9,6 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use berth_proto::v1::{
+    ApplyRequest, ApplyResponse, ClusterContainer, DeleteDeploymentRequest, Deployment,
+    DeploymentSpec, GetDeploymentRequest, ListClusterContainersRequest, ListNodesRequest, NodeInfo,
+    RolloutEvent, WatchRequest,
+};
+
 use crate::agent_node::AgentNode;
 use crate::{binary, free_loopback_addr, poll_until, require_root, run_ok};
 
@@ -264,4 +270,105 @@ pub fn start_nodes(
             node
         })
         .collect()
+}
+
+/// Blocking calls to the scheduler's DeploymentService, for tests and benchmarks; `within`
+/// bounds every wait.
+#[derive(Debug)]
+pub struct DeployApi {
+    rt: tokio::runtime::Runtime,
+    pub client: berth_proto::v1::deployment_service_client::DeploymentServiceClient<
+        tonic::transport::Channel,
+    >,
+    within: Duration,
+}
+
+impl DeployApi {
+    pub fn new(endpoint: &str, within: Duration) -> Self {
+        let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        let client = rt
+            .block_on(
+                berth_proto::v1::deployment_service_client::DeploymentServiceClient::connect(
+                    endpoint.to_string(),
+                ),
+            )
+            .expect("connect to the scheduler");
+        Self { rt, client, within }
+    }
+
+    /// Runs one call (a future from `self.client.clone()`) to its reply or status.
+    pub fn call<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        self.rt.block_on(f).map(|r| r.into_inner())
+    }
+
+    pub fn apply(&self, spec: DeploymentSpec) -> ApplyResponse {
+        let mut c = self.client.clone();
+        self.call(c.apply(ApplyRequest { spec: Some(spec) }))
+            .expect("apply")
+    }
+
+    pub fn get(&self, name: &str) -> Deployment {
+        let mut c = self.client.clone();
+        self.call(c.get(GetDeploymentRequest { name: name.into() }))
+            .expect("get")
+    }
+
+    pub fn delete(&self, name: &str) {
+        let mut c = self.client.clone();
+        self.call(c.delete(DeleteDeploymentRequest { name: name.into() }))
+            .expect("delete");
+    }
+
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let mut c = self.client.clone();
+        self.call(c.list_nodes(ListNodesRequest {}))
+            .expect("nodes")
+            .nodes
+    }
+
+    pub fn containers(&self, deployment: &str) -> Vec<ClusterContainer> {
+        let mut c = self.client.clone();
+        self.call(c.list_containers(ListClusterContainersRequest {
+            deployment: deployment.into(),
+        }))
+        .expect("containers")
+        .containers
+    }
+
+    /// Watches the current rollout to its final event.
+    pub fn watch(&self, name: &str, stop_at_approval: bool) -> RolloutEvent {
+        let mut c = self.client.clone();
+        let within = self.within;
+        self.rt.block_on(async {
+            let mut stream = c
+                .watch(WatchRequest {
+                    name: name.into(),
+                    stop_at_approval,
+                })
+                .await
+                .expect("watch")
+                .into_inner();
+            let deadline = tokio::time::Instant::now() + within;
+            loop {
+                let next = tokio::time::timeout_at(deadline, stream.message())
+                    .await
+                    .expect("a final rollout event in time")
+                    .expect("the watch stream");
+                let event = next.expect("the stream ends with a final event");
+                if event.r#final {
+                    return event;
+                }
+            }
+        })
+    }
+
+    /// Polls Get until `check` accepts the deployment.
+    pub fn wait(&self, name: &str, what: &str, check: impl Fn(&Deployment) -> bool) -> Deployment {
+        poll_until(what, self.within, || {
+            Some(self.get(name)).filter(|d| check(d))
+        })
+    }
 }

@@ -3,99 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use berth_proto::v1::deployment_service_client::DeploymentServiceClient;
 use berth_proto::v1::*;
 use berth_tests::agent_node::AgentNode;
-use berth_tests::cluster::{Fabric, SchedulerProc, start_nodes};
+use berth_tests::cluster::{DeployApi, Fabric, SchedulerProc, start_nodes};
 use berth_tests::poll_until;
-use tonic::transport::Channel;
 
 const IMAGE: &str = "cluster-busybox:1";
 const WAIT: Duration = Duration::from_secs(90);
 const HTTPD: &str = "mkdir -p /www && echo hello-$VERSION-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www";
-
-/// Blocking calls to the scheduler's DeploymentService.
-struct Api {
-    rt: tokio::runtime::Runtime,
-    client: DeploymentServiceClient<Channel>,
-}
-
-impl Api {
-    fn new(endpoint: &str) -> Self {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let client = rt
-            .block_on(DeploymentServiceClient::connect(endpoint.to_string()))
-            .expect("connect to the scheduler");
-        Self { rt, client }
-    }
-    fn apply(&self, spec: DeploymentSpec) -> ApplyResponse {
-        let mut c = self.client.clone();
-        self.rt
-            .block_on(c.apply(ApplyRequest { spec: Some(spec) }))
-            .expect("apply")
-            .into_inner()
-    }
-    fn get(&self, name: &str) -> Deployment {
-        let mut c = self.client.clone();
-        self.rt
-            .block_on(c.get(GetDeploymentRequest { name: name.into() }))
-            .expect("get")
-            .into_inner()
-    }
-    fn nodes(&self) -> Vec<NodeInfo> {
-        let mut c = self.client.clone();
-        self.rt
-            .block_on(c.list_nodes(ListNodesRequest {}))
-            .expect("nodes")
-            .into_inner()
-            .nodes
-    }
-    fn containers(&self, deployment: &str) -> Vec<ClusterContainer> {
-        let mut c = self.client.clone();
-        self.rt
-            .block_on(c.list_containers(ListClusterContainersRequest {
-                deployment: deployment.into(),
-            }))
-            .expect("containers")
-            .into_inner()
-            .containers
-    }
-    /// Watches the current rollout to its final event.
-    fn watch(&self, name: &str, stop_at_approval: bool) -> RolloutEvent {
-        let mut c = self.client.clone();
-        self.rt.block_on(async {
-            let mut stream = c
-                .watch(WatchRequest {
-                    name: name.into(),
-                    stop_at_approval,
-                })
-                .await
-                .expect("watch")
-                .into_inner();
-            let deadline = tokio::time::Instant::now() + WAIT;
-            loop {
-                let next = tokio::time::timeout_at(deadline, stream.message())
-                    .await
-                    .expect("a final rollout event in time")
-                    .expect("the watch stream");
-                let event = next.expect("the stream ends with a final event");
-                if event.r#final {
-                    return event;
-                }
-            }
-        })
-    }
-    fn call<T>(
-        &self,
-        f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, tonic::Status> {
-        self.rt.block_on(f).map(|r| r.into_inner())
-    }
-    /// Polls Get until `check` accepts the deployment.
-    fn wait(&self, name: &str, what: &str, check: impl Fn(&Deployment) -> bool) -> Deployment {
-        poll_until(what, WAIT, || Some(self.get(name)).filter(|d| check(d)))
-    }
-}
 
 fn all_ready(d: &Deployment, n: u32) -> bool {
     d.replica_status.len() as u32 == n
@@ -141,14 +56,14 @@ struct Cluster {
     sched: SchedulerProc,
     nodes: Vec<AgentNode>,
     _fabric: Fabric,
-    api: Api,
+    api: DeployApi,
 }
 
 fn cluster(count: usize) -> Cluster {
     let sched = SchedulerProc::start(&["--reschedule-delay-ms", "500"]);
     let mut fabric = Fabric::new();
     let nodes = start_nodes(&sched, &mut fabric, count, "n", IMAGE);
-    let api = Api::new(&sched.endpoint());
+    let api = DeployApi::new(&sched.endpoint(), WAIT);
     poll_until("every node ready", WAIT, || {
         let nodes = api.nodes();
         (nodes.len() == count && nodes.iter().all(|n| n.ready)).then_some(())
@@ -309,7 +224,7 @@ fn deploy_scale_roll_out_with_approval_roll_back_survive_node_and_scheduler_loss
         .revisions
         .len();
     c.sched.restart();
-    let api = Api::new(&c.sched.endpoint());
+    let api = DeployApi::new(&c.sched.endpoint(), WAIT);
     let mut client = api.client.clone();
     let history = api
         .call(client.history(HistoryRequest {

@@ -27,13 +27,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use berth_proto::v1::deployment_service_client::DeploymentServiceClient;
 use berth_proto::v1::*;
 use berth_tests::agent_node::AgentNode;
-use berth_tests::cluster::{Fabric, SchedulerProc, start_nodes};
+use berth_tests::cluster::{DeployApi as Api, Fabric, SchedulerProc, start_nodes};
 use berth_tests::require_root;
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 
 const IMAGE: &str = "bench-cluster-busybox:1";
 const NODES: usize = 3;
@@ -338,68 +336,6 @@ fn main() {
     println!("results: {}", out_path.display());
 }
 
-/// Blocking calls to the scheduler's DeploymentService.
-struct Api {
-    rt: tokio::runtime::Runtime,
-    client: DeploymentServiceClient<Channel>,
-}
-
-impl Api {
-    fn new(endpoint: &str) -> Self {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let client = rt
-            .block_on(DeploymentServiceClient::connect(endpoint.to_string()))
-            .expect("connect to the scheduler");
-        Self { rt, client }
-    }
-
-    fn apply(&self, spec: DeploymentSpec) -> ApplyResponse {
-        let mut c = self.client.clone();
-        self.rt
-            .block_on(c.apply(ApplyRequest { spec: Some(spec) }))
-            .expect("apply")
-            .into_inner()
-    }
-
-    fn get(&self, name: &str) -> Deployment {
-        let mut c = self.client.clone();
-        self.rt
-            .block_on(c.get(GetDeploymentRequest { name: name.into() }))
-            .expect("get")
-            .into_inner()
-    }
-
-    fn delete(&self, name: &str) {
-        let mut c = self.client.clone();
-        self.rt
-            .block_on(c.delete(DeleteDeploymentRequest { name: name.into() }))
-            .expect("delete");
-    }
-
-    fn nodes(&self) -> Vec<NodeInfo> {
-        let mut c = self.client.clone();
-        self.rt
-            .block_on(c.list_nodes(ListNodesRequest {}))
-            .expect("nodes")
-            .into_inner()
-            .nodes
-    }
-
-    fn containers(&self, deployment: &str) -> Vec<ClusterContainer> {
-        let mut c = self.client.clone();
-        self.rt
-            .block_on(c.list_containers(ListClusterContainersRequest {
-                deployment: deployment.into(),
-            }))
-            .expect("containers")
-            .into_inner()
-            .containers
-    }
-}
-
 struct Cluster {
     api: Api,
     nodes: Vec<AgentNode>,
@@ -413,7 +349,7 @@ impl Cluster {
         let sched = SchedulerProc::start(flags);
         let mut fabric = Fabric::new();
         let nodes = start_nodes(&sched, &mut fabric, NODES, "n", IMAGE);
-        let api = Api::new(&sched.endpoint());
+        let api = Api::new(&sched.endpoint(), WAIT);
         poll("every node ready", || {
             let nodes = api.nodes();
             (nodes.len() == NODES && nodes.iter().all(|n| n.ready)).then_some(())
