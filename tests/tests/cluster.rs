@@ -370,3 +370,43 @@ fn an_approval_that_times_out_rejects_the_revision() {
         .unwrap();
     assert_eq!(history.revisions[1].outcome, RolloutPhase::Rejected as i32);
 }
+
+#[test]
+fn a_replica_that_fits_nowhere_waits_with_the_reason_and_is_placed_when_room_appears() {
+    let c = cluster(1);
+    let api = &c.api;
+    let mut big = hello("v1", 1);
+    big.resources = Some(Resources {
+        cpu_millis: 1500,
+        memory_bytes: 32 << 20,
+    });
+    api.apply(big);
+    api.wait("hello", "the big replica ready", |d| all_ready(d, 1));
+    let mut other = hello("v1", 1);
+    other.name = "other".into();
+    other.resources = Some(Resources {
+        cpu_millis: 1000,
+        memory_bytes: 32 << 20,
+    });
+    api.apply(other);
+    let pending = api.wait("other", "a pending replica with its reason", |d| {
+        d.replica_status
+            .iter()
+            .any(|r| r.node.is_empty() && r.reason.contains("insufficient cpu"))
+    });
+    assert!(
+        pending.replica_status[0]
+            .reason
+            .starts_with("0/1 nodes are available"),
+        "{pending:?}"
+    );
+    // Room appears: the pending replica is placed and runs.
+    let mut client = api.client.clone();
+    api.call(client.delete(DeleteDeploymentRequest {
+        name: "hello".into(),
+    }))
+    .unwrap();
+    api.wait("other", "the replica placed once there is room", |d| {
+        all_ready(d, 1)
+    });
+}
