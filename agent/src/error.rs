@@ -25,6 +25,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Explain(#[from] berth_runtime::explain::ExplainError),
     #[error("the node network is not ready: the scheduler has not assigned a pod CIDR yet")]
     NetworkNotReady,
 }
@@ -52,13 +54,17 @@ impl From<AgentError> for Status {
     fn from(e: AgentError) -> Self {
         let code = match &e {
             AgentError::NoSuchContainer(_) => Code::NotFound,
-            AgentError::NotRunning { .. } => Code::FailedPrecondition,
+            AgentError::NotRunning { .. }
+            | AgentError::Explain(berth_runtime::explain::ExplainError::Gone { .. }) => {
+                Code::FailedPrecondition
+            }
             AgentError::InvalidArgument { .. } => Code::InvalidArgument,
             AgentError::NetworkNotReady => Code::Unavailable,
             AgentError::Image { .. }
             | AgentError::Container { .. }
             | AgentError::Net(_)
             | AgentError::Shim(_)
+            | AgentError::Explain(_)
             | AgentError::Io { .. } => Code::Internal,
         };
         Status::new(code, e.to_string())

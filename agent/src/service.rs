@@ -5,8 +5,8 @@ use std::process::Stdio;
 
 use berth_proto::v1::agent_service_server::AgentService;
 use berth_proto::v1::{
-    ContainerState, ExecInput, ExecOutput, ListContainersRequest, ListContainersResponse, LogChunk,
-    LogsRequest, exec_input, exec_output,
+    ContainerState, ExecInput, ExecOutput, ExplainRequest, ExplainResponse, ListContainersRequest,
+    ListContainersResponse, LogChunk, LogsRequest, exec_input, exec_output,
 };
 use futures::{Stream, StreamExt as _};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -90,6 +90,40 @@ impl AgentService for AgentApi {
                 .map_err(|e| Status::internal(format!("reading the log: {e}")))
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn explain(
+        &self,
+        request: Request<ExplainRequest>,
+    ) -> Result<Response<ExplainResponse>, Status> {
+        let id = request.into_inner().container_id;
+        let status = self
+            .containers
+            .status(&id)
+            .ok_or_else(|| AgentError::NoSuchContainer(id.clone()))?;
+        let pid = i32::try_from(status.pid).unwrap_or(0);
+        if status.state != ContainerState::Running as i32 || pid <= 0 {
+            let state = ContainerState::try_from(status.state)
+                .map_or("unknown".to_string(), |s| s.as_str_name().to_string());
+            return Err(AgentError::NotRunning { id, state }.into());
+        }
+        let node = self.containers.config().node_name.clone();
+        let source = format!("node {node}");
+        let (container_id, name) = (id.clone(), status.deployment.clone());
+        // Reading /proc is blocking file I/O: keep it off the async workers.
+        let explanation = tokio::task::spawn_blocking(move || {
+            berth_runtime::explain::explain(container_id, name, pid, source)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("explain task: {e}")))?
+        .map_err(AgentError::from)?;
+        let explanation_json = serde_json::to_string(&explanation)
+            .map_err(|e| Status::internal(format!("encoding the explanation: {e}")))?;
+        Ok(Response::new(ExplainResponse {
+            node_name: node,
+            container_id: id,
+            explanation_json,
+        }))
     }
 
     type ExecStream = BoxStream<ExecOutput>;

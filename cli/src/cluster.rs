@@ -574,6 +574,12 @@ mod tests {
         ) -> Result<Response<Self::LogsStream>, Status> {
             nope()
         }
+        async fn explain(
+            &self,
+            _: Request<ClusterExplainRequest>,
+        ) -> Result<Response<ExplainResponse>, Status> {
+            nope()
+        }
     }
 
     fn event(revision: u64, phase: RolloutPhase, is_final: bool) -> RolloutEvent {

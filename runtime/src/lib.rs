@@ -8,6 +8,7 @@ pub mod console;
 pub mod container;
 pub mod error;
 pub mod exec;
+pub mod explain;
 pub mod features;
 pub mod forward;
 pub mod hooks;

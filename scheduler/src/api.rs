@@ -572,9 +572,39 @@ impl DeploymentService for DeployApi {
         request: Request<ClusterLogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let req = request.into_inner();
+        let (id, mut client) = self.agent_of(&req.target).await?;
+        let stream = client
+            .logs(LogsRequest {
+                container_id: id,
+                follow: req.follow,
+                tail_lines: req.tail_lines,
+            })
+            .await?
+            .into_inner();
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn explain(
+        &self,
+        request: Request<ClusterExplainRequest>,
+    ) -> Result<Response<ExplainResponse>, Status> {
+        let target = request.into_inner().target;
+        let (id, mut client) = self.agent_of(&target).await?;
+        let reply = client.explain(ExplainRequest { container_id: id }).await?;
+        Ok(reply)
+    }
+}
+
+impl DeployApi {
+    /// The container `target` names (a container id, or a deployment: one of its replicas of
+    /// the current revision, running ones and ready ones first) and a client of its node's agent.
+    async fn agent_of(
+        &self,
+        target: &str,
+    ) -> Result<(String, AgentServiceClient<tonic::transport::Channel>), SchedError> {
         // A deployment's name means one of its replicas of the current revision, running
         // ones (ready first) before others.
-        let wanted = self.controller.status(&req.target).and_then(|d| {
+        let wanted = self.controller.status(target).and_then(|d| {
             let mut current: Vec<&ReplicaStatus> = d
                 .replica_status
                 .iter()
@@ -589,7 +619,7 @@ impl DeploymentService for DeployApi {
             });
             current.first().map(|r| r.container_id.clone())
         });
-        let target = wanted.unwrap_or_else(|| req.target.clone());
+        let wanted = wanted.unwrap_or_else(|| target.to_string());
         // A container id, or (no current replica known) any container of the deployment.
         let found = self.controller.cluster.with_nodes(|nodes| {
             let mut candidates: Vec<(String, String, String)> = nodes
@@ -603,34 +633,25 @@ impl DeploymentService for DeployApi {
                         )
                     })
                 })
-                .filter(|(id, dep, _)| *id == target || *dep == target)
+                .filter(|(id, dep, _)| *id == wanted || *dep == target)
                 .collect();
             // The exact id first, then by id.
-            candidates.sort_by_key(|(id, _, _)| (*id != target, id.clone()));
+            candidates.sort_by_key(|(id, _, _)| (*id != wanted, id.clone()));
             candidates.into_iter().next()
         });
         let Some((id, _, endpoint)) = found else {
             return Err(SchedError::NotFound {
-                what: format!("container or deployment {}", req.target),
-            }
-            .into());
+                what: format!("container or deployment {target}"),
+            });
         };
-        let mut client = AgentServiceClient::connect(endpoint.clone())
+        let client = AgentServiceClient::connect(endpoint.clone())
             .await
             .map_err(|e| SchedError::Node {
                 node: endpoint.clone(),
                 reason: format!("agent unreachable: {e}"),
             })?
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let stream = client
-            .logs(LogsRequest {
-                container_id: id,
-                follow: req.follow,
-                tail_lines: req.tail_lines,
-            })
-            .await?
-            .into_inner();
-        Ok(Response::new(Box::pin(stream)))
+        Ok((id, client))
     }
 }
 

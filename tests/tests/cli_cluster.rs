@@ -261,6 +261,44 @@ fn deploy_then_status_nodes_ps_logs_and_history() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("started-v1"), "{r:?}");
 
+    // explain through the scheduler: the container's agent reads its host's /proc. The facts
+    // agree with this host's /proc (the nodes run here) and with the spec's limits.
+    for target in [id.as_str(), "hello"] {
+        let e = c.json(&["explain", target]);
+        let node = replicas
+            .iter()
+            .find(|r| r["container_id"] == e["id"])
+            .unwrap_or_else(|| panic!("explain {target} named no replica: {e:#}"))["node"]
+            .clone();
+        assert_eq!(e["source"], format!("node {}", node.as_str().unwrap()));
+        let pid = e["pid"].as_u64().unwrap();
+        let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(cgroup.contains(e["id"].as_str().unwrap()), "{cgroup}");
+        let net = e["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["kind"] == "net")
+            .unwrap();
+        let inode = fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+        assert_eq!(
+            inode.to_string_lossy(),
+            format!("net:[{}]", net["inode"]),
+            "{e:#}"
+        );
+        assert_eq!(net["shared"], false);
+        assert_eq!(e["cgroup"]["memory"]["limit_bytes"], 32 << 20, "{e:#}");
+        assert_eq!(e["cgroup"]["cpu"]["quota_us"], 10000, "{e:#}");
+    }
+    let text = c.ok(&["explain", id]);
+    assert!(text.contains("32.0 MiB"), "{text}");
+    let r = c.berth(&["explain", "no-such-thing"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("container or deployment no-such-thing"),
+        "{r:?}"
+    );
+
     let history = c.json(&["history", "hello"]);
     let revisions = history.as_array().unwrap();
     assert_eq!(revisions.len(), 1, "{history:#}");

@@ -225,7 +225,7 @@ fn an_unknown_container_is_a_clear_error() {
 }
 
 #[test]
-fn a_container_of_a_local_agent_is_explained_through_its_pid() {
+fn a_container_of_an_agent_is_explained_by_the_agent_not_by_the_caller() {
     require_root();
     let sched = FakeScheduler::start();
     let berth = Berth::new();
@@ -252,11 +252,22 @@ fn a_container_of_a_local_agent_is_explained_through_its_pid() {
         std::time::Duration::from_secs(60),
     );
     let agent = n.endpoint_url();
-    let e = n
-        .berth()
-        .json(["explain", "--agent", &agent, "explained-1"]);
+    // The caller runs in a pid namespace of its own with its own /proc, as on another host:
+    // the container's pid means nothing there, so every fact must come from the agent.
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "--"])
+        .arg(berth_tests::binary("berth"))
+        .args(["--data-dir"])
+        .arg(n.berth().data_dir.path())
+        .args(["explain", "-o", "json", "--agent", &agent, "explained-1"]);
+    let out = output(&mut cmd);
+    assert!(
+        out.status.success(),
+        "explain from another pid namespace: {out:?}"
+    );
+    let e: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(e["pid"].as_u64(), Some(u64::from(st.pid)));
-    assert_eq!(e["source"], "agent");
+    assert_eq!(e["source"], format!("node {}", n.name()));
     let pid_ns = namespace(&e, "pid");
     assert_eq!(
         pid_ns["inode"].as_u64(),
