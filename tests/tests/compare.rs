@@ -65,6 +65,33 @@ fn compare_container_and_vm() {
         );
         assert!(side["disk_bytes"].as_u64().unwrap() > 0);
     }
+    // Limits: the container's are cgroup files, read back as the VM's size; the container
+    // still sees the host's memory and CPUs, the VM only its own.
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap();
+    let host_mem = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap()
+        * 1024;
+    let host_cpus = fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count() as u64;
+    let (cl, vl) = (&container["limits"], &vm["limits"]);
+    assert_eq!(cl["memory_limit_bytes"], 128u64 << 20, "{report:#}");
+    assert_eq!(cl["cpus_limit"], 1.0, "{report:#}");
+    assert!(
+        cl["source"].as_str().unwrap().contains("/sys/fs/cgroup/"),
+        "{report:#}"
+    );
+    assert_eq!(cl["seen_memory_bytes"], host_mem, "{report:#}");
+    assert_eq!(cl["seen_cpus"], host_cpus, "{report:#}");
+    assert_eq!(vl["memory_limit_bytes"], 128u64 << 20, "{report:#}");
+    let vm_seen = vl["seen_memory_bytes"].as_u64().expect("the VM's MemTotal");
+    assert!(vm_seen > 0 && vm_seen <= 128 << 20, "{report:#}");
+    assert_eq!(vl["seen_cpus"], 1, "{report:#}");
     assert_eq!(container["workload_visible_on_host"], true, "{report:#}");
     assert_eq!(vm["workload_visible_on_host"], false, "{report:#}");
     let accel = report["accelerator"].as_str().expect("accelerator");

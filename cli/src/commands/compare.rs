@@ -11,7 +11,7 @@ use berth_images::unpack::{UnpackOptions, unpack_flat_report};
 
 use crate::Context;
 use crate::compare::vm::{self, QEMU, VM_DEADLINE_SECONDS};
-use crate::compare::{accel, container, probe_argv, report, wrapped};
+use crate::compare::{accel, container, probe_wrapped, report, wrapped};
 use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
@@ -52,8 +52,9 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     for n in 0..args.runs {
         container_samples.push(container::run(ctx, &image.name, &argv, n, false)?);
     }
-    let probe = container::run(ctx, &image.name, &wrapped(&probe_argv()), args.runs, true)?;
+    let probe = container::run(ctx, &image.name, &probe_wrapped(), args.runs, true)?;
     let container_visible = probe.visible.unwrap_or(false);
+    let host_memtotal = host_memtotal()?;
 
     // ---- VM side ----
     let qemu = vm::find_tool(QEMU)?;
@@ -97,17 +98,25 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         VM_DEADLINE_SECONDS,
     )?;
     let vm_visible = vm_probe.visible.unwrap_or(true);
+    let vm_limits = report::vm_limits(&vm_probe);
     let kernel_bytes = fs::metadata(&kernel)?.len();
     let initramfs_bytes = fs::metadata(&initramfs)?.len();
     drop(work);
 
-    let container = report::container_side(&container_samples, container_visible, layer_bytes);
+    let container_limits = report::container_limits(&probe, host_memtotal);
+    let container = report::container_side(
+        &container_samples,
+        container_visible,
+        layer_bytes,
+        container_limits,
+    );
     let vm = report::vm_side(
         &vm_samples,
         vm_visible,
         kernel_bytes,
         initramfs_bytes,
         &accel,
+        vm_limits,
     );
     let report = report::Report {
         image: image.name.clone(),
@@ -127,4 +136,14 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The host's MemTotal in bytes, to show that a container sees the host's figure.
+fn host_memtotal() -> anyhow::Result<u64> {
+    let text = fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .context("no MemTotal in /proc/meminfo")
 }

@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use berth_images::bundle::RunOverrides;
 
 use super::lines::read_lines;
-use super::{KERNEL_PREFIX, Sample, cmdline, probe_argv};
+use super::{CPUS, KERNEL_PREFIX, MEMORY_MB, Sample, cmdline, probe_argv};
 use crate::Context;
 use crate::container::layout::Paths;
 use crate::container::setup;
@@ -31,6 +31,9 @@ pub fn run(
         entrypoint: Some(vec![]),
         hostname: Some(id.clone()),
         cgroups_path: Some(PathBuf::from(format!("/berth/{id}"))),
+        // The VM's size, as limits: the same machine both ways.
+        memory_bytes: Some(i64::from(MEMORY_MB) << 20),
+        cpus: Some(f64::from(CPUS)),
         ..RunOverrides::default()
     };
     let request = setup::Request {
@@ -65,6 +68,7 @@ pub fn run(
     let mut got = Vec::new();
     let mut to_output = None;
     let mut visible = None;
+    let mut cgroup = None;
     let pid = created.pid.as_raw();
     if probe {
         // Wait for the workload's first line, then for its pid's cmdline to become the probe's.
@@ -81,6 +85,10 @@ pub fn run(
             std::thread::sleep(Duration::from_millis(5));
         }
         visible = Some(seen);
+        // Read the limits back from the cgroup files while the workload is alive.
+        cgroup = berth_runtime::explain::explain(id.clone(), id.clone(), pid, "this host".into())
+            .ok()
+            .map(|e| e.cgroup);
     }
     let code = loop {
         match nix::sys::wait::waitpid(created.pid, None) {
@@ -109,6 +117,7 @@ pub fn run(
         lines: got,
         exit_code: code,
         visible,
+        cgroup,
     })
 }
 

@@ -14,6 +14,13 @@ pub mod report;
 pub mod vm;
 
 const KERNEL_PREFIX: &str = "berth-kernel=";
+/// The probe run's view of its machine: /proc/meminfo's MemTotal line and the CPUs listed in
+/// /proc/cpuinfo, which a cgroup limit does not change and a VM's size does.
+const MEMTOTAL_PREFIX: &str = "berth-memtotal=";
+const CPUS_PREFIX: &str = "berth-cpus=";
+/// The size both sides get: the VM's RAM and vCPUs, the container's memory limit and CPU quota.
+pub const MEMORY_MB: u32 = 128;
+pub const CPUS: u32 = 1;
 const EXIT_MARKER: &str = "BERTH-COMPARE-EXIT=";
 /// The probe workload both sides run to see whether the workload's process shows on the host.
 const PROBE_ARGV: [&str; 2] = ["sleep", "2"];
@@ -27,6 +34,8 @@ pub struct Sample {
     pub lines: Vec<String>,
     pub exit_code: i32,
     pub visible: Option<bool>,
+    /// The limits as read back from the host's cgroup files (container probe run only).
+    pub cgroup: Option<berth_runtime::explain::Cgroup>,
 }
 
 impl Sample {
@@ -37,6 +46,17 @@ impl Sample {
             .unwrap_or("")
             .trim()
             .to_string()
+    }
+    /// MemTotal in bytes and the CPU count the probe workload saw.
+    fn seen(&self) -> (Option<u64>, Option<u32>) {
+        let find = |prefix: &str| self.lines.iter().find_map(|l| l.strip_prefix(prefix));
+        // "MemTotal:       24576000 kB"
+        let memtotal = find(MEMTOTAL_PREFIX).and_then(|l| {
+            let kb: u64 = l.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        });
+        let cpus = find(CPUS_PREFIX).and_then(|l| l.trim().parse().ok());
+        (memtotal, cpus)
     }
     fn output(&self) -> String {
         let after = self
@@ -63,6 +83,23 @@ pub fn wrapped(command: &[String]) -> Vec<String> {
 
 pub fn probe_argv() -> Vec<String> {
     PROBE_ARGV.iter().map(|s| s.to_string()).collect()
+}
+
+/// The probe workload behind a shell line that prints the kernel, then the memory and CPUs the
+/// workload sees, then becomes the probe.
+pub fn probe_wrapped() -> Vec<String> {
+    let mut argv = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        format!(
+            "echo {KERNEL_PREFIX}$(uname -r); \
+             echo {MEMTOTAL_PREFIX}$(grep MemTotal /proc/meminfo); \
+             echo {CPUS_PREFIX}$(grep -c ^processor /proc/cpuinfo); exec \"$@\""
+        ),
+        "sh".to_string(),
+    ];
+    argv.extend(probe_argv());
+    argv
 }
 
 fn cmdline(pid: i32) -> Option<Vec<String>> {

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::Sample;
-use super::vm::VM_MEMORY_MB;
+use super::{CPUS, MEMORY_MB, Sample};
 use crate::output::{human_bytes, print_table};
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,10 +51,68 @@ pub struct Side {
     exit_code: i32,
     workload_visible_on_host: bool,
     visibility_check: String,
-    limits: String,
+    limits: Limits,
     disk_bytes: u64,
     disk: String,
     isolation: String,
+}
+
+/// Where each side's memory and CPU limits live, read back where they are applied, and what the
+/// workload itself sees of its machine.
+#[derive(Debug, Serialize)]
+pub struct Limits {
+    /// Where the limits are set.
+    set_in: String,
+    /// The memory limit in effect, read back (cgroup file) or given (qemu -m).
+    memory_limit_bytes: Option<u64>,
+    /// CPUs' worth of time (cgroup quota / period) or vCPUs (qemu -smp).
+    cpus_limit: Option<f64>,
+    /// The file or flag each figure came from.
+    source: String,
+    /// MemTotal in the workload's /proc/meminfo.
+    seen_memory_bytes: Option<u64>,
+    /// Processors in the workload's /proc/cpuinfo.
+    seen_cpus: Option<u32>,
+    /// The host's MemTotal (container side: what a cgroup limit leaves /proc/meminfo showing).
+    host_memory_bytes: Option<u64>,
+}
+
+/// The container's limits from its cgroup files, and what its probe saw.
+pub fn container_limits(probe: &Sample, host_memory: u64) -> Limits {
+    let (seen_memory_bytes, seen_cpus) = probe.seen();
+    let cgroup = probe.cgroup.as_ref();
+    let sources: Vec<String> = cgroup
+        .map(|c| {
+            [&c.memory.source, &c.cpu.source]
+                .into_iter()
+                .flatten()
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    Limits {
+        set_in: "cgroup files of the host kernel".into(),
+        memory_limit_bytes: cgroup.and_then(|c| c.memory.limit_bytes),
+        cpus_limit: cgroup.and_then(|c| c.cpu.cpus),
+        source: sources.join(", "),
+        seen_memory_bytes,
+        seen_cpus,
+        host_memory_bytes: Some(host_memory),
+    }
+}
+
+/// The VM's size from qemu's flags, and what its guest saw.
+pub fn vm_limits(probe: &Sample) -> Limits {
+    let (seen_memory_bytes, seen_cpus) = probe.seen();
+    Limits {
+        set_in: "the VM's size (qemu flags)".into(),
+        memory_limit_bytes: Some(u64::from(MEMORY_MB) << 20),
+        cpus_limit: Some(f64::from(CPUS)),
+        source: format!("qemu -m {MEMORY_MB} -smp {CPUS}"),
+        seen_memory_bytes,
+        seen_cpus,
+        host_memory_bytes: None,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -80,14 +137,13 @@ pub struct Report {
 }
 
 /// The container side's figures, with where each comes from.
-pub fn container_side(samples: &[Sample], visible: bool, layer_bytes: u64) -> Side {
+pub fn container_side(samples: &[Sample], visible: bool, layer_bytes: u64, limits: Limits) -> Side {
     side(
         samples,
         "memory cgroup peak usage (memory.max_usage_in_bytes / memory.peak) of the container",
         visible,
         "probe `sleep 2`: the container's pid on the host has /proc/PID/cmdline `sleep 2`",
-        "cgroup files on the host kernel: /sys/fs/cgroup/<controller>/berth/<id>/ \
-         (memory.limit_in_bytes, cpu.cfs_quota_us, pids.max)",
+        limits,
         layer_bytes,
         format!(
             "image layers {} (stored once, shared by every container of the image)",
@@ -104,13 +160,14 @@ pub fn vm_side(
     kernel_bytes: u64,
     initramfs_bytes: u64,
     accel: &str,
+    limits: Limits,
 ) -> Side {
     side(
         samples,
         "qemu's peak RSS (VmHWM sampled, and getrusage ru_maxrss)",
         visible,
         "probe `sleep 2` in the guest: no host process has cmdline `sleep 2`; only qemu is visible",
-        &format!("qemu flags: -m {VM_MEMORY_MB} -smp 1 (guest RAM and vCPUs)"),
+        limits,
         kernel_bytes + initramfs_bytes,
         format!(
             "kernel {} + initramfs {} (per VM image, not shared)",
@@ -147,7 +204,7 @@ fn side(
     memory_source: &str,
     visible: bool,
     visibility_check: &str,
-    limits: &str,
+    limits: Limits,
     disk_bytes: u64,
     disk: String,
     isolation: &str,
@@ -168,7 +225,7 @@ fn side(
         exit_code: last.exit_code,
         workload_visible_on_host: visible,
         visibility_check: visibility_check.to_string(),
-        limits: limits.to_string(),
+        limits,
         disk_bytes,
         disk,
         isolation: isolation.to_string(),
@@ -186,6 +243,26 @@ pub fn print(r: &Report) {
         )
     };
     let (c, v) = (&r.container, &r.vm);
+    let limit = |l: &Limits| {
+        format!(
+            "{} / {}",
+            l.memory_limit_bytes.map_or("none".into(), human_bytes),
+            l.cpus_limit
+                .map_or("none".into(), |c| format!("{c:.2} CPU"))
+        )
+    };
+    let seen = |l: &Limits| {
+        let text = format!(
+            "{} / {}",
+            l.seen_memory_bytes.map_or("?".into(), human_bytes),
+            l.seen_cpus.map_or("?".into(), |c| c.to_string())
+        );
+        if l.host_memory_bytes.is_some() && l.seen_memory_bytes == l.host_memory_bytes {
+            format!("{text} (the host's)")
+        } else {
+            text
+        }
+    };
     let yes = |b: bool| if b { "yes" } else { "no (only qemu)" }.to_string();
     let rows = vec![
         vec![
@@ -223,9 +300,21 @@ pub fn print(r: &Report) {
             String::new(),
         ],
         vec![
-            "where limits live".into(),
+            "limits set in".into(),
             "cgroup files".into(),
-            format!("-m {VM_MEMORY_MB} -smp 1"),
+            "the VM's size".into(),
+            String::new(),
+        ],
+        vec![
+            "memory / CPU limit (read back)".into(),
+            limit(&c.limits),
+            limit(&v.limits),
+            String::new(),
+        ],
+        vec![
+            "memory / CPUs the workload sees".into(),
+            seen(&c.limits),
+            seen(&v.limits),
             String::new(),
         ],
         vec![
@@ -256,5 +345,15 @@ pub fn print(r: &Report) {
             "VM/container",
         ],
         &rows,
+    );
+    println!(
+        "The container's limits are cgroup files the host kernel enforces ({}); its /proc/meminfo \
+         and /proc/cpuinfo still show the host. The VM's limits are its size: its own kernel \
+         sees only what qemu gives it.",
+        if c.limits.source.is_empty() {
+            "not found"
+        } else {
+            c.limits.source.as_str()
+        }
     );
 }

@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use super::lines::read_lines;
-use super::{EXIT_MARKER, KERNEL_PREFIX, Sample, cmdline, probe_argv, wrapped};
+use super::{
+    CPUS, EXIT_MARKER, KERNEL_PREFIX, MEMORY_MB, Sample, cmdline, probe_argv, probe_wrapped,
+    wrapped,
+};
 
 pub const QEMU: &str = "qemu-system-x86_64";
-pub const VM_MEMORY_MB: u32 = 128;
 pub const VM_DEADLINE_SECONDS: u64 = 180;
 
 /// A scratch directory under the data dir, removed on drop.
@@ -79,10 +81,7 @@ pub fn build_initramfs(root: &Path, work: &Path, command: &[String]) -> anyhow::
         fs::create_dir_all(root.join(dir))?;
     }
     let workload: Vec<String> = wrapped(command).iter().map(|a| shell_quote(a)).collect();
-    let probe: Vec<String> = wrapped(&probe_argv())
-        .iter()
-        .map(|a| shell_quote(a))
-        .collect();
+    let probe: Vec<String> = probe_wrapped().iter().map(|a| shell_quote(a)).collect();
     let init = format!(
         "#!/bin/sh\n\
          export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
@@ -152,7 +151,7 @@ pub fn run(
         append.push_str(" berth.probe=1");
     }
     let mut cmd = Command::new(qemu);
-    cmd.args(["-m", &VM_MEMORY_MB.to_string(), "-smp", "1"])
+    cmd.args(["-m", &MEMORY_MB.to_string(), "-smp", &CPUS.to_string()])
         .args(["-nographic", "-no-reboot", "-kernel"])
         .arg(kernel)
         .arg("-initrd")
@@ -238,5 +237,6 @@ pub fn run(
         lines: got,
         exit_code,
         visible,
+        cgroup: None,
     })
 }
