@@ -7,9 +7,9 @@ set -euo pipefail
 # image; umoci and skopeo as the reference tools; docker-registry as a real registry), runtimes
 # to compare against, and the tools the benchmarks use.
 PACKAGES=(
-  busybox-static umoci skopeo docker-registry zstd protobuf-compiler
+  busybox-static umoci skopeo docker-registry zstd protobuf-compiler libprotobuf-dev
   crun runc hyperfine jq iproute2 debootstrap apache2-utils podman conmon curl nftables util-linux
-  qemu-system-x86 linux-image-amd64 cpio
+  qemu-system-x86 linux-image-amd64 cpio etcd-server openssl
 )
 
 missing=()

@@ -82,6 +82,9 @@ enum Command {
     Up(commands::up::Args),
     #[command(about = "Run one workload as a container and as a qemu VM, and compare them")]
     Compare(commands::compare::Args),
+    /// Create the cluster CA and issue certificates for mutual TLS.
+    #[command(subcommand)]
+    Certs(commands::certs::CertsCommand),
 }
 
 /// What every subcommand gets besides its own arguments.
@@ -119,6 +122,7 @@ fn main() -> ExitCode {
         Command::History(args) => commands::history::run(args, &ctx).map(|()| 0),
         Command::Up(args) => commands::up::run(args, &ctx),
         Command::Compare(args) => commands::compare::run(args, &ctx).map(|()| 0),
+        Command::Certs(cmd) => commands::certs::run(cmd, &ctx).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),

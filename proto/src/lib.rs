@@ -5,6 +5,7 @@
 //! [`FILE_DESCRIPTOR_SET`].
 
 pub mod quantity;
+pub mod tls;
 
 /// Generated messages, clients and servers of package `berth.v1`.
 pub mod v1 {

@@ -1,6 +1,7 @@
 //! One module per subcommand group.
 
 pub mod approve;
+pub mod certs;
 pub mod compare;
 pub mod delete;
 pub mod deploy;

@@ -1,0 +1,523 @@
+//! Mutual TLS between berth's daemons and its clients: tonic TLS configs from the PEM files `berth certs` writes, and the berth identity (common name and role) of a verified peer.
+//!
+//! # Files
+//!
+//! `berth certs` writes one directory (`<data-dir>/pki` unless `--dir`/`BERTH_PKI_DIR` says
+//! otherwise) laid out as:
+//!
+//! | file                                            | what                                   |
+//! |-------------------------------------------------|----------------------------------------|
+//! | `ca.pem`, `ca-key.pem`                          | the cluster CA (key only for signing)  |
+//! | `node-NAME.pem`, `node-NAME-key.pem`            | an agent: CN=NAME, O=berth:node        |
+//! | `scheduler-NAME.pem`, `scheduler-NAME-key.pem`  | a scheduler: CN=NAME, O=berth:scheduler|
+//! | `client-NAME.pem`, `client-NAME-key.pem`        | a person or pipeline: O=berth:ROLE     |
+//!
+//! [`TlsFiles::in_dir`]`(dir, "node-NAME")` (or [`TlsFiles::for_role`]) names the three files
+//! a process needs: the CA to verify its peers, its certificate and its key.
+//!
+//! # Roles
+//!
+//! A certificate's role is its subject's Organization (O) field, written `berth:<role>`; the
+//! role is only meaningful once the CA has verified the chain, which rustls does during the
+//! handshake before any request reaches a service. [`peer_identity`] reads it in a handler or an
+//! interceptor; [`peer_identity_from_extensions`] reads it in a tower layer, from the
+//! [`TlsConnectInfo`] tonic's server puts in every `http::Request`'s extensions (that layer runs
+//! outside any user layer, so `Server::builder().layer(..)` sees it too).
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::{Certificate, ClientTlsConfig, ServerTlsConfig};
+use x509_parser::pem::Pem;
+
+/// The CA certificate's file name in a PKI directory.
+pub const CA_CERT_FILE: &str = "ca.pem";
+/// The CA key's file name in a PKI directory; only `berth certs` reads it.
+pub const CA_KEY_FILE: &str = "ca-key.pem";
+
+/// What went wrong reading TLS material or a peer's identity; each names the file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{} does not exist (create it with `berth certs`)", path.display())]
+    Missing { path: PathBuf },
+    #[error("reading {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: not usable PEM: {reason}", path.display())]
+    Pem { path: PathBuf, reason: String },
+    #[error("{cert}: not a valid X.509 certificate: {reason}")]
+    BadCert { cert: CertSource, reason: String },
+    #[error("{cert}: the certificate's subject has no common name (CN)")]
+    NoCommonName { cert: CertSource },
+    #[error(
+        "{cert}: the certificate of {common_name:?} has no berth role \
+         (its subject needs O=berth:<node|scheduler|admin|deployer|viewer>)"
+    )]
+    NoRole {
+        cert: CertSource,
+        common_name: String,
+    },
+    #[error(
+        "{cert}: the certificate of {common_name:?} has unknown role {role:?} \
+         (expected node, scheduler, admin, deployer or viewer)"
+    )]
+    UnknownRole {
+        cert: CertSource,
+        common_name: String,
+        role: String,
+    },
+    #[error(
+        "refusing to listen on {addr} without TLS: pass the --tls-* flags (see `berth certs`), \
+         listen on a loopback address, or pass --insecure to accept plaintext"
+    )]
+    InsecureListen { addr: SocketAddr },
+}
+
+/// Where a certificate came from, for error messages: a file, or the TLS peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    File(PathBuf),
+    Peer,
+}
+
+impl fmt::Display for CertSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertSource::File(path) => write!(f, "{}", path.display()),
+            CertSource::Peer => f.write_str("peer certificate"),
+        }
+    }
+}
+
+/// What a certificate entitles its holder to, from its subject's `O=berth:<role>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// An agent: serves logs/exec, and is a client of the scheduler.
+    Node,
+    /// A scheduler: serves the cluster API, and is a client of the agents.
+    Scheduler,
+    /// A person or pipeline allowed everything.
+    Admin,
+    /// A person or pipeline allowed to deploy, scale and roll back.
+    Deployer,
+    /// A person or pipeline allowed to read only.
+    Viewer,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Node,
+        Role::Scheduler,
+        Role::Admin,
+        Role::Deployer,
+        Role::Viewer,
+    ];
+
+    /// The role's name, as written after `berth:` in the certificate.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Scheduler => "scheduler",
+            Role::Admin => "admin",
+            Role::Deployer => "deployer",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// The subject Organization value that carries this role: `berth:<role>`.
+    pub fn organization(self) -> String {
+        format!("{ORG_PREFIX}{}", self.as_str())
+    }
+
+    /// The prefix of this role's file names in a PKI directory: `node`, `scheduler`, or
+    /// `client` for the three roles people and pipelines hold.
+    pub fn file_prefix(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Scheduler => "scheduler",
+            Role::Admin | Role::Deployer | Role::Viewer => "client",
+        }
+    }
+
+    /// The role from the value of an Organization field, if it is a berth role at all:
+    /// `None` for a value without the `berth:` prefix, `Some(Err(name))` for an unknown role.
+    pub fn from_organization(value: &str) -> Option<Result<Role, String>> {
+        let name = value.strip_prefix(ORG_PREFIX)?;
+        Some(name.parse().map_err(|_| name.to_string()))
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of parsing a role name that is none of berth's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?} (expected node, scheduler, admin, deployer or viewer)")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    /// Exact, lower-case names only: a certificate is not the place for leniency.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownRole(s.to_string()))
+    }
+}
+
+const ORG_PREFIX: &str = "berth:";
+
+/// Who a verified certificate says its holder is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub common_name: String,
+    pub role: Role,
+}
+
+impl Identity {
+    /// The identity in a DER certificate. Does not verify the chain: call it on certificates the
+    /// TLS handshake has verified, or on one's own.
+    pub fn from_der(der: &[u8], source: CertSource) -> Result<Identity, TlsError> {
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(der).map_err(|e| TlsError::BadCert {
+                cert: source.clone(),
+                reason: e.to_string(),
+            })?;
+        let subject = cert.subject();
+        let common_name = subject
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .filter(|cn| !cn.is_empty())
+            .ok_or_else(|| TlsError::NoCommonName {
+                cert: source.clone(),
+            })?
+            .to_string();
+        // Only `berth:` values count; other O values (a company name) are allowed alongside.
+        // Two berth roles in one subject would be ambiguous, so the first one decides and
+        // `berth certs` never writes more than one.
+        let role = subject
+            .iter_organization()
+            .filter_map(|o| o.as_str().ok())
+            .find_map(Role::from_organization);
+        match role {
+            None => Err(TlsError::NoRole {
+                cert: source,
+                common_name,
+            }),
+            Some(Err(role)) => Err(TlsError::UnknownRole {
+                cert: source,
+                common_name,
+                role,
+            }),
+            Some(Ok(role)) => Ok(Identity { common_name, role }),
+        }
+    }
+
+    /// The identity in the first certificate of a PEM file, e.g. so a daemon can check at start
+    /// that it was given a certificate of the right role.
+    pub fn from_pem_file(path: &Path) -> Result<Identity, TlsError> {
+        let der = read_cert_pem(path)?;
+        Identity::from_der(&der, CertSource::File(path.to_path_buf()))
+    }
+}
+
+/// The identity of the client of a tonic request, from the leaf certificate the TLS handshake
+/// verified: `None` without a client certificate (plaintext, or token-only under
+/// [`ClientAuth::Optional`]), `Some(Err)` when the certificate chains to the CA but carries no
+/// berth identity.
+pub fn peer_identity<T>(req: &tonic::Request<T>) -> Option<Result<Identity, TlsError>> {
+    let certs = req.peer_certs()?;
+    identity_of_chain(&certs)
+}
+
+/// [`peer_identity`] for tower layers, which see `http::Request`s: pass `req.extensions()`.
+/// Works under tonic's `Server::builder().layer(..)` because the server inserts the
+/// connection's [`TlsConnectInfo`] before any user layer runs.
+pub fn peer_identity_from_extensions(
+    extensions: &http::Extensions,
+) -> Option<Result<Identity, TlsError>> {
+    let certs = extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()?;
+    identity_of_chain(&certs)
+}
+
+fn identity_of_chain(
+    certs: &[tonic::transport::CertificateDer<'static>],
+) -> Option<Result<Identity, TlsError>> {
+    // rustls gives the chain leaf first.
+    let leaf = certs.first()?;
+    Some(Identity::from_der(leaf.as_ref(), CertSource::Peer))
+}
+
+/// Whether a server demands a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Every client presents a certificate from the CA; others fail the handshake.
+    Required,
+    /// Clients may present a certificate from the CA (which is then verified: a bad one still
+    /// fails the handshake) or none, e.g. to authenticate with a token instead.
+    Optional,
+}
+
+/// The three files a process needs for mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The cluster CA, which peers' certificates must chain to.
+    pub ca: PathBuf,
+    /// This process's certificate.
+    pub cert: PathBuf,
+    /// This process's private key.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// `DIR/ca.pem`, `DIR/NAME.pem` and `DIR/NAME-key.pem`, where NAME is the stem `berth certs`
+    /// used: `node-<node>`, `scheduler-<name>` or `client-<name>`.
+    pub fn in_dir(dir: &Path, name: &str) -> TlsFiles {
+        TlsFiles {
+            ca: dir.join(CA_CERT_FILE),
+            cert: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}-key.pem")),
+        }
+    }
+
+    /// The files `berth certs node|scheduler|client NAME` writes for a holder of `role`.
+    pub fn for_role(dir: &Path, role: Role, name: &str) -> TlsFiles {
+        TlsFiles::in_dir(dir, &format!("{}-{name}", role.file_prefix()))
+    }
+}
+
+/// A server config presenting `files.cert`, verifying client certificates against `files.ca`.
+/// Reads and checks all three files now, so a daemon fails at start naming the bad file rather
+/// than at its first handshake.
+pub fn server_config(files: &TlsFiles, auth: ClientAuth) -> Result<ServerTlsConfig, TlsError> {
+    let ca = read_ca(&files.ca)?;
+    let identity = read_identity(files)?;
+    Ok(ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(ca)
+        .client_auth_optional(auth == ClientAuth::Optional))
+}
+
+/// A client config presenting `files.cert` and verifying the server against `files.ca` under
+/// the name `server_name` (a DNS name or IP address in the server certificate's SANs).
+pub fn client_config(files: &TlsFiles, server_name: &str) -> Result<ClientTlsConfig, TlsError> {
+    let ca = read_ca(&files.ca)?;
+    let identity = read_identity(files)?;
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(ca)
+        .identity(identity)
+        .domain_name(server_name))
+}
+
+/// A client config that verifies the server against the CA at `ca` but presents no certificate:
+/// for clients that authenticate with a token to a server under [`ClientAuth::Optional`].
+pub fn client_config_ca_only(ca: &Path, server_name: &str) -> Result<ClientTlsConfig, TlsError> {
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(read_ca(ca)?)
+        .domain_name(server_name))
+}
+
+/// Refuses to serve plaintext beyond this machine: a non-loopback `addr` needs TLS unless the
+/// operator said `insecure`.
+pub fn check_listen(addr: &SocketAddr, tls: bool, insecure: bool) -> Result<(), TlsError> {
+    if tls || insecure || addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(TlsError::InsecureListen { addr: *addr })
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            TlsError::Missing {
+                path: path.to_path_buf(),
+            }
+        } else {
+            TlsError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
+}
+
+fn pem_blocks(path: &Path, bytes: &[u8]) -> Result<Vec<Pem>, TlsError> {
+    let blocks = Pem::iter_from_buffer(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if blocks.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            reason: "no PEM block in the file".to_string(),
+        });
+    }
+    Ok(blocks)
+}
+
+/// The DER of the first certificate in a PEM file, checked to parse as X.509.
+fn read_cert_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
+    let bytes = read_file(path)?;
+    let blocks = pem_blocks(path, &bytes)?;
+    let mut der = None;
+    for block in &blocks {
+        if block.label != "CERTIFICATE" {
+            continue;
+        }
+        block.parse_x509().map_err(|e| TlsError::BadCert {
+            cert: CertSource::File(path.to_path_buf()),
+            reason: e.to_string(),
+        })?;
+        der.get_or_insert_with(|| block.contents.clone());
+    }
+    der.ok_or_else(|| TlsError::Pem {
+        path: path.to_path_buf(),
+        reason: "no CERTIFICATE block in the file".to_string(),
+    })
+}
+
+/// The CA file, checked: tonic would silently skip a certificate it cannot parse and then fail
+/// at the first handshake with an empty trust store.
+fn read_ca(path: &Path) -> Result<Certificate, TlsError> {
+    read_cert_pem(path)?;
+    Ok(Certificate::from_pem(read_file(path)?))
+}
+
+fn read_identity(files: &TlsFiles) -> Result<tonic::transport::Identity, TlsError> {
+    read_cert_pem(&files.cert)?;
+    let key = read_file(&files.key)?;
+    let has_key = pem_blocks(&files.key, &key)?
+        .iter()
+        .any(|b| b.label.ends_with("PRIVATE KEY"));
+    if !has_key {
+        return Err(TlsError::Pem {
+            path: files.key.clone(),
+            reason: "no PRIVATE KEY block in the file".to_string(),
+        });
+    }
+    Ok(tonic::transport::Identity::from_pem(
+        read_file(&files.cert)?,
+        key,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_listens_without_tls() {
+        for addr in ["127.0.0.1:7000", "[::1]:7000", "127.8.9.10:1"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert!(check_listen(&addr, false, false).is_ok(), "{addr}");
+        }
+    }
+
+    #[test]
+    fn other_addresses_need_tls_or_insecure() {
+        for addr in ["0.0.0.0:7000", "[::]:7000", "10.1.2.3:7000", "[fd00::1]:1"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let err = check_listen(&addr, false, false).unwrap_err();
+            assert!(matches!(err, TlsError::InsecureListen { .. }), "{addr}");
+            let text = err.to_string();
+            assert!(
+                text.contains("--tls-") && text.contains("--insecure"),
+                "{text}"
+            );
+            assert!(text.contains(&addr.to_string()), "{text}");
+            assert!(check_listen(&addr, true, false).is_ok());
+            assert!(check_listen(&addr, false, true).is_ok());
+        }
+    }
+
+    #[test]
+    fn roles_round_trip_through_their_organization() {
+        for role in Role::ALL {
+            assert_eq!(role.as_str().parse::<Role>(), Ok(role));
+            assert_eq!(
+                Role::from_organization(&role.organization()),
+                Some(Ok(role))
+            );
+        }
+        assert_eq!(Role::Node.organization(), "berth:node");
+    }
+
+    #[test]
+    fn role_parsing_is_strict() {
+        assert_eq!(
+            Role::from_organization("berth:root"),
+            Some(Err("root".to_string()))
+        );
+        assert_eq!(
+            Role::from_organization("berth:Admin"),
+            Some(Err("Admin".to_string()))
+        );
+        assert_eq!(Role::from_organization("berth:"), Some(Err(String::new())));
+        assert_eq!(Role::from_organization("Acme Corp"), None);
+        assert_eq!(Role::from_organization("node"), None);
+        assert!(" node".parse::<Role>().is_err());
+        assert!("".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn file_layout_matches_berth_certs() {
+        let dir = Path::new("/pki");
+        let files = TlsFiles::for_role(dir, Role::Deployer, "ci");
+        assert_eq!(files, TlsFiles::in_dir(dir, "client-ci"));
+        assert_eq!(files.ca, Path::new("/pki/ca.pem"));
+        assert_eq!(files.cert, Path::new("/pki/client-ci.pem"));
+        assert_eq!(files.key, Path::new("/pki/client-ci-key.pem"));
+        let node = TlsFiles::for_role(dir, Role::Node, "n1");
+        assert_eq!(node.key, Path::new("/pki/node-n1-key.pem"));
+    }
+
+    #[test]
+    fn missing_and_garbled_files_name_their_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles::in_dir(dir.path(), "node-a");
+        let err = server_config(&files, ClientAuth::Required).unwrap_err();
+        assert!(
+            matches!(&err, TlsError::Missing { path } if *path == files.ca),
+            "{err}"
+        );
+
+        std::fs::write(&files.ca, "not pem at all").unwrap();
+        let err = client_config_ca_only(&files.ca, "localhost").unwrap_err();
+        assert!(
+            matches!(&err, TlsError::Pem { path, .. } if *path == files.ca),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&files.ca.display().to_string()));
+
+        std::fs::write(
+            &files.ca,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = Identity::from_pem_file(&files.ca).unwrap_err();
+        assert!(
+            matches!(&err, TlsError::BadCert { cert: CertSource::File(p), .. } if *p == files.ca),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn garbage_peer_certificate_is_an_error_not_a_panic() {
+        let err = Identity::from_der(b"\x30\x03\x02\x01\x00", CertSource::Peer).unwrap_err();
+        assert!(err.to_string().starts_with("peer certificate"), "{err}");
+    }
+}
