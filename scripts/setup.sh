@@ -9,7 +9,7 @@ set -euo pipefail
 PACKAGES=(
   busybox-static umoci skopeo docker-registry zstd protobuf-compiler libprotobuf-dev
   crun runc hyperfine jq iproute2 debootstrap apache2-utils podman conmon curl nftables util-linux
-  qemu-system-x86 linux-image-amd64 cpio etcd-server openssl
+  qemu-system-x86 linux-image-amd64 cpio etcd-server openssl procps
 )
 
 missing=()

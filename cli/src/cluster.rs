@@ -287,9 +287,11 @@ pub async fn wait_rollout(
         print_json(&EventJson::from(&event))?;
     }
     let line = event_line(&event);
+    // Without a terminal the progress lines were printed as they came: not the last twice.
+    let printed = view.plain && view.last == line;
     let code = match RolloutPhase::try_from(event.phase) {
         Ok(RolloutPhase::Complete) => {
-            if output == OutputFormat::Table {
+            if output == OutputFormat::Table && !printed {
                 println!("{line}");
             }
             exit::COMPLETE

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use berth_runtime::explain::binary_bytes;
+
 use super::{CPUS, MEMORY_MB, Sample};
 use crate::output::{human_bytes, print_table};
 
@@ -246,7 +248,7 @@ pub fn print(r: &Report) {
     let limit = |l: &Limits| {
         format!(
             "{} / {}",
-            l.memory_limit_bytes.map_or("none".into(), human_bytes),
+            l.memory_limit_bytes.map_or("none".into(), binary_bytes),
             l.cpus_limit
                 .map_or("none".into(), |c| format!("{c:.2} CPU"))
         )
@@ -254,7 +256,7 @@ pub fn print(r: &Report) {
     let seen = |l: &Limits| {
         let text = format!(
             "{} / {}",
-            l.seen_memory_bytes.map_or("?".into(), human_bytes),
+            l.seen_memory_bytes.map_or("?".into(), binary_bytes),
             l.seen_cpus.map_or("?".into(), |c| c.to_string())
         );
         if l.host_memory_bytes.is_some() && l.seen_memory_bytes == l.host_memory_bytes {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use report::report;
+pub use report::{binary_bytes, report};
 
 /// Why a container could not be explained.
 #[derive(Debug, thiserror::Error)]

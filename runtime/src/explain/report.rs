@@ -3,7 +3,7 @@
 use super::{CapSet, Explanation, IdRange};
 
 /// Bytes in binary units, as limits are usually given: 64.0 MiB, 236.0 KiB.
-fn binary_bytes(bytes: u64) -> String {
+pub fn binary_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
