@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use berth_scheduler::store::Store;
+use berth_scheduler::store::etcd::EtcdStore;
 use berth_scheduler::store::redb::RedbStore;
 use clap::Parser;
 
@@ -22,9 +24,13 @@ struct Args {
         default_value = "/var/lib/berth/scheduler"
     )]
     data_dir: PathBuf,
-    /// The state store: the embedded redb file (default).
+    /// The state store: `redb`, the embedded file in --data-dir (default), or
+    /// `etcd://HOST:PORT[,HOST:PORT...]`, an etcd cluster.
     #[arg(long, default_value = "redb")]
     store: String,
+    /// With an etcd store: the prefix of every key, so several clusters can share one etcd.
+    #[arg(long, default_value = berth_scheduler::store::etcd::DEFAULT_PREFIX)]
+    store_prefix: String,
     /// Node pod CIDRs (/24 each) come from this network.
     #[arg(long, default_value = "10.88.0.0/16")]
     pod_network: String,
@@ -54,12 +60,17 @@ fn main() -> anyhow::Result<()> {
         "text" => builder.init(),
         other => bail!("--log-format {other:?}: expected text or json"),
     }
-    if args.store != "redb" {
+    // Checked before anything starts: None is the embedded store.
+    let etcd_endpoints = if args.store == "redb" {
+        None
+    } else if args.store.starts_with("etcd://") {
+        Some(EtcdStore::parse_url(&args.store).context("--store")?)
+    } else {
         bail!(
-            "--store {:?}: this build has the embedded store only (redb)",
+            "--store {:?}: expected redb or etcd://HOST:PORT[,HOST:PORT...]",
             args.store
         );
-    }
+    };
     let config = berth_scheduler::Config {
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(10)),
         missed_heartbeats: args.missed_heartbeats.max(1),
@@ -69,15 +80,32 @@ fn main() -> anyhow::Result<()> {
             .parse()
             .with_context(|| format!("--pod-network {:?}", args.pod_network))?,
     };
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    if etcd_endpoints.is_none() {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let store = RedbStore::open(&args.data_dir.join("state.redb"))
-            .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+        let store: Arc<dyn Store> = match &etcd_endpoints {
+            None => Arc::new(
+                RedbStore::open(&args.data_dir.join("state.redb"))
+                    .with_context(|| format!("opening the store in {}", args.data_dir.display()))?,
+            ),
+            Some(endpoints) => {
+                let store = EtcdStore::connect(endpoints, &args.store_prefix)
+                    .await
+                    .with_context(|| format!("connecting to the etcd store {}", args.store))?;
+                tracing::info!(
+                    endpoints = ?endpoints,
+                    prefix = %args.store_prefix,
+                    "using the etcd store"
+                );
+                Arc::new(store)
+            }
+        };
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
@@ -91,7 +119,7 @@ fn main() -> anyhow::Result<()> {
             }
             tracing::info!("shutting down");
         };
-        berth_scheduler::run(config, Arc::new(store), listener, shutdown).await?;
+        berth_scheduler::run(config, store, listener, shutdown).await?;
         Ok(())
     })
 }

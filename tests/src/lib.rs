@@ -6,6 +6,7 @@ pub mod agent_node;
 mod berth;
 mod busybox;
 pub mod cluster;
+pub mod etcd;
 pub mod fake_scheduler;
 pub mod layout;
 mod registry;

@@ -3,6 +3,7 @@
 //! interchangeable. Every backend passes [`conformance`].
 
 pub mod conformance;
+pub mod etcd;
 pub mod redb;
 
 use std::pin::Pin;
