@@ -32,6 +32,9 @@ pub struct Config {
     pub stop_grace: Duration,
     /// Longest wait between reconnection attempts to the scheduler.
     pub reconnect_max: Duration,
+    /// Mutual TLS with the scheduler and AgentService's callers (None: plaintext, loopback
+    /// trust).
+    pub tls: Option<crate::tls::AgentTls>,
 }
 
 /// The per-node parent cgroup (relative to each hierarchy's root), so that several agents

@@ -4,6 +4,7 @@
 pub mod capacity;
 pub mod config;
 pub mod containers;
+pub mod dial;
 pub mod error;
 pub mod layout;
 pub mod logs;
@@ -14,6 +15,7 @@ pub mod server;
 pub mod service;
 pub mod session;
 pub mod shim;
+pub mod tls;
 
 pub use config::Config;
 pub use server::run;

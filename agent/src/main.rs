@@ -15,7 +15,8 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "berth-agent", version)]
 struct Args {
-    /// The scheduler's address (http://HOST:PORT).
+    /// The scheduler's address (http://HOST:PORT), or several comma-separated (schedulers
+    /// sharing an etcd: the agent follows the leader).
     #[arg(long, env = "BERTH_SCHEDULER")]
     scheduler: String,
     /// This node's name, unique in the cluster.
@@ -68,6 +69,8 @@ struct Args {
     /// text for people, json for log collectors.
     #[arg(long, default_value = "text")]
     log_format: String,
+    #[command(flatten)]
+    tls: berth_agent::tls::TlsFlags,
 }
 
 type Labels = BTreeMap<String, String>;
@@ -93,7 +96,14 @@ fn main() -> anyhow::Result<()> {
     let mut shim = ShimConfig::beside_current_exe()?;
     shim.log_max_bytes = args.log_max_bytes;
     shim.log_files = args.log_files;
+    // Checked before anything starts: a node runs under its own certificate or none.
+    let tls = args.tls.load(&args.node_name).context("TLS")?;
+    args.tls
+        .check_scheduler(&args.scheduler, tls.is_some())
+        .context("TLS")?;
+    let tls_on = tls.is_some();
     let config = berth_agent::Config {
+        tls,
         scheduler: args.scheduler,
         node_name: args.node_name,
         labels: args.labels,
@@ -127,6 +137,8 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
+        let local = listener.local_addr().context("the listener's address")?;
+        args.tls.check_listen(&local, tls_on)?;
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -23,10 +23,16 @@ pub async fn run(
     let local = listener
         .local_addr()
         .map_err(AgentError::io("reading the listener's address"))?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let advertise = config
         .advertise
         .clone()
-        .unwrap_or_else(|| format!("http://{local}"));
+        .unwrap_or_else(|| format!("{scheme}://{local}"));
+    let tls = config.tls.clone();
     let containers = Containers::open(config).await?;
     let endpoint_file = containers.layout().root.join("endpoint");
     crate::containers::record::write_atomic(&endpoint_file, advertise.as_bytes())?;
@@ -44,6 +50,16 @@ pub async fn run(
     let api = AgentServiceServer::new(AgentApi::new(containers.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let api = tonic::service::interceptor::InterceptedService::new(
+        api,
+        crate::tls::SchedulersOnly {
+            enabled: tls.is_some(),
+        },
+    );
+    let mut server = crate::tls::server(tls.as_ref()).map_err(|e| AgentError::Container {
+        id: String::new(),
+        reason: format!("TLS: {e}"),
+    })?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let session = tokio::spawn(crate::session::run(
@@ -52,7 +68,7 @@ pub async fn run(
         stop_rx,
     ));
     tracing::info!(listen = %local, advertise = %advertise, node = %containers.config().node_name, "agent serving");
-    let served = tonic::transport::Server::builder()
+    let served = server
         .add_service(health_service)
         .add_service(reflection)
         .add_service(api)

@@ -12,7 +12,6 @@ use berth_proto::v1::{
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
 
 use crate::containers::Containers;
 
@@ -43,14 +42,32 @@ pub async fn run(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let max = containers.config().reconnect_max;
+    let addresses = scheduler_addresses(&containers.config().scheduler);
+    let mut next = 0;
+    // A standby's answer: where the leader is. Tried next, at once.
+    let mut leader: Option<String> = None;
     let mut delay = Duration::from_millis(100);
     loop {
         let started = tokio::time::Instant::now();
+        let addr = leader
+            .take()
+            .unwrap_or_else(|| addresses[next % addresses.len()].clone());
         tokio::select! {
-            result = session(&containers, &agent_endpoint) => {
+            result = session(&containers, &agent_endpoint, &addr) => {
                 match result {
                     Ok(()) => {}
-                    Err(e) => tracing::warn!("scheduler session: {e}; reconnecting in {delay:?}"),
+                    Err(SessionError::Refused { status, .. }) if leader_hint(&status).is_some() => {
+                        let url = leader_hint(&status).unwrap_or_default();
+                        tracing::info!(standby = %addr, leader = %url, "redirected to the leader");
+                        leader = Some(url);
+                        delay = Duration::from_millis(100);
+                        continue;
+                    }
+                    Err(e) => {
+                        // This scheduler is gone or refuses: the next one may lead.
+                        next += 1;
+                        tracing::warn!("scheduler session with {addr}: {e}; reconnecting in {delay:?}");
+                    }
                 }
             }
             _ = shutdown.changed() => return,
@@ -67,13 +84,14 @@ pub async fn run(
     }
 }
 
-async fn session(containers: &Containers, agent_endpoint: &str) -> Result<(), SessionError> {
+async fn session(
+    containers: &Containers,
+    agent_endpoint: &str,
+    addr: &str,
+) -> Result<(), SessionError> {
     let config = containers.config();
-    let addr = config.scheduler.clone();
-    let endpoint = Endpoint::from_shared(addr.clone())
-        .map_err(|_| SessionError::BadAddress(addr.clone()))?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true);
+    let addr = addr.to_string();
+    let endpoint = crate::dial::scheduler_endpoint(config, &addr)?;
     let channel = endpoint
         .connect()
         .await
@@ -178,6 +196,27 @@ async fn session(containers: &Containers, agent_endpoint: &str) -> Result<(), Se
             },
         }
     }
+}
+
+/// `--scheduler`'s addresses: one, or several schedulers sharing an etcd, comma-separated.
+fn scheduler_addresses(flag: &str) -> Vec<String> {
+    let list: Vec<String> = flag
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    if list.is_empty() {
+        vec![flag.to_string()]
+    } else {
+        list
+    }
+}
+
+/// The leader's URL a standby scheduler names when it turns an agent away.
+fn leader_hint(status: &tonic::Status) -> Option<String> {
+    let url = status.metadata().get("berth-leader")?.to_str().ok()?;
+    (!url.is_empty()).then(|| url.to_string())
 }
 
 fn heartbeat(containers: &Containers) -> AgentMessage {

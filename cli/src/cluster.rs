@@ -7,13 +7,11 @@ pub mod spec;
 use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::v1::deployment_service_client::DeploymentServiceClient;
 use berth_proto::v1::{ContainerState, HistoryRequest, RolloutEvent, RolloutPhase, WatchRequest};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::output::{OutputFormat, print_json};
 
@@ -66,7 +64,7 @@ pub struct WaitArgs {
     pub stop_at_approval: bool,
 }
 
-pub type Client = DeploymentServiceClient<Channel>;
+pub type Client = DeploymentServiceClient<crate::auth::AuthChannel>;
 
 /// `http://` added when the address has no scheme.
 pub fn url(addr: &str) -> String {
@@ -78,13 +76,7 @@ pub fn url(addr: &str) -> String {
 }
 
 pub async fn connect(addr: &str) -> anyhow::Result<Client> {
-    let addr = url(addr);
-    let channel = Endpoint::from_shared(addr.clone())
-        .with_context(|| format!("invalid scheduler address {addr:?}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to the scheduler at {addr}"))?;
+    let channel = crate::auth::connect(&url(addr), "the scheduler").await?;
     Ok(DeploymentServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))

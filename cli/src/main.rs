@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod auth;
 mod cluster;
 mod commands;
 mod compare;
@@ -34,6 +35,9 @@ struct Cli {
         default_value = "warn,libcgroups=error"
     )]
     log: String,
+
+    #[command(flatten)]
+    credentials: auth::CredentialArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -85,6 +89,9 @@ enum Command {
     /// Create the cluster CA and issue certificates for mutual TLS.
     #[command(subcommand)]
     Certs(commands::certs::CertsCommand),
+    /// Manage the scheduler's bearer tokens for pipelines and people: create, ls, revoke.
+    #[command(subcommand)]
+    Token(commands::token::TokenCommand),
 }
 
 /// What every subcommand gets besides its own arguments.
@@ -99,6 +106,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .with_writer(std::io::stderr)
         .init();
+    auth::init(cli.credentials);
     let ctx = Context {
         data_dir: cli.data_dir,
     };
@@ -123,6 +131,7 @@ fn main() -> ExitCode {
         Command::Up(args) => commands::up::run(args, &ctx),
         Command::Compare(args) => commands::compare::run(args, &ctx).map(|()| 0),
         Command::Certs(cmd) => commands::certs::run(cmd, &ctx).map(|()| 0),
+        Command::Token(cmd) => commands::token::run(cmd, &ctx).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),

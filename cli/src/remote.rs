@@ -1,9 +1,7 @@
 //! Reaching a node's containers through its agent's AgentService (`--agent ADDR`).
 
-use anyhow::Context as _;
 use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::v1::agent_service_client::AgentServiceClient;
-use tonic::transport::{Channel, Endpoint};
 
 /// The agent address flag shared by ps, logs and exec.
 #[derive(Debug, Clone, clap::Args)]
@@ -22,18 +20,13 @@ pub fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> a
         .block_on(f)
 }
 
-pub async fn connect(addr: &str) -> anyhow::Result<AgentServiceClient<Channel>> {
+pub async fn connect(addr: &str) -> anyhow::Result<AgentServiceClient<crate::auth::AuthChannel>> {
     let addr = if addr.contains("://") {
         addr.to_string()
     } else {
         format!("http://{addr}")
     };
-    let channel = Endpoint::from_shared(addr.clone())
-        .with_context(|| format!("invalid agent address {addr:?}"))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to the agent at {addr}"))?;
+    let channel = crate::auth::connect(&addr, "the agent").await?;
     Ok(AgentServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))

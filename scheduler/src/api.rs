@@ -4,7 +4,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::v1::agent_service_client::AgentServiceClient;
 use berth_proto::v1::deployment_service_server::DeploymentService;
 use berth_proto::v1::*;
@@ -24,6 +23,8 @@ use crate::store::{Expect, Op, Store, StoreError};
 #[derive(Debug, Clone)]
 pub struct DeployApi {
     pub controller: Arc<Controller>,
+    /// How to reach agents (mutual TLS when the scheduler has it).
+    pub security: crate::auth::Security,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -644,13 +645,7 @@ impl DeployApi {
                 what: format!("container or deployment {target}"),
             });
         };
-        let client = AgentServiceClient::connect(endpoint.clone())
-            .await
-            .map_err(|e| SchedError::Node {
-                node: endpoint.clone(),
-                reason: format!("agent unreachable: {e}"),
-            })?
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let client = self.security.connect_agent(&endpoint).await?;
         Ok((id, client))
     }
 }

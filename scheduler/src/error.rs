@@ -22,6 +22,12 @@ pub enum SchedError {
     Corrupt { key: String, reason: String },
     #[error("node {node}: {reason}")]
     Node { node: String, reason: String },
+    /// No credentials, or ones that do not check out (bad or expired token, bad certificate).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// A known caller whose role does not allow the call.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
 }
 
 impl SchedError {
@@ -39,11 +45,12 @@ impl From<SchedError> for Status {
             SchedError::InvalidArgument { .. } => Code::InvalidArgument,
             SchedError::NoSuchDeployment(_) | SchedError::NotFound { .. } => Code::NotFound,
             SchedError::FailedPrecondition(_) => Code::FailedPrecondition,
+            SchedError::Unauthenticated(_) => Code::Unauthenticated,
+            SchedError::PermissionDenied(_) => Code::PermissionDenied,
             SchedError::Conflict { .. } => Code::Aborted,
             SchedError::Store(StoreError::Conflict { .. }) => Code::Aborted,
-            SchedError::Store(StoreError::Unavailable(_)) | SchedError::Node { .. } => {
-                Code::Unavailable
-            }
+            SchedError::Store(StoreError::Unavailable(_) | StoreError::NotLeader(_))
+            | SchedError::Node { .. } => Code::Unavailable,
             SchedError::Store(StoreError::InvalidKey { .. }) => Code::InvalidArgument,
             SchedError::Store(_) | SchedError::Corrupt { .. } => Code::Internal,
         };

@@ -4,9 +4,11 @@
 //! nodes ran. State lives behind the [`store::Store`] interface.
 
 pub mod api;
+pub mod auth;
 pub mod cluster;
 pub mod controller;
 pub mod error;
+pub mod ha;
 pub mod nodes;
 pub mod placement;
 pub mod records;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use berth_scheduler::ha::election::Election;
 use berth_scheduler::store::Store;
 use berth_scheduler::store::etcd::EtcdStore;
 use berth_scheduler::store::redb::RedbStore;
@@ -46,6 +47,17 @@ struct Args {
     /// text for people, json for log collectors.
     #[arg(long, default_value = "text")]
     log_format: String,
+    #[command(flatten)]
+    tls: berth_scheduler::auth::TlsFlags,
+    /// With an etcd store: the URL other schedulers send clients and agents to while this one
+    /// leads (default: http://LISTEN-ADDRESS).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// With an etcd store: the leader's lease in seconds. A leader that dies is replaced after
+    /// at most this long (at least 2: etcd's minimum); a leader that cannot renew it for two
+    /// thirds of it steps down, so it must outlast an etcd leader election (about 1 s).
+    #[arg(long, default_value_t = 5)]
+    leader_lease_seconds: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,7 +83,14 @@ fn main() -> anyhow::Result<()> {
             args.store
         );
     };
+    // TLS files are read and checked now, so a bad one fails the start naming the file.
+    let tls = args
+        .tls
+        .files(berth_proto::tls::Role::Scheduler)
+        .context("TLS")?;
+    let security = berth_scheduler::auth::Security::load(tls.as_ref()).context("TLS")?;
     let config = berth_scheduler::Config {
+        security,
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(10)),
         missed_heartbeats: args.missed_heartbeats.max(1),
         reschedule_delay: Duration::from_millis(args.reschedule_delay_ms),
@@ -89,6 +108,24 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let local = listener.local_addr().context("the listener's address")?;
+        args.tls.check_listen(&local, tls.is_some())?;
+        if tls.is_none() && !local.ip().is_loopback() {
+            tracing::warn!(listen = %local, "--insecure: serving plaintext with no authentication");
+        }
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
+        };
         let store: Arc<dyn Store> = match &etcd_endpoints {
             None => Arc::new(
                 RedbStore::open(&args.data_dir.join("state.redb"))
@@ -103,21 +140,20 @@ fn main() -> anyhow::Result<()> {
                     prefix = %args.store_prefix,
                     "using the etcd store"
                 );
-                Arc::new(store)
+                // Schedulers sharing an etcd elect one leader; the others stand by.
+                let local = listener.local_addr().context("the listener's address")?;
+                let url = args
+                    .advertise
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{local}"));
+                let election = Arc::new(Election::new(
+                    store.clone(),
+                    url,
+                    Duration::from_secs(args.leader_lease_seconds),
+                ));
+                berth_scheduler::ha::run_ha(config, store, election, listener, shutdown).await?;
+                return Ok(());
             }
-        };
-        let listener = tokio::net::TcpListener::bind(&args.listen)
-            .await
-            .with_context(|| format!("listening on {}", args.listen))?;
-        let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            tracing::info!("shutting down");
         };
         berth_scheduler::run(config, store, listener, shutdown).await?;
         Ok(())

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Caller;
 use crate::cluster::Cluster;
 use crate::error::SchedError;
 use crate::records::{self, NODES, NodeRecord, node_key};
@@ -108,6 +109,20 @@ impl NodeApi {
     }
 }
 
+/// Refuses a caller whose certificate names another node: an agent acts only as itself.
+/// Without a certificate identity (TLS off) there is nothing to check against.
+fn check_node_identity(caller: Option<&Caller>, node: &str, call: &str) -> Result<(), SchedError> {
+    let Some(cn) = caller.and_then(Caller::certificate_name) else {
+        return Ok(());
+    };
+    if cn == node {
+        return Ok(());
+    }
+    let reason = format!("certificate for node {cn} cannot act as node {node}");
+    tracing::warn!(call, certificate = %cn, node = %node, reason = %reason, "refused");
+    Err(SchedError::PermissionDenied(reason))
+}
+
 fn validate_node_name(name: &str) -> Result<(), SchedError> {
     let ok = !name.is_empty()
         && name.len() <= 63
@@ -136,7 +151,9 @@ impl NodeService for NodeApi {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let req = request.into_inner();
+        check_node_identity(caller.as_ref(), &req.node_name, "Register")?;
         let record = self.upsert(&req).await?;
         let session = self
             .cluster
@@ -155,6 +172,7 @@ impl NodeService for NodeApi {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<SessionStream>, Status> {
+        let caller = request.extensions().get::<Caller>().cloned();
         let mut uplink = request.into_inner();
         let hello = match uplink.message().await? {
             Some(AgentMessage {
@@ -166,6 +184,8 @@ impl NodeService for NodeApi {
                 ));
             }
         };
+        // Every heartbeat and event of the session counts for the Hello's node: checked once here.
+        check_node_identity(caller.as_ref(), &hello.node_name, "Session")?;
         let (tx, rx) = mpsc::channel(64);
         let first = self
             .cluster

@@ -30,6 +30,12 @@ pub fn node_key(name: &str) -> String {
 }
 pub const NODES: &str = "/nodes/";
 
+/// `/tokens/<token id>`
+pub fn token_key(id: &str) -> String {
+    format!("/tokens/{id}")
+}
+pub const TOKENS: &str = "/tokens/";
+
 /// A deployment: its current spec and where its rollout stands.
 #[derive(Clone, PartialEq, Message)]
 pub struct DeploymentRecord {
@@ -94,6 +100,27 @@ pub struct NodeRecord {
     pub allocatable: Option<Resources>,
     #[prost(message, optional, tag = "7")]
     pub total: Option<Resources>,
+}
+
+/// A bearer token: who holds it and what it allows. The secret itself is never stored, only
+/// its SHA-256, so a copy of the store grants nothing.
+#[derive(Clone, PartialEq, Message)]
+pub struct TokenRecord {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// A `berth_proto::tls::Role` name: admin, deployer or viewer.
+    #[prost(string, tag = "2")]
+    pub role: String,
+    #[prost(string, tag = "3")]
+    pub name: String,
+    #[prost(int64, tag = "4")]
+    pub created_at_ms: i64,
+    /// 0: never expires.
+    #[prost(int64, tag = "5")]
+    pub expires_at_ms: i64,
+    /// Lower-case hex SHA-256 of the secret part of the token.
+    #[prost(string, tag = "6")]
+    pub secret_sha256: String,
 }
 
 pub fn encode<M: Message>(m: &M) -> Vec<u8> {

@@ -2,6 +2,7 @@
 //! listener (with health and reflection), and the control loop, until shutdown.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,6 @@ use berth_proto::v1::deployment_service_server::DeploymentServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
 use ipnet::Ipv4Net;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::DeployApi;
 use crate::cluster::Cluster;
@@ -27,6 +27,8 @@ pub struct Config {
     pub missed_heartbeats: u32,
     pub reschedule_delay: Duration,
     pub pod_network: Ipv4Net,
+    /// TLS and authentication (off by default: loopback trust).
+    pub security: crate::auth::Security,
 }
 
 impl Default for Config {
@@ -36,14 +38,68 @@ impl Default for Config {
             missed_heartbeats: 3,
             reschedule_delay: Duration::from_secs(2),
             pod_network: "10.88.0.0/16".parse().expect("a valid network"),
+            security: crate::auth::Security::default(),
         }
     }
 }
 
+/// Serves as the one scheduler of a cluster (no election) until `shutdown`.
 pub async fn run(
     config: Config,
     store: Arc<dyn Store>,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SchedError> {
+    serve_leader(config, store, Arc::new(listener), shutdown).await
+}
+
+/// The listener's connections, for one server after another on the same socket (a standby
+/// that becomes the leader keeps its address).
+pub(crate) fn incoming(
+    listener: Arc<TcpListener>,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        Some((accepted, listener))
+    })
+}
+
+/// Runs the server `serve` makes (given the future that starts its graceful shutdown) until
+/// it ends or `stop` resolves; then lets open calls finish for [`crate::ha::DRAIN`] and drops
+/// the rest (agents' sessions and watches never end by themselves).
+pub(crate) async fn serve_until<F>(
+    serve: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
+    stop: impl Future<Output = ()>,
+) -> Result<(), SchedError>
+where
+    F: Future<Output = Result<(), tonic::transport::Error>>,
+{
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = serve(Box::pin(async move {
+        let _ = drain_rx.await;
+    }));
+    tokio::pin!(server);
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = stop => {
+            let _ = drain_tx.send(());
+            match tokio::time::timeout(crate::ha::DRAIN, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::info!("open calls cut after {:?}", crate::ha::DRAIN);
+                    Ok(())
+                }
+            }
+        }
+    };
+    result.map_err(|e| SchedError::FailedPrecondition(format!("serving: {e}")))
+}
+
+/// Serves as the leader: the control loop, NodeService and DeploymentService.
+pub(crate) async fn serve_leader(
+    config: Config,
+    store: Arc<dyn Store>,
+    listener: Arc<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SchedError> {
     let grace = config.heartbeat_interval * config.missed_heartbeats;
@@ -79,19 +135,28 @@ pub async fn run(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let deploy_api = DeploymentServiceServer::new(DeployApi { controller })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let deploy_api = DeploymentServiceServer::new(DeployApi {
+        controller,
+        security: config.security.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let local = listener.local_addr().ok();
     tracing::info!(listen = ?local, "scheduler serving");
-    let served = tonic::transport::Server::builder()
+    let router = config
+        .security
+        .server(store.clone())?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(node_api)
         .add_service(deploy_api)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .add_service(crate::auth::token_service(store.clone()));
+    let served = serve_until(
+        |drained| router.serve_with_incoming_shutdown(incoming(listener), drained),
+        shutdown,
+    )
+    .await;
     let _ = stop_tx.send(true);
     let _ = control.await;
-    served.map_err(|e| SchedError::FailedPrecondition(format!("serving: {e}")))
+    served
 }

@@ -47,6 +47,8 @@ pub struct AgentOptions {
     pub env: Vec<(String, String)>,
     /// How long the agent may take to write its endpoint file.
     pub start_within: Duration,
+    /// `--listen` (default `127.0.0.1:0`).
+    pub listen: Option<String>,
 }
 
 impl Default for AgentOptions {
@@ -59,6 +61,7 @@ impl Default for AgentOptions {
             extra_args: Vec::new(),
             env: Vec::new(),
             start_within: Duration::from_secs(30),
+            listen: None,
         }
     }
 }
@@ -272,7 +275,8 @@ impl AgentNode {
             .arg(&self.name)
             .arg("--data-dir")
             .arg(self.data_dir())
-            .args(["--listen", "127.0.0.1:0"])
+            .arg("--listen")
+            .arg(self.opts.listen.as_deref().unwrap_or("127.0.0.1:0"))
             .arg("--net-namespace")
             .arg(self.netns_path())
             .arg("--cpu")

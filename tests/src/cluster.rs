@@ -16,6 +16,7 @@ use berth_proto::v1::{
 };
 
 use crate::agent_node::AgentNode;
+use crate::etcd::EtcdCluster;
 use crate::{binary, free_loopback_addr, poll_until, require_root, run_ok};
 
 /// A `berth-scheduler` on a loopback port with its own data dir.
@@ -25,11 +26,38 @@ pub struct SchedulerProc {
     addr: SocketAddr,
     child: Option<Child>,
     extra: Vec<String>,
+    /// The etcd this scheduler keeps its state in, when the tests run on etcd.
+    _etcd: Option<EtcdCluster>,
 }
 
+/// Set to `etcd` to run the schedulers of the end-to-end tests on an etcd store (one etcd per
+/// scheduler) instead of the embedded redb file.
+pub const STORE_ENV: &str = "BERTH_TEST_STORE";
+
 impl SchedulerProc {
-    /// Starts it with fast heartbeats (200 ms, NotReady after 3 missed) and `extra` flags.
+    /// Starts it with fast heartbeats (200 ms, NotReady after 3 missed) and `extra` flags, on
+    /// the store [`STORE_ENV`] names (redb by default).
     pub fn start(extra: &[&str]) -> Self {
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let etcd = match std::env::var(STORE_ENV).as_deref() {
+            Ok("etcd") => {
+                let etcd = EtcdCluster::start(1);
+                extra.extend(["--store".to_string(), etcd.url()]);
+                Some(etcd)
+            }
+            Ok("redb") | Err(_) => None,
+            Ok(other) => panic!("{STORE_ENV}={other:?}: expected redb or etcd"),
+        };
+        Self::start_with(extra, etcd)
+    }
+
+    /// Starts one with exactly these flags (no store chosen for it): for schedulers sharing
+    /// an etcd the test owns.
+    pub fn start_exact(extra: &[&str]) -> Self {
+        Self::start_with(extra.iter().map(|s| s.to_string()).collect(), None)
+    }
+
+    fn start_with(extra: Vec<String>, etcd: Option<EtcdCluster>) -> Self {
         let mut s = Self {
             dir: tempfile::Builder::new()
                 .prefix("berth-sched-")
@@ -37,10 +65,39 @@ impl SchedulerProc {
                 .expect("temp dir"),
             addr: free_loopback_addr(),
             child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
+            _etcd: etcd,
         };
         s.spawn();
         s
+    }
+
+    /// Like [`Self::start`] with mutual TLS (and so authentication) from `tls`'s files:
+    /// [`Self::endpoint`] is then `https://`.
+    pub fn start_tls(tls: &berth_proto::tls::TlsFiles, extra: &[&str]) -> Self {
+        let mut flags: Vec<String> = vec![
+            "--tls-cert".into(),
+            tls.cert.display().to_string(),
+            "--tls-key".into(),
+            tls.key.display().to_string(),
+            "--tls-ca".into(),
+            tls.ca.display().to_string(),
+        ];
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        Self::start(&flags)
+    }
+
+    /// The scheduler's data dir (with a redb store, `state.redb` is in it).
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     fn spawn(&mut self) {
@@ -75,7 +132,13 @@ impl SchedulerProc {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        // Started with TLS flags (see `start_tls`): clients dial https.
+        let scheme = if self.extra.iter().any(|a| a == "--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -249,6 +312,18 @@ pub fn start_nodes(
     base: &str,
     image: &str,
 ) -> Vec<AgentNode> {
+    start_nodes_at(&sched.endpoint(), fabric, count, base, image)
+}
+
+/// [`start_nodes`] for agents given `endpoints` as their `--scheduler` (several schedulers,
+/// comma-separated).
+pub fn start_nodes_at(
+    endpoints: &str,
+    fabric: &mut Fabric,
+    count: usize,
+    base: &str,
+    image: &str,
+) -> Vec<AgentNode> {
     (0..count)
         .map(|i| {
             let berth = crate::Berth::new();
@@ -265,7 +340,7 @@ pub fn start_nodes(
                 ..Default::default()
             };
             let name = crate::agent_node::unique_node_name(&format!("{base}{i}"));
-            let node = AgentNode::start_for(berth, &sched.endpoint(), &name, opts);
+            let node = AgentNode::start_for(berth, endpoints, &name, opts);
             fabric.plug(&node);
             node
         })

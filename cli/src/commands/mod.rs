@@ -19,4 +19,5 @@ pub mod run;
 pub mod scale;
 pub mod status;
 pub mod stop;
+pub mod token;
 pub mod up;

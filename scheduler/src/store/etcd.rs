@@ -74,6 +74,10 @@ pub struct EtcdUrlError {
 #[derive(Clone)]
 pub struct EtcdStore {
     inner: Arc<Inner>,
+    /// With a leadership: every write also requires this etcd key to exist with this create
+    /// revision (the leader's election key), so a scheduler that lost its leadership without
+    /// noticing cannot write.
+    fence: Option<(String, i64)>,
 }
 
 struct Inner {
@@ -87,7 +91,7 @@ struct Member {
     /// `http://host:port`.
     endpoint: String,
     /// Owns the endpoint's channel (the request clients below share it).
-    _client: Client,
+    client: Client,
     kv: KvClient,
     watch: WatchClient,
 }
@@ -102,6 +106,7 @@ impl fmt::Debug for EtcdStore {
             .collect();
         f.debug_struct("EtcdStore")
             .field("endpoints", &endpoints)
+            .field("fence", &self.fence)
             .field("prefix", &self.inner.prefix)
             .field("pinned", &self.inner.pinned.load(Ordering::Relaxed))
             .finish()
@@ -157,7 +162,7 @@ impl EtcdStore {
                     .max_encoding_message_size(MAX_MESSAGE),
                 watch: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
                 endpoint,
-                _client: client,
+                client,
             });
         }
         let store = Self {
@@ -166,6 +171,7 @@ impl EtcdStore {
                 pinned: AtomicUsize::new(0),
                 prefix: prefix.to_owned(),
             }),
+            fence: None,
         };
         store.revision().await?;
         Ok(store)
@@ -233,6 +239,33 @@ impl EtcdStore {
     /// The prefix every key of this store is stored under.
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
+    }
+
+    /// The same store whose writes succeed only while the etcd key `election_key` (a full key,
+    /// outside the prefix) exists with `create_revision`: a leader's writes, fenced by its
+    /// election key. A failed fence is [`StoreError::NotLeader`].
+    pub fn fenced(&self, election_key: &[u8], create_revision: i64) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            fence: Some((
+                String::from_utf8_lossy(election_key).into_owned(),
+                create_revision,
+            )),
+        }
+    }
+
+    /// The etcd clients of the members, the pinned (last answering) one first: for the
+    /// election, which must survive a dead member as the store does.
+    pub fn clients(&self) -> Vec<(String, Client)> {
+        let inner = &self.inner;
+        let n = inner.members.len();
+        let first = inner.pinned.load(Ordering::Relaxed) % n;
+        (0..n)
+            .map(|i| {
+                let m = &inner.members[(first + i) % n];
+                (m.endpoint.clone(), m.client.clone())
+            })
+            .collect()
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -384,6 +417,17 @@ impl EtcdStore {
                 Op::Delete { .. } => TxnOp::delete(full, None),
             });
         }
+        if let Some((key, revision)) = &self.fence {
+            compares.push(Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                *revision,
+            ));
+            reads.insert(
+                0,
+                TxnOp::get(key.clone(), Some(GetOptions::new().with_keys_only())),
+            );
+        }
         let txn = Txn::new().when(compares).and_then(writes).or_else(reads);
         let response = self
             .call(what, Retry::Write, |mut kv| {
@@ -394,7 +438,25 @@ impl EtcdStore {
         if response.succeeded() {
             return header_revision(response.header());
         }
-        for ((key, expect), found) in checks.into_iter().zip(response.op_responses()) {
+        let mut answers = response.op_responses().into_iter();
+        if let Some((key, revision)) = &self.fence {
+            let holder = match answers.next() {
+                Some(TxnOpResponse::Get(found)) => {
+                    found.kvs().first().map(|kv| kv.create_revision())
+                }
+                other => {
+                    return Err(StoreError::Backend(format!(
+                        "etcd {what}: the failure branch answered {other:?}"
+                    )));
+                }
+            };
+            if holder != Some(*revision) {
+                return Err(StoreError::NotLeader(format!(
+                    "election key {key} (revision {revision}) is gone: another scheduler leads"
+                )));
+            }
+        }
+        for ((key, expect), found) in checks.into_iter().zip(answers) {
             let TxnOpResponse::Get(found) = found else {
                 return Err(StoreError::Backend(format!(
                     "etcd {what}: the failure branch answered {found:?}"

@@ -94,6 +94,10 @@ pub enum StoreError {
     /// The backend failed (I/O, corruption): the message names what.
     #[error("store: {0}")]
     Backend(String),
+    /// A write fenced by a leadership this process no longer holds (another scheduler leads):
+    /// nothing was written, and this process must stop acting as the leader.
+    #[error("not the leader: {0}")]
+    NotLeader(String),
     #[error("invalid key {key:?}: {reason}")]
     InvalidKey { key: String, reason: &'static str },
 }

@@ -1,0 +1,185 @@
+//! The agent's mutual TLS: the `--tls-*` and `--insecure` flags, checked at start (a node
+//! certificate whose CN is `--node-name`), and who may call AgentService: with TLS only a
+//! scheduler or an admin, since Exec is a root shell on the node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use berth_proto::tls::{self, ClientAuth, Identity, Role, TlsError, TlsFiles};
+use tonic::service::Interceptor;
+use tonic::transport::{ClientTlsConfig, Server, ServerTlsConfig};
+use tonic::{Request, Status};
+
+/// Mutual TLS for AgentService and the session with the scheduler.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsFlags {
+    /// This node's certificate (O=berth:node, CN=--node-name), from `berth certs node NAME`.
+    /// With --tls-key and --tls-ca, turns on TLS both ways.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA the scheduler's and clients' certificates must chain to.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve AgentService in plaintext, to anyone, on a non-loopback address.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// Why the agent's TLS set-up cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("{missing} {verb} missing: --tls-cert, --tls-key and --tls-ca go together")]
+    Incomplete { missing: String, verb: &'static str },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(
+        "{}: the certificate of {name:?} is for a {found}, not a node (issue one with `berth certs node NAME`)",
+        path.display()
+    )]
+    NotANode {
+        path: PathBuf,
+        name: String,
+        found: Role,
+    },
+    #[error(
+        "{}: the certificate is node {cert_name:?}'s, but this agent is --node-name {node:?} \
+         (a node acts only under its own certificate)",
+        path.display()
+    )]
+    OtherNode {
+        path: PathBuf,
+        cert_name: String,
+        node: String,
+    },
+    #[error("the scheduler address {0} is https: pass --tls-cert, --tls-key and --tls-ca")]
+    HttpsWithoutTls(String),
+}
+
+/// The agent's TLS configs, read once at start.
+#[derive(Debug, Clone)]
+pub struct AgentTls {
+    /// To dial the scheduler: presents the node certificate; the server name is set per
+    /// address.
+    pub client: ClientTlsConfig,
+    /// To serve AgentService: client certificates required.
+    pub server: ServerTlsConfig,
+}
+
+impl TlsFlags {
+    /// The configs, after checking the files and that the certificate is `node_name`'s node
+    /// certificate; `None` without TLS flags.
+    pub fn load(&self, node_name: &str) -> Result<Option<AgentTls>, TlsSetupError> {
+        let files = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (None, None, None) => return Ok(None),
+            (Some(cert), Some(key), Some(ca)) => TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            (cert, key, ca) => {
+                let missing: Vec<&str> = [
+                    (cert.is_none(), "--tls-cert"),
+                    (key.is_none(), "--tls-key"),
+                    (ca.is_none(), "--tls-ca"),
+                ]
+                .into_iter()
+                .filter_map(|(absent, flag)| absent.then_some(flag))
+                .collect();
+                return Err(TlsSetupError::Incomplete {
+                    verb: if missing.len() == 1 { "is" } else { "are" },
+                    missing: missing.join(" and "),
+                });
+            }
+        };
+        let identity = Identity::from_pem_file(&files.cert)?;
+        if identity.role != Role::Node {
+            return Err(TlsSetupError::NotANode {
+                path: files.cert.clone(),
+                name: identity.common_name,
+                found: identity.role,
+            });
+        }
+        if identity.common_name != node_name {
+            return Err(TlsSetupError::OtherNode {
+                path: files.cert.clone(),
+                cert_name: identity.common_name,
+                node: node_name.to_string(),
+            });
+        }
+        Ok(Some(AgentTls {
+            client: tls::client_config(&files, node_name)?,
+            server: tls::server_config(&files, ClientAuth::Required)?,
+        }))
+    }
+
+    /// Refuses plaintext on a non-loopback `addr` unless --insecure.
+    pub fn check_listen(&self, addr: &SocketAddr, tls: bool) -> Result<(), TlsSetupError> {
+        Ok(tls::check_listen(addr, tls, self.insecure)?)
+    }
+
+    /// Refuses `https://` scheduler addresses without TLS flags, which could only fail later.
+    pub fn check_scheduler(&self, scheduler: &str, tls: bool) -> Result<(), TlsSetupError> {
+        match scheduler
+            .split(',')
+            .find(|a| a.trim().starts_with("https://"))
+        {
+            Some(addr) if !tls => Err(TlsSetupError::HttpsWithoutTls(addr.trim().to_string())),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A server builder, with TLS when the agent has it.
+pub fn server(tls: Option<&AgentTls>) -> Result<Server, tonic::transport::Error> {
+    let server = Server::builder();
+    match tls {
+        Some(tls) => server.tls_config(tls.server.clone()),
+        None => Ok(server),
+    }
+}
+
+/// Admits AgentService calls from schedulers and admins only, when TLS is on (the handshake
+/// already demanded a certificate from the CA; this checks its role). Without TLS the agent
+/// trusts its loopback callers, as before.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulersOnly {
+    pub enabled: bool,
+}
+
+impl Interceptor for SchedulersOnly {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        if !self.enabled {
+            return Ok(req);
+        }
+        let refuse = |status: Status, who: &str| {
+            tracing::warn!(
+                caller = %who,
+                peer = ?req.remote_addr(),
+                code = ?status.code(),
+                reason = %status.message(),
+                "AgentService call refused"
+            );
+            Err(status)
+        };
+        match tls::peer_identity(&req) {
+            None => refuse(
+                Status::unauthenticated("a client certificate is required"),
+                "anonymous",
+            ),
+            Some(Err(e)) => refuse(Status::unauthenticated(e.to_string()), "unknown"),
+            Some(Ok(id)) if matches!(id.role, Role::Scheduler | Role::Admin) => Ok(req),
+            Some(Ok(id)) => {
+                let who = format!("{} {:?}", id.role, id.common_name);
+                refuse(
+                    Status::permission_denied(format!(
+                        "{who} may not call AgentService: it needs the scheduler or admin role"
+                    )),
+                    &who,
+                )
+            }
+        }
+    }
+}

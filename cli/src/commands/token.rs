@@ -1,0 +1,244 @@
+//! `berth token create|ls|revoke`: bearer tokens for pipelines and people, kept (hashed) by
+//! the scheduler. Once the scheduler runs with TLS only admins may manage them.
+
+use std::time::Duration;
+
+use berth_proto::v1::auth_service_client::AuthServiceClient;
+use berth_proto::v1::{CreateTokenRequest, ListTokensRequest, RevokeTokenRequest, TokenInfo};
+use clap::Subcommand;
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::Context;
+use crate::auth::AuthChannel;
+use crate::cluster::{self, SchedulerArg};
+use crate::output::{OutputFormat, print_json, print_table};
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (this once: the scheduler keeps only its hash).
+    Create(CreateArgs),
+    /// List the tokens (never their secrets).
+    Ls(ListArgs),
+    /// Revoke a token: calls with it are refused from now on.
+    Revoke(RevokeArgs),
+}
+
+/// What a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenRole {
+    /// Everything, tokens included.
+    Admin,
+    /// Deploy, scale, roll back, approve, delete; read.
+    Deployer,
+    /// Read only.
+    Viewer,
+}
+
+impl TokenRole {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Admin => "admin",
+            TokenRole::Deployer => "deployer",
+            TokenRole::Viewer => "viewer",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    #[arg(long, value_enum)]
+    role: TokenRole,
+    /// Who or what holds it (e.g. the pipeline), shown in listings and the scheduler's log.
+    #[arg(long, default_value = "")]
+    name: String,
+    /// How long it is valid (like 90m, 12h, 30d); 0 for ever.
+    #[arg(long, default_value = "30d", value_parser = parse_ttl)]
+    ttl: Duration,
+    /// table for people, json for programs.
+    #[arg(long, short, value_enum, default_value_t)]
+    output: OutputFormat,
+    #[command(flatten)]
+    scheduler: SchedulerArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// table for people, json for programs.
+    #[arg(long, short, value_enum, default_value_t)]
+    output: OutputFormat,
+    #[command(flatten)]
+    scheduler: SchedulerArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RevokeArgs {
+    /// The token's id (the part after `berth_`, as `berth token ls` shows it).
+    id: String,
+    #[command(flatten)]
+    scheduler: SchedulerArg,
+}
+
+pub fn run(command: TokenCommand, _ctx: &Context) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create(args) => create(args),
+        TokenCommand::Ls(args) => list(args),
+        TokenCommand::Revoke(args) => revoke(args),
+    }
+}
+
+/// `30d` as well as whatever `--timeout` takes (`90s`, `12h`, `1h30m`).
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    if let Some(days) = text.trim().strip_suffix('d') {
+        let days: u64 = days
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration (like \"12h\" or \"30d\")"))?;
+        return Ok(Duration::from_secs(days.saturating_mul(86_400)));
+    }
+    cluster::spec::parse_duration(text)
+}
+
+/// Runs `f` with a client of the scheduler's AuthService.
+fn with_auth_client<T>(
+    scheduler: &SchedulerArg,
+    f: impl AsyncFnOnce(AuthServiceClient<AuthChannel>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    crate::remote::block_on(async {
+        let channel =
+            crate::auth::connect(&cluster::url(&scheduler.scheduler), "the scheduler").await?;
+        f(AuthServiceClient::new(channel)).await
+    })
+}
+
+fn timestamp(ms: i64) -> String {
+    if ms <= 0 {
+        return "never".to_string();
+    }
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.replace_nanosecond(0).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+#[derive(Debug, Serialize)]
+struct Created {
+    id: String,
+    token: String,
+    role: String,
+    name: String,
+    /// RFC 3339, or "never".
+    expires: String,
+}
+
+fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let name = args.name.clone();
+    let reply = with_auth_client(&args.scheduler, async |mut client| {
+        client
+            .create_token(CreateTokenRequest {
+                role: args.role.as_str().to_string(),
+                name: args.name,
+                ttl_seconds: args.ttl.as_secs(),
+            })
+            .await
+            .map_err(cluster::status_error)
+            .map(tonic::Response::into_inner)
+    })?;
+    let created = Created {
+        id: reply.id,
+        token: reply.token,
+        role: reply.role,
+        name,
+        expires: timestamp(reply.expires_at_ms),
+    };
+    match args.output {
+        OutputFormat::Json => print_json(&created),
+        OutputFormat::Table => {
+            println!("{}", created.token);
+            eprintln!(
+                "token {} ({}) expires {}; it is shown this once, keep it secret",
+                created.id, created.role, created.expires
+            );
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    id: String,
+    role: String,
+    name: String,
+    created: String,
+    expires: String,
+}
+
+impl From<TokenInfo> for Row {
+    fn from(t: TokenInfo) -> Self {
+        Row {
+            id: t.id,
+            role: t.role,
+            name: t.name,
+            created: timestamp(t.created_at_ms),
+            expires: timestamp(t.expires_at_ms),
+        }
+    }
+}
+
+fn list(args: ListArgs) -> anyhow::Result<()> {
+    let tokens = with_auth_client(&args.scheduler, async |mut client| {
+        client
+            .list_tokens(ListTokensRequest {})
+            .await
+            .map_err(cluster::status_error)
+            .map(|r| r.into_inner().tokens)
+    })?;
+    let rows: Vec<Row> = tokens.into_iter().map(Row::from).collect();
+    match args.output {
+        OutputFormat::Json => print_json(&rows),
+        OutputFormat::Table => {
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.clone(),
+                        r.role.clone(),
+                        r.name.clone(),
+                        r.created.clone(),
+                        r.expires.clone(),
+                    ]
+                })
+                .collect();
+            print_table(&["ID", "ROLE", "NAME", "CREATED", "EXPIRES"], &table);
+            Ok(())
+        }
+    }
+}
+
+fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    let id = args.id.clone();
+    with_auth_client(&args.scheduler, async |mut client| {
+        client
+            .revoke_token(RevokeTokenRequest { id: args.id })
+            .await
+            .map_err(cluster::status_error)
+            .map(|_| ())
+    })?;
+    println!("revoked token {id}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_take_days() {
+        assert_eq!(parse_ttl("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_ttl("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_ttl("0"), Ok(Duration::ZERO));
+        assert!(parse_ttl("xd").is_err());
+        assert!(parse_ttl("soon").is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! Several schedulers on one etcd: one leads (runs the control loop and the agents' sessions),
+//! the others stand by on their own listeners, forwarding DeploymentService calls to the
+//! leader and sending agents to it, and campaign to take over when the leader goes.
+//!
+//! A leader that loses its lease stops serving and returns an error, as Kubernetes'
+//! controllers do: it cannot know what another leader did meanwhile, and starting afresh (a
+//! supervisor restarts it as a standby) is the one state it can trust.
+
+pub mod election;
+pub mod standby;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::v1::deployment_service_server::DeploymentServiceServer;
+use berth_proto::v1::node_service_server::NodeServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::DeployApi;
+use crate::error::SchedError;
+use crate::nodes::NodeApi;
+use crate::server::{Config, incoming, serve_leader};
+use crate::store::etcd::EtcdStore;
+use election::Election;
+use standby::{Forward, Redirect};
+
+/// How long a server that was told to stop waits for open calls (sessions, watches) before
+/// it drops them.
+pub const DRAIN: Duration = Duration::from_secs(2);
+
+/// Serves as a standby until elected, then as the leader, until `shutdown` (then resigns) or
+/// until the leadership is lost (an error).
+pub async fn run_ha(
+    config: Config,
+    store: EtcdStore,
+    election: Arc<Election>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SchedError> {
+    let listener = Arc::new(listener);
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+
+    let (standby_tx, standby_rx) = watch::channel(false);
+    let standby = tokio::spawn(serve_standby(
+        election.clone(),
+        listener.clone(),
+        stopped(standby_rx),
+    ));
+    let leadership = tokio::select! {
+        won = election.campaign() => won,
+        () = stopped(stop.clone()) => {
+            let _ = standby_tx.send(true);
+            let _ = standby.await;
+            return Ok(());
+        }
+    };
+    let _ = standby_tx.send(true);
+    let _ = standby.await;
+    let leadership = leadership?;
+    let (key, revision) = leadership.fence();
+    let fenced = Arc::new(store.fenced(key, revision));
+    let mut lost = leadership.watch_lost();
+    let mut stop_leader = stop.clone();
+    let served = serve_leader(config, fenced, listener, async move {
+        tokio::select! {
+            _ = stop_leader.wait_for(|s| *s) => {}
+            _ = lost.wait_for(|l| *l) => {}
+        }
+    })
+    .await;
+    if *stop.borrow() {
+        election.resign(leadership).await;
+        return served;
+    }
+    served?;
+    Err(SchedError::FailedPrecondition(
+        "lost the leadership (the etcd lease could not be kept alive); exiting so that a \
+         fresh start rejoins as a standby"
+            .into(),
+    ))
+}
+
+/// A standby's server: health, reflection, DeploymentService forwarded to the leader,
+/// NodeService redirecting agents to it.
+async fn serve_standby(
+    election: Arc<Election>,
+    listener: Arc<TcpListener>,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SchedError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<DeploymentServiceServer<DeployApi>>()
+        .await;
+    // Agents must go to the leader: this one does not serve them.
+    health.set_not_serving::<NodeServiceServer<NodeApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| SchedError::FailedPrecondition(format!("reflection: {e}")))?;
+    tracing::info!(url = %election.url(), "standing by");
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(Forward::<DeploymentServiceServer<DeployApi>>::new(
+            election.clone(),
+        ))
+        .add_service(Redirect::<NodeServiceServer<NodeApi>>::new(election));
+    crate::server::serve_until(
+        |drained| server.serve_with_incoming_shutdown(incoming(listener), drained),
+        stop,
+    )
+    .await
+}

@@ -1,0 +1,179 @@
+//! What a standby scheduler serves: DeploymentService calls forwarded to the leader as they
+//! are (HTTP/2 requests, streams included), so pipelines may call any scheduler; and a
+//! NodeService that turns agents away with the leader's URL (`berth-leader` metadata), so
+//! they reconnect to the leader itself.
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::{Channel, Endpoint};
+use tower::{Service, ServiceExt as _};
+
+use super::election::Election;
+
+/// The metadata key that carries the leader's URL on a standby's refusals.
+pub const LEADER_METADATA: &str = "berth-leader";
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The leader's URL, refused as a forwarding target when it is this scheduler's own (it is
+/// becoming the leader: the caller retries in a moment).
+async fn leader_of(election: &Election) -> Result<String, tonic::Status> {
+    match election.leader().await {
+        Some(url) if url != election.url() => Ok(url),
+        Some(_) => Err(tonic::Status::unavailable(
+            "this scheduler is taking over as the leader; retry",
+        )),
+        None => Err(tonic::Status::unavailable(
+            "no scheduler is the leader at the moment; retry",
+        )),
+    }
+}
+
+/// Forwards every call of the service `S` names to the leader.
+#[derive(Debug)]
+pub struct Forward<S> {
+    election: Arc<Election>,
+    /// The leader's URL and a channel to it, replaced when the leader changes.
+    channel: Arc<Mutex<Option<(String, Channel)>>>,
+    _service: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for Forward<S> {
+    fn clone(&self) -> Self {
+        Self {
+            election: self.election.clone(),
+            channel: self.channel.clone(),
+            _service: PhantomData,
+        }
+    }
+}
+
+impl<S> Forward<S> {
+    pub fn new(election: Arc<Election>) -> Self {
+        Self {
+            election,
+            channel: Arc::new(Mutex::new(None)),
+            _service: PhantomData,
+        }
+    }
+
+    fn channel_to(&self, url: &str) -> Result<Channel, tonic::Status> {
+        let mut cached = self.channel.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, channel)) = cached.as_ref()
+            && at == url
+        {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(url.to_string())
+            .map_err(|e| tonic::Status::internal(format!("the leader's URL {url:?}: {e}")))?
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .connect_lazy();
+        *cached = Some((url.to_string(), channel.clone()));
+        Ok(channel)
+    }
+}
+
+impl<S: NamedService> NamedService for Forward<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S: 'static> Service<http::Request<Body>> for Forward<S> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let path = request.uri().path().to_string();
+            let url = match leader_of(&this.election).await {
+                Ok(url) => url,
+                Err(status) => return Ok(status.into_http()),
+            };
+            let channel = match this.channel_to(&url) {
+                Ok(channel) => channel,
+                Err(status) => return Ok(status.into_http()),
+            };
+            tracing::debug!(%path, leader = %url, "forwarding to the leader");
+            match channel.oneshot(request).await {
+                Ok(response) => Ok(response),
+                Err(e) => {
+                    let status = tonic::Status::unavailable(format!(
+                        "forwarding {path} to the leader at {url}: {e}"
+                    ));
+                    Ok(status.into_http())
+                }
+            }
+        })
+    }
+}
+
+/// Answers every call of the service `S` names with Unavailable and the leader's URL.
+#[derive(Debug)]
+pub struct Redirect<S> {
+    election: Arc<Election>,
+    _service: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for Redirect<S> {
+    fn clone(&self) -> Self {
+        Self {
+            election: self.election.clone(),
+            _service: PhantomData,
+        }
+    }
+}
+
+impl<S> Redirect<S> {
+    pub fn new(election: Arc<Election>) -> Self {
+        Self {
+            election,
+            _service: PhantomData,
+        }
+    }
+}
+
+impl<S: NamedService> NamedService for Redirect<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for Redirect<S> {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: http::Request<Body>) -> Self::Future {
+        let election = self.election.clone();
+        Box::pin(async move {
+            let status = match leader_of(&election).await {
+                Ok(url) => {
+                    let mut metadata = tonic::metadata::MetadataMap::new();
+                    if let Ok(value) = url.parse() {
+                        metadata.insert(LEADER_METADATA, value);
+                    }
+                    tonic::Status::with_metadata(
+                        tonic::Code::Unavailable,
+                        format!("this scheduler is a standby; the leader is at {url}"),
+                        metadata,
+                    )
+                }
+                Err(status) => status,
+            };
+            Ok(status.into_http())
+        })
+    }
+}
