@@ -22,3 +22,6 @@ echo "== tests"
 profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 cargo nextest run --workspace --profile "$profile" --no-fail-fast
+echo "== the scheduler's end-to-end suites again, on an etcd store (issue 8)"
+BERTH_TEST_STORE=etcd cargo nextest run -p berth-tests --profile "$profile" --no-fail-fast \
+  --test cluster --test cli_cluster

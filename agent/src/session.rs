@@ -228,3 +228,29 @@ fn heartbeat(containers: &Containers) -> AgentMessage {
         })),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_addresses_split_on_commas() {
+        assert_eq!(
+            scheduler_addresses("http://a:1, http://b:2,,http://c:3"),
+            ["http://a:1", "http://b:2", "http://c:3"]
+        );
+        assert_eq!(scheduler_addresses("http://a:1"), ["http://a:1"]);
+    }
+
+    #[test]
+    fn a_standby_refusal_names_the_leader() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        metadata.insert("berth-leader", "http://127.0.0.1:7702".parse().unwrap());
+        let status = tonic::Status::with_metadata(tonic::Code::Unavailable, "standby", metadata);
+        assert_eq!(
+            leader_hint(&status).as_deref(),
+            Some("http://127.0.0.1:7702")
+        );
+        assert_eq!(leader_hint(&tonic::Status::unavailable("down")), None);
+    }
+}

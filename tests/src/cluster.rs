@@ -28,6 +28,8 @@ pub struct SchedulerProc {
     extra: Vec<String>,
     /// The etcd this scheduler keeps its state in, when the tests run on etcd.
     _etcd: Option<EtcdCluster>,
+    /// Whether starts wait for it to serve as the leader (not for standbys).
+    wait_serving: bool,
 }
 
 /// Set to `etcd` to run the schedulers of the end-to-end tests on an etcd store (one etcd per
@@ -48,7 +50,10 @@ impl SchedulerProc {
             Ok("redb") | Err(_) => None,
             Ok(other) => panic!("{STORE_ENV}={other:?}: expected redb or etcd"),
         };
-        Self::start_with(extra, etcd)
+        let mut s = Self::start_with(extra, etcd);
+        s.wait_serving = true;
+        s.wait_until_serving(1);
+        s
     }
 
     /// Starts one with exactly these flags (no store chosen for it): for schedulers sharing
@@ -67,6 +72,7 @@ impl SchedulerProc {
             child: None,
             extra,
             _etcd: etcd,
+            wait_serving: false,
         };
         s.spawn();
         s
@@ -158,8 +164,19 @@ impl SchedulerProc {
 
     /// Kills it (SIGKILL) and starts it again on the same port and data dir.
     pub fn restart(&mut self) {
+        let started = self.log().matches("scheduler serving").count();
         self.kill9();
         self.spawn();
+        if self.wait_serving {
+            self.wait_until_serving(started + 1);
+        }
+    }
+
+    /// Waits until its log says it served (as the leader, with an etcd store) `times` times.
+    fn wait_until_serving(&self, times: usize) {
+        poll_until("the scheduler to serve", Duration::from_secs(60), || {
+            (self.log().matches("scheduler serving").count() >= times).then_some(())
+        });
     }
 
     /// `berth SUBCOMMAND --scheduler ENDPOINT ARGS...` (`args[0]` is the subcommand:

@@ -101,6 +101,7 @@ impl Election {
     /// lease is kept alive by a task of its own, and a campaign cut off is resumed on another
     /// member with the same lease (etcd treats that as the same candidate).
     pub async fn campaign(&self) -> Result<Leadership, StoreError> {
+        self.clear_own_stale_key().await;
         loop {
             let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
             let lease = self
@@ -154,6 +155,38 @@ impl Election {
                     tracing::warn!(lease, "the candidacy's lease lapsed; campaigning again");
                 }
             }
+        }
+    }
+
+    /// A leader key with this scheduler's own URL is a previous run's (this process holds the
+    /// listener that URL names, so that run is dead): revoke its lease rather than wait for it
+    /// to lapse, so a restarted lone scheduler leads again at once.
+    async fn clear_own_stale_key(&self) {
+        let name = self.name.clone();
+        let Ok(response) = self
+            .on_any("leader", |mut c| {
+                let name = name.clone();
+                async move { c.leader(name).await }
+            })
+            .await
+        else {
+            return;
+        };
+        let Some(kv) = response.kv() else {
+            return;
+        };
+        if kv.value() != self.url.as_bytes() || kv.lease() == 0 {
+            return;
+        }
+        let lease = kv.lease();
+        tracing::info!(lease, url = %self.url, "revoking a previous run's leadership of this URL");
+        if let Err(e) = self
+            .on_any("lease revoke", |mut c| async move {
+                c.lease_revoke(lease).await.map(|_| ())
+            })
+            .await
+        {
+            tracing::warn!("revoking the stale leader lease: {e}");
         }
     }
 
