@@ -142,10 +142,15 @@ fn main() -> anyhow::Result<()> {
                 );
                 // Schedulers sharing an etcd elect one leader; the others stand by.
                 let local = listener.local_addr().context("the listener's address")?;
+                let scheme = if config.security.enabled() {
+                    "https"
+                } else {
+                    "http"
+                };
                 let url = args
                     .advertise
                     .clone()
-                    .unwrap_or_else(|| format!("http://{local}"));
+                    .unwrap_or_else(|| format!("{scheme}://{local}"));
                 let election = Arc::new(Election::new(
                     store.clone(),
                     url,

@@ -181,6 +181,33 @@ impl Security {
         Ok(server.layer(layer))
     }
 
+    /// How to dial another scheduler (a standby forwarding to the leader): `url` upgraded to
+    /// https and the TLS config presenting this scheduler's certificate, when TLS is on.
+    pub fn scheduler_endpoint(&self, url: &str) -> Result<Endpoint, SchedError> {
+        let bad =
+            |e: String| SchedError::FailedPrecondition(format!("the leader's URL {url:?}: {e}"));
+        let url = match (&self.tls, url.strip_prefix("http://")) {
+            (Some(_), Some(rest)) => format!("https://{rest}"),
+            _ => url.to_string(),
+        };
+        let mut endpoint = Endpoint::from_shared(url).map_err(|e| bad(e.to_string()))?;
+        if let Some(loaded) = &self.tls {
+            let host = endpoint
+                .uri()
+                .host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let config = tls::client_config(&loaded.files, &host)
+                .map_err(|e| SchedError::FailedPrecondition(format!("TLS: {e}")))?;
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        Ok(endpoint)
+    }
+
     /// A client of the agent at `endpoint` (as it registered it). With TLS the scheduler
     /// presents its own certificate (agents admit schedulers and admins only) and verifies the
     /// agent's against the CA; an `http://` endpoint is dialled over TLS all the same, since

@@ -17,10 +17,14 @@ use berth_proto::v1::node_service_server::NodeServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use berth_proto::v1::auth_service_server::AuthServiceServer;
+
 use crate::api::DeployApi;
+use crate::auth::{Security, TokenApi};
 use crate::error::SchedError;
 use crate::nodes::NodeApi;
 use crate::server::{Config, incoming, serve_leader};
+use crate::store::Store;
 use crate::store::etcd::EtcdStore;
 use election::Election;
 use standby::{Forward, Redirect};
@@ -50,6 +54,8 @@ pub async fn run_ha(
 
     let (standby_tx, standby_rx) = watch::channel(false);
     let standby = tokio::spawn(serve_standby(
+        config.security.clone(),
+        Arc::new(store.clone()),
         election.clone(),
         listener.clone(),
         stopped(standby_rx),
@@ -88,9 +94,12 @@ pub async fn run_ha(
     ))
 }
 
-/// A standby's server: health, reflection, DeploymentService forwarded to the leader,
-/// NodeService redirecting agents to it.
+/// A standby's server: health, reflection, DeploymentService and AuthService forwarded to
+/// the leader, NodeService redirecting agents to it; with TLS, behind the same checks as the
+/// leader's (the caller is authenticated here and forwarded by name and role).
 async fn serve_standby(
+    security: Security,
+    store: Arc<dyn Store>,
     election: Arc<Election>,
     listener: Arc<TcpListener>,
     stop: impl Future<Output = ()> + Send + 'static,
@@ -107,11 +116,17 @@ async fn serve_standby(
         .build_v1()
         .map_err(|e| SchedError::FailedPrecondition(format!("reflection: {e}")))?;
     tracing::info!(url = %election.url(), "standing by");
-    let server = tonic::transport::Server::builder()
+    let server = security
+        .server(store)?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(Forward::<DeploymentServiceServer<DeployApi>>::new(
             election.clone(),
+            security.clone(),
+        ))
+        .add_service(Forward::<AuthServiceServer<TokenApi>>::new(
+            election.clone(),
+            security,
         ))
         .add_service(Redirect::<NodeServiceServer<NodeApi>>::new(election));
     crate::server::serve_until(

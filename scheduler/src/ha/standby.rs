@@ -11,10 +11,11 @@ use std::task::{Context, Poll};
 
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tower::{Service, ServiceExt as _};
 
 use super::election::Election;
+use crate::auth::{Caller, FORWARDED_IDENTITY, Security};
 
 /// The metadata key that carries the leader's URL on a standby's refusals.
 pub const LEADER_METADATA: &str = "berth-leader";
@@ -39,6 +40,8 @@ async fn leader_of(election: &Election) -> Result<String, tonic::Status> {
 #[derive(Debug)]
 pub struct Forward<S> {
     election: Arc<Election>,
+    /// How to dial the leader (TLS with this scheduler's certificate, when on).
+    security: Security,
     /// The leader's URL and a channel to it, replaced when the leader changes.
     channel: Arc<Mutex<Option<(String, Channel)>>>,
     _service: PhantomData<fn() -> S>,
@@ -48,6 +51,7 @@ impl<S> Clone for Forward<S> {
     fn clone(&self) -> Self {
         Self {
             election: self.election.clone(),
+            security: self.security.clone(),
             channel: self.channel.clone(),
             _service: PhantomData,
         }
@@ -55,9 +59,10 @@ impl<S> Clone for Forward<S> {
 }
 
 impl<S> Forward<S> {
-    pub fn new(election: Arc<Election>) -> Self {
+    pub fn new(election: Arc<Election>, security: Security) -> Self {
         Self {
             election,
+            security,
             channel: Arc::new(Mutex::new(None)),
             _service: PhantomData,
         }
@@ -70,8 +75,10 @@ impl<S> Forward<S> {
         {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(url.to_string())
-            .map_err(|e| tonic::Status::internal(format!("the leader's URL {url:?}: {e}")))?
+        let channel = self
+            .security
+            .scheduler_endpoint(url)
+            .map_err(tonic::Status::from)?
             .connect_timeout(std::time::Duration::from_secs(3))
             .connect_lazy();
         *cached = Some((url.to_string(), channel.clone()));
@@ -92,10 +99,19 @@ impl<S: 'static> Service<http::Request<Body>> for Forward<S> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
             let path = request.uri().path().to_string();
+            // The auth layer checked the caller here and took its credentials off: the leader
+            // learns who it is from this header, which it trusts from schedulers only.
+            let caller = request
+                .extensions()
+                .get::<Caller>()
+                .map(|c| format!("{};{}", c.name, c.role));
+            if let Some(value) = caller.and_then(|c| http::HeaderValue::from_str(&c).ok()) {
+                request.headers_mut().insert(FORWARDED_IDENTITY, value);
+            }
             let url = match leader_of(&this.election).await {
                 Ok(url) => url,
                 Err(status) => return Ok(status.into_http()),
