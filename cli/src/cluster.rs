@@ -33,7 +33,8 @@ pub mod exit {
 /// The scheduler address flag of the cluster commands.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SchedulerArg {
-    /// The scheduler's DeploymentService (http://HOST:PORT).
+    /// The scheduler's DeploymentService (http://HOST:PORT, https:// with TLS); several
+    /// comma-separated for schedulers sharing an etcd: the first that answers is used.
     #[arg(long, env = "BERTH_SCHEDULER", default_value = DEFAULT_SCHEDULER)]
     pub scheduler: String,
 }
@@ -42,8 +43,8 @@ pub struct SchedulerArg {
 /// only when `--scheduler` or BERTH_SCHEDULER is given (and `--agent` is not).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArg {
-    /// Cluster-wide, through the scheduler at this address (http://HOST:PORT), instead of
-    /// this machine's local containers.
+    /// Cluster-wide, through the scheduler at this address (http://HOST:PORT; several
+    /// comma-separated: the first that answers), instead of this machine's local containers.
     #[arg(long, env = "BERTH_SCHEDULER")]
     pub scheduler: Option<String>,
 }
@@ -75,11 +76,21 @@ pub fn url(addr: &str) -> String {
     }
 }
 
-pub async fn connect(addr: &str) -> anyhow::Result<Client> {
-    let channel = crate::auth::connect(&url(addr), "the scheduler").await?;
-    Ok(DeploymentServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+/// A client of the first scheduler of `addrs` that answers: one address, or several
+/// comma-separated (schedulers sharing an etcd: any of them forwards to the leader).
+pub async fn connect(addrs: &str) -> anyhow::Result<Client> {
+    let mut failure = None;
+    for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        match crate::auth::connect(&url(addr), "the scheduler").await {
+            Ok(channel) => {
+                return Ok(DeploymentServiceClient::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES));
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    Err(failure.unwrap_or_else(|| anyhow::anyhow!("no scheduler address given")))
 }
 
 /// Runs one exchange with the scheduler on a fresh single-threaded runtime.

@@ -273,6 +273,16 @@ fn the_leader_dies_mid_rollout_and_another_finishes_it() {
         WAIT,
     );
     assert_eq!(via_standby.get("web").revision, 2);
+    // The CLI given every address skips the dead one.
+    let all: Vec<String> = c.scheds.iter().map(SchedulerProc::endpoint).collect();
+    let out = std::process::Command::new(berth_tests::binary("berth"))
+        .args(["status", "web", "-o", "json", "--scheduler", &all.join(",")])
+        .env_remove("BERTH_SCHEDULER")
+        .output()
+        .expect("run berth status");
+    assert!(out.status.success(), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(status["revision"], 2, "{status}");
     api.delete("web");
     poll_until("the containers to go", WAIT, || {
         api.containers("web").is_empty().then_some(())
