@@ -13,29 +13,9 @@ use crate::session::SessionError;
 /// `https://` (a leader hint from a standby may be written either way): a node certificate is
 /// never meant to go over plaintext.
 pub fn scheduler_endpoint(config: &Config, addr: &str) -> Result<Endpoint, SessionError> {
-    let url = match (&config.tls, addr.strip_prefix("http://")) {
-        (Some(_), Some(rest)) => format!("https://{rest}"),
-        _ => addr.to_string(),
-    };
-    let mut endpoint = Endpoint::from_shared(url)
-        .map_err(|_| SessionError::BadAddress(addr.to_string()))?
+    let endpoint = berth_proto::tls::dial(addr, config.tls.as_ref().map(|t| &t.client))
+        .map_err(|e| SessionError::BadAddress(format!("{addr}: {e}")))?;
+    Ok(endpoint
         .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true);
-    if let Some(tls) = &config.tls {
-        // IPv6 hosts come bracketed in URIs, not in certificates.
-        let host = endpoint
-            .uri()
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        endpoint = endpoint
-            .tls_config(tls.client.clone().domain_name(host))
-            .map_err(|source| SessionError::Connect {
-                addr: addr.to_string(),
-                source,
-            })?;
-    }
-    Ok(endpoint)
+        .tcp_nodelay(true))
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use berth_proto::tls::{self, ClientAuth, Identity, Role, TlsError, TlsFiles};
+use berth_proto::tls::{self, ClientAuth, Role, TlsError};
 use tonic::service::Interceptor;
 use tonic::transport::{ClientTlsConfig, Server, ServerTlsConfig};
 use tonic::{Request, Status};
@@ -31,19 +31,8 @@ pub struct TlsFlags {
 /// Why the agent's TLS set-up cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("{missing} {verb} missing: --tls-cert, --tls-key and --tls-ca go together")]
-    Incomplete { missing: String, verb: &'static str },
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error(
-        "{}: the certificate of {name:?} is for a {found}, not a node (issue one with `berth certs node NAME`)",
-        path.display()
-    )]
-    NotANode {
-        path: PathBuf,
-        name: String,
-        found: Role,
-    },
     #[error(
         "{}: the certificate is node {cert_name:?}'s, but this agent is --node-name {node:?} \
          (a node acts only under its own certificate)",
@@ -72,36 +61,15 @@ impl TlsFlags {
     /// The configs, after checking the files and that the certificate is `node_name`'s node
     /// certificate; `None` without TLS flags.
     pub fn load(&self, node_name: &str) -> Result<Option<AgentTls>, TlsSetupError> {
-        let files = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
-            (None, None, None) => return Ok(None),
-            (Some(cert), Some(key), Some(ca)) => TlsFiles {
-                ca: ca.clone(),
-                cert: cert.clone(),
-                key: key.clone(),
-            },
-            (cert, key, ca) => {
-                let missing: Vec<&str> = [
-                    (cert.is_none(), "--tls-cert"),
-                    (key.is_none(), "--tls-key"),
-                    (ca.is_none(), "--tls-ca"),
-                ]
-                .into_iter()
-                .filter_map(|(absent, flag)| absent.then_some(flag))
-                .collect();
-                return Err(TlsSetupError::Incomplete {
-                    verb: if missing.len() == 1 { "is" } else { "are" },
-                    missing: missing.join(" and "),
-                });
-            }
+        let Some((files, identity)) = tls::files_from_flags(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_ca.as_deref(),
+            Role::Node,
+        )?
+        else {
+            return Ok(None);
         };
-        let identity = Identity::from_pem_file(&files.cert)?;
-        if identity.role != Role::Node {
-            return Err(TlsSetupError::NotANode {
-                path: files.cert.clone(),
-                name: identity.common_name,
-                found: identity.role,
-            });
-        }
         if identity.common_name != node_name {
             return Err(TlsSetupError::OtherNode {
                 path: files.cert.clone(),

@@ -81,14 +81,7 @@ fn endpoint(url: &str, what: &str, creds: &CredentialArgs) -> anyhow::Result<(En
     let Some(ca) = &creds.tls_ca else {
         bail!("{url} is https: pass --tls-ca (or BERTH_TLS_CA) to verify {what}");
     };
-    // IPv6 hosts come bracketed in URIs, not in certificates.
-    let host = endpoint
-        .uri()
-        .host()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    let host = tls::server_name(endpoint.uri());
     let config = match (&creds.tls_cert, &creds.tls_key) {
         (Some(cert), Some(key)) => tls::client_config(
             &TlsFiles {

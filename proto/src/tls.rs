@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-use tonic::transport::{Certificate, ClientTlsConfig, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, ServerTlsConfig};
 use x509_parser::pem::Pem;
 
 /// The CA certificate's file name in a PKI directory.
@@ -74,6 +74,20 @@ pub enum TlsError {
          listen on a loopback address, or pass --insecure to accept plaintext"
     )]
     InsecureListen { addr: SocketAddr },
+    #[error("invalid address {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("{missing} {verb} missing: --tls-cert, --tls-key and --tls-ca go together")]
+    Incomplete { missing: String, verb: &'static str },
+    #[error(
+        "{}: the certificate of {name:?} is for a {found}, not a {wanted} (issue one with `berth certs {wanted} NAME`)",
+        path.display()
+    )]
+    WrongRole {
+        path: PathBuf,
+        name: String,
+        found: Role,
+        wanted: Role,
+    },
 }
 
 /// Where a certificate came from, for error messages: a file, or the TLS peer.
@@ -326,6 +340,80 @@ pub fn client_config_ca_only(ca: &Path, server_name: &str) -> Result<ClientTlsCo
     Ok(ClientTlsConfig::new()
         .ca_certificate(read_ca(ca)?)
         .domain_name(server_name))
+}
+
+/// The files a daemon's `--tls-cert`, `--tls-key` and `--tls-ca` flags name (all three or
+/// none: `None`), checked to hold a certificate of role `wanted`, with its identity.
+pub fn files_from_flags(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    ca: Option<&Path>,
+    wanted: Role,
+) -> Result<Option<(TlsFiles, Identity)>, TlsError> {
+    let files = match (cert, key, ca) {
+        (None, None, None) => return Ok(None),
+        (Some(cert), Some(key), Some(ca)) => TlsFiles {
+            ca: ca.to_path_buf(),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        },
+        (cert, key, ca) => {
+            let missing: Vec<&str> = [
+                (cert.is_none(), "--tls-cert"),
+                (key.is_none(), "--tls-key"),
+                (ca.is_none(), "--tls-ca"),
+            ]
+            .into_iter()
+            .filter_map(|(absent, flag)| absent.then_some(flag))
+            .collect();
+            return Err(TlsError::Incomplete {
+                verb: if missing.len() == 1 { "is" } else { "are" },
+                missing: missing.join(" and "),
+            });
+        }
+    };
+    let identity = Identity::from_pem_file(&files.cert)?;
+    if identity.role != wanted {
+        return Err(TlsError::WrongRole {
+            path: files.cert.clone(),
+            name: identity.common_name,
+            found: identity.role,
+            wanted,
+        });
+    }
+    Ok(Some((files, identity)))
+}
+
+/// The name a server's certificate must carry to be `uri`'s: its host, without the brackets
+/// an IPv6 address has in a URI (certificates hold the bare address).
+pub fn server_name(uri: &http::Uri) -> String {
+    uri.host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
+/// The endpoint to dial `url` at. With `tls`, an `http://` URL is dialled as `https://` (an
+/// address given or learnt without a scheme's care; a certificate is never meant to go over
+/// plaintext) and the server must prove it is the URL's host.
+pub fn dial(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, TlsError> {
+    let url = match (tls, url.strip_prefix("http://")) {
+        (Some(_), Some(rest)) => format!("https://{rest}"),
+        _ => url.to_string(),
+    };
+    let bad = |reason: String| TlsError::BadUrl {
+        url: url.clone(),
+        reason,
+    };
+    let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| bad(e.to_string()))?;
+    let Some(config) = tls else {
+        return Ok(endpoint);
+    };
+    let host = server_name(endpoint.uri());
+    endpoint
+        .tls_config(config.clone().domain_name(host))
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// Refuses to serve plaintext beyond this machine: a non-loopback `addr` needs TLS unless the

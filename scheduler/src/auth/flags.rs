@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use berth_proto::tls::{self, Identity, Role, TlsError, TlsFiles};
+use berth_proto::tls::{self, Role, TlsError, TlsFiles};
 
 /// Mutual TLS for the scheduler's listener and its calls to agents.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -24,66 +24,22 @@ pub struct TlsFlags {
     pub insecure: bool,
 }
 
-/// Why the TLS flags cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum FlagsError {
-    #[error("{missing} {verb} missing: --tls-cert, --tls-key and --tls-ca go together")]
-    Incomplete { missing: String, verb: &'static str },
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error(
-        "{}: the certificate of {name:?} is for a {found}, not a {wanted} (issue one with `berth certs {wanted} NAME`)",
-        path.display()
-    )]
-    WrongRole {
-        path: PathBuf,
-        name: String,
-        found: Role,
-        wanted: Role,
-    },
-}
-
 impl TlsFlags {
     /// The files, checked to exist and hold a certificate of role `wanted`; `None` when no TLS
     /// flag is given.
-    pub fn files(&self, wanted: Role) -> Result<Option<TlsFiles>, FlagsError> {
-        let files = match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
-            (None, None, None) => return Ok(None),
-            (Some(cert), Some(key), Some(ca)) => TlsFiles {
-                ca: ca.clone(),
-                cert: cert.clone(),
-                key: key.clone(),
-            },
-            (cert, key, ca) => {
-                let missing: Vec<&str> = [
-                    (cert.is_none(), "--tls-cert"),
-                    (key.is_none(), "--tls-key"),
-                    (ca.is_none(), "--tls-ca"),
-                ]
-                .into_iter()
-                .filter_map(|(absent, flag)| absent.then_some(flag))
-                .collect();
-                return Err(FlagsError::Incomplete {
-                    verb: if missing.len() == 1 { "is" } else { "are" },
-                    missing: missing.join(" and "),
-                });
-            }
-        };
-        let identity = Identity::from_pem_file(&files.cert)?;
-        if identity.role != wanted {
-            return Err(FlagsError::WrongRole {
-                path: files.cert.clone(),
-                name: identity.common_name,
-                found: identity.role,
-                wanted,
-            });
-        }
-        Ok(Some(files))
+    pub fn files(&self, wanted: Role) -> Result<Option<TlsFiles>, TlsError> {
+        let files = tls::files_from_flags(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_ca.as_deref(),
+            wanted,
+        )?;
+        Ok(files.map(|(files, _)| files))
     }
 
     /// Refuses plaintext on a non-loopback `addr` unless --insecure.
-    pub fn check_listen(&self, addr: &SocketAddr, tls: bool) -> Result<(), FlagsError> {
-        Ok(tls::check_listen(addr, tls, self.insecure)?)
+    pub fn check_listen(&self, addr: &SocketAddr, tls: bool) -> Result<(), TlsError> {
+        tls::check_listen(addr, tls, self.insecure)
     }
 }
 

@@ -18,7 +18,7 @@ use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::tls::{self, ClientAuth, Role, TlsFiles};
 use berth_proto::v1::agent_service_client::AgentServiceClient;
 use berth_proto::v1::auth_service_server::AuthServiceServer;
-use tonic::transport::{Channel, Endpoint, Server, ServerTlsConfig};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Server, ServerTlsConfig};
 use tower_layer::{Identity as NoLayer, Stack};
 
 use crate::error::SchedError;
@@ -136,8 +136,9 @@ pub struct Security {
 
 #[derive(Debug, Clone)]
 struct Loaded {
-    files: TlsFiles,
     server: ServerTlsConfig,
+    /// Presents this scheduler's certificate; the server name is set per address dialled.
+    client: ClientTlsConfig,
 }
 
 impl Security {
@@ -148,14 +149,11 @@ impl Security {
         };
         let server = tls::server_config(files, ClientAuth::Optional)
             .map_err(|e| SchedError::FailedPrecondition(format!("TLS: {e}")))?;
-        // The agents dial is checked too, so it cannot fail later for a reason known now.
-        tls::client_config(files, "localhost")
+        // Read now, so dialling agents and the leader cannot fail later for a reason known now.
+        let client = tls::client_config(files, "localhost")
             .map_err(|e| SchedError::FailedPrecondition(format!("TLS: {e}")))?;
         Ok(Security {
-            tls: Some(Loaded {
-                files: files.clone(),
-                server,
-            }),
+            tls: Some(Loaded { server, client }),
         })
     }
 
@@ -181,31 +179,15 @@ impl Security {
         Ok(server.layer(layer))
     }
 
-    /// How to dial another scheduler (a standby forwarding to the leader): `url` upgraded to
-    /// https and the TLS config presenting this scheduler's certificate, when TLS is on.
+    /// How to dial another scheduler (a standby forwarding to the leader): over TLS with this
+    /// scheduler's certificate, when on.
     pub fn scheduler_endpoint(&self, url: &str) -> Result<Endpoint, SchedError> {
-        let bad =
-            |e: String| SchedError::FailedPrecondition(format!("the leader's URL {url:?}: {e}"));
-        let url = match (&self.tls, url.strip_prefix("http://")) {
-            (Some(_), Some(rest)) => format!("https://{rest}"),
-            _ => url.to_string(),
-        };
-        let mut endpoint = Endpoint::from_shared(url).map_err(|e| bad(e.to_string()))?;
-        if let Some(loaded) = &self.tls {
-            let host = endpoint
-                .uri()
-                .host()
-                .unwrap_or_default()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let config = tls::client_config(&loaded.files, &host)
-                .map_err(|e| SchedError::FailedPrecondition(format!("TLS: {e}")))?;
-            endpoint = endpoint
-                .tls_config(config)
-                .map_err(|e| bad(e.to_string()))?;
-        }
-        Ok(endpoint)
+        tls::dial(url, self.client())
+            .map_err(|e| SchedError::FailedPrecondition(format!("the leader's address: {e}")))
+    }
+
+    fn client(&self) -> Option<&ClientTlsConfig> {
+        self.tls.as_ref().map(|t| &t.client)
     }
 
     /// A client of the agent at `endpoint` (as it registered it). With TLS the scheduler
@@ -220,25 +202,8 @@ impl Security {
             node: endpoint.to_string(),
             reason,
         };
-        let url = match (&self.tls, endpoint.strip_prefix("http://")) {
-            (Some(_), Some(rest)) => format!("https://{rest}"),
-            _ => endpoint.to_string(),
-        };
-        let mut channel = Endpoint::from_shared(url)
+        let channel = tls::dial(endpoint, self.client())
             .map_err(|e| unreachable(format!("invalid agent endpoint: {e}")))?;
-        if let Some(loaded) = &self.tls {
-            let host = channel.uri().host().unwrap_or_default();
-            // IPv6 hosts come bracketed in URIs, not in certificates.
-            let host = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let config = tls::client_config(&loaded.files, &host)
-                .map_err(|e| SchedError::FailedPrecondition(format!("TLS: {e}")))?;
-            channel = channel
-                .tls_config(config)
-                .map_err(|e| unreachable(format!("TLS: {e}")))?;
-        }
         let channel = channel
             .connect()
             .await
