@@ -204,7 +204,7 @@ impl Controller {
                 expect: Expect::Any,
             })
             .collect();
-        self.store.txn(ops).await?;
+        crate::store::txn_chunked(self.store.as_ref(), ops).await?;
         Ok(())
     }
 
@@ -263,7 +263,9 @@ impl Controller {
             });
         }
         if target_spec.is_some() && !ops.is_empty() {
-            self.store.txn(ops).await?;
+            // Each replica is its own key: a large step goes in several transactions (a
+            // crash in between leaves fewer replicas, which the next pass creates).
+            crate::store::txn_chunked(self.store.as_ref(), ops).await?;
         }
         // Progress: more ready replicas of the target than last time.
         let ready_before = self.status(name).map_or(0, |d| d.ready_replicas);

@@ -7,6 +7,7 @@ mod berth;
 mod busybox;
 pub mod cluster;
 pub mod etcd;
+pub mod fake_node;
 pub mod fake_scheduler;
 pub mod layout;
 mod registry;

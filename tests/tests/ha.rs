@@ -318,3 +318,49 @@ fn a_three_member_etcd_with_one_member_down_keeps_the_control_plane_working() {
         api.containers("web").is_empty().then_some(())
     });
 }
+
+/// A deployment larger than etcd takes in one transaction (128 writes) is placed whole: the
+/// controller writes its replicas in pieces. On simulated nodes (they run nothing).
+#[test]
+fn hundreds_of_replicas_are_placed_on_an_etcd_store() {
+    let etcd = EtcdCluster::start(1);
+    let prefix = format!("/berth-many-{}", std::process::id());
+    let sched = SchedulerProc::start_exact(&["--store", &etcd.url(), "--store-prefix", &prefix]);
+    poll_until("the scheduler to lead", WAIT, || {
+        sched.log().contains("scheduler serving").then_some(())
+    });
+    let nodes = tokio::runtime::Runtime::new().expect("a runtime");
+    let sessions = berth_tests::fake_node::Sessions::default();
+    for i in 0..3 {
+        nodes.spawn(berth_tests::fake_node::fake_agent(
+            format!("sim-{i}-{}", std::process::id()),
+            vec![sched.endpoint()],
+            sessions.clone(),
+        ));
+    }
+    let api = DeployApi::new(&sched.endpoint(), WAIT);
+    poll_until("three simulated nodes ready", WAIT, || {
+        let nodes = api.nodes();
+        (nodes.len() == 3 && nodes.iter().all(|n| n.ready)).then_some(())
+    });
+    let mut spec = web("v1", 300);
+    spec.readiness = None;
+    spec.resources = Some(Resources {
+        cpu_millis: 10,
+        memory_bytes: 16 << 20,
+    });
+    api.apply(spec);
+    let d = api.wait("web", "300 replicas placed", |d| {
+        d.replica_status.len() == 300 && d.replica_status.iter().all(|r| !r.node.is_empty())
+    });
+    let ids: BTreeSet<&str> = d
+        .replica_status
+        .iter()
+        .map(|r| r.container_id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 300, "every replica once");
+    assert!(
+        !sched.log().contains("too many operations"),
+        "etcd refused a transaction"
+    );
+}

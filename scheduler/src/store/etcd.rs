@@ -36,7 +36,10 @@ use etcd_client::{
 };
 use tokio::sync::mpsc;
 
-use super::{Expect, KeyValue, Op, Revision, Store, StoreError, WatchEvent, WatchStream};
+use super::{
+    Expect, KeyValue, Op, Revision, Store, StoreError, WatchEvent, WatchStream, check_key,
+    validate_ops,
+};
 
 /// The key prefix of a store when none is given.
 pub const DEFAULT_PREFIX: &str = "/berth";
@@ -378,6 +381,13 @@ impl EtcdStore {
     /// Every write: one etcd transaction (see the module documentation).
     async fn write(&self, what: &str, ops: Vec<Op>) -> Result<Revision, StoreError> {
         validate_ops(&ops)?;
+        if ops.len() > super::MAX_TXN_OPS {
+            return Err(StoreError::Backend(format!(
+                "a transaction of {} writes is more than the {} a store takes at once",
+                ops.len(),
+                super::MAX_TXN_OPS
+            )));
+        }
         if ops.is_empty() {
             return self.revision().await;
         }
@@ -745,33 +755,7 @@ impl Store for EtcdStore {
     }
 }
 
-fn check_key(key: &str) -> Result<(), StoreError> {
-    if key.is_empty() {
-        return Err(StoreError::InvalidKey {
-            key: key.to_owned(),
-            reason: "keys must not be empty",
-        });
-    }
-    Ok(())
-}
-
 /// Keys are non-empty and a transaction names each once (etcd refuses duplicates too).
-fn validate_ops(ops: &[Op]) -> Result<(), StoreError> {
-    let mut seen = std::collections::HashSet::with_capacity(ops.len());
-    for op in ops {
-        let key = match op {
-            Op::Put { key, .. } | Op::Delete { key, .. } => key,
-        };
-        check_key(key)?;
-        if !seen.insert(key.as_str()) {
-            return Err(StoreError::InvalidKey {
-                key: key.clone(),
-                reason: "a transaction may write each key once",
-            });
-        }
-    }
-    Ok(())
-}
 
 /// etcd revisions are positive i64s.
 fn revision_of(r: i64) -> Revision {

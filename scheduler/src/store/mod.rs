@@ -13,6 +13,11 @@ use futures::Stream;
 /// The store's logical clock: grows by one with every committed write.
 pub type Revision = u64;
 
+/// The most writes one transaction may hold on every backend (etcd refuses more than 128 by
+/// default, one of which a leader's fence takes). Writers of independent keys split larger
+/// batches with [`txn_chunked`].
+pub const MAX_TXN_OPS: usize = 100;
+
 /// A stored key with its value and revisions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
@@ -121,4 +126,43 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError>;
     /// The current revision.
     async fn revision(&self) -> Result<Revision, StoreError>;
+}
+
+/// Every backend's key rule: keys are not empty.
+fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() {
+        return Err(StoreError::InvalidKey {
+            key: key.to_owned(),
+            reason: "keys must not be empty",
+        });
+    }
+    Ok(())
+}
+
+/// Every backend's transaction rule: valid keys, each written once.
+fn validate_ops(ops: &[Op]) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::with_capacity(ops.len());
+    for op in ops {
+        let key = match op {
+            Op::Put { key, .. } | Op::Delete { key, .. } => key,
+        };
+        check_key(key)?;
+        if !seen.insert(key.as_str()) {
+            return Err(StoreError::InvalidKey {
+                key: key.clone(),
+                reason: "a transaction may write each key once",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes `ops` in transactions of at most [`MAX_TXN_OPS`]: for batches of independent writes
+/// (each op's expectation is its own), where all-or-nothing across the batch is not needed.
+pub async fn txn_chunked(store: &dyn Store, ops: Vec<Op>) -> Result<Revision, StoreError> {
+    let mut revision = 0;
+    for chunk in ops.chunks(MAX_TXN_OPS) {
+        revision = store.txn(chunk.to_vec()).await?;
+    }
+    Ok(revision)
 }

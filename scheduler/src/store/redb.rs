@@ -31,7 +31,10 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::broadcast;
 
-use super::{Expect, KeyValue, Op, Revision, Store, StoreError, WatchEvent, WatchStream};
+use super::{
+    Expect, KeyValue, Op, Revision, Store, StoreError, WatchEvent, WatchStream, check_key,
+    validate_ops,
+};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -179,16 +182,6 @@ fn db_err(e: impl Into<redb::Error>) -> StoreError {
 
 fn corrupt(what: String) -> StoreError {
     StoreError::Backend(format!("corrupt store: {what}"))
-}
-
-fn check_key(key: &str) -> Result<(), StoreError> {
-    if key.is_empty() {
-        return Err(StoreError::InvalidKey {
-            key: key.to_owned(),
-            reason: "keys must not be empty",
-        });
-    }
-    Ok(())
 }
 
 /// Creates the tables of a new file, or checks the format of an existing one.
@@ -354,23 +347,6 @@ fn check_expect(key: &str, expect: Expect, found: Option<Revision>) -> Result<()
             found,
         })
     }
-}
-
-fn validate_ops(ops: &[Op]) -> Result<(), StoreError> {
-    let mut seen = std::collections::HashSet::with_capacity(ops.len());
-    for op in ops {
-        let key = match op {
-            Op::Put { key, .. } | Op::Delete { key, .. } => key,
-        };
-        check_key(key)?;
-        if !seen.insert(key.as_str()) {
-            return Err(StoreError::InvalidKey {
-                key: key.clone(),
-                reason: "a transaction may write each key once",
-            });
-        }
-    }
-    Ok(())
 }
 
 enum Staged {

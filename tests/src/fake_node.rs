@@ -1,0 +1,155 @@
+//! Simulated nodes for control-plane tests and benchmarks: a task that speaks the agent's side
+//! of NodeService (register with a big capacity, heartbeat with no containers, take every
+//! assignment set as applied) and follows the leader among several schedulers as the real
+//! agent does. It runs nothing: for placement and failover at a scale real nodes cannot reach
+//! here.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_proto::MAX_MESSAGE_BYTES;
+use berth_proto::v1::node_service_client::NodeServiceClient;
+use berth_proto::v1::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Each simulated node's capacity: 64 CPUs, 256 GiB.
+pub const NODE_CPU_MILLIS: u64 = 64_000;
+pub const NODE_MEMORY: u64 = 256 << 30;
+/// The real agent's reconnect backoff (agent/src/session.rs, `--reconnect-max` default 5 s).
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// When a fake agent's session opened, and on which scheduler.
+pub type Sessions = Arc<Mutex<Vec<(Instant, String)>>>;
+
+/// A fake node: registers with 64 CPUs / 256 GiB, heartbeats with no containers, drains what
+/// the scheduler sends. Follows the leader among `addresses` as the real agent does.
+pub async fn fake_agent(name: String, addresses: Vec<String>, sessions: Sessions) {
+    let mut next = 0;
+    let mut leader: Option<String> = None;
+    let mut delay = BACKOFF_MIN;
+    loop {
+        let started = tokio::time::Instant::now();
+        let addr = leader
+            .take()
+            .unwrap_or_else(|| addresses[next % addresses.len()].clone());
+        match fake_session(&name, &addr, &sessions).await {
+            Err(Ended::Redirected(url)) => {
+                leader = Some(url);
+                delay = BACKOFF_MIN;
+                continue;
+            }
+            Err(Ended::Other) => next += 1,
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            delay = BACKOFF_MIN;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+enum Ended {
+    /// A standby named the leader.
+    Redirected(String),
+    Other,
+}
+
+impl From<tonic::Status> for Ended {
+    fn from(status: tonic::Status) -> Self {
+        match status
+            .metadata()
+            .get("berth-leader")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(url) if !url.is_empty() => Ended::Redirected(url.to_string()),
+            _ => Ended::Other,
+        }
+    }
+}
+
+fn capacity() -> Capacity {
+    let all = Resources {
+        cpu_millis: NODE_CPU_MILLIS,
+        memory_bytes: NODE_MEMORY,
+    };
+    Capacity {
+        total: Some(all),
+        allocatable: Some(all),
+        allocated: Some(Resources::default()),
+    }
+}
+
+fn heartbeat(applied_generation: u64) -> AgentMessage {
+    AgentMessage {
+        msg: Some(agent_message::Msg::Heartbeat(Heartbeat {
+            capacity: Some(capacity()),
+            containers: Vec::new(),
+            applied_generation,
+        })),
+    }
+}
+
+/// One registration and session; it ends only with an error (the stream or the scheduler gone,
+/// or a standby's redirect).
+async fn fake_session(
+    name: &str,
+    addr: &str,
+    sessions: &Sessions,
+) -> Result<std::convert::Infallible, Ended> {
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
+        .map_err(|_| Ended::Other)?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|_| Ended::Other)?;
+    let mut client = NodeServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let registered = client
+        .register(RegisterRequest {
+            node_name: name.to_string(),
+            labels: Default::default(),
+            capacity: Some(capacity()),
+            node_address: "127.0.0.1".into(),
+            agent_endpoint: String::new(),
+            agent_version: "bench-store".into(),
+        })
+        .await?
+        .into_inner();
+    let interval = Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(50)));
+    let (tx, rx) = mpsc::channel::<AgentMessage>(16);
+    let hello = AgentMessage {
+        msg: Some(agent_message::Msg::Hello(Hello {
+            node_name: name.to_string(),
+            session: registered.session,
+        })),
+    };
+    tx.send(hello).await.map_err(|_| Ended::Other)?;
+    tx.send(heartbeat(0)).await.map_err(|_| Ended::Other)?;
+    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+    sessions
+        .lock()
+        .unwrap()
+        .push((Instant::now(), addr.to_string()));
+    let mut generation = 0;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                tx.send(heartbeat(generation)).await.map_err(|_| Ended::Other)?;
+            }
+            message = inbound.message() => match message? {
+                // Nothing runs here: the set is taken as applied.
+                Some(SchedulerMessage { msg: Some(scheduler_message::Msg::Assignments(set)) }) => {
+                    generation = set.generation;
+                }
+                Some(_) => {}
+                None => return Err(Ended::Other),
+            },
+        }
+    }
+}
