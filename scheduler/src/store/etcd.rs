@@ -755,8 +755,6 @@ impl Store for EtcdStore {
     }
 }
 
-/// Keys are non-empty and a transaction names each once (etcd refuses duplicates too).
-
 /// etcd revisions are positive i64s.
 fn revision_of(r: i64) -> Revision {
     Revision::try_from(r).unwrap_or(0)
