@@ -3,6 +3,7 @@
 //! altered by hand, a real registry, and a comparison of root filesystem trees.
 
 pub mod agent_node;
+pub mod bench;
 mod berth;
 mod busybox;
 pub mod cluster;

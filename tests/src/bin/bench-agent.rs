@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_proto::v1::{Assignment, ContainerEvent, ContainerState, Resources};
 use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
+use berth_tests::bench::{cores, env_usize, meminfo_kb, pct};
 use berth_tests::fake_scheduler::{FakeScheduler, assignment, state_of};
 use berth_tests::{Berth, busybox_image, require_root};
 use serde_json::{Value, json};
@@ -247,7 +248,7 @@ fn main() {
     println!(
         "berth-agent benchmarks ({} cores, {} MB RAM)",
         cores(),
-        mem_total_kb() / 1024
+        meminfo_kb("MemTotal:") / 1024
     );
     println!("{:-<96}", "");
     row(
@@ -382,7 +383,7 @@ fn main() {
     }
 
     let results = json!({
-        "host": { "cores": cores(), "mem_total_kb": mem_total_kb() },
+        "host": { "cores": cores(), "mem_total_kb": meminfo_kb("MemTotal:") },
         "agent_idle": {
             "rss_kb": idle_rss_kb,
             "heartbeats": idle_heartbeats,
@@ -439,15 +440,7 @@ fn main() {
         "leftovers": leftovers,
         "peer": peer,
     });
-    if let Some(dir) = out_path.parent() {
-        fs::create_dir_all(dir).expect("create the results dir");
-    }
-    fs::write(
-        &out_path,
-        serde_json::to_string_pretty(&results).expect("JSON"),
-    )
-    .unwrap_or_else(|e| panic!("write {}: {e}", out_path.display()));
-    println!("results: {}", out_path.display());
+    berth_tests::bench::write_results(&out_path, &results);
     if !leftovers.is_empty() {
         std::process::exit(1);
     }
@@ -646,11 +639,6 @@ fn vm_rss_kb(pid: u32) -> u64 {
     field_kb(&text, "VmRSS:").expect("VmRSS")
 }
 
-fn meminfo_kb(key: &str) -> u64 {
-    let text = fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
-    field_kb(&text, key).unwrap_or_else(|| panic!("{key} in /proc/meminfo"))
-}
-
 /// MemAvailable, the median of five readings 100 ms apart.
 fn mem_available_kb() -> u64 {
     let mut v: Vec<u64> = (0..5)
@@ -663,14 +651,6 @@ fn mem_available_kb() -> u64 {
         .collect();
     v.sort_unstable();
     v[2]
-}
-
-fn mem_total_kb() -> u64 {
-    meminfo_kb("MemTotal:")
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(0, |n| n.get())
 }
 
 /// What is left of the node after its cleanup: processes naming its data dir, mounts under
@@ -712,17 +692,6 @@ fn leftovers(data_dir: &Path, node: &str, netns: &str) -> Vec<String> {
     out
 }
 
-/// Nearest-rank percentile (0 for no samples).
-fn pct(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
 fn stats(values: &[f64]) -> Value {
     if values.is_empty() {
         return Value::Null;
@@ -760,14 +729,4 @@ fn kb(kb: u64) -> String {
 
 fn row(what: &str, value: &str, note: &str) {
     println!("{what:<50} {value:>18}  {note}");
-}
-
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{key}={v}: not a number"))
-        })
-        .unwrap_or(default)
 }

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_proto::v1::*;
 use berth_tests::agent_node::AgentNode;
+use berth_tests::bench::{cores, env_usize, meminfo_kb, pct};
 use berth_tests::cluster::{DeployApi as Api, Fabric, SchedulerProc, start_nodes};
 use berth_tests::require_root;
 use serde_json::{Value, json};
@@ -137,7 +138,7 @@ fn main() {
     println!(
         "berth scheduler benchmarks ({} cores, {} MB RAM; release build)",
         cores(),
-        mem_total_kb() / 1024
+        meminfo_kb("MemTotal:") / 1024
     );
     println!("{:-<110}", "");
     if placement.is_empty() {
@@ -288,7 +289,7 @@ fn main() {
         })
     };
     let results = json!({
-        "host": { "cores": cores(), "mem_total_kb": mem_total_kb() },
+        "host": { "cores": cores(), "mem_total_kb": meminfo_kb("MemTotal:") },
         "scheduler": {
             "heartbeat_ms": HEARTBEAT_MS,
             "missed_heartbeats": MISSED_HEARTBEATS,
@@ -325,15 +326,7 @@ fn main() {
         "k8s_node_loss_s_cited_not_measured": K8S_NODE_LOSS_CITED_S,
         "total_s": total_s,
     });
-    if let Some(dir) = out_path.parent() {
-        fs::create_dir_all(dir).expect("create the results dir");
-    }
-    fs::write(
-        &out_path,
-        serde_json::to_string_pretty(&results).expect("JSON"),
-    )
-    .unwrap_or_else(|e| panic!("write {}: {e}", out_path.display()));
-    println!("results: {}", out_path.display());
+    berth_tests::bench::write_results(&out_path, &results);
 }
 
 struct Cluster {
@@ -707,17 +700,6 @@ fn unix_ms() -> f64 {
         * 1000.0
 }
 
-/// Nearest-rank percentile (0 for no samples).
-fn pct(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
 fn stats(values: &[f64]) -> Value {
     if values.is_empty() {
         return Value::Null;
@@ -733,31 +715,6 @@ fn stats(values: &[f64]) -> Value {
     })
 }
 
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(0, |n| n.get())
-}
-
-fn mem_total_kb() -> u64 {
-    fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn row(what: &str, value: &str, note: &str) {
     println!("{what:<52} {value:>16}  {note}");
-}
-
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{key}={v}: not a number"))
-        })
-        .unwrap_or(default)
 }

@@ -43,6 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_proto::v1::*;
+use berth_tests::bench::{cores, env_usize, meminfo_kb, pct};
 use berth_tests::cluster::{DeployApi as Api, SchedulerProc};
 use berth_tests::etcd::EtcdCluster;
 use berth_tests::fake_node::{NODE_CPU_MILLIS, NODE_MEMORY, Sessions, fake_agent};
@@ -235,7 +236,7 @@ fn main() {
     println!(
         "berth store benchmarks ({} cores, {} MB RAM; release build; {}, fsync on)",
         cores(),
-        mem_total_kb() / 1024,
+        meminfo_kb("MemTotal:") / 1024,
         etcd_version()
     );
     println!("{:-<120}", "");
@@ -371,7 +372,7 @@ fn main() {
     let results = json!({
         "host": {
             "cores": cores(),
-            "mem_total_kb": mem_total_kb(),
+            "mem_total_kb": meminfo_kb("MemTotal:"),
             "etcd": etcd_version(),
             "loadavg_1m_start": load_before,
             "loadavg_1m_end": load_after,
@@ -448,15 +449,7 @@ fn main() {
         },
         "total_s": total_s,
     });
-    if let Some(dir) = out_path.parent() {
-        fs::create_dir_all(dir).expect("create the results dir");
-    }
-    fs::write(
-        &out_path,
-        serde_json::to_string_pretty(&results).expect("JSON"),
-    )
-    .unwrap_or_else(|e| panic!("write {}: {e}", out_path.display()));
-    println!("results: {}", out_path.display());
+    berth_tests::bench::write_results(&out_path, &results);
 }
 
 #[derive(Clone, Copy)]
@@ -806,17 +799,6 @@ fn mean(values: &[f64]) -> f64 {
     }
 }
 
-/// Nearest-rank percentile (0 for no samples).
-fn pct(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
 fn stats(values: &[f64]) -> Value {
     if values.is_empty() {
         return Value::Null;
@@ -831,10 +813,6 @@ fn stats(values: &[f64]) -> Value {
     json!(m)
 }
 
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(0, |n| n.get())
-}
-
 /// The 1-minute load average (the machine may be shared with other work).
 fn loadavg() -> String {
     fs::read_to_string("/proc/loadavg")
@@ -843,27 +821,6 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-fn mem_total_kb() -> u64 {
-    fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn row(what: &str, value: &str, note: &str) {
     println!("{what:<58} {value:>24}  {note}");
-}
-
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{key}={v}: not a number"))
-        })
-        .unwrap_or(default)
 }

@@ -1,0 +1,56 @@
+//! What the benchmark binaries (`src/bin/bench-*.rs`) share: their knobs from the environment,
+//! percentiles, the machine's size, and writing their results as JSON.
+
+use std::fs;
+use std::path::Path;
+
+/// `key` from the environment as a number, or `default`; a value that is not a number stops
+/// the run (a typo must not silently become the default).
+pub fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{key}={v}: not a number"))
+        })
+        .unwrap_or(default)
+}
+
+/// The `q` quantile (0..=1) of `values` by nearest rank (0 for none): the p99 of fewer than
+/// 100 samples is their maximum.
+pub fn pct(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// The CPUs this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
+/// A /proc/meminfo field in kB (0 when missing), e.g. `"MemTotal:"`.
+pub fn meminfo_kb(field: &str) -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Writes `results` as pretty JSON to `path` (making its directory) and says where.
+pub fn write_results(path: &Path, results: &serde_json::Value) {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).expect("create the results dir");
+    }
+    fs::write(path, serde_json::to_string_pretty(results).expect("JSON"))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    println!("results: {}", path.display());
+}
