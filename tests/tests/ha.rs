@@ -364,3 +364,42 @@ fn hundreds_of_replicas_are_placed_on_an_etcd_store() {
         "etcd refused a transaction"
     );
 }
+
+/// A lone scheduler whose etcd goes away for longer than its lease stops leading (its lease
+/// could not be renewed), stands by, and leads again once etcd is back: the process stays up
+/// and the deployment is intact.
+#[test]
+fn a_leader_cut_off_from_etcd_stands_by_and_leads_again() {
+    let mut etcd = EtcdCluster::start(1);
+    let prefix = format!("/berth-cut-{}", std::process::id());
+    let mut sched = SchedulerProc::start_exact(&[
+        "--store",
+        &etcd.url(),
+        "--store-prefix",
+        &prefix,
+        "--leader-lease-seconds",
+        "2",
+    ]);
+    poll_until("the scheduler to lead", WAIT, || {
+        sched.log().contains("scheduler serving").then_some(())
+    });
+    let api = DeployApi::new(&sched.endpoint(), WAIT);
+    let mut spec = web("v1", 1);
+    spec.readiness = None;
+    api.apply(spec);
+
+    etcd.stop_member(0);
+    poll_until("the leadership to be lost", WAIT, || {
+        sched.log().contains("standing by again").then_some(())
+    });
+    assert!(sched.is_running(), "a lost lease does not end the process");
+    etcd.start_member(0);
+    poll_until("it to lead again", WAIT, || {
+        (sched.log().matches("scheduler serving").count() >= 2).then_some(())
+    });
+    let d = wait_through_failover(&api, "the deployment after etcd's return", |d| {
+        d.revision == 1
+    });
+    assert_eq!(d.spec.unwrap().name, "web");
+    assert!(sched.is_running());
+}

@@ -2,9 +2,9 @@
 //! the others stand by on their own listeners, forwarding DeploymentService calls to the
 //! leader and sending agents to it, and campaign to take over when the leader goes.
 //!
-//! A leader that loses its lease stops serving and returns an error, as Kubernetes'
-//! controllers do: it cannot know what another leader did meanwhile, and starting afresh (a
-//! supervisor restarts it as a standby) is the one state it can trust.
+//! A leader that loses its lease stops leading at once and drops everything it held in memory:
+//! it cannot know what another leader did meanwhile. It stands by again and, if it wins again,
+//! starts afresh from the store.
 
 pub mod election;
 pub mod standby;
@@ -33,8 +33,10 @@ use standby::{Forward, Redirect};
 /// it drops them.
 pub const DRAIN: Duration = Duration::from_secs(2);
 
-/// Serves as a standby until elected, then as the leader, until `shutdown` (then resigns) or
-/// until the leadership is lost (an error).
+/// Serves as a standby until elected, then as the leader, until `shutdown` (then resigns). A
+/// leader that loses its lease (etcd out of reach longer than the lease allows) drops all it
+/// held in memory and stands by again: the store, fenced against it meanwhile, is the truth
+/// it starts from when it wins again.
 pub async fn run_ha(
     config: Config,
     store: EtcdStore,
@@ -51,47 +53,53 @@ pub async fn run_ha(
     let stopped = |mut stop: watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-
-    let (standby_tx, standby_rx) = watch::channel(false);
-    let standby = tokio::spawn(serve_standby(
-        config.security.clone(),
-        Arc::new(store.clone()),
-        election.clone(),
-        listener.clone(),
-        stopped(standby_rx),
-    ));
-    let leadership = tokio::select! {
-        won = election.campaign() => won,
-        () = stopped(stop.clone()) => {
-            let _ = standby_tx.send(true);
-            let _ = standby.await;
+    loop {
+        let (standby_tx, standby_rx) = watch::channel(false);
+        let standby = tokio::spawn(serve_standby(
+            config.security.clone(),
+            Arc::new(store.clone()),
+            election.clone(),
+            listener.clone(),
+            stopped(standby_rx),
+        ));
+        let won = loop {
+            tokio::select! {
+                won = election.campaign() => match won {
+                    Ok(leadership) => break Some(leadership),
+                    Err(e) => tracing::warn!("campaigning: {e}; retrying"),
+                },
+                () = stopped(stop.clone()) => break None,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = stopped(stop.clone()) => break None,
+            }
+        };
+        let _ = standby_tx.send(true);
+        let _ = standby.await;
+        let Some(leadership) = won else {
             return Ok(());
+        };
+        let (key, revision) = leadership.fence();
+        let fenced = Arc::new(store.fenced(key, revision));
+        let mut lost = leadership.watch_lost();
+        let mut stop_leader = stop.clone();
+        let served = serve_leader(config.clone(), fenced, listener.clone(), async move {
+            tokio::select! {
+                _ = stop_leader.wait_for(|s| *s) => {}
+                _ = lost.wait_for(|l| *l) => {}
+            }
+        })
+        .await;
+        if *stop.borrow() {
+            election.resign(leadership).await;
+            return served;
         }
-    };
-    let _ = standby_tx.send(true);
-    let _ = standby.await;
-    let leadership = leadership?;
-    let (key, revision) = leadership.fence();
-    let fenced = Arc::new(store.fenced(key, revision));
-    let mut lost = leadership.watch_lost();
-    let mut stop_leader = stop.clone();
-    let served = serve_leader(config, fenced, listener, async move {
-        tokio::select! {
-            _ = stop_leader.wait_for(|s| *s) => {}
-            _ = lost.wait_for(|l| *l) => {}
-        }
-    })
-    .await;
-    if *stop.borrow() {
-        election.resign(leadership).await;
-        return served;
+        served?;
+        tracing::error!(
+            "lost the leadership (the etcd lease could not be kept alive): standing by again"
+        );
     }
-    served?;
-    Err(SchedError::FailedPrecondition(
-        "lost the leadership (the etcd lease could not be kept alive); exiting so that a \
-         fresh start rejoins as a standby"
-            .into(),
-    ))
 }
 
 /// A standby's server: health, reflection, DeploymentService and AuthService forwarded to
