@@ -464,3 +464,11 @@ impl DeployApi {
         })
     }
 }
+
+/// `d` has `n` replicas, every one ready and of its current revision.
+pub fn all_ready(d: &Deployment, n: u32) -> bool {
+    d.replica_status.len() as u32 == n
+        && d.replica_status
+            .iter()
+            .all(|r| r.ready && r.revision == d.revision)
+}

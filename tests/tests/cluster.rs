@@ -5,19 +5,12 @@ use std::time::{Duration, Instant};
 
 use berth_proto::v1::*;
 use berth_tests::agent_node::AgentNode;
-use berth_tests::cluster::{DeployApi, Fabric, SchedulerProc, start_nodes};
+use berth_tests::cluster::{DeployApi, Fabric, SchedulerProc, all_ready, start_nodes};
 use berth_tests::poll_until;
 
 const IMAGE: &str = "cluster-busybox:1";
 const WAIT: Duration = Duration::from_secs(90);
 const HTTPD: &str = "mkdir -p /www && echo hello-$VERSION-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www";
-
-fn all_ready(d: &Deployment, n: u32) -> bool {
-    d.replica_status.len() as u32 == n
-        && d.replica_status
-            .iter()
-            .all(|r| r.ready && r.revision == d.revision)
-}
 
 fn phase(e: &RolloutEvent) -> RolloutPhase {
     RolloutPhase::try_from(e.phase).unwrap()

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use berth_proto::v1::agent_service_client::AgentServiceClient;
 use berth_proto::v1::*;
 use berth_tests::agent_node::AgentNode;
-use berth_tests::cluster::{DeployApi, Fabric, SchedulerProc, start_nodes_at};
+use berth_tests::cluster::{DeployApi, Fabric, SchedulerProc, all_ready, start_nodes_at};
 use berth_tests::etcd::EtcdCluster;
 use berth_tests::poll_until;
 
@@ -50,13 +50,6 @@ fn web(version: &str, replicas: u32) -> DeploymentSpec {
         }),
         ..Default::default()
     }
-}
-
-fn all_ready(d: &Deployment, n: u32) -> bool {
-    d.replica_status.len() as u32 == n
-        && d.replica_status
-            .iter()
-            .all(|r| r.ready && r.revision == d.revision)
 }
 
 /// Three schedulers sharing `etcd` under a prefix of this test's own, two agents that know

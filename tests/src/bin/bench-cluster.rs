@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use berth_proto::v1::*;
 use berth_tests::agent_node::AgentNode;
 use berth_tests::bench::{cores, env_usize, meminfo_kb, pct};
-use berth_tests::cluster::{DeployApi as Api, Fabric, SchedulerProc, start_nodes};
+use berth_tests::cluster::{DeployApi as Api, Fabric, SchedulerProc, all_ready, start_nodes};
 use berth_tests::require_root;
 use serde_json::{Value, json};
 
@@ -597,13 +597,6 @@ fn spec(name: &str, replicas: u32) -> DeploymentSpec {
         }),
         ..Default::default()
     }
-}
-
-fn all_ready(d: &Deployment, n: u32) -> bool {
-    d.replica_status.len() as u32 == n
-        && d.replica_status
-            .iter()
-            .all(|r| r.ready && r.revision == d.revision)
 }
 
 /// (container_pid, shim_pid) of every container in the node's data dir, from `shim.json`.
