@@ -50,7 +50,7 @@ struct Args {
     #[command(flatten)]
     tls: berth_scheduler::auth::TlsFlags,
     /// With an etcd store: the URL other schedulers send clients and agents to while this one
-    /// leads (default: http://LISTEN-ADDRESS).
+    /// leads (default: http://LISTEN-ADDRESS, or https:// with TLS).
     #[arg(long)]
     advertise: Option<String>,
     /// With an etcd store: the leader's lease in seconds. A leader that dies is replaced after
