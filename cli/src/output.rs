@@ -41,6 +41,24 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// Prints a listing: `rows` as a JSON array for programs, or for people a table of `header`
+/// with `cells` of each row.
+pub fn print_rows<T: Serialize>(
+    format: OutputFormat,
+    rows: &[T],
+    header: &[&str],
+    cells: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Json => print_json(rows),
+        OutputFormat::Table => {
+            let table: Vec<Vec<String>> = rows.iter().map(cells).collect();
+            print_table(header, &table);
+            Ok(())
+        }
+    }
+}
+
 /// Bytes as a short human figure: 1.4 MB, 230 kB.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];

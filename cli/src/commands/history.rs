@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::Context;
 use crate::cluster::{self, SchedulerArg};
-use crate::output::{OutputFormat, print_json, print_table};
+use crate::output::{OutputFormat, print_rows};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -53,29 +53,21 @@ pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
             }
         })
         .collect();
-    match args.output {
-        OutputFormat::Json => print_json(&rows),
-        OutputFormat::Table => {
-            let table: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.revision.to_string(),
-                        format!("{} ago", cluster::age(r.created_at_ms)),
-                        r.outcome.clone(),
-                        r.image.clone(),
-                        r.replicas.to_string(),
-                        r.message.replace('\n', " "),
-                    ]
-                })
-                .collect();
-            print_table(
-                &[
-                    "REVISION", "CREATED", "OUTCOME", "IMAGE", "REPLICAS", "MESSAGE",
-                ],
-                &table,
-            );
-            Ok(())
-        }
-    }
+    print_rows(
+        args.output,
+        &rows,
+        &[
+            "REVISION", "CREATED", "OUTCOME", "IMAGE", "REPLICAS", "MESSAGE",
+        ],
+        |r| {
+            vec![
+                r.revision.to_string(),
+                format!("{} ago", cluster::age(r.created_at_ms)),
+                r.outcome.clone(),
+                r.image.clone(),
+                r.replicas.to_string(),
+                r.message.replace('\n', " "),
+            ]
+        },
+    )
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::Context;
 use crate::cluster::{self, SchedulerArg};
-use crate::output::{OutputFormat, human_bytes, print_json, print_table};
+use crate::output::{OutputFormat, human_bytes, print_rows};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -64,62 +64,53 @@ pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
             }
         })
         .collect();
-    match args.output {
-        OutputFormat::Json => print_json(&rows),
-        OutputFormat::Table => {
-            let table: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    let load = |used: Resources, alloc: Resources| {
-                        (
-                            format!("{}m/{}m", used.cpu_millis, alloc.cpu_millis),
-                            format!(
-                                "{}/{}",
-                                human_bytes(used.memory_bytes),
-                                human_bytes(alloc.memory_bytes)
-                            ),
-                        )
-                    };
-                    let (cpu, memory) = load(
-                        Resources {
-                            cpu_millis: r.cpu_millis_allocated,
-                            memory_bytes: r.memory_bytes_allocated,
-                        },
-                        Resources {
-                            cpu_millis: r.cpu_millis_allocatable,
-                            memory_bytes: r.memory_bytes_allocatable,
-                        },
-                    );
-                    let labels: Vec<String> =
-                        r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    vec![
-                        r.name.clone(),
-                        if r.ready { "ready" } else { "not-ready" }.to_string(),
-                        r.address.clone(),
-                        r.pod_cidr.clone(),
-                        cpu,
-                        memory,
-                        r.containers.to_string(),
-                        cluster::age(r.last_heartbeat_ms),
-                        labels.join(","),
-                    ]
-                })
-                .collect();
-            print_table(
-                &[
-                    "NAME",
-                    "STATUS",
-                    "ADDRESS",
-                    "POD CIDR",
-                    "CPU",
-                    "MEMORY",
-                    "CONTAINERS",
-                    "HEARTBEAT",
-                    "LABELS",
-                ],
-                &table,
+    print_rows(
+        args.output,
+        &rows,
+        &[
+            "NAME",
+            "STATUS",
+            "ADDRESS",
+            "POD CIDR",
+            "CPU",
+            "MEMORY",
+            "CONTAINERS",
+            "HEARTBEAT",
+            "LABELS",
+        ],
+        |r| {
+            let load = |used: Resources, alloc: Resources| {
+                (
+                    format!("{}m/{}m", used.cpu_millis, alloc.cpu_millis),
+                    format!(
+                        "{}/{}",
+                        human_bytes(used.memory_bytes),
+                        human_bytes(alloc.memory_bytes)
+                    ),
+                )
+            };
+            let (cpu, memory) = load(
+                Resources {
+                    cpu_millis: r.cpu_millis_allocated,
+                    memory_bytes: r.memory_bytes_allocated,
+                },
+                Resources {
+                    cpu_millis: r.cpu_millis_allocatable,
+                    memory_bytes: r.memory_bytes_allocatable,
+                },
             );
-            Ok(())
-        }
-    }
+            let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            vec![
+                r.name.clone(),
+                if r.ready { "ready" } else { "not-ready" }.to_string(),
+                r.address.clone(),
+                r.pod_cidr.clone(),
+                cpu,
+                memory,
+                r.containers.to_string(),
+                cluster::age(r.last_heartbeat_ms),
+                labels.join(","),
+            ]
+        },
+    )
 }

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::Context;
 use crate::container::layout::{self, Status};
-use crate::output::{OutputFormat, print_json, print_table};
+use crate::output::{OutputFormat, print_rows};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -52,33 +52,25 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             created: meta.created,
         });
     }
-    match args.output {
-        OutputFormat::Json => print_json(&rows),
-        OutputFormat::Table => {
-            let table: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    let mut command = r.command.join(" ");
-                    if command.chars().count() > 30 {
-                        command = command.chars().take(29).collect::<String>() + "…";
-                    }
-                    vec![
-                        r.id.chars().take(12).collect(),
-                        r.image.clone(),
-                        command,
-                        r.status.clone(),
-                        r.created.clone(),
-                        r.name.clone(),
-                    ]
-                })
-                .collect();
-            print_table(
-                &["ID", "IMAGE", "COMMAND", "STATUS", "CREATED", "NAME"],
-                &table,
-            );
-            Ok(())
-        }
-    }
+    print_rows(
+        args.output,
+        &rows,
+        &["ID", "IMAGE", "COMMAND", "STATUS", "CREATED", "NAME"],
+        |r| {
+            let mut command = r.command.join(" ");
+            if command.chars().count() > 30 {
+                command = command.chars().take(29).collect::<String>() + "…";
+            }
+            vec![
+                r.id.chars().take(12).collect(),
+                r.image.clone(),
+                command,
+                r.status.clone(),
+                r.created.clone(),
+                r.name.clone(),
+            ]
+        },
+    )
 }
 
 /// A container as its node's agent reports it.
@@ -154,32 +146,22 @@ fn cluster(scheduler: &str, args: &Args) -> anyhow::Result<()> {
 }
 
 fn print_node_rows(rows: &[NodeRow], output: OutputFormat, with_node: bool) -> anyhow::Result<()> {
-    match output {
-        OutputFormat::Json => print_json(&rows),
-        OutputFormat::Table => {
-            let table: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    let mut row = vec![
-                        r.id.clone(),
-                        r.image.clone(),
-                        r.state.clone(),
-                        if r.ready { "yes" } else { "no" }.to_string(),
-                        r.restarts.to_string(),
-                        r.ip.clone(),
-                        r.reason.clone(),
-                    ];
-                    if with_node {
-                        row.insert(0, r.node.clone());
-                    }
-                    row
-                })
-                .collect();
-            let header = [
-                "NODE", "ID", "IMAGE", "STATE", "READY", "RESTARTS", "IP", "REASON",
-            ];
-            print_table(&header[usize::from(!with_node)..], &table);
-            Ok(())
+    let header = [
+        "NODE", "ID", "IMAGE", "STATE", "READY", "RESTARTS", "IP", "REASON",
+    ];
+    print_rows(output, rows, &header[usize::from(!with_node)..], |r| {
+        let mut row = vec![
+            r.id.clone(),
+            r.image.clone(),
+            r.state.clone(),
+            if r.ready { "yes" } else { "no" }.to_string(),
+            r.restarts.to_string(),
+            r.ip.clone(),
+            r.reason.clone(),
+        ];
+        if with_node {
+            row.insert(0, r.node.clone());
         }
-    }
+        row
+    })
 }

@@ -13,7 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::Context;
 use crate::auth::AuthChannel;
 use crate::cluster::{self, SchedulerArg};
-use crate::output::{OutputFormat, print_json, print_table};
+use crate::output::{OutputFormat, print_json, print_rows};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -195,25 +195,20 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
             .map(|r| r.into_inner().tokens)
     })?;
     let rows: Vec<Row> = tokens.into_iter().map(Row::from).collect();
-    match args.output {
-        OutputFormat::Json => print_json(&rows),
-        OutputFormat::Table => {
-            let table: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.id.clone(),
-                        r.role.clone(),
-                        r.name.clone(),
-                        r.created.clone(),
-                        r.expires.clone(),
-                    ]
-                })
-                .collect();
-            print_table(&["ID", "ROLE", "NAME", "CREATED", "EXPIRES"], &table);
-            Ok(())
-        }
-    }
+    print_rows(
+        args.output,
+        &rows,
+        &["ID", "ROLE", "NAME", "CREATED", "EXPIRES"],
+        |r| {
+            vec![
+                r.id.clone(),
+                r.role.clone(),
+                r.name.clone(),
+                r.created.clone(),
+                r.expires.clone(),
+            ]
+        },
+    )
 }
 
 fn revoke(args: RevokeArgs) -> anyhow::Result<()> {

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::Context;
-use crate::output::{OutputFormat, human_bytes, print_json, print_table};
+use crate::output::{OutputFormat, human_bytes, print_rows};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -48,23 +48,18 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             size,
         });
     }
-    match args.output {
-        OutputFormat::Json => print_json(&rows),
-        OutputFormat::Table => {
-            let table: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.name.clone(),
-                        r.id.clone(),
-                        r.layers.to_string(),
-                        human_bytes(r.size),
-                        r.created.clone().unwrap_or_default(),
-                    ]
-                })
-                .collect();
-            print_table(&["NAME", "ID", "LAYERS", "SIZE", "CREATED"], &table);
-            Ok(())
-        }
-    }
+    print_rows(
+        args.output,
+        &rows,
+        &["NAME", "ID", "LAYERS", "SIZE", "CREATED"],
+        |r| {
+            vec![
+                r.name.clone(),
+                r.id.clone(),
+                r.layers.to_string(),
+                human_bytes(r.size),
+                r.created.clone().unwrap_or_default(),
+            ]
+        },
+    )
 }
