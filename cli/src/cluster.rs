@@ -76,21 +76,25 @@ pub fn url(addr: &str) -> String {
     }
 }
 
-/// A client of the first scheduler of `addrs` that answers: one address, or several
-/// comma-separated (schedulers sharing an etcd: any of them forwards to the leader).
-pub async fn connect(addrs: &str) -> anyhow::Result<Client> {
+/// A channel to the first scheduler of `addrs` that answers: one address, or several
+/// comma-separated (schedulers sharing an etcd: any of them forwards to the leader). Every
+/// scheduler service's client is built on it.
+pub async fn channel(addrs: &str) -> anyhow::Result<crate::auth::AuthChannel> {
     let mut failure = None;
     for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         match crate::auth::connect(&url(addr), "the scheduler").await {
-            Ok(channel) => {
-                return Ok(DeploymentServiceClient::new(channel)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES));
-            }
+            Ok(channel) => return Ok(channel),
             Err(e) => failure = Some(e),
         }
     }
     Err(failure.unwrap_or_else(|| anyhow::anyhow!("no scheduler address given")))
+}
+
+/// A DeploymentService client of the first scheduler of `addrs` that answers.
+pub async fn connect(addrs: &str) -> anyhow::Result<Client> {
+    Ok(DeploymentServiceClient::new(channel(addrs).await?)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
 /// Runs one exchange with the scheduler on a fresh single-threaded runtime.

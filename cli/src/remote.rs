@@ -21,11 +21,7 @@ pub fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> a
 }
 
 pub async fn connect(addr: &str) -> anyhow::Result<AgentServiceClient<crate::auth::AuthChannel>> {
-    let addr = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
+    let addr = crate::cluster::url(addr);
     let channel = crate::auth::connect(&addr, "the agent").await?;
     Ok(AgentServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)

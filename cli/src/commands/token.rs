@@ -105,9 +105,10 @@ fn with_auth_client<T>(
     f: impl AsyncFnOnce(AuthServiceClient<AuthChannel>) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     crate::remote::block_on(async {
-        let channel =
-            crate::auth::connect(&cluster::url(&scheduler.scheduler), "the scheduler").await?;
-        f(AuthServiceClient::new(channel)).await
+        f(AuthServiceClient::new(
+            cluster::channel(&scheduler.scheduler).await?,
+        ))
+        .await
     })
 }
 
