@@ -56,14 +56,16 @@ pub async fn run(
             result = session(&containers, &agent_endpoint, &addr) => {
                 match result {
                     Ok(()) => {}
-                    Err(SessionError::Refused { status, .. }) if leader_hint(&status).is_some() => {
-                        let url = leader_hint(&status).unwrap_or_default();
-                        tracing::info!(standby = %addr, leader = %url, "redirected to the leader");
-                        leader = Some(url);
-                        delay = Duration::from_millis(100);
-                        continue;
-                    }
                     Err(e) => {
+                        // A standby named the leader: go there at once.
+                        if let SessionError::Refused { status, .. } = &e
+                            && let Some(url) = berth_proto::leader::leader_hint(status)
+                        {
+                            tracing::info!(standby = %addr, leader = %url, "redirected to the leader");
+                            leader = Some(url);
+                            delay = Duration::from_millis(100);
+                            continue;
+                        }
                         // This scheduler is gone or refuses: the next one may lead.
                         next += 1;
                         tracing::warn!("scheduler session with {addr}: {e}; reconnecting in {delay:?}");
@@ -213,12 +215,6 @@ fn scheduler_addresses(flag: &str) -> Vec<String> {
     }
 }
 
-/// The leader's URL a standby scheduler names when it turns an agent away.
-fn leader_hint(status: &tonic::Status) -> Option<String> {
-    let url = status.metadata().get("berth-leader")?.to_str().ok()?;
-    (!url.is_empty()).then(|| url.to_string())
-}
-
 fn heartbeat(containers: &Containers) -> AgentMessage {
     AgentMessage {
         msg: Some(agent_message::Msg::Heartbeat(Heartbeat {
@@ -240,17 +236,5 @@ mod tests {
             ["http://a:1", "http://b:2", "http://c:3"]
         );
         assert_eq!(scheduler_addresses("http://a:1"), ["http://a:1"]);
-    }
-
-    #[test]
-    fn a_standby_refusal_names_the_leader() {
-        let mut metadata = tonic::metadata::MetadataMap::new();
-        metadata.insert("berth-leader", "http://127.0.0.1:7702".parse().unwrap());
-        let status = tonic::Status::with_metadata(tonic::Code::Unavailable, "standby", metadata);
-        assert_eq!(
-            leader_hint(&status).as_deref(),
-            Some("http://127.0.0.1:7702")
-        );
-        assert_eq!(leader_hint(&tonic::Status::unavailable("down")), None);
     }
 }

@@ -4,6 +4,7 @@
 //! by each agent; `DeploymentService` is the scheduler's API for pipelines and the CLI. Both daemons also serve `grpc.health.v1` and reflection from
 //! [`FILE_DESCRIPTOR_SET`].
 
+pub mod leader;
 pub mod quantity;
 pub mod tls;
 

@@ -109,17 +109,22 @@ impl NodeApi {
     }
 }
 
-/// Refuses a caller whose certificate names another node: an agent acts only as itself.
-/// Without a certificate identity (TLS off) there is nothing to check against.
+/// Refuses a caller that is not the node it speaks for: with authentication on (a caller was
+/// admitted), only that node's own certificate may register it or run its session; a token or
+/// an identity a standby forwarded never stands for a node. Without authentication (TLS off,
+/// no caller) there is nothing to check against.
 fn check_node_identity(caller: Option<&Caller>, node: &str, call: &str) -> Result<(), SchedError> {
-    let Some(cn) = caller.and_then(Caller::certificate_name) else {
+    let Some(caller) = caller else {
         return Ok(());
     };
-    if cn == node {
-        return Ok(());
-    }
-    let reason = format!("certificate for node {cn} cannot act as node {node}");
-    tracing::warn!(call, certificate = %cn, node = %node, reason = %reason, "refused");
+    let reason = match caller.certificate_name() {
+        Some(cn) if cn == node => return Ok(()),
+        Some(cn) => format!("certificate for node {cn} cannot act as node {node}"),
+        None => {
+            format!("{caller} cannot act as node {node}: a node acts under its own certificate")
+        }
+    };
+    tracing::warn!(call, caller = %caller, node = %node, reason = %reason, "refused");
     Err(SchedError::PermissionDenied(reason))
 }
 
@@ -227,5 +232,41 @@ impl NodeService for NodeApi {
             cluster.disconnect(&node, session);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_proto::tls::Role;
+
+    use super::*;
+    use crate::auth::Via;
+
+    fn caller(name: &str, via: Via) -> Caller {
+        Caller {
+            name: name.into(),
+            role: Role::Node,
+            via,
+        }
+    }
+
+    #[test]
+    fn only_a_nodes_own_certificate_speaks_for_it() {
+        assert!(check_node_identity(None, "n1", "Register").is_ok());
+        let own = caller("n1", Via::Certificate);
+        assert!(check_node_identity(Some(&own), "n1", "Register").is_ok());
+        let other = check_node_identity(Some(&own), "n2", "Session").unwrap_err();
+        assert!(
+            other
+                .to_string()
+                .contains("certificate for node n1 cannot act as node n2"),
+            "{other}"
+        );
+        let forwarded = caller("n1", Via::Forwarded { by: "s1".into() });
+        let refused = check_node_identity(Some(&forwarded), "n1", "Register").unwrap_err();
+        assert!(
+            matches!(refused, SchedError::PermissionDenied(_)),
+            "{refused}"
+        );
     }
 }

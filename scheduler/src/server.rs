@@ -43,6 +43,10 @@ impl Default for Config {
     }
 }
 
+/// How long a server that was told to stop waits for open calls (sessions, watches) before
+/// it drops them.
+pub const DRAIN: Duration = Duration::from_secs(2);
+
 /// Serves as the one scheduler of a cluster (no election) until `shutdown`.
 pub async fn run(
     config: Config,
@@ -65,7 +69,7 @@ pub(crate) fn incoming(
 }
 
 /// Runs the server `serve` makes (given the future that starts its graceful shutdown) until
-/// it ends or `stop` resolves; then lets open calls finish for [`crate::ha::DRAIN`] and drops
+/// it ends or `stop` resolves; then lets open calls finish for [`DRAIN`] and drops
 /// the rest (agents' sessions and watches never end by themselves).
 pub(crate) async fn serve_until<F>(
     serve: impl FnOnce(Pin<Box<dyn Future<Output = ()> + Send>>) -> F,
@@ -83,16 +87,47 @@ where
         result = &mut server => result,
         () = stop => {
             let _ = drain_tx.send(());
-            match tokio::time::timeout(crate::ha::DRAIN, &mut server).await {
+            match tokio::time::timeout(DRAIN, &mut server).await {
                 Ok(result) => result,
                 Err(_) => {
-                    tracing::info!("open calls cut after {:?}", crate::ha::DRAIN);
+                    tracing::info!("open calls cut after {:?}", DRAIN);
                     Ok(())
                 }
             }
         }
     };
     result.map_err(|e| SchedError::FailedPrecondition(format!("serving: {e}")))
+}
+
+/// What every scheduler serves besides its own services, leader or standby: gRPC health
+/// (DeploymentService serving; NodeService only where `serves_nodes`, since a standby sends
+/// agents away) and reflection.
+pub(crate) async fn health_and_reflection(
+    serves_nodes: bool,
+) -> Result<
+    (
+        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+    ),
+    SchedError,
+> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<DeploymentServiceServer<DeployApi>>()
+        .await;
+    if serves_nodes {
+        health.set_serving::<NodeServiceServer<NodeApi>>().await;
+    } else {
+        health.set_not_serving::<NodeServiceServer<NodeApi>>().await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| SchedError::FailedPrecondition(format!("reflection: {e}")))?;
+    Ok((health_service, reflection))
 }
 
 /// Serves as the leader: the control loop, NodeService and DeploymentService.
@@ -118,16 +153,7 @@ pub(crate) async fn serve_leader(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let control = tokio::spawn(controller.clone().run(stop_rx));
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<DeploymentServiceServer<DeployApi>>()
-        .await;
-    health.set_serving::<NodeServiceServer<NodeApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| SchedError::FailedPrecondition(format!("reflection: {e}")))?;
+    let (health_service, reflection) = health_and_reflection(true).await?;
     let node_api = NodeServiceServer::new(NodeApi {
         store: store.clone(),
         cluster: cluster.clone(),

@@ -58,13 +58,9 @@ enum Ended {
 
 impl From<tonic::Status> for Ended {
     fn from(status: tonic::Status) -> Self {
-        match status
-            .metadata()
-            .get("berth-leader")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(url) if !url.is_empty() => Ended::Redirected(url.to_string()),
-            _ => Ended::Other,
+        match berth_proto::leader::leader_hint(&status) {
+            Some(url) => Ended::Redirected(url),
+            None => Ended::Other,
         }
     }
 }

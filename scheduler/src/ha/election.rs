@@ -22,6 +22,13 @@ use crate::store::etcd::EtcdStore;
 /// The election's name under the store's prefix.
 const ELECTION: &str = "/election/scheduler";
 
+/// How long a looked-up leader is taken as current: standbys ask for every call they forward
+/// or turn away, and a leader changes only when one dies (clients retry across that anyway).
+const LEADER_CACHE: Duration = Duration::from_millis(500);
+
+/// When the leader was looked up, and its URL then (`None`: there was no leader).
+type CachedLeader = Option<(Instant, Option<String>)>;
+
 /// One scheduler's candidacy.
 #[derive(Debug, Clone)]
 pub struct Election {
@@ -30,6 +37,8 @@ pub struct Election {
     /// This scheduler's advertised URL: the leader's value in etcd.
     url: String,
     ttl: Duration,
+    /// The last leader looked up, and when.
+    cached: Arc<std::sync::Mutex<CachedLeader>>,
 }
 
 /// Holding the leadership: the election key and revision (the write fence) and a signal that
@@ -73,6 +82,7 @@ impl Election {
             store,
             url,
             ttl: ttl.max(Duration::from_secs(2)),
+            cached: Arc::default(),
         }
     }
 
@@ -162,23 +172,12 @@ impl Election {
     /// listener that URL names, so that run is dead): revoke its lease rather than wait for it
     /// to lapse, so a restarted lone scheduler leads again at once.
     async fn clear_own_stale_key(&self) {
-        let name = self.name.clone();
-        let Ok(response) = self
-            .on_any("leader", |mut c| {
-                let name = name.clone();
-                async move { c.leader(name).await }
-            })
-            .await
-        else {
+        let Some((url, lease)) = self.leader_record().await else {
             return;
         };
-        let Some(kv) = response.kv() else {
-            return;
-        };
-        if kv.value() != self.url.as_bytes() || kv.lease() == 0 {
+        if url != self.url || lease == 0 {
             return;
         }
-        let lease = kv.lease();
         tracing::info!(lease, url = %self.url, "revoking a previous run's leadership of this URL");
         if let Err(e) = self
             .on_any("lease revoke", |mut c| async move {
@@ -190,8 +189,8 @@ impl Election {
         }
     }
 
-    /// The leader's URL, if there is a leader.
-    pub async fn leader(&self) -> Option<String> {
+    /// The leader's URL and lease, asked of etcd now; `None` without a leader (or an answer).
+    async fn leader_record(&self) -> Option<(String, i64)> {
         let name = self.name.clone();
         let response = self
             .on_any("leader", |mut c| {
@@ -201,7 +200,25 @@ impl Election {
             .await
             .ok()?;
         let kv = response.kv()?;
-        String::from_utf8(kv.value().to_vec()).ok()
+        let url = String::from_utf8(kv.value().to_vec()).ok()?;
+        Some((url, kv.lease()))
+    }
+
+    /// The leader's URL, if there is a leader: looked up at most every [`LEADER_CACHE`].
+    pub async fn leader(&self) -> Option<String> {
+        if let Some((at, leader)) = self
+            .cached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            && at.elapsed() < LEADER_CACHE
+        {
+            return leader;
+        }
+        let leader = self.leader_record().await.map(|(url, _)| url);
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), leader.clone()));
+        leader
     }
 
     /// Gives the leadership up at once (a clean stop), so a standby need not wait for the

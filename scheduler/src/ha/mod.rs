@@ -29,10 +29,6 @@ use crate::store::etcd::EtcdStore;
 use election::Election;
 use standby::{Forward, Redirect};
 
-/// How long a server that was told to stop waits for open calls (sessions, watches) before
-/// it drops them.
-pub const DRAIN: Duration = Duration::from_secs(2);
-
 /// Serves as a standby until elected, then as the leader, until `shutdown` (then resigns). A
 /// leader that loses its lease (etcd out of reach longer than the lease allows) drops all it
 /// held in memory and stands by again: the store, fenced against it meanwhile, is the truth
@@ -112,17 +108,8 @@ async fn serve_standby(
     listener: Arc<TcpListener>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SchedError> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<DeploymentServiceServer<DeployApi>>()
-        .await;
     // Agents must go to the leader: this one does not serve them.
-    health.set_not_serving::<NodeServiceServer<NodeApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| SchedError::FailedPrecondition(format!("reflection: {e}")))?;
+    let (health_service, reflection) = crate::server::health_and_reflection(false).await?;
     tracing::info!(url = %election.url(), "standing by");
     let server = security
         .server(store)?

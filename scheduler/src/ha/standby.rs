@@ -17,9 +17,6 @@ use tower::{Service, ServiceExt as _};
 use super::election::Election;
 use crate::auth::{Caller, FORWARDED_IDENTITY, Security};
 
-/// The metadata key that carries the leader's URL on a standby's refusals.
-pub const LEADER_METADATA: &str = "berth-leader";
-
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The leader's URL, refused as a forwarding target when it is this scheduler's own (it is
@@ -176,17 +173,7 @@ impl<S> Service<http::Request<Body>> for Redirect<S> {
         let election = self.election.clone();
         Box::pin(async move {
             let status = match leader_of(&election).await {
-                Ok(url) => {
-                    let mut metadata = tonic::metadata::MetadataMap::new();
-                    if let Ok(value) = url.parse() {
-                        metadata.insert(LEADER_METADATA, value);
-                    }
-                    tonic::Status::with_metadata(
-                        tonic::Code::Unavailable,
-                        format!("this scheduler is a standby; the leader is at {url}"),
-                        metadata,
-                    )
-                }
+                Ok(url) => berth_proto::leader::redirect(&url),
                 Err(status) => status,
             };
             Ok(status.into_http())
