@@ -343,7 +343,16 @@ fn hundreds_of_replicas_are_placed_on_an_etcd_store() {
         memory_bytes: 16 << 20,
     });
     api.apply(spec);
+    // A refused transaction fails the test at once, naming itself (the store's cap, or etcd's).
+    let refused = || {
+        let log = sched.log();
+        assert!(
+            !log.contains("more than the") && !log.contains("too many operations"),
+            "a transaction was refused:\n{log}"
+        );
+    };
     let d = api.wait("web", "300 replicas placed", |d| {
+        refused();
         d.replica_status.len() == 300 && d.replica_status.iter().all(|r| !r.node.is_empty())
     });
     let ids: BTreeSet<&str> = d
@@ -352,10 +361,7 @@ fn hundreds_of_replicas_are_placed_on_an_etcd_store() {
         .map(|r| r.container_id.as_str())
         .collect();
     assert_eq!(ids.len(), 300, "every replica once");
-    assert!(
-        !sched.log().contains("too many operations"),
-        "etcd refused a transaction"
-    );
+    refused();
 }
 
 /// A lone scheduler whose etcd goes away for longer than its lease stops leading (its lease
