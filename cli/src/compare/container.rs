@@ -86,9 +86,7 @@ pub fn run(
         }
         visible = Some(seen);
         // Read the limits back from the cgroup files while the workload is alive.
-        cgroup = berth_runtime::explain::explain(id.clone(), id.clone(), pid, "this host".into())
-            .ok()
-            .map(|e| e.cgroup);
+        cgroup = berth_runtime::explain::cgroup_of(pid).ok();
     }
     let code = loop {
         match nix::sys::wait::waitpid(created.pid, None) {

@@ -176,6 +176,11 @@ pub struct IdRange {
     pub count: u64,
 }
 
+/// Only the cgroup facts of the process `pid`: its limits and usage, where they live.
+pub fn cgroup_of(pid: i32) -> Result<Cgroup, ExplainError> {
+    cgroup::cgroup(&PathBuf::from(format!("/proc/{pid}")))
+}
+
 /// Gathers every fact about the process `pid`.
 pub fn explain(
     id: String,
