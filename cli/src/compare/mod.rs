@@ -71,14 +71,7 @@ impl Sample {
 
 /// `command` behind the shell line that prints the kernel first.
 pub fn wrapped(command: &[String]) -> Vec<String> {
-    let mut argv = vec![
-        "/bin/sh".to_string(),
-        "-c".to_string(),
-        format!("echo {KERNEL_PREFIX}$(uname -r); exec \"$@\""),
-        "sh".to_string(),
-    ];
-    argv.extend(command.iter().cloned());
-    argv
+    behind_shell_line(&format!("echo {KERNEL_PREFIX}$(uname -r)"), command)
 }
 
 pub fn probe_argv() -> Vec<String> {
@@ -88,17 +81,26 @@ pub fn probe_argv() -> Vec<String> {
 /// The probe workload behind a shell line that prints the kernel, then the memory and CPUs the
 /// workload sees, then becomes the probe.
 pub fn probe_wrapped() -> Vec<String> {
+    behind_shell_line(
+        &format!(
+            "echo {KERNEL_PREFIX}$(uname -r); \
+             echo {MEMTOTAL_PREFIX}$(grep MemTotal /proc/meminfo); \
+             echo {CPUS_PREFIX}$(grep -c ^processor /proc/cpuinfo)"
+        ),
+        &probe_argv(),
+    )
+}
+
+/// `sh -c 'PRELUDE; exec "$@"' sh COMMAND...`: the prelude's lines, then the command as the
+/// same process (so its pid is the one the host sees).
+fn behind_shell_line(prelude: &str, command: &[String]) -> Vec<String> {
     let mut argv = vec![
         "/bin/sh".to_string(),
         "-c".to_string(),
-        format!(
-            "echo {KERNEL_PREFIX}$(uname -r); \
-             echo {MEMTOTAL_PREFIX}$(grep MemTotal /proc/meminfo); \
-             echo {CPUS_PREFIX}$(grep -c ^processor /proc/cpuinfo); exec \"$@\""
-        ),
+        format!("{prelude}; exec \"$@\""),
         "sh".to_string(),
     ];
-    argv.extend(probe_argv());
+    argv.extend(command.iter().cloned());
     argv
 }
 
