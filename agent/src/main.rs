@@ -70,7 +70,7 @@ struct Args {
     #[arg(long, default_value = "text")]
     log_format: String,
     #[command(flatten)]
-    tls: berth_agent::tls::TlsFlags,
+    tls: berth_proto::tls::TlsFlags,
 }
 
 type Labels = BTreeMap<String, String>;
@@ -97,10 +97,8 @@ fn main() -> anyhow::Result<()> {
     shim.log_max_bytes = args.log_max_bytes;
     shim.log_files = args.log_files;
     // Checked before anything starts: a node runs under its own certificate or none.
-    let tls = args.tls.load(&args.node_name).context("TLS")?;
-    args.tls
-        .check_scheduler(&args.scheduler, tls.is_some())
-        .context("TLS")?;
+    let tls = berth_agent::tls::load(&args.tls, &args.node_name).context("TLS")?;
+    berth_agent::tls::check_scheduler(&args.scheduler, tls.is_some()).context("TLS")?;
     let tls_on = tls.is_some();
     let config = berth_agent::Config {
         tls,

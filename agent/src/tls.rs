@@ -2,31 +2,12 @@
 //! certificate whose CN is `--node-name`), and who may call AgentService: with TLS only a
 //! scheduler or an admin, since Exec is a root shell on the node.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use berth_proto::tls::{self, ClientAuth, Role, TlsError};
+use berth_proto::tls::{self, ClientAuth, Role, TlsError, TlsFlags};
 use tonic::service::Interceptor;
 use tonic::transport::{ClientTlsConfig, Server, ServerTlsConfig};
 use tonic::{Request, Status};
-
-/// Mutual TLS for AgentService and the session with the scheduler.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct TlsFlags {
-    /// This node's certificate (O=berth:node, CN=--node-name), from `berth certs node NAME`.
-    /// With --tls-key and --tls-ca, turns on TLS both ways.
-    #[arg(long, value_name = "PEM")]
-    pub tls_cert: Option<PathBuf>,
-    /// The private key of --tls-cert.
-    #[arg(long, value_name = "PEM")]
-    pub tls_key: Option<PathBuf>,
-    /// The cluster CA the scheduler's and clients' certificates must chain to.
-    #[arg(long, value_name = "PEM")]
-    pub tls_ca: Option<PathBuf>,
-    /// Serve AgentService in plaintext, to anyone, on a non-loopback address.
-    #[arg(long)]
-    pub insecure: bool,
-}
 
 /// Why the agent's TLS set-up cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -57,46 +38,33 @@ pub struct AgentTls {
     pub server: ServerTlsConfig,
 }
 
-impl TlsFlags {
-    /// The configs, after checking the files and that the certificate is `node_name`'s node
-    /// certificate; `None` without TLS flags.
-    pub fn load(&self, node_name: &str) -> Result<Option<AgentTls>, TlsSetupError> {
-        let Some((files, identity)) = tls::files_from_flags(
-            self.tls_cert.as_deref(),
-            self.tls_key.as_deref(),
-            self.tls_ca.as_deref(),
-            Role::Node,
-        )?
-        else {
-            return Ok(None);
-        };
-        if identity.common_name != node_name {
-            return Err(TlsSetupError::OtherNode {
-                path: files.cert.clone(),
-                cert_name: identity.common_name,
-                node: node_name.to_string(),
-            });
-        }
-        Ok(Some(AgentTls {
-            client: tls::client_config(&files, node_name)?,
-            server: tls::server_config(&files, ClientAuth::Required)?,
-        }))
+/// The agent's TLS configs from its flags, after checking the files and that the certificate
+/// is `node_name`'s node certificate; `None` without TLS flags.
+pub fn load(flags: &TlsFlags, node_name: &str) -> Result<Option<AgentTls>, TlsSetupError> {
+    let Some((files, identity)) = flags.files(Role::Node)? else {
+        return Ok(None);
+    };
+    if identity.common_name != node_name {
+        return Err(TlsSetupError::OtherNode {
+            path: files.cert.clone(),
+            cert_name: identity.common_name,
+            node: node_name.to_string(),
+        });
     }
+    Ok(Some(AgentTls {
+        client: tls::client_config(&files, node_name)?,
+        server: tls::server_config(&files, ClientAuth::Required)?,
+    }))
+}
 
-    /// Refuses plaintext on a non-loopback `addr` unless --insecure.
-    pub fn check_listen(&self, addr: &SocketAddr, tls: bool) -> Result<(), TlsSetupError> {
-        Ok(tls::check_listen(addr, tls, self.insecure)?)
-    }
-
-    /// Refuses `https://` scheduler addresses without TLS flags, which could only fail later.
-    pub fn check_scheduler(&self, scheduler: &str, tls: bool) -> Result<(), TlsSetupError> {
-        match scheduler
-            .split(',')
-            .find(|a| a.trim().starts_with("https://"))
-        {
-            Some(addr) if !tls => Err(TlsSetupError::HttpsWithoutTls(addr.trim().to_string())),
-            _ => Ok(()),
-        }
+/// Refuses `https://` scheduler addresses without TLS flags, which could only fail later.
+pub fn check_scheduler(scheduler: &str, tls: bool) -> Result<(), TlsSetupError> {
+    match scheduler
+        .split(',')
+        .find(|a| a.trim().starts_with("https://"))
+    {
+        Some(addr) if !tls => Err(TlsSetupError::HttpsWithoutTls(addr.trim().to_string())),
+        _ => Ok(()),
     }
 }
 

@@ -342,46 +342,74 @@ pub fn client_config_ca_only(ca: &Path, server_name: &str) -> Result<ClientTlsCo
         .domain_name(server_name))
 }
 
-/// The files a daemon's `--tls-cert`, `--tls-key` and `--tls-ca` flags name (all three or
-/// none: `None`), checked to hold a certificate of role `wanted`, with its identity.
-pub fn files_from_flags(
-    cert: Option<&Path>,
-    key: Option<&Path>,
-    ca: Option<&Path>,
-    wanted: Role,
-) -> Result<Option<(TlsFiles, Identity)>, TlsError> {
-    let files = match (cert, key, ca) {
-        (None, None, None) => return Ok(None),
-        (Some(cert), Some(key), Some(ca)) => TlsFiles {
-            ca: ca.to_path_buf(),
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-        },
-        (cert, key, ca) => {
-            let missing: Vec<&str> = [
-                (cert.is_none(), "--tls-cert"),
-                (key.is_none(), "--tls-key"),
-                (ca.is_none(), "--tls-ca"),
-            ]
-            .into_iter()
-            .filter_map(|(absent, flag)| absent.then_some(flag))
-            .collect();
-            return Err(TlsError::Incomplete {
-                verb: if missing.len() == 1 { "is" } else { "are" },
-                missing: missing.join(" and "),
+/// A daemon's `--tls-cert`, `--tls-key`, `--tls-ca` and `--insecure` flags (a clap argument
+/// group with the `clap` feature), checked at start.
+#[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct TlsFlags {
+    /// This daemon's certificate, from `berth certs scheduler|node NAME` (a node's CN must be
+    /// its --node-name). With --tls-key and --tls-ca, turns on mutual TLS, and on a scheduler
+    /// authentication of every caller.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "PEM"))]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "PEM"))]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA that peers' certificates must chain to.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "PEM"))]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve plaintext, to anyone, on a non-loopback address.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub insecure: bool,
+}
+
+impl TlsFlags {
+    /// The files the flags name (all three or none: `None`), checked to hold a certificate of
+    /// role `wanted`, with its identity.
+    pub fn files(&self, wanted: Role) -> Result<Option<(TlsFiles, Identity)>, TlsError> {
+        let (cert, key, ca) = (
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.tls_ca.as_deref(),
+        );
+        let files = match (cert, key, ca) {
+            (None, None, None) => return Ok(None),
+            (Some(cert), Some(key), Some(ca)) => TlsFiles {
+                ca: ca.to_path_buf(),
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+            },
+            (cert, key, ca) => {
+                let missing: Vec<&str> = [
+                    (cert.is_none(), "--tls-cert"),
+                    (key.is_none(), "--tls-key"),
+                    (ca.is_none(), "--tls-ca"),
+                ]
+                .into_iter()
+                .filter_map(|(absent, flag)| absent.then_some(flag))
+                .collect();
+                return Err(TlsError::Incomplete {
+                    verb: if missing.len() == 1 { "is" } else { "are" },
+                    missing: missing.join(" and "),
+                });
+            }
+        };
+        let identity = Identity::from_pem_file(&files.cert)?;
+        if identity.role != wanted {
+            return Err(TlsError::WrongRole {
+                path: files.cert.clone(),
+                name: identity.common_name,
+                found: identity.role,
+                wanted,
             });
         }
-    };
-    let identity = Identity::from_pem_file(&files.cert)?;
-    if identity.role != wanted {
-        return Err(TlsError::WrongRole {
-            path: files.cert.clone(),
-            name: identity.common_name,
-            found: identity.role,
-            wanted,
-        });
+        Ok(Some((files, identity)))
     }
-    Ok(Some((files, identity)))
+
+    /// Refuses plaintext on a non-loopback `addr` unless --insecure.
+    pub fn check_listen(&self, addr: &SocketAddr, tls: bool) -> Result<(), TlsError> {
+        check_listen(addr, tls, self.insecure)
+    }
 }
 
 /// The name a server's certificate must carry to be `uri`'s: its host, without the brackets
@@ -506,6 +534,25 @@ fn read_identity(files: &TlsFiles) -> Result<tonic::transport::Identity, TlsErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_flags_are_all_three_or_none() {
+        assert!(
+            TlsFlags::default()
+                .files(Role::Scheduler)
+                .unwrap()
+                .is_none()
+        );
+        let flags = TlsFlags {
+            tls_cert: Some("/x/cert.pem".into()),
+            ..Default::default()
+        };
+        let err = flags.files(Role::Scheduler).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--tls-key and --tls-ca are missing"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn loopback_listens_without_tls() {

@@ -48,7 +48,7 @@ struct Args {
     #[arg(long, default_value = "text")]
     log_format: String,
     #[command(flatten)]
-    tls: berth_scheduler::auth::TlsFlags,
+    tls: berth_proto::tls::TlsFlags,
     /// With an etcd store: the URL other schedulers send clients and agents to while this one
     /// leads (default: http://LISTEN-ADDRESS, or https:// with TLS).
     #[arg(long)]
@@ -87,7 +87,8 @@ fn main() -> anyhow::Result<()> {
     let tls = args
         .tls
         .files(berth_proto::tls::Role::Scheduler)
-        .context("TLS")?;
+        .context("TLS")?
+        .map(|(files, _)| files);
     let security = berth_scheduler::auth::Security::load(tls.as_ref()).context("TLS")?;
     let config = berth_scheduler::Config {
         security,

@@ -7,7 +7,6 @@
 //! certificate only, the identity that scheduler forwards in [`FORWARDED_IDENTITY`]. Without
 //! TLS the scheduler trusts its loopback callers as before, and the layer lets everything by.
 
-pub mod flags;
 pub mod layer;
 pub mod tokens;
 
@@ -24,7 +23,6 @@ use tower_layer::{Identity as NoLayer, Stack};
 use crate::error::SchedError;
 use crate::store::Store;
 
-pub use flags::TlsFlags;
 pub use layer::AuthLayer;
 pub use tokens::{TokenApi, Tokens};
 
