@@ -472,3 +472,41 @@ pub fn all_ready(d: &Deployment, n: u32) -> bool {
             .iter()
             .all(|r| r.ready && r.revision == d.revision)
 }
+
+/// A busybox httpd on port 8080 serving `NAME-VERSION-from-HOSTNAME` (`$VERSION` from its
+/// environment), 100m CPU and 32 MiB, a tcp readiness probe every 200 ms and a 60 s progress
+/// deadline: the replica the cluster tests and benchmarks deploy.
+pub fn httpd_spec(name: &str, image: &str, version: &str, replicas: u32) -> DeploymentSpec {
+    let serve = format!(
+        "mkdir -p /www && echo {name}-$VERSION-from-$(hostname) > /www/index.html && \
+         exec httpd -f -p 8080 -h /www"
+    );
+    DeploymentSpec {
+        name: name.into(),
+        image: image.into(),
+        command: vec!["sh".into(), "-c".into(), serve],
+        env: [("VERSION".to_string(), version.to_string())].into(),
+        replicas,
+        resources: Some(berth_proto::v1::Resources {
+            cpu_millis: 100,
+            memory_bytes: 32 << 20,
+        }),
+        ports: vec![berth_proto::v1::PortMapping {
+            host_port: 0,
+            container_port: 8080,
+            protocol: 0,
+        }],
+        readiness: Some(berth_proto::v1::Probe {
+            check: Some(berth_proto::v1::probe::Check::Tcp(
+                berth_proto::v1::TcpCheck { port: 8080 },
+            )),
+            period_ms: 200,
+            ..Default::default()
+        }),
+        rollout: Some(berth_proto::v1::RolloutSettings {
+            progress_deadline_s: 60,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

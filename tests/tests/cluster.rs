@@ -5,44 +5,18 @@ use std::time::{Duration, Instant};
 
 use berth_proto::v1::*;
 use berth_tests::agent_node::AgentNode;
-use berth_tests::cluster::{DeployApi, Fabric, SchedulerProc, all_ready, start_nodes};
+use berth_tests::cluster::{DeployApi, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes};
 use berth_tests::poll_until;
 
 const IMAGE: &str = "cluster-busybox:1";
 const WAIT: Duration = Duration::from_secs(90);
-const HTTPD: &str = "mkdir -p /www && echo hello-$VERSION-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www";
 
 fn phase(e: &RolloutEvent) -> RolloutPhase {
     RolloutPhase::try_from(e.phase).unwrap()
 }
 
 fn hello(version: &str, replicas: u32) -> DeploymentSpec {
-    DeploymentSpec {
-        name: "hello".into(),
-        image: IMAGE.into(),
-        command: vec!["sh".into(), "-c".into(), HTTPD.into()],
-        env: [("VERSION".to_string(), version.to_string())].into(),
-        replicas,
-        resources: Some(Resources {
-            cpu_millis: 100,
-            memory_bytes: 32 << 20,
-        }),
-        ports: vec![PortMapping {
-            host_port: 0,
-            container_port: 8080,
-            protocol: 0,
-        }],
-        readiness: Some(Probe {
-            check: Some(probe::Check::Tcp(TcpCheck { port: 8080 })),
-            period_ms: 200,
-            ..Default::default()
-        }),
-        rollout: Some(RolloutSettings {
-            progress_deadline_s: 60,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    httpd_spec("hello", IMAGE, version, replicas)
 }
 
 struct Cluster {

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use berth_proto::v1::agent_service_client::AgentServiceClient;
 use berth_proto::v1::*;
 use berth_tests::agent_node::AgentNode;
-use berth_tests::cluster::{DeployApi, Fabric, SchedulerProc, all_ready, start_nodes_at};
+use berth_tests::cluster::{
+    DeployApi, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes_at,
+};
 use berth_tests::etcd::EtcdCluster;
 use berth_tests::poll_until;
 
@@ -19,37 +21,7 @@ const IMAGE: &str = "ha-busybox:1";
 const WAIT: Duration = Duration::from_secs(90);
 
 fn web(version: &str, replicas: u32) -> DeploymentSpec {
-    DeploymentSpec {
-        name: "web".into(),
-        image: IMAGE.into(),
-        command: vec![
-            "sh".into(),
-            "-c".into(),
-            "mkdir -p /www && echo $VERSION > /www/index.html && exec httpd -f -p 8080 -h /www"
-                .into(),
-        ],
-        env: [("VERSION".to_string(), version.to_string())].into(),
-        replicas,
-        resources: Some(Resources {
-            cpu_millis: 50,
-            memory_bytes: 16 << 20,
-        }),
-        ports: vec![PortMapping {
-            host_port: 0,
-            container_port: 8080,
-            protocol: 0,
-        }],
-        readiness: Some(Probe {
-            check: Some(probe::Check::Tcp(TcpCheck { port: 8080 })),
-            period_ms: 200,
-            ..Default::default()
-        }),
-        rollout: Some(RolloutSettings {
-            progress_deadline_s: 60,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    httpd_spec("web", IMAGE, version, replicas)
 }
 
 /// Three schedulers sharing `etcd` under a prefix of this test's own, two agents that know

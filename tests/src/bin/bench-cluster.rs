@@ -30,7 +30,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use berth_proto::v1::*;
 use berth_tests::agent_node::AgentNode;
 use berth_tests::bench::{cores, env_usize, meminfo_kb, pct};
-use berth_tests::cluster::{DeployApi as Api, Fabric, SchedulerProc, all_ready, start_nodes};
+use berth_tests::cluster::{
+    DeployApi as Api, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes,
+};
 use berth_tests::require_root;
 use serde_json::{Value, json};
 
@@ -38,7 +40,6 @@ const IMAGE: &str = "bench-cluster-busybox:1";
 const NODES: usize = 3;
 const WAIT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(20);
-const HTTPD: &str = "mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p 8080 -h /www";
 const HEARTBEAT_MS: u64 = 200;
 const MISSED_HEARTBEATS: u64 = 3;
 const RESCHEDULE_DELAY_DEFAULT_MS: u64 = 2000;
@@ -572,31 +573,7 @@ fn teardown(c: &Cluster, name: &str) -> f64 {
 
 /// A busybox httpd with a tcp readiness probe every 200 ms.
 fn spec(name: &str, replicas: u32) -> DeploymentSpec {
-    DeploymentSpec {
-        name: name.into(),
-        image: IMAGE.into(),
-        command: vec!["sh".into(), "-c".into(), HTTPD.into()],
-        replicas,
-        resources: Some(Resources {
-            cpu_millis: 100,
-            memory_bytes: 32 << 20,
-        }),
-        ports: vec![PortMapping {
-            host_port: 0,
-            container_port: 8080,
-            protocol: 0,
-        }],
-        readiness: Some(Probe {
-            check: Some(probe::Check::Tcp(TcpCheck { port: 8080 })),
-            period_ms: 200,
-            ..Default::default()
-        }),
-        rollout: Some(RolloutSettings {
-            progress_deadline_s: 60,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    httpd_spec(name, IMAGE, "v1", replicas)
 }
 
 /// (container_pid, shim_pid) of every container in the node's data dir, from `shim.json`.
