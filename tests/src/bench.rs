@@ -2,7 +2,7 @@
 //! percentiles, the machine's size, and writing their results as JSON.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// `key` from the environment as a number, or `default`; a value that is not a number stops
 /// the run (a typo must not silently become the default).
@@ -53,4 +53,26 @@ pub fn write_results(path: &Path, results: &serde_json::Value) {
     fs::write(path, serde_json::to_string_pretty(results).expect("JSON"))
         .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     println!("results: {}", path.display());
+}
+
+/// Where the results go: `$BENCH_OUT`, or `target/bench/NAME` in the workspace.
+pub fn out_path(name: &str) -> PathBuf {
+    std::env::var_os("BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target/bench").join(name))
+}
+
+/// The lines of `$BENCH_PLACEMENT` (the output of `cargo bench --bench placement`, run by the
+/// bench script beforehand) that `keep` accepts; none without it.
+pub fn placement_lines(keep: impl Fn(&str) -> bool) -> Vec<String> {
+    std::env::var_os("BENCH_PLACEMENT")
+        .map(|p| {
+            fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("BENCH_PLACEMENT {}: {e}", Path::new(&p).display()))
+        })
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| keep(l))
+        .map(str::to_string)
+        .collect()
 }

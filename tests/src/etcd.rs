@@ -127,6 +127,20 @@ impl EtcdCluster {
         format!("etcd://{}", self.endpoints().join(","))
     }
 
+    /// The flags that put a scheduler's state in this etcd under a prefix of `tag` and this
+    /// process's own (schedulers given the same tag share a cluster), with a leader's lease of
+    /// `lease_seconds`.
+    pub fn scheduler_flags(&self, tag: &str, lease_seconds: u32) -> Vec<String> {
+        vec![
+            "--store".into(),
+            self.url(),
+            "--store-prefix".into(),
+            format!("/berth-{tag}-{}", std::process::id()),
+            "--leader-lease-seconds".into(),
+            lease_seconds.to_string(),
+        ]
+    }
+
     /// Kills member `i` (SIGKILL) and waits for it to exit; its data dir stays. If the members
     /// still running are a quorum, also waits until each of them answers healthy again, so the
     /// cluster has a leader that is not the dead member (a write sent meanwhile could be

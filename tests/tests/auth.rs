@@ -830,20 +830,9 @@ fn plaintext_beyond_loopback_needs_insecure() {
 fn a_standby_checks_callers_and_forwards_who_they_are_to_the_leader() {
     let pki = Pki::new();
     let etcd = berth_tests::etcd::EtcdCluster::start(1);
-    let prefix = format!("/berth-auth-ha-{}", std::process::id());
     let files = pki.files(Role::Scheduler, "sched");
     let mut flags = tls_flags(&files);
-    flags.extend(
-        [
-            "--store",
-            &etcd.url(),
-            "--store-prefix",
-            &prefix,
-            "--leader-lease-seconds",
-            "2",
-        ]
-        .map(String::from),
-    );
+    flags.extend(etcd.scheduler_flags("auth-ha", 2));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let first = SchedulerProc::start_exact(&flags);
     poll_until("the first scheduler to lead", WAIT, || {

@@ -35,23 +35,12 @@ struct HaCluster {
 impl HaCluster {
     /// `lease`: the leader's lease in seconds (short for fast failover tests; the default,
     /// long enough to ride out an etcd member's loss, otherwise).
-    fn start(etcd: &EtcdCluster, tag: &str, lease: &str) -> Self {
-        let prefix = format!("/berth-{tag}-{}", std::process::id());
-        let url = etcd.url();
-        let scheds: Vec<SchedulerProc> = (0..3)
-            .map(|_| {
-                SchedulerProc::start_exact(&[
-                    "--store",
-                    &url,
-                    "--store-prefix",
-                    &prefix,
-                    "--leader-lease-seconds",
-                    lease,
-                    "--reschedule-delay-ms",
-                    "2000",
-                ])
-            })
-            .collect();
+    fn start(etcd: &EtcdCluster, tag: &str, lease: u32) -> Self {
+        let mut flags = etcd.scheduler_flags(tag, lease);
+        flags.extend(["--reschedule-delay-ms".into(), "2000".into()]);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let scheds: Vec<SchedulerProc> =
+            (0..3).map(|_| SchedulerProc::start_exact(&flags)).collect();
         let endpoints: Vec<String> = scheds.iter().map(SchedulerProc::endpoint).collect();
         let mut fabric = Fabric::new();
         let nodes = start_nodes_at(&endpoints.join(","), &mut fabric, 2, tag, IMAGE);
@@ -154,7 +143,7 @@ impl Drop for Sampler {
 #[test]
 fn the_leader_dies_mid_rollout_and_another_finishes_it() {
     let etcd = EtcdCluster::start(1);
-    let mut c = HaCluster::start(&etcd, "ha", "2");
+    let mut c = HaCluster::start(&etcd, "ha", 2);
     let leader = c.leader();
     let standby = (leader + 1) % 3;
     let other = (leader + 2) % 3;
@@ -258,7 +247,7 @@ fn the_leader_dies_mid_rollout_and_another_finishes_it() {
 #[test]
 fn a_three_member_etcd_with_one_member_down_keeps_the_control_plane_working() {
     let mut etcd = EtcdCluster::start(3);
-    let c = HaCluster::start(&etcd, "ha3", "5");
+    let c = HaCluster::start(&etcd, "ha3", 5);
     let leader = c.leader();
     let api = DeployApi::new(&c.scheds[leader].endpoint(), WAIT);
     poll_until("both nodes ready", WAIT, || {
@@ -289,8 +278,8 @@ fn a_three_member_etcd_with_one_member_down_keeps_the_control_plane_working() {
 #[test]
 fn hundreds_of_replicas_are_placed_on_an_etcd_store() {
     let etcd = EtcdCluster::start(1);
-    let prefix = format!("/berth-many-{}", std::process::id());
-    let sched = SchedulerProc::start_exact(&["--store", &etcd.url(), "--store-prefix", &prefix]);
+    let flags = etcd.scheduler_flags("many", 5);
+    let sched = SchedulerProc::start_exact(&flags.iter().map(String::as_str).collect::<Vec<_>>());
     poll_until("the scheduler to lead", WAIT, || {
         sched.log().contains("scheduler serving").then_some(())
     });
@@ -342,15 +331,9 @@ fn hundreds_of_replicas_are_placed_on_an_etcd_store() {
 #[test]
 fn a_leader_cut_off_from_etcd_stands_by_and_leads_again() {
     let mut etcd = EtcdCluster::start(1);
-    let prefix = format!("/berth-cut-{}", std::process::id());
-    let mut sched = SchedulerProc::start_exact(&[
-        "--store",
-        &etcd.url(),
-        "--store-prefix",
-        &prefix,
-        "--leader-lease-seconds",
-        "2",
-    ]);
+    let flags = etcd.scheduler_flags("cut", 2);
+    let mut sched =
+        SchedulerProc::start_exact(&flags.iter().map(String::as_str).collect::<Vec<_>>());
     poll_until("the scheduler to lead", WAIT, || {
         sched.log().contains("scheduler serving").then_some(())
     });

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_proto::v1::{Assignment, ContainerEvent, ContainerState, Resources};
@@ -34,9 +34,7 @@ fn main() {
     require_root();
     let latency_n = env_usize("BENCH_LATENCY_N", 100);
     let density_n = env_usize("BENCH_DENSITY_N", 200);
-    let out_path = std::env::var_os("BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| berth_tests::workspace_root().join("target/bench/agent.json"));
+    let out_path = berth_tests::bench::out_path("agent.json");
     let peer: Option<Value> = std::env::var_os("BENCH_PEER").map(|p| {
         let text = fs::read_to_string(&p)
             .unwrap_or_else(|e| panic!("BENCH_PEER {}: {e}", Path::new(&p).display()));

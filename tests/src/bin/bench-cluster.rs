@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -59,19 +59,10 @@ fn main() {
     let loss_runs = env_usize("BENCH_LOSS_RUNS", 5);
     let loss_fast_runs = env_usize("BENCH_LOSS_FAST_RUNS", 3);
     let loss_replicas = env_usize("BENCH_LOSS_REPLICAS", 6) as u32;
-    let out_path = std::env::var_os("BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| berth_tests::workspace_root().join("target/bench/cluster.json"));
-    let placement_lines: Vec<String> = std::env::var_os("BENCH_PLACEMENT")
-        .map(|p| {
-            fs::read_to_string(&p)
-                .unwrap_or_else(|e| panic!("BENCH_PLACEMENT {}: {e}", Path::new(&p).display()))
-        })
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("placement:") || l.starts_with("  e.g."))
-        .map(str::to_string)
-        .collect();
+    let out_path = berth_tests::bench::out_path("cluster.json");
+    let placement_lines = berth_tests::bench::placement_lines(|l| {
+        l.starts_with("placement:") || l.starts_with("  e.g.")
+    });
     let placement: Vec<(String, f64)> = placement_lines
         .iter()
         .filter_map(|l| Some((l.clone(), placements_per_s(l)?)))

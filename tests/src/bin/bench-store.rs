@@ -38,7 +38,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,19 +80,8 @@ fn main() {
                 .unwrap_or_else(|_| panic!("BENCH_FAILOVER_LEASES: {s:?} is not a number"))
         })
         .collect();
-    let out_path = std::env::var_os("BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| berth_tests::workspace_root().join("target/bench/store.json"));
-    let placement_lines: Vec<String> = std::env::var_os("BENCH_PLACEMENT")
-        .map(|p| {
-            fs::read_to_string(&p)
-                .unwrap_or_else(|e| panic!("BENCH_PLACEMENT {}: {e}", Path::new(&p).display()))
-        })
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("placement:"))
-        .map(str::to_string)
-        .collect();
+    let out_path = berth_tests::bench::out_path("store.json");
+    let placement_lines = berth_tests::bench::placement_lines(|l| l.starts_with("placement:"));
     let started = Instant::now();
     let load_before = loadavg();
     progress("starting");
@@ -117,7 +105,7 @@ fn main() {
     // --- 1. Apply → durable.
     let mut apply: Vec<(String, Vec<f64>)> = Vec::new();
     for (name, etcd) in &backends {
-        let sched = start_scheduler(*etcd, "/bench-apply");
+        let sched = start_scheduler(*etcd, "bench-apply");
         let api = Api::new(&sched.endpoint(), WAIT);
         for i in 0..WARMUP_APPLIES {
             timed_apply(&api, small_spec(&format!("warm-{i}")));
@@ -137,7 +125,7 @@ fn main() {
     // --- 2. Placement through the store.
     let mut place: Vec<PlaceBackend> = Vec::new();
     for (name, etcd) in &backends {
-        let sched = start_scheduler(*etcd, "/bench-place");
+        let sched = start_scheduler(*etcd, "bench-place");
         let api = Api::new(&sched.endpoint(), WAIT);
         let fleet: Vec<tokio::task::JoinHandle<()>> = (0..nodes)
             .map(|i| {
@@ -481,13 +469,14 @@ struct Kill {
     agent_session_ms: Option<f64>,
 }
 
-/// A scheduler on redb (`etcd` None) or on that etcd under `prefix`, leading once this returns.
-fn start_scheduler(etcd: Option<&EtcdCluster>, prefix: &str) -> SchedulerProc {
+/// A scheduler on redb (`etcd` None) or on that etcd under a prefix of `tag`, leading once this
+/// returns.
+fn start_scheduler(etcd: Option<&EtcdCluster>, tag: &str) -> SchedulerProc {
     let Some(etcd) = etcd else {
         return SchedulerProc::start_exact(&[]);
     };
-    let url = etcd.url();
-    let sched = SchedulerProc::start_exact(&["--store", &url, "--store-prefix", prefix]);
+    let flags = etcd.scheduler_flags(tag, 5);
+    let sched = SchedulerProc::start_exact(&flags.iter().map(String::as_str).collect::<Vec<_>>());
     poll("the scheduler to lead", WAIT, || {
         sched.log().contains("elected leader").then_some(())
     });
@@ -609,17 +598,9 @@ fn failover_series(
     lease_s: u64,
     kills: usize,
 ) -> FailoverSeries {
-    let prefix = format!("/bench-ha-{lease_s}");
-    let url = etcd.url();
-    let lease = lease_s.to_string();
-    let flags = [
-        "--store",
-        url.as_str(),
-        "--store-prefix",
-        prefix.as_str(),
-        "--leader-lease-seconds",
-        lease.as_str(),
-    ];
+    let lease = u32::try_from(lease_s).expect("a lease in seconds");
+    let flags = etcd.scheduler_flags(&format!("bench-ha-{lease_s}"), lease);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let mut scheds: Vec<SchedulerProc> =
         (0..3).map(|_| SchedulerProc::start_exact(&flags)).collect();
     let endpoints: Vec<String> = scheds.iter().map(SchedulerProc::endpoint).collect();
