@@ -13,7 +13,7 @@ use libcgroups::common::{
     AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup, ControllerOpt, FreezerState,
 };
 use nix::unistd::Pid;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxDeviceType, Spec};
 
 use crate::error::{Error, Result};
 
@@ -94,6 +94,7 @@ impl Cgroup {
 
     /// Applies the spec's resources to the (existing) cgroup. The devices of `linux.devices`
     /// are added to the allow list, as runc does: a node made for the container must open.
+    /// FIFOs are not devices to the devices cgroup (it takes only a, b and c rules).
     pub fn apply(&self, spec: &Spec) -> Result<()> {
         let linux = spec.linux().as_ref();
         let mut resources = linux
@@ -104,7 +105,10 @@ impl Cgroup {
             .unwrap_or_default();
         if !spec_devices.is_empty() {
             let mut rules = resources.devices().clone().unwrap_or_default();
-            for dev in spec_devices {
+            for dev in spec_devices
+                .iter()
+                .filter(|d| d.typ() != LinuxDeviceType::P)
+            {
                 let mut rule = oci_spec::runtime::LinuxDeviceCgroup::default();
                 rule.set_allow(true);
                 rule.set_typ(Some(dev.typ()));

@@ -154,13 +154,15 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         tracing::warn!("apparmor/selinux labels are ignored: this host enforces neither");
     }
     let caps = crate::process::CapabilitySets::from_spec(process.capabilities().as_ref())?;
+    caps.warn_unraisable_ambient();
     let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(profile) => Some(crate::seccomp::compile(profile)?),
         None => None,
     };
     tracing::debug!("create: spec loaded");
     let namespaces = Namespaces::from_spec(spec);
-    let joins = namespaces.open_joins()?;
+    let mut joins = namespaces.open_joins()?;
+    let pid_join = crate::namespaces::take_pid_join(&mut joins);
     let cgroup_path = crate::cgroups::cgroup_path(spec, &opts.id);
 
     std::fs::create_dir_all(&opts.root).map_err(|e| Error::io(&opts.root, e))?;
@@ -214,7 +216,20 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         !new_user_ns && unified_cgroup_dir.is_none() && !cgroup_dirs.is_empty();
 
     tracing::debug!("create: cgroup dirs made");
-    let Some(pid) = clone3(namespaces.clone_flags())? else {
+    let pid_ns = pid_join
+        .as_ref()
+        .map(crate::namespaces::PidForChildren::enter)
+        .transpose()?;
+    let cloned = match clone3(namespaces.clone_flags()) {
+        Ok(cloned) => cloned,
+        Err(e) => {
+            if let Some(pid_ns) = pid_ns {
+                let _ = pid_ns.leave();
+            }
+            return Err(e);
+        }
+    };
+    let Some(pid) = cloned else {
         drop(runtime_end);
         crate::init::run(InitArgs {
             spec,
@@ -239,6 +254,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     };
     tracing::debug!("create: cloned");
     unwind.child = Some(pid);
+    if let Some(pid_ns) = pid_ns {
+        pid_ns.leave()?;
+    }
     drop(init_end);
     drop(exec_fifo);
     drop(console);

@@ -52,6 +52,14 @@ pub enum Error {
     },
     #[error("container init: {0}")]
     Init(String),
+    /// A failure inside init, named by the step it happened in (the text crosses to the
+    /// runtime, or to stderr after `start`, so it must say where as well as why).
+    #[error("{step}: {source}")]
+    InitStep {
+        step: &'static str,
+        #[source]
+        source: Box<Error>,
+    },
     #[error("unknown signal {0:?}")]
     UnknownSignal(String),
 }
@@ -71,6 +79,14 @@ impl Error {
             op,
             path: path.into(),
             errno,
+        }
+    }
+
+    /// Names the init step `step` in a failure.
+    pub fn in_step(step: &'static str) -> impl FnOnce(Error) -> Error {
+        move |source| Error::InitStep {
+            step,
+            source: Box::new(source),
         }
     }
 

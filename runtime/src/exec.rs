@@ -99,6 +99,7 @@ pub fn exec(opts: &ExecOptions) -> Result<Started> {
         _ => None,
     };
     let caps = crate::process::CapabilitySets::from_spec(process.capabilities().as_ref())?;
+    caps.warn_unraisable_ambient();
     let spec = crate::spec::load_bundle(&st.oci.bundle)?.spec;
     let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(profile) => Some(crate::seccomp::compile(profile)?),
@@ -203,23 +204,18 @@ fn prepare(setup: &ChildSetup) -> Result<crate::process::Exec> {
     if let Some(rlimits) = process.rlimits() {
         crate::process::set_rlimits(rlimits)?;
     }
-    let no_new_privs = process.no_new_privileges().unwrap_or(false);
-    if !no_new_privs && let Some(filters) = setup.seccomp {
-        crate::seccomp::install(filters)?;
-    }
-    crate::process::become_user(process, setup.caps)?;
+    let held = crate::process::must_hold_sys_admin(process, setup.caps, setup.seccomp.is_some());
+    crate::process::become_user(process, setup.caps, held)?;
     if let Some(umask) = process.user().umask() {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     }
     nix::unistd::chdir(process.cwd()).map_err(|e| Error::sys("chdir", process.cwd(), e))?;
     let exec = crate::process::prepare_exec(process)?;
-    if no_new_privs {
+    if process.no_new_privileges().unwrap_or(false) {
         crate::process::set_no_new_privs()?;
     }
     crate::init::close_inherited_fds(3 + setup.preserve_fds)?;
-    if no_new_privs && let Some(filters) = setup.seccomp {
-        crate::seccomp::install(filters)?;
-    }
+    crate::init::install_seccomp_last(setup.seccomp, setup.caps, held)?;
     Ok(exec)
 }
 

@@ -44,22 +44,30 @@ pub struct InitArgs<'a> {
     pub preserve_fds: u32,
 }
 
-/// Runs init; never returns. Failures before the exec go to the runtime over the channel.
+/// Runs init; never returns. Every failure reaches the caller named by its step: over the
+/// channel until init reports Ready, on stderr (the container's) after.
 pub fn run(args: InitArgs) -> ! {
-    let err = match setup(&args) {
-        Ok(exec) => {
-            // After the start, the runtime is gone: failures can only go to stderr.
-            let e = crate::process::exec(&exec);
-            eprintln!("berth-runtime init: {e}");
+    let (exec, state_json) = match setup(&args) {
+        Ok(ready) => ready,
+        Err(e) => {
+            // The runtime reports the reason as create's error; should it be gone already,
+            // stderr is all that is left.
+            if args.channel.send(&Message::Failed(e.to_string())).is_err() {
+                eprintln!("berth-runtime init: {e}");
+            }
             // SAFETY: _exit ends the process without running destructors or atexit handlers
             // inherited from the runtime.
-            unsafe { libc::_exit(127) }
+            unsafe { libc::_exit(1) }
         }
-        Err(e) => e,
     };
-    let _ = args.channel.send(&Message::Failed(err.to_string()));
+    // `create` returns as soon as it reads Ready: from here on only stderr reaches anyone.
+    let (err, code) = match after_start(&args, &state_json) {
+        Ok(()) => (crate::process::exec(&exec), 127),
+        Err(e) => (e, 1),
+    };
+    eprintln!("berth-runtime init: {err}");
     // SAFETY: as above.
-    unsafe { libc::_exit(1) }
+    unsafe { libc::_exit(code) }
 }
 
 fn wait_for(channel: &Channel, want: &str) -> Result<Message> {
@@ -70,13 +78,16 @@ fn wait_for(channel: &Channel, want: &str) -> Result<Message> {
     }
 }
 
-fn setup(args: &InitArgs) -> Result<crate::process::Exec> {
+/// Everything up to Ready: the container's namespaces, root and process identity. Returns
+/// the program to exec and the state JSON for the startContainer hooks.
+fn setup(args: &InitArgs) -> Result<(crate::process::Exec, Vec<u8>)> {
     // Die with the runtime while it still supervises creation.
     // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     tracing::debug!("init: started");
     if args.join_cgroup_itself {
-        crate::cgroups::create_and_join(&args.cgroup_path, &args.cgroup_dirs)?;
+        crate::cgroups::create_and_join(&args.cgroup_path, &args.cgroup_dirs)
+            .map_err(Error::in_step("joining the cgroup"))?;
         args.channel.send(&Message::CgroupReady)?;
     }
     tracing::debug!("init: in its cgroup");
@@ -87,6 +98,19 @@ fn setup(args: &InitArgs) -> Result<crate::process::Exec> {
     if !args.join_cgroup_itself {
         state_json = Some(wait_for_go(&args.channel)?);
     }
+    enter_namespaces(args).map_err(Error::in_step("entering namespaces"))?;
+    build_root(args, &mut state_json)?;
+    let exec = prepare_process(args, &mut state_json)?;
+    let state_json = go_once(&args.channel, &mut state_json)?.clone();
+    // The runtime exits as soon as it reads Ready: init must outlive it from before then.
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    args.channel.send(&Message::Ready)?;
+    Ok((exec, state_json))
+}
+
+/// Becomes root of a new user namespace, joins and unshares the rest, names the host.
+fn enter_namespaces(args: &InitArgs) -> Result<()> {
     if args.new_user_ns {
         // The maps are written: become the namespace's root.
         nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
@@ -95,18 +119,19 @@ fn setup(args: &InitArgs) -> Result<crate::process::Exec> {
             .map_err(|e| Error::sys("setresuid", "user namespace root (is 0 mapped?)", e))?;
     }
     crate::namespaces::enter(&args.joins, args.unshare)?;
-    let spec = args.spec;
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| Error::field("process", "missing"))?;
-    if let Some(hostname) = spec.hostname() {
+    if let Some(hostname) = args.spec.hostname() {
         nix::unistd::sethostname(hostname).map_err(|e| Error::sys("sethostname", hostname, e))?;
     }
-    if let Some(domain) = spec.domainname() {
+    if let Some(domain) = args.spec.domainname() {
         set_domainname(domain)?;
     }
+    tracing::debug!("init: namespaces entered");
+    Ok(())
+}
 
+/// Mounts and devices, the hooks that run before the pivot, the pivot, sysctls, masking.
+fn build_root(args: &InitArgs, state_json: &mut Option<Vec<u8>>) -> Result<()> {
+    let spec = args.spec;
     let sys = LinuxSyscall;
     let ctx = RootfsContext {
         rootfs: args.rootfs,
@@ -114,80 +139,114 @@ fn setup(args: &InitArgs) -> Result<crate::process::Exec> {
         cgroup_dirs: &args.cgroup_dirs,
         unified_cgroup_dir: args.unified_cgroup_dir.as_deref(),
     };
-    tracing::debug!("init: namespaces entered");
-    crate::rootfs::prepare(&sys, spec, &ctx)?;
+    crate::rootfs::prepare(&sys, spec, &ctx).map_err(Error::in_step("preparing the rootfs"))?;
     if args.join_cgroup_itself {
-        crate::cgroups::join_devices(&args.cgroup_dirs)?;
+        crate::cgroups::join_devices(&args.cgroup_dirs)
+            .map_err(Error::in_step("joining the devices cgroup"))?;
     }
     tracing::debug!("init: mounts and devices made");
     let hooks = spec.hooks().as_ref();
     let container_hooks = hooks.and_then(|h| h.create_container().as_deref());
     if args.runtime_hooks || container_hooks.is_some() {
-        go_once(&args.channel, &mut state_json)?;
+        go_once(&args.channel, state_json)?;
     }
     if args.runtime_hooks {
         args.channel.send(&Message::RunHooks)?;
         wait_for(&args.channel, "the runtime's hooks")?;
     }
     if let Some(h) = container_hooks {
-        crate::hooks::run_all(
-            "createContainer",
-            h,
-            go_once(&args.channel, &mut state_json)?,
-        )?;
+        crate::hooks::run_all("createContainer", h, go_once(&args.channel, state_json)?)?;
     }
-    crate::rootfs::pivot(&sys, args.rootfs, args.no_pivot)?;
+    crate::rootfs::pivot(&sys, args.rootfs, args.no_pivot)
+        .map_err(Error::in_step("pivoting to the rootfs"))?;
     if let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
         for (key, value) in sysctls {
             let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-            std::fs::write(&path, value).map_err(|e| Error::io(path, e))?;
+            std::fs::write(&path, value)
+                .map_err(|e| Error::io(path, e))
+                .map_err(Error::in_step("setting sysctls"))?;
         }
     }
-    crate::rootfs::finish(&sys, spec)?;
+    crate::rootfs::finish(&sys, spec).map_err(Error::in_step("masking paths"))?;
     tracing::debug!("init: root pivoted, paths masked");
+    Ok(())
+}
+
+fn holds_sys_admin(args: &InitArgs) -> bool {
+    args.spec
+        .process()
+        .as_ref()
+        .is_some_and(|p| crate::process::must_hold_sys_admin(p, &args.caps, args.seccomp.is_some()))
+}
+
+/// The console, rlimits, user, capabilities, umask, cwd and the program to exec: everything
+/// that can fail for the process's sake fails `create`, not `start`.
+fn prepare_process(
+    args: &InitArgs,
+    state_json: &mut Option<Vec<u8>>,
+) -> Result<crate::process::Exec> {
+    let process = args
+        .spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::field("process", "missing"))?;
     if let Some(console) = &args.console {
         // Opening /dev/ptmx goes through the devices cgroup, whose rules the runtime may still
         // be rewriting (deny all, then the allow list): wait until the limits are in.
-        go_once(&args.channel, &mut state_json)?;
-        crate::console::attach_pty(console)?;
+        go_once(&args.channel, state_json)?;
+        crate::console::attach_pty(console).map_err(Error::in_step("attaching the console"))?;
     }
-
     if let Some(rlimits) = process.rlimits() {
-        crate::process::set_rlimits(rlimits)?;
+        crate::process::set_rlimits(rlimits).map_err(Error::in_step("setting rlimits"))?;
     }
-    let no_new_privs = process.no_new_privileges().unwrap_or(false);
-    if !no_new_privs && let Some(filters) = &args.seccomp {
-        // Without no_new_privs the kernel wants CAP_SYS_ADMIN for seccomp: install it while
-        // init still has every capability.
-        crate::seccomp::install(filters)?;
-    }
-    crate::process::become_user(process, &args.caps)?;
+    crate::process::become_user(process, &args.caps, holds_sys_admin(args))
+        .map_err(Error::in_step("setting the user and capabilities"))?;
     if let Some(umask) = process.user().umask() {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     }
-    nix::unistd::chdir(process.cwd()).map_err(|e| Error::sys("chdir", process.cwd(), e))?;
-    let exec = crate::process::prepare_exec(process)?;
+    nix::unistd::chdir(process.cwd())
+        .map_err(|e| Error::sys("chdir", process.cwd(), e))
+        .map_err(Error::in_step("entering the cwd"))?;
+    let exec =
+        crate::process::prepare_exec(process).map_err(Error::in_step("resolving the program"))?;
     tracing::debug!("init: user and capabilities set");
-    if no_new_privs {
-        crate::process::set_no_new_privs()?;
-    }
-
-    let state_json = go_once(&args.channel, &mut state_json)?.clone();
-    // The runtime exits as soon as it reads Ready: init must outlive it from before then.
-    // SAFETY: prctl with PR_SET_PDEATHSIG takes plain integers.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
-    args.channel.send(&Message::Ready)?;
-    wait_for_start(&args.exec_fifo)?;
-
-    if let Some(h) = hooks.and_then(|h| h.start_container().as_deref()) {
-        crate::hooks::run_all("startContainer", h, &state_json)?;
-    }
-    close_inherited_fds(3 + args.preserve_fds)?;
-    if no_new_privs && let Some(filters) = &args.seccomp {
-        // Last, so that only the exec itself runs under the profile.
-        crate::seccomp::install(filters)?;
+    if process.no_new_privileges().unwrap_or(false) {
+        crate::process::set_no_new_privs().map_err(Error::in_step("setting no_new_privs"))?;
     }
     Ok(exec)
+}
+
+/// After `start`: the startContainer hooks, closing what must not leak, and the seccomp
+/// filter last.
+fn after_start(args: &InitArgs, state_json: &[u8]) -> Result<()> {
+    wait_for_start(&args.exec_fifo).map_err(Error::in_step("waiting for start"))?;
+    let hooks = args.spec.hooks().as_ref();
+    if let Some(h) = hooks.and_then(|h| h.start_container().as_deref()) {
+        crate::hooks::run_all("startContainer", h, state_json)?;
+    }
+    close_inherited_fds(3 + args.preserve_fds)
+        .map_err(Error::in_step("closing inherited descriptors"))?;
+    install_seccomp_last(args.seccomp.as_ref(), &args.caps, holds_sys_admin(args))
+}
+
+/// Installs the filter as the very last step before execve, so that nothing the runtime does
+/// itself is judged by the container's profile (older allow-lists lack close_range, clone3
+/// and the like). Only a capset, when CAP_SYS_ADMIN was `held` for the install, and the
+/// execve follow it.
+pub(crate) fn install_seccomp_last(
+    filters: Option<&CompiledSeccomp>,
+    caps: &CapabilitySets,
+    held: bool,
+) -> Result<()> {
+    let Some(filters) = filters else {
+        return Ok(());
+    };
+    crate::seccomp::install(filters).map_err(Error::in_step("installing seccomp"))?;
+    if held {
+        crate::process::release_held(caps)
+            .map_err(Error::in_step("dropping capabilities after seccomp"))?;
+    }
+    Ok(())
 }
 
 /// Marks every descriptor from `first` on close-on-exec: whatever the caller left open must

@@ -114,6 +114,47 @@ impl Namespaces {
     }
 }
 
+/// Removes the pid namespace from opened joins: setns on a pid namespace moves only the
+/// caller's later children, so init cannot join it for itself; the runtime joins it around
+/// the clone of init instead ([`PidForChildren`]).
+pub fn take_pid_join(joins: &mut Vec<(CloneFlags, OwnedFd)>) -> Option<OwnedFd> {
+    let at = joins
+        .iter()
+        .position(|(flag, _)| *flag == CloneFlags::CLONE_NEWPID)?;
+    Some(joins.remove(at).1)
+}
+
+/// The caller's own pid namespace, kept while its children go to another one.
+#[derive(Debug)]
+pub struct PidForChildren {
+    own: OwnedFd,
+}
+
+impl PidForChildren {
+    /// Makes the children this process forks from now on start in pid namespace `target`.
+    pub fn enter(target: &OwnedFd) -> Result<Self> {
+        let own_path = "/proc/self/ns/pid";
+        let own = nix::fcntl::open(
+            own_path,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Error::sys("open namespace", own_path, e))?;
+        // SAFETY: `open` just returned this descriptor and nothing else owns it.
+        let own = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(own) };
+        nix::sched::setns(target, CloneFlags::CLONE_NEWPID)
+            .map_err(|e| Error::sys("setns", "the spec's pid namespace", e))?;
+        Ok(Self { own })
+    }
+
+    /// Children start in the caller's own pid namespace again (hooks the runtime runs must
+    /// not land in the container's).
+    pub fn leave(self) -> Result<()> {
+        nix::sched::setns(&self.own, CloneFlags::CLONE_NEWPID)
+            .map_err(|e| Error::sys("setns", "the runtime's own pid namespace", e))
+    }
+}
+
 /// Enters the namespaces opened by [`Namespaces::open_joins`], then unshares `unshare`.
 pub fn enter(joins: &[(CloneFlags, OwnedFd)], unshare: CloneFlags) -> Result<()> {
     for (flag, fd) in joins {

@@ -106,15 +106,10 @@ pub fn set_rlimits(rlimits: &[PosixRlimit]) -> Result<()> {
         };
         // SAFETY: setrlimit reads the struct we pass and nothing else.
         if unsafe { libc::setrlimit(resource, &limit) } != 0 {
-            return Err(Error::field(
-                "process.rlimits",
-                format!(
-                    "{:?} {}:{}: {}",
-                    rl.typ(),
-                    rl.soft(),
-                    rl.hard(),
-                    std::io::Error::last_os_error()
-                ),
+            return Err(Error::sys(
+                "setrlimit",
+                format!("process.rlimits {:?} {}:{}", rl.typ(), rl.soft(), rl.hard()),
+                nix::errno::Errno::last(),
             ));
         }
     }
@@ -167,16 +162,60 @@ impl CapabilitySets {
             ambient: caps_set("process.capabilities.ambient", c.ambient().as_ref())?,
         })
     }
+
+    /// The ambient set split into what the kernel will raise and what it refuses, each sorted:
+    /// PR_CAP_AMBIENT_RAISE takes only a capability that is both permitted and inheritable.
+    /// Like runc, berth raises the first and warns about the second instead of failing the
+    /// container (buildah writes ambient sets wider than its inheritable sets).
+    pub fn ambient_split(&self) -> (Vec<Capability>, Vec<Capability>) {
+        let mut ambient: Vec<Capability> = self.ambient.iter().copied().collect();
+        ambient.sort_by_key(|c| c.index());
+        ambient
+            .into_iter()
+            .partition(|c| self.permitted.contains(c) && self.inheritable.contains(c))
+    }
+
+    /// Logs a warning for each ambient capability that cannot be raised. Called by the
+    /// runtime before it forks, so the warning lands in its log (`--log`).
+    pub fn warn_unraisable_ambient(&self) {
+        for cap in self.ambient_split().1 {
+            let missing = match (
+                self.permitted.contains(&cap),
+                self.inheritable.contains(&cap),
+            ) {
+                (false, false) => "permitted and inheritable sets",
+                (false, true) => "permitted set",
+                _ => "inheritable set",
+            };
+            tracing::warn!("can't raise ambient capability {cap}: not in the {missing}");
+        }
+    }
+
+    /// Whether the process ends without CAP_SYS_ADMIN in its effective set: then a seccomp
+    /// filter installed without no_new_privs needs it held until the filter is in.
+    pub fn lacks_sys_admin(&self) -> bool {
+        !self.effective.contains(&Capability::CAP_SYS_ADMIN)
+    }
 }
 
 fn caps_err(what: &'static str) -> impl Fn(caps::errors::CapsError) -> Error {
     move |e| Error::field("process.capabilities", format!("{what}: {e}"))
 }
 
+/// Whether CAP_SYS_ADMIN must be held past the spec's sets until a seccomp filter is in:
+/// without no_new_privs the kernel installs a filter only for a holder of it.
+pub fn must_hold_sys_admin(process: &Process, caps: &CapabilitySets, seccomp: bool) -> bool {
+    seccomp && !process.no_new_privileges().unwrap_or(false) && caps.lacks_sys_admin()
+}
+
 /// Drops to the spec's user with the spec's capabilities: the bounding set first (needs
 /// CAP_SETPCAP), then groups, gid and uid with PR_SET_KEEPCAPS so permitted capabilities
 /// survive the uid change, then the effective, permitted, inheritable and ambient sets.
-pub fn become_user(process: &Process, caps: &CapabilitySets) -> Result<()> {
+///
+/// With `hold_sys_admin`, CAP_SYS_ADMIN stays effective and permitted beyond the spec's sets,
+/// so that a seccomp filter can still be installed later without no_new_privs;
+/// [`release_held`] then sets the spec's sets exactly.
+pub fn become_user(process: &Process, caps: &CapabilitySets, hold_sys_admin: bool) -> Result<()> {
     for cap in caps::all() {
         if !caps.bounding.contains(&cap) {
             // Capabilities the running kernel does not know are not in the set to begin with.
@@ -228,10 +267,68 @@ pub fn become_user(process: &Process, caps: &CapabilitySets) -> Result<()> {
     // capset checks each call against the sets as they are: inheritable first (CAP_SETPCAP
     // is still effective), then effective (within the old permitted), then permitted, which
     // must still hold the new effective; ambient last, within permitted and inheritable.
+    let held = |set: &CapsHashSet| {
+        let mut set = set.clone();
+        if hold_sys_admin {
+            set.insert(Capability::CAP_SYS_ADMIN);
+        }
+        set
+    };
     caps::set(None, CapSet::Inheritable, &caps.inheritable).map_err(caps_err("inheritable"))?;
-    caps::set(None, CapSet::Effective, &caps.effective).map_err(caps_err("effective"))?;
-    caps::set(None, CapSet::Permitted, &caps.permitted).map_err(caps_err("permitted"))?;
-    caps::set(None, CapSet::Ambient, &caps.ambient).map_err(caps_err("ambient"))?;
+    caps::set(None, CapSet::Effective, &held(&caps.effective)).map_err(caps_err("effective"))?;
+    caps::set(None, CapSet::Permitted, &held(&caps.permitted)).map_err(caps_err("permitted"))?;
+    // The ones the kernel would refuse were warned about by the runtime before it forked.
+    caps::clear(None, CapSet::Ambient).map_err(caps_err("ambient"))?;
+    for cap in caps.ambient_split().0 {
+        caps::raise(None, CapSet::Ambient, cap).map_err(caps_err("ambient"))?;
+    }
+    Ok(())
+}
+
+/// Sets the effective, permitted and inheritable sets to the spec's exactly, dropping what
+/// [`become_user`] held. One capset call: it runs after the seccomp filter is installed, so
+/// it is judged by the container's profile (every profile that lets a container start
+/// allows capset).
+pub fn release_held(caps: &CapabilitySets) -> Result<()> {
+    // struct __user_cap_header_struct and __user_cap_data_struct, version 3 (two data
+    // structs: capabilities 0-31, then 32-63).
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mask = |set: &CapsHashSet| set.iter().fold(0u64, |m, c| m | c.bitmask());
+    let (e, p, i) = (
+        mask(&caps.effective),
+        mask(&caps.permitted),
+        mask(&caps.inheritable),
+    );
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [0, 32].map(|shift| Data {
+        effective: (e >> shift) as u32,
+        permitted: (p >> shift) as u32,
+        inheritable: (i >> shift) as u32,
+    });
+    // SAFETY: capset reads one header and, for version 3, two data structs; both live
+    // across the call.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(Error::sys(
+            "capset",
+            "dropping CAP_SYS_ADMIN held for seccomp (the profile must allow capset, or set noNewPrivileges)",
+            nix::errno::Errno::last(),
+        ));
+    }
     Ok(())
 }
 
@@ -300,5 +397,46 @@ mod tests {
                 .unwrap();
         assert!(sets.bounding.contains(&Capability::CAP_KILL));
         assert!(!sets.bounding.contains(&Capability::CAP_SYS_ADMIN));
+    }
+
+    fn sets(json: serde_json::Value) -> CapabilitySets {
+        let caps: LinuxCapabilities = serde_json::from_value(json).unwrap();
+        CapabilitySets::from_spec(Some(&caps)).unwrap()
+    }
+
+    #[test]
+    fn only_permitted_and_inheritable_ambient_caps_are_raised() {
+        // buildah's shape: ambient lists capabilities the inheritable set lacks.
+        let caps = sets(serde_json::json!({
+            "bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW", "CAP_SETUID"],
+            "effective": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"],
+            "permitted": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"],
+            "inheritable": ["CAP_KILL", "CAP_SETUID"],
+            "ambient": ["CAP_NET_RAW", "CAP_KILL", "CAP_CHOWN", "CAP_SETUID"]
+        }));
+        let (raised, refused) = caps.ambient_split();
+        assert_eq!(raised, [Capability::CAP_KILL]);
+        assert_eq!(
+            refused,
+            [
+                Capability::CAP_CHOWN,
+                Capability::CAP_SETUID,
+                Capability::CAP_NET_RAW
+            ]
+        );
+    }
+
+    #[test]
+    fn an_ambient_subset_is_raised_whole() {
+        let caps = sets(serde_json::json!({
+            "permitted": ["CAP_KILL", "CAP_CHOWN"],
+            "inheritable": ["CAP_KILL", "CAP_CHOWN"],
+            "ambient": ["CAP_CHOWN", "CAP_KILL"]
+        }));
+        assert_eq!(
+            caps.ambient_split(),
+            (vec![Capability::CAP_CHOWN, Capability::CAP_KILL], vec![])
+        );
+        assert!(caps.lacks_sys_admin());
     }
 }

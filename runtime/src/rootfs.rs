@@ -438,8 +438,15 @@ fn create_device(sys: &dyn Syscall, dev: &LinuxDevice, ctx: &RootfsContext) -> R
         }
     };
     let perm = Mode::from_bits_truncate(dev.file_mode().unwrap_or(0o666));
-    let number = makedev(dev.major() as u64, dev.minor() as u64);
-    let made = if ctx.in_user_ns {
+    // A FIFO has no device number (the spec's major:minor mean nothing for it), and making
+    // one needs no privilege, in a user namespace too.
+    let fifo = kind == SFlag::S_IFIFO;
+    let number = if fifo {
+        0
+    } else {
+        makedev(dev.major() as u64, dev.minor() as u64)
+    };
+    let made = if ctx.in_user_ns && !fifo {
         Err(Error::sys("mknod", &dest, nix::errno::Errno::EPERM))
     } else {
         sys.mknod(&dest, kind, perm, number)
@@ -454,7 +461,7 @@ fn create_device(sys: &dyn Syscall, dev: &LinuxDevice, ctx: &RootfsContext) -> R
         Err(Error::Sys {
             errno: nix::errno::Errno::EPERM,
             ..
-        }) => {
+        }) if !fifo => {
             sys.touch(&dest)?;
             sys.mount(Some(dev.path()), &dest, None, MsFlags::MS_BIND, None)
         }
@@ -708,6 +715,35 @@ mod tests {
         let touch = position(&lines, &format!("touch {r}/dev/zero"));
         let bind = position(&lines, &format!("mount /dev/zero {r}/dev/zero - MS_BIND "));
         assert!(touch < bind);
+    }
+
+    #[test]
+    fn a_fifo_is_made_even_in_a_user_namespace_and_without_a_device_number() {
+        let root = tempfile::tempdir().unwrap();
+        let sys = RecordingSyscall::default();
+        let mut spec = spec_json(serde_json::json!({}));
+        let fifo: LinuxDevice = serde_json::from_value(serde_json::json!(
+            {"path": "/dev/myfifo", "type": "p", "major": 8, "minor": 666, "fileMode": 0o640}
+        ))
+        .unwrap();
+        spec.linux_mut()
+            .as_mut()
+            .unwrap()
+            .set_devices(Some(vec![fifo]));
+        let ctx = RootfsContext {
+            rootfs: root.path(),
+            in_user_ns: true,
+            cgroup_dirs: &[],
+            unified_cgroup_dir: None,
+        };
+        prepare(&sys, &spec, &ctx).unwrap();
+        let lines = sys.lines();
+        let r = root.path().display().to_string();
+        position(&lines, &format!("mknod {r}/dev/myfifo 640 0:0"));
+        assert!(
+            !lines.iter().any(|l| l.contains("/dev/myfifo - MS_BIND")),
+            "{lines:#?}"
+        );
     }
 
     #[test]

@@ -100,13 +100,15 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
         }
     }
     let mut filters = Vec::new();
-    if default != json!("allow") {
-        filters.push(build(arch, &default, &json!("allow"), base_rules)?);
-    }
     for (action, rules) in by_action {
         let action: Value =
             serde_json::from_str(&action).map_err(|e| Error::Seccomp(e.to_string()))?;
         filters.push(build(arch, &json!("allow"), &action, rules)?);
+    }
+    // The base filter goes in last: installed, it judges the calls that install the next
+    // filters, which an allow-list may not list.
+    if default != json!("allow") {
+        filters.push(build(arch, &default, &json!("allow"), base_rules)?);
     }
     Ok(CompiledSeccomp { filters })
 }
@@ -180,9 +182,40 @@ fn build(
 }
 
 /// Installs the filters in the calling thread; needs no_new_privs or CAP_SYS_ADMIN.
+///
+/// Through seccomp(2) itself: seccompiler's `apply_filter` sets no_new_privs first, which a
+/// spec with `noNewPrivileges: false` (Docker's) must not get.
 pub fn install(compiled: &CompiledSeccomp) -> Result<()> {
-    for filter in &compiled.filters {
-        seccompiler::apply_filter(filter).map_err(|e| Error::Seccomp(e.to_string()))?;
+    for (i, filter) in compiled.filters.iter().enumerate() {
+        let len = u16::try_from(filter.len())
+            .ok()
+            .filter(|&len| len > 0)
+            .ok_or_else(|| {
+                Error::Seccomp(format!("filter {i} has {} instructions", filter.len()))
+            })?;
+        let prog = libc::sock_fprog {
+            len,
+            // seccompiler's sock_filter is #[repr(C)] with the kernel's layout, as libc's is.
+            filter: filter.as_ptr().cast::<libc::sock_filter>().cast_mut(),
+        };
+        // SAFETY: the kernel only reads `prog` and the `len` instructions it points to, which
+        // `filter` holds for the duration of the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::Seccomp(format!(
+                "installing filter {} of {}: {}",
+                i + 1,
+                compiled.filters.len(),
+                nix::errno::Errno::last()
+            )));
+        }
     }
     Ok(())
 }

@@ -151,3 +151,131 @@ fn rootfs_propagation_follows_the_spec() {
         "root shared by default: {default}"
     );
 }
+
+/// A process in namespaces of its own, made with `unshare --fork`, killed on drop.
+struct Holder {
+    unshare: std::process::Child,
+    /// The forked process: pid 1 of the new pid namespace.
+    pid: u32,
+}
+
+impl Holder {
+    fn new(flags: &[&str]) -> Self {
+        let mut unshare = std::process::Command::new("unshare")
+            .arg("--fork")
+            .args(flags)
+            .args(["sleep", "1000"])
+            .spawn()
+            .expect("unshare (util-linux) is missing");
+        let children = format!("/proc/{0}/task/{0}/children", unshare.id());
+        let mut pid = None;
+        common::wait_until("unshare's child", || {
+            pid = fs::read_to_string(&children)
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok());
+            // Exec'd: its namespaces are final.
+            pid.is_some_and(|p: u32| {
+                fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e.ends_with("sleep"))
+            })
+        });
+        let pid = pid.unwrap_or_else(|| {
+            let _ = unshare.kill();
+            panic!("no holder process")
+        });
+        Holder { unshare, pid }
+    }
+
+    fn ns_inode(&self, ns: &str) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(format!("/proc/{}/ns/{ns}", self.pid))
+            .unwrap()
+            .ino()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        // Killing pid 1 of the namespace takes the namespace's other processes with it.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+    }
+}
+
+/// Runs a container that joins every namespace in `kinds` of `holder` by path and checks,
+/// from inside, that each is the holder's.
+fn joins_by_path(name: &str, holder: &Holder, kinds: &[(&str, &str)], root_only_map: bool) {
+    let script: String = kinds
+        .iter()
+        .map(|(_, ns)| format!("echo {ns}=$(stat -L -c %i /proc/self/ns/{ns});"))
+        .chain(["echo self=$$".to_string()])
+        .collect();
+    let mut c = TestContainer::new(name, &["sh", "-c", &script]);
+    if root_only_map {
+        // Only root is mapped: devpts' gid=5 would be refused (runc's rootless spec drops it
+        // too).
+        for m in c.config["mounts"].as_array_mut().unwrap() {
+            if m["destination"] == "/dev/pts" {
+                m["options"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|o| o != "gid=5");
+            }
+        }
+    }
+    let namespaces = c.config["linux"]["namespaces"].as_array_mut().unwrap();
+    for (typ, ns) in kinds {
+        namespaces.retain(|n| n["type"] != *typ);
+        namespaces.push(json!({"type": typ, "path": format!("/proc/{}/ns/{ns}", holder.pid)}));
+    }
+    c.write_config();
+    let out = c.run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let v = kv(&stdout);
+    for (_, ns) in kinds {
+        assert_eq!(
+            v[*ns],
+            holder.ns_inode(ns).to_string(),
+            "{ns} namespace is not the holder's: {stdout}"
+        );
+    }
+    // The holder is pid 1 of the pid namespace the container joined.
+    assert_ne!(v["self"], "1", "{stdout}");
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}
+
+const JOINABLE: &[(&str, &str)] = &[
+    ("pid", "pid"),
+    ("network", "net"),
+    ("ipc", "ipc"),
+    ("uts", "uts"),
+    ("mount", "mnt"),
+    ("cgroup", "cgroup"),
+];
+
+#[test]
+fn every_namespace_joined_by_path_is_the_holders() {
+    let holder = Holder::new(&["--pid", "--net", "--ipc", "--uts", "--mount", "--cgroup"]);
+    joins_by_path("nsjoin", &holder, JOINABLE, false);
+}
+
+#[test]
+fn namespaces_joined_by_path_with_their_user_namespace() {
+    let holder = Holder::new(&[
+        "--user",
+        "--map-root-user",
+        "--pid",
+        "--net",
+        "--ipc",
+        "--uts",
+        "--mount",
+        "--cgroup",
+    ]);
+    let mut kinds = JOINABLE.to_vec();
+    kinds.push(("user", "user"));
+    joins_by_path("nsjoin-user", &holder, &kinds, true);
+}

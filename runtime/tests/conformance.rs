@@ -1,0 +1,218 @@
+//! Configs as other tools write them: Docker's pre-2020 seccomp allow-list (run by runc too,
+//! on the same bundle), FIFOs in `linux.devices`, buildah's ambient capabilities; and init
+//! failures, before and after `start`, reported by step and errno.
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::{TestContainer, kv};
+use serde_json::{Value, json};
+
+/// Docker 19.03's default profile as Docker resolved it into config.json for a container
+/// with the default capabilities: an allow-list that predates close_range, clone3,
+/// faccessat2, openat2, pidfd_open, epoll_pwait2 and rseq.
+const DOCKER_2019_SECCOMP: &str = include_str!("fixtures/seccomp-docker-19.03.json");
+
+/// Docker's default capabilities before 20.10 (the inheritable set included).
+const DOCKER_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// runc's state for one test, its container deleted on drop.
+struct Runc {
+    root: PathBuf,
+    id: String,
+}
+
+impl Runc {
+    fn new(c: &TestContainer) -> Self {
+        Runc {
+            root: c.bundle().join("runc-state"),
+            id: format!("{}-runc", c.id),
+        }
+    }
+
+    /// `runc run` of the bundle in the foreground.
+    fn run(&self, c: &TestContainer) -> Output {
+        Command::new("runc")
+            .arg("--root")
+            .arg(&self.root)
+            .args(["run", "--bundle"])
+            .arg(c.bundle())
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .output()
+            .expect("runc is missing: apt-get install runc")
+    }
+}
+
+impl Drop for Runc {
+    fn drop(&mut self) {
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(&self.root)
+            .args(["delete", "--force", &self.id])
+            .output();
+    }
+}
+
+fn status_lines(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_2019_docker_allow_list_runs_as_under_runc() {
+    let script =
+        "echo hi; grep -E '^(NoNewPrivs|Seccomp|CapInh|CapPrm|CapEff|CapBnd):' /proc/self/status";
+    let mut c = TestContainer::new("docker2019", &["sh", "-c", script]);
+    let profile: Value = serde_json::from_str(DOCKER_2019_SECCOMP).unwrap();
+    c.config["linux"]["seccomp"] = profile;
+    // Docker leaves no_new_privs off: the filter then needs CAP_SYS_ADMIN to go in, which
+    // the process must not keep.
+    c.config["process"]["noNewPrivileges"] = json!(false);
+    c.config["process"]["capabilities"] = json!({
+        "bounding": DOCKER_CAPS, "effective": DOCKER_CAPS,
+        "inheritable": DOCKER_CAPS, "permitted": DOCKER_CAPS,
+    });
+    c.write_config();
+
+    let ours = c.run();
+    assert!(ours.status.success(), "berth-runtime: {ours:?}");
+    let runc = Runc::new(&c);
+    let theirs = runc.run(&c);
+    assert!(theirs.status.success(), "runc: {theirs:?}");
+    let v = kv(&status_lines(&ours).replace(':', "="));
+    assert_eq!(status_lines(&ours).lines().next(), Some("hi"), "{ours:?}");
+    assert_eq!(v["Seccomp"], "2", "the filter is in: {ours:?}");
+    assert_eq!(v["NoNewPrivs"], "0");
+    // CAP_SYS_ADMIN (bit 21), held for the install, is gone again.
+    let eff = u64::from_str_radix(&v["CapEff"], 16).unwrap();
+    assert_eq!(eff & (1 << 21), 0, "{ours:?}");
+    assert_eq!(
+        status_lines(&ours),
+        status_lines(&theirs),
+        "berth-runtime and runc disagree"
+    );
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}
+
+#[test]
+fn an_init_failure_before_start_names_the_step_and_errno() {
+    let mut c = TestContainer::new("initfail", &["true"]);
+    // A soft limit above the hard one: setrlimit refuses it with EINVAL, whoever runs it.
+    c.config["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 2048, "hard": 1024}]);
+    c.write_config();
+    let out = c.run();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("setting rlimits") && stderr.contains("EINVAL"),
+        "{stderr}"
+    );
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}
+
+#[test]
+fn an_init_failure_after_start_names_the_step_and_errno() {
+    let c = TestContainer::new("startfail", &["/bin/vanishing"]);
+    fs::copy("/bin/busybox", c.rootfs().join("bin/vanishing")).unwrap();
+    c.create_ok();
+    // Gone between create (which found it) and start: the exec fails after the runtime left.
+    fs::remove_file(c.rootfs().join("bin/vanishing")).unwrap();
+    c.ok(["start", &c.id]);
+    c.wait_status("stopped");
+    let stderr = fs::read_to_string(c.bundle().join("stderr")).unwrap();
+    assert!(
+        stderr.contains("execve /bin/vanishing") && stderr.contains("ENOENT"),
+        "{stderr:?}"
+    );
+    c.ok(["delete", &c.id]);
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}
+
+#[test]
+fn a_fifo_in_linux_devices_is_made_not_allowed_in_the_devices_cgroup() {
+    let mut c = TestContainer::new(
+        "fifo",
+        &[
+            "sh",
+            "-c",
+            "echo fifo=$(stat -c '%F %a %u' /dev/myfifo); (echo through > /dev/myfifo &); echo read=$(cat /dev/myfifo)",
+        ],
+    );
+    c.config["linux"]["devices"] = json!([
+        {"path": "/dev/myfifo", "type": "p", "major": 8, "minor": 666, "fileMode": 0o640, "uid": 0, "gid": 0}
+    ]);
+    c.write_config();
+    let out = c.run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let v = kv(&stdout);
+    assert_eq!(v["fifo"], "fifo 640 0", "{stdout}");
+    assert_eq!(v["read"], "through", "{stdout}");
+    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}
+
+#[test]
+fn ambient_caps_outside_the_inheritable_set_are_warned_about_not_fatal() {
+    let mut c = TestContainer::new(
+        "ambient",
+        &[
+            "sh",
+            "-c",
+            "grep -E '^(CapAmb|CapEff):' /proc/self/status | tr ':' '='",
+        ],
+    );
+    c.config["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    // buildah's shape: the ambient set lists capabilities the inheritable set lacks.
+    c.config["process"]["capabilities"] = json!({
+        "bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"],
+        "effective": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"],
+        "permitted": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"],
+        "inheritable": ["CAP_KILL"],
+        "ambient": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"],
+    });
+    c.write_config();
+    let log = c.bundle().join("runtime.log");
+    let out = c.output(
+        [
+            "--log".as_ref(),
+            log.as_os_str(),
+            "run".as_ref(),
+            "--bundle".as_ref(),
+        ]
+        .into_iter()
+        .chain([c.bundle().as_os_str(), c.id.as_ref()]),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v = kv(&stdout);
+    // Only CAP_KILL (bit 5) is both permitted and inheritable: it is raised, and as uid 1000
+    // it is all the process keeps across the exec.
+    assert_eq!(v["CapAmb"], "0000000000000020", "{stdout}");
+    assert_eq!(v["CapEff"], "0000000000000020", "{stdout}");
+    let log = fs::read_to_string(&log).unwrap();
+    for cap in ["CAP_CHOWN", "CAP_NET_RAW"] {
+        assert!(
+            log.contains(&format!("can't raise ambient capability {cap}")),
+            "{log}"
+        );
+    }
+    assert!(!log.contains("CAP_KILL"), "{log}");
+}
