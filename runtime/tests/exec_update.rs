@@ -145,11 +145,16 @@ fn update_changes_limits_and_a_rejected_value_changes_nothing() {
     let quota = c.cgroup_dir("cpu").join("cpu.cfs_quota_us");
     assert_eq!(fs::read_to_string(&quota).unwrap().trim(), "50000");
 
-    // The memory limit is accepted, then the cpuset is refused by the kernel: the memory
-    // limit goes back.
-    let err = c.err(["update", "--memory", "32m", "--cpuset-cpus", "999", &c.id]);
+    // Within one controller, so the order is fixed (controllers are applied in HashMap
+    // order): the memory limit is written first and accepted, then the kernel refuses a
+    // memory+swap limit below it. The memory limit must go back.
+    let memsw = c.cgroup_dir("memory").join("memory.memsw.limit_in_bytes");
+    let memsw_before = fs::read_to_string(&memsw).unwrap();
+    let err = c.err(["update", "--memory", "32m", "--memory-swap", "16m", &c.id]);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("memsw"), "the refusal names the file: {err}");
     assert_eq!(fs::read_to_string(&limit).unwrap().trim(), "67108864");
+    assert_eq!(fs::read_to_string(&memsw).unwrap(), memsw_before);
 }
 
 #[test]
