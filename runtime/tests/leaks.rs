@@ -41,10 +41,8 @@ fn bundle_mounts(c: &TestContainer) -> usize {
 #[test]
 fn run_exec_and_failed_create_cycles_leave_the_host_as_before() {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
-        0
-    );
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0, "PR_SET_CHILD_SUBREAPER");
     assert_eq!(
         children(),
         Vec::<String>::new(),
