@@ -699,28 +699,29 @@ mod tests {
 
     #[test]
     fn user_namespace_binds_host_devices() {
-        let root = tempfile::tempdir().unwrap();
-        let sys = RecordingSyscall::default();
-        let spec = spec_json(serde_json::json!({}));
-        let ctx = RootfsContext {
-            rootfs: root.path(),
-            in_user_ns: true,
-            cgroup_dirs: &[],
-            unified_cgroup_dir: None,
-        };
-        prepare(&sys, &spec, &ctx).unwrap();
-        let lines = sys.lines();
-        let r = root.path().display().to_string();
+        let (lines, r) = prepare_lines(&spec_json(serde_json::json!({})), true);
         assert!(!lines.iter().any(|l| l.starts_with("mknod")), "{lines:#?}");
         let touch = position(&lines, &format!("touch {r}/dev/zero"));
         let bind = position(&lines, &format!("mount /dev/zero {r}/dev/zero - MS_BIND "));
         assert!(touch < bind);
     }
 
-    #[test]
-    fn a_fifo_is_made_even_in_a_user_namespace_and_without_a_device_number() {
+    /// The calls `prepare` makes for `spec`, and the rootfs path they name.
+    fn prepare_lines(spec: &Spec, in_user_ns: bool) -> (Vec<String>, String) {
         let root = tempfile::tempdir().unwrap();
         let sys = RecordingSyscall::default();
+        let ctx = RootfsContext {
+            rootfs: root.path(),
+            in_user_ns,
+            cgroup_dirs: &[],
+            unified_cgroup_dir: None,
+        };
+        prepare(&sys, spec, &ctx).unwrap();
+        (sys.lines(), root.path().display().to_string())
+    }
+
+    #[test]
+    fn a_fifo_is_made_even_in_a_user_namespace_and_without_a_device_number() {
         let mut spec = spec_json(serde_json::json!({}));
         let fifo: LinuxDevice = serde_json::from_value(serde_json::json!(
             {"path": "/dev/myfifo", "type": "p", "major": 8, "minor": 666, "fileMode": 0o640}
@@ -730,15 +731,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .set_devices(Some(vec![fifo]));
-        let ctx = RootfsContext {
-            rootfs: root.path(),
-            in_user_ns: true,
-            cgroup_dirs: &[],
-            unified_cgroup_dir: None,
-        };
-        prepare(&sys, &spec, &ctx).unwrap();
-        let lines = sys.lines();
-        let r = root.path().display().to_string();
+        let (lines, r) = prepare_lines(&spec, true);
         position(&lines, &format!("mknod {r}/dev/myfifo 640 0:0"));
         assert!(
             !lines.iter().any(|l| l.contains("/dev/myfifo - MS_BIND")),

@@ -72,26 +72,17 @@ impl Drop for Runc {
     }
 }
 
+/// Prints hi, then the process's no_new_privs, seccomp mode and capability sets.
+const STATUS_SCRIPT: &str =
+    "echo hi; grep -E '^(NoNewPrivs|Seccomp|CapInh|CapPrm|CapEff|CapBnd):' /proc/self/status";
+
 fn status_lines(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
 fn a_2019_docker_allow_list_runs_as_under_runc() {
-    let script =
-        "echo hi; grep -E '^(NoNewPrivs|Seccomp|CapInh|CapPrm|CapEff|CapBnd):' /proc/self/status";
-    let mut c = TestContainer::new("docker2019", &["sh", "-c", script]);
-    let profile: Value = serde_json::from_str(DOCKER_2019_SECCOMP).unwrap();
-    c.config["linux"]["seccomp"] = profile;
-    // Docker leaves no_new_privs off: the filter then needs CAP_SYS_ADMIN to go in, which
-    // the process must not keep.
-    c.config["process"]["noNewPrivileges"] = json!(false);
-    c.config["process"]["capabilities"] = json!({
-        "bounding": DOCKER_CAPS, "effective": DOCKER_CAPS,
-        "inheritable": DOCKER_CAPS, "permitted": DOCKER_CAPS,
-    });
-    c.write_config();
-
+    let c = docker_2019("docker2019", &["sh", "-c", STATUS_SCRIPT]);
     let ours = c.run();
     assert!(ours.status.success(), "berth-runtime: {ours:?}");
     let runc = Runc::new(&c);
@@ -110,6 +101,41 @@ fn a_2019_docker_allow_list_runs_as_under_runc() {
         "berth-runtime and runc disagree"
     );
     assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+}
+
+/// A bundle with the 2019 Docker profile, capabilities and no_new_privs off.
+fn docker_2019(name: &str, args: &[&str]) -> TestContainer {
+    let mut c = TestContainer::new(name, args);
+    let profile: Value = serde_json::from_str(DOCKER_2019_SECCOMP).unwrap();
+    c.config["linux"]["seccomp"] = profile;
+    // Docker leaves no_new_privs off: the filter then needs CAP_SYS_ADMIN to go in, which
+    // the process must not keep.
+    c.config["process"]["noNewPrivileges"] = json!(false);
+    c.config["process"]["capabilities"] = json!({
+        "bounding": DOCKER_CAPS, "effective": DOCKER_CAPS,
+        "inheritable": DOCKER_CAPS, "permitted": DOCKER_CAPS,
+    });
+    c.write_config();
+    c
+}
+
+#[test]
+fn exec_under_a_2019_docker_allow_list() {
+    let c = docker_2019("docker2019-exec", &["sleep", "1000"]);
+    let out = c.with_stdio_files(&["run", "--detach"]);
+    assert!(out.status.success(), "{}", c.container_stdout());
+    let out = c.output(["exec", &c.id, "sh", "-c", STATUS_SCRIPT]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = status_lines(&out);
+    assert_eq!(stdout.lines().next(), Some("hi"), "{out:?}");
+    let v = kv(&stdout.replace(':', "="));
+    assert_eq!(v["Seccomp"], "2", "{stdout}");
+    assert_eq!(v["NoNewPrivs"], "0", "{stdout}");
+    assert_eq!(
+        v["CapEff"], "00000000a80425fb",
+        "Docker's 14 capabilities: {stdout}"
+    );
+    c.ok(["delete", "--force", &c.id]);
 }
 
 #[test]
