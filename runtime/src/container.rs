@@ -128,6 +128,28 @@ pub(crate) fn clone3(flags: nix::sched::CloneFlags) -> Result<Option<Pid>> {
     }
 }
 
+/// [`clone3`] for init, inside the pid namespace `pid_join` when the spec joins one by path:
+/// setns on a pid namespace moves only later children, so the runtime joins it around the
+/// clone and goes back to its own (its hooks must not start in the container's).
+fn clone_init(flags: nix::sched::CloneFlags, pid_join: Option<&OwnedFd>) -> Result<Option<Pid>> {
+    let Some(target) = pid_join else {
+        return clone3(flags);
+    };
+    let pid_ns = crate::namespaces::PidForChildren::enter(target)?;
+    let cloned = clone3(flags);
+    if let Ok(None) = cloned {
+        return cloned;
+    }
+    if let Err(e) = pid_ns.leave() {
+        if let Ok(Some(pid)) = cloned {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+        return Err(e);
+    }
+    cloned
+}
+
 fn state_json(state: &OciState) -> Vec<u8> {
     serde_json::to_vec(state).unwrap_or_default()
 }
@@ -216,20 +238,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         !new_user_ns && unified_cgroup_dir.is_none() && !cgroup_dirs.is_empty();
 
     tracing::debug!("create: cgroup dirs made");
-    let pid_ns = pid_join
-        .as_ref()
-        .map(crate::namespaces::PidForChildren::enter)
-        .transpose()?;
-    let cloned = match clone3(namespaces.clone_flags()) {
-        Ok(cloned) => cloned,
-        Err(e) => {
-            if let Some(pid_ns) = pid_ns {
-                let _ = pid_ns.leave();
-            }
-            return Err(e);
-        }
-    };
-    let Some(pid) = cloned else {
+    let Some(pid) = clone_init(namespaces.clone_flags(), pid_join.as_ref())? else {
         drop(runtime_end);
         crate::init::run(InitArgs {
             spec,
@@ -254,9 +263,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     };
     tracing::debug!("create: cloned");
     unwind.child = Some(pid);
-    if let Some(pid_ns) = pid_ns {
-        pid_ns.leave()?;
-    }
     drop(init_end);
     drop(exec_fifo);
     drop(console);

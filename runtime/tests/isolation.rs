@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 
 use common::{TestContainer, kv};
 use serde_json::json;
@@ -186,7 +187,6 @@ impl Holder {
     }
 
     fn ns_inode(&self, ns: &str) -> u64 {
-        use std::os::unix::fs::MetadataExt;
         fs::metadata(format!("/proc/{}/ns/{ns}", self.pid))
             .unwrap()
             .ino()
@@ -226,6 +226,12 @@ fn joins_by_path(name: &str, holder: &Holder, kinds: &[(&str, &str)], root_only_
             }
         }
     }
+    // The runtime joins the pid namespace around the clone of init only: its hooks still
+    // start in its own.
+    let hook_ns = c.bundle().join("hook-pid-ns");
+    c.config["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": [
+        "sh", "-c", format!("stat -L -c %i /proc/self/ns/pid > {}", hook_ns.display())
+    ]}]});
     let namespaces = c.config["linux"]["namespaces"].as_array_mut().unwrap();
     for (typ, ns) in kinds {
         namespaces.retain(|n| n["type"] != *typ);
@@ -245,6 +251,11 @@ fn joins_by_path(name: &str, holder: &Holder, kinds: &[(&str, &str)], root_only_
     }
     // The holder is pid 1 of the pid namespace the container joined.
     assert_ne!(v["self"], "1", "{stdout}");
+    let own = fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    assert_eq!(
+        fs::read_to_string(&hook_ns).unwrap().trim(),
+        own.to_string()
+    );
     assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
 }
 
