@@ -173,6 +173,23 @@ fn an_init_failure_after_start_names_the_step_and_errno() {
 }
 
 #[test]
+fn a_failing_start_container_hook_is_reported_after_the_runtime_left() {
+    let mut c = TestContainer::new("starthook", &["true"]);
+    // Runs in the container after `start`: the runtime that created it is gone by then.
+    c.config["hooks"] = json!({"startContainer": [{"path": "/bin/false", "args": ["false"]}]});
+    c.write_config();
+    c.create_ok();
+    c.ok(["start", &c.id]);
+    c.wait_status("stopped");
+    let stderr = fs::read_to_string(c.bundle().join("stderr")).unwrap();
+    assert!(
+        stderr.contains("berth-runtime init: startContainer hook /bin/false"),
+        "{stderr:?}"
+    );
+    c.ok(["delete", &c.id]);
+}
+
+#[test]
 fn a_fifo_in_linux_devices_is_made_not_allowed_in_the_devices_cgroup() {
     let mut c = TestContainer::new(
         "fifo",
