@@ -1,6 +1,7 @@
 //! The narrow set of system calls that build a container's root filesystem, behind a trait so
 //! the ordering logic can be unit-tested against a recording fake.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags};
@@ -89,10 +90,13 @@ impl Syscall for LinuxSyscall {
         if let Some(parent) = path.parent() {
             self.mkdir_all(parent)?;
         }
+        // 0755 as runc makes a missing file mount point (createIfNotExists): the empty file
+        // stays in the root filesystem, and buildah commits it into the image.
         std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o755)
             .open(path)
             .map(drop)
             .map_err(|e| Error::io(path, e))

@@ -259,3 +259,34 @@ fn ambient_caps_outside_the_inheritable_set_are_warned_about_not_fatal() {
     }
     assert!(!log.contains("CAP_KILL"), "{log}");
 }
+
+/// The mode of the file a bind mount left at `rel` in the bundle's rootfs, after `run`.
+fn mount_point_mode(c: &TestContainer, rel: &str, run: impl FnOnce() -> Output) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let point = c.rootfs().join(rel);
+    let _ = fs::remove_file(&point);
+    let out = run();
+    assert!(out.status.success(), "{out:?}");
+    let mode = fs::metadata(&point).unwrap().permissions().mode() & 0o7777;
+    fs::remove_file(&point).unwrap();
+    mode
+}
+
+#[test]
+fn a_missing_file_mount_point_is_made_as_runc_makes_it() {
+    // buildah bind-mounts /etc/hosts and commits the empty mount point the runtime made:
+    // with another mode than runc's, the same Containerfile builds another image.
+    let mut c = TestContainer::new("mountpoint", &["cat", "/etc/made-hosts"]);
+    let source = c.bundle().join("hosts-source");
+    fs::write(&source, "127.0.0.1 localhost\n").unwrap();
+    c.config["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/etc/made-hosts", "type": "bind",
+        "source": source, "options": ["rbind", "ro"]
+    }));
+    c.write_config();
+    let runc = Runc::new(&c);
+    let theirs = mount_point_mode(&c, "etc/made-hosts", || runc.run(&c));
+    let ours = mount_point_mode(&c, "etc/made-hosts", || c.run());
+    assert_eq!(theirs, 0o755, "runc's mode");
+    assert_eq!(ours, theirs, "berth-runtime's mode against runc's");
+}
