@@ -179,8 +179,8 @@ impl SchedulerProc {
         });
     }
 
-    /// `berth SUBCOMMAND --scheduler ENDPOINT ARGS...` (`args[0]` is the subcommand:
-    /// `--scheduler` is each cluster subcommand's flag, not a global one), not yet run.
+    /// `berth SUBCOMMAND --scheduler ENDPOINT ARGS...` (`args[0]` is the subcommand; the
+    /// global `--scheduler` could go before it too), not yet run.
     pub fn berth(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary("berth"));
         let (sub, rest) = args.split_first().expect("a berth subcommand");
