@@ -719,8 +719,11 @@ mod tests {
         }
     }
 
-    /// Serves `scripts` and returns what wait_rollout makes of them.
-    fn wait_with(scripts: Vec<Vec<RolloutEvent>>, min_revision: u64, timeout: Duration) -> i32 {
+    /// Serves `scripts` from a [`Fake`] on a loopback port and runs `f` with a client of it.
+    fn with_fake<T>(
+        scripts: Vec<Vec<RolloutEvent>>,
+        f: impl AsyncFnOnce(Client) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
         let fake = Fake {
             scripts: std::sync::Arc::new(std::sync::Mutex::new(scripts)),
         };
@@ -732,7 +735,13 @@ mod tests {
                     .add_service(DeploymentServiceServer::new(fake))
                     .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
             );
-            let mut client = connect(&addr.to_string()).await?;
+            f(connect(&addr.to_string()).await?).await
+        })
+    }
+
+    /// Serves `scripts` and returns what wait_rollout makes of them.
+    fn wait_with(scripts: Vec<Vec<RolloutEvent>>, min_revision: u64, timeout: Duration) -> i32 {
+        with_fake(scripts, async |mut client| {
             let args = WaitArgs {
                 wait: true,
                 timeout,
@@ -820,18 +829,7 @@ mod tests {
         raw: RolloutEvent,
         timeout: Duration,
     ) -> Restored {
-        let fake = Fake {
-            scripts: std::sync::Arc::new(std::sync::Mutex::new(scripts)),
-        };
-        crate::remote::block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let addr = listener.local_addr()?;
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(DeploymentServiceServer::new(fake))
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-            );
-            let mut client = connect(&addr.to_string()).await?;
+        with_fake(scripts, async |mut client| {
             let args = WaitArgs {
                 wait: true,
                 timeout,
@@ -892,18 +890,7 @@ mod tests {
 
     #[test]
     fn scheduler_errors_are_one_line() {
-        let fake = Fake {
-            scripts: std::sync::Arc::new(std::sync::Mutex::new(vec![vec![]])),
-        };
-        let err = crate::remote::block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let addr = listener.local_addr()?;
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(DeploymentServiceServer::new(fake))
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-            );
-            let mut client = connect(&addr.to_string()).await?;
+        let err = with_fake(vec![vec![]], async |mut client| {
             client
                 .get(GetDeploymentRequest {
                     name: "nope".into(),

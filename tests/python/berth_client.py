@@ -78,10 +78,11 @@ def scheduler_rpcs(channel, agent_channel, image, name):
     assert applied.changed and applied.deployment.revision == 1, applied
     print(f"ok: Apply: {name} revision {applied.deployment.revision}")
 
-    request = deploy_pb2.GetDeploymentRequest(name=name)
-    done = until("the deployment to complete", 90, lambda: (
-        lambda d: d if d.phase == deploy_pb2.ROLLOUT_PHASE_COMPLETE and d.ready_replicas == 1 else None
-    )(deploy.Get(request)))
+    def complete():
+        d = deploy.Get(deploy_pb2.GetDeploymentRequest(name=name))
+        return d if d.phase == deploy_pb2.ROLLOUT_PHASE_COMPLETE and d.ready_replicas == 1 else None
+
+    done = until("the deployment to complete", 90, complete)
     print(f"ok: Get: {name} {deploy_pb2.RolloutPhase.Name(done.phase)}, "
           f"{done.ready_replicas}/{done.replicas} ready")
 

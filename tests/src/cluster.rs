@@ -147,6 +147,11 @@ impl SchedulerProc {
         format!("{scheme}://{}", self.addr)
     }
 
+    /// Where it listens as a bare HOST:PORT, as people type it (see [`Self::endpoint`]).
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("scheduler.log")
     }

@@ -14,14 +14,6 @@ use serde_json::Value;
 const IMAGE: &str = "flags-busybox:1";
 const WAIT: Duration = Duration::from_secs(60);
 
-/// `http://127.0.0.1:1234` as `127.0.0.1:1234`.
-fn bare(endpoint: &str) -> String {
-    endpoint
-        .split_once("://")
-        .map_or(endpoint, |(_, rest)| rest)
-        .to_string()
-}
-
 /// `berth ARGS...` with no BERTH_* variable from the environment deciding for it.
 fn berth(args: &[&str]) -> Command {
     let mut cmd = Command::new(binary("berth"));
@@ -41,7 +33,7 @@ fn json(cmd: &mut Command) -> Value {
 #[test]
 fn an_agent_given_host_port_registers_and_global_flags_go_anywhere() {
     let sched = SchedulerProc::start(&[]);
-    let addr = bare(&sched.endpoint());
+    let addr = sched.address();
     let mut fabric = Fabric::new();
     let nodes = start_nodes_at(&addr, &mut fabric, 1, "flags", IMAGE);
     let node = nodes[0].name().to_string();
@@ -148,7 +140,7 @@ fn the_agent_refuses_a_malformed_scheduler_address_at_start() {
 #[test]
 fn token_ttls_under_a_second_are_refused_by_the_cli_and_the_scheduler() {
     let sched = SchedulerProc::start(&[]);
-    let addr = bare(&sched.endpoint());
+    let addr = sched.address();
     for ttl in ["500ms", "999ms", "1ms"] {
         let err = run_err(&mut berth(&[
             "token",

@@ -12,14 +12,6 @@ use berth_tests::{poll_until, pyvenv, require_root, workspace_root};
 
 const IMAGE: &str = "py-busybox:1";
 
-/// `http://127.0.0.1:1234` as `127.0.0.1:1234`: how people and Python's grpc write it.
-fn bare(endpoint: &str) -> String {
-    endpoint
-        .split_once("://")
-        .map_or(endpoint, |(_, rest)| rest)
-        .to_string()
-}
-
 #[test]
 fn python_client_calls_the_api_and_lists_services_through_both_reflection_versions() {
     require_root();
@@ -36,7 +28,7 @@ fn python_client_calls_the_api_and_lists_services_through_both_reflection_versio
     });
     let standby = 1 - leader;
     // Bare HOST:PORT for the agent, as an operator would type them.
-    let addrs: Vec<String> = scheds.iter().map(|s| bare(&s.endpoint())).collect();
+    let addrs: Vec<String> = scheds.iter().map(SchedulerProc::address).collect();
     let mut fabric = Fabric::new();
     let nodes = start_nodes_at(&addrs.join(","), &mut fabric, 1, "py", IMAGE);
     let stubs = tempfile::Builder::new()
@@ -51,7 +43,7 @@ fn python_client_calls_the_api_and_lists_services_through_both_reflection_versio
         .arg(stubs.path())
         .args(["--scheduler", &addrs[leader]])
         .args(["--standby", &addrs[standby]])
-        .args(["--agent", &bare(&nodes[0].endpoint())])
+        .args(["--agent", &nodes[0].address()])
         .args(["--image", IMAGE])
         .args(["--name", &unique_node_name("py")])
         .output()
