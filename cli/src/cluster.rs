@@ -255,8 +255,8 @@ pub async fn wait_rollout(
         &mut view,
         &mut last,
         deadline,
-    );
-    let followed = followed.await;
+    )
+    .await;
     view.finish();
     let Some(raw) = followed? else {
         if output == OutputFormat::Json
@@ -300,8 +300,8 @@ pub async fn wait_rollout(
         _ => {
             eprintln!("berth: rollout of {line}");
             let restored = if phase == Ok(RolloutPhase::RolledBack) {
-                let restored = wait_restored(client, name, &raw, min_revision, args, deadline);
-                let restored = restored.await;
+                let restored =
+                    wait_restored(client, name, &raw, min_revision, args, deadline).await;
                 eprintln!("berth: {name}: {}", restored.message);
                 Some(restored)
             } else {
@@ -384,10 +384,12 @@ async fn wait_restored(
     let revision = if raw.revision > min_revision {
         raw.revision
     } else {
-        let current = client.get(GetDeploymentRequest {
-            name: name.to_string(),
-        });
-        match current.await {
+        let current = client
+            .get(GetDeploymentRequest {
+                name: name.to_string(),
+            })
+            .await;
+        match current {
             Ok(d) => d.into_inner().revision,
             Err(_) => raw.revision,
         }
@@ -396,8 +398,7 @@ async fn wait_restored(
     // rollout's).
     let mut view = ProgressView::new(OutputFormat::Json);
     let mut last = None;
-    let followed = follow_until(client, name, revision, args, &mut view, &mut last, deadline);
-    let followed = followed.await;
+    let followed = follow_until(client, name, revision, args, &mut view, &mut last, deadline).await;
     view.finish();
     let rolled_back = format!("rolled back to revision {revision}");
     let (serving, message) = match followed {
