@@ -131,3 +131,28 @@ impl Interceptor for SchedulersOnly {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_addresses_are_checked_at_start() {
+        for ok in [
+            "127.0.0.1:7700",
+            "http://127.0.0.1:7700",
+            "10.0.0.1:7700, 10.0.0.2:7700",
+        ] {
+            assert!(check_scheduler(ok, false).is_ok(), "{ok}");
+        }
+        assert!(check_scheduler("https://10.0.0.1:7700,10.0.0.2:7700", true).is_ok());
+        let err = check_scheduler("10.0.0.1:7700,https://10.0.0.2:7700", false).unwrap_err();
+        assert!(matches!(err, TlsSetupError::HttpsWithoutTls(_)), "{err}");
+        assert!(matches!(
+            check_scheduler(" , ", false),
+            Err(TlsSetupError::NoScheduler)
+        ));
+        let err = check_scheduler("10.0.0.1:7700,10.0.0.2", false).unwrap_err();
+        assert!(err.to_string().contains("\"10.0.0.2\""), "{err}");
+    }
+}
