@@ -13,6 +13,7 @@
 #      the client seeing the new version, then stops the cluster cleanly.
 # The data dir is /var/lib/berth unless BERTH_DATA_DIR says otherwise.
 set -euo pipefail
+source "$(dirname "$0")/as-root.sh" "$0" "$@"
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"

@@ -2,14 +2,17 @@
 # Installs what berth's build, demo and tests need on a Debian machine (run as root). Idempotent:
 # installs only what is missing, so a second run takes a second.
 set -euo pipefail
+source "$(dirname "$0")/as-root.sh" "$0" "$@"
 
 # Debian packages: build (protoc for tonic), images (busybox-static as the base of every test
 # image; umoci and skopeo as the reference tools; docker-registry as a real registry), runtimes
-# to compare against, and the tools the benchmarks use.
+# to compare against, the tools the benchmarks use, and python3-venv for the Python gRPC client
+# test (its packages come from PyPI into a cached venv, see tests/src/pyvenv.rs).
 PACKAGES=(
   busybox-static umoci skopeo docker-registry zstd protobuf-compiler libprotobuf-dev
   crun runc hyperfine jq iproute2 debootstrap apache2-utils podman conmon curl nftables util-linux
   qemu-system-x86 linux-image-amd64 cpio etcd-server openssl procps
+  python3 python3-venv
 )
 
 missing=()

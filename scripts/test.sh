@@ -2,12 +2,9 @@
 # Every test berth has, as root on a Debian machine: installs what is missing, checks formatting
 # and lints, builds the workspace, then runs unit, integration and end-to-end tests.
 set -euo pipefail
+# The tests create namespaces, cgroups and mounts.
+source "$(dirname "$0")/as-root.sh" "$0" "$@"
 cd "$(dirname "$0")/.."
-
-if [ "$(id -u)" -ne 0 ]; then
-  echo "test.sh: run as root (the tests create namespaces, cgroups and mounts)" >&2
-  exit 1
-fi
 
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"

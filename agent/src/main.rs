@@ -15,8 +15,9 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "berth-agent", version)]
 struct Args {
-    /// The scheduler's address (http://HOST:PORT), or several comma-separated (schedulers
-    /// sharing an etcd: the agent follows the leader).
+    /// The scheduler's address: HOST:PORT (dialled over https with the --tls-* flags, http
+    /// without) or http[s]://HOST:PORT; or several comma-separated (schedulers sharing an
+    /// etcd: the agent follows the leader).
     #[arg(long, env = "BERTH_SCHEDULER")]
     scheduler: String,
     /// This node's name, unique in the cluster.
@@ -98,7 +99,8 @@ fn main() -> anyhow::Result<()> {
     shim.log_files = args.log_files;
     // Checked before anything starts: a node runs under its own certificate or none.
     let tls = berth_agent::tls::load(&args.tls, &args.node_name).context("TLS")?;
-    berth_agent::tls::check_scheduler(&args.scheduler, tls.is_some()).context("TLS")?;
+    berth_agent::tls::check_scheduler(&args.scheduler, tls.is_some())
+        .context("invalid --scheduler")?;
     let tls_on = tls.is_some();
     let config = berth_agent::Config {
         tls,

@@ -39,14 +39,6 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AgentServiceServer<AgentApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| AgentError::Container {
-            id: String::new(),
-            reason: format!("reflection: {e}"),
-        })?;
     let api = AgentServiceServer::new(AgentApi::new(containers.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -68,9 +60,14 @@ pub async fn run(
         stop_rx,
     ));
     tracing::info!(listen = %local, advertise = %advertise, node = %containers.config().node_name, "agent serving");
-    let served = server
-        .add_service(health_service)
-        .add_service(reflection)
+    let router =
+        berth_proto::reflection::add_to(server.add_service(health_service)).map_err(|e| {
+            AgentError::Container {
+                id: String::new(),
+                reason: format!("reflection: {e}"),
+            }
+        })?;
+    let served = router
         .add_service(api)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;

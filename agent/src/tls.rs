@@ -26,6 +26,8 @@ pub enum TlsSetupError {
     },
     #[error("the scheduler address {0} is https: pass --tls-cert, --tls-key and --tls-ca")]
     HttpsWithoutTls(String),
+    #[error("--scheduler names no address (expected HOST:PORT, or several comma-separated)")]
+    NoScheduler,
 }
 
 /// The agent's TLS configs, read once at start.
@@ -57,15 +59,25 @@ pub fn load(flags: &TlsFlags, node_name: &str) -> Result<Option<AgentTls>, TlsSe
     }))
 }
 
-/// Refuses `https://` scheduler addresses without TLS flags, which could only fail later.
+/// Checks `--scheduler` at start: each comma-separated address must be `HOST:PORT` or
+/// `http[s]://HOST:PORT` (a malformed one would otherwise be retried for ever), and `https://`
+/// ones need TLS flags, without which they could only fail later.
 pub fn check_scheduler(scheduler: &str, tls: bool) -> Result<(), TlsSetupError> {
-    match scheduler
+    let addrs: Vec<&str> = scheduler
         .split(',')
-        .find(|a| a.trim().starts_with("https://"))
-    {
-        Some(addr) if !tls => Err(TlsSetupError::HttpsWithoutTls(addr.trim().to_string())),
-        _ => Ok(()),
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    if addrs.is_empty() {
+        return Err(TlsSetupError::NoScheduler);
     }
+    for addr in addrs {
+        tls::check_address(addr, tls)?;
+        if addr.starts_with("https://") && !tls {
+            return Err(TlsSetupError::HttpsWithoutTls(addr.to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// A server builder, with TLS when the agent has it.
@@ -117,5 +129,30 @@ impl Interceptor for SchedulersOnly {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_addresses_are_checked_at_start() {
+        for ok in [
+            "127.0.0.1:7700",
+            "http://127.0.0.1:7700",
+            "10.0.0.1:7700, 10.0.0.2:7700",
+        ] {
+            assert!(check_scheduler(ok, false).is_ok(), "{ok}");
+        }
+        assert!(check_scheduler("https://10.0.0.1:7700,10.0.0.2:7700", true).is_ok());
+        let err = check_scheduler("10.0.0.1:7700,https://10.0.0.2:7700", false).unwrap_err();
+        assert!(matches!(err, TlsSetupError::HttpsWithoutTls(_)), "{err}");
+        assert!(matches!(
+            check_scheduler(" , ", false),
+            Err(TlsSetupError::NoScheduler)
+        ));
+        let err = check_scheduler("10.0.0.1:7700,10.0.0.2", false).unwrap_err();
+        assert!(err.to_string().contains("\"10.0.0.2\""), "{err}");
     }
 }

@@ -45,6 +45,11 @@ fn credentials() -> &'static CredentialArgs {
     CREDENTIALS.get_or_init(CredentialArgs::default)
 }
 
+/// Whether --tls-ca (or BERTH_TLS_CA) is given: then a bare HOST:PORT means https.
+pub fn tls_ca_given() -> bool {
+    credentials().tls_ca.is_some()
+}
+
 /// Adds `authorization: Bearer <token>` to every request, when there is a token.
 #[derive(Debug, Clone, Default)]
 pub struct Bearer(Option<MetadataValue<Ascii>>);

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::v1::deployment_service_client::DeploymentServiceClient;
-use berth_proto::v1::{ContainerState, HistoryRequest, RolloutEvent, RolloutPhase, WatchRequest};
+use berth_proto::v1::{
+    ContainerState, GetDeploymentRequest, HistoryRequest, RolloutEvent, RolloutPhase, WatchRequest,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
@@ -30,23 +32,20 @@ pub mod exit {
     pub const TIMEOUT: i32 = 4;
 }
 
-/// The scheduler address flag of the cluster commands.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SchedulerArg {
-    /// The scheduler's DeploymentService (http://HOST:PORT, https:// with TLS); several
-    /// comma-separated for schedulers sharing an etcd: the first that answers is used.
-    #[arg(long, env = "BERTH_SCHEDULER", default_value = DEFAULT_SCHEDULER)]
-    pub scheduler: String,
-}
-
-/// The optional form for commands that are local by default (`ps`, `logs`): cluster-wide
-/// only when `--scheduler` or BERTH_SCHEDULER is given (and `--agent` is not).
-#[derive(Debug, Clone, clap::Args)]
-pub struct ClusterArg {
-    /// Cluster-wide, through the scheduler at this address (http://HOST:PORT; several
-    /// comma-separated: the first that answers), instead of this machine's local containers.
-    #[arg(long, env = "BERTH_SCHEDULER")]
+/// The cluster flags: global, so they go before or after the subcommand (`berth --scheduler
+/// ADDR nodes` and `berth nodes --scheduler ADDR`), as with kubectl and podman.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClusterFlags {
+    /// The scheduler's DeploymentService: HOST:PORT, http://HOST:PORT or https://HOST:PORT
+    /// (default http://127.0.0.1:7700); several comma-separated for schedulers sharing an
+    /// etcd: the first that answers is used. For ps, logs and explain: cluster-wide through
+    /// it instead of this machine's local containers.
+    #[arg(long, global = true, env = "BERTH_SCHEDULER", value_name = "ADDR")]
     pub scheduler: Option<String>,
+    /// table for people, json for programs (image inspect: json unless told; deploy --wait:
+    /// the final rollout event).
+    #[arg(long, short, global = true, value_enum)]
+    pub output: Option<OutputFormat>,
 }
 
 /// Waiting for a rollout: shared by deploy, approve and rollback.
@@ -67,13 +66,10 @@ pub struct WaitArgs {
 
 pub type Client = DeploymentServiceClient<crate::auth::AuthChannel>;
 
-/// `http://` added when the address has no scheme.
+/// The URL of `addr`: HOST:PORT gets `https://` when a CA is given (--tls-ca), `http://`
+/// otherwise.
 pub fn url(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
+    berth_proto::tls::url(addr, crate::auth::tls_ca_given())
 }
 
 /// A channel to the first scheduler of `addrs` that answers: one address, or several
@@ -149,6 +145,9 @@ pub struct EventJson {
     pub at_ms: i64,
     #[serde(rename = "final")]
     pub is_final: bool,
+    /// After a rollback: whether the restored revision serves again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored: Option<Restored>,
 }
 
 impl From<&RolloutEvent> for EventJson {
@@ -163,6 +162,7 @@ impl From<&RolloutEvent> for EventJson {
             message: e.message.clone(),
             at_ms: e.at_ms,
             is_final: e.r#final,
+            restored: None,
         }
     }
 }
@@ -234,7 +234,9 @@ impl ProgressView {
 
 /// Follows `name`'s rollout with Watch until a final event or the timeout, showing progress,
 /// and returns the exit code (see [`exit`]). Final events of a revision older than
-/// `min_revision` that report completion are taken for stale and skipped.
+/// `min_revision` that report completion are taken for stale and skipped. A rollout that was
+/// rolled back is followed on, within the same timeout, until the restored revision serves
+/// again (the exit stays [`exit::FAILED`]).
 pub async fn wait_rollout(
     client: &mut Client,
     name: &str,
@@ -245,58 +247,43 @@ pub async fn wait_rollout(
     let deadline = Instant::now() + args.timeout;
     let mut view = ProgressView::new(output);
     let mut last: Option<RolloutEvent> = None;
-    let outcome = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break None;
-        }
-        let followed = tokio::time::timeout(
-            left,
-            follow(client, name, min_revision, args, &mut view, &mut last),
-        )
-        .await;
-        match followed {
-            Err(_elapsed) => break None,
-            Ok(Ok(Some(event))) => break Some(event),
-            // The stream ended without a final event: the scheduler restarted or dropped us.
-            Ok(Ok(None)) => tokio::time::sleep(Duration::from_millis(500)).await,
-            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(500)).await
-            }
-            Ok(Err(status)) => {
-                view.finish();
-                return Err(status_error(status));
-            }
-        }
-    };
+    let followed = follow_until(
+        client,
+        name,
+        min_revision,
+        args,
+        &mut view,
+        &mut last,
+        deadline,
+    )
+    .await;
     view.finish();
-    let outcome = match outcome {
-        Some(event) => Some(settled(client, name, min_revision, event).await),
-        None => None,
-    };
-    let Some(event) = outcome else {
+    let Some(raw) = followed? else {
         if output == OutputFormat::Json
             && let Some(e) = &last
         {
             print_json(&EventJson::from(e))?;
         }
-        let state = last
-            .as_ref()
-            .map(|e| format!(" (last: {})", event_line(e)))
-            .unwrap_or_default();
         eprintln!(
-            "berth: timed out after {} waiting for the rollout of {name}{state}",
-            human_duration(args.timeout)
+            "berth: timed out after {} waiting for the rollout of {name}{}",
+            human_duration(args.timeout),
+            last_state(last.as_ref())
         );
         return Ok(exit::TIMEOUT);
     };
-    if output == OutputFormat::Json {
-        print_json(&EventJson::from(&event))?;
-    }
+    let event = settled(client, name, min_revision, raw.clone()).await;
     let line = event_line(&event);
     // Without a terminal the progress lines were printed as they came: not the last twice.
     let printed = view.plain && view.last == line;
-    let code = match RolloutPhase::try_from(event.phase) {
+    let phase = RolloutPhase::try_from(event.phase);
+    if matches!(
+        phase,
+        Ok(RolloutPhase::Complete | RolloutPhase::AwaitingApproval)
+    ) && output == OutputFormat::Json
+    {
+        print_json(&EventJson::from(&event))?;
+    }
+    let code = match phase {
         Ok(RolloutPhase::Complete) => {
             if output == OutputFormat::Table && !printed {
                 println!("{line}");
@@ -312,10 +299,138 @@ pub async fn wait_rollout(
         }
         _ => {
             eprintln!("berth: rollout of {line}");
+            let restored = if phase == Ok(RolloutPhase::RolledBack) {
+                let restored =
+                    wait_restored(client, name, &raw, min_revision, args, deadline).await;
+                eprintln!("berth: {name}: {}", restored.message);
+                Some(restored)
+            } else {
+                None
+            };
+            if output == OutputFormat::Json {
+                print_json(&EventJson {
+                    restored,
+                    ..EventJson::from(&event)
+                })?;
+            }
             exit::FAILED
         }
     };
     Ok(code)
+}
+
+/// " (last: <the last event>)", or nothing before any event.
+fn last_state(last: Option<&RolloutEvent>) -> String {
+    last.map(|e| format!(" (last: {})", event_line(e)))
+        .unwrap_or_default()
+}
+
+/// Follows Watch streams (a new one when a stream ends early or the scheduler is briefly
+/// unavailable) until a final event, or None at `deadline`.
+async fn follow_until(
+    client: &mut Client,
+    name: &str,
+    min_revision: u64,
+    args: &WaitArgs,
+    view: &mut ProgressView,
+    last: &mut Option<RolloutEvent>,
+    deadline: Instant,
+) -> anyhow::Result<Option<RolloutEvent>> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        let followed =
+            tokio::time::timeout(left, follow(client, name, min_revision, args, view, last)).await;
+        match followed {
+            Err(_elapsed) => return Ok(None),
+            Ok(Ok(Some(event))) => return Ok(Some(event)),
+            // The stream ended without a final event: the scheduler restarted or dropped us.
+            Ok(Ok(None)) => tokio::time::sleep(Duration::from_millis(500)).await,
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            Ok(Err(status)) => return Err(status_error(status)),
+        }
+    }
+}
+
+/// Whether the revision a rollback restored serves again, as `--output json` adds it to the
+/// final event.
+#[derive(Debug, Serialize)]
+pub struct Restored {
+    /// The revision the rollback made (the last good spec, as a new revision).
+    pub revision: u64,
+    /// Its rollout completed: every replica ready.
+    pub serving: bool,
+    /// "rolled back to revision N, serving again", or why not.
+    pub message: String,
+}
+
+/// After the rollout of `min_revision` was rolled back (`raw`: the final event Watch gave):
+/// follows the restored revision until it completes, fails or `deadline` passes. Without this
+/// `--wait` would return while the old version is still starting, i.e. nothing serves yet.
+async fn wait_restored(
+    client: &mut Client,
+    name: &str,
+    raw: &RolloutEvent,
+    min_revision: u64,
+    args: &WaitArgs,
+    deadline: Instant,
+) -> Restored {
+    // The rolled-back event comes from the deployment's current revision, the restored one;
+    // otherwise (a rollback seen from its own revision) ask for the current one.
+    let revision = if raw.revision > min_revision {
+        raw.revision
+    } else {
+        let current = client
+            .get(GetDeploymentRequest {
+                name: name.to_string(),
+            })
+            .await;
+        match current {
+            Ok(d) => d.into_inner().revision,
+            Err(_) => raw.revision,
+        }
+    };
+    // Quiet: the outcome line says how it went (progress lines here would read as the failed
+    // rollout's).
+    let mut view = ProgressView::new(OutputFormat::Json);
+    let mut last = None;
+    let followed = follow_until(client, name, revision, args, &mut view, &mut last, deadline).await;
+    view.finish();
+    let rolled_back = format!("rolled back to revision {revision}");
+    let (serving, message) = match followed {
+        Ok(Some(e)) if e.revision == revision && e.phase == RolloutPhase::Complete as i32 => (
+            true,
+            format!(
+                "{rolled_back}, serving again ({}/{} ready)",
+                e.ready_replicas, e.replicas
+            ),
+        ),
+        Ok(Some(e)) => (
+            false,
+            format!("{rolled_back}, not serving again: {}", event_line(&e)),
+        ),
+        Ok(None) => (
+            false,
+            format!(
+                "{rolled_back}, not serving again yet: timed out after {}{}",
+                human_duration(args.timeout),
+                last_state(last.as_ref())
+            ),
+        ),
+        Err(e) => (
+            false,
+            format!("{rolled_back}, not known to serve again: {e}"),
+        ),
+    };
+    Restored {
+        revision,
+        serving,
+        message,
+    }
 }
 
 /// The final event, or when it is about a later revision than `min_revision` the outcome of
@@ -605,8 +720,11 @@ mod tests {
         }
     }
 
-    /// Serves `scripts` and returns what wait_rollout makes of them.
-    fn wait_with(scripts: Vec<Vec<RolloutEvent>>, min_revision: u64, timeout: Duration) -> i32 {
+    /// Serves `scripts` from a [`Fake`] on a loopback port and runs `f` with a client of it.
+    fn with_fake<T>(
+        scripts: Vec<Vec<RolloutEvent>>,
+        f: impl AsyncFnOnce(Client) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
         let fake = Fake {
             scripts: std::sync::Arc::new(std::sync::Mutex::new(scripts)),
         };
@@ -618,7 +736,13 @@ mod tests {
                     .add_service(DeploymentServiceServer::new(fake))
                     .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
             );
-            let mut client = connect(&addr.to_string()).await?;
+            f(connect(&addr.to_string()).await?).await
+        })
+    }
+
+    /// Serves `scripts` and returns what wait_rollout makes of them.
+    fn wait_with(scripts: Vec<Vec<RolloutEvent>>, min_revision: u64, timeout: Duration) -> i32 {
+        with_fake(scripts, async |mut client| {
             let args = WaitArgs {
                 wait: true,
                 timeout,
@@ -681,22 +805,86 @@ mod tests {
             wait_with(vec![vec![event(1, RolledBack, true)]], 2, long),
             exit::FAILED
         );
+        // After a rollback the wait goes on until the restored revision serves, or times
+        // out: the exit stays 1 either way.
+        assert_eq!(
+            wait_with(
+                vec![vec![event(3, RolledBack, true)], vec![progress.clone()]],
+                2,
+                Duration::from_millis(500)
+            ),
+            exit::FAILED
+        );
+    }
+
+    /// Runs wait_restored against `scripts` after the rollback event `raw` of revision 2.
+    fn restored_with(
+        scripts: Vec<Vec<RolloutEvent>>,
+        raw: RolloutEvent,
+        timeout: Duration,
+    ) -> Restored {
+        with_fake(scripts, async |mut client| {
+            let args = WaitArgs {
+                wait: true,
+                timeout,
+                stop_at_approval: false,
+            };
+            let deadline = Instant::now() + timeout;
+            Ok(wait_restored(&mut client, "hello", &raw, 2, &args, deadline).await)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_rollback_is_followed_until_the_restored_revision_serves() {
+        use RolloutPhase::*;
+        let long = Duration::from_secs(10);
+        let mut ready = event(3, Complete, true);
+        ready.ready_replicas = 2;
+        let restored = restored_with(
+            vec![vec![event(3, Progressing, false), ready]],
+            event(3, RolledBack, true),
+            long,
+        );
+        assert!(restored.serving, "{restored:?}");
+        assert_eq!(restored.revision, 3);
+        assert_eq!(
+            restored.message,
+            "rolled back to revision 3, serving again (2/2 ready)"
+        );
+        // A stale completion of an older revision does not count as serving.
+        let restored = restored_with(
+            vec![
+                vec![event(1, Complete, true)],
+                vec![event(3, Progressing, false)],
+            ],
+            event(3, RolledBack, true),
+            Duration::from_millis(500),
+        );
+        assert!(!restored.serving, "{restored:?}");
+        assert!(
+            restored
+                .message
+                .starts_with("rolled back to revision 3, not serving again yet: timed out"),
+            "{restored:?}"
+        );
+        let restored = restored_with(
+            vec![vec![event(3, Failed, true)]],
+            event(3, RolledBack, true),
+            long,
+        );
+        assert!(!restored.serving, "{restored:?}");
+        assert!(
+            restored.message.starts_with(
+                "rolled back to revision 3, not serving again: hello revision 3: failed"
+            ),
+            "{restored:?}"
+        );
     }
 
     #[test]
     fn scheduler_errors_are_one_line() {
-        let fake = Fake {
-            scripts: std::sync::Arc::new(std::sync::Mutex::new(vec![vec![]])),
-        };
-        let err = crate::remote::block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let addr = listener.local_addr()?;
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(DeploymentServiceServer::new(fake))
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-            );
-            let mut client = connect(&addr.to_string()).await?;
+        let err = with_fake(vec![vec![]], async |mut client| {
             client
                 .get(GetDeploymentRequest {
                     name: "nope".into(),

@@ -39,6 +39,9 @@ struct Cli {
     #[command(flatten)]
     credentials: auth::CredentialArgs,
 
+    #[command(flatten)]
+    cluster: cluster::ClusterFlags,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -94,10 +97,28 @@ enum Command {
     Token(commands::token::TokenCommand),
 }
 
-/// What every subcommand gets besides its own arguments.
+/// What every subcommand gets besides its own arguments: the global flags.
 #[derive(Debug)]
 pub struct Context {
     pub data_dir: PathBuf,
+    /// `--scheduler` or BERTH_SCHEDULER, when given (see [`Context::scheduler`]).
+    pub scheduler: Option<String>,
+    /// `--output`, when given (see [`Context::output`]).
+    pub output: Option<output::OutputFormat>,
+}
+
+impl Context {
+    /// The scheduler to talk to: `--scheduler`, or the local default.
+    pub fn scheduler(&self) -> &str {
+        self.scheduler
+            .as_deref()
+            .unwrap_or(cluster::DEFAULT_SCHEDULER)
+    }
+
+    /// `--output`, tables unless told.
+    pub fn output(&self) -> output::OutputFormat {
+        self.output.unwrap_or_default()
+    }
 }
 
 fn main() -> ExitCode {
@@ -109,6 +130,8 @@ fn main() -> ExitCode {
     auth::init(cli.credentials);
     let ctx = Context {
         data_dir: cli.data_dir,
+        scheduler: cli.cluster.scheduler,
+        output: cli.cluster.output,
     };
     let result = match cli.command {
         Command::Image(cmd) => commands::image::run(cmd, &ctx).map(|()| 0),
@@ -153,4 +176,107 @@ pub(crate) fn chain(err: &anyhow::Error) -> String {
         }
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+    use crate::output::OutputFormat;
+
+    /// Parses `berth ARGS...` as main does, without the environment's say.
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("berth").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// The global flags, once before the subcommand and once after it.
+    const GLOBAL: [&str; 12] = [
+        "--scheduler",
+        "10.0.0.1:7700",
+        "--output",
+        "json",
+        "--data-dir",
+        "/tmp/berth-flags",
+        "--tls-ca",
+        "/tmp/ca.pem",
+        "--token",
+        "berth_x_y",
+        "--tls-cert",
+        "/tmp/c.pem",
+    ];
+
+    #[test]
+    fn global_flags_go_before_or_after_any_subcommand() {
+        // Needs no BERTH_* variable: the flags given must win over whatever is set.
+        let commands: [&[&str]; 12] = [
+            &["nodes"],
+            &["status"],
+            &["status", "hello"],
+            &["deploy", "-f", "app.toml", "--wait"],
+            &["history", "hello"],
+            &["ps", "-a"],
+            &["logs", "hello"],
+            &["scale", "hello", "3"],
+            &["token", "ls"],
+            &["token", "create", "--role", "viewer"],
+            &["image", "ls"],
+            &["certs", "init"],
+        ];
+        for command in commands {
+            let before: Vec<&str> = GLOBAL.iter().chain(command.iter()).copied().collect();
+            let after: Vec<&str> = command.iter().chain(GLOBAL.iter()).copied().collect();
+            for args in [before, after] {
+                let cli = parse(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+                assert_eq!(
+                    cli.cluster.scheduler.as_deref(),
+                    Some("10.0.0.1:7700"),
+                    "{args:?}"
+                );
+                assert_eq!(cli.cluster.output, Some(OutputFormat::Json), "{args:?}");
+                assert_eq!(cli.data_dir, PathBuf::from("/tmp/berth-flags"), "{args:?}");
+                assert_eq!(
+                    cli.credentials.tls_ca,
+                    Some(PathBuf::from("/tmp/ca.pem")),
+                    "{args:?}"
+                );
+                assert_eq!(
+                    cli.credentials.token.as_deref(),
+                    Some("berth_x_y"),
+                    "{args:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn short_output_flag_and_unknown_values() {
+        let cli = parse(&["-o", "json", "nodes"]).unwrap();
+        assert_eq!(cli.cluster.output, Some(OutputFormat::Json));
+        let cli = parse(&["nodes", "-o", "table"]).unwrap();
+        assert_eq!(cli.cluster.output, Some(OutputFormat::Table));
+        let err = parse(&["--output", "yaml", "nodes"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("yaml"), "{err}");
+        // Every subcommand still parses its own flags.
+        let cli = parse(&[
+            "--scheduler",
+            "h:1",
+            "deploy",
+            "-f",
+            "x.toml",
+            "--timeout",
+            "90s",
+        ])
+        .unwrap();
+        let Command::Deploy(_) = cli.command else {
+            panic!("not deploy: {:?}", cli.command);
+        };
+    }
 }

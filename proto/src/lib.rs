@@ -1,11 +1,14 @@
 //! berth.v1 protocol: the .proto files under proto/ and the tonic code generated from them.
 //!
 //! `NodeService` is served by the scheduler and dialled by agents; `AgentService` is served
-//! by each agent; `DeploymentService` is the scheduler's API for pipelines and the CLI. Both daemons also serve `grpc.health.v1` and reflection from
+//! by each agent; `DeploymentService` is the scheduler's API for pipelines and the CLI. Both
+//! daemons also serve `grpc.health.v1` and reflection ([`reflection`], `v1` and `v1alpha`) from
 //! [`FILE_DESCRIPTOR_SET`].
 
 pub mod leader;
 pub mod quantity;
+#[cfg(feature = "reflection")]
+pub mod reflection;
 pub mod tls;
 
 /// Generated messages, clients and servers of package `berth.v1`.

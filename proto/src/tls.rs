@@ -422,13 +422,58 @@ pub fn server_name(uri: &http::Uri) -> String {
         .to_string()
 }
 
-/// The endpoint to dial `url` at. With `tls`, an `http://` URL is dialled as `https://` (an
-/// address given or learnt without a scheme's care; a certificate is never meant to go over
-/// plaintext) and the server must prove it is the URL's host.
-pub fn dial(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, TlsError> {
+/// `addr` as a URL to dial: a bare `HOST:PORT` (as people write it, and as the CLI takes it)
+/// gets `https://` when `tls`, `http://` otherwise; an address with a scheme is kept as given.
+pub fn url(addr: &str, tls: bool) -> String {
+    let addr = addr.trim();
+    if addr.contains("://") {
+        addr.to_string()
+    } else if tls {
+        format!("https://{addr}")
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Checks an address to dial (`HOST:PORT` or `http[s]://HOST:PORT`) before anything uses it,
+/// so that a daemon refuses a malformed one at start instead of retrying it for ever. Returns
+/// the URL it stands for (see [`url`]).
+pub fn check_address(addr: &str, tls: bool) -> Result<String, TlsError> {
+    let full = url(addr, tls);
+    let bad = |reason: &str| TlsError::BadUrl {
+        url: addr.to_string(),
+        reason: reason.to_string(),
+    };
+    if addr.trim().is_empty() {
+        return Err(bad("it is empty"));
+    }
+    let uri: http::Uri = full.parse().map_err(|e: http::uri::InvalidUri| {
+        bad(&format!("{e} (expected HOST:PORT or http[s]://HOST:PORT)"))
+    })?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(bad("the scheme must be http:// or https://"));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("it names no host (expected HOST:PORT)"));
+    }
+    if uri.port_u16().is_none() {
+        return Err(bad("it names no port (expected HOST:PORT)"));
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(bad("a gRPC address has no path"));
+    }
+    Ok(full)
+}
+
+/// The endpoint to dial `addr` at (checked by [`check_address`]). With `tls`, a bare
+/// `HOST:PORT` or an `http://` URL is dialled as `https://` (an address given or learnt
+/// without a scheme's care; a certificate is never meant to go over plaintext) and the server
+/// must prove it is the URL's host.
+pub fn dial(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, TlsError> {
+    let url = check_address(addr, tls.is_some())?;
     let url = match (tls, url.strip_prefix("http://")) {
         (Some(_), Some(rest)) => format!("https://{rest}"),
-        _ => url.to_string(),
+        _ => url,
     };
     let bad = |reason: String| TlsError::BadUrl {
         url: url.clone(),
@@ -552,6 +597,48 @@ mod tests {
             err.starts_with("--tls-key and --tls-ca are missing"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn bare_addresses_get_a_scheme() {
+        assert_eq!(url("127.0.0.1:7700", false), "http://127.0.0.1:7700");
+        assert_eq!(url("127.0.0.1:7700", true), "https://127.0.0.1:7700");
+        assert_eq!(url("http://h:1", true), "http://h:1");
+        for (addr, tls, want) in [
+            ("127.0.0.1:7700", false, "http://127.0.0.1:7700/"),
+            ("127.0.0.1:7700", true, "https://127.0.0.1:7700/"),
+            ("[::1]:7700", false, "http://[::1]:7700/"),
+            (
+                "http://sched.example:7700",
+                false,
+                "http://sched.example:7700/",
+            ),
+        ] {
+            let endpoint = dial(addr, None).map(|e| e.uri().to_string());
+            if !tls {
+                assert_eq!(endpoint.unwrap(), want, "{addr}");
+            }
+            assert_eq!(check_address(addr, tls).unwrap(), url(addr, tls), "{addr}");
+        }
+    }
+
+    #[test]
+    fn malformed_addresses_are_refused_naming_them() {
+        for addr in [
+            "",
+            "127.0.0.1",
+            "127.0.0.1:notaport",
+            "127.0.0.1:99999",
+            "ftp://127.0.0.1:21",
+            "http://:7700",
+            "http://127.0.0.1:7700/api",
+            "127.0.0.1:7700 extra",
+        ] {
+            let err = check_address(addr, false).unwrap_err();
+            assert!(matches!(err, TlsError::BadUrl { .. }), "{addr}: {err}");
+            assert!(err.to_string().contains(&format!("{addr:?}")), "{err}");
+            assert!(dial(addr, None).is_err(), "{addr}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use berth_proto::v1::deployment_service_server::DeploymentServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
 use ipnet::Ipv4Net;
 use tokio::net::TcpListener;
+use tonic::transport::server::Router;
 
 use crate::api::DeployApi;
 use crate::cluster::Cluster;
@@ -101,18 +102,11 @@ where
 
 /// What every scheduler serves besides its own services, leader or standby: gRPC health
 /// (DeploymentService serving; NodeService only where `serves_nodes`, since a standby sends
-/// agents away) and reflection.
-pub(crate) async fn health_and_reflection(
+/// agents away) and reflection, v1 and v1alpha.
+pub(crate) async fn with_health_and_reflection<L>(
+    router: Router<L>,
     serves_nodes: bool,
-) -> Result<
-    (
-        tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-        tonic_reflection::server::v1::ServerReflectionServer<
-            impl tonic_reflection::server::v1::ServerReflection,
-        >,
-    ),
-    SchedError,
-> {
+) -> Result<Router<L>, SchedError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<DeploymentServiceServer<DeployApi>>()
@@ -122,12 +116,8 @@ pub(crate) async fn health_and_reflection(
     } else {
         health.set_not_serving::<NodeServiceServer<NodeApi>>().await;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| SchedError::FailedPrecondition(format!("reflection: {e}")))?;
-    Ok((health_service, reflection))
+    berth_proto::reflection::add_to(router.add_service(health_service))
+        .map_err(|e| SchedError::FailedPrecondition(format!("reflection: {e}")))
 }
 
 /// Serves as the leader: the control loop, NodeService and DeploymentService.
@@ -153,7 +143,6 @@ pub(crate) async fn serve_leader(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let control = tokio::spawn(controller.clone().run(stop_rx));
 
-    let (health_service, reflection) = health_and_reflection(true).await?;
     let node_api = NodeServiceServer::new(NodeApi {
         store: store.clone(),
         cluster: cluster.clone(),
@@ -169,14 +158,13 @@ pub(crate) async fn serve_leader(
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let local = listener.local_addr().ok();
     tracing::info!(listen = ?local, "scheduler serving");
-    let router = config
-        .security
-        .server(store.clone())?
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(node_api)
-        .add_service(deploy_api)
-        .add_service(crate::auth::token_service(store.clone()));
+    let router = with_health_and_reflection(
+        config.security.server(store.clone())?.add_service(node_api),
+        true,
+    )
+    .await?
+    .add_service(deploy_api)
+    .add_service(crate::auth::token_service(store.clone()));
     let served = serve_until(
         |drained| router.serve_with_incoming_shutdown(incoming(listener), drained),
         shutdown,

@@ -193,6 +193,15 @@ impl AgentNode {
         }
     }
 
+    /// [`Self::endpoint`] as a bare HOST:PORT, as people and Python's grpc write it.
+    pub fn address(&self) -> String {
+        let endpoint = self.endpoint();
+        endpoint
+            .split_once("://")
+            .map_or(endpoint.as_str(), |(_, rest)| rest)
+            .to_string()
+    }
+
     /// The agent's pid while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -147,6 +147,11 @@ impl SchedulerProc {
         format!("{scheme}://{}", self.addr)
     }
 
+    /// Where it listens as a bare HOST:PORT, as people type it (see [`Self::endpoint`]).
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("scheduler.log")
     }
@@ -179,8 +184,8 @@ impl SchedulerProc {
         });
     }
 
-    /// `berth SUBCOMMAND --scheduler ENDPOINT ARGS...` (`args[0]` is the subcommand:
-    /// `--scheduler` is each cluster subcommand's flag, not a global one), not yet run.
+    /// `berth SUBCOMMAND --scheduler ENDPOINT ARGS...` (`args[0]` is the subcommand; the
+    /// global `--scheduler` could go before it too), not yet run.
     pub fn berth(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary("berth"));
         let (sub, rest) = args.split_first().expect("a berth subcommand");

@@ -12,6 +12,7 @@ pub mod etcd;
 pub mod fake_node;
 pub mod fake_scheduler;
 pub mod layout;
+pub mod pyvenv;
 mod registry;
 mod tools;
 pub mod tree_compare;

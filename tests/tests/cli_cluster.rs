@@ -429,6 +429,12 @@ fn broken_version_rolls_back_then_rollback_scale_and_delete() {
     );
     assert!(r.stderr.contains("revision 4"), "{r:?}");
     assert!(r.stderr.contains("ImagePullBackOff"), "{r:?}");
+    // --wait went on until the restored revision served again.
+    assert!(
+        r.stderr
+            .contains("berth: hello: rolled back to revision 4, serving again (2/2 ready)"),
+        "{r:?}"
+    );
     let s = c.wait_status("the rollback to v2 to complete", |s| {
         s["phase"] == "complete" && all_ready(s, 2)
     });
@@ -492,6 +498,53 @@ fn broken_version_rolls_back_then_rollback_scale_and_delete() {
     let r = c.berth(&["delete", "hello"]);
     assert_ne!(r.code, 0, "{r:?}");
     assert!(r.stderr.contains("not found"), "{r:?}");
+}
+
+#[test]
+fn deploy_wait_follows_a_rollback_until_the_old_revision_serves_again() {
+    let c = cluster(1);
+    let v1 = c.spec("v1.toml", &hello_toml("v1", 1, IMAGE, ""));
+    assert_eq!(c.deploy_wait(&v1, &[]).code, 0);
+    // examples/broken.toml as shipped, on this test's image and without its fixed host port
+    // (tests own their ports): it exits at start, fails after its progress deadline and is
+    // rolled back. With max_surge 0 the good replica went first, so nothing serves until the
+    // rollback's revision is up again.
+    let example = fs::read_to_string(berth_tests::workspace_root().join("examples/broken.toml"))
+        .expect("examples/broken.toml");
+    let broken = example
+        .replace(r#"image = "hello:v2""#, &format!(r#"image = "{IMAGE}""#))
+        .replace(
+            "ports = [{ host = 18080, container = 8080 }]",
+            "ports = [{ container = 8080 }]",
+        );
+    assert!(
+        !broken.contains("hello:v2") && !broken.contains("18080"),
+        "examples/broken.toml changed; adapt this test:\n{example}"
+    );
+    let broken = c.spec("broken.toml", &broken);
+    let r = c.deploy_wait(&broken, &[]);
+    assert_eq!(
+        r.code, 1,
+        "a rolled-back rollout still fails the wait: {r:?}"
+    );
+    assert!(
+        r.stderr
+            .starts_with("berth: rollout of hello revision 2: rolled-back"),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr
+            .contains("berth: hello: rolled back to revision 3, serving again (1/1 ready)"),
+        "{r:?}"
+    );
+    // Serving when the wait returns, not some time later.
+    let s = c.json(&["status", "hello"]);
+    assert_eq!(s["revision"], 3, "{s:#}");
+    assert_eq!(s["phase"], "complete", "{s:#}");
+    assert!(all_ready(&s, 1), "{s:#}");
+    poll_until("v1's output after the rollback", WAIT, || {
+        c.replica_logs().contains("started-v1").then_some(())
+    });
 }
 
 #[test]

@@ -21,8 +21,6 @@ pub struct Args {
     /// How many times each side runs; figures are the median and range.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
     /// The workload (default: `echo hello`).
     #[arg(last = true)]
     command: Vec<String>,
@@ -129,7 +127,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         container,
         vm,
     };
-    match args.output {
+    match ctx.output() {
         OutputFormat::Json => print_json(&report),
         OutputFormat::Table => {
             report::print(&report);

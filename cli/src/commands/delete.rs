@@ -3,18 +3,16 @@
 use berth_proto::v1::DeleteDeploymentRequest;
 
 use crate::Context;
-use crate::cluster::{self, SchedulerArg};
+use crate::cluster;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The deployment.
     name: String,
-    #[command(flatten)]
-    scheduler: SchedulerArg,
 }
 
-pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
-    cluster::with_client(&args.scheduler.scheduler, async |mut client| {
+pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    cluster::with_client(ctx.scheduler(), async |mut client| {
         client
             .delete(DeleteDeploymentRequest {
                 name: args.name.clone(),

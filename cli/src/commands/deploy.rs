@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::Context;
 use crate::cluster::spec::SpecFile;
-use crate::cluster::{self, SchedulerArg, WaitArgs};
+use crate::cluster::{self, WaitArgs};
 use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
@@ -20,11 +20,6 @@ pub struct Args {
     file: PathBuf,
     #[command(flatten)]
     wait: WaitArgs,
-    /// table for people, json for programs (with --wait: the final rollout event).
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
-    #[command(flatten)]
-    scheduler: SchedulerArg,
 }
 
 #[derive(Debug, Serialize)]
@@ -35,10 +30,10 @@ struct Applied {
     phase: String,
 }
 
-pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<i32> {
+pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     let spec = SpecFile::load(&args.file)?;
     let name = spec.name().to_string();
-    cluster::with_client(&args.scheduler.scheduler, async |mut client| {
+    cluster::with_client(ctx.scheduler(), async |mut client| {
         let reply = client
             .apply(ApplyRequest {
                 spec: Some(spec.to_proto()),
@@ -54,7 +49,7 @@ pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<i32> {
             phase: cluster::phase_name(deployment.phase),
         };
         if !args.wait.wait {
-            match args.output {
+            match ctx.output() {
                 OutputFormat::Json => print_json(&applied)?,
                 OutputFormat::Table if applied.changed => println!(
                     "{name}: revision {} applied, rolling out (berth status {name})",
@@ -67,7 +62,7 @@ pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<i32> {
             }
             return Ok(0);
         }
-        if args.output == OutputFormat::Table {
+        if ctx.output() == OutputFormat::Table {
             if applied.changed {
                 println!("{name}: revision {} applied", applied.revision);
             } else {
@@ -79,7 +74,7 @@ pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<i32> {
             &name,
             deployment.revision,
             &args.wait,
-            args.output,
+            ctx.output(),
         )
         .await
     })

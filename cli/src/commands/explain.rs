@@ -14,13 +14,8 @@ use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// table (a plain-words report) for people, json for programs.
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
     #[command(flatten)]
     agent: crate::remote::AgentArg,
-    #[command(flatten)]
-    cluster: crate::cluster::ClusterArg,
     /// Container id or name (with --agent: the container id on that node; with --scheduler:
     /// a container id or a deployment, meaning its first ready replica).
     container: String,
@@ -29,13 +24,13 @@ pub struct Args {
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let explanation = if let Some(agent) = &args.agent.agent {
         from_agent(agent, &args.container)?
-    } else if let Some(scheduler) = &args.cluster.scheduler {
+    } else if let Some(scheduler) = &ctx.scheduler {
         from_scheduler(scheduler, &args.container)?
     } else {
         let (id, name, pid) = local_pid(&args.container, ctx)?;
         explain(id, name, pid, "this host".into())?
     };
-    match args.output {
+    match ctx.output() {
         OutputFormat::Json => print_json(&explanation),
         OutputFormat::Table => {
             print!("{}", report(&explanation));

@@ -4,18 +4,13 @@ use berth_proto::v1::HistoryRequest;
 use serde::Serialize;
 
 use crate::Context;
-use crate::cluster::{self, SchedulerArg};
-use crate::output::{OutputFormat, print_rows};
+use crate::cluster;
+use crate::output::print_rows;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The deployment.
     name: String,
-    /// table for people, json for programs.
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
-    #[command(flatten)]
-    scheduler: SchedulerArg,
 }
 
 #[derive(Debug, Serialize)]
@@ -28,8 +23,8 @@ struct Row {
     message: String,
 }
 
-pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
-    let history = cluster::with_client(&args.scheduler.scheduler, async |mut client| {
+pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    let history = cluster::with_client(ctx.scheduler(), async |mut client| {
         client
             .history(HistoryRequest {
                 name: args.name.clone(),
@@ -54,7 +49,7 @@ pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
         })
         .collect();
     print_rows(
-        args.output,
+        ctx.output(),
         &rows,
         &[
             "REVISION", "CREATED", "OUTCOME", "IMAGE", "REPLICAS", "MESSAGE",

@@ -19,8 +19,6 @@ pub struct Args {
     container: String,
     #[command(flatten)]
     agent: crate::remote::AgentArg,
-    #[command(flatten)]
-    cluster: crate::cluster::ClusterArg,
 }
 
 /// How often `-f` looks for new output.
@@ -38,7 +36,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     if let Some(agent) = &args.agent.agent {
         return remote(agent, &args);
     }
-    if let Some(scheduler) = &args.cluster.scheduler {
+    if let Some(scheduler) = &ctx.scheduler {
         return cluster(scheduler, &args);
     }
     let (paths, meta) = layout::find(&ctx.data_dir, &args.container)?;

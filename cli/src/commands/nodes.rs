@@ -4,17 +4,11 @@ use berth_proto::v1::{ListNodesRequest, Resources};
 use serde::Serialize;
 
 use crate::Context;
-use crate::cluster::{self, SchedulerArg};
-use crate::output::{OutputFormat, human_bytes, print_rows};
+use crate::cluster;
+use crate::output::{human_bytes, print_rows};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
-    /// table for people, json for programs.
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
-    #[command(flatten)]
-    scheduler: SchedulerArg,
-}
+pub struct Args {}
 
 #[derive(Debug, Serialize)]
 struct Row {
@@ -32,8 +26,8 @@ struct Row {
     last_heartbeat_ms: i64,
 }
 
-pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
-    let nodes = cluster::with_client(&args.scheduler.scheduler, async |mut client| {
+pub fn run(_args: Args, ctx: &Context) -> anyhow::Result<()> {
+    let nodes = cluster::with_client(ctx.scheduler(), async |mut client| {
         client
             .list_nodes(ListNodesRequest {})
             .await
@@ -65,7 +59,7 @@ pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
         })
         .collect();
     print_rows(
-        args.output,
+        ctx.output(),
         &rows,
         &[
             "NAME",

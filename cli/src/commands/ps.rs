@@ -11,13 +11,8 @@ pub struct Args {
     /// Also list containers that are not running.
     #[arg(short, long)]
     all: bool,
-    /// table for people, json for programs.
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
     #[command(flatten)]
     agent: crate::remote::AgentArg,
-    #[command(flatten)]
-    cluster: crate::cluster::ClusterArg,
 }
 
 #[derive(Debug, Serialize)]
@@ -32,10 +27,10 @@ struct Row {
 
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     if let Some(agent) = &args.agent.agent {
-        return remote(agent, &args);
+        return remote(agent, &args, ctx.output());
     }
-    if let Some(scheduler) = &args.cluster.scheduler {
-        return cluster(scheduler, &args);
+    if let Some(scheduler) = &ctx.scheduler {
+        return cluster(scheduler, &args, ctx.output());
     }
     let mut rows = Vec::new();
     for (paths, meta) in layout::list(&ctx.data_dir)? {
@@ -53,7 +48,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         });
     }
     print_rows(
-        args.output,
+        ctx.output(),
         &rows,
         &["ID", "IMAGE", "COMMAND", "STATUS", "CREATED", "NAME"],
         |r| {
@@ -90,7 +85,7 @@ struct NodeRow {
     pid: u32,
 }
 
-fn remote(agent: &str, args: &Args) -> anyhow::Result<()> {
+fn remote(agent: &str, args: &Args, output: OutputFormat) -> anyhow::Result<()> {
     use berth_proto::v1::ContainerState;
     let listed = crate::remote::list_containers(agent)?;
     let rows: Vec<NodeRow> = listed
@@ -99,7 +94,7 @@ fn remote(agent: &str, args: &Args) -> anyhow::Result<()> {
         .filter(|c| args.all || c.state == ContainerState::Running as i32)
         .map(|c| node_row(&listed.node_name, c))
         .collect();
-    print_node_rows(&rows, args.output, false)
+    print_node_rows(&rows, output, false)
 }
 
 fn node_row(node: &str, c: berth_proto::v1::ContainerStatus) -> NodeRow {
@@ -127,7 +122,7 @@ fn node_row(node: &str, c: berth_proto::v1::ContainerStatus) -> NodeRow {
 }
 
 /// `--scheduler`: every node's containers, through the scheduler.
-fn cluster(scheduler: &str, args: &Args) -> anyhow::Result<()> {
+fn cluster(scheduler: &str, args: &Args, output: OutputFormat) -> anyhow::Result<()> {
     use berth_proto::v1::{ContainerState, ListClusterContainersRequest};
     let listed = crate::cluster::with_client(scheduler, async |mut client| {
         client
@@ -142,7 +137,7 @@ fn cluster(scheduler: &str, args: &Args) -> anyhow::Result<()> {
         .filter(|(_, s)| args.all || s.state == ContainerState::Running as i32)
         .map(|(node, s)| node_row(&node, s))
         .collect();
-    print_node_rows(&rows, args.output, true)
+    print_node_rows(&rows, output, true)
 }
 
 fn print_node_rows(rows: &[NodeRow], output: OutputFormat, with_node: bool) -> anyhow::Result<()> {

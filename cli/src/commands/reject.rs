@@ -3,22 +3,17 @@
 use berth_proto::v1::{GetDeploymentRequest, RejectRequest};
 
 use crate::Context;
-use crate::cluster::{self, SchedulerArg};
+use crate::cluster;
 use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The deployment.
     name: String,
-    /// table for people, json for programs.
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
-    #[command(flatten)]
-    scheduler: SchedulerArg,
 }
 
-pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
-    let (rejected, d) = cluster::with_client(&args.scheduler.scheduler, async |mut client| {
+pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    let (rejected, d) = cluster::with_client(ctx.scheduler(), async |mut client| {
         // The reply is the deployment afterwards, back on its stable revision: the revision
         // that awaited approval is the one before.
         let awaiting = client
@@ -38,7 +33,7 @@ pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
             .into_inner();
         Ok((awaiting, d))
     })?;
-    match args.output {
+    match ctx.output() {
         OutputFormat::Json => print_json(&super::status::DeploymentJson::from(&d)),
         OutputFormat::Table => {
             if d.stable_revision == 0 {

@@ -3,8 +3,7 @@
 use berth_proto::v1::RollbackRequest;
 
 use crate::Context;
-use crate::cluster::{self, SchedulerArg, WaitArgs};
-use crate::output::OutputFormat;
+use crate::cluster::{self, WaitArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -15,15 +14,10 @@ pub struct Args {
     to: Option<u64>,
     #[command(flatten)]
     wait: WaitArgs,
-    /// table for people, json for programs (with --wait: the final rollout event).
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
-    #[command(flatten)]
-    scheduler: SchedulerArg,
 }
 
-pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<i32> {
-    cluster::with_client(&args.scheduler.scheduler, async |mut client| {
+pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
+    cluster::with_client(ctx.scheduler(), async |mut client| {
         let d = client
             .rollback(RollbackRequest {
                 name: args.name.clone(),
@@ -32,6 +26,6 @@ pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<i32> {
             .await
             .map_err(cluster::status_error)?
             .into_inner();
-        super::status::after_change(&mut client, d, "rolling back", &args.wait, args.output).await
+        super::status::after_change(&mut client, d, "rolling back", &args.wait, ctx.output()).await
     })
 }

@@ -3,7 +3,7 @@
 use berth_proto::v1::ScaleRequest;
 
 use crate::Context;
-use crate::cluster::{self, SchedulerArg};
+use crate::cluster;
 use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
@@ -12,15 +12,10 @@ pub struct Args {
     name: String,
     /// The number of replicas.
     replicas: u32,
-    /// table for people, json for programs.
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
-    #[command(flatten)]
-    scheduler: SchedulerArg,
 }
 
-pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
-    let d = cluster::with_client(&args.scheduler.scheduler, async |mut client| {
+pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    let d = cluster::with_client(ctx.scheduler(), async |mut client| {
         client
             .scale(ScaleRequest {
                 name: args.name.clone(),
@@ -30,7 +25,7 @@ pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
             .map_err(cluster::status_error)
             .map(|r| r.into_inner())
     })?;
-    match args.output {
+    match ctx.output() {
         OutputFormat::Json => print_json(&super::status::DeploymentJson::from(&d)),
         OutputFormat::Table => {
             println!(

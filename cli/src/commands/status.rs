@@ -5,18 +5,13 @@ use berth_proto::v1::{Deployment, GetDeploymentRequest, ListDeploymentsRequest};
 use serde::Serialize;
 
 use crate::Context;
-use crate::cluster::{self, Client, SchedulerArg, WaitArgs};
+use crate::cluster::{self, Client, WaitArgs};
 use crate::output::{OutputFormat, print_json, print_table};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// One deployment, with its replicas (default: all deployments).
     name: Option<String>,
-    /// table for people, json for programs.
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
-    #[command(flatten)]
-    scheduler: SchedulerArg,
 }
 
 /// A deployment as `--output json` prints it.
@@ -79,8 +74,8 @@ impl From<&Deployment> for DeploymentJson {
     }
 }
 
-pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
-    let deployments = cluster::with_client(&args.scheduler.scheduler, async |mut client| {
+pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    let deployments = cluster::with_client(ctx.scheduler(), async |mut client| {
         Ok(match &args.name {
             Some(name) => vec![
                 client
@@ -100,7 +95,7 @@ pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<()> {
         })
     })?;
     let json: Vec<DeploymentJson> = deployments.iter().map(DeploymentJson::from).collect();
-    match (args.output, args.name.is_some()) {
+    match (ctx.output(), args.name.is_some()) {
         (OutputFormat::Json, true) => print_json(&json[0]),
         (OutputFormat::Json, false) => print_json(&json),
         (OutputFormat::Table, true) => {

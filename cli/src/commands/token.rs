@@ -12,7 +12,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::Context;
 use crate::auth::AuthChannel;
-use crate::cluster::{self, SchedulerArg};
+use crate::cluster;
 use crate::output::{OutputFormat, print_json, print_rows};
 
 #[derive(Debug, Subcommand)]
@@ -56,57 +56,53 @@ pub struct CreateArgs {
     /// How long it is valid (like 90m, 12h, 30d); 0 for ever.
     #[arg(long, default_value = "30d", value_parser = parse_ttl)]
     ttl: Duration,
-    /// table for people, json for programs.
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
-    #[command(flatten)]
-    scheduler: SchedulerArg,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ListArgs {
-    /// table for people, json for programs.
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
-    #[command(flatten)]
-    scheduler: SchedulerArg,
-}
+pub struct ListArgs {}
 
 #[derive(Debug, clap::Args)]
 pub struct RevokeArgs {
     /// The token's id (the part after `berth_`, as `berth token ls` shows it).
     id: String,
-    #[command(flatten)]
-    scheduler: SchedulerArg,
 }
 
-pub fn run(command: TokenCommand, _ctx: &Context) -> anyhow::Result<()> {
+pub fn run(command: TokenCommand, ctx: &Context) -> anyhow::Result<()> {
     match command {
-        TokenCommand::Create(args) => create(args),
-        TokenCommand::Ls(args) => list(args),
-        TokenCommand::Revoke(args) => revoke(args),
+        TokenCommand::Create(args) => create(args, ctx),
+        TokenCommand::Ls(args) => list(args, ctx),
+        TokenCommand::Revoke(args) => revoke(args, ctx),
     }
 }
 
-/// `30d` as well as whatever `--timeout` takes (`90s`, `12h`, `1h30m`).
+/// `30d` as well as whatever `--timeout` takes (`90s`, `12h`, `1h30m`); 0 for ever. A TTL
+/// under a second is refused: it is no useful lifetime, and sent in whole seconds it would
+/// become 0, which means never.
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    if let Some(days) = text.trim().strip_suffix('d') {
+    let ttl = if let Some(days) = text.trim().strip_suffix('d') {
         let days: u64 = days
             .parse()
             .map_err(|_| format!("{text:?} is not a duration (like \"12h\" or \"30d\")"))?;
-        return Ok(Duration::from_secs(days.saturating_mul(86_400)));
+        Duration::from_secs(days.saturating_mul(86_400))
+    } else {
+        cluster::spec::parse_duration(text)?
+    };
+    if !ttl.is_zero() && ttl < Duration::from_secs(1) {
+        return Err(format!(
+            "{text:?} is under one second: a token lives at least 1s (0 for ever)"
+        ));
     }
-    cluster::spec::parse_duration(text)
+    Ok(ttl)
 }
 
 /// Runs `f` with a client of the scheduler's AuthService.
 fn with_auth_client<T>(
-    scheduler: &SchedulerArg,
+    ctx: &Context,
     f: impl AsyncFnOnce(AuthServiceClient<AuthChannel>) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     crate::remote::block_on(async {
         f(AuthServiceClient::new(
-            cluster::channel(&scheduler.scheduler).await?,
+            cluster::channel(ctx.scheduler()).await?,
         ))
         .await
     })
@@ -133,14 +129,17 @@ struct Created {
     expires: String,
 }
 
-fn create(args: CreateArgs) -> anyhow::Result<()> {
+fn create(args: CreateArgs, ctx: &Context) -> anyhow::Result<()> {
     let name = args.name.clone();
-    let reply = with_auth_client(&args.scheduler, async |mut client| {
+    let reply = with_auth_client(ctx, async |mut client| {
         client
             .create_token(CreateTokenRequest {
                 role: args.role.as_str().to_string(),
                 name: args.name,
+                // Both: ttl_ms keeps what whole seconds would truncate; a scheduler older
+                // than ttl_ms reads ttl_seconds.
                 ttl_seconds: args.ttl.as_secs(),
+                ttl_ms: u64::try_from(args.ttl.as_millis()).unwrap_or(u64::MAX),
             })
             .await
             .map_err(cluster::status_error)
@@ -153,7 +152,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         name,
         expires: timestamp(reply.expires_at_ms),
     };
-    match args.output {
+    match ctx.output() {
         OutputFormat::Json => print_json(&created),
         OutputFormat::Table => {
             println!("{}", created.token);
@@ -187,8 +186,8 @@ impl From<TokenInfo> for Row {
     }
 }
 
-fn list(args: ListArgs) -> anyhow::Result<()> {
-    let tokens = with_auth_client(&args.scheduler, async |mut client| {
+fn list(_args: ListArgs, ctx: &Context) -> anyhow::Result<()> {
+    let tokens = with_auth_client(ctx, async |mut client| {
         client
             .list_tokens(ListTokensRequest {})
             .await
@@ -197,7 +196,7 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
     })?;
     let rows: Vec<Row> = tokens.into_iter().map(Row::from).collect();
     print_rows(
-        args.output,
+        ctx.output(),
         &rows,
         &["ID", "ROLE", "NAME", "CREATED", "EXPIRES"],
         |r| {
@@ -212,9 +211,9 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
     )
 }
 
-fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+fn revoke(args: RevokeArgs, ctx: &Context) -> anyhow::Result<()> {
     let id = args.id.clone();
-    with_auth_client(&args.scheduler, async |mut client| {
+    with_auth_client(ctx, async |mut client| {
         client
             .revoke_token(RevokeTokenRequest { id: args.id })
             .await
@@ -236,5 +235,11 @@ mod tests {
         assert_eq!(parse_ttl("0"), Ok(Duration::ZERO));
         assert!(parse_ttl("xd").is_err());
         assert!(parse_ttl("soon").is_err());
+        assert_eq!(parse_ttl("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_ttl("1s"), Ok(Duration::from_secs(1)));
+        for short in ["500ms", "999ms", "1ms"] {
+            let err = parse_ttl(short).unwrap_err();
+            assert!(err.contains("under one second"), "{short}: {err}");
+        }
     }
 }

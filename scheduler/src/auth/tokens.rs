@@ -3,6 +3,7 @@
 //! a check looks the id up and compares digests in constant time.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_proto::tls::Role;
 use berth_proto::v1::auth_service_server::AuthService;
@@ -44,13 +45,13 @@ impl Tokens {
         Self { store }
     }
 
-    /// A new token of `role` (admin, deployer or viewer) for `name`, expiring after
-    /// `ttl_seconds` (0: never).
+    /// A new token of `role` (admin, deployer or viewer) for `name`, expiring after `ttl`
+    /// (None: never; at least a second).
     pub async fn create(
         &self,
         role: &str,
         name: &str,
-        ttl_seconds: u64,
+        ttl: Option<Duration>,
     ) -> Result<Created, SchedError> {
         let role: Role = role.parse().map_err(|e: berth_proto::tls::UnknownRole| {
             SchedError::invalid("role", e.to_string())
@@ -69,8 +70,22 @@ impl Tokens {
                 "at most 128 characters, none of them control characters",
             ));
         }
-        let ttl_ms = i64::try_from(ttl_seconds.saturating_mul(1000))
-            .map_err(|_| SchedError::invalid("ttl_seconds", "too large"))?;
+        let ttl_ms = match ttl {
+            None => None,
+            Some(ttl) if ttl < Duration::from_secs(1) => {
+                return Err(SchedError::invalid(
+                    "ttl_ms",
+                    format!(
+                        "{} ms is under one second: a token lives at least 1 s (0: never)",
+                        ttl.as_millis()
+                    ),
+                ));
+            }
+            Some(ttl) => Some(
+                i64::try_from(ttl.as_millis())
+                    .map_err(|_| SchedError::invalid("ttl_ms", "too large"))?,
+            ),
+        };
         let id = hex::encode(random::<ID_BYTES>()?);
         let secret = hex::encode(random::<SECRET_BYTES>()?);
         let now = now_ms();
@@ -83,11 +98,7 @@ impl Tokens {
                 name.to_string()
             },
             created_at_ms: now,
-            expires_at_ms: if ttl_seconds == 0 {
-                0
-            } else {
-                now.saturating_add(ttl_ms)
-            },
+            expires_at_ms: ttl_ms.map_or(0, |ttl| now.saturating_add(ttl)),
             secret_sha256: digest(&secret),
         };
         // Absent: a colliding id must not overwrite someone else's token.
@@ -188,6 +199,16 @@ fn info(record: TokenRecord) -> TokenInfo {
     }
 }
 
+/// The lifetime a CreateToken request asks for (None: never): `ttl_ms` when set, which
+/// keeps what whole seconds would round down to 0 (never), else `ttl_seconds`.
+fn requested_ttl(req: &CreateTokenRequest) -> Option<Duration> {
+    match (req.ttl_ms, req.ttl_seconds) {
+        (0, 0) => None,
+        (0, secs) => Some(Duration::from_secs(secs)),
+        (ms, _) => Some(Duration::from_millis(ms)),
+    }
+}
+
 /// AuthService: token management. The auth layer lets admins only through once TLS is on.
 #[derive(Debug, Clone)]
 pub struct TokenApi {
@@ -204,7 +225,7 @@ impl AuthService for TokenApi {
         let req = request.into_inner();
         let created = self
             .tokens
-            .create(&req.role, &req.name, req.ttl_seconds)
+            .create(&req.role, &req.name, requested_ttl(&req))
             .await?;
         tracing::info!(
             id = %created.record.id,
@@ -259,7 +280,7 @@ mod tests {
     #[tokio::test]
     async fn created_tokens_verify_and_revoked_ones_do_not() {
         let (_dir, tokens) = tokens();
-        let created = tokens.create("viewer", "ci", 0).await.unwrap();
+        let created = tokens.create("viewer", "ci", None).await.unwrap();
         assert!(created.token.starts_with("berth_"));
         let secret = created.token.rsplit('_').next().unwrap();
         assert_eq!(secret.len(), SECRET_BYTES * 2);
@@ -298,7 +319,7 @@ mod tests {
         let (_dir, tokens) = tokens();
         for role in ["node", "scheduler", "root", ""] {
             assert!(matches!(
-                tokens.create(role, "x", 0).await,
+                tokens.create(role, "x", None).await,
                 Err(SchedError::InvalidArgument { .. })
             ));
         }
@@ -308,7 +329,10 @@ mod tests {
     #[tokio::test]
     async fn expired_tokens_are_refused() {
         let (_dir, tokens) = tokens();
-        let created = tokens.create("admin", "", 1).await.unwrap();
+        let created = tokens
+            .create("admin", "", Some(Duration::from_secs(1)))
+            .await
+            .unwrap();
         let key = token_key(&created.record.id);
         let mut record = created.record.clone();
         record.expires_at_ms = now_ms() - 1;
@@ -319,5 +343,44 @@ mod tests {
             .unwrap();
         let err = tokens.verify(&created.token).await.unwrap_err();
         assert!(err.to_string().contains("expired"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn sub_second_ttls_are_refused_not_made_eternal() {
+        let (_dir, tokens) = tokens();
+        for ms in [1, 500, 999] {
+            let req = CreateTokenRequest {
+                role: "viewer".into(),
+                name: "short".into(),
+                ttl_seconds: 0,
+                ttl_ms: ms,
+            };
+            let err = tokens
+                .create(&req.role, &req.name, requested_ttl(&req))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, SchedError::InvalidArgument { .. }),
+                "{ms}: {err}"
+            );
+            assert!(err.to_string().contains("under one second"), "{err}");
+        }
+        assert!(tokens.list().await.unwrap().is_empty());
+        let req = CreateTokenRequest {
+            role: "viewer".into(),
+            name: "short".into(),
+            ttl_seconds: 1,
+            ttl_ms: 1500,
+        };
+        let created = tokens
+            .create(&req.role, &req.name, requested_ttl(&req))
+            .await
+            .unwrap();
+        assert_eq!(
+            created.record.expires_at_ms - created.record.created_at_ms,
+            1500
+        );
+        let never = CreateTokenRequest::default();
+        assert_eq!(requested_ttl(&never), None);
     }
 }

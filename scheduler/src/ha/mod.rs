@@ -109,21 +109,23 @@ async fn serve_standby(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SchedError> {
     // Agents must go to the leader: this one does not serve them.
-    let (health_service, reflection) = crate::server::health_and_reflection(false).await?;
     tracing::info!(url = %election.url(), "standing by");
-    let server = security
-        .server(store)?
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(Forward::<DeploymentServiceServer<DeployApi>>::new(
-            election.clone(),
-            security.clone(),
-        ))
-        .add_service(Forward::<AuthServiceServer<TokenApi>>::new(
-            election.clone(),
-            security,
-        ))
-        .add_service(Redirect::<NodeServiceServer<NodeApi>>::new(election));
+    let server = crate::server::with_health_and_reflection(
+        security
+            .server(store)?
+            .add_service(Redirect::<NodeServiceServer<NodeApi>>::new(
+                election.clone(),
+            )),
+        false,
+    )
+    .await?
+    .add_service(Forward::<DeploymentServiceServer<DeployApi>>::new(
+        election.clone(),
+        security.clone(),
+    ))
+    .add_service(Forward::<AuthServiceServer<TokenApi>>::new(
+        election, security,
+    ));
     crate::server::serve_until(
         |drained| server.serve_with_incoming_shutdown(incoming(listener), drained),
         stop,

@@ -69,5 +69,5 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         dns_names: Vec::new(),
         ip_addresses: Vec::new(),
     }
-    .print(common.output)
+    .print(ctx.output())
 }

@@ -173,7 +173,7 @@ fn issue(leaf: Leaf<'_>) -> anyhow::Result<()> {
         dns_names: leaf.dns_names,
         ip_addresses: leaf.ips.iter().map(IpAddr::to_string).collect(),
     }
-    .print(common.output)
+    .print(leaf.ctx.output())
 }
 
 /// The CA certificate (PEM) and its key, checked to belong together and to be still valid, so

@@ -60,9 +60,6 @@ struct CommonArgs {
     /// Replace files that already exist.
     #[arg(long)]
     force: bool,
-    /// table for people, json for programs.
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
 }
 
 impl CommonArgs {

@@ -58,8 +58,6 @@ pub struct Args {
     /// that directory opaque instead (repeatable).
     #[arg(long = "whiteout", value_name = "PATH")]
     whiteouts: Vec<String>,
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
 }
 
 fn parse_pair(input: &str) -> Result<(String, String), String> {
@@ -122,7 +120,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         image: ImageDigests::of(&image),
         diff_ids: image.config.rootfs().diff_ids().clone(),
     };
-    match args.output {
+    match ctx.output() {
         OutputFormat::Json => print_json(&built),
         OutputFormat::Table => {
             println!(

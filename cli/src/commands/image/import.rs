@@ -27,8 +27,6 @@ pub struct Args {
     /// The platform taken from multi-platform image indexes: os/architecture[/variant].
     #[arg(long, default_value = "linux/amd64")]
     platform: Platform,
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
 }
 
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
@@ -42,7 +40,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let images = import(&store, &args.path, &options, progress.as_ref())
         .with_context(|| format!("importing {}", args.path.display()))?;
     let imported: Vec<ImageDigests> = images.iter().map(ImageDigests::of).collect();
-    match args.output {
+    match ctx.output() {
         OutputFormat::Json => print_json(&imported),
         OutputFormat::Table => {
             for image in &imported {

@@ -9,9 +9,6 @@ use crate::output::{OutputFormat, print_json};
 pub struct Args {
     /// Image name (`busybox:latest`) or manifest digest (or a unique prefix of it).
     reference: String,
-    /// json (the default, as docker's) or table for a short summary.
-    #[arg(long, short, value_enum, default_value = "json")]
-    output: OutputFormat,
 }
 
 #[derive(Debug, Serialize)]
@@ -25,7 +22,7 @@ struct Inspection<'a> {
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let store = super::open_store(ctx)?;
     let image = store.image(&args.reference)?;
-    match args.output {
+    match ctx.output.unwrap_or(OutputFormat::Json) {
         OutputFormat::Json => print_json(&Inspection {
             name: &image.name,
             digest: image.digest().to_string(),

@@ -3,14 +3,10 @@
 use serde::Serialize;
 
 use crate::Context;
-use crate::output::{OutputFormat, human_bytes, print_rows};
+use crate::output::{human_bytes, print_rows};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
-    /// table for people, json for programs.
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
-}
+pub struct Args {}
 
 #[derive(Debug, Serialize)]
 struct Row {
@@ -25,7 +21,7 @@ struct Row {
     os: String,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub fn run(_args: Args, ctx: &Context) -> anyhow::Result<()> {
     let store = super::open_store(ctx)?;
     let mut rows = Vec::new();
     for record in store.list()? {
@@ -49,7 +45,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         });
     }
     print_rows(
-        args.output,
+        ctx.output(),
         &rows,
         &["NAME", "ID", "LAYERS", "SIZE", "CREATED"],
         |r| {

@@ -4,16 +4,13 @@ use crate::Context;
 use crate::output::{OutputFormat, human_bytes, print_json};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
-}
+pub struct Args {}
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub fn run(_args: Args, ctx: &Context) -> anyhow::Result<()> {
     let store = super::open_store(ctx)?;
     // Layers under container root filesystems stay even when no image names them any more.
     let report = berth_images::snapshot::prune(&store)?;
-    match args.output {
+    match ctx.output() {
         OutputFormat::Json => print_json(&report),
         OutputFormat::Table => {
             for blob in &report.blobs_removed {

@@ -30,9 +30,6 @@ pub struct Args {
     /// The platform to pick out of a multi-platform image.
     #[arg(long, default_value_t = Platform::default())]
     platform: Platform,
-    /// table for people, json for programs.
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,7 +68,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         blobs_downloaded: pulled.blobs_downloaded,
         blobs_present: pulled.blobs_present,
     };
-    match args.output {
+    match ctx.output() {
         OutputFormat::Json => print_json(&summary),
         OutputFormat::Table => {
             println!("Pulled: {}", summary.name);

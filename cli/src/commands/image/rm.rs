@@ -8,8 +8,6 @@ pub struct Args {
     /// Image names or digests to remove.
     #[arg(required = true)]
     references: Vec<String>,
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
 }
 
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
@@ -21,11 +19,11 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             "reference": reference,
             "digest": descriptor.digest().to_string(),
         }));
-        if args.output == OutputFormat::Table {
+        if ctx.output() == OutputFormat::Table {
             println!("Untagged: {reference} ({})", descriptor.digest());
         }
     }
-    if args.output == OutputFormat::Json {
+    if ctx.output() == OutputFormat::Json {
         print_json(&removed)?;
     }
     Ok(())

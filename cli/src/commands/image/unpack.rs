@@ -19,8 +19,6 @@ pub struct Args {
     /// Refuse a layer whose uncompressed size passes this many bytes.
     #[arg(long, default_value_t = berth_images::unpack::DEFAULT_MAX_LAYER_BYTES)]
     max_layer_bytes: u64,
-    #[arg(long, short, value_enum, default_value_t)]
-    output: OutputFormat,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,7 +52,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         bytes: report.bytes,
         seconds: started.elapsed().as_secs_f64(),
     };
-    match args.output {
+    match ctx.output() {
         OutputFormat::Json => print_json(&summary),
         OutputFormat::Table => {
             println!(

@@ -1,0 +1,197 @@
+"""berth's gRPC API from Python, as a pipeline or a tool outside Rust would use it.
+
+Generates stubs from proto/ with grpc_tools.protoc, calls real RPCs on a running scheduler
+and agent (list nodes, deploy and follow the status, list the node's containers, delete),
+and lists both daemons' services through server reflection in both versions:
+grpc.reflection.v1alpha with grpcio-reflection (the only version it speaks) and
+grpc.reflection.v1 through a raw stub. Any failure raises, so the exit status is non-zero.
+Driven by tests/tests/python_client.rs.
+"""
+
+import argparse
+import glob
+import os
+import sys
+import time
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from grpc_reflection.v1alpha import reflection_pb2 as v1alpha_pb2
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from grpc_tools import protoc
+
+# What each daemon must list through reflection, besides its own API.
+COMMON = {
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+}
+SCHEDULER = COMMON | {"berth.v1.DeploymentService", "berth.v1.NodeService", "berth.v1.AuthService"}
+AGENT = COMMON | {"berth.v1.AgentService"}
+
+
+def generate(proto_dir, out):
+    """Python stubs for every berth .proto, written under out/berth/v1/."""
+    files = sorted(glob.glob(os.path.join(proto_dir, "berth", "v1", "*.proto")))
+    assert files, f"no .proto files under {proto_dir}"
+    well_known = os.path.join(os.path.dirname(protoc.__file__), "_proto")
+    rc = protoc.main(
+        ["grpc_tools.protoc", f"-I{proto_dir}", f"-I{well_known}",
+         f"--python_out={out}", f"--grpc_python_out={out}"] + files
+    )
+    assert rc == 0, f"grpc_tools.protoc failed with {rc}"
+    sys.path.insert(0, out)
+    print(f"ok: generated stubs for {len(files)} files")
+
+
+def until(what, within, check):
+    """check() until it returns something truthy; fails after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def scheduler_rpcs(channel, agent_channel, image, name):
+    from berth.v1 import agent_pb2, agent_pb2_grpc, deploy_pb2, deploy_pb2_grpc, types_pb2
+
+    deploy = deploy_pb2_grpc.DeploymentServiceStub(channel)
+    nodes = until("a ready node", 60, lambda: [
+        n for n in deploy.ListNodes(deploy_pb2.ListNodesRequest()).nodes if n.ready
+    ])
+    print(f"ok: ListNodes: {[n.name for n in nodes]}")
+
+    spec = deploy_pb2.DeploymentSpec(
+        name=name,
+        image=image,
+        command=["sleep", "3600"],
+        replicas=1,
+        resources=types_pb2.Resources(cpu_millis=100, memory_bytes=32 << 20),
+    )
+    applied = deploy.Apply(deploy_pb2.ApplyRequest(spec=spec))
+    assert applied.changed and applied.deployment.revision == 1, applied
+    print(f"ok: Apply: {name} revision {applied.deployment.revision}")
+
+    def complete():
+        d = deploy.Get(deploy_pb2.GetDeploymentRequest(name=name))
+        return d if d.phase == deploy_pb2.ROLLOUT_PHASE_COMPLETE and d.ready_replicas == 1 else None
+
+    done = until("the deployment to complete", 90, complete)
+    print(f"ok: Get: {name} {deploy_pb2.RolloutPhase.Name(done.phase)}, "
+          f"{done.ready_replicas}/{done.replicas} ready")
+
+    agent = agent_pb2_grpc.AgentServiceStub(agent_channel)
+    listed = agent.ListContainers(agent_pb2.ListContainersRequest())
+    mine = [c for c in listed.containers if c.deployment == name]
+    assert len(mine) == 1 and mine[0].state == types_pb2.CONTAINER_STATE_RUNNING, listed
+    print(f"ok: agent ListContainers: {mine[0].container_id} running on {listed.node_name}")
+
+    try:
+        deploy.Get(deploy_pb2.GetDeploymentRequest(name=name + "-missing"))
+        raise AssertionError("Get of an unknown deployment succeeded")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.NOT_FOUND, e
+    deploy.Delete(deploy_pb2.DeleteDeploymentRequest(name=name))
+    print(f"ok: Delete: {name}")
+
+
+def reflection_v1alpha(channel, wanted, what):
+    """grpcio-reflection's client: services listed and a service's methods resolved."""
+    db = ProtoReflectionDescriptorDatabase(channel)
+    services = set(db.get_services())
+    assert wanted <= services, f"{what}: v1alpha lists {services}, missing {wanted - services}"
+    pool = descriptor_pool.DescriptorPool(db)
+    api = sorted(s for s in wanted if s.startswith("berth.v1."))[0]
+    methods = [m.name for m in pool.FindServiceByName(api).methods]
+    assert methods, f"{what}: {api} has no methods through reflection"
+    print(f"ok: reflection v1alpha on {what}: {sorted(services)}; {api}: {methods}")
+
+
+def v1_messages():
+    """grpc.reflection.v1's request and response types. The v1 protocol is v1alpha's,
+    message for message and field for field, under another package: so its descriptor is
+    grpcio-reflection's v1alpha one renamed."""
+    file = descriptor_pb2.FileDescriptorProto()
+    v1alpha_pb2.DESCRIPTOR.CopyToProto(file)
+    file.name = "grpc/reflection/v1/reflection.proto"
+    file.package = "grpc.reflection.v1"
+    for service in file.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(".v1alpha.", ".v1.")
+            method.output_type = method.output_type.replace(".v1alpha.", ".v1.")
+    for message in file.message_type:
+        rename_fields(message)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    get = lambda n: message_factory.GetMessageClass(pool.FindMessageTypeByName(n))
+    return get("grpc.reflection.v1.ServerReflectionRequest"), get(
+        "grpc.reflection.v1.ServerReflectionResponse")
+
+
+def rename_fields(message):
+    for field in message.field:
+        if field.type_name:
+            field.type_name = field.type_name.replace(".v1alpha.", ".v1.")
+    for nested in message.nested_type:
+        rename_fields(nested)
+
+
+def reflection_v1(channel, wanted, what):
+    """A raw stub of grpc.reflection.v1.ServerReflection: list services, then fetch the file
+    that defines the daemon's API."""
+    request, response = v1_messages()
+    call = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=request.SerializeToString,
+        response_deserializer=response.FromString,
+    )
+    api = sorted(s for s in wanted if s.startswith("berth.v1."))[0]
+    replies = list(call(iter([
+        request(list_services=""),
+        request(file_containing_symbol=api),
+    ]), timeout=10))
+    assert len(replies) == 2, replies
+    assert replies[0].WhichOneof("message_response") == "list_services_response", replies[0]
+    services = {s.name for s in replies[0].list_services_response.service}
+    assert wanted <= services, f"{what}: v1 lists {services}, missing {wanted - services}"
+    files = replies[1].file_descriptor_response.file_descriptor_proto
+    names = set()
+    for raw in files:
+        parsed = descriptor_pb2.FileDescriptorProto.FromString(raw)
+        names.update(f"{parsed.package}.{s.name}" for s in parsed.service)
+    assert api in names, f"{what}: the file for {api} defines {names}"
+    print(f"ok: reflection v1 on {what}: {sorted(services)}; {api} resolved")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--proto-dir", required=True)
+    parser.add_argument("--out", required=True, help="where the generated stubs go")
+    parser.add_argument("--scheduler", required=True, help="HOST:PORT")
+    parser.add_argument("--agent", required=True, help="HOST:PORT")
+    parser.add_argument("--standby", help="HOST:PORT of a standby scheduler (reflection only)")
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--name", required=True, help="the deployment to create")
+    args = parser.parse_args()
+
+    generate(args.proto_dir, args.out)
+    scheduler = grpc.insecure_channel(args.scheduler)
+    agent = grpc.insecure_channel(args.agent)
+    scheduler_rpcs(scheduler, agent, args.image, args.name)
+    daemons = [(scheduler, SCHEDULER, "the scheduler"), (agent, AGENT, "the agent")]
+    if args.standby:
+        daemons.append((grpc.insecure_channel(args.standby), SCHEDULER, "a standby scheduler"))
+    for channel, wanted, what in daemons:
+        reflection_v1alpha(channel, wanted, what)
+        reflection_v1(channel, wanted, what)
+    print("ok: all")
+
+
+if __name__ == "__main__":
+    main()
