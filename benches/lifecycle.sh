@@ -38,9 +38,9 @@ if [ $# -ge 1 ]; then
 else
     BERTH=$TOP/target/runtime/berth-runtime
     if [ ! -x "$BERTH" ]; then
-        echo "building $BERTH (profile runtime, static)" >&2
+        echo "building $BERTH (profile runtime, static, not PIE)" >&2
         (cd "$TOP" && cargo rustc --profile runtime -p berth-runtime --bin berth-runtime \
-            -- -C target-feature=+crt-static)
+            -- -C target-feature=+crt-static -C relocation-model=static)
     fi
 fi
 [ -x "$BERTH" ] || { echo "$BERTH missing or not executable" >&2; exit 1; }

@@ -5,11 +5,13 @@ set -euo pipefail
 
 # Debian packages: build (protoc for tonic), images (busybox-static as the base of every test
 # image; umoci and skopeo as the reference tools; docker-registry as a real registry), runtimes
-# to compare against, and the tools the benchmarks use.
+# to compare against, and the tools the benchmarks use (time for peak RSS; libc6-dev's libc.a
+# for the statically linked berth-runtime that benches/lifecycle.sh builds).
 PACKAGES=(
   busybox-static umoci skopeo docker-registry zstd protobuf-compiler libprotobuf-dev
   crun runc hyperfine jq iproute2 debootstrap apache2-utils podman conmon curl nftables util-linux
   qemu-system-x86 linux-image-amd64 cpio etcd-server openssl procps
+  time libc6-dev
 )
 
 missing=()
