@@ -5,8 +5,9 @@
 #          calls, as a supervisor makes them (one /bin/sh runs the sequence, alike for all)
 #   run    `RT run` (create + start + wait + delete in one call)
 # The three runtimes alternate in rounds, so that load from elsewhere on the machine falls on
-# all alike. Prints the median time of each and the ratios berth/crun and berth/runc (below 1:
-# berth-runtime is faster), then the median peak RSS of `run` and the same ratios.
+# all alike. Prints the median time of each (and its minimum) and the ratios of the medians
+# berth/crun and berth/runc (below 1: berth-runtime is faster), then the median peak RSS of
+# `run` and the same ratios.
 #
 #   usage: benches/lifecycle.sh [BERTH_RUNTIME_BIN]
 #          default target/runtime/berth-runtime, built first when missing with the project's
@@ -107,20 +108,22 @@ for n in "${NAMES[@]}"; do
     fi
 done
 
-# summarize DIR: "name median_seconds" per runtime, from alternate_rounds' summary.json.
-summarize() { jq -r '.[] | "\(.name) \(.median)"' "$1/summary.json"; }
+# summarize DIR: "name median_seconds min_seconds" per runtime, from alternate_rounds'
+# summary.json. The minimum is printed beside the median: on a loaded machine it is the run
+# that waited least for a CPU.
+summarize() { jq -r '.[] | "\(.name) \(.median) \(.times | min)"' "$1/summary.json"; }
 
 # ratios TITLE UNIT FILE: prints each median and berth-runtime's ratio to crun and runc.
 ratios() {
     local title=$1 unit=$2 file=$3
     echo "$title"
     awk -v unit="$unit" '
-        { v[$1] = $2; order[NR] = $1 }
+        { v[$1] = $2; m[$1] = $3; order[NR] = $1 }
         END {
             b = v["berth-runtime"]
             for (i = 1; i <= NR; i++) {
                 n = order[i]
-                if (unit == "ms") printf "  %-14s median %8.2f ms", n, v[n] * 1000
+                if (unit == "ms") printf "  %-14s median %8.2f ms (min %6.2f)", n, v[n] * 1000, m[n] * 1000
                 else printf "  %-14s median %8d KiB", n, v[n]
                 if (n != "berth-runtime") printf "   berth-runtime/%s = %.2fx", n, b / v[n]
                 printf "\n"
