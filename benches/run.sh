@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `berth run --rm busybox true` (release build, no daemon) against `podman run --rm` with crun,
 # alternating in rounds. Both keep their storage on the same disk (/var/tmp and
-# /var/lib/containers, ext4 here). Prints medians and the ratio.
+# /var/lib/containers, ext4 here). Prints medians and the ratio, and notes that the work differs:
+# podman also keeps a database of its containers (and an events file) and runs conmon.
 #
 #   usage: benches/run.sh [BERTH_BIN]   (default target/release/berth)
 #   env:   ROUNDS=5 RUNS_PER_ROUND=10 WARMUP=3
@@ -52,5 +53,7 @@ declare -A CMD=(
 )
 NAMES=(berth-run podman-crun)
 alternate_rounds "$WORK" berth-run "run --rm busybox true (storage on $(df --output=fstype "$WORK" | tail -1))"
+echo "  note: unlike work: podman also records the container in its database (and its events"
+echo "  file) and goes through conmon; berth run keeps no database and needs no monitor process."
 # berth leaves nothing behind: no container dirs after all those --rm runs.
 [ -z "$(ls -A "$DATA/containers" 2>/dev/null)" ] || { echo "berth left containers behind" >&2; exit 1; }

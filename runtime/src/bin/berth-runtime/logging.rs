@@ -1,14 +1,19 @@
 //! Log records in runc's shapes: text lines, or JSON lines with `level`, `msg` and `time`
 //! (the keys conmon and podman read back), to `--log` or stderr.
+//!
+//! The subscriber is a few lines over `tracing` itself rather than tracing-subscriber's
+//! registry: the library emits plain events (no spans), and for a command that lives a few
+//! milliseconds the registry's span storage cost more time and resident memory than all of
+//! the runtime's own work before the clone.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use tracing::field::{Field, Visit};
-use tracing_subscriber::Layer as _;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing::level_filters::LevelFilter;
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, subscriber::Interest};
 
 /// Where and how records go.
 #[derive(Debug, Clone)]
@@ -29,15 +34,10 @@ impl Logger {
         } else {
             tracing::Level::WARN
         };
-        let layer = RecordLayer {
-            logger: Mutex::new(logger.clone()),
+        let _ = tracing::subscriber::set_global_default(RecordSubscriber {
+            logger: logger.clone(),
             level,
-        };
-        // The filter makes disabled records cost a level comparison at the call site.
-        let filter = tracing_subscriber::filter::LevelFilter::from_level(level);
-        let _ = tracing::subscriber::set_global_default(
-            tracing_subscriber::registry().with(layer.with_filter(filter)),
-        );
+        });
         logger
     }
 
@@ -70,9 +70,19 @@ impl Logger {
     }
 }
 
-struct RecordLayer {
-    logger: Mutex<Logger>,
+/// Writes each enabled event as one record; spans are accepted and ignored.
+struct RecordSubscriber {
+    logger: Logger,
     level: tracing::Level,
+}
+
+impl RecordSubscriber {
+    fn wants(&self, meta: &Metadata<'_>) -> bool {
+        // libcgroups reports controllers this host lacks as warnings on every call: noise
+        // unless debugging.
+        *meta.level() <= self.level
+            && (self.level == tracing::Level::DEBUG || !meta.target().starts_with("libcgroups"))
+    }
 }
 
 struct MessageVisitor(String);
@@ -87,25 +97,40 @@ impl Visit for MessageVisitor {
     }
 }
 
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RecordLayer {
-    fn on_event(
-        &self,
-        event: &tracing::Event<'_>,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let meta = event.metadata();
-        // libcgroups reports controllers this host lacks as warnings on every call: noise
-        // unless debugging.
-        if *meta.level() > self.level
-            || (meta.target().starts_with("libcgroups") && self.level != tracing::Level::DEBUG)
-        {
-            return;
-        }
-        let mut visitor = MessageVisitor(String::new());
-        event.record(&mut visitor);
-        let level = meta.level().as_str().to_ascii_lowercase();
-        if let Ok(logger) = self.logger.lock() {
-            logger.write(&level, &visitor.0);
+impl tracing::Subscriber for RecordSubscriber {
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        // Decided once per call site: a disabled record then costs a cached check.
+        if self.wants(meta) {
+            Interest::always()
+        } else {
+            Interest::never()
         }
     }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::from_level(self.level))
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>) -> bool {
+        self.wants(meta)
+    }
+
+    fn new_span(&self, _span: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+
+    fn record(&self, _span: &Id, _values: &Record<'_>) {}
+
+    fn record_follows_from(&self, _span: &Id, _follows: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        let mut visitor = MessageVisitor(String::new());
+        event.record(&mut visitor);
+        let level = event.metadata().level().as_str().to_ascii_lowercase();
+        self.logger.write(&level, &visitor.0);
+    }
+
+    fn enter(&self, _span: &Id) {}
+
+    fn exit(&self, _span: &Id) {}
 }
