@@ -14,6 +14,10 @@ use oci_spec::runtime::{LinuxCapabilities, PosixRlimit, PosixRlimitType, Process
 
 use crate::error::{Error, Result};
 
+/// The tracing target of the warnings about ambient capabilities that cannot be raised: the
+/// runtime's logger keeps them out of stderr unless a log file or `--debug` asks for them.
+pub const AMBIENT_LOG_TARGET: &str = "berth_runtime::ambient";
+
 /// The program and environment to exec, prepared before the process blocks on start so a
 /// missing binary fails `create`.
 #[derive(Debug)]
@@ -187,7 +191,10 @@ impl CapabilitySets {
                 (false, true) => "permitted set",
                 _ => "inheritable set",
             };
-            tracing::warn!("can't raise ambient capability {cap}: not in the {missing}");
+            tracing::warn!(
+                target: AMBIENT_LOG_TARGET,
+                "can't raise ambient capability {cap}: not in the {missing}"
+            );
         }
     }
 

@@ -258,6 +258,21 @@ fn ambient_caps_outside_the_inheritable_set_are_warned_about_not_fatal() {
         );
     }
     assert!(!log.contains("CAP_KILL"), "{log}");
+    // Without --log (buildah's way) stderr may be the user's terminal: nothing about them
+    // there, as with runc; --debug shows them again.
+    let quiet = c.run();
+    assert!(quiet.status.success(), "{quiet:?}");
+    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "", "{quiet:?}");
+    let debug = c.output(
+        ["--debug", "run", "--bundle"]
+            .map(std::ffi::OsStr::new)
+            .into_iter()
+            .chain([c.bundle().as_os_str(), c.id.as_ref()]),
+    );
+    assert!(
+        String::from_utf8_lossy(&debug.stderr).contains("can't raise ambient capability CAP_CHOWN"),
+        "{debug:?}"
+    );
 }
 
 /// The mode of the file a bind mount left at `rel` in the bundle's rootfs, after `run`.

@@ -10,6 +10,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use berth_runtime::process::AMBIENT_LOG_TARGET;
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
@@ -37,6 +38,7 @@ impl Logger {
         let _ = tracing::subscriber::set_global_default(RecordSubscriber {
             logger: logger.clone(),
             level,
+            ambient_on_stderr: file.is_none() && !debug,
         });
         logger
     }
@@ -74,6 +76,11 @@ impl Logger {
 struct RecordSubscriber {
     logger: Logger,
     level: tracing::Level,
+    /// Whether the records would reach stderr with no `--debug`: then warnings about ambient
+    /// capabilities are left out. buildah runs the runtime without `--log`, with `-t` its
+    /// stderr is the user's terminal, and its configs always list ambient capabilities the
+    /// inheritable set lacks; runc 1.1 says nothing of them there. A log file keeps them.
+    ambient_on_stderr: bool,
 }
 
 impl RecordSubscriber {
@@ -82,6 +89,7 @@ impl RecordSubscriber {
         // unless debugging.
         *meta.level() <= self.level
             && (self.level == tracing::Level::DEBUG || !meta.target().starts_with("libcgroups"))
+            && !(self.ambient_on_stderr && meta.target() == AMBIENT_LOG_TARGET)
     }
 }
 
