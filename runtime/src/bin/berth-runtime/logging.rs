@@ -6,9 +6,10 @@
 //! milliseconds the registry's span storage cost more time and resident memory than all of
 //! the runtime's own work before the clone.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use berth_runtime::process::AMBIENT_LOG_TARGET;
 use tracing::field::{Field, Visit};
@@ -19,7 +20,9 @@ use tracing::{Event, Metadata, subscriber::Interest};
 /// Where and how records go.
 #[derive(Debug, Clone)]
 pub struct Logger {
-    file: Option<PathBuf>,
+    /// `--log`, opened once for appending: init writes to it after pivot_root too, where the
+    /// path would name a file in the container's root instead. Closed on exec (CLOEXEC).
+    file: Option<Arc<File>>,
     json: bool,
 }
 
@@ -27,7 +30,17 @@ impl Logger {
     /// Installs the logger for library records (warnings, and debug with `--debug`).
     pub fn new(file: Option<&Path>, json: bool, debug: bool) -> Self {
         let logger = Logger {
-            file: file.map(Path::to_path_buf),
+            file: file.and_then(|path| {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .inspect_err(|e| {
+                        eprintln!("berth-runtime: opening --log {}: {e}", path.display())
+                    })
+                    .ok()
+                    .map(Arc::new)
+            }),
             json,
         };
         let level = if debug {
@@ -53,10 +66,9 @@ impl Logger {
             format!("time=\"{time}\" level={level} msg={msg:?}")
         };
         match &self.file {
-            Some(path) => {
-                if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
-                    let _ = writeln!(f, "{line}");
-                }
+            // One write per record: O_APPEND keeps lines whole between processes.
+            Some(file) => {
+                let _ = (&**file).write_all(format!("{line}\n").as_bytes());
             }
             None if level != "error" => eprintln!("{line}"),
             None => {}
