@@ -179,10 +179,32 @@ fn build(
     }
 }
 
-/// Installs the filters in the calling thread; needs no_new_privs or CAP_SYS_ADMIN.
+/// Installs the filters in the calling thread; needs no_new_privs or CAP_SYS_ADMIN. Calls
+/// seccomp(2) itself: seccompiler's `apply_filter` also sets no_new_privs, which a spec with
+/// `noNewPrivileges: false` must not get.
 pub fn install(compiled: &CompiledSeccomp) -> Result<()> {
     for filter in &compiled.filters {
-        seccompiler::apply_filter(filter).map_err(|e| Error::Seccomp(e.to_string()))?;
+        let prog = libc::sock_fprog {
+            len: u16::try_from(filter.len())
+                .map_err(|_| Error::Seccomp(format!("{} BPF instructions", filter.len())))?,
+            // seccompiler's sock_filter is #[repr(C)] with the kernel's layout, as libc's is.
+            filter: filter.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: the kernel copies the program in; `prog` and `filter` outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::Seccomp(format!(
+                "installing a filter: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
     }
     Ok(())
 }

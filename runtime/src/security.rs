@@ -121,9 +121,11 @@ impl SecurityOptions {
     }
 }
 
-/// Every capability the running kernel knows.
+/// Every capability this process may hand on: its bounding set (root here may lack some, such
+/// as CAP_SYS_RESOURCE, and asking for one it lacks makes capset fail).
 pub fn all_capabilities() -> Capabilities {
-    caps::runtime::thread_all_supported()
+    caps::read(None, caps::CapSet::Bounding)
+        .unwrap_or_else(|_| caps::runtime::thread_all_supported())
         .iter()
         .filter_map(|c| seccomp_profile::capability(&c.to_string()).ok())
         .collect()

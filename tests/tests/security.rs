@@ -145,9 +145,14 @@ fn privileged_has_every_capability_no_filter_and_the_host_devices() {
     assert_eq!(env.status_line(&privileged, "Seccomp"), "0");
     // /proc/keys is masked (an empty bind) by default and readable when privileged; the host's
     // /dev/kmsg is there, and mounting works.
-    let script = "test -c /dev/kmsg && mount -t tmpfs none /mnt && grep -c ' /proc/keys ' /proc/self/mountinfo || true";
-    let out = env.run_ok(&["--privileged", IMAGE, "sh", "-c", script]);
-    assert_eq!(out.trim(), "0", "privileged: {out}");
+    let script = "test -c /dev/kmsg && echo kmsg; mount -t tmpfs none /tmp && echo mounted; \
+                  grep -c ' /proc/keys ' /proc/self/mountinfo";
+    let out = env.run(&["--privileged", IMAGE, "sh", "-c", script]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "kmsg\nmounted\n0\n",
+        "privileged: {out:?}"
+    );
     let out = env.run(&[IMAGE, "sh", "-c", "test -c /dev/kmsg"]);
     assert!(
         !out.status.success(),
