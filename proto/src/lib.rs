@@ -6,6 +6,7 @@
 
 pub mod leader;
 pub mod quantity;
+pub mod security;
 pub mod tls;
 
 /// Generated messages, clients and servers of package `berth.v1`.

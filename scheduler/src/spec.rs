@@ -132,12 +132,7 @@ fn validate_security(s: &SecurityContext) -> Result<(), SchedError> {
         ("spec.security.cap_drop", &s.cap_drop),
     ] {
         for name in names {
-            let upper = name.trim().to_ascii_uppercase();
-            let full = if upper.starts_with("CAP_") {
-                upper
-            } else {
-                format!("CAP_{upper}")
-            };
+            let full = berth_proto::security::full_cap_name(name);
             if full != "CAP_ALL" && full.parse::<caps::Capability>().is_err() {
                 return Err(SchedError::invalid(
                     field,
@@ -161,14 +156,9 @@ fn validate_security(s: &SecurityContext) -> Result<(), SchedError> {
             ));
         }
     }
-    let run_as = &s.run_as;
-    if !run_as.is_empty()
-        && (run_as.split(':').any(str::is_empty) || run_as.matches(':').count() > 1)
-    {
-        return Err(SchedError::invalid(
-            "spec.security.run_as",
-            format!("{run_as:?} is not user[:group]"),
-        ));
+    if !s.run_as.is_empty() {
+        berth_proto::security::check_run_as(&s.run_as)
+            .map_err(|e| SchedError::invalid("spec.security.run_as", e))?;
     }
     Ok(())
 }

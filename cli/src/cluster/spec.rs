@@ -308,12 +308,8 @@ impl TryFrom<RawSecurity> for Security {
                 .map_err(|e| format!("seccomp: {e}"))?,
         }
         options.validate().map_err(|e| e.to_string())?;
-        if let Some(user) = &raw.run_as
-            && (user.is_empty()
-                || user.split(':').any(str::is_empty)
-                || user.matches(':').count() > 1)
-        {
-            return Err(format!("run_as: {user:?} is not user[:group]"));
+        if let Some(user) = &raw.run_as {
+            berth_proto::security::check_run_as(user).map_err(|e| format!("run_as: {e}"))?;
         }
         use berth_runtime::security::SeccompChoice;
         Ok(Security(SecurityContext {
