@@ -95,7 +95,7 @@ impl SecurityOptions {
             names
                 .iter()
                 .filter(|c| !is_all(c))
-                .map(|c| seccomp_profile::capability(c).map_err(|e| bad(option, e.to_string())))
+                .map(|c| seccomp_profile::capability(c).map_err(|e| bad(option, e)))
                 .collect()
         };
         let add = parse("--cap-add", &self.cap_add)?;

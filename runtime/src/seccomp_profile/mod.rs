@@ -113,7 +113,7 @@ pub fn resolve(profile: &Profile, bounding: &HashSet<Capability>) -> Result<Linu
                 .caps
                 .iter()
                 .map(|c| capability(c).map(|c| bounding.contains(&c)))
-                .collect::<Result<Vec<bool>>>()
+                .collect::<std::result::Result<Vec<bool>, String>>()
                 .map_err(|e| Error::Seccomp(format!("syscalls[{i}]: {e}")))?;
             let arch = cond.arches.iter().any(|a| native_arch_named(a));
             let newer = match &cond.min_kernel {
@@ -163,7 +163,7 @@ pub fn resolve(profile: &Profile, bounding: &HashSet<Capability>) -> Result<Linu
 }
 
 /// A capability from its name, with or without `CAP_`, in either case.
-pub fn capability(name: &str) -> Result<Capability> {
+pub fn capability(name: &str) -> std::result::Result<Capability, String> {
     let upper = name.trim().to_ascii_uppercase();
     let full = if upper.starts_with("CAP_") {
         upper
@@ -171,7 +171,7 @@ pub fn capability(name: &str) -> Result<Capability> {
         format!("CAP_{upper}")
     };
     serde_json::from_value(serde_json::Value::String(full.clone()))
-        .map_err(|_| Error::Seccomp(format!("unknown capability {name:?}")))
+        .map_err(|_| format!("unknown capability {name:?}"))
 }
 
 /// Whether `name` (Go's, libseccomp's or Rust's spelling) is the architecture we run on.
