@@ -53,7 +53,7 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         for name in &self.names {
-            let _ = self.berth.cmd(["stop", name]).output();
+            let _ = self.berth.cmd(["stop", "-t", "1", name]).output();
             let _ = self.berth.cmd(["rm", "-f", name]).output();
         }
     }
