@@ -110,9 +110,12 @@ impl AgentService for AgentApi {
         let node = self.containers.config().node_name.clone();
         let source = format!("node {node}");
         let (container_id, name) = (id.clone(), status.deployment.clone());
+        let config = self.containers.paths(&id)?.dir.join("config.json");
         // Reading /proc is blocking file I/O: keep it off the async workers.
         let explanation = tokio::task::spawn_blocking(move || {
-            berth_runtime::explain::explain(container_id, name, pid, source)
+            let mut e = berth_runtime::explain::explain(container_id, name, pid, source)?;
+            e.seccomp.profile = berth_runtime::explain::seccomp_profile(&config);
+            Ok::<_, berth_runtime::explain::ExplainError>(e)
         })
         .await
         .map_err(|e| Status::internal(format!("explain task: {e}")))?

@@ -9,6 +9,7 @@ pub mod leader;
 pub mod quantity;
 #[cfg(feature = "reflection")]
 pub mod reflection;
+pub mod security;
 pub mod tls;
 
 /// Generated messages, clients and servers of package `berth.v1`.

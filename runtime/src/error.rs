@@ -44,6 +44,8 @@ pub enum Error {
     Cgroup { path: PathBuf, reason: String },
     #[error("seccomp: {0}")]
     Seccomp(String),
+    #[error("security option {option}: {reason}")]
+    Security { option: String, reason: String },
     #[error("{hook} hook {path}: {reason}")]
     Hook {
         hook: &'static str,

@@ -18,6 +18,8 @@ pub mod pidfd;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
+pub mod seccomp_profile;
+pub mod security;
 pub mod spec;
 pub mod state;
 pub mod sync;

@@ -102,7 +102,8 @@ pub fn validate(spec: &Spec, bundle_dir: &Path) -> Result<PathBuf> {
     Ok(rootfs)
 }
 
-/// The default config.json `spec` writes: runc's defaults, running `sh`.
+/// The default config.json `spec` writes: runc's defaults, running `sh`, with berth's default
+/// seccomp profile.
 pub fn default_spec() -> Spec {
     let mut spec = Spec::default();
     spec.set_hostname(Some("berth".to_string()));
@@ -119,6 +120,8 @@ pub fn default_spec() -> Spec {
         process.set_args(Some(vec!["sh".to_string()]));
         process.set_terminal(Some(true));
     }
+    crate::security::apply(&mut spec, &crate::security::SecurityOptions::default())
+        .expect("the default security options apply to the default spec");
     spec
 }
 

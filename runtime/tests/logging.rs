@@ -48,7 +48,10 @@ fn warnings_always_reach_the_log_and_debug_records_only_with_debug() {
     assert!(has(&verbose, "debug", "run: deleted"), "{verbose:?}");
     // init's records after pivot_root reach the host's log file, not a file of that name in
     // the container's root.
-    assert!(has(&verbose, "debug", "init: user and capabilities set"), "{verbose:?}");
+    assert!(
+        has(&verbose, "debug", "init: user and capabilities set"),
+        "{verbose:?}"
+    );
     for record in &verbose {
         assert!(
             record["time"].as_str().is_some_and(|t| t.ends_with('Z')),

@@ -639,6 +639,7 @@ pub fn assignment(r: &ReplicaRecord, spec: &DeploymentSpec) -> Assignment {
         readiness: spec.readiness.clone(),
         liveness: spec.liveness.clone(),
         labels: spec.labels.clone(),
+        security: spec.security.clone(),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use berth_proto::v1::{DeploymentSpec, Probe, RolloutSettings, probe};
+use berth_proto::v1::{DeploymentSpec, Probe, RolloutSettings, SecurityContext, probe};
 
 use crate::error::SchedError;
 
@@ -110,6 +110,9 @@ pub fn validate(spec: &DeploymentSpec) -> Result<(), SchedError> {
             .map_err(|e| SchedError::invalid("spec.rollout.max_unavailable", e))?;
         let _ = (surge, unavailable);
     }
+    if let Some(security) = &spec.security {
+        validate_security(security)?;
+    }
     for (k, _) in spec.env.iter() {
         if k.is_empty() || k.contains('=') {
             return Err(SchedError::invalid(
@@ -117,6 +120,45 @@ pub fn validate(spec: &DeploymentSpec) -> Result<(), SchedError> {
                 format!("{k:?} is not a variable name"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Capability names must exist (with or without CAP_, any case; or ALL), a custom seccomp
+/// profile must be a JSON object with a defaultAction, and run_as must be user[:group].
+fn validate_security(s: &SecurityContext) -> Result<(), SchedError> {
+    for (field, names) in [
+        ("spec.security.cap_add", &s.cap_add),
+        ("spec.security.cap_drop", &s.cap_drop),
+    ] {
+        for name in names {
+            let full = berth_proto::security::full_cap_name(name);
+            if full != "CAP_ALL" && full.parse::<caps::Capability>().is_err() {
+                return Err(SchedError::invalid(
+                    field,
+                    format!("{name:?} is not a capability"),
+                ));
+            }
+        }
+    }
+    if !s.seccomp_profile.is_empty() {
+        if s.seccomp_unconfined {
+            return Err(SchedError::invalid(
+                "spec.security.seccomp_profile",
+                "set together with seccomp_unconfined: choose one",
+            ));
+        }
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(&s.seccomp_profile);
+        if !parsed.is_ok_and(|v| v.get("defaultAction").is_some()) {
+            return Err(SchedError::invalid(
+                "spec.security.seccomp_profile",
+                "not a seccomp profile (a JSON object with defaultAction)",
+            ));
+        }
+    }
+    if !s.run_as.is_empty() {
+        berth_proto::security::check_run_as(&s.run_as)
+            .map_err(|e| SchedError::invalid("spec.security.run_as", e))?;
     }
     Ok(())
 }
@@ -291,6 +333,34 @@ mod tests {
                 .to_string()
                 .contains("spec.replicas")
         );
+    }
+
+    #[test]
+    fn security_fields_are_checked() {
+        let mut s = spec();
+        s.security = Some(SecurityContext {
+            cap_add: vec!["net_admin".into()],
+            cap_drop: vec!["ALL".into()],
+            run_as: "1000:1000".into(),
+            seccomp_profile: r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#.into(),
+            ..Default::default()
+        });
+        assert!(validate(&s).is_ok());
+        let mut bad = s.clone();
+        bad.security.as_mut().unwrap().cap_add = vec!["CAP_FLY".into()];
+        let e = validate(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("spec.security.cap_add") && e.contains("CAP_FLY"),
+            "{e}"
+        );
+        let mut bad = s.clone();
+        bad.security.as_mut().unwrap().seccomp_profile = "{".into();
+        let e = validate(&bad).unwrap_err().to_string();
+        assert!(e.contains("spec.security.seccomp_profile"), "{e}");
+        let mut bad = s;
+        bad.security.as_mut().unwrap().run_as = ":1".into();
+        let e = validate(&bad).unwrap_err().to_string();
+        assert!(e.contains("spec.security.run_as"), "{e}");
     }
 
     #[test]

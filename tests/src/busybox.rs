@@ -54,11 +54,17 @@ pub fn busybox_image(berth: &Berth, tag: &str) -> String {
         .tempdir()
         .expect("create a temp rootfs dir");
     busybox_rootfs(rootfs.path());
-    let built = run_json(berth.build_cmd(rootfs.path()).args([
+    build_image(berth, rootfs.path(), tag, "/bin/sh")
+}
+
+/// `berth image build --from-dir rootfs --tag TAG --cmd CMD` with the busybox images' PATH and
+/// workdir `/`; returns the manifest digest.
+pub(crate) fn build_image(berth: &Berth, rootfs: &Path, tag: &str, cmd: &str) -> String {
+    let built = run_json(berth.build_cmd(rootfs).args([
         "--tag",
         tag,
         "--cmd",
-        "/bin/sh",
+        cmd,
         "--env",
         PATH_ENV,
         "--workdir",

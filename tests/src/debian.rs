@@ -2,13 +2,13 @@
 //! machine under /var/cache/berth-tests and shared by every test, and an image made from it.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::berth::{Berth, run_json};
-use crate::busybox::PATH_ENV;
+use crate::berth::Berth;
+use crate::busybox::build_image;
 use crate::tools::{require_root, require_tool, run_ok};
 
 /// Where the shared root filesystem lives; `.done` beside it marks a complete build.
@@ -55,19 +55,5 @@ pub fn debian_rootfs() -> PathBuf {
 /// Builds an image named `tag` from the cached Debian root filesystem in `berth`'s store
 /// (cmd /bin/bash); returns its manifest digest.
 pub fn debian_image(berth: &Berth, tag: &str) -> String {
-    let rootfs = debian_rootfs();
-    let built = run_json(berth.build_cmd(Path::new(&rootfs)).args([
-        "--tag",
-        tag,
-        "--cmd",
-        "/bin/bash",
-        "--env",
-        PATH_ENV,
-        "--workdir",
-        "/",
-    ]));
-    built["digest"]
-        .as_str()
-        .unwrap_or_else(|| panic!("berth image build printed no digest: {built}"))
-        .to_string()
+    build_image(berth, &debian_rootfs(), tag, "/bin/bash")
 }

@@ -1,5 +1,5 @@
 //! Fixtures shared by the end-to-end tests: the binaries under test with per-test data dirs,
-//! tools that must be installed, a busybox root filesystem, OCI layouts built with umoci and
+//! tools that must be installed, a busybox root filesystem, a cached Debian userland, OCI layouts built with umoci and
 //! altered by hand, a real registry, and a comparison of root filesystem trees.
 
 pub mod agent_node;

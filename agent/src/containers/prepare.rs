@@ -10,6 +10,7 @@ use berth_images::registry::{Credentials, PullOptions, pull};
 use berth_images::snapshot::{Rootfs, prepare_rootfs};
 use berth_images::{Image, Reference, Store};
 use berth_proto::v1::{Assignment, image_source::Fetch};
+use berth_runtime::security::{SeccompChoice, SecurityOptions};
 
 use crate::config::node_cgroup;
 use crate::error::AgentError;
@@ -82,7 +83,8 @@ pub async fn ensure_image(store: &Store, assignment: &Assignment) -> Result<Imag
     }
 }
 
-/// The runtime spec's overrides for an assignment: command, env, limits, netns, cgroup.
+/// The runtime spec's overrides for an assignment: command, env, user, limits, netns, cgroup,
+/// read-only root.
 pub fn overrides(assignment: &Assignment, node_name: &str, netns: &Path) -> RunOverrides {
     let res = assignment.resources.unwrap_or_default();
     let mut env: Vec<(String, String)> = assignment
@@ -91,6 +93,7 @@ pub fn overrides(assignment: &Assignment, node_name: &str, netns: &Path) -> RunO
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     env.sort();
+    let security = assignment.security.clone().unwrap_or_default();
     RunOverrides {
         args: (!assignment.args.is_empty()).then(|| assignment.args.clone()),
         entrypoint: (!assignment.command.is_empty()).then(|| assignment.command.clone()),
@@ -101,7 +104,28 @@ pub fn overrides(assignment: &Assignment, node_name: &str, netns: &Path) -> RunO
         pids_limit: (assignment.pids_limit > 0).then_some(assignment.pids_limit as i64),
         network: Network::Path(netns.to_path_buf()),
         cgroups_path: Some(node_cgroup(node_name).join(&assignment.container_id)),
+        user: (!security.run_as.is_empty()).then_some(security.run_as),
+        read_only: security.read_only,
         ..Default::default()
+    }
+}
+
+/// The assignment's capabilities, seccomp profile, no_new_privileges and privileged flag
+/// (checked when the bundle is made: a bad name fails the container with the reason).
+pub fn security(assignment: &Assignment) -> SecurityOptions {
+    let s = assignment.security.clone().unwrap_or_default();
+    SecurityOptions {
+        privileged: s.privileged,
+        seccomp: if s.seccomp_unconfined {
+            SeccompChoice::Unconfined
+        } else if !s.seccomp_profile.is_empty() {
+            SeccompChoice::Profile(s.seccomp_profile)
+        } else {
+            SeccompChoice::Default
+        },
+        no_new_privileges: s.no_new_privileges,
+        cap_add: s.cap_add,
+        cap_drop: s.cap_drop,
     }
 }
 
@@ -112,6 +136,7 @@ pub fn rootfs_and_bundle(
     image: &Image,
     paths: &ContainerPaths,
     overrides: &RunOverrides,
+    security: &SecurityOptions,
 ) -> Result<(), AgentError> {
     let container_err = |reason: String| AgentError::Container {
         id: paths.id.clone(),
@@ -131,7 +156,9 @@ pub fn rootfs_and_bundle(
                 .map_err(|e| container_err(format!("root filesystem: {e}")))?
         }
     };
-    let spec = build_spec(image, rootfs.path(), overrides)
+    let mut spec = build_spec(image, rootfs.path(), overrides)
+        .map_err(|e| container_err(format!("runtime spec: {e}")))?;
+    berth_runtime::security::apply(&mut spec, security)
         .map_err(|e| container_err(format!("runtime spec: {e}")))?;
     write_bundle(&paths.dir, &spec, rootfs.path())
         .map_err(|e| container_err(format!("bundle: {e}")))?;

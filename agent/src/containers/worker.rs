@@ -137,10 +137,11 @@ impl Worker {
             &self.inner().config.node_name,
             &attachment.netns,
         );
+        let security = prepare::security(&self.assignment);
         let store = self.inner().store.clone();
         let paths = self.paths.clone();
         tokio::task::spawn_blocking(move || {
-            prepare::rootfs_and_bundle(&store, &image, &paths, &overrides)
+            prepare::rootfs_and_bundle(&store, &image, &paths, &overrides, &security)
         })
         .await
         .map_err(|e| AgentError::Container {

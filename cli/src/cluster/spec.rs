@@ -13,6 +13,10 @@
 //! [rollout]
 //! max_surge = 1
 //! approval = "manual"
+//! [security]
+//! cap_drop = ["ALL"]
+//! run_as = "1000:1000"
+//! read_only = true
 //! ```
 //!
 //! The full model is documented in examples/README.md.
@@ -24,8 +28,8 @@ use std::path::Path;
 use anyhow::Context as _;
 use berth_proto::v1::{
     Approval, DeploymentSpec, ExecCheck, HttpCheck, ImageSource, PortMapping, Probe, Protocol,
-    RegistryPull, Resources, RestartPolicy, RolloutSettings, Strategy, TcpCheck, image_source,
-    probe, restart_policy,
+    RegistryPull, Resources, RestartPolicy, RolloutSettings, SecurityContext, Strategy, TcpCheck,
+    image_source, probe, restart_policy,
 };
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
@@ -78,6 +82,8 @@ struct RawSpec {
     strategy: Option<StrategyKind>,
     #[serde(default)]
     rollout: Option<Rollout>,
+    #[serde(default)]
+    security: Option<Security>,
 }
 
 impl TryFrom<RawSpec> for SpecFile {
@@ -258,6 +264,70 @@ struct Rollout {
     approval_timeout: Option<u32>,
 }
 
+/// `[security]`: podman's flags of the same names, plus `run_as` (its `--user`) and
+/// `read_only`. `seccomp` is "default", "unconfined" or the path of a Docker/OCI profile,
+/// which is read when the spec is (its text is what the scheduler stores).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawSecurity")]
+struct Security(SecurityContext);
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    #[serde(default)]
+    privileged: bool,
+    #[serde(default)]
+    seccomp: Option<String>,
+    #[serde(default)]
+    no_new_privileges: Option<bool>,
+    #[serde(default)]
+    cap_add: Vec<String>,
+    #[serde(default)]
+    cap_drop: Vec<String>,
+    #[serde(default)]
+    run_as: Option<String>,
+    #[serde(default)]
+    read_only: bool,
+}
+
+impl TryFrom<RawSecurity> for Security {
+    type Error = String;
+
+    fn try_from(raw: RawSecurity) -> Result<Self, String> {
+        let mut options = berth_runtime::security::SecurityOptions {
+            privileged: raw.privileged,
+            cap_add: raw.cap_add.clone(),
+            cap_drop: raw.cap_drop.clone(),
+            no_new_privileges: raw.no_new_privileges,
+            ..Default::default()
+        };
+        match raw.seccomp.as_deref() {
+            None | Some("default") => {}
+            Some(other) => options
+                .add_security_opt(&format!("seccomp={other}"))
+                .map_err(|e| format!("seccomp: {e}"))?,
+        }
+        options.validate().map_err(|e| e.to_string())?;
+        if let Some(user) = &raw.run_as {
+            berth_proto::security::check_run_as(user).map_err(|e| format!("run_as: {e}"))?;
+        }
+        use berth_runtime::security::SeccompChoice;
+        Ok(Security(SecurityContext {
+            privileged: raw.privileged,
+            seccomp_unconfined: options.seccomp == SeccompChoice::Unconfined,
+            seccomp_profile: match options.seccomp {
+                SeccompChoice::Profile(text) => text,
+                _ => String::new(),
+            },
+            no_new_privileges: raw.no_new_privileges,
+            cap_add: raw.cap_add,
+            cap_drop: raw.cap_drop,
+            run_as: raw.run_as.unwrap_or_default(),
+            read_only: raw.read_only,
+        }))
+    }
+}
+
 impl SpecFile {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -359,6 +429,7 @@ impl SpecFile {
                 approval_timeout_s: o.approval_timeout.unwrap_or(0),
             }),
             labels: map(&r.labels),
+            security: r.security.as_ref().map(|s| s.0.clone()),
         }
     }
 }
@@ -743,6 +814,32 @@ approval_timeout = "1h"
         assert_eq!(r.max_surge, "25%");
         assert_eq!(r.approval, Approval::Auto as i32);
         assert_eq!(r.auto_rollback, None);
+    }
+
+    #[test]
+    fn security_table_is_mapped_and_checked() {
+        let spec = parse(
+            "name = \"a\"\nimage = \"a:1\"\n[security]\ncap_drop = [\"ALL\"]\ncap_add = [\"net_bind_service\"]\nno_new_privileges = true\nseccomp = \"unconfined\"\nrun_as = \"1000:1000\"\nread_only = true\n",
+        )
+        .unwrap();
+        let s = spec.to_proto().security.unwrap();
+        assert_eq!(s.cap_drop, ["ALL"]);
+        assert_eq!(s.cap_add, ["net_bind_service"]);
+        assert_eq!(s.no_new_privileges, Some(true));
+        assert!(s.seccomp_unconfined && s.seccomp_profile.is_empty());
+        assert_eq!(s.run_as, "1000:1000");
+        assert!(s.read_only && !s.privileged);
+        let e = err("name = \"a\"\nimage = \"a:1\"\n[security]\ncap_add = [\"CAP_FLY\"]\n");
+        assert!(e.contains("security: ") && e.contains("CAP_FLY"), "{e}");
+        let e = err("name = \"a\"\nimage = \"a:1\"\n[security]\nseccomp = \"/no/such.json\"\n");
+        assert!(
+            e.contains("security: ") && e.contains("/no/such.json"),
+            "{e}"
+        );
+        let e = err("name = \"a\"\nimage = \"a:1\"\n[security]\nrun_as = \"1000:\"\n");
+        assert!(e.contains("run_as"), "{e}");
+        let e = err("name = \"a\"\nimage = \"a:1\"\n[security]\nprivileges = true\n");
+        assert!(e.contains("unknown field `privileges`"), "{e}");
     }
 
     #[test]

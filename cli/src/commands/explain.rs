@@ -28,7 +28,12 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         from_scheduler(scheduler, &args.container)?
     } else {
         let (id, name, pid) = local_pid(&args.container, ctx)?;
-        explain(id, name, pid, "this host".into())?
+        let config = layout::Paths::new(&ctx.data_dir, &id)
+            .dir
+            .join("config.json");
+        let mut e = explain(id, name, pid, "this host".into())?;
+        e.seccomp.profile = berth_runtime::explain::seccomp_profile(&config);
+        e
     };
     match ctx.output() {
         OutputFormat::Json => print_json(&explanation),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use berth_images::bundle::{Network, RunOverrides, parse_memory};
+use berth_runtime::security::SecurityOptions;
 
 use crate::Context;
 use crate::container::layout::{ExitRecord, Paths, write_json};
@@ -57,6 +58,20 @@ pub struct Args {
     /// The container's hostname (default: its id).
     #[arg(long)]
     hostname: Option<String>,
+    /// seccomp=unconfined, seccomp=PATH (a Docker or OCI JSON profile) or
+    /// no-new-privileges[=true|false]. Without a seccomp option berth's default profile applies.
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<String>,
+    /// Add capabilities (NET_ADMIN or CAP_NET_ADMIN, comma-separated; ALL for every one).
+    #[arg(long = "cap-add", value_name = "CAP", value_delimiter = ',')]
+    cap_add: Vec<String>,
+    /// Drop capabilities (ALL drops every one; --cap-add then adds back).
+    #[arg(long = "cap-drop", value_name = "CAP", value_delimiter = ',')]
+    cap_drop: Vec<String>,
+    /// Every capability, no seccomp filter, the host's devices, /proc and /sys unmasked and
+    /// writable, no_new_privileges off.
+    #[arg(long)]
+    privileged: bool,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -64,6 +79,20 @@ pub struct Args {
 
 fn parse_memory_arg(text: &str) -> Result<i64, String> {
     parse_memory(text).map_err(|e| e.to_string())
+}
+
+fn security(args: &Args) -> anyhow::Result<SecurityOptions> {
+    let mut security = SecurityOptions {
+        privileged: args.privileged,
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
+        ..Default::default()
+    };
+    for opt in &args.security_opt {
+        security.add_security_opt(opt)?;
+    }
+    security.validate()?;
+    Ok(security)
 }
 
 fn random_id() -> anyhow::Result<String> {
@@ -135,12 +164,14 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
         None => random_id()?,
     };
     let overrides = overrides(&args, &id)?;
+    let security = security(&args)?;
     let request = setup::Request {
         id: &id,
         name: &id,
         image: &args.image,
         remove: args.rm,
         detached: args.detach,
+        security: &security,
     };
     let (guard, meta) = setup::prepare(&ctx.data_dir, &request, &overrides)?;
     let paths = Paths::new(&ctx.data_dir, &id);

@@ -36,12 +36,14 @@ pub fn run(
         cpus: Some(f64::from(CPUS)),
         ..RunOverrides::default()
     };
+    let security = berth_runtime::security::SecurityOptions::default();
     let request = setup::Request {
         id: &id,
         name: &id,
         image,
         remove: true,
         detached: false,
+        security: &security,
     };
     let (guard, _meta) = setup::prepare(&ctx.data_dir, &request, &overrides)?;
     let paths = Paths::new(&ctx.data_dir, &id);

@@ -41,6 +41,8 @@ pub struct Request<'a> {
     pub image: &'a str,
     pub remove: bool,
     pub detached: bool,
+    /// Capabilities, seccomp, no_new_privileges, privileged.
+    pub security: &'a berth_runtime::security::SecurityOptions,
 }
 
 /// Makes the container directory, its overlay root filesystem and bundle. On error nothing
@@ -70,7 +72,8 @@ pub fn prepare(
         bail!("a root filesystem for {} already exists", req.id);
     }
     let rootfs = prepare_rootfs(&store, &image, &paths.snapshot, &NoProgress)?;
-    let spec = build_spec(&image, rootfs.path(), overrides)?;
+    let mut spec = build_spec(&image, rootfs.path(), overrides)?;
+    berth_runtime::security::apply(&mut spec, req.security)?;
     write_bundle(&paths.dir, &spec, rootfs.path())?;
     let command = spec
         .process()

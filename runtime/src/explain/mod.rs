@@ -157,8 +157,43 @@ pub struct Seccomp {
     /// 0 disabled, 1 strict, 2 filter.
     pub mode: u8,
     pub mode_name: String,
+    /// BPF programs installed (`Seccomp_filters`): berth installs one per distinct action of
+    /// the profile (allow-list plus one per errno), so this is not a rule count.
     pub filters: Option<u64>,
     pub no_new_privs: bool,
+    /// The profile in the container's config.json, when the explainer could read it.
+    #[serde(default)]
+    pub profile: Option<SeccompProfile>,
+}
+
+/// What the spec's seccomp profile says (the filter itself cannot be read back from /proc).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeccompProfile {
+    /// The action for any syscall without a rule (SCMP_ACT_ERRNO for an allow-list).
+    pub default_action: String,
+    /// Rule entries in linux.seccomp.syscalls.
+    pub rules: usize,
+    /// Distinct syscall names those rules cover.
+    pub syscalls: usize,
+}
+
+/// The seccomp profile of the bundle config at `config`; None when it cannot be read or the
+/// container has no profile.
+pub fn seccomp_profile(config: &Path) -> Option<SeccompProfile> {
+    let spec: oci_spec::runtime::Spec =
+        serde_json::from_str(&fs::read_to_string(config).ok()?).ok()?;
+    let seccomp = spec.linux().as_ref()?.seccomp().clone()?;
+    let rules = seccomp.syscalls().clone().unwrap_or_default();
+    let names: std::collections::BTreeSet<&String> = rules.iter().flat_map(|r| r.names()).collect();
+    let default_action = serde_json::to_value(seccomp.default_action())
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    Some(SeccompProfile {
+        default_action,
+        rules: rules.len(),
+        syscalls: names.len(),
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -346,6 +381,7 @@ fn seccomp(status: &str) -> Seccomp {
         .to_string(),
         filters: status_field(status, "Seccomp_filters").and_then(|v| v.parse().ok()),
         no_new_privs: status_field(status, "NoNewPrivs") == Some("1"),
+        profile: None,
     }
 }
 
@@ -387,6 +423,21 @@ mod tests {
         assert_eq!(cap_names(0), Vec::<String>::new());
         assert_eq!(cap_names(1 | (1 << 21)), ["cap_chown", "cap_sys_admin"]);
         assert_eq!(cap_names(1 << 63), ["cap_63"]);
+    }
+
+    #[test]
+    fn seccomp_profile_counts_rules_and_syscalls() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        std::fs::write(
+            &config,
+            serde_json::to_string(&crate::spec::default_spec()).unwrap(),
+        )
+        .unwrap();
+        let p = seccomp_profile(&config).unwrap();
+        assert_eq!(p.default_action, "SCMP_ACT_ERRNO");
+        assert!(p.syscalls > 300 && p.rules > 1, "{p:?}");
+        assert!(seccomp_profile(&dir.path().join("missing.json")).is_none());
     }
 
     #[test]

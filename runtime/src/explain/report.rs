@@ -171,6 +171,19 @@ pub fn report(e: &Explanation) -> String {
             _ => "a filter decides each system call",
         }
     ));
+    if let Some(n) = s.filters.filter(|_| s.mode == 2) {
+        out.push_str(&format!(
+            "  {n} BPF program(s) installed (berth installs one per action of the profile)\n"
+        ));
+    }
+    match &s.profile {
+        Some(p) => out.push_str(&format!(
+            "  profile in config.json: {} rules over {} syscalls, anything else {}\n",
+            p.rules, p.syscalls, p.default_action
+        )),
+        None if s.mode == 0 => out.push_str("  config.json has no seccomp profile\n"),
+        None => {}
+    }
     out.push_str(&format!(
         "  no_new_privs {}: {}\n",
         u8::from(s.no_new_privs),
