@@ -3,60 +3,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use berth_proto::v1::{ContainerState, Resources};
 use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
 use berth_tests::fake_scheduler::{FakeScheduler, assignment};
-use berth_tests::{Berth, busybox_image, output, require_root};
+use berth_tests::{Berth, LOCAL_IMAGE, LocalEnv, busybox_image, output, require_root};
 use serde_json::Value;
 
-const IMAGE: &str = "busybox:latest";
-
-/// A data dir with a busybox image; removes its containers on drop (stop, then `rm -f`),
-/// also when a test fails half-way.
-struct Env {
-    berth: Berth,
-    names: Vec<String>,
-}
-
-impl Env {
-    fn new() -> Self {
-        require_root();
-        let berth = Berth::new();
-        busybox_image(&berth, IMAGE);
-        Self {
-            berth,
-            names: Vec::new(),
-        }
-    }
-
-    /// Starts `sleep 1000` detached under a name unique to this run, with `extra` flags.
-    fn run_detached(&mut self, base: &str, extra: &[&str]) -> String {
-        let name = format!("explain-{base}-{}", std::process::id());
-        self.names.push(name.clone());
-        let mut cmd = self.berth.cmd(["run", "-d", "--name", &name]);
-        cmd.args(extra)
-            .args([IMAGE, "sleep", "1000"])
-            .stdin(Stdio::null());
-        let out = output(&mut cmd);
-        assert!(out.status.success(), "berth run {extra:?}: {out:?}");
-        name
-    }
-
-    fn explain(&self, name: &str) -> Value {
-        self.berth.json(["explain", name])
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        for name in &self.names {
-            let _ = self.berth.cmd(["stop", name]).output();
-            let _ = self.berth.cmd(["rm", "-f", name]).output();
-        }
-    }
-}
+const IMAGE: &str = LOCAL_IMAGE;
 
 fn ns_inode(path: impl AsRef<Path>) -> u64 {
     let link = fs::read_link(path.as_ref()).unwrap();
@@ -104,9 +58,9 @@ fn cgroup_dir(pid: u64, controller: &str) -> PathBuf {
 
 #[test]
 fn namespaces_cgroups_caps_and_ids_match_proc() {
-    let mut env = Env::new();
-    let name = env.run_detached("none", &["-m", "64m", "--pids-limit", "30"]);
-    let e = env.explain(&name);
+    let mut env = LocalEnv::new();
+    let name = env.run_detached("explain-none", &["-m", "64m", "--pids-limit", "30"]);
+    let e = env.berth.json(["explain", &name]);
     let pid = e["pid"].as_u64().expect("a pid");
     assert!(pid > 1, "{e:#}");
     assert_eq!(e["name"], name.as_str());
@@ -201,9 +155,9 @@ fn namespaces_cgroups_caps_and_ids_match_proc() {
 
 #[test]
 fn host_network_shares_the_hosts_namespace() {
-    let mut env = Env::new();
-    let name = env.run_detached("host", &["--network", "host"]);
-    let e = env.explain(&name);
+    let mut env = LocalEnv::new();
+    let name = env.run_detached("explain-host", &["--network", "host"]);
+    let e = env.berth.json(["explain", &name]);
     let pid = e["pid"].as_u64().unwrap();
     let net = namespace(&e, "net");
     assert_eq!(net["shared"], true, "{net}");

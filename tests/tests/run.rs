@@ -3,98 +3,50 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use berth_tests::{Berth, busybox_image, output, require_root, require_tool};
+use berth_tests::{LOCAL_IMAGE, LocalEnv, output, require_tool};
 
-const IMAGE: &str = "busybox:latest";
+const IMAGE: &str = LOCAL_IMAGE;
 
-/// A data dir with a busybox image; removes the containers it knows of on drop (`rm -f`),
-/// also when a test fails half-way.
-struct Env {
-    berth: Berth,
-    names: Vec<String>,
+/// What `berth ps -a` lists.
+fn ps(env: &LocalEnv, all: bool) -> Vec<serde_json::Value> {
+    let args: &[&str] = if all { &["ps", "-a"] } else { &["ps"] };
+    env.berth
+        .json(args)
+        .as_array()
+        .expect("ps prints an array")
+        .clone()
 }
 
-impl Env {
-    fn new() -> Self {
-        require_root();
-        let berth = Berth::new();
-        busybox_image(&berth, IMAGE);
-        Self {
-            berth,
-            names: Vec::new(),
-        }
-    }
-
-    fn data(&self) -> &Path {
-        self.berth.data_dir.path()
-    }
-
-    /// A name unique to this test run, remembered for cleanup.
-    fn name(&mut self, base: &str) -> String {
-        let name = format!("{base}-{}", std::process::id());
-        self.names.push(name.clone());
-        name
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = self.berth.cmd(["run"]);
-        cmd.args(args).stdin(Stdio::null());
-        output(&mut cmd)
-    }
-
-    fn run_ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "berth run {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn ps(&self, all: bool) -> Vec<serde_json::Value> {
-        let args: &[&str] = if all { &["ps", "-a"] } else { &["ps"] };
-        self.berth
-            .json(args)
-            .as_array()
-            .expect("ps prints an array")
-            .clone()
-    }
-
-    fn status_of(&self, name: &str) -> Option<String> {
-        self.ps(true)
-            .iter()
-            .find(|row| row["name"] == name)
-            .map(|row| row["status"].as_str().unwrap().to_string())
-    }
-
-    /// Nothing of any container is left: no dirs, no runtime state, no mount, no cgroup.
-    fn assert_nothing_left(&self, names: &[&str]) {
-        for sub in ["containers", "rootfs", "run"] {
-            let dir = self.data().join(sub);
-            let left: Vec<PathBuf> = match fs::read_dir(&dir) {
-                Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
-                Err(_) => Vec::new(),
-            };
-            assert!(left.is_empty(), "left in {}: {left:?}", dir.display());
-        }
-        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-        assert!(
-            !mounts.contains(self.data().to_str().unwrap()),
-            "a mount under the data dir is left:\n{mounts}"
-        );
-        for name in names {
-            for controller in ["memory", "pids", "cpu"] {
-                let cg = cgroup_dir(controller, name);
-                assert!(!cg.exists(), "{} is left", cg.display());
-            }
-        }
-    }
+fn status_of(env: &LocalEnv, name: &str) -> Option<String> {
+    ps(env, true)
+        .iter()
+        .find(|row| row["name"] == name)
+        .map(|row| row["status"].as_str().unwrap().to_string())
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        for name in &self.names {
-            let _ = self.berth.cmd(["rm", "-f", name]).output();
+/// Nothing of any container is left: no dirs, no runtime state, no mount, no cgroup.
+fn assert_nothing_left(env: &LocalEnv, names: &[&str]) {
+    let data = env.berth.data_dir.path();
+    for sub in ["containers", "rootfs", "run"] {
+        let dir = data.join(sub);
+        let left: Vec<PathBuf> = match fs::read_dir(&dir) {
+            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        };
+        assert!(left.is_empty(), "left in {}: {left:?}", dir.display());
+    }
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(data.to_str().unwrap()),
+        "a mount under the data dir is left:\n{mounts}"
+    );
+    for name in names {
+        for controller in ["memory", "pids", "cpu"] {
+            let cg = cgroup_dir(controller, name);
+            assert!(!cg.exists(), "{} is left", cg.display());
         }
     }
 }
@@ -113,16 +65,16 @@ fn poll<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
 
 #[test]
 fn output_and_exit_codes_pass_through() {
-    let env = Env::new();
+    let env = LocalEnv::new();
     assert_eq!(env.run_ok(&["--rm", IMAGE, "echo", "hi"]), "hi\n");
     let code = |args: &[&str]| env.run(args).status.code();
     assert_eq!(code(&["--rm", IMAGE, "sh", "-c", "exit 7"]), Some(7));
     assert_eq!(code(&["--rm", "--entrypoint", "false", IMAGE]), Some(1));
-    env.assert_nothing_left(&[]);
+    assert_nothing_left(&env, &[]);
 }
 
 /// Starts `berth run --name NAME ARGS` in the background and waits until it runs.
-fn spawn_running(env: &Env, name: &str, args: &[&str]) -> (std::process::Child, i32) {
+fn spawn_running(env: &LocalEnv, name: &str, args: &[&str]) -> (std::process::Child, i32) {
     let child = env
         .berth
         .cmd(["run", "--name", name])
@@ -132,16 +84,22 @@ fn spawn_running(env: &Env, name: &str, args: &[&str]) -> (std::process::Child, 
         .spawn()
         .unwrap();
     poll("the container to run", || {
-        (env.status_of(name).as_deref() == Some("running")).then_some(())
+        (status_of(env, name).as_deref() == Some("running")).then_some(())
     });
-    let state = env.data().join("run").join(name).join("state.json");
+    let state = env
+        .berth
+        .data_dir
+        .path()
+        .join("run")
+        .join(name)
+        .join("state.json");
     let state: serde_json::Value = serde_json::from_slice(&fs::read(state).unwrap()).unwrap();
     (child, state["pid"].as_i64().unwrap() as i32)
 }
 
 #[test]
 fn signals_end_in_128_plus_n_and_ctrl_c_is_forwarded() {
-    let mut env = Env::new();
+    let mut env = LocalEnv::new();
     let killed = env.name("killed");
     let (child, pid) = spawn_running(&env, &killed, &["--rm", IMAGE, "sleep", "1000"]);
     output(Command::new("kill").args(["-KILL", &pid.to_string()]));
@@ -153,12 +111,12 @@ fn signals_end_in_128_plus_n_and_ctrl_c_is_forwarded() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(9), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("got-int"));
-    env.assert_nothing_left(&[&killed, &interrupted]);
+    assert_nothing_left(&env, &[&killed, &interrupted]);
 }
 
 #[test]
 fn env_user_workdir_and_hostname_are_visible_inside() {
-    let mut env = Env::new();
+    let mut env = LocalEnv::new();
     let name = env.name("inside");
     let out = env.run_ok(&[
         "--rm",
@@ -205,7 +163,7 @@ fn env_user_workdir_and_hostname_are_visible_inside() {
 
 #[test]
 fn memory_and_pids_limits_land_in_the_cgroups() {
-    let mut env = Env::new();
+    let mut env = LocalEnv::new();
     let name = env.name("limits");
     env.run_ok(&[
         "-d",
@@ -229,12 +187,12 @@ fn memory_and_pids_limits_land_in_the_cgroups() {
     let quota = fs::read_to_string(cgroup_dir("cpu", &name).join("cpu.cfs_quota_us")).unwrap();
     assert_eq!(quota.trim(), "50000");
     env.berth.ok(["rm", "-f", &name]);
-    env.assert_nothing_left(&[&name]);
+    assert_nothing_left(&env, &[&name]);
 }
 
 #[test]
 fn read_only_root_rejects_writes() {
-    let env = Env::new();
+    let env = LocalEnv::new();
     let out = env.run(&["--rm", "--read-only", IMAGE, "touch", "/written"]);
     assert_ne!(out.status.code(), Some(0), "{out:?}");
     assert!(
@@ -246,7 +204,7 @@ fn read_only_root_rejects_writes() {
 
 #[test]
 fn network_none_has_only_loopback_and_host_shares_the_host() {
-    let env = Env::new();
+    let env = LocalEnv::new();
     assert_eq!(env.run_ok(&["--rm", IMAGE, "ls", "/sys/class/net"]), "lo\n");
     let host: Vec<String> = fs::read_dir("/sys/class/net")
         .unwrap()
@@ -262,28 +220,28 @@ fn network_none_has_only_loopback_and_host_shares_the_host() {
 
 #[test]
 fn rm_flag_leaves_no_dir_mount_state_or_cgroup() {
-    let mut env = Env::new();
+    let mut env = LocalEnv::new();
     let name = env.name("gone");
     env.run_ok(&["--rm", "--name", &name, "-m", "32m", IMAGE, "true"]);
-    env.assert_nothing_left(&[&name]);
+    assert_nothing_left(&env, &[&name]);
     // Without --rm the exited container stays, listed, until `rm`.
     let kept = env.name("kept");
     let out = env.run(&["--name", &kept, IMAGE, "sh", "-c", "exit 5"]);
     assert_eq!(out.status.code(), Some(5));
-    assert_eq!(env.status_of(&kept).as_deref(), Some("exited(5)"));
-    assert!(env.ps(false).iter().all(|r| r["name"] != kept.as_str()));
+    assert_eq!(status_of(&env, &kept).as_deref(), Some("exited(5)"));
+    assert!(ps(&env, false).iter().all(|r| r["name"] != kept.as_str()));
     env.berth.ok(["rm", &kept]);
-    env.assert_nothing_left(&[&kept]);
+    assert_nothing_left(&env, &[&kept]);
 }
 
 #[test]
 fn detached_container_runs_logs_stops_and_is_removed() {
-    let mut env = Env::new();
+    let mut env = LocalEnv::new();
     let name = env.name("daemon");
     let script = "echo started; trap 'echo stopping; exit 3' TERM; while true; do sleep 0.05; done";
     let id = env.run_ok(&["-d", "--name", &name, IMAGE, "sh", "-c", script]);
     assert_eq!(id.trim(), name);
-    let running = env.ps(false);
+    let running = ps(&env, false);
     let row = running
         .iter()
         .find(|r| r["name"] == name.as_str())
@@ -298,18 +256,18 @@ fn detached_container_runs_logs_stops_and_is_removed() {
     let err = env.berth.err(["rm", &name]);
     assert!(err.contains("running"), "{err}");
     env.berth.ok(["stop", "-t", "10", &name]);
-    assert_eq!(env.status_of(&name).as_deref(), Some("exited(3)"));
-    assert!(env.ps(false).iter().all(|r| r["name"] != name.as_str()));
+    assert_eq!(status_of(&env, &name).as_deref(), Some("exited(3)"));
+    assert!(ps(&env, false).iter().all(|r| r["name"] != name.as_str()));
     let logs = env.berth.ok(["logs", &name]);
     assert_eq!(logs, "started\nstopping\n");
     assert!(!cgroup_dir("memory", &name).exists());
     env.berth.ok(["rm", &name]);
-    env.assert_nothing_left(&[&name]);
+    assert_nothing_left(&env, &[&name]);
 }
 
 #[test]
 fn exec_runs_in_the_container_with_its_env_and_exit_code() {
-    let mut env = Env::new();
+    let mut env = LocalEnv::new();
     let name = env.name("execd");
     env.run_ok(&[
         "-d",
@@ -343,31 +301,31 @@ fn exec_runs_in_the_container_with_its_env_and_exit_code() {
     let err = env.berth.err(["exec", &name, "true"]);
     assert!(err.contains("not running"), "{err}");
     env.berth.ok(["rm", &name]);
-    env.assert_nothing_left(&[&name]);
+    assert_nothing_left(&env, &[&name]);
 }
 
 #[test]
 fn detached_rm_flag_cleans_up_after_exit() {
-    let mut env = Env::new();
+    let mut env = LocalEnv::new();
     let name = env.name("oneshot");
     env.run_ok(&["-d", "--rm", "--name", &name, IMAGE, "sleep", "1000"]);
-    assert_eq!(env.status_of(&name).as_deref(), Some("running"));
+    assert_eq!(status_of(&env, &name).as_deref(), Some("running"));
     env.berth.ok(["stop", "-t", "0", &name]);
     poll("the supervisor's cleanup", || {
-        env.status_of(&name).is_none().then_some(())
+        status_of(&env, &name).is_none().then_some(())
     });
-    env.assert_nothing_left(&[&name]);
+    assert_nothing_left(&env, &[&name]);
 }
 
 #[test]
 fn interactive_tty_works_under_a_real_pty() {
-    let env = Env::new();
+    let env = LocalEnv::new();
     let script = require_tool("script");
     let berth = berth_tests::binary("berth");
     let inner = format!(
         "{} --data-dir {} run --rm -it {IMAGE} sh -c 'tty; read line; echo got:$line; exit 4'",
         berth.display(),
-        env.data().display()
+        env.berth.data_dir.path().display()
     );
     let mut child = Command::new(script)
         .args(["-qec", &inner, "/dev/null"])
@@ -390,12 +348,12 @@ fn interactive_tty_works_under_a_real_pty() {
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(text.contains("/dev/pts/"), "{text:?}");
     assert!(text.contains("got:typed words"), "{text:?}");
-    env.assert_nothing_left(&[]);
+    assert_nothing_left(&env, &[]);
 }
 
 #[test]
 fn failed_runs_say_why_and_leave_nothing() {
-    let mut env = Env::new();
+    let mut env = LocalEnv::new();
     let name = env.name("bad");
     let cases: [(&[&str], &str); 5] = [
         (&["--name", &name, "nosuch:image", "true"], "nosuch"),
@@ -421,7 +379,7 @@ fn failed_runs_say_why_and_leave_nothing() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(err.contains(needle), "{args:?}: {err}");
-        env.assert_nothing_left(&[&name]);
+        assert_nothing_left(&env, &[&name]);
     }
     for cmd in [
         ["stop", "nobody-here"],
@@ -435,5 +393,5 @@ fn failed_runs_say_why_and_leave_nothing() {
     env.run_ok(&["--name", &name, IMAGE, "true"]);
     let out = env.run(&["--name", &name, IMAGE, "true"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
-    assert_eq!(env.status_of(&name).as_deref(), Some("exited(0)"));
+    assert_eq!(status_of(&env, &name).as_deref(), Some("exited(0)"));
 }

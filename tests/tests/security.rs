@@ -2,84 +2,45 @@
 //! (a blocked syscall gets EPERM; busybox, a Debian userland and Python still work), and
 //! `berth run`'s --security-opt, --cap-add/--cap-drop and --privileged as /proc shows them.
 
-use std::process::{Output, Stdio};
+use berth_tests::{LOCAL_IMAGE, LocalEnv, debian_image, output, require_root};
 
-use berth_tests::{Berth, busybox_image, debian_image, output, require_root};
+const IMAGE: &str = LOCAL_IMAGE;
 
-const IMAGE: &str = "busybox:latest";
-
-/// A data dir with a busybox image; removes the containers it started on drop.
-struct Env {
-    berth: Berth,
-    names: Vec<String>,
-}
-
-impl Env {
-    fn new() -> Self {
-        require_root();
-        let berth = Berth::new();
-        busybox_image(&berth, IMAGE);
-        Self {
-            berth,
-            names: Vec::new(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = self.berth.cmd(["run", "--rm"]);
-        cmd.args(args).stdin(Stdio::null());
-        output(&mut cmd)
-    }
-
-    fn run_ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "berth run {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The container's own /proc/self/status line `key`, run with `flags`.
-    fn status_line(&self, flags: &[&str], key: &str) -> String {
-        let script = format!("grep '^{key}:' /proc/self/status");
-        let mut args = flags.to_vec();
-        args.extend([IMAGE, "sh", "-c", &script]);
-        let line = self.run_ok(&args);
-        line.split_whitespace()
-            .nth(1)
-            .unwrap_or_default()
-            .to_string()
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        for name in &self.names {
-            let _ = self.berth.cmd(["stop", "-t", "1", name]).output();
-            let _ = self.berth.cmd(["rm", "-f", name]).output();
-        }
-    }
+/// The container's own /proc/self/status line `key`, run (`--rm`) with `flags`.
+fn status_line(env: &LocalEnv, flags: &[&str], key: &str) -> String {
+    let script = format!("grep '^{key}:' /proc/self/status");
+    let mut args = vec!["--rm"];
+    args.extend_from_slice(flags);
+    args.extend([IMAGE, "sh", "-c", &script]);
+    let line = env.run_ok(&args);
+    line.split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
 fn default_profile_blocks_unshare_and_unconfined_lifts_it() {
-    let env = Env::new();
-    assert_eq!(env.status_line(&[], "Seccomp"), "2");
-    let blocked = env.run(&[IMAGE, "busybox", "unshare", "-U", "true"]);
+    let env = LocalEnv::new();
+    assert_eq!(status_line(&env, &[], "Seccomp"), "2");
+    let blocked = env.run(&["--rm", IMAGE, "busybox", "unshare", "-U", "true"]);
     let stderr = String::from_utf8_lossy(&blocked.stderr);
     assert!(
         !blocked.status.success() && stderr.contains("Operation not permitted"),
         "unshare -U under the default profile: {blocked:?}"
     );
     let unconfined = ["--security-opt", "seccomp=unconfined"];
-    assert_eq!(env.status_line(&unconfined, "Seccomp"), "0");
+    assert_eq!(status_line(&env, &unconfined, "Seccomp"), "0");
     // The same call succeeds without the filter: the EPERM above was seccomp's.
-    let mut args = unconfined.to_vec();
+    let mut args = vec!["--rm"];
+    args.extend(unconfined);
     args.extend([IMAGE, "busybox", "unshare", "-U", "true"]);
     env.run_ok(&args);
 }
 
 #[test]
 fn a_profile_file_replaces_the_default() {
-    let env = Env::new();
+    let env = LocalEnv::new();
     let dir = tempfile::tempdir().unwrap();
     let profile = dir.path().join("no-mkdir.json");
     std::fs::write(
@@ -89,14 +50,15 @@ fn a_profile_file_replaces_the_default() {
     )
     .unwrap();
     let opt = format!("seccomp={}", profile.display());
-    let out = env.run(&["--security-opt", &opt, IMAGE, "mkdir", "/tmp/x"]);
+    let out = env.run(&["--rm", "--security-opt", &opt, IMAGE, "mkdir", "/tmp/x"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && stderr.contains("Permission denied"),
         "mkdir under a profile that refuses it with EACCES: {out:?}"
     );
-    env.run_ok(&[IMAGE, "mkdir", "/tmp/x"]);
+    env.run_ok(&["--rm", IMAGE, "mkdir", "/tmp/x"]);
     let bad = env.run(&[
+        "--rm",
         "--security-opt",
         "seccomp=/no/such/profile.json",
         IMAGE,
@@ -111,21 +73,25 @@ fn a_profile_file_replaces_the_default() {
 
 #[test]
 fn capabilities_and_no_new_privileges_follow_the_flags() {
-    let env = Env::new();
+    let env = LocalEnv::new();
     assert_eq!(
-        env.status_line(&["--cap-drop", "ALL"], "CapEff"),
+        status_line(&env, &["--cap-drop", "ALL"], "CapEff"),
         "0000000000000000"
     );
     // CAP_NET_RAW is bit 13.
     assert_eq!(
-        env.status_line(&["--cap-drop", "ALL", "--cap-add", "net_raw"], "CapEff"),
+        status_line(
+            &env,
+            &["--cap-drop", "ALL", "--cap-add", "net_raw"],
+            "CapEff"
+        ),
         format!("{:016x}", 1u64 << 13)
     );
     let nnp = ["--security-opt", "no-new-privileges"];
-    assert_eq!(env.status_line(&nnp, "NoNewPrivs"), "1");
+    assert_eq!(status_line(&env, &nnp, "NoNewPrivs"), "1");
     let off = ["--security-opt", "no-new-privileges=false"];
-    assert_eq!(env.status_line(&off, "NoNewPrivs"), "0");
-    let bad = env.run(&["--cap-add", "CAP_FLY", IMAGE, "true"]);
+    assert_eq!(status_line(&env, &off, "NoNewPrivs"), "0");
+    let bad = env.run(&["--rm", "--cap-add", "CAP_FLY", IMAGE, "true"]);
     assert!(
         !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("CAP_FLY"),
         "{bad:?}"
@@ -134,26 +100,26 @@ fn capabilities_and_no_new_privileges_follow_the_flags() {
 
 #[test]
 fn privileged_has_every_capability_no_filter_and_the_host_devices() {
-    let env = Env::new();
+    let env = LocalEnv::new();
     let host_bounding = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_string()))
         .unwrap();
     let privileged = ["--privileged"];
-    assert_eq!(env.status_line(&privileged, "CapEff"), host_bounding);
-    assert_eq!(env.status_line(&privileged, "Seccomp"), "0");
+    assert_eq!(status_line(&env, &privileged, "CapEff"), host_bounding);
+    assert_eq!(status_line(&env, &privileged, "Seccomp"), "0");
     // /proc/keys is masked (an empty bind) by default and readable when privileged; the host's
     // /dev/kmsg is there, and mounting works.
     let script = "test -c /dev/kmsg && echo kmsg; mount -t tmpfs none /tmp && echo mounted; \
                   grep -c ' /proc/keys ' /proc/self/mountinfo";
-    let out = env.run(&["--privileged", IMAGE, "sh", "-c", script]);
+    let out = env.run(&["--rm", "--privileged", IMAGE, "sh", "-c", script]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "kmsg\nmounted\n0\n",
         "privileged: {out:?}"
     );
-    let out = env.run(&[IMAGE, "sh", "-c", "test -c /dev/kmsg"]);
+    let out = env.run(&["--rm", IMAGE, "sh", "-c", "test -c /dev/kmsg"]);
     assert!(
         !out.status.success(),
         "an unprivileged container has no /dev/kmsg"
@@ -162,14 +128,8 @@ fn privileged_has_every_capability_no_filter_and_the_host_devices() {
 
 #[test]
 fn explain_shows_the_filter_and_the_profile() {
-    let mut env = Env::new();
-    let name = format!("sec-explain-{}", std::process::id());
-    env.names.push(name.clone());
-    let mut cmd = env
-        .berth
-        .cmd(["run", "-d", "--name", &name, IMAGE, "sleep", "1000"]);
-    let out = output(cmd.stdin(Stdio::null()));
-    assert!(out.status.success(), "{out:?}");
+    let mut env = LocalEnv::new();
+    let name = env.run_detached("sec-explain", &[]);
     let e = env.berth.json(["explain", &name]);
     let s = &e["seccomp"];
     assert_eq!(s["mode"], 2, "{s}");
@@ -184,11 +144,11 @@ fn explain_shows_the_filter_and_the_profile() {
 
 #[test]
 fn debian_and_python_run_under_the_default_profile() {
-    let env = Env::new();
+    let env = LocalEnv::new();
     debian_image(&env.berth, "debian:bookworm");
     let script = "grep '^Seccomp:' /proc/self/status; ls /usr/bin | grep -c . >/dev/null; \
                   dpkg-query -W -f='${Package}\\n' bash; id -un";
-    let out = env.run_ok(&["debian:bookworm", "bash", "-c", script]);
+    let out = env.run_ok(&["--rm", "debian:bookworm", "bash", "-c", script]);
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         ["Seccomp:\t2", "bash", "root"],
@@ -197,7 +157,7 @@ fn debian_and_python_run_under_the_default_profile() {
     // Threads and a child process: glibc's clone3 gets ENOSYS and falls back to clone.
     let python = "import subprocess, threading; t = threading.Thread(target=print, args=('thread',)); \
                   t.start(); t.join(); print(subprocess.run(['echo', 'child'], capture_output=True).stdout.decode().strip())";
-    let out = env.run_ok(&["debian:bookworm", "python3", "-c", python]);
+    let out = env.run_ok(&["--rm", "debian:bookworm", "python3", "-c", python]);
     assert_eq!(out, "thread\nchild\n");
 }
 
