@@ -43,14 +43,8 @@ trap cleanup EXIT
 CTX="$WORK/context"
 mkdir -p "$CTX"
 echo "hello from the context" > "$CTX/greeting.txt"
-cat > "$CTX/Containerfile" <<'EOF'
-FROM localhost/berth-bench-base:latest
-RUN apt-get update && apt-get install -y --no-install-recommends hello && rm -rf /var/lib/apt/lists/*
-COPY greeting.txt /home/app/greeting.txt
-RUN useradd -m -u 1000 app && chown -R app /home/app
-USER app
-RUN id -u > /home/app/uid && hello > /home/app/hello.out
-EOF
+# The Containerfile tests/tests/buildah.rs builds, FROM the base image new_store makes.
+cp "$HERE/../tests/tests/fixtures/buildah/Containerfile" "$CTX/Containerfile"
 
 # new_store NAME: a buildah storage holding only the base image; prints its buildah command.
 new_store() {
@@ -61,7 +55,7 @@ new_store() {
     mnt=$($b mount "$ctr")
     cp -a "$BASE_DIR/." "$mnt/"
     $b config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$ctr"
-    $b commit -q "$ctr" localhost/berth-bench-base:latest >/dev/null
+    $b commit -q "$ctr" localhost/berth-buildah-base:latest >/dev/null
     $b rm "$ctr" >/dev/null
     echo "$b"
 }
@@ -84,9 +78,11 @@ for i in $(seq "$RUNS"); do
         b=$(new_store "$name-$i")
         bud=($b bud --pull=never --layers --runtime "${RT[$name]}" --network host
              --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 -t localhost/app:bench "$CTX")
-        COLD[$name]+="$(timed "${bud[@]}") "
-        CACHED[$name]+="$(timed "${bud[@]}") "
-        echo "run $i $name: cold ${COLD[$name]##* } cached ${CACHED[$name]##* }" >&2
+        cold=$(timed "${bud[@]}")
+        cached=$(timed "${bud[@]}")
+        COLD[$name]+="$cold "
+        CACHED[$name]+="$cached "
+        echo "run $i $name: cold $cold ms, cached $cached ms" >&2
     done
 done
 

@@ -25,15 +25,8 @@ const ULIMITS: &[&str] = &[
 ];
 
 /// The Containerfile of the issue: a package through apt, a COPY, a USER change and a RUN as
-/// that user.
-const CONTAINERFILE: &str = "\
-FROM localhost/berth-buildah-base:latest
-RUN apt-get update && apt-get install -y --no-install-recommends hello && rm -rf /var/lib/apt/lists/*
-COPY greeting.txt /home/app/greeting.txt
-RUN useradd -m -u 1000 app && chown -R app /home/app
-USER app
-RUN id -u > /home/app/uid && hello > /home/app/hello.out
-";
+/// that user (benches/buildah.sh times the same file).
+const CONTAINERFILE: &str = include_str!("fixtures/buildah/Containerfile");
 
 /// Paths whose content or metadata records when or in which order they were made (logs,
 /// caches keyed by inode), so two builds of the same recipe never agree on them.
