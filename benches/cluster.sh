@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The scheduler end to end (issue 6), release builds:
-#   1. placement throughput in process (`cargo bench -p berth-scheduler --bench placement`);
+#   1. placement throughput in process (`cargo bench -p berth-scheduler --bench placement`):
+#      placements/s count only replicas given a node; unschedulable ones are reported apart;
 #   2. Apply → all Ready: 30 replicas over 3 real nodes (agents + containers on this machine),
 #      warm image, p50/p99 over several runs, and per replica Apply → container started_at;
-#   3. a lost node (agent and containers SIGKILLed) → every replica Ready elsewhere, with the
-#      scheduler's default reschedule delay (2000 ms) and then 500 ms; heartbeats every 200 ms.
+#   3. a lost node (agent and containers SIGKILLed) → every replica Ready elsewhere, first with
+#      the scheduler's defaults (heartbeats every 1000 ms, 3 missed, reschedule delay 2000 ms),
+#      then tuned (heartbeats every 200 ms, reschedule delay 500 ms), each labelled.
 # Kubernetes' figures in the table are cited, not measured. Prints a table; writes JSON to
 # $BENCH_OUT.
 #   usage: bash benches/cluster.sh
 #   env:   BENCH_OUT=target/bench/cluster.json  BENCH_E2E_RUNS=5  BENCH_E2E_REPLICAS=30
-#          BENCH_LOSS_RUNS=5  BENCH_LOSS_FAST_RUNS=3 (0 skips the 500 ms runs)
+#          BENCH_LOSS_RUNS=5  BENCH_LOSS_TUNED_RUNS=3 (0 skips the tuned runs)
 #          BENCH_LOSS_REPLICAS=6
 # Needs root, cargo, ip, nsenter, pkill, busybox-static.
 set -euo pipefail

@@ -1,6 +1,7 @@
 //! NodeService: agents register (getting a stable pod CIDR) and keep a session open for
 //! heartbeats and events up, assignment sets and routes down.
 
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -18,8 +19,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::Caller;
 use crate::cluster::Cluster;
 use crate::error::SchedError;
-use crate::records::{self, NODES, NodeRecord, node_key};
-use crate::store::{Expect, Store};
+use crate::records::{self, NODES, NodeRecord, POD_CIDRS, node_key, pod_cidr_key};
+use crate::store::{Expect, Op, Store};
 
 #[derive(Debug, Clone)]
 pub struct NodeApi {
@@ -30,12 +31,16 @@ pub struct NodeApi {
 }
 
 impl NodeApi {
-    /// The node's record: its pod CIDR is allocated once and kept across registrations.
+    /// The node's record: its pod CIDR is allocated once and kept across registrations. The
+    /// record and the CIDR's own key (`/pod-cidrs/<cidr>`, created with `Expect::Absent`) are
+    /// written in one transaction, so two nodes registering at once cannot both get a CIDR:
+    /// the second transaction conflicts and picks again. Nodes are never removed, so CIDR
+    /// keys are never freed.
     async fn upsert(&self, req: &RegisterRequest) -> Result<NodeRecord, SchedError> {
         crate::spec::validate_name("node_name", &req.node_name)
             .or_else(|_| validate_node_name(&req.node_name))?;
+        let key = node_key(&req.node_name);
         loop {
-            let key = node_key(&req.node_name);
             let existing = self.store.get(&key).await?;
             let (mut record, expect) = match &existing {
                 Some(kv) => (
@@ -50,8 +55,9 @@ impl NodeApi {
                     Expect::Absent,
                 ),
             };
-            if record.pod_cidr.is_empty() {
-                record.pod_cidr = self.free_cidr().await?.to_string();
+            let claim = self.cidr_claim(&record).await?;
+            if let Some(cidr) = &claim {
+                record.pod_cidr = cidr.clone();
             }
             record.labels = req.labels.clone();
             record.address = req.node_address.clone();
@@ -59,21 +65,66 @@ impl NodeApi {
             let cap = req.capacity.unwrap_or_default();
             record.allocatable = cap.allocatable;
             record.total = cap.total;
-            match self.store.put(&key, records::encode(&record), expect).await {
+            let mut ops = vec![Op::Put {
+                key: key.clone(),
+                value: records::encode(&record),
+                expect,
+            }];
+            if let Some(cidr) = claim {
+                ops.push(Op::Put {
+                    key: pod_cidr_key(&cidr),
+                    value: record.name.clone().into_bytes(),
+                    expect: Expect::Absent,
+                });
+            }
+            match self.store.txn(ops).await {
                 Ok(_) => return Ok(record),
-                // Another registration of the same node raced us (or a CIDR was taken): again.
-                Err(crate::store::StoreError::Conflict { .. }) => continue,
+                // Another registration of the same node raced us, or another node took the
+                // CIDR first: read again and pick again.
+                Err(crate::store::StoreError::Conflict { key: lost, .. }) => {
+                    tracing::debug!(node = %record.name, conflict = %lost, "registration raced; again");
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
+    /// The CIDR `record`'s node must claim in its write, or None when it already holds its
+    /// own. A record from before CIDR keys existed claims the CIDR it has (kept stable); one
+    /// whose CIDR another node holds (a duplicate handed out before CIDRs were reserved) gets
+    /// a free one: its agent then refuses the change loudly rather than reuse addresses.
+    async fn cidr_claim(&self, record: &NodeRecord) -> Result<Option<String>, SchedError> {
+        if !record.pod_cidr.is_empty() {
+            let key = pod_cidr_key(&record.pod_cidr);
+            match self.store.get(&key).await? {
+                Some(kv) if kv.value == record.name.as_bytes() => return Ok(None),
+                None => return Ok(Some(record.pod_cidr.clone())),
+                Some(kv) => tracing::warn!(
+                    node = %record.name,
+                    pod_cidr = %record.pod_cidr,
+                    holder = %String::from_utf8_lossy(&kv.value),
+                    "pod CIDR held by another node: giving this node a free one"
+                ),
+            }
+        }
+        Ok(Some(self.free_cidr().await?.to_string()))
+    }
+
+    /// The first /24 of the pod network that no CIDR key and no node record names (records
+    /// written before CIDR keys existed count too).
     async fn free_cidr(&self) -> Result<Ipv4Net, SchedError> {
+        let (claimed, _) = self.store.list(POD_CIDRS).await?;
         let (nodes, _) = self.store.list(NODES).await?;
-        let used: std::collections::BTreeSet<String> = nodes
+        let used: BTreeSet<String> = claimed
             .iter()
-            .filter_map(|kv| records::decode::<NodeRecord>(&kv.key, &kv.value).ok())
-            .map(|n| n.pod_cidr)
+            .filter_map(|kv| kv.key.strip_prefix(POD_CIDRS).map(str::to_owned))
+            .chain(
+                nodes
+                    .iter()
+                    .filter_map(|kv| records::decode::<NodeRecord>(&kv.key, &kv.value).ok())
+                    .map(|n| n.pod_cidr),
+            )
             .collect();
         let subnets = self
             .pod_network
@@ -241,6 +292,102 @@ mod tests {
 
     use super::*;
     use crate::auth::Via;
+    use crate::store::redb::RedbStore;
+
+    fn api(dir: &tempfile::TempDir) -> NodeApi {
+        let store = RedbStore::open(&dir.path().join("state.redb")).expect("open the store");
+        let second = std::time::Duration::from_secs(1);
+        NodeApi {
+            store: Arc::new(store),
+            cluster: Arc::new(Cluster::new(second, 3 * second)),
+            pod_network: "10.88.0.0/16".parse().unwrap(),
+        }
+    }
+
+    fn request(name: &str) -> RegisterRequest {
+        RegisterRequest {
+            node_name: name.into(),
+            node_address: "127.0.0.1".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Twenty registrations at once get twenty CIDRs, each reserved under its own key for its
+    /// node, and keep them when they register again (also at once).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_registrations_get_distinct_cidrs_and_keep_them() {
+        const NODES: usize = 20;
+        let dir = tempfile::tempdir().unwrap();
+        let api = Arc::new(api(&dir));
+        let register_all = || async {
+            let barrier = Arc::new(tokio::sync::Barrier::new(NODES));
+            let tasks: Vec<_> = (0..NODES)
+                .map(|i| {
+                    let (api, barrier) = (api.clone(), barrier.clone());
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        let record = api.upsert(&request(&format!("n{i}"))).await.unwrap();
+                        (record.name, record.pod_cidr)
+                    })
+                })
+                .collect();
+            let mut got = std::collections::BTreeMap::new();
+            for t in tasks {
+                let (name, cidr) = t.await.unwrap();
+                got.insert(name, cidr);
+            }
+            got
+        };
+        let first = register_all().await;
+        let distinct: BTreeSet<&String> = first.values().collect();
+        assert_eq!(distinct.len(), NODES, "duplicate pod CIDRs: {first:?}");
+        let (claims, _) = api.store.list(POD_CIDRS).await.unwrap();
+        assert_eq!(claims.len(), NODES, "one CIDR key per node");
+        for kv in &claims {
+            let cidr = kv.key.strip_prefix(POD_CIDRS).unwrap();
+            let node = std::str::from_utf8(&kv.value).unwrap();
+            assert_eq!(first.get(node).map(String::as_str), Some(cidr), "{kv:?}");
+        }
+        assert_eq!(register_all().await, first, "CIDRs kept on re-registration");
+        assert_eq!(api.store.list(POD_CIDRS).await.unwrap().0.len(), NODES);
+    }
+
+    /// Records written before CIDR keys existed: a node keeps its CIDR and reserves it; a
+    /// second node recorded with the same CIDR gets a free one.
+    #[tokio::test]
+    async fn records_from_before_cidr_keys_are_reserved_or_moved_off_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(&dir);
+        for name in ["old-a", "old-b"] {
+            let record = NodeRecord {
+                name: name.into(),
+                pod_cidr: "10.88.0.0/24".into(),
+                ..Default::default()
+            };
+            let key = node_key(name);
+            let value = records::encode(&record);
+            api.store.put(&key, value, Expect::Absent).await.unwrap();
+        }
+        let a = api.upsert(&request("old-a")).await.unwrap();
+        assert_eq!(a.pod_cidr, "10.88.0.0/24", "kept");
+        let b = api.upsert(&request("old-b")).await.unwrap();
+        assert_eq!(b.pod_cidr, "10.88.1.0/24", "moved off the duplicate");
+        let fresh = api.upsert(&request("new")).await.unwrap();
+        assert_eq!(fresh.pod_cidr, "10.88.2.0/24");
+        let (claims, _) = api.store.list(POD_CIDRS).await.unwrap();
+        let claims: Vec<(&str, &[u8])> = claims
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.as_slice()))
+            .collect();
+        assert_eq!(
+            claims,
+            vec![
+                ("/pod-cidrs/10.88.0.0/24", &b"old-a"[..]),
+                ("/pod-cidrs/10.88.1.0/24", &b"old-b"[..]),
+                ("/pod-cidrs/10.88.2.0/24", &b"new"[..]),
+            ]
+        );
+    }
 
     fn caller(name: &str, via: Via) -> Caller {
         Caller {

@@ -30,6 +30,13 @@ pub fn node_key(name: &str) -> String {
 }
 pub const NODES: &str = "/nodes/";
 
+/// `/pod-cidrs/<cidr>`, e.g. `/pod-cidrs/10.88.3.0/24`: the name of the node that holds the
+/// CIDR. Written with `Expect::Absent` in the node's own transaction, so no two nodes get one.
+pub fn pod_cidr_key(cidr: &str) -> String {
+    format!("/pod-cidrs/{cidr}")
+}
+pub const POD_CIDRS: &str = "/pod-cidrs/";
+
 /// `/tokens/<token id>`
 pub fn token_key(id: &str) -> String {
     format!("/tokens/{id}")

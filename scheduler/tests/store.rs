@@ -311,16 +311,12 @@ fn check_crash_value(key: &str, value: &[u8]) -> u64 {
     i
 }
 
-/// Not a test on its own: the writer the crash test runs as a child and kills. Without the
-/// environment variable it does nothing.
-#[test]
-fn crash_child_writer() {
-    let Some(path) = std::env::var_os(CRASH_CHILD) else {
-        return;
-    };
+/// The writer the crash test kills: the crash test itself, run again as a child process with
+/// [`CRASH_CHILD`] set to the store's path. It writes until it is killed.
+fn crash_writer(path: &Path) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let s = RedbStore::open(Path::new(&path)).expect("child: open");
+        let s = RedbStore::open(path).expect("child: open");
         let start = s.revision().await.unwrap();
         let mut out = std::io::stdout().lock();
         for i in start.. {
@@ -344,8 +340,13 @@ fn crash_child_writer() {
 /// A writer killed with SIGKILL in the middle of its writes leaves a file that opens, holds
 /// every acknowledged write, and whose every value is complete; the two keys each txn writes
 /// together hold the same value. Three rounds on the same file, each reopening the last crash.
+/// The writer is this same test in a child process (so no helper is listed as a test).
 #[test]
 fn sigkilled_writer_leaves_a_consistent_file() {
+    if let Some(path) = std::env::var_os(CRASH_CHILD) {
+        crash_writer(Path::new(&path));
+        panic!("the crash writer stopped before it was killed");
+    }
     let dir = tempfile::tempdir().unwrap();
     let path: PathBuf = dir.path().join("state.redb");
     let exe = std::env::current_exe().unwrap();
@@ -353,7 +354,7 @@ fn sigkilled_writer_leaves_a_consistent_file() {
     for round in 0..3u32 {
         let mut child = Command::new(&exe)
             .args([
-                "crash_child_writer",
+                "sigkilled_writer_leaves_a_consistent_file",
                 "--exact",
                 "--nocapture",
                 "--test-threads=1",
@@ -383,60 +384,63 @@ fn sigkilled_writer_leaves_a_consistent_file() {
         );
         child.kill().unwrap(); // SIGKILL, in the middle of the next write
         child.wait().unwrap();
-
-        rt.block_on(async {
-            let s = RedbStore::open(&path).expect("the file opens after a SIGKILL");
-            let revision = s.revision().await.unwrap();
-            assert!(
-                revision >= acked,
-                "round {round}: acknowledged revision {acked} lost (now {revision})"
-            );
-            let (kvs, at) = s.list("/crash/").await.unwrap();
-            assert_eq!(at, revision);
-            assert!(!kvs.is_empty());
-            for kv in &kvs {
-                check_crash_value(&kv.key, &kv.value);
-                assert!(kv.mod_revision <= revision);
-            }
-            let a = s.get("/crash/pair/a").await.unwrap().expect("pair a");
-            let b = s.get("/crash/pair/b").await.unwrap().expect("pair b");
-            assert_eq!(
-                (a.value == b.value, a.mod_revision),
-                (true, b.mod_revision),
-                "round {round}: a txn was torn"
-            );
-            // The log agrees with the table: replaying it rebuilds exactly the listed state.
-            // A write after the crash marks the end of the replay.
-            let mut w = s.watch("/crash/", 0).await.unwrap();
-            let end = s.put("/crash/end", Vec::new(), Expect::Any).await.unwrap();
-            s.delete("/crash/end", Expect::Any).await.unwrap();
-            assert_eq!(end, revision + 1, "round {round}: the revision continues");
-            let mut state = std::collections::BTreeMap::new();
-            loop {
-                match next_event(&mut w).await {
-                    WatchEvent::Put(kv) if kv.mod_revision == end => break,
-                    WatchEvent::Put(kv) => state.insert(kv.key.clone(), kv),
-                    WatchEvent::Delete { key, .. } => state.remove(&key),
-                };
-            }
-            let brief = |kvs: &[KeyValue]| -> Vec<(String, u64, u64, u64)> {
-                kvs.iter()
-                    .map(|kv| {
-                        let i = check_crash_value(&kv.key, &kv.value);
-                        (kv.key.clone(), kv.create_revision, kv.mod_revision, i)
-                    })
-                    .collect()
-            };
-            let replayed: Vec<KeyValue> = state.into_values().collect();
-            assert_eq!(
-                brief(&replayed),
-                brief(&kvs),
-                "round {round}: the event log disagrees with the table"
-            );
-            assert!(
-                replayed == kvs,
-                "round {round}: the event log disagrees with the table"
-            );
-        });
+        rt.block_on(check_after_crash(&path, round, acked));
     }
+}
+
+/// The file a killed writer left: it opens, keeps every acknowledged revision, holds complete
+/// values and untorn pairs, and its event log replays to exactly its table.
+async fn check_after_crash(path: &Path, round: u32, acked: u64) {
+    let s = RedbStore::open(path).expect("the file opens after a SIGKILL");
+    let revision = s.revision().await.unwrap();
+    assert!(
+        revision >= acked,
+        "round {round}: acknowledged revision {acked} lost (now {revision})"
+    );
+    let (kvs, at) = s.list("/crash/").await.unwrap();
+    assert_eq!(at, revision);
+    assert!(!kvs.is_empty());
+    for kv in &kvs {
+        check_crash_value(&kv.key, &kv.value);
+        assert!(kv.mod_revision <= revision);
+    }
+    let a = s.get("/crash/pair/a").await.unwrap().expect("pair a");
+    let b = s.get("/crash/pair/b").await.unwrap().expect("pair b");
+    assert_eq!(
+        (a.value == b.value, a.mod_revision),
+        (true, b.mod_revision),
+        "round {round}: a txn was torn"
+    );
+    // The log agrees with the table: replaying it rebuilds exactly the listed state.
+    // A write after the crash marks the end of the replay.
+    let mut w = s.watch("/crash/", 0).await.unwrap();
+    let end = s.put("/crash/end", Vec::new(), Expect::Any).await.unwrap();
+    s.delete("/crash/end", Expect::Any).await.unwrap();
+    assert_eq!(end, revision + 1, "round {round}: the revision continues");
+    let mut state = std::collections::BTreeMap::new();
+    loop {
+        match next_event(&mut w).await {
+            WatchEvent::Put(kv) if kv.mod_revision == end => break,
+            WatchEvent::Put(kv) => state.insert(kv.key.clone(), kv),
+            WatchEvent::Delete { key, .. } => state.remove(&key),
+        };
+    }
+    let brief = |kvs: &[KeyValue]| -> Vec<(String, u64, u64, u64)> {
+        kvs.iter()
+            .map(|kv| {
+                let i = check_crash_value(&kv.key, &kv.value);
+                (kv.key.clone(), kv.create_revision, kv.mod_revision, i)
+            })
+            .collect()
+    };
+    let replayed: Vec<KeyValue> = state.into_values().collect();
+    assert_eq!(
+        brief(&replayed),
+        brief(&kvs),
+        "round {round}: the event log disagrees with the table"
+    );
+    assert!(
+        replayed == kvs,
+        "round {round}: the event log disagrees with the table"
+    );
 }

@@ -37,18 +37,25 @@ pub struct SchedulerProc {
 pub const STORE_ENV: &str = "BERTH_TEST_STORE";
 
 impl SchedulerProc {
-    /// Starts it with fast heartbeats (200 ms, NotReady after 3 missed) and `extra` flags, on
-    /// the store [`STORE_ENV`] names (redb by default).
+    /// Starts it with fast heartbeats (200 ms unless `extra` names `--heartbeat-ms`, NotReady
+    /// after 3 missed) and `extra` flags, on the store [`STORE_ENV`] names (redb by default).
     pub fn start(extra: &[&str]) -> Self {
+        let store = std::env::var(STORE_ENV).unwrap_or_else(|_| "redb".into());
+        Self::start_on(&store, extra)
+    }
+
+    /// [`Self::start`] on the store named here (`redb` or `etcd`, one etcd of its own),
+    /// whatever [`STORE_ENV`] says: for tests that run on both.
+    pub fn start_on(store: &str, extra: &[&str]) -> Self {
         let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let etcd = match std::env::var(STORE_ENV).as_deref() {
-            Ok("etcd") => {
+        let etcd = match store {
+            "etcd" => {
                 let etcd = EtcdCluster::start(1);
                 extra.extend(["--store".to_string(), etcd.url()]);
                 Some(etcd)
             }
-            Ok("redb") | Err(_) => None,
-            Ok(other) => panic!("{STORE_ENV}={other:?}: expected redb or etcd"),
+            "redb" => None,
+            other => panic!("store {other:?} ({STORE_ENV}): expected redb or etcd"),
         };
         let mut s = Self::start_with(extra, etcd);
         s.wait_serving = true;
@@ -113,11 +120,14 @@ impl SchedulerProc {
             .open(self.log_path())
             .expect("scheduler log");
         let mut cmd = Command::new(binary("berth-scheduler"));
+        if !self.extra.iter().any(|a| a == "--heartbeat-ms") {
+            cmd.args(["--heartbeat-ms", "200"]);
+        }
         cmd.arg("--listen")
             .arg(self.addr.to_string())
             .arg("--data-dir")
             .arg(self.dir.path())
-            .args(["--heartbeat-ms", "200", "--log-format", "json"])
+            .args(["--log-format", "json"])
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))

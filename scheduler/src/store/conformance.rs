@@ -29,7 +29,8 @@
 //!   current revision, advances nothing and produces no watch event; an empty txn, or one whose
 //!   ops change nothing, does the same;
 //! - a txn may name each key once (InvalidKey otherwise, as etcd does); its events all carry its
-//!   one revision and come in op order;
+//!   one revision and come in op order; of racing txns that each claim one key with
+//!   [`Expect::Absent`], exactly one wins and the others write nothing;
 //! - a watch gives history first, then live events, in revision order, without gaps or
 //!   duplicates; compacted history is [`StoreError::Compacted`] `{ requested: after, oldest }`,
 //!   from `watch` itself or as the stream's first item.
@@ -90,6 +91,7 @@ pub async fn run_all<F: StoreFactory>(f: &F) {
     c17_compacted(f).await;
     c18_large_value(f).await;
     c19_txn_of_the_most_ops(f).await;
+    c20_txn_claim_race(f).await;
 }
 
 /// Expands to one `#[tokio::test]` (multi-threaded) per conformance case, each building its
@@ -103,7 +105,7 @@ macro_rules! store_conformance_tests {
             c09_txn_edge_cases, c10_revisions_increase, c11_watch_from_start,
             c12_watch_from_middle, c13_watch_prefix, c14_watch_deletes,
             c15_watch_no_gaps_under_writes, c16_compare_and_swap_race, c17_compacted,
-            c18_large_value, c19_txn_of_the_most_ops);
+            c18_large_value, c19_txn_of_the_most_ops, c20_txn_claim_race);
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
         $(
@@ -1232,4 +1234,67 @@ pub async fn c19_txn_of_the_most_ops<F: StoreFactory>(f: &F) {
         .unwrap_or_else(|e| panic!("{case}: txn_chunked of {count} puts: {e}"));
     let (kvs, _) = list(case, &s, "/c19/b/").await;
     assert_eq!(kvs.len(), count, "{case}");
+}
+
+/// Racing transactions that each write a key of their own and claim one shared key with
+/// `Expect::Absent` (how a node reserves its pod CIDR): exactly one wins per claim, the losers
+/// write nothing (not even their own key) and see a Conflict on the claimed key.
+pub async fn c20_txn_claim_race<F: StoreFactory>(f: &F) {
+    let case = "c20 txn claim race";
+    const TASKS: usize = 8;
+    const ROUNDS: usize = 10;
+    let s = Arc::new(f.fresh().await);
+    for round in 0..ROUNDS {
+        let claim = format!("/c20/claim/{round}");
+        let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+        let racers: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let (s, barrier, claim) = (Arc::clone(&s), Arc::clone(&barrier), claim.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let ops = vec![
+                        put_op(&format!("/c20/own/{round}/{t}"), b"mine", Expect::Absent),
+                        put_op(&claim, format!("racer {t}").as_bytes(), Expect::Absent),
+                    ];
+                    (t, s.txn(ops).await)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut losers = Vec::new();
+        for racer in racers {
+            match racer.await.unwrap_or_else(|e| panic!("{case}: racer: {e}")) {
+                (t, Ok(r)) => winners.push((t, r)),
+                (t, Err(e)) => losers.push((t, e)),
+            }
+        }
+        let [(winner, won)] = winners[..] else {
+            panic!(
+                "{case}: round {round}: exactly one claim may win, got {winners:?} and {losers:?}"
+            );
+        };
+        let held = get(case, &*s, &claim).await;
+        assert_eq!(
+            held.map(|kv| kv.value),
+            Some(format!("racer {winner}").into_bytes()),
+            "{case}: round {round}: the claim holds the winner"
+        );
+        for (t, e) in &losers {
+            assert_eq!(
+                e,
+                &StoreError::Conflict {
+                    key: claim.clone(),
+                    expected: Expect::Absent,
+                    found: Some(won)
+                },
+                "{case}: round {round}: racer {t} lost"
+            );
+        }
+        let (own, _) = list(case, &*s, &format!("/c20/own/{round}/")).await;
+        assert_eq!(
+            keys(&own),
+            vec![format!("/c20/own/{round}/{winner}")],
+            "{case}: round {round}: only the winner's own key is written"
+        );
+    }
 }

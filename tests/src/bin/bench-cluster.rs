@@ -10,13 +10,13 @@
 //!    the container's `started_at_ms` and the first poll that saw it Ready, from the Apply;
 //! 3. a lost node (its agent and its containers SIGKILLed) → every replica Ready again with
 //!    none on it: `BENCH_LOSS_REPLICAS` (6) replicas over 3 nodes, `BENCH_LOSS_RUNS` (5) runs
-//!    with the scheduler's default `--reschedule-delay-ms` (2000), then `BENCH_LOSS_FAST_RUNS`
-//!    (3; 0 skips it) on a second cluster whose scheduler has `--reschedule-delay-ms 500`. The
+//!    with the scheduler's defaults (heartbeats every 1000 ms, NotReady after 3 missed,
+//!    `--reschedule-delay-ms` 2000), then `BENCH_LOSS_TUNED_RUNS` (3; 0 skips it) on a second
+//!    cluster whose scheduler is tuned (`--heartbeat-ms 200 --reschedule-delay-ms 500`). The
 //!    killed agent is restarted and the deployment deleted between runs.
 //!
-//! Both schedulers heartbeat every 200 ms (the harness's `SchedulerProc`; the default is
-//! 1000 ms) and keep the default 3 missed heartbeats. Times are taken by polling the
-//! scheduler's Get / ListNodes every `POLL`, so they are late by up to that much.
+//! Phase 2 runs on the cluster with the defaults. Times are taken by polling the scheduler's
+//! Get / ListNodes every `POLL`, so they are late by up to that much.
 //!
 //! Env: `BERTH_BIN_DIR` (the release binaries), `BENCH_OUT` (the JSON results file),
 //! `BENCH_PLACEMENT` and the counts above. Run it through `bash benches/cluster.sh`, as root.
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_proto::v1::*;
 use berth_tests::agent_node::AgentNode;
-use berth_tests::bench::{cores, env_usize, meminfo_kb, pct};
+use berth_tests::bench::{PlacementLine, cores, env_usize, meminfo_kb, pct};
 use berth_tests::cluster::{
     DeployApi as Api, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes,
 };
@@ -40,10 +40,46 @@ const IMAGE: &str = "bench-cluster-busybox:1";
 const NODES: usize = 3;
 const WAIT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(20);
-const HEARTBEAT_MS: u64 = 200;
 const MISSED_HEARTBEATS: u64 = 3;
-const RESCHEDULE_DELAY_DEFAULT_MS: u64 = 2000;
-const RESCHEDULE_DELAY_FAST_MS: u64 = 500;
+
+/// A scheduler's node-loss settings, and what the table calls them.
+struct Settings {
+    label: &'static str,
+    heartbeat_ms: u64,
+    reschedule_delay_ms: u64,
+}
+
+impl Settings {
+    fn flags(&self) -> Vec<String> {
+        vec![
+            "--heartbeat-ms".into(),
+            self.heartbeat_ms.to_string(),
+            "--reschedule-delay-ms".into(),
+            self.reschedule_delay_ms.to_string(),
+        ]
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "label": self.label,
+            "heartbeat_ms": self.heartbeat_ms,
+            "missed_heartbeats": MISSED_HEARTBEATS,
+            "reschedule_delay_ms": self.reschedule_delay_ms,
+        })
+    }
+}
+
+/// berth-scheduler's own defaults (`--heartbeat-ms`, `--reschedule-delay-ms`).
+const DEFAULTS: Settings = Settings {
+    label: "defaults",
+    heartbeat_ms: 1000,
+    reschedule_delay_ms: 2000,
+};
+const TUNED: Settings = Settings {
+    label: "tuned",
+    heartbeat_ms: 200,
+    reschedule_delay_ms: 500,
+};
 /// Cited, not measured: the pods/s Kubernetes' scheduler-throughput CI gate asks for.
 const K8S_SCHED_GATE_CITED: f64 = 100.0;
 /// Cited, not measured: node-monitor-grace-period (40 s) + the default NoExecute toleration
@@ -57,20 +93,20 @@ fn main() {
     let e2e_runs = env_usize("BENCH_E2E_RUNS", 5);
     let e2e_replicas = env_usize("BENCH_E2E_REPLICAS", 30) as u32;
     let loss_runs = env_usize("BENCH_LOSS_RUNS", 5);
-    let loss_fast_runs = env_usize("BENCH_LOSS_FAST_RUNS", 3);
+    let loss_tuned_runs = env_usize("BENCH_LOSS_TUNED_RUNS", 3);
     let loss_replicas = env_usize("BENCH_LOSS_REPLICAS", 6) as u32;
     let out_path = berth_tests::bench::out_path("cluster.json");
     let placement_lines = berth_tests::bench::placement_lines(|l| {
         l.starts_with("placement:") || l.starts_with("  e.g.")
     });
-    let placement: Vec<(String, f64)> = placement_lines
+    let placement: Vec<PlacementLine> = placement_lines
         .iter()
-        .filter_map(|l| Some((l.clone(), placements_per_s(l)?)))
+        .filter_map(|l| PlacementLine::parse(l))
         .collect();
     let started = Instant::now();
 
-    // --- 2 and 3a on a cluster whose scheduler keeps its defaults (but the heartbeat).
-    let mut c = Cluster::new(&[]);
+    // --- 2 and 3a on a cluster whose scheduler keeps its defaults.
+    let mut c = Cluster::new(&DEFAULTS);
     println!(
         "cluster up: 3 nodes in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -92,7 +128,8 @@ fn main() {
     for run in 0..loss_runs {
         let r = node_loss(&mut c, &format!("loss-{run}"), loss_replicas, run);
         println!(
-            "phase 3 run {run} (reschedule delay {RESCHEDULE_DELAY_DEFAULT_MS} ms): node {} lost, {} replicas Ready elsewhere after {:.2} s",
+            "phase 3 run {run} ({}): node {} lost, {} replicas Ready elsewhere after {:.2} s",
+            DEFAULTS.label,
             r.victim,
             r.lost_replicas,
             r.ready_ms / 1000.0
@@ -101,21 +138,21 @@ fn main() {
     }
     drop(c);
 
-    // --- 3b with a shorter reschedule delay.
-    let mut loss_fast = Vec::new();
-    if loss_fast_runs > 0 {
-        let delay = RESCHEDULE_DELAY_FAST_MS.to_string();
-        let mut c = Cluster::new(&["--reschedule-delay-ms", &delay]);
+    // --- 3b with faster heartbeats and a shorter reschedule delay.
+    let mut loss_tuned = Vec::new();
+    if loss_tuned_runs > 0 {
+        let mut c = Cluster::new(&TUNED);
         warm_up(&c);
-        for run in 0..loss_fast_runs {
+        for run in 0..loss_tuned_runs {
             let r = node_loss(&mut c, &format!("lossf-{run}"), loss_replicas, run);
             println!(
-                "phase 3 run {run} (reschedule delay {RESCHEDULE_DELAY_FAST_MS} ms): node {} lost, {} replicas Ready elsewhere after {:.2} s",
+                "phase 3 run {run} ({}): node {} lost, {} replicas Ready elsewhere after {:.2} s",
+                TUNED.label,
                 r.victim,
                 r.lost_replicas,
                 r.ready_ms / 1000.0
             );
-            loss_fast.push(r);
+            loss_tuned.push(r);
         }
     }
     let total_s = started.elapsed().as_secs_f64();
@@ -140,21 +177,21 @@ fn main() {
             "BENCH_PLACEMENT not set",
         );
     }
-    for (i, (line, rate)) in placement.iter().enumerate() {
-        let what = line
-            .strip_prefix("placement: ")
-            .and_then(|l| l.split(':').next())
-            .unwrap_or("placement");
+    for (i, p) in placement.iter().enumerate() {
+        let apart = format!(
+            "{} of {} placed, {} unschedulable (not counted)",
+            p.placed, p.total, p.unschedulable
+        );
         row(
-            &format!("placement: {}", shorten(what)),
-            &format!("{rate:.0} /s"),
+            &format!("placement: {}", shorten(&p.what)),
+            &format!("{:.0} /s", p.per_s),
             &if i == 0 {
                 format!(
-                    "target >= {PLACEMENT_TARGET:.0}/s: {}; k8s CI gate ~{K8S_SCHED_GATE_CITED:.0} pods/s (cited, not measured)",
-                    met(*rate >= PLACEMENT_TARGET)
+                    "{apart}; target >= {PLACEMENT_TARGET:.0}/s: {}; k8s CI gate ~{K8S_SCHED_GATE_CITED:.0} pods/s (cited, not measured)",
+                    met(p.per_s >= PLACEMENT_TARGET)
                 )
             } else {
-                String::new()
+                apart
             },
         );
     }
@@ -207,62 +244,37 @@ fn main() {
             pct(&teardown, 0.5)
         ),
     );
-    for (delay, runs) in [
-        (RESCHEDULE_DELAY_DEFAULT_MS, &loss),
-        (RESCHEDULE_DELAY_FAST_MS, &loss_fast),
-    ] {
-        if runs.is_empty() {
-            continue;
-        }
-        let ready: Vec<f64> = runs.iter().map(|r| r.ready_ms).collect();
-        let not_ready: Vec<f64> = runs.iter().filter_map(|r| r.not_ready_ms).collect();
-        let placed: Vec<f64> = runs.iter().filter_map(|r| r.placed_ms).collect();
-        let lost: usize = runs.iter().map(|r| r.lost_replicas).sum();
-        row(
-            &format!("node lost → replacements Ready, delay {delay} ms"),
-            &format!("{:.2} s median", pct(&ready, 0.5) / 1000.0),
-            &format!(
-                "{} runs, range {:.2}-{:.2} s, {lost} replicas replaced; target < {NODE_LOSS_TARGET_S:.0} s: {}",
-                ready.len(),
-                pct(&ready, 0.0) / 1000.0,
-                pct(&ready, 1.0) / 1000.0,
-                met(pct(&ready, 0.5) < NODE_LOSS_TARGET_S * 1000.0)
-            ),
-        );
-        row(
-            "  kill → node NotReady / replacements placed",
-            &format!(
-                "{:.2} / {:.2} s",
-                pct(&not_ready, 0.5) / 1000.0,
-                pct(&placed, 0.5) / 1000.0
-            ),
-            &format!(
-                "medians; NotReady after {MISSED_HEARTBEATS} x {HEARTBEAT_MS} ms heartbeats missed (or the stream's end), lost after that + {delay} ms"
-            ),
-        );
-    }
+    // The defaults first, beside Kubernetes' defaults; the tuned figure after, labelled.
+    loss_rows(&DEFAULTS, &loss);
     row(
         "  peer: Kubernetes defaults, lost node → pods replaced",
         "~5-6 min",
         "node-monitor-grace-period 40 s + 300 s not-ready toleration (cited, not measured)",
     );
+    loss_rows(&TUNED, &loss_tuned);
     println!("{:-<110}", "");
     println!(
-        "scheduler: --heartbeat-ms {HEARTBEAT_MS} (default 1000), --missed-heartbeats {MISSED_HEARTBEATS} (default), --reschedule-delay-ms {RESCHEDULE_DELAY_DEFAULT_MS} (default){}",
-        if loss_fast.is_empty() {
+        "scheduler: {} = --heartbeat-ms {} --missed-heartbeats {MISSED_HEARTBEATS} --reschedule-delay-ms {} (phases 2, 3){}",
+        DEFAULTS.label,
+        DEFAULTS.heartbeat_ms,
+        DEFAULTS.reschedule_delay_ms,
+        if loss_tuned.is_empty() {
             String::new()
         } else {
-            format!(" and {RESCHEDULE_DELAY_FAST_MS} on a second cluster")
+            format!(
+                "; {} = --heartbeat-ms {} --reschedule-delay-ms {} (phase 3, a second cluster)",
+                TUNED.label, TUNED.heartbeat_ms, TUNED.reschedule_delay_ms
+            )
         }
     );
     println!(
         "percentiles: nearest rank (the p99 of fewer than 100 samples is the maximum); bench took {total_s:.0} s"
     );
 
-    let loss_json = |runs: &[LossRun], delay: u64| {
+    let loss_json = |runs: &[LossRun], settings: &Settings| {
         let ready: Vec<f64> = runs.iter().map(|r| r.ready_ms).collect();
         json!({
-            "reschedule_delay_ms": delay,
+            "settings": settings.json(),
             "runs": runs.len(),
             "ready_ms": stats(&ready),
             "not_ready_ms": stats(&runs.iter().filter_map(|r| r.not_ready_ms).collect::<Vec<_>>()),
@@ -282,17 +294,12 @@ fn main() {
     };
     let results = json!({
         "host": { "cores": cores(), "mem_total_kb": meminfo_kb("MemTotal:") },
-        "scheduler": {
-            "heartbeat_ms": HEARTBEAT_MS,
-            "missed_heartbeats": MISSED_HEARTBEATS,
-            "reschedule_delay_ms": RESCHEDULE_DELAY_DEFAULT_MS,
-            "reschedule_delay_fast_ms": RESCHEDULE_DELAY_FAST_MS,
-        },
+        "scheduler": { "defaults": DEFAULTS.json(), "tuned": TUNED.json() },
         "nodes": NODES,
         "poll_ms": POLL.as_millis() as u64,
         "placement": {
             "lines": placement_lines,
-            "placements_per_s": placement.iter().map(|(l, r)| json!({"line": l, "per_s": r})).collect::<Vec<_>>(),
+            "placements_per_s": placement.iter().map(PlacementLine::json).collect::<Vec<_>>(),
             "target_per_s": PLACEMENT_TARGET,
             "k8s_ci_gate_pods_per_s_cited_not_measured": K8S_SCHED_GATE_CITED,
         },
@@ -312,13 +319,47 @@ fn main() {
                 "teardown_s": r.teardown_s,
             })).collect::<Vec<_>>(),
         },
-        "node_loss": loss_json(&loss, RESCHEDULE_DELAY_DEFAULT_MS),
-        "node_loss_fast": if loss_fast.is_empty() { Value::Null } else { loss_json(&loss_fast, RESCHEDULE_DELAY_FAST_MS) },
+        "node_loss": loss_json(&loss, &DEFAULTS),
+        "node_loss_tuned": if loss_tuned.is_empty() { Value::Null } else { loss_json(&loss_tuned, &TUNED) },
         "target_node_loss_s": NODE_LOSS_TARGET_S,
         "k8s_node_loss_s_cited_not_measured": K8S_NODE_LOSS_CITED_S,
         "total_s": total_s,
     });
     berth_tests::bench::write_results(&out_path, &results);
+}
+
+/// The table's rows for the node-loss runs under `settings` (none without runs).
+fn loss_rows(settings: &Settings, runs: &[LossRun]) {
+    if runs.is_empty() {
+        return;
+    }
+    let ready: Vec<f64> = runs.iter().map(|r| r.ready_ms).collect();
+    let not_ready: Vec<f64> = runs.iter().filter_map(|r| r.not_ready_ms).collect();
+    let placed: Vec<f64> = runs.iter().filter_map(|r| r.placed_ms).collect();
+    let lost: usize = runs.iter().map(|r| r.lost_replicas).sum();
+    row(
+        &format!("node lost → replacements Ready, {}", settings.label),
+        &format!("{:.2} s median", pct(&ready, 0.5) / 1000.0),
+        &format!(
+            "{} runs, range {:.2}-{:.2} s, {lost} replicas replaced; target < {NODE_LOSS_TARGET_S:.0} s: {}",
+            ready.len(),
+            pct(&ready, 0.0) / 1000.0,
+            pct(&ready, 1.0) / 1000.0,
+            met(pct(&ready, 0.5) < NODE_LOSS_TARGET_S * 1000.0)
+        ),
+    );
+    row(
+        "  kill → node NotReady / replacements placed",
+        &format!(
+            "{:.2} / {:.2} s",
+            pct(&not_ready, 0.5) / 1000.0,
+            pct(&placed, 0.5) / 1000.0
+        ),
+        &format!(
+            "medians; NotReady after {MISSED_HEARTBEATS} x {} ms heartbeats missed (or the stream's end), lost after that + {} ms",
+            settings.heartbeat_ms, settings.reschedule_delay_ms
+        ),
+    );
 }
 
 struct Cluster {
@@ -329,9 +370,11 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// A scheduler with `flags` (and 200 ms heartbeats) and three nodes with the image.
-    fn new(flags: &[&str]) -> Self {
-        let sched = SchedulerProc::start(flags);
+    /// A scheduler with `settings` and three nodes with the image.
+    fn new(settings: &Settings) -> Self {
+        let flags = settings.flags();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let sched = SchedulerProc::start(&flags);
         let mut fabric = Fabric::new();
         let nodes = start_nodes(&sched, &mut fabric, NODES, "n", IMAGE);
         let api = Api::new(&sched.endpoint(), WAIT);
@@ -629,15 +672,11 @@ fn poll_or<T>(_what: &str, within: Duration, mut check: impl FnMut() -> Option<T
     }
 }
 
-/// `… over 1000 nodes: 110271 placements/s median …` → 110271.
-fn placements_per_s(line: &str) -> Option<f64> {
-    let before = line.split(" placements/s").next()?;
-    before.rsplit(' ').next()?.parse().ok()
-}
-
-/// `10000 replicas (100 deployments x 100) over 1000 nodes` → `10000 replicas / 1000 nodes`.
+/// `9500 of 10000 replicas placed (100 deployments x 100) over 1000 nodes` →
+/// `10000 replicas / 1000 nodes`.
 fn shorten(what: &str) -> String {
     let replicas = what.split(" replicas").next().unwrap_or(what);
+    let replicas = replicas.rsplit(' ').next().unwrap_or(replicas);
     match what.split(" over ").nth(1) {
         Some(nodes) => format!("{replicas} replicas / {nodes}"),
         None => what.to_string(),

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_proto::v1::*;
-use berth_tests::bench::{cores, env_usize, meminfo_kb, pct};
+use berth_tests::bench::{PlacementLine, cores, env_usize, meminfo_kb, pct};
 use berth_tests::cluster::{DeployApi as Api, SchedulerProc};
 use berth_tests::etcd::EtcdCluster;
 use berth_tests::fake_node::{NODE_CPU_MILLIS, NODE_MEMORY, Sessions, fake_agent};
@@ -216,9 +216,9 @@ fn main() {
     let load_after = loadavg();
 
     // --- Table.
-    let in_process: Vec<(String, f64)> = placement_lines
+    let in_process: Vec<PlacementLine> = placement_lines
         .iter()
-        .filter_map(|l| Some((l.clone(), placements_per_s(l)?)))
+        .filter_map(|l| PlacementLine::parse(l))
         .collect();
     println!();
     println!(
@@ -254,11 +254,14 @@ fn main() {
             "cargo bench -p berth-scheduler --bench placement",
         );
     }
-    for (line, rate) in &in_process {
+    for p in &in_process {
         row(
             "placement, in process (no store)",
-            &format!("{rate:.0} /s"),
-            &shorten(line),
+            &format!("{:.0} /s", p.per_s),
+            &format!(
+                "{} (cargo bench -p berth-scheduler --bench placement); {} unschedulable, not counted",
+                p.what, p.unschedulable
+            ),
         );
     }
     let redb_single = place
@@ -387,7 +390,7 @@ fn main() {
             "etcd_default_max_txn_ops": ETCD_MAX_TXN_OPS,
             "in_process": {
                 "lines": placement_lines,
-                "placements_per_s": in_process.iter().map(|(l, r)| json!({"line": l, "per_s": r})).collect::<Vec<_>>(),
+                "placements_per_s": in_process.iter().map(PlacementLine::json).collect::<Vec<_>>(),
             },
             "backends": place.iter().map(|b| {
                 let single_total = replicas;
@@ -743,21 +746,6 @@ fn etcd_version() -> String {
                 .map(|l| l.replace("Version: ", "").trim().to_string())
         })
         .unwrap_or_else(|| "etcd".into())
-}
-
-/// `placement: 10000 replicas (...) over 1000 nodes: 110271 placements/s median …` → 110271.
-fn placements_per_s(line: &str) -> Option<f64> {
-    let before = line.split(" placements/s").next()?;
-    before.rsplit(' ').next()?.parse().ok()
-}
-
-/// The workload of an in-process placement line, for the table.
-fn shorten(line: &str) -> String {
-    let what = line
-        .strip_prefix("placement: ")
-        .and_then(|l| l.split(": ").next())
-        .unwrap_or(line);
-    format!("{what} (cargo bench -p berth-scheduler --bench placement)")
 }
 
 fn per_s(replicas: u32, ms: f64) -> f64 {
