@@ -54,6 +54,10 @@ pub enum Error {
     },
     #[error("container init: {0}")]
     Init(String),
+    /// Init's channel closed before the runtime sent what init waited for: the runtime failed
+    /// (and reports why itself) or was killed.
+    #[error("container init: runtime went away waiting for {0}")]
+    RuntimeGone(&'static str),
     /// A failure inside init, named by the step it happened in (the text crosses to the
     /// runtime, or to stderr after `start`, so it must say where as well as why).
     #[error("{step}: {source}")]
@@ -67,6 +71,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether init failed because the runtime closed its channel (through any named steps).
+    pub fn is_runtime_gone(&self) -> bool {
+        match self {
+            Error::RuntimeGone(_) => true,
+            Error::InitStep { source, .. } => source.is_runtime_gone(),
+            _ => false,
+        }
+    }
+
     /// An I/O error about `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
@@ -98,5 +111,22 @@ impl Error {
             field,
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn the_runtime_going_away_is_recognised_through_named_steps() {
+        let gone = Error::in_step("waiting")(Error::in_step("hooks")(Error::RuntimeGone("go")));
+        assert!(gone.is_runtime_gone());
+        assert_eq!(
+            gone.to_string(),
+            "waiting: hooks: container init: runtime went away waiting for go"
+        );
+        let other = Error::in_step("waiting")(Error::Init("exec fifo closed".into()));
+        assert!(!other.is_runtime_gone());
     }
 }

@@ -51,8 +51,9 @@ pub fn run(args: InitArgs) -> ! {
         Ok(ready) => ready,
         Err(e) => {
             // The runtime reports the reason as create's error; should it be gone already,
-            // stderr is all that is left.
-            if args.channel.send(&Message::Failed(e.to_string())).is_err() {
+            // stderr is all that is left, unless its going is the reason: then the runtime
+            // said why itself (its own failure), or was killed.
+            if args.channel.send(&Message::Failed(e.to_string())).is_err() && !e.is_runtime_gone() {
                 eprintln!("berth-runtime init: {e}");
             }
             // SAFETY: _exit ends the process without running destructors or atexit handlers
@@ -70,11 +71,11 @@ pub fn run(args: InitArgs) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn wait_for(channel: &Channel, want: &str) -> Result<Message> {
+fn wait_for(channel: &Channel, want: &'static str) -> Result<Message> {
     match channel.recv()? {
         Some(Message::Failed(reason)) => Err(Error::Init(reason)),
         Some(msg) => Ok(msg),
-        None => Err(Error::Init(format!("runtime went away waiting for {want}"))),
+        None => Err(Error::RuntimeGone(want)),
     }
 }
 
