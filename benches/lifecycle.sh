@@ -73,7 +73,7 @@ printf 'root:x:0:0:root:/root:/bin/sh\n' > "$B/rootfs/etc/passwd"
 jq '.process.args=["/bin/true"] | .process.terminal=false' "$B/config.json" > "$B/c.json"
 mv "$B/c.json" "$B/config.json"
 echo "bundle on $(df --output=fstype "$B" | tail -1): $B" >&2
-echo "berth-runtime: $BERTH ($(ldd "$BERTH" >/dev/null 2>&1 && echo dynamic || echo static))" >&2
+echo "berth-runtime: $BERTH ($(ldd "$BERTH" 2>&1 | grep -q "statically linked" && echo static || echo dynamic))" >&2
 echo "crun: $("$CRUN" --version | head -1); runc: $("$RUNC" --version | head -1)" >&2
 
 # One state root per runtime, private to this run.
