@@ -238,15 +238,6 @@ impl Cluster {
                 generation: 0,
             });
     }
-
-    /// How long since the node's last heartbeat.
-    pub fn silence(&self, node: &str) -> Option<Duration> {
-        self.nodes
-            .lock()
-            .unwrap()
-            .get(node)
-            .map(|n| n.last_heartbeat.elapsed())
-    }
 }
 
 fn assignment_message(generation: u64, assignments: &[Assignment]) -> SchedulerMessage {
