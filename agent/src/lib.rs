@@ -2,18 +2,18 @@
 //! to the node's network and reports capacity and status over the berth.v1 protocol.
 
 pub mod capacity;
-pub mod config;
+pub(crate) mod config;
 pub mod containers;
-pub mod dial;
-pub mod error;
+pub(crate) mod dial;
+pub(crate) mod error;
 pub mod layout;
 pub mod logs;
 pub mod net;
-pub mod probe;
+pub(crate) mod probe;
 pub mod restart;
-pub mod server;
-pub mod service;
-pub mod session;
+pub(crate) mod server;
+pub(crate) mod service;
+pub(crate) mod session;
 pub mod shim;
 pub mod tls;
 

@@ -76,13 +76,6 @@ pub enum Outcome {
     Failure(String),
 }
 
-impl Outcome {
-    /// Whether this is [`Outcome::Success`].
-    pub fn is_success(&self) -> bool {
-        matches!(self, Outcome::Success)
-    }
-}
-
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -158,21 +151,25 @@ impl ProbeState {
     }
 
     /// Whether the probe currently counts as passing.
+    #[cfg(test)] // observed by the tests; the worker acts on what observe() returns
     pub fn passing(&self) -> bool {
         self.passing
     }
 
     /// Consecutive successes observed (0 after a failure).
+    #[cfg(test)] // observed by the tests; the worker acts on what observe() returns
     pub fn consecutive_successes(&self) -> u32 {
         self.successes
     }
 
     /// Consecutive failures observed (0 after a success).
+    #[cfg(test)] // observed by the tests; the worker acts on what observe() returns
     pub fn consecutive_failures(&self) -> u32 {
         self.failures
     }
 
     /// The message of the most recent failure, cleared by the next success.
+    #[cfg(test)] // observed by the tests; the worker acts on what observe() returns
     pub fn last_failure(&self) -> Option<&str> {
         self.last_failure.as_deref()
     }

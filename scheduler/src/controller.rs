@@ -72,10 +72,6 @@ impl Controller {
         self.statuses.lock().unwrap().get(name).cloned()
     }
 
-    pub fn statuses(&self) -> Vec<Deployment> {
-        self.statuses.lock().unwrap().values().cloned().collect()
-    }
-
     async fn spec_of(
         &self,
         name: &str,

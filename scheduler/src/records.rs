@@ -1,7 +1,7 @@
 //! What the scheduler keeps in its store, and under which keys. Records are protobuf
 //! (prost) so any backend stores opaque bytes.
 
-use berth_proto::v1::{DeploymentSpec, Resources, RevisionRecord};
+use berth_proto::v1::{DeploymentSpec, Resources};
 use prost::Message;
 
 /// `/deployments/<name>`
@@ -143,6 +143,3 @@ pub fn decode<M: Message + Default>(
         reason: e.to_string(),
     })
 }
-
-/// Revision records are the proto's own message.
-pub type Revision = RevisionRecord;
