@@ -39,6 +39,6 @@ pub struct Config {
 
 /// The per-node parent cgroup (relative to each hierarchy's root), so that several agents
 /// on one host keep their containers apart.
-pub fn node_cgroup(node_name: &str) -> PathBuf {
+pub(crate) fn node_cgroup(node_name: &str) -> PathBuf {
     PathBuf::from("/berth-agent").join(node_name)
 }

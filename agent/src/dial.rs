@@ -12,7 +12,7 @@ use crate::session::SessionError;
 /// The endpoint of the scheduler at `addr`. With TLS an `http://` address is dialled as
 /// `https://` (a leader hint from a standby may be written either way): a node certificate is
 /// never meant to go over plaintext.
-pub fn scheduler_endpoint(config: &Config, addr: &str) -> Result<Endpoint, SessionError> {
+pub(crate) fn scheduler_endpoint(config: &Config, addr: &str) -> Result<Endpoint, SessionError> {
     let endpoint = berth_proto::tls::dial(addr, config.tls.as_ref().map(|t| &t.client))
         .map_err(|e| SessionError::BadAddress(format!("{addr}: {e}")))?;
     Ok(endpoint

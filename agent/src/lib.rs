@@ -1,19 +1,23 @@
 //! berth-agent: the node daemon that runs the containers the scheduler assigns, wires them
 //! to the node's network and reports capacity and status over the berth.v1 protocol.
 
+// Every `pub` item is reachable from outside the crate (a narrower one says pub(crate)), so
+// the dead-code lint sees what the crate itself no longer uses.
+#![deny(unreachable_pub)]
+
 pub mod capacity;
-pub mod config;
+pub(crate) mod config;
 pub mod containers;
-pub mod dial;
-pub mod error;
+pub(crate) mod dial;
+pub(crate) mod error;
 pub mod layout;
 pub mod logs;
 pub mod net;
-pub mod probe;
+pub(crate) mod probe;
 pub mod restart;
-pub mod server;
-pub mod service;
-pub mod session;
+pub(crate) mod server;
+pub(crate) mod service;
+pub(crate) mod session;
 pub mod shim;
 pub mod tls;
 

@@ -23,12 +23,12 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 const MAX_EXEC_ARGS: usize = 64 << 10;
 
 #[derive(Debug, Clone)]
-pub struct AgentApi {
+pub(crate) struct AgentApi {
     containers: Containers,
 }
 
 impl AgentApi {
-    pub fn new(containers: Containers) -> Self {
+    pub(crate) fn new(containers: Containers) -> Self {
         Self { containers }
     }
 }

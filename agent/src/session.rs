@@ -17,7 +17,7 @@ use crate::containers::Containers;
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
-pub enum SessionError {
+pub(crate) enum SessionError {
     #[error("connecting to the scheduler at {addr}: {source}")]
     Connect {
         addr: String,
@@ -36,7 +36,7 @@ pub enum SessionError {
 }
 
 /// Keeps a session with the scheduler until `shutdown` resolves.
-pub async fn run(
+pub(crate) async fn run(
     containers: Containers,
     agent_endpoint: String,
     mut shutdown: tokio::sync::watch::Receiver<bool>,

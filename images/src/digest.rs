@@ -43,11 +43,6 @@ impl<R: Read> HashingReader<R> {
         }
     }
 
-    /// Bytes read so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.bytes
-    }
-
     /// Reads whatever the consumer left unread (tar streams end with padding that a tar
     /// reader need not consume) so that the digest covers the whole stream.
     pub fn drain(&mut self) -> io::Result<()> {

@@ -4,11 +4,11 @@
 pub mod build;
 pub mod bundle;
 pub mod digest;
-pub mod fsutil;
+pub(crate) mod fsutil;
 pub mod import;
 pub mod platform;
 pub mod progress;
-pub mod reference;
+pub(crate) mod reference;
 pub mod registry;
 pub mod snapshot;
 pub mod store;

@@ -8,7 +8,7 @@
 //! DATA_DIR/tmp/           partial files, renamed into place when complete
 //! ```
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -159,11 +159,6 @@ impl Store {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
-    }
-
-    /// The OCI image layout directory (usable by umoci and skopeo as `oci:DIR`).
-    pub fn layout_dir(&self) -> &Path {
-        &self.layout
     }
 
     /// Unpacked layers live here, one directory per diff_id.
@@ -557,17 +552,6 @@ impl Store {
         }
         sync_dir(&blob_dir)?;
         Ok(report)
-    }
-
-    /// Map from manifest digest to the names pointing at it.
-    pub fn names_by_digest(&self) -> Result<HashMap<Digest, Vec<String>>> {
-        let mut map: HashMap<Digest, Vec<String>> = HashMap::new();
-        for record in self.list()? {
-            map.entry(record.descriptor.digest().clone())
-                .or_default()
-                .push(record.name);
-        }
-        Ok(map)
     }
 }
 

@@ -3,26 +3,26 @@
 //!
 //! This crate depends on nothing else of berth's.
 
-pub mod cgroups;
-pub mod console;
+pub(crate) mod cgroups;
+pub(crate) mod console;
 pub mod container;
-pub mod error;
+pub(crate) mod error;
 pub mod exec;
 pub mod explain;
 pub mod features;
 pub mod forward;
-pub mod hooks;
+pub(crate) mod hooks;
 mod init;
-pub mod namespaces;
+pub(crate) mod namespaces;
 pub mod pidfd;
 pub mod process;
-pub mod rootfs;
-pub mod seccomp;
-pub mod seccomp_profile;
+pub(crate) mod rootfs;
+pub(crate) mod seccomp;
+pub(crate) mod seccomp_profile;
 pub mod security;
 pub mod spec;
 pub mod state;
-pub mod sync;
+pub(crate) mod sync;
 pub mod syscall;
 pub mod update;
 

@@ -120,12 +120,6 @@ pub fn set_rlimits(rlimits: &[PosixRlimit]) -> Result<()> {
     Ok(())
 }
 
-/// Writes oom_score_adj for the calling process.
-pub fn set_oom_score_adj(score: i32) -> Result<()> {
-    std::fs::write("/proc/self/oom_score_adj", score.to_string())
-        .map_err(|e| Error::io("/proc/self/oom_score_adj", e))
-}
-
 fn caps_set(
     field: &'static str,
     caps: Option<&HashSet<oci_spec::runtime::Capability>>,

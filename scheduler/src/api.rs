@@ -21,7 +21,7 @@ use crate::spec;
 use crate::store::{Expect, Op, Store, StoreError};
 
 #[derive(Debug, Clone)]
-pub struct DeployApi {
+pub(crate) struct DeployApi {
     pub controller: Arc<Controller>,
     /// How to reach agents (mutual TLS when the scheduler has it).
     pub security: crate::auth::Security,
@@ -30,7 +30,7 @@ pub struct DeployApi {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Writes revision `revision` of `name` with `spec`.
-pub async fn put_revision(
+pub(crate) async fn put_revision(
     store: &dyn Store,
     name: &str,
     revision: u64,
@@ -55,7 +55,7 @@ pub async fn put_revision(
 }
 
 /// Ends a rollout waiting for approval: the stable revision stays (or nothing runs).
-pub async fn reject_record(
+pub(crate) async fn reject_record(
     controller: &Controller,
     name: &str,
     rec: &mut DeploymentRecord,

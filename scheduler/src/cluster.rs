@@ -13,10 +13,10 @@ use tonic::Status;
 
 use crate::records::NodeRecord;
 
-pub type Downlink = mpsc::Sender<Result<SchedulerMessage, Status>>;
+pub(crate) type Downlink = mpsc::Sender<Result<SchedulerMessage, Status>>;
 
 #[derive(Debug)]
-pub struct NodeState {
+pub(crate) struct NodeState {
     pub record: NodeRecord,
     pub session: u64,
     pub last_heartbeat: Instant,
@@ -32,7 +32,7 @@ pub struct NodeState {
 }
 
 #[derive(Debug)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     nodes: Mutex<BTreeMap<String, NodeState>>,
     /// Wakes the controller: a heartbeat, an event, a registration.
     pub changed: Notify,
@@ -45,7 +45,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(heartbeat_interval: Duration, grace: Duration) -> Self {
+    pub(crate) fn new(heartbeat_interval: Duration, grace: Duration) -> Self {
         Self {
             nodes: Mutex::new(BTreeMap::new()),
             changed: Notify::new(),
@@ -58,7 +58,7 @@ impl Cluster {
     }
 
     /// A new registration: a new session number; the node's open stream (if any) is stale.
-    pub fn register(&self, record: NodeRecord, capacity: Capacity) -> u64 {
+    pub(crate) fn register(&self, record: NodeRecord, capacity: Capacity) -> u64 {
         let session = {
             let mut s = self.next_session.lock().unwrap();
             // Distinct across scheduler restarts too: a stale Hello never matches.
@@ -97,7 +97,7 @@ impl Cluster {
     }
 
     /// Opens the node's session if `session` is its current one; returns what to send first.
-    pub fn connect(
+    pub(crate) fn connect(
         &self,
         node: &str,
         session: u64,
@@ -123,7 +123,7 @@ impl Cluster {
         Ok(first)
     }
 
-    pub fn disconnect(&self, node: &str, session: u64) {
+    pub(crate) fn disconnect(&self, node: &str, session: u64) {
         if let Some(n) = self.nodes.lock().unwrap().get_mut(node)
             && n.session == session
         {
@@ -132,7 +132,7 @@ impl Cluster {
         self.changed.notify_one();
     }
 
-    pub fn heartbeat(
+    pub(crate) fn heartbeat(
         &self,
         node: &str,
         session: u64,
@@ -154,7 +154,7 @@ impl Cluster {
         self.changed.notify_one();
     }
 
-    pub fn event(&self, node: &str, session: u64, status: ContainerStatus) {
+    pub(crate) fn event(&self, node: &str, session: u64, status: ContainerStatus) {
         if let Some(n) = self.nodes.lock().unwrap().get_mut(node)
             && n.session == session
         {
@@ -170,7 +170,7 @@ impl Cluster {
     }
 
     /// Sets the node's assignments and sends them when they changed.
-    pub fn assign(&self, node: &str, mut assignments: Vec<Assignment>) {
+    pub(crate) fn assign(&self, node: &str, mut assignments: Vec<Assignment>) {
         assignments.sort_by(|a, b| a.container_id.cmp(&b.container_id));
         let generation = self.bump();
         let mut nodes = self.nodes.lock().unwrap();
@@ -200,7 +200,7 @@ impl Cluster {
     }
 
     /// Sends a message to every connected node.
-    pub fn broadcast(&self, msg: &SchedulerMessage) {
+    pub(crate) fn broadcast(&self, msg: &SchedulerMessage) {
         for n in self.nodes.lock().unwrap().values_mut() {
             if let Some(tx) = &n.downlink
                 && tx.try_send(Ok(msg.clone())).is_err()
@@ -212,17 +212,17 @@ impl Cluster {
 
     /// Whether a node has heartbeated within the grace period (the scheduler's own start
     /// counts as a heartbeat, so a restart does not declare every node lost).
-    pub fn is_ready(&self, n: &NodeState) -> bool {
+    pub(crate) fn is_ready(&self, n: &NodeState) -> bool {
         n.downlink.is_some() && n.last_heartbeat.elapsed() <= self.grace
     }
 
-    pub fn with_nodes<T>(&self, f: impl FnOnce(&BTreeMap<String, NodeState>) -> T) -> T {
+    pub(crate) fn with_nodes<T>(&self, f: impl FnOnce(&BTreeMap<String, NodeState>) -> T) -> T {
         f(&self.nodes.lock().unwrap())
     }
 
     /// Adds nodes known from the store (after a restart) until their agents reconnect; they
     /// get `patience` on top of the grace period before they count as lost.
-    pub fn remember(&self, record: NodeRecord, patience: Duration) {
+    pub(crate) fn remember(&self, record: NodeRecord, patience: Duration) {
         let mut nodes = self.nodes.lock().unwrap();
         nodes
             .entry(record.name.clone())
@@ -237,15 +237,6 @@ impl Cluster {
                 departing: HashMap::new(),
                 generation: 0,
             });
-    }
-
-    /// How long since the node's last heartbeat.
-    pub fn silence(&self, node: &str) -> Option<Duration> {
-        self.nodes
-            .lock()
-            .unwrap()
-            .get(node)
-            .map(|n| n.last_heartbeat.elapsed())
     }
 }
 

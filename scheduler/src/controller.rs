@@ -25,7 +25,7 @@ use crate::rollout::{self, ReplicaView};
 use crate::store::{Expect, Op, Store, StoreError};
 
 #[derive(Debug)]
-pub struct Controller {
+pub(crate) struct Controller {
     pub store: Arc<dyn Store>,
     pub cluster: Arc<Cluster>,
     /// How long a NotReady node's replicas wait before they are replaced elsewhere.
@@ -38,7 +38,11 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(store: Arc<dyn Store>, cluster: Arc<Cluster>, reschedule_delay: Duration) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        cluster: Arc<Cluster>,
+        reschedule_delay: Duration,
+    ) -> Self {
         Self {
             store,
             cluster,
@@ -52,7 +56,7 @@ impl Controller {
     }
 
     /// Runs until `shutdown` is set.
-    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub(crate) async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let wake = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(watch_deployments(self.store.clone(), wake.clone()));
         loop {
@@ -68,12 +72,8 @@ impl Controller {
         }
     }
 
-    pub fn status(&self, name: &str) -> Option<Deployment> {
+    pub(crate) fn status(&self, name: &str) -> Option<Deployment> {
         self.statuses.lock().unwrap().get(name).cloned()
-    }
-
-    pub fn statuses(&self) -> Vec<Deployment> {
-        self.statuses.lock().unwrap().values().cloned().collect()
     }
 
     async fn spec_of(
@@ -111,7 +111,7 @@ impl Controller {
     }
 
     /// One pass over the whole cluster.
-    pub async fn reconcile(&self) -> Result<(), SchedError> {
+    pub(crate) async fn reconcile(&self) -> Result<(), SchedError> {
         let now = now_ms();
         let (deployment_kvs, _) = self.store.list(DEPLOYMENTS).await?;
         let mut deployments: BTreeMap<String, (DeploymentRecord, u64)> = BTreeMap::new();
@@ -616,7 +616,7 @@ fn view(r: &ReplicaRecord, status: Option<&(String, ContainerStatus)>) -> Replic
 }
 
 /// The assignment a node gets for a replica.
-pub fn assignment(r: &ReplicaRecord, spec: &DeploymentSpec) -> Assignment {
+pub(crate) fn assignment(r: &ReplicaRecord, spec: &DeploymentSpec) -> Assignment {
     let image = spec.image_source.clone().map(|mut s| {
         s.reference = spec.image.clone();
         s
@@ -644,7 +644,7 @@ pub fn assignment(r: &ReplicaRecord, spec: &DeploymentSpec) -> Assignment {
 }
 
 /// The API's view of a deployment.
-pub fn describe(
+pub(crate) fn describe(
     name: &str,
     rec: &DeploymentRecord,
     mod_rev: u64,

@@ -3,18 +3,18 @@
 //! loop places replicas (filter, then score), rolls deployments out and replaces what lost
 //! nodes ran. State lives behind the [`store::Store`] interface.
 
-pub mod api;
+pub(crate) mod api;
 pub mod auth;
-pub mod cluster;
-pub mod controller;
-pub mod error;
+pub(crate) mod cluster;
+pub(crate) mod controller;
+pub(crate) mod error;
 pub mod ha;
-pub mod nodes;
+pub(crate) mod nodes;
 pub mod placement;
-pub mod records;
-pub mod rollout;
-pub mod server;
-pub mod spec;
+pub(crate) mod records;
+pub(crate) mod rollout;
+pub(crate) mod server;
+pub(crate) mod spec;
 pub mod store;
 
 pub use server::{Config, run};

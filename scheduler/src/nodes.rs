@@ -23,7 +23,7 @@ use crate::records::{self, NODES, NodeRecord, POD_CIDRS, node_key, pod_cidr_key}
 use crate::store::{Expect, Op, Store};
 
 #[derive(Debug, Clone)]
-pub struct NodeApi {
+pub(crate) struct NodeApi {
     pub store: Arc<dyn Store>,
     pub cluster: Arc<Cluster>,
     /// Node pod CIDRs are carved out of this, one /24 each.
@@ -142,7 +142,7 @@ impl NodeApi {
     }
 
     /// Routes to every node's pod CIDR, for every node (each skips its own).
-    pub fn routes(&self) -> SchedulerMessage {
+    pub(crate) fn routes(&self) -> SchedulerMessage {
         let routes = self.cluster.with_nodes(|nodes| {
             nodes
                 .values()

@@ -1,51 +1,51 @@
 //! What the scheduler keeps in its store, and under which keys. Records are protobuf
 //! (prost) so any backend stores opaque bytes.
 
-use berth_proto::v1::{DeploymentSpec, Resources, RevisionRecord};
+use berth_proto::v1::{DeploymentSpec, Resources};
 use prost::Message;
 
 /// `/deployments/<name>`
-pub fn deployment_key(name: &str) -> String {
+pub(crate) fn deployment_key(name: &str) -> String {
     format!("/deployments/{name}")
 }
-pub const DEPLOYMENTS: &str = "/deployments/";
+pub(crate) const DEPLOYMENTS: &str = "/deployments/";
 
 /// `/revisions/<name>/<revision, zero-padded so keys sort by number>`
-pub fn revision_key(name: &str, revision: u64) -> String {
+pub(crate) fn revision_key(name: &str, revision: u64) -> String {
     format!("/revisions/{name}/{revision:020}")
 }
-pub fn revisions_prefix(name: &str) -> String {
+pub(crate) fn revisions_prefix(name: &str) -> String {
     format!("/revisions/{name}/")
 }
 
 /// `/replicas/<container id>`
-pub fn replica_key(id: &str) -> String {
+pub(crate) fn replica_key(id: &str) -> String {
     format!("/replicas/{id}")
 }
-pub const REPLICAS: &str = "/replicas/";
+pub(crate) const REPLICAS: &str = "/replicas/";
 
 /// `/nodes/<name>`
-pub fn node_key(name: &str) -> String {
+pub(crate) fn node_key(name: &str) -> String {
     format!("/nodes/{name}")
 }
-pub const NODES: &str = "/nodes/";
+pub(crate) const NODES: &str = "/nodes/";
 
 /// `/pod-cidrs/<cidr>`, e.g. `/pod-cidrs/10.88.3.0/24`: the name of the node that holds the
 /// CIDR. Written with `Expect::Absent` in the node's own transaction, so no two nodes get one.
-pub fn pod_cidr_key(cidr: &str) -> String {
+pub(crate) fn pod_cidr_key(cidr: &str) -> String {
     format!("/pod-cidrs/{cidr}")
 }
-pub const POD_CIDRS: &str = "/pod-cidrs/";
+pub(crate) const POD_CIDRS: &str = "/pod-cidrs/";
 
 /// `/tokens/<token id>`
-pub fn token_key(id: &str) -> String {
+pub(crate) fn token_key(id: &str) -> String {
     format!("/tokens/{id}")
 }
-pub const TOKENS: &str = "/tokens/";
+pub(crate) const TOKENS: &str = "/tokens/";
 
 /// A deployment: its current spec and where its rollout stands.
 #[derive(Clone, PartialEq, Message)]
-pub struct DeploymentRecord {
+pub(crate) struct DeploymentRecord {
     /// The spec of `revision`.
     #[prost(message, optional, tag = "1")]
     pub spec: Option<DeploymentSpec>,
@@ -76,7 +76,7 @@ pub struct DeploymentRecord {
 
 /// One replica: a container the scheduler has decided to run, and where.
 #[derive(Clone, PartialEq, Message)]
-pub struct ReplicaRecord {
+pub(crate) struct ReplicaRecord {
     #[prost(string, tag = "1")]
     pub container_id: String,
     #[prost(string, tag = "2")]
@@ -92,7 +92,7 @@ pub struct ReplicaRecord {
 
 /// A node as registered: stable across scheduler restarts (its pod CIDR above all).
 #[derive(Clone, PartialEq, Message)]
-pub struct NodeRecord {
+pub(crate) struct NodeRecord {
     #[prost(string, tag = "1")]
     pub name: String,
     #[prost(map = "string, string", tag = "2")]
@@ -130,11 +130,11 @@ pub struct TokenRecord {
     pub secret_sha256: String,
 }
 
-pub fn encode<M: Message>(m: &M) -> Vec<u8> {
+pub(crate) fn encode<M: Message>(m: &M) -> Vec<u8> {
     m.encode_to_vec()
 }
 
-pub fn decode<M: Message + Default>(
+pub(crate) fn decode<M: Message + Default>(
     key: &str,
     bytes: &[u8],
 ) -> Result<M, crate::error::SchedError> {
@@ -143,6 +143,3 @@ pub fn decode<M: Message + Default>(
         reason: e.to_string(),
     })
 }
-
-/// Revision records are the proto's own message.
-pub type Revision = RevisionRecord;

@@ -9,7 +9,7 @@ use crate::spec::surge_and_unavailable;
 
 /// A replica as the rollout sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaView {
+pub(crate) struct ReplicaView {
     pub id: String,
     pub revision: u64,
     pub ready: bool,
@@ -19,7 +19,7 @@ pub struct ReplicaView {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Step {
+pub(crate) struct Step {
     /// New replicas to create, of `revision`.
     pub create: u32,
     pub revision: u64,
@@ -36,7 +36,7 @@ fn phase(rec: &DeploymentRecord) -> RolloutPhase {
 }
 
 /// The next step for `rec` given its replicas at `now_ms`.
-pub fn step(rec: &DeploymentRecord, replicas: &[ReplicaView], now_ms: i64) -> Step {
+pub(crate) fn step(rec: &DeploymentRecord, replicas: &[ReplicaView], now_ms: i64) -> Step {
     let spec = rec.spec.clone().unwrap_or_default();
     let n = spec.replicas;
     let current = phase(rec);

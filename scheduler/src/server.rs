@@ -46,7 +46,7 @@ impl Default for Config {
 
 /// How long a server that was told to stop waits for open calls (sessions, watches) before
 /// it drops them.
-pub const DRAIN: Duration = Duration::from_secs(2);
+pub(crate) const DRAIN: Duration = Duration::from_secs(2);
 
 /// Serves as the one scheduler of a cluster (no election) until `shutdown`.
 pub async fn run(

@@ -7,14 +7,14 @@ use berth_proto::v1::{DeploymentSpec, Probe, RolloutSettings, SecurityContext, p
 
 use crate::error::SchedError;
 
-pub const DEFAULT_SURGE: &str = "25%";
-pub const DEFAULT_UNAVAILABLE: &str = "25%";
-pub const DEFAULT_PROGRESS_DEADLINE_S: u32 = 120;
-pub const DEFAULT_HISTORY: u32 = 10;
-pub const MAX_REPLICAS: u32 = 10_000;
+pub(crate) const DEFAULT_SURGE: &str = "25%";
+pub(crate) const DEFAULT_UNAVAILABLE: &str = "25%";
+pub(crate) const DEFAULT_PROGRESS_DEADLINE_S: u32 = 120;
+pub(crate) const DEFAULT_HISTORY: u32 = 10;
+pub(crate) const MAX_REPLICAS: u32 = 10_000;
 
 /// Fills what the user left out, so that equal intents compare equal.
-pub fn with_defaults(mut spec: DeploymentSpec) -> DeploymentSpec {
+pub(crate) fn with_defaults(mut spec: DeploymentSpec) -> DeploymentSpec {
     let r = spec.rollout.get_or_insert_with(RolloutSettings::default);
     if r.max_surge.is_empty() {
         r.max_surge = DEFAULT_SURGE.into();
@@ -35,7 +35,7 @@ pub fn with_defaults(mut spec: DeploymentSpec) -> DeploymentSpec {
 }
 
 /// A name that is safe as a key, a directory and a container id prefix.
-pub fn validate_name(field: &str, name: &str) -> Result<(), SchedError> {
+pub(crate) fn validate_name(field: &str, name: &str) -> Result<(), SchedError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -57,7 +57,7 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), SchedError> {
     }
 }
 
-pub fn validate(spec: &DeploymentSpec) -> Result<(), SchedError> {
+pub(crate) fn validate(spec: &DeploymentSpec) -> Result<(), SchedError> {
     validate_name("spec.name", &spec.name)?;
     if spec.image.trim().is_empty() {
         return Err(SchedError::invalid(
@@ -195,7 +195,7 @@ fn validate_probe(field: &str, probe: &Probe, exposed: &BTreeSet<u32>) -> Result
 
 /// A count from "3" or a percentage of `total` from "25%" (rounded up for surge, down for
 /// unavailable, as Kubernetes does).
-pub fn resolve(text: &str, total: u32, round_up: bool) -> Result<u32, String> {
+pub(crate) fn resolve(text: &str, total: u32, round_up: bool) -> Result<u32, String> {
     let t = text.trim();
     if let Some(pct) = t.strip_suffix('%') {
         let p: u32 = pct
@@ -217,7 +217,7 @@ pub fn resolve(text: &str, total: u32, round_up: bool) -> Result<u32, String> {
 }
 
 /// (max surge, max unavailable) for `replicas`; never both zero.
-pub fn surge_and_unavailable(spec: &DeploymentSpec) -> (u32, u32) {
+pub(crate) fn surge_and_unavailable(spec: &DeploymentSpec) -> (u32, u32) {
     let r = spec.rollout.clone().unwrap_or_default();
     let n = spec.replicas;
     let surge = resolve(

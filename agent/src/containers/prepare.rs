@@ -18,7 +18,10 @@ use crate::layout::ContainerPaths;
 
 /// Finds the assignment's image in the store, pulling or importing it first when the
 /// assignment says so and it is missing.
-pub async fn ensure_image(store: &Store, assignment: &Assignment) -> Result<Image, AgentError> {
+pub(super) async fn ensure_image(
+    store: &Store,
+    assignment: &Assignment,
+) -> Result<Image, AgentError> {
     let source = assignment
         .image
         .as_ref()
@@ -85,7 +88,7 @@ pub async fn ensure_image(store: &Store, assignment: &Assignment) -> Result<Imag
 
 /// The runtime spec's overrides for an assignment: command, env, user, limits, netns, cgroup,
 /// read-only root.
-pub fn overrides(assignment: &Assignment, node_name: &str, netns: &Path) -> RunOverrides {
+pub(super) fn overrides(assignment: &Assignment, node_name: &str, netns: &Path) -> RunOverrides {
     let res = assignment.resources.unwrap_or_default();
     let mut env: Vec<(String, String)> = assignment
         .env
@@ -112,7 +115,7 @@ pub fn overrides(assignment: &Assignment, node_name: &str, netns: &Path) -> RunO
 
 /// The assignment's capabilities, seccomp profile, no_new_privileges and privileged flag
 /// (checked when the bundle is made: a bad name fails the container with the reason).
-pub fn security(assignment: &Assignment) -> SecurityOptions {
+pub(super) fn security(assignment: &Assignment) -> SecurityOptions {
     let s = assignment.security.clone().unwrap_or_default();
     SecurityOptions {
         privileged: s.privileged,
@@ -131,7 +134,7 @@ pub fn security(assignment: &Assignment) -> SecurityOptions {
 
 /// Makes the overlay root filesystem (unless it exists from an earlier run of the agent) and
 /// writes the bundle. Blocking: call from a blocking task.
-pub fn rootfs_and_bundle(
+pub(super) fn rootfs_and_bundle(
     store: &Store,
     image: &Image,
     paths: &ContainerPaths,
@@ -166,7 +169,7 @@ pub fn rootfs_and_bundle(
 }
 
 /// Unmounts and removes the root filesystem; tolerates a missing or half-made one.
-pub fn remove_rootfs(paths: &ContainerPaths) -> Result<(), AgentError> {
+pub(super) fn remove_rootfs(paths: &ContainerPaths) -> Result<(), AgentError> {
     if !paths.rootfs.exists() {
         return Ok(());
     }

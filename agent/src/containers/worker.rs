@@ -319,7 +319,7 @@ impl Worker {
             };
             let (delay, period, _) = probe::schedule(probe);
             tokio::time::sleep(delay).await;
-            let mut state = ProbeState::new(probe, false);
+            let mut state = ProbeState::readiness(probe);
             loop {
                 let outcome = probe::check(probe, &target).await;
                 if let Some(passing) = state.observe(&outcome) {
@@ -342,7 +342,7 @@ impl Worker {
             };
             let (delay, period, _) = probe::schedule(probe);
             tokio::time::sleep(delay).await;
-            let mut state = ProbeState::new(probe, true);
+            let mut state = ProbeState::liveness(probe);
             loop {
                 let outcome = probe::check(probe, &target).await;
                 if state.observe(&outcome) == Some(false) {

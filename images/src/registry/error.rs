@@ -160,14 +160,6 @@ pub enum RegistryError {
     Client(#[source] reqwest::Error),
 }
 
-impl RegistryError {
-    /// True when the registry does not have what was asked for (unknown tag, repository or
-    /// digest), as opposed to failing to answer.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::NotFound { .. })
-    }
-}
-
 fn suffix(message: &Option<String>) -> String {
     message
         .as_deref()

@@ -1,8 +1,8 @@
 //! The conformance suite of the [`Store`] contract: every backend runs it in its tests.
 //!
-//! A backend provides a [`StoreFactory`] (a fresh, empty store per case) and either calls
-//! [`run_all`] from one test or, better, expands [`store_conformance_tests!`](crate::store_conformance_tests)
-//! in a test module to get one test per case:
+//! A backend provides a [`StoreFactory`] (a fresh, empty store per case) and expands
+//! [`store_conformance_tests!`](crate::store_conformance_tests) in a test module to get one test
+//! per case:
 //!
 //! ```ignore
 //! mod conformance {
@@ -69,30 +69,6 @@ pub trait StoreFactory {
 const WAIT: Duration = Duration::from_secs(10);
 /// How long a case waits to be sure no further watch event comes.
 const QUIET: Duration = Duration::from_millis(200);
-
-/// Runs every case in order (one test for the lot; the macro gives one test per case).
-pub async fn run_all<F: StoreFactory>(f: &F) {
-    c01_get_missing(f).await;
-    c02_put_get_revisions(f).await;
-    c03_list_prefix(f).await;
-    c04_expect_absent(f).await;
-    c05_expect_revision(f).await;
-    c06_delete(f).await;
-    c07_txn_atomic(f).await;
-    c08_invalid_keys(f).await;
-    c09_txn_edge_cases(f).await;
-    c10_revisions_increase(f).await;
-    c11_watch_from_start(f).await;
-    c12_watch_from_middle(f).await;
-    c13_watch_prefix(f).await;
-    c14_watch_deletes(f).await;
-    c15_watch_no_gaps_under_writes(f).await;
-    c16_compare_and_swap_race(f).await;
-    c17_compacted(f).await;
-    c18_large_value(f).await;
-    c19_txn_of_the_most_ops(f).await;
-    c20_txn_claim_race(f).await;
-}
 
 /// Expands to one `#[tokio::test]` (multi-threaded) per conformance case, each building its
 /// factory with `$factory`. Expand it inside a module of a test crate that depends on tokio.
