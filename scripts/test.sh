@@ -42,15 +42,18 @@ echo "== unit tests as a non-root user (nobody)"
 # A unit test needing root must say so: the nextest profile `nonroot` (.config/nextest.toml)
 # names those and leaves them out, and nextest reports them as skipped. nobody cannot reach
 # cargo or root's CARGO_HOME, so the test binaries travel in a nextest archive (built as root)
-# and run from it; the workspace itself is world-readable.
+# and run from it, over a copy of the workspace's files (the checkout itself may sit where
+# nobody cannot read, under /root say).
 unit_dir=$(mktemp -d)
 trap 'rm -rf "$unit_dir"' EXIT
+chmod 755 "$unit_dir"
 cargo nextest archive --workspace --lib --bins --archive-file "$unit_dir/unit.tar.zst"
 install -m 755 "$(command -v cargo-nextest)" "$unit_dir/cargo-nextest"
-mkdir "$unit_dir/x" # nextest extracts only into a directory that exists
+mkdir "$unit_dir/x" "$unit_dir/ws" # nextest extracts only into a directory that exists
+git ls-files -z --cached --others --exclude-standard | tar -c --null -T - | tar -x -C "$unit_dir/ws"
 chown -R nobody "$unit_dir"
 (cd "$unit_dir" && runuser -u nobody -- env HOME="$unit_dir" ./cargo-nextest nextest run \
-  --archive-file unit.tar.zst --workspace-remap "$OLDPWD" --extract-to x --profile nonroot)
+  --archive-file unit.tar.zst --workspace-remap ws --extract-to x --profile nonroot)
 rm -rf "$unit_dir"
 trap - EXIT
 echo "== tests"
