@@ -454,7 +454,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         Status::Stopped => {}
         Status::Created | Status::Creating => {
             let _ = nix::sys::signal::kill(Pid::from_raw(st.oci.pid), Signal::SIGKILL);
-            crate::pidfd::wait_exit(st.oci.pid, Duration::from_secs(10));
+            crate::sys::pidfd::wait_exit(st.oci.pid, Duration::from_secs(10));
         }
         Status::Running | Status::Paused if force => {
             let cgroup = Cgroup::open(&st.cgroup_path)?;
@@ -463,7 +463,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
                 // A frozen task cannot die until it is thawed.
                 cgroup.freeze(false)?;
             }
-            crate::pidfd::wait_exit(st.oci.pid, Duration::from_secs(10));
+            crate::sys::pidfd::wait_exit(st.oci.pid, Duration::from_secs(10));
         }
         status => {
             return Err(Error::WrongState {

@@ -14,7 +14,6 @@ pub mod forward;
 pub mod hooks;
 mod init;
 pub mod namespaces;
-pub mod pidfd;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
@@ -23,6 +22,7 @@ pub mod security;
 pub mod spec;
 pub mod state;
 pub mod sync;
+pub mod sys;
 pub mod syscall;
 pub mod update;
 

@@ -2,7 +2,6 @@
 //! container's end and stop it.
 
 use std::io;
-use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -289,27 +288,11 @@ pub fn is_alive(state: &ShimState) -> bool {
     matches!(proc_stat(state.shim_pid), Some((s, start)) if start == state.shim_start_time && s != 'Z' && s != 'X')
 }
 
-/// A pidfd for `pid`, or None when no such process exists.
-fn pidfd_open(pid: u32) -> io::Result<Option<OwnedFd>> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no memory
-    // is passed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ESRCH) => Ok(None),
-            _ => Err(e),
-        };
-    }
-    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
-}
-
 /// Waits for the shim of `state` to end and returns `exit.json`. Works whether the shim is
 /// this process's child or one found again after an agent restart (it waits on a pidfd,
 /// which becomes readable when the process exits, whoever its parent is).
 pub async fn wait_exit(paths: &ContainerPaths, state: &ShimState) -> Result<ExitRecord, ShimError> {
-    let pidfd = pidfd_open(state.shim_pid)
+    let pidfd = berth_runtime::sys::pidfd::open(state.shim_pid as i32)
         .map_err(|e| ShimError::io(Path::new(&format!("pidfd_open({})", state.shim_pid)), e))?;
     if let Some(fd) = pidfd {
         // Checked after opening: the pidfd pins this very process, so a matching start time

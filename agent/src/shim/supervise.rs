@@ -219,9 +219,9 @@ pub fn run(args: &Args) -> i32 {
 fn setup() -> io::Result<SignalFd> {
     // Nothing the agent left open without close-on-exec may reach the runtime or the
     // container.
-    // SAFETY: close_range takes integers only; descriptors from 3 up are closed before this
-    // process opens any of its own (std holds none of them).
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // Descriptors from 3 up are closed before this process opens any of its own (std holds
+    // none of them); a failure leaves them open, as it always has.
+    let _ = berth_runtime::sys::fd::close_range(3, berth_runtime::sys::fd::CloseMode::Close);
     // Fails only when already a group leader, which a spawned child is not.
     let _ = nix::unistd::setsid();
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes one integer argument and touches no memory
