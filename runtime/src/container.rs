@@ -268,7 +268,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     drop(console);
     drop(joins);
     // The state is built while init works, off the path to Go.
-    let (pid_start_time, _) = crate::state::proc_stat(pid.as_raw())
+    let pid_start_time = crate::sys::proc_stat::read(pid.as_raw())
+        .map(|s| s.start_time)
         .ok_or_else(|| Error::Init("init exited before it was set up".into()))?;
     let mut state = ContainerState {
         oci: OciState {

@@ -139,7 +139,7 @@ impl ContainerState {
     /// The live status: stopped unless the recorded pid still runs with the same start time;
     /// created while the exec FIFO exists; paused while the freezer holds the cgroup.
     pub fn refresh_status(&mut self, dir: &Path) {
-        self.oci.status = if !process_is(self.oci.pid, self.pid_start_time) {
+        self.oci.status = if !crate::sys::proc_stat::is_alive(self.oci.pid, self.pid_start_time) {
             Status::Stopped
         } else if dir.join(EXEC_FIFO).exists() {
             Status::Created
@@ -149,24 +149,6 @@ impl ContainerState {
             Status::Running
         };
     }
-}
-
-/// Start time (clock ticks since boot) and state letter of `pid`, from /proc/PID/stat.
-pub fn proc_stat(pid: i32) -> Option<(u64, char)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split(' ');
-    let state = fields.next()?.chars().next()?;
-    // `rest` starts at field 3; the start time is field 22.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((start, state))
-}
-
-/// Whether `pid` is alive (not a zombie) and started at `start_time`.
-pub fn process_is(pid: i32, start_time: u64) -> bool {
-    pid > 0
-        && matches!(proc_stat(pid), Some((start, state)) if start == start_time && state != 'Z' && state != 'X')
 }
 
 /// The current time as RFC 3339 with nanoseconds in UTC, like runc's `created`.
@@ -233,7 +215,7 @@ mod tests {
     fn status_follows_the_process() {
         let dir = tempfile::tempdir().unwrap();
         let me = std::process::id() as i32;
-        let (start, _) = proc_stat(me).unwrap();
+        let start = crate::sys::proc_stat::read(me).unwrap().start_time;
         let mut state = ContainerState {
             oci: OciState {
                 oci_version: "1.0.2".into(),

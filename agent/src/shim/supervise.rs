@@ -180,7 +180,7 @@ pub fn run(args: &Args) -> i32 {
     };
     let state = ShimState {
         shim_pid: std::process::id(),
-        shim_start_time: own_start_time().unwrap_or(0),
+        shim_start_time: berth_runtime::sys::proc_stat::read_self().map_or(0, |s| s.start_time),
         container_pid: pid.as_raw() as u32,
         started_at_ms: super::now_ms(),
     };
@@ -484,12 +484,6 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
         WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
         _ => None,
     }
-}
-
-/// Field 22 of /proc/self/stat.
-fn own_start_time() -> Option<u64> {
-    let stat = fs::read_to_string("/proc/self/stat").ok()?;
-    super::parse_stat(&stat).map(|(_, start)| start)
 }
 
 /// Writes JSON to a temporary file beside `path`, syncs it and renames it into place.

@@ -3,3 +3,4 @@
 
 pub mod fd;
 pub mod pidfd;
+pub mod proc_stat;
