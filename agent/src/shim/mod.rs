@@ -39,11 +39,3 @@ pub struct ExitRecord {
     pub oom_killed: bool,
     pub finished_at_ms: i64,
 }
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}

@@ -182,7 +182,7 @@ pub fn run(args: &Args) -> i32 {
         shim_pid: std::process::id(),
         shim_start_time: berth_runtime::sys::proc_stat::read_self().map_or(0, |s| s.start_time),
         container_pid: pid.as_raw() as u32,
-        started_at_ms: super::now_ms(),
+        started_at_ms: berth_runtime::sys::time::now_ms(),
     };
     if let Err(e) = write_json_atomic(&paths.shim_state(), &state) {
         report(&format!(
@@ -201,7 +201,7 @@ pub fn run(args: &Args) -> i32 {
     let record = ExitRecord {
         exit_code: status,
         oom_killed,
-        finished_at_ms: super::now_ms(),
+        finished_at_ms: berth_runtime::sys::time::now_ms(),
     };
     if let Err(e) = write_json_atomic(&paths.exit(), &record) {
         eprintln!("berth-shim {}: writing exit.json: {e}", args.id);

@@ -4,3 +4,4 @@
 pub mod fd;
 pub mod pidfd;
 pub mod proc_stat;
+pub mod time;
