@@ -359,9 +359,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
 
 pub(crate) fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
     // Through a rename: conmon reads the file as soon as it appears.
-    let tmp = path.with_extension("berth-tmp");
-    std::fs::write(&tmp, pid.to_string()).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::sys::fs::atomic_write(path, pid.to_string().as_bytes()).map_err(|e| Error::io(path, e))
 }
 
 /// The state of `id` with its live status.

@@ -2,7 +2,6 @@
 //! the status derived from the live process, as runc derives it.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -105,19 +104,15 @@ pub fn container_dir(root: &Path, id: &str) -> Result<PathBuf> {
 }
 
 impl ContainerState {
-    /// Writes state.json into `dir` through a temporary file and a rename, so readers never see
-    /// a half-written file.
+    /// Writes state.json into `dir` through [`crate::sys::fs::atomic_write`]: readers never see
+    /// a half-written file, and the state survives a crash once this returns.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join(".state.json.tmp");
+        let path = dir.join(STATE_FILE);
         let json = serde_json::to_vec(self).map_err(|e| Error::CorruptState {
-            path: tmp.clone(),
+            path: path.clone(),
             reason: e.to_string(),
         })?;
-        let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        file.write_all(&json).map_err(|e| Error::io(&tmp, e))?;
-        drop(file);
-        let path = dir.join(STATE_FILE);
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        crate::sys::fs::atomic_write(&path, &json).map_err(|e| Error::io(&path, e))
     }
 
     /// Reads the state of `id`; `NotFound` when there is no such container.

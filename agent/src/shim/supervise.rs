@@ -486,23 +486,10 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
-/// Writes JSON to a temporary file beside `path`, syncs it and renames it into place.
+/// Writes JSON crash-safely ([`berth_runtime::sys::fs::atomic_write`]).
 fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
     let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
-    let mut f = File::create(&tmp)?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    berth_runtime::sys::fs::atomic_write(path, &bytes)
 }
 
 /// Whether the OOM killer acted in the container's memory cgroup (`linux.cgroupsPath` of the

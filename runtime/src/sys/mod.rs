@@ -2,6 +2,7 @@
 //! image store, the agent, the shim and the CLI all need, with their `unsafe` kept here.
 
 pub mod fd;
+pub mod fs;
 pub mod pidfd;
 pub mod proc_stat;
 pub mod time;
