@@ -493,22 +493,10 @@ fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<
 }
 
 /// Whether the OOM killer acted in the container's memory cgroup (`linux.cgroupsPath` of the
-/// bundle's config.json): cgroup v1 `memory.oom_control`, else v2 `memory.events`.
+/// bundle's config.json), on cgroup v1 or cgroup2 ([`berth_runtime::sys::oom::oom_kills`]).
 pub fn oom_killed(bundle: &Path, id: &str) -> bool {
-    let Some(cgroup) = cgroup_path(bundle, id) else {
-        return false;
-    };
-    let rel = cgroup.trim_start_matches('/');
-    let v1 = Path::new("/sys/fs/cgroup/memory")
-        .join(rel)
-        .join("memory.oom_control");
-    if let Ok(text) = fs::read_to_string(&v1) {
-        return counter(&text, "oom_kill") > 0;
-    }
-    cgroup2_mounts().into_iter().any(|mount| {
-        fs::read_to_string(mount.join(rel).join("memory.events"))
-            .is_ok_and(|text| counter(&text, "oom_kill") > 0)
-    })
+    cgroup_path(bundle, id)
+        .is_some_and(|cgroup| berth_runtime::sys::oom::oom_kills(Path::new(&cgroup)) > 0)
 }
 
 /// The container's cgroup path from the root of a hierarchy, as the runtime places it: the
@@ -540,30 +528,6 @@ fn cgroup_path(bundle: &Path, id: &str) -> Option<String> {
         .max_by_key(|(memory, _)| *memory)?
         .1;
     Some(format!("{}/{path}", base.trim_end_matches('/')))
-}
-
-/// Where cgroup2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts).
-fn cgroup2_mounts() -> Vec<PathBuf> {
-    let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else {
-        return Vec::new();
-    };
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, target, fstype) = (f.next()?, f.next()?, f.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(target))
-        })
-        .collect()
-}
-
-/// The value of `key N` in a flat-keyed cgroup file.
-fn counter(text: &str, key: &str) -> u64 {
-    text.lines()
-        .filter_map(|l| l.split_once(' '))
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// ctr.log with size-capped parts: ctr.log -> ctr.log.1 -> ... -> ctr.log.(K-1), the oldest
@@ -755,12 +719,5 @@ mod tests {
         log.write(b"one\ntwo\nthree\n");
         assert_eq!(fs::read_to_string(p.log()).unwrap(), "three\n");
         assert!(!p.old_log(1).exists());
-    }
-
-    #[test]
-    fn counters() {
-        let text = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
-        assert_eq!(counter(text, "oom_kill"), 2);
-        assert_eq!(counter("low 0\n", "oom_kill"), 0);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod fd;
 pub mod fs;
+pub mod oom;
 pub mod pidfd;
 pub mod proc_stat;
 pub mod time;
