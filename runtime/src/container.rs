@@ -358,8 +358,11 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
 }
 
 pub(crate) fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
-    // Through a rename: conmon reads the file as soon as it appears.
-    crate::sys::fs::atomic_write(path, pid.to_string().as_bytes()).map_err(|e| Error::io(path, e))
+    // Through a rename: conmon reads the file as soon as it appears. Not fsynced: it means
+    // nothing after a reboot.
+    let bytes = pid.to_string();
+    crate::sys::fs::atomic_write_with(path, bytes.as_bytes(), crate::sys::fs::VOLATILE)
+        .map_err(|e| Error::io(path, e))
 }
 
 /// The state of `id` with its live status.

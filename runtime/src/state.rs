@@ -104,15 +104,17 @@ pub fn container_dir(root: &Path, id: &str) -> Result<PathBuf> {
 }
 
 impl ContainerState {
-    /// Writes state.json into `dir` through [`crate::sys::fs::atomic_write`]: readers never see
-    /// a half-written file, and the state survives a crash once this returns.
+    /// Writes state.json into `dir` through a temporary file and a rename, so readers never see
+    /// a half-written file. Not fsynced: the state lives under /run and means nothing after a
+    /// reboot, while an fsync would cost milliseconds on every create.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let path = dir.join(STATE_FILE);
         let json = serde_json::to_vec(self).map_err(|e| Error::CorruptState {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        crate::sys::fs::atomic_write(&path, &json).map_err(|e| Error::io(&path, e))
+        crate::sys::fs::atomic_write_with(&path, &json, crate::sys::fs::VOLATILE)
+            .map_err(|e| Error::io(&path, e))
     }
 
     /// Reads the state of `id`; `NotFound` when there is no such container.

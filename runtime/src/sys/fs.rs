@@ -17,6 +17,10 @@ pub struct WriteOptions {
     /// Whether an existing file at the path is replaced; if not, an existing one is an
     /// `AlreadyExists` error and stays as it was.
     pub replace: bool,
+    /// Whether the file and the directory are fsynced. Only state on a volatile filesystem
+    /// (the runtime's under /run, gone at reboot anyway) skips it: a process crash loses
+    /// nothing from the page cache, and fsync costs milliseconds on the create path.
+    pub durable: bool,
 }
 
 impl Default for WriteOptions {
@@ -25,9 +29,18 @@ impl Default for WriteOptions {
         WriteOptions {
             mode: 0o666,
             replace: true,
+            durable: true,
         }
     }
 }
+
+/// [`atomic_write_with`] options for state that need not survive a reboot: replaced
+/// atomically, not fsynced.
+pub const VOLATILE: WriteOptions = WriteOptions {
+    mode: 0o666,
+    replace: true,
+    durable: false,
+};
 
 /// Writes `bytes` to `path` through a temporary file in the same directory: write, fsync the
 /// file, rename it over `path`, fsync the directory. On error no temporary file is left.
@@ -40,7 +53,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn atomic_write_with(path: &Path, bytes: &[u8], opts: WriteOptions) -> io::Result<()> {
     let dir = parent_dir(path);
     let tmp = temp_path(path)?;
-    let result = write_synced(&tmp, bytes, opts.mode).and_then(|()| {
+    let result = write_file(&tmp, bytes, opts).and_then(|()| {
         if opts.replace {
             fs::rename(&tmp, path)
         } else {
@@ -52,7 +65,7 @@ pub fn atomic_write_with(path: &Path, bytes: &[u8], opts: WriteOptions) -> io::R
         let _ = fs::remove_file(&tmp);
     }
     result?;
-    sync_dir(dir)
+    if opts.durable { sync_dir(dir) } else { Ok(()) }
 }
 
 /// fsyncs a directory, so that a rename or link into it survives a crash.
@@ -84,12 +97,12 @@ fn temp_path(path: &Path) -> io::Result<PathBuf> {
     )))
 }
 
-fn write_synced(tmp: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+fn write_file(tmp: &Path, bytes: &[u8], opts: WriteOptions) -> io::Result<()> {
     let create = || {
         OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(mode)
+            .mode(opts.mode)
             .open(tmp)
     };
     let mut file = match create() {
@@ -101,7 +114,11 @@ fn write_synced(tmp: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         r => r?,
     };
     file.write_all(bytes)?;
-    file.sync_all()
+    if opts.durable {
+        file.sync_all()
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -132,6 +149,16 @@ mod tests {
     }
 
     #[test]
+    fn a_volatile_write_replaces_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        atomic_write_with(&path, b"1", super::VOLATILE).unwrap();
+        atomic_write_with(&path, b"22", super::VOLATILE).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"22");
+        assert_eq!(names(dir.path()), ["pid"]);
+    }
+
+    #[test]
     fn a_failed_rename_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         // A non-empty directory where the file should go: the rename fails.
@@ -158,6 +185,7 @@ mod tests {
         let keep = WriteOptions {
             mode: 0o600,
             replace: false,
+            ..WriteOptions::default()
         };
         atomic_write_with(&path, b"one", keep).unwrap();
         let err = atomic_write_with(&path, b"two", keep).unwrap_err();

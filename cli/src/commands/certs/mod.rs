@@ -156,7 +156,11 @@ fn refuse_existing(paths: &[&Path], force: bool, what: &str) -> anyhow::Result<(
 /// either the old file or the new one. Without `replace`, an existing `path` is an error even
 /// if it appeared since the caller checked (hard_link does not replace).
 fn write_atomic(path: &Path, contents: &[u8], mode: u32, replace: bool) -> anyhow::Result<()> {
-    let opts = berth_runtime::sys::fs::WriteOptions { mode, replace };
+    let opts = berth_runtime::sys::fs::WriteOptions {
+        mode,
+        replace,
+        ..Default::default()
+    };
     berth_runtime::sys::fs::atomic_write_with(path, contents, opts)
         .with_context(|| format!("writing {}", path.display()))
 }
