@@ -1144,14 +1144,8 @@ mod tests {
         let Ok(pid) = std::fs::read_to_string(&pidfile) else {
             return; // never got as far as writing its pid
         };
-        let stat = format!("/proc/{}/stat", pid.trim());
-        let gone_or_zombie = || match std::fs::read_to_string(&stat) {
-            Err(_) => true,
-            Ok(s) => s
-                .rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z')),
-        };
+        let pid: i32 = pid.trim().parse().expect("a pid in the pid file");
+        let gone_or_zombie = || berth_runtime::sys::proc_stat::read(pid).is_none_or(|s| s.ended());
         let give_up = Instant::now() + Duration::from_secs(10);
         while !gone_or_zombie() {
             assert!(Instant::now() < give_up, "timed-out exec probe not killed");

@@ -167,7 +167,7 @@ async fn session(
                 Ok(status) => {
                     let msg = AgentMessage { msg: Some(agent_message::Msg::Event(ContainerEvent {
                         status: Some(status),
-                        at_ms: crate::containers::now_ms(),
+                        at_ms: berth_runtime::sys::time::now_ms(),
                     }))};
                     tx.send(msg).await.map_err(|_| SessionError::Closed)?;
                 }

@@ -567,9 +567,7 @@ pub fn age(at_ms: i64) -> String {
     if at_ms <= 0 {
         return "-".into();
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = berth_runtime::sys::time::now_ms();
     let secs = (now - at_ms).max(0) / 1000;
     match secs {
         0..60 => format!("{secs}s"),

@@ -165,9 +165,7 @@ fn write_record(path: &Path, record: &SnapshotRecord) -> Result<(), SnapshotErro
         source,
     })?;
     // Temp file and rename: a reader never sees half a record.
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
-    Ok(fs::rename(&tmp, path).map_err(io_err("rename into place", path))?)
+    Ok(berth_runtime::sys::fs::atomic_write(path, &bytes).map_err(io_err("write", path))?)
 }
 
 fn read_record(path: &Path) -> Result<SnapshotRecord, SnapshotError> {

@@ -337,21 +337,7 @@ impl Store {
 
     /// Writes a file by temp file, fsync and rename, then fsyncs the directory.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let dir = path.parent().expect("store paths have a parent");
-        let mut tmp = NamedTempFile::with_prefix_in(".tmp-", dir)
-            .map_err(io_err("create temp file in", dir))?;
-        tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(io_err("fsync", tmp.path()))?;
-        tmp.persist(path).map_err(|e| {
-            StoreError::Io(IoError {
-                op: "rename into place",
-                path: path.to_path_buf(),
-                source: e.error,
-            })
-        })?;
-        sync_dir(dir)
+        Ok(berth_runtime::sys::fs::atomic_write(path, bytes).map_err(io_err("write", path))?)
     }
 
     /// Names an image: points `reference` at a manifest descriptor, replacing any previous
@@ -658,7 +644,5 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<fs::DirEntry>> {
 
 /// fsyncs a directory so that a rename into it survives a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    Ok(File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))?)
+    Ok(berth_runtime::sys::fs::sync_dir(dir).map_err(io_err("fsync directory", dir))?)
 }

@@ -173,7 +173,7 @@ impl Cgroup {
             .stats()
             .map_err(|e| cgroup_err(&self.path, e))?;
         let mut json = serde_json::to_value(&stats).map_err(|e| cgroup_err(&self.path, e))?;
-        json["memory"]["oom_kill"] = serde_json::json!(oom_kills(&self.path));
+        json["memory"]["oom_kill"] = serde_json::json!(crate::sys::oom::oom_kills(&self.path));
         Ok(json)
     }
 
@@ -273,27 +273,6 @@ pub fn join_existing(path: &Path) -> Result<()> {
         std::fs::write(&procs, "0").map_err(|e| cgroup_err(&procs, e))?;
     }
     Ok(())
-}
-
-/// How many times the OOM killer fired in the cgroup (v1 memory.oom_control, v2 memory.events).
-pub fn oom_kills(path: &Path) -> u64 {
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    let root = Path::new(CGROUP_ROOT);
-    let candidates = [
-        (
-            root.join("memory").join(rel).join("memory.oom_control"),
-            "oom_kill ",
-        ),
-        (root.join(rel).join("memory.events"), "oom_kill "),
-    ];
-    for (file, key) in candidates {
-        if let Ok(text) = std::fs::read_to_string(&file)
-            && let Some(n) = text.lines().find_map(|l| l.strip_prefix(key))
-        {
-            return n.trim().parse().unwrap_or(0);
-        }
-    }
-    0
 }
 
 /// Whether the freezer holds the cgroup at `path` (v1 freezer.state or v2 cgroup.freeze).

@@ -268,7 +268,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     drop(console);
     drop(joins);
     // The state is built while init works, off the path to Go.
-    let (pid_start_time, _) = crate::state::proc_stat(pid.as_raw())
+    let pid_start_time = crate::sys::proc_stat::read(pid.as_raw())
+        .map(|s| s.start_time)
         .ok_or_else(|| Error::Init("init exited before it was set up".into()))?;
     let mut state = ContainerState {
         oci: OciState {
@@ -357,10 +358,11 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
 }
 
 pub(crate) fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
-    // Through a rename: conmon reads the file as soon as it appears.
-    let tmp = path.with_extension("berth-tmp");
-    std::fs::write(&tmp, pid.to_string()).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    // Through a rename: conmon reads the file as soon as it appears. Not fsynced: it means
+    // nothing after a reboot.
+    let bytes = pid.to_string();
+    crate::sys::fs::atomic_write_with(path, bytes.as_bytes(), crate::sys::fs::VOLATILE)
+        .map_err(|e| Error::io(path, e))
 }
 
 /// The state of `id` with its live status.
@@ -454,7 +456,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         Status::Stopped => {}
         Status::Created | Status::Creating => {
             let _ = nix::sys::signal::kill(Pid::from_raw(st.oci.pid), Signal::SIGKILL);
-            crate::pidfd::wait_exit(st.oci.pid, Duration::from_secs(10));
+            crate::sys::pidfd::wait_exit(st.oci.pid, Duration::from_secs(10));
         }
         Status::Running | Status::Paused if force => {
             let cgroup = Cgroup::open(&st.cgroup_path)?;
@@ -463,7 +465,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
                 // A frozen task cannot die until it is thawed.
                 cgroup.freeze(false)?;
             }
-            crate::pidfd::wait_exit(st.oci.pid, Duration::from_secs(10));
+            crate::sys::pidfd::wait_exit(st.oci.pid, Duration::from_secs(10));
         }
         status => {
             return Err(Error::WrongState {

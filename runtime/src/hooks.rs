@@ -51,7 +51,7 @@ fn run_one(kind: &'static str, hook: &Hook, state_json: &[u8]) -> Result<()> {
     }
     if let Some(secs) = hook.timeout() {
         let timeout = Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-        if !crate::pidfd::wait_exit(child.id() as i32, timeout) {
+        if !crate::sys::pidfd::wait_exit(child.id() as i32, timeout) {
             let _ = child.kill();
             let _ = child.wait();
             return Err(fail(format!("timed out after {secs} s")));

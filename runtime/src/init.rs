@@ -253,24 +253,13 @@ pub(crate) fn install_seccomp_last(
 /// Marks every descriptor from `first` on close-on-exec: whatever the caller left open must
 /// not reach the container unless passed on purpose.
 pub(crate) fn close_inherited_fds(first: u32) -> Result<()> {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range only changes descriptor flags of this process.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if rc != 0 {
-        return Err(Error::sys(
+    crate::sys::fd::close_range(first, crate::sys::fd::CloseMode::Cloexec).map_err(|e| {
+        Error::sys(
             "close_range",
             "inherited descriptors",
-            nix::errno::Errno::last(),
-        ));
-    }
-    Ok(())
+            nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        )
+    })
 }
 
 fn wait_for_go(channel: &Channel) -> Result<Vec<u8>> {

@@ -14,7 +14,6 @@ pub mod forward;
 pub(crate) mod hooks;
 mod init;
 pub(crate) mod namespaces;
-pub mod pidfd;
 pub mod process;
 pub(crate) mod rootfs;
 pub(crate) mod seccomp;
@@ -23,6 +22,7 @@ pub mod security;
 pub mod spec;
 pub mod state;
 pub(crate) mod sync;
+pub mod sys;
 pub mod syscall;
 pub mod update;
 

@@ -2,7 +2,6 @@
 //! the status derived from the live process, as runc derives it.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -106,18 +105,16 @@ pub fn container_dir(root: &Path, id: &str) -> Result<PathBuf> {
 
 impl ContainerState {
     /// Writes state.json into `dir` through a temporary file and a rename, so readers never see
-    /// a half-written file.
+    /// a half-written file. Not fsynced: the state lives under /run and means nothing after a
+    /// reboot, while an fsync would cost milliseconds on every create.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let tmp = dir.join(".state.json.tmp");
+        let path = dir.join(STATE_FILE);
         let json = serde_json::to_vec(self).map_err(|e| Error::CorruptState {
-            path: tmp.clone(),
+            path: path.clone(),
             reason: e.to_string(),
         })?;
-        let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        file.write_all(&json).map_err(|e| Error::io(&tmp, e))?;
-        drop(file);
-        let path = dir.join(STATE_FILE);
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        crate::sys::fs::atomic_write_with(&path, &json, crate::sys::fs::VOLATILE)
+            .map_err(|e| Error::io(&path, e))
     }
 
     /// Reads the state of `id`; `NotFound` when there is no such container.
@@ -139,7 +136,7 @@ impl ContainerState {
     /// The live status: stopped unless the recorded pid still runs with the same start time;
     /// created while the exec FIFO exists; paused while the freezer holds the cgroup.
     pub fn refresh_status(&mut self, dir: &Path) {
-        self.oci.status = if !process_is(self.oci.pid, self.pid_start_time) {
+        self.oci.status = if !crate::sys::proc_stat::is_alive(self.oci.pid, self.pid_start_time) {
             Status::Stopped
         } else if dir.join(EXEC_FIFO).exists() {
             Status::Created
@@ -149,24 +146,6 @@ impl ContainerState {
             Status::Running
         };
     }
-}
-
-/// Start time (clock ticks since boot) and state letter of `pid`, from /proc/PID/stat.
-pub fn proc_stat(pid: i32) -> Option<(u64, char)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split(' ');
-    let state = fields.next()?.chars().next()?;
-    // `rest` starts at field 3; the start time is field 22.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((start, state))
-}
-
-/// Whether `pid` is alive (not a zombie) and started at `start_time`.
-pub fn process_is(pid: i32, start_time: u64) -> bool {
-    pid > 0
-        && matches!(proc_stat(pid), Some((start, state)) if start == start_time && state != 'Z' && state != 'X')
 }
 
 /// The current time as RFC 3339 with nanoseconds in UTC, like runc's `created`.
@@ -233,7 +212,7 @@ mod tests {
     fn status_follows_the_process() {
         let dir = tempfile::tempdir().unwrap();
         let me = std::process::id() as i32;
-        let (start, _) = proc_stat(me).unwrap();
+        let start = crate::sys::proc_stat::read(me).unwrap().start_time;
         let mut state = ContainerState {
             oci: OciState {
                 oci_version: "1.0.2".into(),

@@ -212,7 +212,7 @@ fn detached_run_lists_processes_and_kill_all_reaches_them() {
     let other = pids.iter().copied().find(|p| *p != init).unwrap();
     c.ok(["kill", "--all", &c.id, "TERM"]);
     common::wait_until("the non-init sleep to die", || {
-        fs::read_to_string(format!("/proc/{other}/stat")).map_or(true, |s| s.contains(") Z "))
+        berth_runtime::sys::proc_stat::read(other as i32).is_none_or(|s| s.ended())
     });
     assert_eq!(c.status(), "running");
     c.ok(["kill", "--all", &c.id, "KILL"]);

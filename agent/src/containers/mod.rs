@@ -5,8 +5,6 @@ mod prepare;
 pub mod record;
 mod worker;
 
-pub use worker::now_ms;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

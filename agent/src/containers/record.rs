@@ -1,8 +1,7 @@
 //! What the agent remembers of a container across its own restarts: the assignment, and the
 //! restart count and last outcome (the shim keeps the process's own state).
 
-use std::fs::{self, File};
-use std::io::Write as _;
+use std::fs;
 use std::path::Path;
 
 use berth_proto::v1::Assignment;
@@ -27,14 +26,10 @@ pub struct Record {
     pub gave_up: Option<String>,
 }
 
-/// Writes `bytes` to `path` through a temporary file, fsync and rename.
+/// Writes `bytes` to `path` crash-safely ([`berth_runtime::sys::fs::atomic_write`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
-    let tmp = path.with_extension("tmp");
-    let what = || format!("writing {}", path.display());
-    let mut f = File::create(&tmp).map_err(AgentError::io(what()))?;
-    f.write_all(bytes).map_err(AgentError::io(what()))?;
-    f.sync_all().map_err(AgentError::io(what()))?;
-    fs::rename(&tmp, path).map_err(AgentError::io(what()))
+    berth_runtime::sys::fs::atomic_write(path, bytes)
+        .map_err(AgentError::io(format!("writing {}", path.display())))
 }
 
 pub fn save_assignment(paths: &ContainerPaths, a: &Assignment) -> Result<(), AgentError> {

@@ -2,9 +2,10 @@
 //! restart it as its policy says, and take everything down when it is unassigned.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use berth_proto::v1::{Assignment, ContainerState, ContainerStatus};
+use berth_runtime::sys::time::now_ms;
 use tokio::sync::watch;
 
 use super::record::{self, Record};
@@ -531,10 +532,4 @@ pub(crate) async fn remove_leftovers(inner: &Arc<Inner>, paths: &ContainerPaths)
     {
         tracing::warn!(container = %paths.id, "removing {}: {e}", paths.dir.display());
     }
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -143,20 +142,12 @@ impl Store {
 
     fn save(&self, state: &State) -> Result<(), NetError> {
         let path = self.file();
-        let tmp = self.dir.join("state.json.tmp");
         let bytes = serde_json::to_vec_pretty(state).map_err(|e| NetError::State {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let mut f = File::create(&tmp).map_err(|e| NetError::io("create", &tmp, e))?;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| NetError::io("write", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| NetError::io("rename onto", &path, e))?;
-        // The rename is durable only once the directory entry is.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| NetError::io("fsync", &self.dir, e))
+        berth_runtime::sys::fs::atomic_write(&path, &bytes)
+            .map_err(|e| NetError::io("write", &path, e))
     }
 
     /// A snapshot of the state (under a shared lock, so never a half-applied change).

@@ -2,7 +2,6 @@
 //! container's end and stop it.
 
 use std::io;
-use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -262,12 +261,6 @@ pub fn read_exit(paths: &ContainerPaths) -> Result<Option<ExitRecord>, ShimError
     read_json(&paths.exit())
 }
 
-/// State and start time of a pid, from /proc.
-fn proc_stat(pid: u32) -> Option<(char, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    super::parse_stat(&stat)
-}
-
 /// Whether a shim holds the container's lock: it runs, even if it has not written shim.json
 /// yet (an agent that died while starting it).
 pub fn lock_held(paths: &ContainerPaths) -> bool {
@@ -286,35 +279,21 @@ pub fn lock_held(paths: &ContainerPaths) -> bool {
 /// Whether the shim of `state` still runs: its pid exists, is no zombie, and started when the
 /// shim did (not a later process with a reused pid).
 pub fn is_alive(state: &ShimState) -> bool {
-    matches!(proc_stat(state.shim_pid), Some((s, start)) if start == state.shim_start_time && s != 'Z' && s != 'X')
-}
-
-/// A pidfd for `pid`, or None when no such process exists.
-fn pidfd_open(pid: u32) -> io::Result<Option<OwnedFd>> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no memory
-    // is passed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ESRCH) => Ok(None),
-            _ => Err(e),
-        };
-    }
-    // SAFETY: the syscall returned a fresh descriptor that nothing else owns.
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    berth_runtime::sys::proc_stat::is_alive(state.shim_pid as i32, state.shim_start_time)
 }
 
 /// Waits for the shim of `state` to end and returns `exit.json`. Works whether the shim is
 /// this process's child or one found again after an agent restart (it waits on a pidfd,
 /// which becomes readable when the process exits, whoever its parent is).
 pub async fn wait_exit(paths: &ContainerPaths, state: &ShimState) -> Result<ExitRecord, ShimError> {
-    let pidfd = pidfd_open(state.shim_pid)
+    let pidfd = berth_runtime::sys::pidfd::open(state.shim_pid as i32)
         .map_err(|e| ShimError::io(Path::new(&format!("pidfd_open({})", state.shim_pid)), e))?;
     if let Some(fd) = pidfd {
         // Checked after opening: the pidfd pins this very process, so a matching start time
         // means it is the shim and no pid reuse can swap it from here on.
-        if proc_stat(state.shim_pid).is_some_and(|(_, start)| start == state.shim_start_time) {
+        if berth_runtime::sys::proc_stat::read(state.shim_pid as i32)
+            .is_some_and(|s| s.start_time == state.shim_start_time)
+        {
             // SAFETY: the OwnedFd is moved into the AsyncFd, which alone owns it from here: it
             // stays open, refers to the same pidfd and returns the same descriptor until the
             // AsyncFd drops it.

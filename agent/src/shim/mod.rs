@@ -39,36 +39,3 @@ pub struct ExitRecord {
     pub oom_killed: bool,
     pub finished_at_ms: i64,
 }
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// State (field 3) and start time (field 22) from a /proc/PID/stat line.
-pub(crate) fn parse_stat(stat: &str) -> Option<(char, u64)> {
-    // The command name (field 2) may hold spaces and parentheses: fields resume after the
-    // last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // Field 3 was the state; field 22 is 19 further on.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_stat;
-
-    #[test]
-    fn stat_fields() {
-        let line =
-            "1234 (a b) c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200";
-        assert_eq!(parse_stat(line), Some(('S', 98765)));
-        assert_eq!(parse_stat("12 (x) R 1"), None);
-    }
-}

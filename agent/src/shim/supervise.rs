@@ -180,9 +180,9 @@ pub fn run(args: &Args) -> i32 {
     };
     let state = ShimState {
         shim_pid: std::process::id(),
-        shim_start_time: own_start_time().unwrap_or(0),
+        shim_start_time: berth_runtime::sys::proc_stat::read_self().map_or(0, |s| s.start_time),
         container_pid: pid.as_raw() as u32,
-        started_at_ms: super::now_ms(),
+        started_at_ms: berth_runtime::sys::time::now_ms(),
     };
     if let Err(e) = write_json_atomic(&paths.shim_state(), &state) {
         report(&format!(
@@ -201,7 +201,7 @@ pub fn run(args: &Args) -> i32 {
     let record = ExitRecord {
         exit_code: status,
         oom_killed,
-        finished_at_ms: super::now_ms(),
+        finished_at_ms: berth_runtime::sys::time::now_ms(),
     };
     if let Err(e) = write_json_atomic(&paths.exit(), &record) {
         eprintln!("berth-shim {}: writing exit.json: {e}", args.id);
@@ -219,9 +219,9 @@ pub fn run(args: &Args) -> i32 {
 fn setup() -> io::Result<SignalFd> {
     // Nothing the agent left open without close-on-exec may reach the runtime or the
     // container.
-    // SAFETY: close_range takes integers only; descriptors from 3 up are closed before this
-    // process opens any of its own (std holds none of them).
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // Descriptors from 3 up are closed before this process opens any of its own (std holds
+    // none of them); a failure leaves them open, as it always has.
+    let _ = berth_runtime::sys::fd::close_range(3, berth_runtime::sys::fd::CloseMode::Close);
     // Fails only when already a group leader, which a spawned child is not.
     let _ = nix::unistd::setsid();
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes one integer argument and touches no memory
@@ -486,48 +486,17 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
-/// Field 22 of /proc/self/stat.
-fn own_start_time() -> Option<u64> {
-    let stat = fs::read_to_string("/proc/self/stat").ok()?;
-    super::parse_stat(&stat).map(|(_, start)| start)
-}
-
-/// Writes JSON to a temporary file beside `path`, syncs it and renames it into place.
+/// Writes JSON crash-safely ([`berth_runtime::sys::fs::atomic_write`]).
 fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
     let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
-    let mut f = File::create(&tmp)?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    berth_runtime::sys::fs::atomic_write(path, &bytes)
 }
 
 /// Whether the OOM killer acted in the container's memory cgroup (`linux.cgroupsPath` of the
-/// bundle's config.json): cgroup v1 `memory.oom_control`, else v2 `memory.events`.
+/// bundle's config.json), on cgroup v1 or cgroup2 ([`berth_runtime::sys::oom::oom_kills`]).
 pub fn oom_killed(bundle: &Path, id: &str) -> bool {
-    let Some(cgroup) = cgroup_path(bundle, id) else {
-        return false;
-    };
-    let rel = cgroup.trim_start_matches('/');
-    let v1 = Path::new("/sys/fs/cgroup/memory")
-        .join(rel)
-        .join("memory.oom_control");
-    if let Ok(text) = fs::read_to_string(&v1) {
-        return counter(&text, "oom_kill") > 0;
-    }
-    cgroup2_mounts().into_iter().any(|mount| {
-        fs::read_to_string(mount.join(rel).join("memory.events"))
-            .is_ok_and(|text| counter(&text, "oom_kill") > 0)
-    })
+    cgroup_path(bundle, id)
+        .is_some_and(|cgroup| berth_runtime::sys::oom::oom_kills(Path::new(&cgroup)) > 0)
 }
 
 /// The container's cgroup path from the root of a hierarchy, as the runtime places it: the
@@ -559,30 +528,6 @@ fn cgroup_path(bundle: &Path, id: &str) -> Option<String> {
         .max_by_key(|(memory, _)| *memory)?
         .1;
     Some(format!("{}/{path}", base.trim_end_matches('/')))
-}
-
-/// Where cgroup2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts).
-fn cgroup2_mounts() -> Vec<PathBuf> {
-    let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else {
-        return Vec::new();
-    };
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, target, fstype) = (f.next()?, f.next()?, f.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(target))
-        })
-        .collect()
-}
-
-/// The value of `key N` in a flat-keyed cgroup file.
-fn counter(text: &str, key: &str) -> u64 {
-    text.lines()
-        .filter_map(|l| l.split_once(' '))
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// ctr.log with size-capped parts: ctr.log -> ctr.log.1 -> ... -> ctr.log.(K-1), the oldest
@@ -774,12 +719,5 @@ mod tests {
         log.write(b"one\ntwo\nthree\n");
         assert_eq!(fs::read_to_string(p.log()).unwrap(), "three\n");
         assert!(!p.old_log(1).exists());
-    }
-
-    #[test]
-    fn counters() {
-        let text = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
-        assert_eq!(counter(text, "oom_kill"), 2);
-        assert_eq!(counter("low 0\n", "oom_kill"), 0);
     }
 }

@@ -29,15 +29,15 @@ pub fn stop(paths: &Paths, owner_pid: i32, timeout: Duration) -> anyhow::Result<
             Signal::SIGTERM
         };
         let _ = berth_runtime::kill(root, &paths.id, first, false);
-        if !berth_runtime::pidfd::wait_exit(pid, timeout) {
+        if !berth_runtime::sys::pidfd::wait_exit(pid, timeout) {
             let _ = berth_runtime::kill(root, &paths.id, Signal::SIGKILL, true);
-            if !berth_runtime::pidfd::wait_exit(pid, Duration::from_secs(10)) {
+            if !berth_runtime::sys::pidfd::wait_exit(pid, Duration::from_secs(10)) {
                 anyhow::bail!("container {} did not die after SIGKILL", paths.id);
             }
         }
     }
     // The owner reaps the process, deletes the runtime state and writes exit.json.
-    if !berth_runtime::pidfd::wait_exit(owner_pid, Duration::from_secs(10)) {
+    if !berth_runtime::sys::pidfd::wait_exit(owner_pid, Duration::from_secs(10)) {
         anyhow::bail!("the supervisor of {} did not finish", paths.id);
     }
     Ok(())

@@ -77,12 +77,10 @@ pub struct ExitRecord {
     pub finished: String,
 }
 
-/// Writes JSON through a temporary file and a rename.
+/// Writes JSON crash-safely ([`berth_runtime::sys::fs::atomic_write`]).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, serde_json::to_vec(value)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    berth_runtime::sys::fs::atomic_write(path, &serde_json::to_vec(value)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {

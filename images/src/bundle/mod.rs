@@ -170,9 +170,8 @@ pub fn write_bundle(dir: &Path, spec: &Spec, rootfs: &Path) -> Result<PathBuf, B
     spec.set_root(Some(root));
     fs::create_dir_all(dir).map_err(io_err("create directory", dir.to_path_buf()))?;
     let path = dir.join("config.json");
-    let tmp = dir.join(".config.json.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(&spec)?).map_err(io_err("write", tmp.clone()))?;
-    fs::rename(&tmp, &path).map_err(io_err("rename into place", path.clone()))?;
+    berth_runtime::sys::fs::atomic_write(&path, &serde_json::to_vec_pretty(&spec)?)
+        .map_err(io_err("write", path.clone()))?;
     Ok(path)
 }
 

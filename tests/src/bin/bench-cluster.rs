@@ -641,12 +641,7 @@ fn kill9(pid: u32) {
 
 /// Whether `pid` exists and is not a zombie.
 fn alive(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the parenthesised command name.
-    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
-    !matches!(state.and_then(|s| s.chars().next()), Some('Z' | 'X') | None)
+    berth_runtime::sys::proc_stat::read(pid as i32).is_some_and(|s| !s.ended())
 }
 
 fn dir_count(dir: &Path) -> usize {

@@ -2,8 +2,7 @@
 //! mutual TLS (layout in `berth_proto::tls`).
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
@@ -157,36 +156,13 @@ fn refuse_existing(paths: &[&Path], force: bool, what: &str) -> anyhow::Result<(
 /// either the old file or the new one. Without `replace`, an existing `path` is an error even
 /// if it appeared since the caller checked (hard_link does not replace).
 fn write_atomic(path: &Path, contents: &[u8], mode: u32, replace: bool) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        // mode at creation: the key is never readable by others, not even briefly.
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(contents)
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        if replace {
-            fs::rename(&tmp, path)
-        } else {
-            fs::hard_link(&tmp, path)
-        }
+    let opts = berth_runtime::sys::fs::WriteOptions {
+        mode,
+        replace,
+        ..Default::default()
+    };
+    berth_runtime::sys::fs::atomic_write_with(path, contents, opts)
         .with_context(|| format!("writing {}", path.display()))
-    })();
-    // After rename the temp name is gone; after hard_link, or on failure, remove it.
-    let _ = fs::remove_file(&tmp);
-    result
 }
 
 #[cfg(test)]
