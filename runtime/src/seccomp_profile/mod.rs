@@ -98,8 +98,11 @@ pub fn parse(text: &str) -> Result<Profile> {
 
 /// The default profile resolved for a container whose bounding set is `bounding`.
 pub fn default_profile(bounding: &HashSet<Capability>) -> LinuxSeccomp {
-    let profile = parse(DEFAULT_PROFILE_JSON).expect("the embedded default profile parses");
-    resolve(&profile, bounding).expect("the embedded default profile resolves")
+    // Parsed once per process: an agent resolves it for every container it starts.
+    static PARSED: std::sync::OnceLock<Profile> = std::sync::OnceLock::new();
+    let profile = PARSED
+        .get_or_init(|| parse(DEFAULT_PROFILE_JSON).expect("the embedded default profile parses"));
+    resolve(profile, bounding).expect("the embedded default profile resolves")
 }
 
 /// Resolves `profile`'s conditional entries for `bounding`, this machine's architecture and
