@@ -179,6 +179,16 @@ fn spec_writes_a_default_config_once() {
         serde_json::from_slice(&fs::read(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["process"]["args"], json!(["sh"]));
     assert!(config["ociVersion"].as_str().unwrap().starts_with("1."));
+    // berth's default seccomp profile, resolved into the config (issue 12's safe defaults).
+    let seccomp = &config["linux"]["seccomp"];
+    assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO", "{seccomp}");
+    let rules = seccomp["syscalls"].as_array().expect("seccomp rules");
+    assert!(
+        rules.iter().any(|r| r["names"]
+            .as_array()
+            .is_some_and(|n| n.contains(&json!("close_range")))),
+        "close_range is allowed: {seccomp}"
+    );
     let err = c.err(["spec", "--bundle", dir.to_str().unwrap()]);
     assert!(one_line(&err).contains("already exists"), "{err}");
 }
