@@ -540,3 +540,6 @@ pub(crate) fn event_for(
         r#final,
     }
 }
+
+#[cfg(test)]
+mod tests;
