@@ -90,4 +90,21 @@ mod tests {
         let s: Status = SchedError::Store(StoreError::Unavailable("etcd down".into())).into();
         assert_eq!(s.code(), Code::Unavailable);
     }
+
+    /// The kinds the handlers' refactor added keep the codes of the statuses they replace.
+    #[test]
+    fn deleted_and_unavailable_keep_their_codes_and_messages() {
+        let s: Status = SchedError::DeploymentDeleted("web".into()).into();
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(s.message(), "deployment web was deleted");
+        let s: Status = SchedError::Unavailable("no leader; retry".into()).into();
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(s.message(), "no leader; retry");
+        let http = SchedError::Unavailable("no leader; retry".into()).into_http();
+        let code = http
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.as_bytes().to_vec());
+        assert_eq!(code, Some(b"14".to_vec()), "Unavailable is 14");
+    }
 }
