@@ -6,14 +6,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use berth_proto::v1::{
-    Assignment, AssignmentSet, Capacity, ContainerStatus, SchedulerMessage, scheduler_message,
+    Assignment, AssignmentSet, Capacity, ClusterContainer, ContainerState, ContainerStatus,
+    Deployment, NodeInfo, ReplicaStatus, Resources, SchedulerMessage, scheduler_message,
 };
 use tokio::sync::{Notify, mpsc};
-use tonic::Status;
 
+use crate::error::SchedError;
 use crate::records::NodeRecord;
 
-pub(crate) type Downlink = mpsc::Sender<Result<SchedulerMessage, Status>>;
+/// What goes down a node's session stream (the gRPC handler frames it).
+pub(crate) type Downlink = mpsc::Sender<SchedulerMessage>;
 
 #[derive(Debug)]
 pub(crate) struct NodeState {
@@ -62,7 +64,7 @@ impl Cluster {
         let session = {
             let mut s = self.next_session.lock().unwrap();
             // Distinct across scheduler restarts too: a stale Hello never matches.
-            *s = (*s).max(self.started.elapsed().as_nanos() as u64 + now_ms() as u64 * 1_000) + 1;
+            *s = (*s).max(session_floor(self.started)) + 1;
             *s
         };
         let mut nodes = self.nodes.lock().unwrap();
@@ -102,13 +104,13 @@ impl Cluster {
         node: &str,
         session: u64,
         downlink: Downlink,
-    ) -> Result<Vec<SchedulerMessage>, Status> {
+    ) -> Result<Vec<SchedulerMessage>, SchedError> {
         let mut nodes = self.nodes.lock().unwrap();
-        let n = nodes
-            .get_mut(node)
-            .ok_or_else(|| Status::failed_precondition(format!("node {node} is not registered")))?;
+        let n = nodes.get_mut(node).ok_or_else(|| {
+            SchedError::FailedPrecondition(format!("node {node} is not registered"))
+        })?;
         if n.session != session {
-            return Err(Status::failed_precondition(format!(
+            return Err(SchedError::FailedPrecondition(format!(
                 "session {session} of node {node} is stale (current {}): register again",
                 n.session
             )));
@@ -191,7 +193,7 @@ impl Cluster {
         n.generation = generation;
         if let Some(tx) = &n.downlink
             && tx
-                .try_send(Ok(assignment_message(generation, &n.assignments)))
+                .try_send(assignment_message(generation, &n.assignments))
                 .is_err()
         {
             // A full or closed stream: the agent gets the whole set again when it reconnects.
@@ -203,7 +205,7 @@ impl Cluster {
     pub(crate) fn broadcast(&self, msg: &SchedulerMessage) {
         for n in self.nodes.lock().unwrap().values_mut() {
             if let Some(tx) = &n.downlink
-                && tx.try_send(Ok(msg.clone())).is_err()
+                && tx.try_send(msg.clone()).is_err()
             {
                 n.downlink = None;
             }
@@ -240,6 +242,129 @@ impl Cluster {
     }
 }
 
+/// Read-only views of the nodes for DeploymentService (not the control loop's own).
+impl Cluster {
+    /// Each node's name and the most it can allocate (as it last reported, else as recorded).
+    pub(crate) fn allocatable(&self) -> Vec<(String, Resources)> {
+        self.with_nodes(|nodes| {
+            nodes
+                .values()
+                .map(|n| (n.record.name.clone(), allocatable(n)))
+                .collect()
+        })
+    }
+
+    /// What ListNodes reports, with heartbeat times on the wall clock `now`.
+    pub(crate) fn node_infos(&self, now: i64) -> Vec<NodeInfo> {
+        self.with_nodes(|nodes| {
+            nodes
+                .values()
+                .map(|n| NodeInfo {
+                    name: n.record.name.clone(),
+                    labels: n.record.labels.clone(),
+                    capacity: Some(n.capacity),
+                    ready: self.is_ready(n),
+                    pod_cidr: n.record.pod_cidr.clone(),
+                    address: n.record.address.clone(),
+                    agent_endpoint: n.record.agent_endpoint.clone(),
+                    last_heartbeat_ms: now.saturating_sub(
+                        i64::try_from(n.last_heartbeat.elapsed().as_millis()).unwrap_or(i64::MAX),
+                    ),
+                    containers: u32::try_from(n.containers.len()).unwrap_or(u32::MAX),
+                })
+                .collect()
+        })
+    }
+
+    /// Every container the nodes report (only those of deployment `only`, unless empty),
+    /// ordered by id.
+    pub(crate) fn containers(&self, only: &str) -> Vec<ClusterContainer> {
+        let mut containers = self.with_nodes(|nodes| {
+            nodes
+                .values()
+                .flat_map(|n| {
+                    n.containers.values().map(|s| ClusterContainer {
+                        node: n.record.name.clone(),
+                        status: Some(s.clone()),
+                    })
+                })
+                .filter(|c| {
+                    only.is_empty() || c.status.as_ref().is_some_and(|s| s.deployment == only)
+                })
+                .collect::<Vec<_>>()
+        });
+        containers.sort_by(|a, b| {
+            let id = |c: &ClusterContainer| c.status.as_ref().map(|s| s.container_id.clone());
+            id(a).cmp(&id(b))
+        });
+        containers
+    }
+
+    /// The container `target` names and its node's agent endpoint. `target` is a container
+    /// id or a deployment, whose described state `deployment` (if any) picks one of its
+    /// replicas of the current revision: running ones (ready first) before others.
+    pub(crate) fn locate(
+        &self,
+        target: &str,
+        deployment: Option<&Deployment>,
+    ) -> Result<(String, String), SchedError> {
+        let wanted = deployment
+            .and_then(preferred_replica)
+            .unwrap_or_else(|| target.to_string());
+        // A container id, or (no current replica known) any container of the deployment.
+        let found = self.with_nodes(|nodes| {
+            let mut candidates: Vec<(String, String, String)> = nodes
+                .values()
+                .flat_map(|n| {
+                    n.containers.values().map(|s| {
+                        (
+                            s.container_id.clone(),
+                            s.deployment.clone(),
+                            n.record.agent_endpoint.clone(),
+                        )
+                    })
+                })
+                .filter(|(id, dep, _)| *id == wanted || *dep == target)
+                .collect();
+            // The exact id first, then by id.
+            candidates.sort_by_key(|(id, _, _)| (*id != wanted, id.clone()));
+            candidates.into_iter().next()
+        });
+        let Some((id, _, endpoint)) = found else {
+            return Err(SchedError::NotFound {
+                what: format!("container or deployment {target}"),
+            });
+        };
+        Ok((id, endpoint))
+    }
+}
+
+/// The most a node can allocate: as it last reported, else as recorded at registration.
+pub(crate) fn allocatable(n: &NodeState) -> Resources {
+    n.capacity
+        .allocatable
+        .or(n.record.allocatable)
+        .unwrap_or_default()
+}
+
+/// One of the deployment's placed replicas of the current revision: running ones (ready
+/// first) before others, then by id.
+fn preferred_replica(d: &Deployment) -> Option<String> {
+    let mut current: Vec<&ReplicaStatus> = d
+        .replica_status
+        .iter()
+        .filter(|r| r.revision == d.revision && !r.node.is_empty())
+        .collect();
+    current.sort_by_key(|r| {
+        (
+            !r.ready,
+            r.state != ContainerState::Running as i32,
+            r.container_id.clone(),
+        )
+    });
+    current.first().map(|r| r.container_id.clone())
+}
+
 fn assignment_message(generation: u64, assignments: &[Assignment]) -> SchedulerMessage {
     SchedulerMessage {
         msg: Some(scheduler_message::Msg::Assignments(AssignmentSet {
@@ -249,8 +374,16 @@ fn assignment_message(generation: u64, assignments: &[Assignment]) -> SchedulerM
     }
 }
 
-pub fn now_ms() -> i64 {
+/// Where session numbers start: distinct across scheduler restarts (the wall clock in
+/// microseconds, plus the time since this scheduler started), so a stale Hello never matches.
+fn session_floor(started: Instant) -> u64 {
+    let since_start = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let wall_us = u64::try_from(now_ms()).unwrap_or(0).saturating_mul(1_000);
+    since_start.saturating_add(wall_us)
+}
+
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -9,30 +9,35 @@ use std::time::Duration;
 
 use berth_proto::v1::{
     Assignment, ContainerState, ContainerStatus, Deployment, DeploymentSpec, ImageSource,
-    ReplicaStatus, Resources, RevisionRecord, RolloutPhase, image_source,
+    Resources, RolloutPhase, image_source,
 };
 use futures::StreamExt as _;
 use tokio::sync::broadcast;
 
-use crate::cluster::{Cluster, now_ms};
+use crate::cluster::{self, Cluster, now_ms};
+use crate::deployments::{self, Deployments};
 use crate::error::SchedError;
 use crate::placement::{self, NodeView, Placement, Request};
 use crate::records::{
     self, DEPLOYMENTS, DeploymentRecord, REPLICAS, ReplicaRecord, deployment_key, replica_key,
-    revision_key,
 };
 use crate::rollout::{self, ReplicaView};
 use crate::store::{Expect, Op, Store, StoreError};
 
+/// The specs of (deployment, revision) pairs.
+type Specs = HashMap<(String, u64), DeploymentSpec>;
+
 #[derive(Debug)]
 pub(crate) struct Controller {
     pub store: Arc<dyn Store>,
+    deployments: Deployments,
     pub cluster: Arc<Cluster>,
     /// How long a NotReady node's replicas wait before they are replaced elsewhere.
     pub reschedule_delay: Duration,
     statuses: Mutex<BTreeMap<String, Deployment>>,
     pending_reasons: Mutex<HashMap<String, String>>,
-    specs: Mutex<HashMap<(String, u64), DeploymentSpec>>,
+    /// Revisions' specs, which never change once written.
+    specs: Mutex<Specs>,
     pub events: broadcast::Sender<Deployment>,
     ids: AtomicU64,
 }
@@ -44,6 +49,7 @@ impl Controller {
         reschedule_delay: Duration,
     ) -> Self {
         Self {
+            deployments: Deployments::new(store.clone()),
             store,
             cluster,
             reschedule_delay,
@@ -51,7 +57,8 @@ impl Controller {
             pending_reasons: Mutex::new(HashMap::new()),
             specs: Mutex::new(HashMap::new()),
             events: broadcast::channel(1024).0,
-            ids: AtomicU64::new(now_ms() as u64),
+            // The clock only seeds the counter: before 1970 it starts at 0.
+            ids: AtomicU64::new(u64::try_from(now_ms()).unwrap_or(0)),
         }
     }
 
@@ -76,6 +83,24 @@ impl Controller {
         self.statuses.lock().unwrap().get(name).cloned()
     }
 
+    /// The deployment as the loop last described it, or from its record if the loop has not
+    /// seen this version of it yet.
+    pub(crate) async fn current(&self, name: &str) -> Result<Deployment, SchedError> {
+        let (rec, mod_rev) = self.deployments.load(name).await?;
+        match self.status(name) {
+            Some(d) if d.resource_version == mod_rev => Ok(d),
+            _ => Ok(deployments::describe(
+                name,
+                &rec,
+                mod_rev,
+                &[],
+                &HashMap::new(),
+                &HashMap::new(),
+            )),
+        }
+    }
+
+    /// A revision's spec, cached (revisions never change).
     async fn spec_of(
         &self,
         name: &str,
@@ -89,12 +114,9 @@ impl Controller {
         {
             return Ok(Some(s.clone()));
         }
-        let key = revision_key(name, revision);
-        let Some(kv) = self.store.get(&key).await? else {
+        let Some(spec) = self.deployments.spec_of(name, revision).await? else {
             return Ok(None);
         };
-        let rec: RevisionRecord = records::decode(&key, &kv.value)?;
-        let spec = rec.spec.unwrap_or_default();
         self.specs
             .lock()
             .unwrap()
@@ -230,8 +252,10 @@ impl Controller {
                 && rec.awaiting_since_ms > 0
                 && now - rec.awaiting_since_ms > i64::from(timeout) * 1000
             {
-                crate::api::reject_record(self, name, &mut rec, "approval timed out").await?;
-                return self.save(name, &rec, mod_rev).await;
+                self.deployments
+                    .reject(name, &mut rec, "approval timed out")
+                    .await?;
+                return self.deployments.save(name, &rec, mod_rev).await;
             }
         }
         let step = rollout::step(&rec, views, now);
@@ -285,37 +309,14 @@ impl Controller {
             } else {
                 String::new()
             };
-            self.set_outcome(name, rec.revision, RolloutPhase::Complete, "")
+            self.deployments
+                .set_outcome(name, rec.revision, RolloutPhase::Complete, "")
                 .await?;
             changed = true;
         }
         if changed {
-            self.save(name, &rec, mod_rev).await?;
+            self.deployments.save(name, &rec, mod_rev).await?;
         }
-        Ok(())
-    }
-
-    /// Writes a deployment record if it is still at `mod_rev` (else Conflict: someone else
-    /// wrote it first).
-    pub(crate) async fn save(
-        &self,
-        name: &str,
-        rec: &DeploymentRecord,
-        mod_rev: u64,
-    ) -> Result<(), SchedError> {
-        self.store
-            .put(
-                &deployment_key(name),
-                records::encode(rec),
-                Expect::Revision(mod_rev),
-            )
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict { .. } => SchedError::Conflict {
-                    what: format!("updating deployment {name}"),
-                },
-                e => e.into(),
-            })?;
         Ok(())
     }
 
@@ -329,7 +330,8 @@ impl Controller {
     ) -> Result<(), SchedError> {
         let failed = rec.revision;
         tracing::warn!(deployment = %name, revision = failed, "rollout failed: {reason}");
-        self.set_outcome(name, failed, RolloutPhase::Failed, reason)
+        self.deployments
+            .set_outcome(name, failed, RolloutPhase::Failed, reason)
             .await?;
         let auto = rec
             .spec
@@ -346,7 +348,9 @@ impl Controller {
             // Keep today's scale: a rollback changes what runs, not how many.
             spec.replicas = rec.spec.as_ref().map_or(spec.replicas, |s| s.replicas);
             let revision = rec.last_revision + 1;
-            crate::api::put_revision(&*self.store, name, revision, &spec, now).await?;
+            self.deployments
+                .put_revision(name, revision, &spec, now)
+                .await?;
             rec.spec = Some(spec);
             rec.revision = revision;
             rec.last_revision = revision;
@@ -363,33 +367,47 @@ impl Controller {
         Ok(())
     }
 
-    pub(crate) async fn set_outcome(
-        &self,
-        name: &str,
-        revision: u64,
-        outcome: RolloutPhase,
-        message: &str,
-    ) -> Result<(), SchedError> {
-        let key = revision_key(name, revision);
-        let Some(kv) = self.store.get(&key).await? else {
-            return Ok(());
-        };
-        let mut r: RevisionRecord = records::decode(&key, &kv.value)?;
-        r.outcome = outcome as i32;
-        r.message = message.to_string();
-        self.store
-            .put(&key, records::encode(&r), Expect::Revision(kv.mod_revision))
-            .await?;
-        Ok(())
-    }
-
     /// Places pending replicas; returns the replicas with their nodes.
     async fn place(
         &self,
         mut replicas: Vec<ReplicaRecord>,
     ) -> Result<Vec<ReplicaRecord>, SchedError> {
-        let mut specs: HashMap<(String, u64), DeploymentSpec> = HashMap::new();
-        for r in &replicas {
+        let specs = self.specs_for(&replicas).await?;
+        let mut nodes = self.node_views(&replicas, &specs);
+        let mut pending: Vec<usize> = (0..replicas.len())
+            .filter(|&i| replicas[i].node.is_empty())
+            .collect();
+        pending.sort_by_key(|&i| (replicas[i].created_at_ms, replicas[i].container_id.clone()));
+        let mut reasons = HashMap::new();
+        for i in pending {
+            let r = &replicas[i];
+            let Some(spec) = specs.get(&(r.deployment.clone(), r.revision)) else {
+                continue;
+            };
+            match placement::place(
+                &nodes,
+                &placement_request(&r.deployment, spec, &selector(spec)),
+            ) {
+                Placement::Node(n) => {
+                    let Some(placed) = self.bind(r, &nodes[n].name).await? else {
+                        continue;
+                    };
+                    account(&mut nodes[n], spec, &r.deployment);
+                    replicas[i] = placed;
+                }
+                Placement::Unschedulable { reason } => {
+                    reasons.insert(r.container_id.clone(), reason);
+                }
+            }
+        }
+        *self.pending_reasons.lock().unwrap() = reasons;
+        Ok(replicas)
+    }
+
+    /// The spec of every (deployment, revision) the replicas run.
+    async fn specs_for(&self, replicas: &[ReplicaRecord]) -> Result<Specs, SchedError> {
+        let mut specs = Specs::new();
+        for r in replicas {
             let k = (r.deployment.clone(), r.revision);
             if !specs.contains_key(&k)
                 && let Some(s) = self.spec_of(&r.deployment, r.revision).await?
@@ -397,6 +415,12 @@ impl Controller {
                 specs.insert(k, s);
             }
         }
+        Ok(specs)
+    }
+
+    /// The nodes as placement sees them, with what the placed `replicas` and the containers
+    /// being stopped already take.
+    fn node_views(&self, replicas: &[ReplicaRecord], specs: &Specs) -> Vec<NodeView> {
         let mut departing: Vec<(String, Assignment)> = Vec::new();
         let mut nodes: Vec<NodeView> = self.cluster.with_nodes(|nodes| {
             for n in nodes.values() {
@@ -417,11 +441,7 @@ impl Controller {
                         .iter()
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
-                    allocatable: n
-                        .capacity
-                        .allocatable
-                        .or(n.record.allocatable)
-                        .unwrap_or_default(),
+                    allocatable: cluster::allocatable(n),
                     allocated: Resources::default(),
                     host_ports: Default::default(),
                     replicas_by_deployment: Default::default(),
@@ -433,7 +453,7 @@ impl Controller {
             .enumerate()
             .map(|(i, n)| (n.name.clone(), i))
             .collect();
-        for r in &replicas {
+        for r in replicas {
             if let (Some(&i), Some(spec)) = (
                 index.get(&r.node),
                 specs.get(&(r.deployment.clone(), r.revision)),
@@ -452,53 +472,30 @@ impl Controller {
                 account(&mut nodes[i], &spec, &a.deployment);
             }
         }
-        let mut pending: Vec<usize> = (0..replicas.len())
-            .filter(|&i| replicas[i].node.is_empty())
-            .collect();
-        pending.sort_by_key(|&i| (replicas[i].created_at_ms, replicas[i].container_id.clone()));
-        let mut reasons = HashMap::new();
-        for i in pending {
-            let r = &replicas[i];
-            let Some(spec) = specs.get(&(r.deployment.clone(), r.revision)) else {
-                continue;
-            };
-            let selector = spec
-                .node_selector
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let req = Request {
-                deployment: &r.deployment,
-                resources: spec.resources.unwrap_or_default(),
-                ports: &spec.ports,
-                node_selector: &selector,
-                strategy: berth_proto::v1::Strategy::try_from(spec.strategy).unwrap_or_default(),
-            };
-            match placement::place(&nodes, &req) {
-                Placement::Node(n) => {
-                    let mut placed = r.clone();
-                    placed.node = nodes[n].name.clone();
-                    let key = replica_key(&placed.container_id);
-                    let current = self.store.get(&key).await?;
-                    let Some(kv) = current else { continue };
-                    self.store
-                        .put(
-                            &key,
-                            records::encode(&placed),
-                            Expect::Revision(kv.mod_revision),
-                        )
-                        .await?;
-                    tracing::info!(replica = %placed.container_id, node = %placed.node, "placed");
-                    account(&mut nodes[n], spec, &r.deployment);
-                    replicas[i] = placed;
-                }
-                Placement::Unschedulable { reason } => {
-                    reasons.insert(r.container_id.clone(), reason);
-                }
-            }
-        }
-        *self.pending_reasons.lock().unwrap() = reasons;
-        Ok(replicas)
+        nodes
+    }
+
+    /// Writes replica `r` placed on `node`; None when the replica is gone meanwhile.
+    async fn bind(
+        &self,
+        r: &ReplicaRecord,
+        node: &str,
+    ) -> Result<Option<ReplicaRecord>, SchedError> {
+        let mut placed = r.clone();
+        placed.node = node.to_string();
+        let key = replica_key(&placed.container_id);
+        let Some(kv) = self.store.get(&key).await? else {
+            return Ok(None);
+        };
+        self.store
+            .put(
+                &key,
+                records::encode(&placed),
+                Expect::Revision(kv.mod_revision),
+            )
+            .await?;
+        tracing::info!(replica = %placed.container_id, node = %placed.node, "placed");
+        Ok(Some(placed))
     }
 
     async fn send_assignments(&self, replicas: &[ReplicaRecord]) -> Result<(), SchedError> {
@@ -542,7 +539,7 @@ impl Controller {
         let mut out = self.statuses.lock().unwrap();
         out.retain(|name, _| fresh.contains_key(name));
         for (name, (rec, mod_rev)) in fresh {
-            let d = describe(&name, &rec, mod_rev, replicas, statuses, &reasons);
+            let d = deployments::describe(&name, &rec, mod_rev, replicas, statuses, &reasons);
             if out.get(&name) != Some(&d) {
                 let _ = self.events.send(d.clone());
                 out.insert(name, d);
@@ -568,6 +565,28 @@ async fn watch_deployments(store: Arc<dyn Store>, wake: Arc<tokio::sync::Notify>
         }
         wake.notify_one();
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A spec's node selector, in the shape placement takes.
+fn selector(spec: &DeploymentSpec) -> BTreeMap<String, String> {
+    spec.node_selector
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn placement_request<'a>(
+    deployment: &'a str,
+    spec: &'a DeploymentSpec,
+    selector: &'a BTreeMap<String, String>,
+) -> Request<'a> {
+    Request {
+        deployment,
+        resources: spec.resources.unwrap_or_default(),
+        ports: &spec.ports,
+        node_selector: selector,
+        strategy: berth_proto::v1::Strategy::try_from(spec.strategy).unwrap_or_default(),
     }
 }
 
@@ -640,65 +659,5 @@ pub(crate) fn assignment(r: &ReplicaRecord, spec: &DeploymentSpec) -> Assignment
         liveness: spec.liveness.clone(),
         labels: spec.labels.clone(),
         security: spec.security.clone(),
-    }
-}
-
-/// The API's view of a deployment.
-pub(crate) fn describe(
-    name: &str,
-    rec: &DeploymentRecord,
-    mod_rev: u64,
-    replicas: &[ReplicaRecord],
-    statuses: &HashMap<String, (String, ContainerStatus)>,
-    reasons: &HashMap<String, String>,
-) -> Deployment {
-    let mut replica_status: Vec<ReplicaStatus> = replicas
-        .iter()
-        .filter(|r| r.deployment == name)
-        .map(|r| {
-            let s = statuses
-                .get(&r.container_id)
-                .filter(|(n, _)| *n == r.node)
-                .map(|(_, s)| s);
-            ReplicaStatus {
-                container_id: r.container_id.clone(),
-                revision: r.revision,
-                node: r.node.clone(),
-                state: s.map_or(ContainerState::Pending as i32, |s| s.state),
-                ready: s.is_some_and(|s| s.ready && s.state == ContainerState::Running as i32),
-                reason: if r.node.is_empty() {
-                    reasons
-                        .get(&r.container_id)
-                        .cloned()
-                        .unwrap_or_else(|| "Pending".into())
-                } else {
-                    s.map(|s| s.reason.clone()).unwrap_or_default()
-                },
-                message: s.map(|s| s.message.clone()).unwrap_or_default(),
-                ip: s.map(|s| s.ip.clone()).unwrap_or_default(),
-                restart_count: s.map_or(0, |s| s.restart_count),
-            }
-        })
-        .collect();
-    replica_status.sort_by(|a, b| a.container_id.cmp(&b.container_id));
-    let updated = replica_status
-        .iter()
-        .filter(|r| r.revision == rec.revision)
-        .count() as u32;
-    let ready = replica_status
-        .iter()
-        .filter(|r| r.ready && r.revision == rec.revision)
-        .count() as u32;
-    Deployment {
-        spec: rec.spec.clone(),
-        revision: rec.revision,
-        stable_revision: rec.stable_revision,
-        phase: rec.phase,
-        message: rec.message.clone(),
-        replicas: replica_status.len() as u32,
-        ready_replicas: ready,
-        updated_replicas: updated,
-        replica_status,
-        resource_version: mod_rev,
     }
 }

@@ -28,6 +28,12 @@ pub enum SchedError {
     /// A known caller whose role does not allow the call.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// A watched deployment was deleted while the watch was open.
+    #[error("deployment {0} was deleted")]
+    DeploymentDeleted(String),
+    /// The call cannot be served here now (e.g. no leader to forward to); retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl SchedError {
@@ -37,20 +43,29 @@ impl SchedError {
             reason: reason.into(),
         }
     }
+
+    /// The error as the HTTP response of a gRPC status, for tower services and layers that
+    /// answer before (or instead of) a handler.
+    pub(crate) fn into_http(self) -> http::Response<tonic::body::Body> {
+        Status::from(self).into_http()
+    }
 }
 
 impl From<SchedError> for Status {
     fn from(e: SchedError) -> Self {
         let code = match &e {
             SchedError::InvalidArgument { .. } => Code::InvalidArgument,
-            SchedError::NoSuchDeployment(_) | SchedError::NotFound { .. } => Code::NotFound,
+            SchedError::NoSuchDeployment(_)
+            | SchedError::NotFound { .. }
+            | SchedError::DeploymentDeleted(_) => Code::NotFound,
             SchedError::FailedPrecondition(_) => Code::FailedPrecondition,
             SchedError::Unauthenticated(_) => Code::Unauthenticated,
             SchedError::PermissionDenied(_) => Code::PermissionDenied,
             SchedError::Conflict { .. } => Code::Aborted,
             SchedError::Store(StoreError::Conflict { .. }) => Code::Aborted,
             SchedError::Store(StoreError::Unavailable(_) | StoreError::NotLeader(_))
-            | SchedError::Node { .. } => Code::Unavailable,
+            | SchedError::Node { .. }
+            | SchedError::Unavailable(_) => Code::Unavailable,
             SchedError::Store(StoreError::InvalidKey { .. }) => Code::InvalidArgument,
             SchedError::Store(_) | SchedError::Corrupt { .. } => Code::Internal,
         };
@@ -74,5 +89,22 @@ mod tests {
         assert_eq!(s.code(), Code::FailedPrecondition);
         let s: Status = SchedError::Store(StoreError::Unavailable("etcd down".into())).into();
         assert_eq!(s.code(), Code::Unavailable);
+    }
+
+    /// The kinds the handlers' refactor added keep the codes of the statuses they replace.
+    #[test]
+    fn deleted_and_unavailable_keep_their_codes_and_messages() {
+        let s: Status = SchedError::DeploymentDeleted("web".into()).into();
+        assert_eq!(s.code(), Code::NotFound);
+        assert_eq!(s.message(), "deployment web was deleted");
+        let s: Status = SchedError::Unavailable("no leader; retry".into()).into();
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(s.message(), "no leader; retry");
+        let http = SchedError::Unavailable("no leader; retry".into()).into_http();
+        let code = http
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.as_bytes().to_vec());
+        assert_eq!(code, Some(b"14".to_vec()), "Unavailable is 14");
     }
 }

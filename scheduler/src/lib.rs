@@ -3,11 +3,12 @@
 //! loop places replicas (filter, then score), rolls deployments out and replaces what lost
 //! nodes ran. State lives behind the [`store::Store`] interface.
 
-pub(crate) mod api;
 pub mod auth;
 pub(crate) mod cluster;
 pub(crate) mod controller;
+pub(crate) mod deployments;
 pub(crate) mod error;
+pub(crate) mod grpc;
 pub mod ha;
 pub(crate) mod nodes;
 pub mod placement;

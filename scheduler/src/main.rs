@@ -62,16 +62,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match args.log_format.as_str() {
-        "json" => builder.json().init(),
-        "text" => builder.init(),
-        other => bail!("--log-format {other:?}: expected text or json"),
-    }
+    init_logging(&args.log_format)?;
     // Checked before anything starts: None is the embedded store.
     let etcd_endpoints = if args.store == "redb" {
         None
@@ -108,60 +99,81 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&args.listen)
-            .await
-            .with_context(|| format!("listening on {}", args.listen))?;
-        let local = listener.local_addr().context("the listener's address")?;
-        args.tls.check_listen(&local, tls.is_some())?;
-        if tls.is_none() && !local.ip().is_loopback() {
-            tracing::warn!(listen = %local, "--insecure: serving plaintext with no authentication");
-        }
-        let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            tracing::info!("shutting down");
-        };
-        let store: Arc<dyn Store> = match &etcd_endpoints {
-            None => Arc::new(
-                RedbStore::open(&args.data_dir.join("state.redb"))
-                    .with_context(|| format!("opening the store in {}", args.data_dir.display()))?,
-            ),
-            Some(endpoints) => {
-                let store = EtcdStore::connect(endpoints, &args.store_prefix)
-                    .await
-                    .with_context(|| format!("connecting to the etcd store {}", args.store))?;
-                tracing::info!(
-                    endpoints = ?endpoints,
-                    prefix = %args.store_prefix,
-                    "using the etcd store"
-                );
-                // Schedulers sharing an etcd elect one leader; the others stand by.
-                let local = listener.local_addr().context("the listener's address")?;
-                let scheme = if config.security.enabled() {
-                    "https"
-                } else {
-                    "http"
-                };
-                let url = args
-                    .advertise
-                    .clone()
-                    .unwrap_or_else(|| format!("{scheme}://{local}"));
-                let election = Arc::new(Election::new(
-                    store.clone(),
-                    url,
-                    Duration::from_secs(args.leader_lease_seconds),
-                ));
-                berth_scheduler::ha::run_ha(config, store, election, listener, shutdown).await?;
-                return Ok(());
-            }
-        };
-        berth_scheduler::run(config, store, listener, shutdown).await?;
-        Ok(())
-    })
+    runtime.block_on(serve(args, config, etcd_endpoints, tls.is_some()))
+}
+
+/// Logs to stderr as `text` or `json`, filtered by `BERTH_LOG` (default info).
+fn init_logging(format: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => bail!("--log-format {other:?}: expected text or json"),
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// Listens and serves until a signal: alone on the embedded store, or in an election on etcd.
+async fn serve(
+    args: Args,
+    config: berth_scheduler::Config,
+    etcd_endpoints: Option<Vec<String>>,
+    tls: bool,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener.local_addr().context("the listener's address")?;
+    args.tls.check_listen(&local, tls)?;
+    if !tls && !local.ip().is_loopback() {
+        tracing::warn!(listen = %local, "--insecure: serving plaintext with no authentication");
+    }
+    let Some(endpoints) = etcd_endpoints else {
+        let store: Arc<dyn Store> = Arc::new(
+            RedbStore::open(&args.data_dir.join("state.redb"))
+                .with_context(|| format!("opening the store in {}", args.data_dir.display()))?,
+        );
+        berth_scheduler::run(config, store, listener, shutdown_signal()).await?;
+        return Ok(());
+    };
+    let store = EtcdStore::connect(&endpoints, &args.store_prefix)
+        .await
+        .with_context(|| format!("connecting to the etcd store {}", args.store))?;
+    tracing::info!(
+        endpoints = ?endpoints,
+        prefix = %args.store_prefix,
+        "using the etcd store"
+    );
+    // Schedulers sharing an etcd elect one leader; the others stand by.
+    let scheme = if config.security.enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = args
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{local}"));
+    let election = Arc::new(Election::new(
+        store.clone(),
+        url,
+        Duration::from_secs(args.leader_lease_seconds),
+    ));
+    berth_scheduler::ha::run_ha(config, store, election, listener, shutdown_signal()).await?;
+    Ok(())
 }

@@ -1,36 +1,71 @@
-//! NodeService: agents register (getting a stable pod CIDR) and keep a session open for
-//! heartbeats and events up, assignment sets and routes down.
+//! Nodes, the domain: agents register (getting a stable pod CIDR) and open a session for
+//! heartbeats and events up, assignment sets and routes down; a node acts only as itself.
 
 use std::collections::BTreeSet;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use berth_proto::v1::node_service_server::NodeService;
 use berth_proto::v1::{
-    AgentMessage, PodRoute, RegisterRequest, RegisterResponse, RouteSet, SchedulerMessage,
-    agent_message, scheduler_message,
+    Hello, PodRoute, RegisterRequest, RouteSet, SchedulerMessage, scheduler_message,
 };
-use futures::Stream;
 use ipnet::Ipv4Net;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Caller;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Downlink};
 use crate::error::SchedError;
 use crate::records::{self, NODES, NodeRecord, POD_CIDRS, node_key, pod_cidr_key};
 use crate::store::{Expect, Op, Store};
 
 #[derive(Debug, Clone)]
-pub(crate) struct NodeApi {
+pub(crate) struct Nodes {
     pub store: Arc<dyn Store>,
     pub cluster: Arc<Cluster>,
     /// Node pod CIDRs are carved out of this, one /24 each.
     pub pod_network: Ipv4Net,
 }
 
-impl NodeApi {
+impl Nodes {
+    /// Registers the node `req` names, for `caller` (None: authentication is off): its
+    /// record (see [`Nodes::upsert`]) and its new session number.
+    pub(crate) async fn register(
+        &self,
+        caller: Option<&Caller>,
+        req: &RegisterRequest,
+    ) -> Result<(NodeRecord, u64), SchedError> {
+        check_node_identity(caller, &req.node_name, "Register")?;
+        let record = self.upsert(req).await?;
+        let session = self
+            .cluster
+            .register(record.clone(), req.capacity.unwrap_or_default());
+        tracing::info!(node = %record.name, pod_cidr = %record.pod_cidr, "node registered");
+        Ok((record, session))
+    }
+
+    /// Opens the session `hello` names for `caller`: the node's current assignments go down
+    /// `downlink` first, and every node learns the routes to the nodes known now.
+    pub(crate) fn open_session(
+        &self,
+        caller: Option<&Caller>,
+        hello: &Hello,
+        downlink: Downlink,
+    ) -> Result<(), SchedError> {
+        // Every heartbeat and event of the session counts for the Hello's node: checked once here.
+        check_node_identity(caller, &hello.node_name, "Session")?;
+        let first = self
+            .cluster
+            .connect(&hello.node_name, hello.session, downlink.clone())?;
+        for m in first {
+            let _ = downlink.try_send(m);
+        }
+        self.cluster.broadcast(&self.routes());
+        tracing::info!(node = %hello.node_name, session = hello.session, "session open");
+        Ok(())
+    }
+
+    /// The heartbeat interval agents are told, in milliseconds.
+    pub(crate) fn heartbeat_interval_ms(&self) -> u32 {
+        u32::try_from(self.cluster.heartbeat_interval.as_millis()).unwrap_or(u32::MAX)
+    }
+
     /// The node's record: its pod CIDR is allocated once and kept across registrations. The
     /// record and the CIDR's own key (`/pod-cidrs/<cidr>`, created with `Expect::Absent`) are
     /// written in one transaction, so two nodes registering at once cannot both get a CIDR:
@@ -199,93 +234,6 @@ fn validate_node_name(name: &str) -> Result<(), SchedError> {
     }
 }
 
-type SessionStream = Pin<Box<dyn Stream<Item = Result<SchedulerMessage, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl NodeService for NodeApi {
-    async fn register(
-        &self,
-        request: Request<RegisterRequest>,
-    ) -> Result<Response<RegisterResponse>, Status> {
-        let caller = request.extensions().get::<Caller>().cloned();
-        let req = request.into_inner();
-        check_node_identity(caller.as_ref(), &req.node_name, "Register")?;
-        let record = self.upsert(&req).await?;
-        let session = self
-            .cluster
-            .register(record.clone(), req.capacity.unwrap_or_default());
-        tracing::info!(node = %record.name, pod_cidr = %record.pod_cidr, "node registered");
-        Ok(Response::new(RegisterResponse {
-            pod_cidr: record.pod_cidr,
-            heartbeat_interval_ms: self.cluster.heartbeat_interval.as_millis() as u32,
-            session,
-        }))
-    }
-
-    type SessionStream = SessionStream;
-
-    async fn session(
-        &self,
-        request: Request<Streaming<AgentMessage>>,
-    ) -> Result<Response<SessionStream>, Status> {
-        let caller = request.extensions().get::<Caller>().cloned();
-        let mut uplink = request.into_inner();
-        let hello = match uplink.message().await? {
-            Some(AgentMessage {
-                msg: Some(agent_message::Msg::Hello(h)),
-            }) => h,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first message of a session must be a Hello",
-                ));
-            }
-        };
-        // Every heartbeat and event of the session counts for the Hello's node: checked once here.
-        check_node_identity(caller.as_ref(), &hello.node_name, "Session")?;
-        let (tx, rx) = mpsc::channel(64);
-        let first = self
-            .cluster
-            .connect(&hello.node_name, hello.session, tx.clone())?;
-        for m in first {
-            let _ = tx.try_send(Ok(m));
-        }
-        // Everyone learns the routes to the nodes known now (this one included).
-        self.cluster.broadcast(&self.routes());
-        tracing::info!(node = %hello.node_name, session = hello.session, "session open");
-        let cluster = self.cluster.clone();
-        tokio::spawn(async move {
-            let node = hello.node_name;
-            let session = hello.session;
-            loop {
-                match uplink.message().await {
-                    Ok(Some(AgentMessage {
-                        msg: Some(agent_message::Msg::Heartbeat(hb)),
-                    })) => {
-                        cluster.heartbeat(
-                            &node,
-                            session,
-                            hb.capacity.unwrap_or_default(),
-                            hb.containers,
-                        );
-                    }
-                    Ok(Some(AgentMessage {
-                        msg: Some(agent_message::Msg::Event(ev)),
-                    })) => {
-                        if let Some(status) = ev.status {
-                            cluster.event(&node, session, status);
-                        }
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            tracing::info!(%node, session, "session closed");
-            cluster.disconnect(&node, session);
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use berth_proto::tls::Role;
@@ -294,10 +242,10 @@ mod tests {
     use crate::auth::Via;
     use crate::store::redb::RedbStore;
 
-    fn api(dir: &tempfile::TempDir) -> NodeApi {
+    fn api(dir: &tempfile::TempDir) -> Nodes {
         let store = RedbStore::open(&dir.path().join("state.redb")).expect("open the store");
         let second = std::time::Duration::from_secs(1);
-        NodeApi {
+        Nodes {
             store: Arc::new(store),
             cluster: Arc::new(Cluster::new(second, 3 * second)),
             pod_network: "10.88.0.0/16".parse().unwrap(),

@@ -281,7 +281,14 @@ fn used_slot(cap: u64, used: u64) -> u64 {
 }
 
 fn cap_float(cap: u64) -> f64 {
-    if cap == 0 { 1.0 } else { cap as f64 }
+    if cap == 0 { 1.0 } else { as_f64(cap) }
+}
+
+/// An amount for a score, which is a ratio: rounding amounts above 2^53 changes nothing that
+/// matters to a ranking.
+#[allow(clippy::cast_precision_loss)]
+fn as_f64(v: u64) -> f64 {
+    v as f64
 }
 
 /// The position in `slots` of the best node for one replica of `req`.
@@ -304,8 +311,8 @@ fn select(nodes: &[NodeView], slots: &[Slot], req: &Request<'_>) -> Option<usize
         // capacity counts as full: its `used` is 0 in the slot and only a zero request fits, so
         // the numerator is 0, the divisor 1.0 and `full` 1.0.
         let num = [
-            s.used[0].saturating_add(need[0]) as f64,
-            s.used[1].saturating_add(need[1]) as f64,
+            as_f64(s.used[0].saturating_add(need[0])),
+            as_f64(s.used[1].saturating_add(need[1])),
         ];
         let frac = [
             num[0] / s.cap_f[0] + s.full[0],
@@ -714,7 +721,8 @@ mod tests {
         let mut shuffled = cluster(30);
         let mut seed = 99;
         for i in (1..shuffled.len()).rev() {
-            let j = (lcg(&mut seed) % (i as u64 + 1)) as usize;
+            let bound = u64::try_from(i).unwrap() + 1;
+            let j = usize::try_from(lcg(&mut seed) % bound).unwrap();
             shuffled.swap(i, j);
         }
         assert_ne!(shuffled, cluster(30));

@@ -60,8 +60,8 @@ pub(crate) fn step(rec: &DeploymentRecord, replicas: &[ReplicaView], now_ms: i64
     // Oldest first, so scaling down removes the newest and replacements keep their age.
     new.sort_by_key(|r| (r.created_at_ms, r.id.clone()));
     old.sort_by_key(|r| (r.ready, r.created_at_ms, r.id.clone()));
-    let ready_new = new.iter().filter(|r| r.ready).count() as u32;
-    let ready_old = old.iter().filter(|r| r.ready).count() as u32;
+    let ready_new = count(new.iter().filter(|r| r.ready).count());
+    let ready_old = count(old.iter().filter(|r| r.ready).count());
     out.ready_target = ready_new;
 
     if current == RolloutPhase::Progressing {
@@ -85,12 +85,12 @@ pub(crate) fn step(rec: &DeploymentRecord, replicas: &[ReplicaView], now_ms: i64
 
     // Scale the target revision up within the surge, or down to n.
     let (surge, unavailable) = surge_and_unavailable(&spec);
-    let total = (new.len() + old.len()) as u32;
-    let have_new = new.len() as u32;
+    let total = count(new.len() + old.len());
+    let have_new = count(new.len());
     if have_new < n {
         let room = (n + surge).saturating_sub(total);
         // Old replicas that are not ready do not hold a place: replace them even without room.
-        let unready_old = old.iter().filter(|r| !r.ready).count() as u32;
+        let unready_old = count(old.iter().filter(|r| !r.ready).count());
         out.create = (n - have_new).min(room.max(unready_old.min(n - have_new)));
     } else if have_new > n {
         let mut extra: Vec<&&ReplicaView> = new.iter().collect();
@@ -132,6 +132,10 @@ pub(crate) fn step(rec: &DeploymentRecord, replicas: &[ReplicaView], now_ms: i64
     out
 }
 
+/// A replica count in the spec's 32 bits (a deployment has at most `spec::MAX_REPLICAS`).
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,11 +13,13 @@ use ipnet::Ipv4Net;
 use tokio::net::TcpListener;
 use tonic::transport::server::Router;
 
-use crate::api::DeployApi;
 use crate::cluster::Cluster;
 use crate::controller::Controller;
+use crate::deployments::Deployments;
 use crate::error::SchedError;
-use crate::nodes::NodeApi;
+use crate::grpc::deployments::DeployApi;
+use crate::grpc::nodes::NodeApi;
+use crate::nodes::Nodes;
 use crate::records::{self, NODES, NodeRecord};
 use crate::store::Store;
 
@@ -144,13 +146,16 @@ pub(crate) async fn serve_leader(
     let control = tokio::spawn(controller.clone().run(stop_rx));
 
     let node_api = NodeServiceServer::new(NodeApi {
-        store: store.clone(),
-        cluster: cluster.clone(),
-        pod_network: config.pod_network,
+        nodes: Nodes {
+            store: store.clone(),
+            cluster: cluster.clone(),
+            pod_network: config.pod_network,
+        },
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let deploy_api = DeploymentServiceServer::new(DeployApi {
+        deployments: Deployments::new(store.clone()),
         controller,
         security: config.security.clone(),
     })
@@ -164,7 +169,7 @@ pub(crate) async fn serve_leader(
     )
     .await?
     .add_service(deploy_api)
-    .add_service(crate::auth::token_service(store.clone()));
+    .add_service(crate::grpc::auth::token_service(store.clone()));
     let served = serve_until(
         |drained| router.serve_with_incoming_shutdown(incoming(listener), drained),
         shutdown,

@@ -210,7 +210,8 @@ pub(crate) fn resolve(text: &str, total: u32, round_up: bool) -> Result<u32, Str
         } else {
             scaled / 100
         };
-        return Ok(v as u32);
+        // At most `total` (p is at most 100), so it fits.
+        return Ok(u32::try_from(v).unwrap_or(total));
     }
     t.parse()
         .map_err(|_| format!("{text:?} is not a count or a percentage"))

@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 
 use berth_proto::tls::{self, Role};
 use http::header::AUTHORIZATION;
-use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -93,24 +92,25 @@ where
                     inner.call(req).await
                 }
                 Err((who, error)) => {
-                    let status = Status::from(error);
                     // Store trouble is not a refusal, but the handler is skipped all the same.
-                    if matches!(
-                        status.code(),
-                        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
-                    ) {
+                    let refusal = match &error {
+                        SchedError::Unauthenticated(_) => Some("Unauthenticated"),
+                        SchedError::PermissionDenied(_) => Some("PermissionDenied"),
+                        _ => None,
+                    };
+                    if let Some(code) = refusal {
                         tracing::warn!(
                             method = %path,
                             caller = %who,
                             peer = %peer_addr(req.extensions()),
-                            code = ?status.code(),
-                            reason = %status.message(),
+                            code,
+                            reason = %error,
                             "refused"
                         );
                     } else {
-                        tracing::error!(method = %path, caller = %who, "checking credentials: {}", status.message());
+                        tracing::error!(method = %path, caller = %who, "checking credentials: {error}");
                     }
-                    Ok(status.into_http())
+                    Ok(error.into_http())
                 }
             }
         })

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::tls::{self, ClientAuth, Role, TlsFiles};
 use berth_proto::v1::agent_service_client::AgentServiceClient;
-use berth_proto::v1::auth_service_server::AuthServiceServer;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Server, ServerTlsConfig};
 use tower_layer::{Identity as NoLayer, Stack};
 
@@ -24,7 +23,7 @@ use crate::error::SchedError;
 use crate::store::Store;
 
 pub use layer::AuthLayer;
-pub use tokens::{TokenApi, Tokens};
+pub use tokens::Tokens;
 
 /// The header a standby scheduler sets to say on whose behalf it forwards a call:
 /// `<name>;<role>`. Trusted only from a peer with a scheduler certificate; stripped otherwise.
@@ -210,13 +209,6 @@ impl Security {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
-}
-
-/// AuthService over the store's tokens.
-pub fn token_service(store: Arc<dyn Store>) -> AuthServiceServer<TokenApi> {
-    AuthServiceServer::new(TokenApi {
-        tokens: Tokens::new(store),
-    })
 }
 
 /// An error with its causes: tonic's transport errors say only "transport error" on top.

@@ -6,14 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::tls::Role;
-use berth_proto::v1::auth_service_server::AuthService;
-use berth_proto::v1::{
-    CreateTokenRequest, CreateTokenResponse, ListTokensRequest, ListTokensResponse,
-    RevokeTokenRequest, RevokeTokenResponse, TokenInfo,
-};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
-use tonic::{Request, Response, Status};
 
 use super::{Caller, Via};
 use crate::cluster::now_ms;
@@ -189,86 +183,12 @@ fn random<const N: usize>() -> Result<[u8; N], SchedError> {
     Ok(bytes)
 }
 
-fn info(record: TokenRecord) -> TokenInfo {
-    TokenInfo {
-        id: record.id,
-        role: record.role,
-        name: record.name,
-        created_at_ms: record.created_at_ms,
-        expires_at_ms: record.expires_at_ms,
-    }
-}
-
-/// The lifetime a CreateToken request asks for (None: never): `ttl_ms` when set, which
-/// keeps what whole seconds would round down to 0 (never), else `ttl_seconds`.
-fn requested_ttl(req: &CreateTokenRequest) -> Option<Duration> {
-    match (req.ttl_ms, req.ttl_seconds) {
-        (0, 0) => None,
-        (0, secs) => Some(Duration::from_secs(secs)),
-        (ms, _) => Some(Duration::from_millis(ms)),
-    }
-}
-
-/// AuthService: token management. The auth layer lets admins only through once TLS is on.
-#[derive(Debug, Clone)]
-pub struct TokenApi {
-    pub tokens: Tokens,
-}
-
-#[tonic::async_trait]
-impl AuthService for TokenApi {
-    async fn create_token(
-        &self,
-        request: Request<CreateTokenRequest>,
-    ) -> Result<Response<CreateTokenResponse>, Status> {
-        let by = request.extensions().get::<Caller>().cloned();
-        let req = request.into_inner();
-        let created = self
-            .tokens
-            .create(&req.role, &req.name, requested_ttl(&req))
-            .await?;
-        tracing::info!(
-            id = %created.record.id,
-            role = %created.record.role,
-            name = %created.record.name,
-            by = %by.map_or_else(|| "loopback".to_string(), |c| c.to_string()),
-            "token created"
-        );
-        Ok(Response::new(CreateTokenResponse {
-            id: created.record.id,
-            token: created.token,
-            role: created.record.role,
-            expires_at_ms: created.record.expires_at_ms,
-        }))
-    }
-
-    async fn list_tokens(
-        &self,
-        _request: Request<ListTokensRequest>,
-    ) -> Result<Response<ListTokensResponse>, Status> {
-        let tokens = self.tokens.list().await?.into_iter().map(info).collect();
-        Ok(Response::new(ListTokensResponse { tokens }))
-    }
-
-    async fn revoke_token(
-        &self,
-        request: Request<RevokeTokenRequest>,
-    ) -> Result<Response<RevokeTokenResponse>, Status> {
-        let by = request.extensions().get::<Caller>().cloned();
-        let id = request.into_inner().id;
-        self.tokens.revoke(&id).await?;
-        tracing::info!(
-            %id,
-            by = %by.map_or_else(|| "loopback".to_string(), |c| c.to_string()),
-            "token revoked"
-        );
-        Ok(Response::new(RevokeTokenResponse {}))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use berth_proto::v1::CreateTokenRequest;
+
     use super::*;
+    use crate::grpc::auth::requested_ttl;
     use crate::store::redb::RedbStore;
 
     fn tokens() -> (tempfile::TempDir, Tokens) {

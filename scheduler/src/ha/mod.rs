@@ -19,10 +19,11 @@ use tokio::sync::watch;
 
 use berth_proto::v1::auth_service_server::AuthServiceServer;
 
-use crate::api::DeployApi;
-use crate::auth::{Security, TokenApi};
+use crate::auth::Security;
 use crate::error::SchedError;
-use crate::nodes::NodeApi;
+use crate::grpc::auth::TokenApi;
+use crate::grpc::deployments::DeployApi;
+use crate::grpc::nodes::NodeApi;
 use crate::server::{Config, incoming, serve_leader};
 use crate::store::Store;
 use crate::store::etcd::EtcdStore;

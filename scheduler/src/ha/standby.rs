@@ -16,19 +16,20 @@ use tower::{Service, ServiceExt as _};
 
 use super::election::Election;
 use crate::auth::{Caller, FORWARDED_IDENTITY, Security};
+use crate::error::SchedError;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The leader's URL, refused as a forwarding target when it is this scheduler's own (it is
 /// becoming the leader: the caller retries in a moment).
-async fn leader_of(election: &Election) -> Result<String, tonic::Status> {
+async fn leader_of(election: &Election) -> Result<String, SchedError> {
     match election.leader().await {
         Some(url) if url != election.url() => Ok(url),
-        Some(_) => Err(tonic::Status::unavailable(
-            "this scheduler is taking over as the leader; retry",
+        Some(_) => Err(SchedError::Unavailable(
+            "this scheduler is taking over as the leader; retry".into(),
         )),
-        None => Err(tonic::Status::unavailable(
-            "no scheduler is the leader at the moment; retry",
+        None => Err(SchedError::Unavailable(
+            "no scheduler is the leader at the moment; retry".into(),
         )),
     }
 }
@@ -65,7 +66,7 @@ impl<S> Forward<S> {
         }
     }
 
-    fn channel_to(&self, url: &str) -> Result<Channel, tonic::Status> {
+    fn channel_to(&self, url: &str) -> Result<Channel, SchedError> {
         let mut cached = self.channel.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, channel)) = cached.as_ref()
             && at == url
@@ -74,8 +75,7 @@ impl<S> Forward<S> {
         }
         let channel = self
             .security
-            .scheduler_endpoint(url)
-            .map_err(tonic::Status::from)?
+            .scheduler_endpoint(url)?
             .connect_timeout(std::time::Duration::from_secs(3))
             .connect_lazy();
         *cached = Some((url.to_string(), channel.clone()));
@@ -111,21 +111,19 @@ impl<S: 'static> Service<http::Request<Body>> for Forward<S> {
             }
             let url = match leader_of(&this.election).await {
                 Ok(url) => url,
-                Err(status) => return Ok(status.into_http()),
+                Err(e) => return Ok(e.into_http()),
             };
             let channel = match this.channel_to(&url) {
                 Ok(channel) => channel,
-                Err(status) => return Ok(status.into_http()),
+                Err(e) => return Ok(e.into_http()),
             };
             tracing::debug!(%path, leader = %url, "forwarding to the leader");
             match channel.oneshot(request).await {
                 Ok(response) => Ok(response),
-                Err(e) => {
-                    let status = tonic::Status::unavailable(format!(
-                        "forwarding {path} to the leader at {url}: {e}"
-                    ));
-                    Ok(status.into_http())
-                }
+                Err(e) => Ok(SchedError::Unavailable(format!(
+                    "forwarding {path} to the leader at {url}: {e}"
+                ))
+                .into_http()),
             }
         })
     }
@@ -172,11 +170,10 @@ impl<S> Service<http::Request<Body>> for Redirect<S> {
     fn call(&mut self, _request: http::Request<Body>) -> Self::Future {
         let election = self.election.clone();
         Box::pin(async move {
-            let status = match leader_of(&election).await {
-                Ok(url) => berth_proto::leader::redirect(&url),
-                Err(status) => status,
-            };
-            Ok(status.into_http())
+            Ok(match leader_of(&election).await {
+                Ok(url) => berth_proto::leader::redirect(&url).into_http(),
+                Err(e) => e.into_http(),
+            })
         })
     }
 }
