@@ -11,7 +11,7 @@ use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::cluster::now_ms;
+use crate::clock::now_ms;
 use crate::controller::Controller;
 use crate::error::SchedError;
 use crate::records::{

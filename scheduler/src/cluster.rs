@@ -3,14 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_proto::v1::{
     Assignment, AssignmentSet, Capacity, ContainerStatus, SchedulerMessage, scheduler_message,
 };
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 use tonic::Status;
 
+use crate::clock::now_ms;
 use crate::records::NodeRecord;
 
 pub(crate) type Downlink = mpsc::Sender<Result<SchedulerMessage, Status>>;
@@ -247,10 +249,4 @@ fn assignment_message(generation: u64, assignments: &[Assignment]) -> SchedulerM
             assignments: assignments.to_vec(),
         })),
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

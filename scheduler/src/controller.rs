@@ -14,7 +14,8 @@ use berth_proto::v1::{
 use futures::StreamExt as _;
 use tokio::sync::broadcast;
 
-use crate::cluster::{Cluster, now_ms};
+use crate::clock::now_ms;
+use crate::cluster::Cluster;
 use crate::error::SchedError;
 use crate::placement::{self, NodeView, Placement, Request};
 use crate::records::{

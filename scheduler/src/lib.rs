@@ -5,6 +5,7 @@
 
 pub(crate) mod api;
 pub mod auth;
+pub(crate) mod clock;
 pub(crate) mod cluster;
 pub(crate) mod controller;
 pub(crate) mod error;

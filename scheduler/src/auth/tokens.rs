@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq as _;
 use tonic::{Request, Response, Status};
 
 use super::{Caller, Via};
-use crate::cluster::now_ms;
+use crate::clock::now_ms;
 use crate::error::SchedError;
 use crate::records::{self, TOKENS, TokenRecord, token_key};
 use crate::store::{Expect, Store};
