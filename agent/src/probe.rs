@@ -401,6 +401,8 @@ async fn net_check(
         return Outcome::Failure(format!("{what}: container has no IP address"));
     };
     let addr = SocketAddr::V4(SocketAddrV4::new(ip, port));
+    // The sockets' own timeouts on the checking thread: real time, as the kernel keeps it.
+    // The wait for that thread below is tokio's, so a paused clock still bounds the probe.
     let deadline = Instant::now() + timeout;
 
     let (tx, rx) = tokio::sync::oneshot::channel();

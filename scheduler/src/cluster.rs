@@ -3,14 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_proto::v1::{
     Assignment, AssignmentSet, Capacity, ClusterContainer, ContainerState, ContainerStatus,
     Deployment, NodeInfo, ReplicaStatus, Resources, SchedulerMessage, scheduler_message,
 };
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 
+use crate::clock::now_ms;
 use crate::error::SchedError;
 use crate::records::NodeRecord;
 
@@ -380,10 +382,4 @@ fn session_floor(started: Instant) -> u64 {
     let since_start = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     let wall_us = u64::try_from(now_ms()).unwrap_or(0).saturating_mul(1_000);
     since_start.saturating_add(wall_us)
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

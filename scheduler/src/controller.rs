@@ -14,7 +14,8 @@ use berth_proto::v1::{
 use futures::StreamExt as _;
 use tokio::sync::broadcast;
 
-use crate::cluster::{self, Cluster, now_ms};
+use crate::clock::now_ms;
+use crate::cluster::{self, Cluster};
 use crate::deployments::{self, Deployments};
 use crate::error::SchedError;
 use crate::placement::{self, NodeView, Placement, Request};

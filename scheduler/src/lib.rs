@@ -4,6 +4,7 @@
 //! nodes ran. State lives behind the [`store::Store`] interface.
 
 pub mod auth;
+pub(crate) mod clock;
 pub(crate) mod cluster;
 pub(crate) mod controller;
 pub(crate) mod deployments;

@@ -1,9 +1,10 @@
 //! Simulated nodes for control-plane tests and benchmarks: a task that speaks the agent's side
-//! of NodeService (register with a big capacity, heartbeat with no containers, take every
-//! assignment set as applied) and follows the leader among several schedulers as the real
-//! agent does. It runs nothing: for placement and failover at a scale real nodes cannot reach
-//! here.
+//! of NodeService (register with a big capacity, heartbeat, take every assignment set as
+//! applied) and follows the leader among several schedulers as the real agent does. It runs
+//! nothing: for placement and failover at a scale real nodes cannot reach here, and for the
+//! control loop's timeouts under a paused clock (see [`Behaviour`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,9 +24,33 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// When a fake agent's session opened, and on which scheduler.
 pub type Sessions = Arc<Mutex<Vec<(Instant, String)>>>;
 
+/// In a container's env, this makes a fake node report it running but never ready.
+pub const NEVER_READY_ENV: &str = "FAKE_NODE_NEVER_READY";
+
+/// What a fake node reports beyond registering and heartbeating.
+#[derive(Debug, Clone, Default)]
+pub struct Behaviour {
+    /// Report every assigned container as running and ready (not ready when its env holds
+    /// [`NEVER_READY_ENV`]), as an agent whose containers all start would; otherwise report
+    /// no containers at all.
+    pub runs_assignments: bool,
+    /// While set, the session stays open but no heartbeat goes out: a hung agent.
+    pub silent: Arc<AtomicBool>,
+}
+
 /// A fake node: registers with 64 CPUs / 256 GiB, heartbeats with no containers, drains what
 /// the scheduler sends. Follows the leader among `addresses` as the real agent does.
 pub async fn fake_agent(name: String, addresses: Vec<String>, sessions: Sessions) {
+    fake_agent_with(name, addresses, sessions, Behaviour::default()).await;
+}
+
+/// [`fake_agent`] that behaves as `behaviour` says.
+pub async fn fake_agent_with(
+    name: String,
+    addresses: Vec<String>,
+    sessions: Sessions,
+    behaviour: Behaviour,
+) {
     let mut next = 0;
     let mut leader: Option<String> = None;
     let mut delay = BACKOFF_MIN;
@@ -34,7 +59,7 @@ pub async fn fake_agent(name: String, addresses: Vec<String>, sessions: Sessions
         let addr = leader
             .take()
             .unwrap_or_else(|| addresses[next % addresses.len()].clone());
-        match fake_session(&name, &addr, &sessions).await {
+        match fake_session(&name, &addr, &sessions, &behaviour).await {
             Err(Ended::Redirected(url)) => {
                 leader = Some(url);
                 delay = BACKOFF_MIN;
@@ -77,13 +102,25 @@ fn capacity() -> Capacity {
     }
 }
 
-fn heartbeat(applied_generation: u64) -> AgentMessage {
+fn heartbeat(applied_generation: u64, containers: Vec<ContainerStatus>) -> AgentMessage {
     AgentMessage {
         msg: Some(agent_message::Msg::Heartbeat(Heartbeat {
             capacity: Some(capacity()),
-            containers: Vec::new(),
+            containers,
             applied_generation,
         })),
+    }
+}
+
+/// The status of an assigned container on a node that runs its assignments.
+fn running(a: &Assignment) -> ContainerStatus {
+    ContainerStatus {
+        container_id: a.container_id.clone(),
+        deployment: a.deployment.clone(),
+        revision: a.revision,
+        state: ContainerState::Running as i32,
+        ready: !a.env.contains_key(NEVER_READY_ENV),
+        ..Default::default()
     }
 }
 
@@ -93,6 +130,7 @@ async fn fake_session(
     name: &str,
     addr: &str,
     sessions: &Sessions,
+    behaviour: &Behaviour,
 ) -> Result<std::convert::Infallible, Ended> {
     let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
         .map_err(|_| Ended::Other)?
@@ -124,24 +162,33 @@ async fn fake_session(
         })),
     };
     tx.send(hello).await.map_err(|_| Ended::Other)?;
-    tx.send(heartbeat(0)).await.map_err(|_| Ended::Other)?;
+    tx.send(heartbeat(0, Vec::new()))
+        .await
+        .map_err(|_| Ended::Other)?;
     let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
     sessions
         .lock()
         .unwrap()
         .push((Instant::now(), addr.to_string()));
     let mut generation = 0;
+    let mut containers = Vec::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                tx.send(heartbeat(generation)).await.map_err(|_| Ended::Other)?;
+                if !behaviour.silent.load(Ordering::Relaxed) {
+                    let beat = heartbeat(generation, containers.clone());
+                    tx.send(beat).await.map_err(|_| Ended::Other)?;
+                }
             }
             message = inbound.message() => match message? {
                 // Nothing runs here: the set is taken as applied.
                 Some(SchedulerMessage { msg: Some(scheduler_message::Msg::Assignments(set)) }) => {
                     generation = set.generation;
+                    if behaviour.runs_assignments {
+                        containers = set.assignments.iter().map(running).collect();
+                    }
                 }
                 Some(_) => {}
                 None => return Err(Ended::Other),

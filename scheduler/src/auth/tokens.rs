@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use super::{Caller, Via};
-use crate::cluster::now_ms;
+use crate::clock::now_ms;
 use crate::error::SchedError;
 use crate::records::{self, TOKENS, TokenRecord, token_key};
 use crate::store::{Expect, Store};

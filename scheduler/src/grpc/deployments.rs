@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::BoxStream;
-use crate::cluster::now_ms;
+use crate::clock::now_ms;
 use crate::controller::Controller;
 use crate::deployments::{self, Deployments};
 use crate::error::SchedError;

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KvClient, Txn, TxnOp,
-    TxnOpResponse, WatchClient, WatchOptions, WatchResponse,
+    TxnOpResponse, TxnResponse, WatchClient, WatchOptions, WatchResponse,
 };
 use tokio::sync::mpsc;
 
@@ -391,11 +391,28 @@ impl EtcdStore {
         if ops.is_empty() {
             return self.revision().await;
         }
+        let (txn, checks) = self.txn_of(&ops);
+        let response = self
+            .call(what, Retry::Write, |mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
+        if response.succeeded() {
+            return header_revision(response.header());
+        }
+        Err(self.why_refused(what, response, checks))
+    }
+
+    /// The etcd transaction of `ops`: their expectations (and the leader's fence) as compares,
+    /// the writes when they hold, and otherwise reads of what each compare looked at (the
+    /// fence first). Also returns the expectations the failure branch reads, in order.
+    fn txn_of(&self, ops: &[Op]) -> (Txn, Vec<(String, Expect)>) {
         let mut compares = Vec::new();
         let mut checks = Vec::new();
         let mut reads = Vec::new();
         let mut writes = Vec::with_capacity(ops.len());
-        for op in &ops {
+        for op in ops {
             let (key, expect) = match op {
                 Op::Put { key, expect, .. } | Op::Delete { key, expect } => (key, *expect),
             };
@@ -439,15 +456,17 @@ impl EtcdStore {
             );
         }
         let txn = Txn::new().when(compares).and_then(writes).or_else(reads);
-        let response = self
-            .call(what, Retry::Write, |mut kv| {
-                let txn = txn.clone();
-                async move { kv.txn(txn).await }
-            })
-            .await?;
-        if response.succeeded() {
-            return header_revision(response.header());
-        }
+        (txn, checks)
+    }
+
+    /// Why a transaction from [`Self::txn_of`] took its failure branch: the fence gone
+    /// (NotLeader), or the first expectation that does not hold (Conflict).
+    fn why_refused(
+        &self,
+        what: &str,
+        response: TxnResponse,
+        checks: Vec<(String, Expect)>,
+    ) -> StoreError {
         let mut answers = response.op_responses().into_iter();
         if let Some((key, revision)) = &self.fence {
             let holder = match answers.next() {
@@ -455,22 +474,22 @@ impl EtcdStore {
                     found.kvs().first().map(|kv| kv.create_revision())
                 }
                 other => {
-                    return Err(StoreError::Backend(format!(
+                    return StoreError::Backend(format!(
                         "etcd {what}: the failure branch answered {other:?}"
-                    )));
+                    ));
                 }
             };
             if holder != Some(*revision) {
-                return Err(StoreError::NotLeader(format!(
+                return StoreError::NotLeader(format!(
                     "election key {key} (revision {revision}) is gone: another scheduler leads"
-                )));
+                ));
             }
         }
         for ((key, expect), found) in checks.into_iter().zip(answers) {
             let TxnOpResponse::Get(found) = found else {
-                return Err(StoreError::Backend(format!(
+                return StoreError::Backend(format!(
                     "etcd {what}: the failure branch answered {found:?}"
-                )));
+                ));
             };
             let found = found.kvs().first().map(|kv| revision_of(kv.mod_revision()));
             let holds = match expect {
@@ -479,16 +498,16 @@ impl EtcdStore {
                 Expect::Revision(r) => found == Some(r),
             };
             if !holds {
-                return Err(StoreError::Conflict {
+                return StoreError::Conflict {
                     key,
                     expected: expect,
                     found,
-                });
+                };
             }
         }
-        Err(StoreError::Backend(format!(
+        StoreError::Backend(format!(
             "etcd {what}: the transaction failed but every expectation holds"
-        )))
+        ))
     }
 
     /// Opens an etcd watch of `full_prefix` from `start` on the first member that answers,

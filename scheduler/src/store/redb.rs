@@ -268,7 +268,9 @@ fn encode_events(events: &[WatchEvent]) -> Vec<u8> {
             WatchEvent::Put(_) => TAG_PUT,
             WatchEvent::Delete { .. } => TAG_DELETE,
         });
-        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        // Keys arrive in gRPC messages, capped far below 4 GiB.
+        let key_len = u32::try_from(key.len()).expect("a key shorter than 4 GiB");
+        out.extend_from_slice(&key_len.to_le_bytes());
         out.extend_from_slice(key.as_bytes());
         if let WatchEvent::Put(kv) = event {
             out.extend_from_slice(&kv.create_revision.to_le_bytes());
