@@ -11,13 +11,13 @@ pub enum OutputFormat {
 }
 
 /// Prints `value` as pretty JSON on stdout.
-pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
 /// Prints rows under a header, each column as wide as its widest cell.
-pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -43,7 +43,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
 
 /// Prints a listing: `rows` as a JSON array for programs, or for people a table of `header`
 /// with `cells` of each row.
-pub fn print_rows<T: Serialize>(
+pub(crate) fn print_rows<T: Serialize>(
     format: OutputFormat,
     rows: &[T],
     header: &[&str],
@@ -60,7 +60,11 @@ pub fn print_rows<T: Serialize>(
 }
 
 /// Bytes as a short human figure: 1.4 MB, 230 kB.
-pub fn human_bytes(bytes: u64) -> String {
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "shown to one decimal: the bits f64 drops are far below it"
+)]
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut value = bytes as f64;
     let mut unit = 0;

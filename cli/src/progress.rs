@@ -9,7 +9,7 @@ use berth_images::progress::{NoProgress, Progress};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Bars per item on a terminal; nothing otherwise.
-pub fn for_terminal() -> Box<dyn Progress> {
+pub(crate) fn for_terminal() -> Box<dyn Progress> {
     if std::io::stdout().is_terminal() && std::io::stderr().is_terminal() {
         Box::new(Bars::default())
     } else {

@@ -8,6 +8,12 @@ use berth_images::progress::NoProgress;
 use berth_images::snapshot::{prepare_rootfs, snapshots_dir};
 use berth_images::unpack::{UnpackOptions, ensure_layers};
 
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    reason = "a rank among a few samples, rounded"
+)]
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }

@@ -5,8 +5,6 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::store::StoreError;
-
 /// A failed filesystem operation: what was being done, and to which path.
 #[derive(Debug, thiserror::Error)]
 #[error("{op} {path}: {source}")]
@@ -18,18 +16,21 @@ pub struct IoError {
 }
 
 /// For `map_err`: names the operation and path an `io::Error` came from.
-pub fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> IoError {
+pub(crate) fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(io::Error) -> IoError {
     let path = path.into();
     move |source| IoError { op, path, source }
 }
 
 /// Removes a file or directory tree without following symlinks; returns the bytes it held.
 /// A missing path is not an error.
-pub fn remove_tree(path: &Path) -> Result<u64, StoreError> {
+pub(crate) fn remove_tree(path: &Path) -> Result<u64, IoError> {
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(io_err("stat", path)(e).into()),
+        Err(e) => return Err(io_err("stat", path)(e)),
     };
     if !meta.is_dir() {
         fs::remove_file(path).map_err(io_err("remove", path))?;

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use oci_spec::image::Digest;
 
 /// The tag a reference gets when it names neither a tag nor a digest.
-pub const DEFAULT_TAG: &str = "latest";
+pub(crate) const DEFAULT_TAG: &str = "latest";
 
 const MAX_TAG_LEN: usize = 128;
 const MAX_NAME_LEN: usize = 255;

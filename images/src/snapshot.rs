@@ -218,8 +218,10 @@ fn syscall_fd(ret: libc::c_long) -> io::Result<OwnedFd> {
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
+    let fd = i32::try_from(ret)
+        .map_err(|_| io::Error::other(format!("the kernel returned {ret}, not a descriptor")))?;
     // SAFETY: a non-negative return of fsopen/fsmount is a new fd that only we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn fsconfig_string(fs: &OwnedFd, key: &str, value: &CString) -> io::Result<()> {

@@ -291,7 +291,8 @@ impl Store {
                 limit: MAX_JSON_BLOB,
             });
         }
-        let mut bytes = Vec::with_capacity(size as usize);
+        // A hint only; the size was checked against the limit above.
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         file.take(MAX_JSON_BLOB)
             .read_to_end(&mut bytes)
             .map_err(io_err("read blob", self.blob_path(digest)))?;

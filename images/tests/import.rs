@@ -353,7 +353,7 @@ fn truncated_archives_are_reported_as_truncated() {
             e.raw_file_position() + e.size().div_ceil(512) * 512
         })
         .collect();
-    let cut = ends[ends.len() - 2] as usize;
+    let cut = usize::try_from(ends[ends.len() - 2]).unwrap();
     fs::write(&boundary, &bytes[..cut]).unwrap();
     let err = import(&f.store, &boundary, &opts(), &NoProgress).unwrap_err();
     assert!(matches!(err, ImportError::Truncated { .. }), "{err}");

@@ -288,7 +288,7 @@ fn a_truncated_gzip_stream_is_refused() {
     require_root();
     let fx = Fixture::new();
     let big: Vec<u8> = (0..200_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0])
         .collect();
     let mut layer = Layer::gzip(&[Entry::file("big", &big), Entry::file("after", b"x")]);
     layer.blob.truncate(layer.blob.len() / 2);

@@ -13,6 +13,11 @@ pub fn parse_cpu(text: &str) -> Result<u64, String> {
     if !cores.is_finite() || !(0.0..1e6).contains(&cores) {
         return Err(bad());
     }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "cores is checked to [0, 1e6): the millicores fit u64 exactly"
+    )]
     Ok((cores * 1000.0).round() as u64)
 }
 

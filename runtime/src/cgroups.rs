@@ -19,10 +19,10 @@ use crate::error::{Error, Result};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Prefix of the default cgroup name, `/berth-<id>`.
-pub const DEFAULT_PREFIX: &str = "/berth-";
+pub(crate) const DEFAULT_PREFIX: &str = "/berth-";
 
 /// The container's cgroup path relative to each hierarchy's root (always absolute).
-pub fn cgroup_path(spec: &Spec, id: &str) -> PathBuf {
+pub(crate) fn cgroup_path(spec: &Spec, id: &str) -> PathBuf {
     match spec
         .linux()
         .as_ref()
@@ -58,7 +58,7 @@ fn cgroup_err(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 /// A container's cgroup.
-pub struct Cgroup {
+pub(crate) struct Cgroup {
     pub path: PathBuf,
     manager: AnyCgroupManager,
 }
@@ -71,7 +71,7 @@ impl std::fmt::Debug for Cgroup {
 
 impl Cgroup {
     /// A manager for `path`; creates nothing yet.
-    pub fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
         let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
             cgroup_path: path.to_path_buf(),
             systemd_cgroup: false,
@@ -85,7 +85,7 @@ impl Cgroup {
     }
 
     /// Moves `pid` into the cgroup (creating it) and applies the spec's resources.
-    pub fn enter_and_apply(&self, pid: Pid, spec: &Spec) -> Result<()> {
+    pub(crate) fn enter_and_apply(&self, pid: Pid, spec: &Spec) -> Result<()> {
         self.manager
             .add_task(pid)
             .map_err(|e| cgroup_err(&self.path, e))?;
@@ -95,7 +95,7 @@ impl Cgroup {
     /// Applies the spec's resources to the (existing) cgroup. The devices of `linux.devices`
     /// are added to the allow list, as runc does: a node made for the container must open.
     /// FIFOs are not devices to the devices cgroup (it takes only a, b and c rules).
-    pub fn apply(&self, spec: &Spec) -> Result<()> {
+    pub(crate) fn apply(&self, spec: &Spec) -> Result<()> {
         let linux = spec.linux().as_ref();
         let mut resources = linux
             .and_then(|l| l.resources().clone())
@@ -135,7 +135,10 @@ impl Cgroup {
     }
 
     /// Applies `resources` alone (`update`): the limits given change, the others stay.
-    pub fn apply_resources(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+    pub(crate) fn apply_resources(
+        &self,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<()> {
         let opts = ControllerOpt {
             resources,
             disable_oom_killer: false,
@@ -148,7 +151,7 @@ impl Cgroup {
     }
 
     /// Freezes or thaws every process in the cgroup.
-    pub fn freeze(&self, frozen: bool) -> Result<()> {
+    pub(crate) fn freeze(&self, frozen: bool) -> Result<()> {
         let state = if frozen {
             FreezerState::Frozen
         } else {
@@ -160,14 +163,14 @@ impl Cgroup {
     }
 
     /// The pids in the cgroup.
-    pub fn pids(&self) -> Result<Vec<Pid>> {
+    pub(crate) fn pids(&self) -> Result<Vec<Pid>> {
         self.manager
             .get_all_pids()
             .map_err(|e| cgroup_err(&self.path, e))
     }
 
     /// Usage statistics as JSON (libcgroups' stats plus the OOM kill count).
-    pub fn stats_json(&self) -> Result<serde_json::Value> {
+    pub(crate) fn stats_json(&self) -> Result<serde_json::Value> {
         let stats = self
             .manager
             .stats()
@@ -178,7 +181,7 @@ impl Cgroup {
     }
 
     /// Kills what is left, removes the cgroup and, for the default path, its empty parent.
-    pub fn remove(&self) -> Result<()> {
+    pub(crate) fn remove(&self) -> Result<()> {
         self.manager.remove().map_err(|e| cgroup_err(&self.path, e))
     }
 }
@@ -194,7 +197,7 @@ impl Cgroup {
 /// The devices hierarchy is made but not joined: the runtime applies the device rules
 /// meanwhile, and init creates the container's device nodes before [`join_devices`], so that
 /// no half-written rule set can refuse a mknod.
-pub fn create_and_join(path: &Path, dirs: &[(String, PathBuf)]) -> Result<()> {
+pub(crate) fn create_and_join(path: &Path, dirs: &[(String, PathBuf)]) -> Result<()> {
     let rel = path.strip_prefix("/").unwrap_or(path);
     for (name, dir) in dirs {
         std::fs::create_dir_all(dir).map_err(|e| cgroup_err(dir, e))?;
@@ -236,7 +239,7 @@ fn join(dir: &Path) -> Result<()> {
 }
 
 /// Moves the calling process into the devices hierarchy of `dirs` (see [`create_and_join`]).
-pub fn join_devices(dirs: &[(String, PathBuf)]) -> Result<()> {
+pub(crate) fn join_devices(dirs: &[(String, PathBuf)]) -> Result<()> {
     for (name, dir) in dirs {
         if is_devices(name) {
             join(dir)?;
@@ -249,7 +252,7 @@ pub fn join_devices(dirs: &[(String, PathBuf)]) -> Result<()> {
 /// reads mountinfo and /proc/self/cgroup once per controller): rmdir of each hierarchy's
 /// directory, then of the default parent. `Ok(false)` when a directory still holds processes,
 /// so the caller falls back to [`Cgroup::remove`], which kills them.
-pub fn remove_empty(path: &Path) -> Result<bool> {
+pub(crate) fn remove_empty(path: &Path) -> Result<bool> {
     for dir in hierarchy_dirs(path) {
         match std::fs::remove_dir(&dir) {
             Ok(()) => {}
@@ -263,7 +266,7 @@ pub fn remove_empty(path: &Path) -> Result<bool> {
 
 /// Moves the calling (single-threaded) process into the cgroup at `path` in every hierarchy:
 /// how an exec'd process joins its container's cgroup.
-pub fn join_existing(path: &Path) -> Result<()> {
+pub(crate) fn join_existing(path: &Path) -> Result<()> {
     for dir in hierarchy_dirs(path) {
         let procs = dir.join("cgroup.procs");
         if !dir.is_dir() {
@@ -276,7 +279,7 @@ pub fn join_existing(path: &Path) -> Result<()> {
 }
 
 /// Whether the freezer holds the cgroup at `path` (v1 freezer.state or v2 cgroup.freeze).
-pub fn is_frozen(path: &Path) -> bool {
+pub(crate) fn is_frozen(path: &Path) -> bool {
     let rel = path.strip_prefix("/").unwrap_or(path);
     let root = Path::new(CGROUP_ROOT);
     if let Ok(state) = std::fs::read_to_string(root.join("freezer").join(rel).join("freezer.state"))
@@ -318,7 +321,7 @@ pub(crate) fn hierarchy_dirs(path: &Path) -> Vec<PathBuf> {
 
 /// For cgroup mounts inside the container: on v1 `(hierarchy name, host dir of the container's
 /// cgroup)` per hierarchy; on v2 the unified directory.
-pub fn container_dirs(path: &Path) -> (Vec<(String, PathBuf)>, Option<PathBuf>) {
+pub(crate) fn container_dirs(path: &Path) -> (Vec<(String, PathBuf)>, Option<PathBuf>) {
     let rel = path.strip_prefix("/").unwrap_or(path);
     match libcgroups::common::get_cgroup_setup() {
         Ok(CgroupSetup::Unified) => (Vec::new(), Some(Path::new(CGROUP_ROOT).join(rel))),

@@ -11,14 +11,14 @@ use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use crate::error::{Error, Result};
 
 /// Connects to the console socket (on the host side, before the container's root hides it).
-pub fn connect(socket: &Path) -> Result<OwnedFd> {
+pub(crate) fn connect(socket: &Path) -> Result<OwnedFd> {
     let stream = UnixStream::connect(socket).map_err(|e| Error::io(socket, e))?;
     Ok(OwnedFd::from(stream))
 }
 
 /// Makes a pty in the container's /dev/pts, sends its master over `socket` and makes its
 /// slave the controlling terminal and stdio of the calling process.
-pub fn attach_pty(socket: &OwnedFd) -> Result<()> {
+pub(crate) fn attach_pty(socket: &OwnedFd) -> Result<()> {
     let sys = |op: &'static str| move |e| Error::sys(op, "/dev/ptmx", e);
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(sys("posix_openpt"))?;

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::init::InitArgs;
 use crate::namespaces::Namespaces;
 use crate::state::{ContainerState, EXEC_FIFO, OciState, Status, container_dir};
-use crate::sync::Message;
+use crate::sync::{Channel, Message};
 
 /// Inputs of `create`.
 #[derive(Debug, Clone)]
@@ -99,7 +99,8 @@ struct CloneArgs {
 /// pid namespace) without an intermediate process.
 pub(crate) fn clone3(flags: nix::sched::CloneFlags) -> Result<Option<Pid>> {
     let mut args = CloneArgs {
-        flags: flags.bits() as u64,
+        // A bit set: reinterpreted as unsigned, never sign-extended.
+        flags: u64::from(flags.bits().cast_unsigned()),
         // With CLONE_PARENT the kernel wants 0 and uses the caller's own exit signal.
         exit_signal: if flags.contains(nix::sched::CloneFlags::CLONE_PARENT) {
             0
@@ -124,7 +125,9 @@ pub(crate) fn clone3(flags: nix::sched::CloneFlags) -> Result<Option<Pid>> {
             nix::errno::Errno::last(),
         )),
         0 => Ok(None),
-        pid => Ok(Some(Pid::from_raw(pid as i32))),
+        pid => i32::try_from(pid)
+            .map(|pid| Some(Pid::from_raw(pid)))
+            .map_err(|_| Error::Init(format!("clone3 returned {pid}, which is not a pid"))),
     }
 }
 
@@ -154,7 +157,47 @@ fn state_json(state: &OciState) -> Vec<u8> {
     serde_json::to_vec(state).unwrap_or_default()
 }
 
+/// What `create` checked in the spec before it made anything.
+struct Checked<'a> {
+    process: &'a oci_spec::runtime::Process,
+    caps: crate::process::CapabilitySets,
+    seccomp: Option<crate::seccomp::CompiledSeccomp>,
+}
+
+/// The spec's prestart and createRuntime hooks, which the runtime runs when init asks.
+struct RuntimeHooks {
+    prestart: Vec<oci_spec::runtime::Hook>,
+    create_runtime: Vec<oci_spec::runtime::Hook>,
+}
+
+impl RuntimeHooks {
+    fn from_spec(hooks: Option<&oci_spec::runtime::Hooks>) -> Self {
+        #[allow(deprecated)]
+        let prestart = hooks.and_then(|h| h.prestart().clone()).unwrap_or_default();
+        let create_runtime = hooks
+            .and_then(|h| h.create_runtime().clone())
+            .unwrap_or_default();
+        RuntimeHooks {
+            prestart,
+            create_runtime,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.prestart.is_empty() && self.create_runtime.is_empty()
+    }
+
+    fn run(&self, state_json: &[u8]) -> Result<()> {
+        crate::hooks::run_all("prestart", &self.prestart, state_json)
+            .and_then(|()| crate::hooks::run_all("createRuntime", &self.create_runtime, state_json))
+    }
+}
+
 /// Creates the container: init is set up completely and blocks until [`start`].
+///
+/// The stages, each unwound by [`Unwind`] when a later one fails: check the spec, make the
+/// state dir, spawn init, put it in its cgroup, let it build the container until it is ready,
+/// write the state.
 ///
 /// Forks: the calling process must be single-threaded (as the `berth-runtime` binary is).
 pub fn create(opts: &CreateOptions) -> Result<Created> {
@@ -162,6 +205,101 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let dir = container_dir(&opts.root, &opts.id)?;
     let bundle = crate::spec::load_bundle(&opts.bundle)?;
     let spec = &bundle.spec;
+    let checked = check_spec(opts, spec)?;
+    tracing::debug!("create: spec loaded");
+    let namespaces = Namespaces::from_spec(spec);
+    let mut joins = namespaces.open_joins()?;
+    let pid_join = crate::namespaces::take_pid_join(&mut joins);
+    let cgroup_path = crate::cgroups::cgroup_path(spec, &opts.id);
+    let mut unwind = make_state_dir(opts, &dir)?;
+    let (cgroup_dirs, unified_cgroup_dir) = crate::cgroups::container_dirs(&cgroup_path);
+    tracing::debug!("create: state dir made");
+    let exec_fifo = open_exec_fifo(&dir)?;
+    let console = match (
+        &opts.console_socket,
+        checked.process.terminal().unwrap_or(false),
+    ) {
+        (Some(socket), true) => Some(crate::console::connect(socket)?),
+        _ => None,
+    };
+    let hooks = spec.hooks().as_ref();
+    let runtime_hooks = RuntimeHooks::from_spec(hooks);
+    let (runtime_end, init_end) = crate::sync::pair()?;
+    let new_user_ns = namespaces
+        .new
+        .contains(nix::sched::CloneFlags::CLONE_NEWUSER);
+    unwind.cgroup = Some(cgroup_path.clone());
+    // On v1 init makes its cgroup and moves itself in, unless it starts in a new user
+    // namespace, where it cannot write the host's cgroup files. The limits are applied
+    // (in `place_in_cgroup`) while init builds its root filesystem; it runs nothing of the
+    // container's before they are.
+    let join_cgroup_itself =
+        !new_user_ns && unified_cgroup_dir.is_none() && !cgroup_dirs.is_empty();
+    tracing::debug!("create: cgroup dirs made");
+    let init_args = InitArgs {
+        spec,
+        rootfs: &bundle.rootfs,
+        channel: init_end,
+        exec_fifo,
+        joins,
+        unshare: namespaces.unshare_flags(),
+        new_user_ns,
+        in_user_ns: namespaces.has_user(),
+        cgroup_dirs,
+        unified_cgroup_dir,
+        no_pivot: opts.no_pivot,
+        seccomp: checked.seccomp,
+        caps: checked.caps,
+        console,
+        runtime_hooks: !runtime_hooks.is_empty(),
+        join_cgroup_itself,
+        cgroup_path: cgroup_path.clone(),
+        preserve_fds: opts.preserve_fds,
+    };
+    let (pid, runtime_end) = spawn_init(
+        namespaces.clone_flags(),
+        pid_join.as_ref(),
+        runtime_end,
+        init_args,
+    )?;
+    unwind.child = Some(pid);
+    // The state is built while init works, off the path to Go.
+    let mut state = initial_state(opts, &bundle, pid, &cgroup_path)?;
+    let creating_json = state_json(&state.oci);
+    let cgroup = Cgroup::open(&cgroup_path)?;
+    if join_cgroup_itself {
+        expect_cgroup_ready(&runtime_end)?;
+        cgroup.apply(spec)?;
+    } else {
+        cgroup.enter_and_apply(pid, spec)?;
+    }
+    if new_user_ns {
+        crate::namespaces::write_id_maps(pid, spec)?;
+    }
+    if let Some(score) = checked.process.oom_score_adj() {
+        let path = format!("/proc/{pid}/oom_score_adj");
+        std::fs::write(&path, score.to_string()).map_err(|e| Error::io(path, e))?;
+    }
+    wait_ready(
+        &runtime_end,
+        pid,
+        &creating_json,
+        &runtime_hooks,
+        &mut unwind,
+    )?;
+    tracing::debug!("create: init ready");
+    state.oci.status = Status::Created;
+    state.save(&dir)?;
+    if let Some(pid_file) = &opts.pid_file {
+        write_pid_file(pid_file, pid)?;
+    }
+    unwind.disarm();
+    Ok(Created { pid, state })
+}
+
+/// The checks made before anything exists: a process, a console socket for a terminal, the
+/// capability sets and the seccomp profile.
+fn check_spec<'a>(opts: &CreateOptions, spec: &'a oci_spec::runtime::Spec) -> Result<Checked<'a>> {
     let process = spec
         .process()
         .as_ref()
@@ -181,27 +319,33 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         Some(profile) => Some(crate::seccomp::compile(profile)?),
         None => None,
     };
-    tracing::debug!("create: spec loaded");
-    let namespaces = Namespaces::from_spec(spec);
-    let mut joins = namespaces.open_joins()?;
-    let pid_join = crate::namespaces::take_pid_join(&mut joins);
-    let cgroup_path = crate::cgroups::cgroup_path(spec, &opts.id);
+    Ok(Checked {
+        process,
+        caps,
+        seccomp,
+    })
+}
 
+/// Makes the container's state dir, which names it (a second create of the id fails here),
+/// and the [`Unwind`] that removes it again.
+fn make_state_dir(opts: &CreateOptions, dir: &Path) -> Result<Unwind> {
     std::fs::create_dir_all(&opts.root).map_err(|e| Error::io(&opts.root, e))?;
-    match std::fs::create_dir(&dir) {
+    match std::fs::create_dir(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(Error::AlreadyExists(opts.id.clone()));
         }
-        Err(e) => return Err(Error::io(&dir, e)),
+        Err(e) => return Err(Error::io(dir, e)),
     }
-    let mut unwind = Unwind {
-        state_dir: Some(dir.clone()),
+    Ok(Unwind {
+        state_dir: Some(dir.to_path_buf()),
         cgroup: None,
         child: None,
-    };
-    let (cgroup_dirs, unified_cgroup_dir) = crate::cgroups::container_dirs(&cgroup_path);
-    tracing::debug!("create: state dir made");
+    })
+}
+
+/// Makes the exec FIFO in the state dir, which init blocks on until `start` writes to it.
+fn open_exec_fifo(dir: &Path) -> Result<OwnedFd> {
     let fifo_path = dir.join(EXEC_FIFO);
     nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
         .map_err(|e| Error::sys("mkfifo", &fifo_path, e))?;
@@ -214,64 +358,38 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     )
     .map_err(|e| Error::sys("open", &fifo_path, e))?;
     // SAFETY: `open` just returned this descriptor; nothing else owns it.
-    let exec_fifo = unsafe { OwnedFd::from_raw_fd(fifo_fd) };
-    let console = match (&opts.console_socket, process.terminal().unwrap_or(false)) {
-        (Some(socket), true) => Some(crate::console::connect(socket)?),
-        _ => None,
-    };
-    let hooks = spec.hooks().as_ref();
-    #[allow(deprecated)]
-    let prestart = hooks.and_then(|h| h.prestart().clone()).unwrap_or_default();
-    let create_runtime = hooks
-        .and_then(|h| h.create_runtime().clone())
-        .unwrap_or_default();
-    let (runtime_end, init_end) = crate::sync::pair()?;
-    let new_user_ns = namespaces
-        .new
-        .contains(nix::sched::CloneFlags::CLONE_NEWUSER);
-    unwind.cgroup = Some(cgroup_path.clone());
-    // On v1 init makes its cgroup and moves itself in, unless it starts in a new user
-    // namespace, where it cannot write the host's cgroup files. The limits are applied
-    // (below) while init builds its root filesystem; it runs nothing of the container's
-    // before they are.
-    let join_cgroup_itself =
-        !new_user_ns && unified_cgroup_dir.is_none() && !cgroup_dirs.is_empty();
+    Ok(unsafe { OwnedFd::from_raw_fd(fifo_fd) })
+}
 
-    tracing::debug!("create: cgroup dirs made");
-    let Some(pid) = clone_init(namespaces.clone_flags(), pid_join.as_ref())? else {
+/// Clones init, which runs [`crate::init::run`] and never comes back here. The runtime keeps
+/// its end of the channel and closes its copies of what it handed to init.
+fn spawn_init(
+    flags: nix::sched::CloneFlags,
+    pid_join: Option<&OwnedFd>,
+    runtime_end: Channel,
+    args: InitArgs<'_>,
+) -> Result<(Pid, Channel)> {
+    let Some(pid) = clone_init(flags, pid_join)? else {
         drop(runtime_end);
-        crate::init::run(InitArgs {
-            spec,
-            rootfs: &bundle.rootfs,
-            channel: init_end,
-            exec_fifo,
-            joins,
-            unshare: namespaces.unshare_flags(),
-            new_user_ns,
-            in_user_ns: namespaces.has_user(),
-            cgroup_dirs,
-            unified_cgroup_dir,
-            no_pivot: opts.no_pivot,
-            seccomp,
-            caps,
-            console,
-            runtime_hooks: !prestart.is_empty() || !create_runtime.is_empty(),
-            join_cgroup_itself,
-            cgroup_path: cgroup_path.clone(),
-            preserve_fds: opts.preserve_fds,
-        });
+        crate::init::run(args);
     };
     tracing::debug!("create: cloned");
-    unwind.child = Some(pid);
-    drop(init_end);
-    drop(exec_fifo);
-    drop(console);
-    drop(joins);
-    // The state is built while init works, off the path to Go.
+    drop(args);
+    Ok((pid, runtime_end))
+}
+
+/// The state `create` records, with status Creating until init is ready.
+fn initial_state(
+    opts: &CreateOptions,
+    bundle: &crate::spec::Bundle,
+    pid: Pid,
+    cgroup_path: &Path,
+) -> Result<ContainerState> {
+    let spec = &bundle.spec;
     let pid_start_time = crate::sys::proc_stat::read(pid.as_raw())
         .map(|s| s.start_time)
         .ok_or_else(|| Error::Init("init exited before it was set up".into()))?;
-    let mut state = ContainerState {
+    Ok(ContainerState {
         oci: OciState {
             oci_version: spec.version().clone(),
             id: opts.id.clone(),
@@ -284,8 +402,10 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             annotations: spec.annotations().clone().unwrap_or_default(),
         },
         pid_start_time,
-        cgroup_path: cgroup_path.clone(),
-        hooks: hooks
+        cgroup_path: cgroup_path.to_path_buf(),
+        hooks: spec
+            .hooks()
+            .as_ref()
             .filter(|h| h.poststart().is_some() || h.poststop().is_some())
             .map(|h| {
                 let mut kept = oci_spec::runtime::Hooks::default();
@@ -293,28 +413,28 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
                 kept.set_poststop(h.poststop().clone());
                 kept
             }),
-    };
-    let creating_json = state_json(&state.oci);
-    let cgroup = Cgroup::open(&cgroup_path)?;
-    if join_cgroup_itself {
-        match runtime_end.recv()? {
-            Some(Message::CgroupReady) => {}
-            Some(Message::Failed(reason)) => return Err(Error::Init(reason)),
-            Some(other) => return Err(Error::Init(format!("unexpected message {other:?}"))),
-            None => return Err(Error::Init("init exited during setup".into())),
-        }
-        cgroup.apply(spec)?;
-    } else {
-        cgroup.enter_and_apply(pid, spec)?;
+    })
+}
+
+/// Waits for init to have made its cgroup v1 directories and moved in.
+fn expect_cgroup_ready(runtime_end: &Channel) -> Result<()> {
+    match runtime_end.recv()? {
+        Some(Message::CgroupReady) => Ok(()),
+        Some(Message::Failed(reason)) => Err(Error::Init(reason)),
+        Some(other) => Err(Error::Init(format!("unexpected message {other:?}"))),
+        None => Err(Error::Init("init exited during setup".into())),
     }
-    if new_user_ns {
-        crate::namespaces::write_id_maps(pid, spec)?;
-    }
-    if let Some(score) = process.oom_score_adj() {
-        let path = format!("/proc/{pid}/oom_score_adj");
-        std::fs::write(&path, score.to_string()).map_err(|e| Error::io(path, e))?;
-    }
-    if let Err(send_err) = runtime_end.send(&Message::Go(creating_json.clone())) {
+}
+
+/// Tells init to go on, runs the runtime's hooks when it asks, and returns once it is ready.
+fn wait_ready(
+    runtime_end: &Channel,
+    pid: Pid,
+    creating_json: &[u8],
+    hooks: &RuntimeHooks,
+    unwind: &mut Unwind,
+) -> Result<()> {
+    if let Err(send_err) = runtime_end.send(&Message::Go(creating_json.to_vec())) {
         // Init does not wait for Go before building its root: it may have failed already,
         // and its reason is queued on the socket.
         return Err(match runtime_end.recv() {
@@ -325,17 +445,13 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     loop {
         match runtime_end.recv()? {
             Some(Message::RunHooks) => {
-                let hooks_result = crate::hooks::run_all("prestart", &prestart, &creating_json)
-                    .and_then(|()| {
-                        crate::hooks::run_all("createRuntime", &create_runtime, &creating_json)
-                    });
-                if let Err(e) = hooks_result {
+                if let Err(e) = hooks.run(creating_json) {
                     let _ = runtime_end.send(&Message::Failed(e.to_string()));
                     return Err(e);
                 }
                 runtime_end.send(&Message::HooksDone)?;
             }
-            Some(Message::Ready) => break,
+            Some(Message::Ready) => return Ok(()),
             Some(Message::Failed(reason)) => return Err(Error::Init(reason)),
             Some(other) => return Err(Error::Init(format!("unexpected message {other:?}"))),
             None => {
@@ -347,14 +463,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             }
         }
     }
-    tracing::debug!("create: init ready");
-    state.oci.status = Status::Created;
-    state.save(&dir)?;
-    if let Some(pid_file) = &opts.pid_file {
-        write_pid_file(pid_file, pid)?;
-    }
-    unwind.disarm();
-    Ok(Created { pid, state })
 }
 
 pub(crate) fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {

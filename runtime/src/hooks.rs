@@ -10,7 +10,7 @@ use oci_spec::runtime::Hook;
 use crate::error::{Error, Result};
 
 /// Runs `hooks` in order; the first failure stops the rest and is returned.
-pub fn run_all(kind: &'static str, hooks: &[Hook], state_json: &[u8]) -> Result<()> {
+pub(crate) fn run_all(kind: &'static str, hooks: &[Hook], state_json: &[u8]) -> Result<()> {
     for hook in hooks {
         run_one(kind, hook, state_json)?;
     }
@@ -51,7 +51,9 @@ fn run_one(kind: &'static str, hook: &Hook, state_json: &[u8]) -> Result<()> {
     }
     if let Some(secs) = hook.timeout() {
         let timeout = Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-        if !crate::sys::pidfd::wait_exit(child.id() as i32, timeout) {
+        let pid = i32::try_from(child.id())
+            .map_err(|_| fail(format!("pid {} is out of range", child.id())))?;
+        if !crate::sys::pidfd::wait_exit(pid, timeout) {
             let _ = child.kill();
             let _ = child.wait();
             return Err(fail(format!("timed out after {secs} s")));

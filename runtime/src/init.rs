@@ -17,7 +17,7 @@ use crate::syscall::LinuxSyscall;
 
 /// Everything init needs, prepared by the runtime before the clone.
 #[derive(Debug)]
-pub struct InitArgs<'a> {
+pub(crate) struct InitArgs<'a> {
     pub spec: &'a Spec,
     pub rootfs: &'a Path,
     pub channel: Channel,
@@ -46,7 +46,7 @@ pub struct InitArgs<'a> {
 
 /// Runs init; never returns. Every failure reaches the caller named by its step: over the
 /// channel until init reports Ready, on stderr (the container's) after.
-pub fn run(args: InitArgs) -> ! {
+pub(crate) fn run(args: InitArgs) -> ! {
     let (exec, state_json) = match setup(&args) {
         Ok(ready) => ready,
         Err(e) => {

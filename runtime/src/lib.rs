@@ -23,7 +23,7 @@ pub mod spec;
 pub mod state;
 pub(crate) mod sync;
 pub mod sys;
-pub mod syscall;
+pub(crate) mod syscall;
 pub mod update;
 
 pub use container::{CreateOptions, create, delete, kill, run, start, state};

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 
 /// The namespace plan of a container.
 #[derive(Debug)]
-pub struct Namespaces {
+pub(crate) struct Namespaces {
     /// Namespaces created new.
     pub new: CloneFlags,
     /// Namespaces joined by path, user namespace first.
@@ -35,7 +35,7 @@ fn clone_flag(typ: LinuxNamespaceType) -> CloneFlags {
 
 impl Namespaces {
     /// Reads `linux.namespaces`.
-    pub fn from_spec(spec: &Spec) -> Self {
+    pub(crate) fn from_spec(spec: &Spec) -> Self {
         let mut plan = Namespaces {
             new: CloneFlags::empty(),
             join: Vec::new(),
@@ -60,7 +60,7 @@ impl Namespaces {
     }
 
     /// Whether the container runs in a user namespace, new or joined.
-    pub fn has_user(&self) -> bool {
+    pub(crate) fn has_user(&self) -> bool {
         self.new.contains(CloneFlags::CLONE_NEWUSER)
             || self
                 .join
@@ -74,7 +74,7 @@ impl Namespaces {
     ///
     /// The cgroup namespace is never cloned: init unshares it once it is in its cgroup, so that
     /// the namespace's root is the container's cgroup.
-    pub fn clone_flags(&self) -> CloneFlags {
+    pub(crate) fn clone_flags(&self) -> CloneFlags {
         let joins_user = self
             .join
             .iter()
@@ -89,13 +89,13 @@ impl Namespaces {
     }
 
     /// Namespaces still to unshare in the child after joining.
-    pub fn unshare_flags(&self) -> CloneFlags {
+    pub(crate) fn unshare_flags(&self) -> CloneFlags {
         self.new - self.clone_flags()
     }
 
     /// Opens the namespaces to join (before any of them is entered: later paths may be
     /// relative to the host's /proc).
-    pub fn open_joins(&self) -> Result<Vec<(CloneFlags, OwnedFd)>> {
+    pub(crate) fn open_joins(&self) -> Result<Vec<(CloneFlags, OwnedFd)>> {
         self.join
             .iter()
             .map(|(flag, path)| {
@@ -117,7 +117,7 @@ impl Namespaces {
 /// Removes the pid namespace from opened joins: setns on a pid namespace moves only the
 /// caller's later children, so init cannot join it for itself; the runtime joins it around
 /// the clone of init instead ([`PidForChildren`]).
-pub fn take_pid_join(joins: &mut Vec<(CloneFlags, OwnedFd)>) -> Option<OwnedFd> {
+pub(crate) fn take_pid_join(joins: &mut Vec<(CloneFlags, OwnedFd)>) -> Option<OwnedFd> {
     let at = joins
         .iter()
         .position(|(flag, _)| *flag == CloneFlags::CLONE_NEWPID)?;
@@ -126,13 +126,13 @@ pub fn take_pid_join(joins: &mut Vec<(CloneFlags, OwnedFd)>) -> Option<OwnedFd> 
 
 /// The caller's own pid namespace, kept while its children go to another one.
 #[derive(Debug)]
-pub struct PidForChildren {
+pub(crate) struct PidForChildren {
     own: OwnedFd,
 }
 
 impl PidForChildren {
     /// Makes the children this process forks from now on start in pid namespace `target`.
-    pub fn enter(target: &OwnedFd) -> Result<Self> {
+    pub(crate) fn enter(target: &OwnedFd) -> Result<Self> {
         let own_path = "/proc/self/ns/pid";
         let own = nix::fcntl::open(
             own_path,
@@ -149,14 +149,14 @@ impl PidForChildren {
 
     /// Children start in the caller's own pid namespace again (hooks the runtime runs must
     /// not land in the container's).
-    pub fn leave(self) -> Result<()> {
+    pub(crate) fn leave(self) -> Result<()> {
         nix::sched::setns(&self.own, CloneFlags::CLONE_NEWPID)
             .map_err(|e| Error::sys("setns", "the runtime's own pid namespace", e))
     }
 }
 
 /// Enters the namespaces opened by [`Namespaces::open_joins`], then unshares `unshare`.
-pub fn enter(joins: &[(CloneFlags, OwnedFd)], unshare: CloneFlags) -> Result<()> {
+pub(crate) fn enter(joins: &[(CloneFlags, OwnedFd)], unshare: CloneFlags) -> Result<()> {
     for (flag, fd) in joins {
         nix::sched::setns(fd, *flag).map_err(|e| Error::sys("setns", format!("{flag:?}"), e))?;
     }
@@ -174,7 +174,7 @@ fn map_text(maps: &[LinuxIdMapping]) -> String {
 }
 
 /// Writes the uid and gid maps of `pid`'s new user namespace; only a process outside it may.
-pub fn write_id_maps(pid: Pid, spec: &Spec) -> Result<()> {
+pub(crate) fn write_id_maps(pid: Pid, spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
     let uids = linux
         .and_then(|l| l.uid_mappings().as_deref())

@@ -315,6 +315,10 @@ pub fn release_held(caps: &CapabilitySets) -> Result<()> {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
     };
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "splitting each 64-bit mask into the kernel's two 32-bit words"
+    )]
     let data = [0, 32].map(|shift| Data {
         effective: (e >> shift) as u32,
         permitted: (p >> shift) as u32,

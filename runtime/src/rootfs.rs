@@ -15,7 +15,7 @@ use crate::syscall::Syscall;
 
 /// What the rootfs code needs besides the spec.
 #[derive(Debug)]
-pub struct RootfsContext<'a> {
+pub(crate) struct RootfsContext<'a> {
     /// Absolute path of the rootfs on the host.
     pub rootfs: &'a Path,
     /// mknod is not permitted in a user namespace: host devices are bind-mounted instead.
@@ -28,7 +28,7 @@ pub struct RootfsContext<'a> {
 }
 
 /// Devices every container gets, as runc creates them.
-const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
+const DEFAULT_DEVICES: &[(&str, i64, i64)] = &[
     ("/dev/null", 1, 3),
     ("/dev/zero", 1, 5),
     ("/dev/full", 1, 7),
@@ -46,7 +46,7 @@ const DEFAULT_SYMLINKS: &[(&str, &str)] = &[
 
 /// Joins `unsafe_path` to `root`, resolving symlinks as if `root` were `/`, so that no mount
 /// target can escape the rootfs through a symlink or `..`.
-pub fn secure_join(root: &Path, unsafe_path: &Path) -> PathBuf {
+pub(crate) fn secure_join(root: &Path, unsafe_path: &Path) -> PathBuf {
     let mut resolved = PathBuf::new();
     let mut pending: VecDeque<OsString> = unsafe_path
         .components()
@@ -89,7 +89,7 @@ pub fn secure_join(root: &Path, unsafe_path: &Path) -> PathBuf {
 
 /// Like [`secure_join`] for the parent, with the last component kept as is: the path of a
 /// node about to be created (a symlink or device already there must not be followed).
-pub fn secure_join_leaf(root: &Path, unsafe_path: &Path) -> PathBuf {
+pub(crate) fn secure_join_leaf(root: &Path, unsafe_path: &Path) -> PathBuf {
     match (unsafe_path.parent(), unsafe_path.file_name()) {
         (Some(parent), Some(name)) => secure_join(root, parent).join(name),
         _ => secure_join(root, unsafe_path),
@@ -98,7 +98,7 @@ pub fn secure_join_leaf(root: &Path, unsafe_path: &Path) -> PathBuf {
 
 /// Mount flags and fs-specific data parsed from a mount's options.
 #[derive(Debug, PartialEq, Eq)]
-pub struct MountOptions {
+pub(crate) struct MountOptions {
     pub flags: MsFlags,
     pub propagation: MsFlags,
     pub data: String,
@@ -106,7 +106,7 @@ pub struct MountOptions {
 }
 
 /// Splits OCI mount options into flags, propagation flags and data, as mount(8) reads them.
-pub fn parse_options(options: &[String]) -> MountOptions {
+pub(crate) fn parse_options(options: &[String]) -> MountOptions {
     let mut parsed = MountOptions {
         flags: MsFlags::empty(),
         propagation: MsFlags::empty(),
@@ -165,7 +165,7 @@ pub fn parse_options(options: &[String]) -> MountOptions {
 }
 
 /// The propagation flags of a `rootfsPropagation` or mount option value.
-pub fn propagation_flags(value: &str) -> Option<MsFlags> {
+pub(crate) fn propagation_flags(value: &str) -> Option<MsFlags> {
     Some(match value {
         "private" => MsFlags::MS_PRIVATE,
         "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
@@ -197,7 +197,7 @@ fn rootfs_propagation(spec: &Spec) -> Result<MsFlags> {
 
 /// Everything before pivot_root: makes the host's mounts invisible to the host side
 /// (propagation), binds the rootfs onto itself, mounts the spec's mounts and creates devices.
-pub fn prepare(sys: &dyn Syscall, spec: &Spec, ctx: &RootfsContext) -> Result<()> {
+pub(crate) fn prepare(sys: &dyn Syscall, spec: &Spec, ctx: &RootfsContext) -> Result<()> {
     let propagation = rootfs_propagation(spec)?;
     // Shared propagation is applied after pivot_root: pivot_root refuses a shared parent.
     let initial = if propagation.contains(MsFlags::MS_SHARED) {
@@ -388,8 +388,8 @@ fn create_devices(sys: &dyn Syscall, spec: &Spec, ctx: &RootfsContext) -> Result
             let mut dev = dev;
             dev.set_path(PathBuf::from(path));
             dev.set_typ(LinuxDeviceType::C);
-            dev.set_major(major as i64);
-            dev.set_minor(minor as i64);
+            dev.set_major(major);
+            dev.set_minor(minor);
             dev.set_file_mode(Some(0o666));
             dev.set_uid(Some(0));
             dev.set_gid(Some(0));
@@ -444,7 +444,15 @@ fn create_device(sys: &dyn Syscall, dev: &LinuxDevice, ctx: &RootfsContext) -> R
     let number = if fifo {
         0
     } else {
-        makedev(dev.major() as u64, dev.minor() as u64)
+        let part = |field: &'static str, n: i64| {
+            u64::try_from(n).map_err(|_| {
+                Error::field(field, format!("{}: {n} is negative", dev.path().display()))
+            })
+        };
+        makedev(
+            part("linux.devices.major", dev.major())?,
+            part("linux.devices.minor", dev.minor())?,
+        )
     };
     let made = if ctx.in_user_ns && !fifo {
         Err(Error::sys("mknod", &dest, nix::errno::Errno::EPERM))
@@ -475,7 +483,7 @@ fn create_device(sys: &dyn Syscall, dev: &LinuxDevice, ctx: &RootfsContext) -> R
 
 /// Makes `rootfs` the root: pivot_root with the old root detached, or with `no_pivot` a move
 /// mount and chroot (for ramfs roots, where pivot_root is impossible).
-pub fn pivot(sys: &dyn Syscall, rootfs: &Path, no_pivot: bool) -> Result<()> {
+pub(crate) fn pivot(sys: &dyn Syscall, rootfs: &Path, no_pivot: bool) -> Result<()> {
     sys.chdir(rootfs)?;
     if no_pivot {
         sys.mount(Some(rootfs), Path::new("/"), None, MsFlags::MS_MOVE, None)?;
@@ -497,7 +505,7 @@ pub fn pivot(sys: &dyn Syscall, rootfs: &Path, no_pivot: bool) -> Result<()> {
 }
 
 /// After pivot_root: masked paths, read-only paths, a read-only root and shared propagation.
-pub fn finish(sys: &dyn Syscall, spec: &Spec) -> Result<()> {
+pub(crate) fn finish(sys: &dyn Syscall, spec: &Spec) -> Result<()> {
     if let Some(linux) = spec.linux() {
         for path in linux.masked_paths().as_deref().unwrap_or_default() {
             mask(sys, Path::new(path))?;

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 
 /// A compiled profile: filters to install in order.
 #[derive(Debug, Default)]
-pub struct CompiledSeccomp {
+pub(crate) struct CompiledSeccomp {
     pub filters: Vec<BpfProgram>,
 }
 
@@ -59,7 +59,7 @@ fn op_json(op: LinuxSeccompOperator, value_two: u64) -> Value {
 
 /// Compiles `profile` for x86_64/aarch64. Syscall names this architecture lacks are skipped,
 /// as runc skips them.
-pub fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
+pub(crate) fn compile(profile: &LinuxSeccomp) -> Result<CompiledSeccomp> {
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| Error::Seccomp(format!("architecture {}: {e:?}", std::env::consts::ARCH)))?;
     let default = action_json(profile.default_action(), profile.default_errno_ret())?;
@@ -185,7 +185,7 @@ fn build(
 ///
 /// Through seccomp(2) itself: seccompiler's `apply_filter` sets no_new_privs first, which a
 /// spec with `noNewPrivileges: false` (Docker's) must not get.
-pub fn install(compiled: &CompiledSeccomp) -> Result<()> {
+pub(crate) fn install(compiled: &CompiledSeccomp) -> Result<()> {
     for (i, filter) in compiled.filters.iter().enumerate() {
         let len = u16::try_from(filter.len())
             .ok()

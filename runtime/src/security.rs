@@ -235,8 +235,8 @@ fn host_devices(dir: &Path) -> Vec<LinuxDevice> {
             let mut dev = LinuxDevice::default();
             dev.set_path(path);
             dev.set_typ(typ);
-            dev.set_major(libc::major(rdev) as i64);
-            dev.set_minor(libc::minor(rdev) as i64);
+            dev.set_major(i64::from(libc::major(rdev)));
+            dev.set_minor(i64::from(libc::minor(rdev)));
             dev.set_file_mode(Some(meta.mode() & 0o7777));
             dev.set_uid(Some(meta.uid()));
             dev.set_gid(Some(meta.gid()));

@@ -153,7 +153,10 @@ pub fn rfc3339_now() -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    rfc3339(now.as_secs() as i64, now.subsec_nanos())
+    rfc3339(
+        i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+        now.subsec_nanos(),
+    )
 }
 
 fn rfc3339(secs: i64, nanos: u32) -> String {
@@ -211,7 +214,7 @@ mod tests {
     #[test]
     fn status_follows_the_process() {
         let dir = tempfile::tempdir().unwrap();
-        let me = std::process::id() as i32;
+        let me = nix::unistd::getpid().as_raw();
         let start = crate::sys::proc_stat::read(me).unwrap().start_time;
         let mut state = ContainerState {
             oci: OciState {

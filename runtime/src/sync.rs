@@ -12,7 +12,7 @@ const MAX_MESSAGE: usize = 64 * 1024;
 
 /// What runtime and init tell each other during `create`.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Message {
+pub(crate) enum Message {
     /// Runtime -> init: the cgroup and id maps are in place; carries the state JSON for hooks.
     Go(Vec<u8>),
     /// Init -> runtime: init made its cgroup and moved in; the limits can be applied.
@@ -59,10 +59,10 @@ impl Message {
 
 /// One end of the channel.
 #[derive(Debug)]
-pub struct Channel(OwnedFd);
+pub(crate) struct Channel(OwnedFd);
 
 /// A connected pair (runtime end, init end), both close-on-exec.
-pub fn pair() -> Result<(Channel, Channel)> {
+pub(crate) fn pair() -> Result<(Channel, Channel)> {
     let (a, b) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -74,14 +74,14 @@ pub fn pair() -> Result<(Channel, Channel)> {
 }
 
 impl Channel {
-    pub fn send(&self, msg: &Message) -> Result<()> {
+    pub(crate) fn send(&self, msg: &Message) -> Result<()> {
         send(self.0.as_raw_fd(), &msg.encode(), MsgFlags::MSG_NOSIGNAL)
             .map(drop)
             .map_err(|e| Error::sys("send", "sync socket", e))
     }
 
     /// The next message; `None` when the other end closed (it exited).
-    pub fn recv(&self) -> Result<Option<Message>> {
+    pub(crate) fn recv(&self) -> Result<Option<Message>> {
         // Peek at the length first (SOCK_SEQPACKET with MSG_TRUNC reports a whole message's
         // size), so a one-byte message costs no large buffer.
         let mut probe = [0u8; 1];

@@ -11,7 +11,7 @@ use nix::unistd::{Gid, Uid};
 use crate::error::{Error, Result};
 
 /// The system calls the rootfs code makes.
-pub trait Syscall {
+pub(crate) trait Syscall {
     fn mount(
         &self,
         source: Option<&Path>,
@@ -35,7 +35,7 @@ pub trait Syscall {
 
 /// The real system calls.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct LinuxSyscall;
+pub(crate) struct LinuxSyscall;
 
 impl Syscall for LinuxSyscall {
     fn mount(
@@ -106,7 +106,7 @@ impl Syscall for LinuxSyscall {
 /// A fake that records every call as one line and succeeds, for unit tests of ordering.
 #[cfg(test)]
 #[derive(Debug, Default)]
-pub struct RecordingSyscall {
+pub(crate) struct RecordingSyscall {
     pub calls: std::cell::RefCell<Vec<String>>,
     /// `mknod` fails with EPERM, as inside a user namespace.
     pub mknod_denied: bool,
@@ -119,7 +119,7 @@ impl RecordingSyscall {
     }
 
     /// The recorded calls, each as `op args...`.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.calls.borrow().clone()
     }
 }

@@ -197,7 +197,7 @@ impl Drop for Holder {
     fn drop(&mut self) {
         // Killing pid 1 of the namespace takes the namespace's other processes with it.
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::unistd::Pid::from_raw(i32::try_from(self.pid).unwrap()),
             nix::sys::signal::Signal::SIGKILL,
         );
         let _ = self.unshare.kill();

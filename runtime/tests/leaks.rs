@@ -75,7 +75,7 @@ fn run_exec_and_failed_create_cycles_leave_the_host_as_before() {
     }
     long.ok(["delete", "--force", &long.id]);
     // The detached init is ours to reap, as it is conmon's: the runtime left by design.
-    waitpid(Pid::from_raw(init as i32), None).expect("reap the detached init");
+    waitpid(Pid::from_raw(i32::try_from(init).unwrap()), None).expect("reap the detached init");
 
     assert_eq!(
         children(),

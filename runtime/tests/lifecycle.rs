@@ -222,7 +222,7 @@ fn detached_run_lists_processes_and_kill_all_reaches_them() {
     let other = pids.iter().copied().find(|p| *p != init).unwrap();
     c.ok(["kill", "--all", &c.id, "TERM"]);
     common::wait_until("the non-init sleep to die", || {
-        berth_runtime::sys::proc_stat::read(other as i32).is_none_or(|s| s.ended())
+        berth_runtime::sys::proc_stat::read(i32::try_from(other).unwrap()).is_none_or(|s| s.ended())
     });
     assert_eq!(c.status(), "running");
     c.ok(["kill", "--all", &c.id, "KILL"]);
@@ -247,7 +247,7 @@ fn foreground_run_passes_signals_on() {
     let mut runtime = cmd.spawn().unwrap();
     common::wait_until("the INT trap", || c.container_stdout().contains("ready"));
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(runtime.id() as i32),
+        nix::unistd::Pid::from_raw(i32::try_from(runtime.id()).unwrap()),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();

@@ -24,8 +24,48 @@ pub fn pct(values: &[f64], q: f64) -> f64 {
     }
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    let rank = usize::try_from(whole((q * float_len(v.len())).ceil()))
+        .unwrap_or(usize::MAX)
+        .clamp(1, v.len());
     v[rank - 1]
+}
+
+/// A count or size as a float, for figures and ratios.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "benchmark figures stay far below 2^52, where f64 is exact"
+)]
+pub fn float(n: u64) -> f64 {
+    n as f64
+}
+
+/// [`float`] for a length.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "benchmark figures stay far below 2^52, where f64 is exact"
+)]
+pub fn float_len(n: usize) -> f64 {
+    n as f64
+}
+
+/// [`float`] for a signed figure (a difference, a time in ms).
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "benchmark figures stay far below 2^52, where f64 is exact"
+)]
+pub fn float_signed(n: i64) -> f64 {
+    n as f64
+}
+
+/// A figure rounded toward zero to a whole number, for display in whole units; negative
+/// and NaN give 0, too large saturates.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "saturating float-to-int is the point: a rounded figure for display"
+)]
+pub fn whole(x: f64) -> u64 {
+    x as u64
 }
 
 /// The CPUs this process may use.

@@ -482,7 +482,7 @@ impl DeployApi {
 
 /// `d` has `n` replicas, every one ready and of its current revision.
 pub fn all_ready(d: &Deployment, n: u32) -> bool {
-    d.replica_status.len() as u32 == n
+    usize::try_from(n).is_ok_and(|n| d.replica_status.len() == n)
         && d.replica_status
             .iter()
             .all(|r| r.ready && r.revision == d.revision)

@@ -37,7 +37,7 @@ use serde::de::{self, Deserializer, Visitor};
 /// A deployment spec file, as written.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "RawSpec")]
-pub struct SpecFile {
+pub(crate) struct SpecFile {
     raw: RawSpec,
 }
 
@@ -330,14 +330,14 @@ impl TryFrom<RawSecurity> for Security {
 
 impl SpecFile {
     /// Reads and parses `path`.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::parse(&text, &path.display().to_string()).map_err(anyhow::Error::msg)
     }
 
     /// Parses a spec; the error is one line: `FILE:LINE:COLUMN: FIELD: what is wrong`.
-    pub fn parse(text: &str, file: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str, file: &str) -> Result<Self, String> {
         let de = toml::Deserializer::parse(text).map_err(|e| locate(file, text, "", &e))?;
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -345,13 +345,13 @@ impl SpecFile {
         })
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.raw.name
     }
 
     /// The scheduler's form of the spec. Unset settings stay unset (zero), so the
     /// scheduler's defaults apply.
-    pub fn to_proto(&self) -> DeploymentSpec {
+    pub(crate) fn to_proto(&self) -> DeploymentSpec {
         let r = &self.raw;
         let fetch = if let Some(path) = &r.import {
             image_source::Fetch::ImportPath(path.clone())
@@ -455,7 +455,7 @@ fn locate(file: &str, text: &str, path: &str, err: &toml::de::Error) -> String {
 // ----- value parsers (shared with the command line) -----
 
 /// CPU as millicores: "500m", "0.5", "2" (cores); never zero.
-pub fn parse_cpu(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_cpu(text: &str) -> Result<u64, String> {
     match berth_proto::quantity::parse_cpu(text)? {
         0 => Err(format!("{text:?} is no CPU at all")),
         millis => Ok(millis),
@@ -463,7 +463,7 @@ pub fn parse_cpu(text: &str) -> Result<u64, String> {
 }
 
 /// Memory as bytes: "64m", "1g", "512k", "64Mi", or a plain byte count; never zero.
-pub fn parse_memory(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_memory(text: &str) -> Result<u64, String> {
     match berth_proto::quantity::parse_memory(text)? {
         0 => Err(format!("{text:?} is no memory at all")),
         bytes => Ok(bytes),
@@ -471,7 +471,7 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
 }
 
 /// A duration: "90s", "2m", "1h", "1500ms", "1m30s", or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let t = text.trim();
     let bad = || format!("{text:?} is not a duration (like \"30s\", \"2m\" or \"1m30s\")");
     if t.is_empty() {
@@ -591,10 +591,14 @@ fn count_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
 }
 
 fn port_value<E: de::Error>(s: Scalar, allow_zero: bool) -> Result<u32, E> {
-    match s {
-        Scalar::Int(i) if (i > 0 || (allow_zero && i == 0)) && i <= 65535 => Ok(i as u32),
-        other => Err(E::custom(format!("{other} is not a port (1-65535)"))),
+    if let Scalar::Int(i) = s
+        && let Ok(port) = u32::try_from(i)
+        && (port > 0 || allow_zero)
+        && port <= 65535
+    {
+        return Ok(port);
     }
+    Err(E::custom(format!("{s} is not a port (1-65535)")))
 }
 
 fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -618,7 +622,7 @@ fn cpu_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 fn memory_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let parsed = match Scalar::deserialize(d)? {
         Scalar::Str(s) => parse_memory(&s),
-        Scalar::Int(i) if i > 0 => Ok(i as u64),
+        Scalar::Int(i) if i > 0 => Ok(i.unsigned_abs()),
         other => Err(format!(
             "{other} is not a memory amount (bytes, or a string like \"64m\")"
         )),

@@ -16,13 +16,13 @@ use berth_proto::v1::{
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
 
 use crate::Context;
 use crate::cluster::{self, Client, spec::parse_duration};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Where the scheduler serves (the agents' NodeService and the DeploymentService).
     #[arg(long, default_value = "127.0.0.1:7700")]
     listen: String,
@@ -139,7 +139,7 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     let scheduler_exe = sibling("berth-scheduler")?;
     let agent_exe = sibling("berth-agent")?;
     let node = match &args.node_name {
@@ -161,16 +161,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
         let mut scheduler = Daemon::spawn(
             "berth-scheduler",
             &scheduler_exe,
-            &[
-                vec![
-                    "--listen".into(),
-                    args.listen.clone(),
-                    "--data-dir".into(),
-                    sched_dir.display().to_string(),
-                ],
-                args.scheduler_args.clone(),
-            ]
-            .concat(),
+            &scheduler_argv(&args, &sched_dir),
             &log_dir,
         )?;
         let mut daemons = vec![];
@@ -179,20 +170,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
             let agent = Daemon::spawn(
                 "berth-agent",
                 &agent_exe,
-                &[
-                    vec![
-                        "--scheduler".into(),
-                        url.clone(),
-                        "--node-name".into(),
-                        node.clone(),
-                        "--data-dir".into(),
-                        data.display().to_string(),
-                        "--listen".into(),
-                        "127.0.0.1:0".into(),
-                    ],
-                    args.agent_args.clone(),
-                ]
-                .concat(),
+                &agent_argv(&args, &url, &node, data),
                 &log_dir,
             )?;
             daemons.push(agent);
@@ -220,39 +198,8 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
             }
         };
         let agent = &mut daemons[0];
-        println!(
-            "berth up: scheduler at {url}, node {node:?} ready (data dir {})",
-            data.display()
-        );
-        println!(
-            "  logs:    {}  {}",
-            scheduler.log.display(),
-            agent.log.display()
-        );
-        println!("  deploy:  berth deploy -f examples/hello.toml --wait");
-        println!("  watch:   berth status; berth nodes; berth ps --scheduler {url}");
-        if url != cluster::DEFAULT_SCHEDULER {
-            println!("  (other shells: export BERTH_SCHEDULER={url})");
-        }
-        println!("Ctrl-C stops: deployments deleted, containers removed, then both daemons.");
-        let mut code = 0;
-        loop {
-            tokio::select! {
-                _ = interrupt.recv() => break,
-                _ = terminate.recv() => break,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-            if let Some(how) = agent.exited() {
-                eprintln!("berth up: {}", agent.died(&how));
-                code = 1;
-                break;
-            }
-            if let Some(how) = scheduler.exited() {
-                eprintln!("berth up: {}", scheduler.died(&how));
-                code = 1;
-                break;
-            }
-        }
+        print_banner(&url, &node, data, &scheduler, agent);
+        let mut code = watch(&mut interrupt, &mut terminate, agent, &mut scheduler).await;
         println!("berth up: stopping");
         if scheduler.exited().is_none() && agent.exited().is_none() {
             let drained = tokio::select! {
@@ -270,6 +217,81 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
         println!("berth up: stopped");
         Ok(code)
     })
+}
+
+/// berth-scheduler's command line.
+fn scheduler_argv(args: &Args, sched_dir: &Path) -> Vec<String> {
+    [
+        vec![
+            "--listen".into(),
+            args.listen.clone(),
+            "--data-dir".into(),
+            sched_dir.display().to_string(),
+        ],
+        args.scheduler_args.clone(),
+    ]
+    .concat()
+}
+
+/// berth-agent's command line.
+fn agent_argv(args: &Args, url: &str, node: &str, data: &Path) -> Vec<String> {
+    [
+        vec![
+            "--scheduler".into(),
+            url.to_string(),
+            "--node-name".into(),
+            node.to_string(),
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ],
+        args.agent_args.clone(),
+    ]
+    .concat()
+}
+
+/// What is running and how to use it.
+fn print_banner(url: &str, node: &str, data: &Path, scheduler: &Daemon, agent: &Daemon) {
+    println!(
+        "berth up: scheduler at {url}, node {node:?} ready (data dir {})",
+        data.display()
+    );
+    println!(
+        "  logs:    {}  {}",
+        scheduler.log.display(),
+        agent.log.display()
+    );
+    println!("  deploy:  berth deploy -f examples/hello.toml --wait");
+    println!("  watch:   berth status; berth nodes; berth ps --scheduler {url}");
+    if url != cluster::DEFAULT_SCHEDULER {
+        println!("  (other shells: export BERTH_SCHEDULER={url})");
+    }
+    println!("Ctrl-C stops: deployments deleted, containers removed, then both daemons.");
+}
+
+/// Waits for Ctrl-C or SIGTERM (exit status 0) or for a daemon to die (1).
+async fn watch(
+    interrupt: &mut UnixSignal,
+    terminate: &mut UnixSignal,
+    agent: &mut Daemon,
+    scheduler: &mut Daemon,
+) -> i32 {
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => return 0,
+            _ = terminate.recv() => return 0,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if let Some(how) = agent.exited() {
+            eprintln!("berth up: {}", agent.died(&how));
+            return 1;
+        }
+        if let Some(how) = scheduler.exited() {
+            eprintln!("berth up: {}", scheduler.died(&how));
+            return 1;
+        }
+    }
 }
 
 /// The URL the agent and the CLI dial for a listen address (0.0.0.0 becomes loopback).

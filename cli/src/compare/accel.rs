@@ -20,7 +20,7 @@ struct AccelCache {
 
 /// KVM if a real boot under -enable-kvm reaches the workload's end within the probe deadline,
 /// else TCG; the answer is cached in the data dir per kernel and qemu.
-pub fn accelerator(
+pub(crate) fn accelerator(
     ctx: &Context,
     qemu: &Path,
     kernel: &Path,

@@ -17,7 +17,7 @@ use crate::container::setup;
 
 /// Runs `argv` once as container number `n` of this process; with `probe`, also checks whether
 /// the workload's pid shows on the host.
-pub fn run(
+pub(crate) fn run(
     ctx: &Context,
     image: &str,
     argv: &[String],

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::KERNEL_PREFIX;
 
 /// Lines from `source` as they arrive, with the instant each arrived; ends at EOF.
-pub fn read_lines(
+pub(super) fn read_lines(
     source: impl std::io::Read + Send + 'static,
 ) -> mpsc::Receiver<(Instant, String)> {
     let (tx, rx) = mpsc::channel();

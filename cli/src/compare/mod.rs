@@ -7,11 +7,11 @@
 use std::fs;
 use std::time::Duration;
 
-pub mod accel;
-pub mod container;
+pub(crate) mod accel;
+pub(crate) mod container;
 mod lines;
-pub mod report;
-pub mod vm;
+pub(crate) mod report;
+pub(crate) mod vm;
 
 const KERNEL_PREFIX: &str = "berth-kernel=";
 /// The probe run's view of its machine: /proc/meminfo's MemTotal line and the CPUs listed in
@@ -19,15 +19,15 @@ const KERNEL_PREFIX: &str = "berth-kernel=";
 const MEMTOTAL_PREFIX: &str = "berth-memtotal=";
 const CPUS_PREFIX: &str = "berth-cpus=";
 /// The size both sides get: the VM's RAM and vCPUs, the container's memory limit and CPU quota.
-pub const MEMORY_MB: u32 = 128;
-pub const CPUS: u32 = 1;
+pub(crate) const MEMORY_MB: u32 = 128;
+pub(crate) const CPUS: u32 = 1;
 const EXIT_MARKER: &str = "BERTH-COMPARE-EXIT=";
 /// The probe workload both sides run to see whether the workload's process shows on the host.
 const PROBE_ARGV: [&str; 2] = ["sleep", "2"];
 
 /// One measured run of either side.
 #[derive(Debug)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub to_output: Option<Duration>,
     pub to_exit: Duration,
     pub memory: u64,
@@ -70,17 +70,17 @@ impl Sample {
 }
 
 /// `command` behind the shell line that prints the kernel first.
-pub fn wrapped(command: &[String]) -> Vec<String> {
+pub(crate) fn wrapped(command: &[String]) -> Vec<String> {
     behind_shell_line(&format!("echo {KERNEL_PREFIX}$(uname -r)"), command)
 }
 
-pub fn probe_argv() -> Vec<String> {
+pub(crate) fn probe_argv() -> Vec<String> {
     PROBE_ARGV.iter().map(|s| s.to_string()).collect()
 }
 
 /// The probe workload behind a shell line that prints the kernel, then the memory and CPUs the
 /// workload sees, then becomes the probe.
-pub fn probe_wrapped() -> Vec<String> {
+pub(crate) fn probe_wrapped() -> Vec<String> {
     behind_shell_line(
         &format!(
             "echo {KERNEL_PREFIX}$(uname -r); \

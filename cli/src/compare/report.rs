@@ -42,7 +42,7 @@ impl Stat {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Side {
+pub(crate) struct Side {
     time_to_output_ms: Stat,
     time_to_exit_ms: Stat,
     memory_bytes: Stat,
@@ -62,7 +62,7 @@ pub struct Side {
 /// Where each side's memory and CPU limits live, read back where they are applied, and what the
 /// workload itself sees of its machine.
 #[derive(Debug, Serialize)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Where the limits are set.
     set_in: String,
     /// The memory limit in effect, read back (cgroup file) or given (qemu -m).
@@ -80,7 +80,7 @@ pub struct Limits {
 }
 
 /// The container's limits from its cgroup files, and what its probe saw.
-pub fn container_limits(probe: &Sample, host_memory: u64) -> Limits {
+pub(crate) fn container_limits(probe: &Sample, host_memory: u64) -> Limits {
     let (seen_memory_bytes, seen_cpus) = probe.seen();
     let cgroup = probe.cgroup.as_ref();
     let sources: Vec<String> = cgroup
@@ -104,7 +104,7 @@ pub fn container_limits(probe: &Sample, host_memory: u64) -> Limits {
 }
 
 /// The VM's size from qemu's flags, and what its guest saw.
-pub fn vm_limits(probe: &Sample) -> Limits {
+pub(crate) fn vm_limits(probe: &Sample) -> Limits {
     let (seen_memory_bytes, seen_cpus) = probe.seen();
     Limits {
         set_in: "the VM's size (qemu flags)".into(),
@@ -118,14 +118,14 @@ pub fn vm_limits(probe: &Sample) -> Limits {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Ratios {
+pub(crate) struct Ratios {
     time_to_output: f64,
     time_to_exit: f64,
     memory: f64,
 }
 
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub image: String,
     pub command: Vec<String>,
     pub runs: u32,
@@ -139,7 +139,12 @@ pub struct Report {
 }
 
 /// The container side's figures, with where each comes from.
-pub fn container_side(samples: &[Sample], visible: bool, layer_bytes: u64, limits: Limits) -> Side {
+pub(crate) fn container_side(
+    samples: &[Sample],
+    visible: bool,
+    layer_bytes: u64,
+    limits: Limits,
+) -> Side {
     side(
         samples,
         "memory cgroup peak usage (memory.max_usage_in_bytes / memory.peak) of the container",
@@ -156,7 +161,7 @@ pub fn container_side(samples: &[Sample], visible: bool, layer_bytes: u64, limit
 }
 
 /// The VM side's figures, with where each comes from.
-pub fn vm_side(
+pub(crate) fn vm_side(
     samples: &[Sample],
     visible: bool,
     kernel_bytes: u64,
@@ -181,7 +186,7 @@ pub fn vm_side(
 }
 
 /// VM medians over container medians; 0 where the container's median is 0.
-pub fn ratios(vm: &Side, container: &Side) -> Ratios {
+pub(crate) fn ratios(vm: &Side, container: &Side) -> Ratios {
     let ratio = |a: &Stat, b: &Stat| {
         if b.median > 0.0 {
             a.median / b.median
@@ -194,6 +199,25 @@ pub fn ratios(vm: &Side, container: &Side) -> Ratios {
         time_to_exit: ratio(&vm.time_to_exit_ms, &container.time_to_exit_ms),
         memory: ratio(&vm.memory_bytes, &container.memory_bytes),
     }
+}
+
+/// A byte count as a statistic.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "memory figures stay far below 2^52 bytes, where f64 is exact"
+)]
+fn bytes_f64(bytes: u64) -> f64 {
+    bytes as f64
+}
+
+/// A byte statistic (a median may be fractional) back as whole bytes for display.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a non-negative figure rounded for display; float-to-int casts saturate"
+)]
+fn whole_bytes(bytes: f64) -> u64 {
+    bytes as u64
 }
 
 fn ms(d: Duration) -> f64 {
@@ -220,7 +244,7 @@ fn side(
                 .collect(),
         ),
         time_to_exit_ms: Stat::of(samples.iter().map(|s| ms(s.to_exit)).collect()),
-        memory_bytes: Stat::of(samples.iter().map(|s| s.memory as f64).collect()),
+        memory_bytes: Stat::of(samples.iter().map(|s| bytes_f64(s.memory)).collect()),
         memory_source: memory_source.to_string(),
         kernel: last.kernel(),
         output: last.output(),
@@ -234,104 +258,10 @@ fn side(
     }
 }
 
-pub fn print(r: &Report) {
-    let time = |s: &Stat| format!("{:.0} ms ({:.0}-{:.0})", s.median, s.min, s.max);
-    let mem = |s: &Stat| {
-        format!(
-            "{} ({}-{})",
-            human_bytes(s.median as u64),
-            human_bytes(s.min as u64),
-            human_bytes(s.max as u64)
-        )
-    };
-    let (c, v) = (&r.container, &r.vm);
-    let limit = |l: &Limits| {
-        format!(
-            "{} / {}",
-            l.memory_limit_bytes.map_or("none".into(), binary_bytes),
-            l.cpus_limit
-                .map_or("none".into(), |c| format!("{c:.2} CPU"))
-        )
-    };
-    let seen = |l: &Limits| {
-        let text = format!(
-            "{} / {}",
-            l.seen_memory_bytes.map_or("?".into(), binary_bytes),
-            l.seen_cpus.map_or("?".into(), |c| c.to_string())
-        );
-        if l.host_memory_bytes.is_some() && l.seen_memory_bytes == l.host_memory_bytes {
-            format!("{text} (the host's)")
-        } else {
-            text
-        }
-    };
-    let yes = |b: bool| if b { "yes" } else { "no (only qemu)" }.to_string();
-    let rows = vec![
-        vec![
-            "time to first output".into(),
-            time(&c.time_to_output_ms),
-            time(&v.time_to_output_ms),
-            format!("{:.1}x", r.vm_over_container.time_to_output),
-        ],
-        vec![
-            "time to exit".into(),
-            time(&c.time_to_exit_ms),
-            time(&v.time_to_exit_ms),
-            format!("{:.1}x", r.vm_over_container.time_to_exit),
-        ],
-        vec![
-            "host memory (peak)".into(),
-            mem(&c.memory_bytes),
-            mem(&v.memory_bytes),
-            format!("{:.1}x", r.vm_over_container.memory),
-        ],
-        vec![
-            format!("kernel seen (host {})", r.host_kernel),
-            c.kernel.clone(),
-            v.kernel.clone(),
-            String::new(),
-        ],
-        vec![
-            "workload in host process table".into(),
-            if c.workload_visible_on_host {
-                "yes".into()
-            } else {
-                "no".into()
-            },
-            yes(v.workload_visible_on_host),
-            String::new(),
-        ],
-        vec![
-            "limits set in".into(),
-            "cgroup files".into(),
-            "the VM's size".into(),
-            String::new(),
-        ],
-        vec![
-            "memory / CPU limit (read back)".into(),
-            limit(&c.limits),
-            limit(&v.limits),
-            String::new(),
-        ],
-        vec![
-            "memory / CPUs the workload sees".into(),
-            seen(&c.limits),
-            seen(&v.limits),
-            String::new(),
-        ],
-        vec![
-            "bytes on disk".into(),
-            format!("{} shared layers", human_bytes(c.disk_bytes)),
-            format!("{} kernel+initramfs", human_bytes(v.disk_bytes)),
-            String::new(),
-        ],
-        vec![
-            "isolation boundary".into(),
-            "namespaces + cgroups, one kernel".into(),
-            "hypervisor + own kernel".into(),
-            String::new(),
-        ],
-    ];
+/// Prints the report as a table with a closing note on where the limits live.
+pub(crate) fn print(r: &Report) {
+    let c = &r.container;
+    let rows = [measured_rows(r), isolation_rows(r)].concat();
     println!(
         "{} `{}`, {} run(s); VM accelerator: {}",
         r.image,
@@ -358,4 +288,118 @@ pub fn print(r: &Report) {
             c.limits.source.as_str()
         }
     );
+}
+
+/// The rows of figures measured on both sides, with their ratios.
+fn measured_rows(r: &Report) -> Vec<Vec<String>> {
+    let (c, v) = (&r.container, &r.vm);
+    vec![
+        vec![
+            "time to first output".into(),
+            time_cell(&c.time_to_output_ms),
+            time_cell(&v.time_to_output_ms),
+            format!("{:.1}x", r.vm_over_container.time_to_output),
+        ],
+        vec![
+            "time to exit".into(),
+            time_cell(&c.time_to_exit_ms),
+            time_cell(&v.time_to_exit_ms),
+            format!("{:.1}x", r.vm_over_container.time_to_exit),
+        ],
+        vec![
+            "host memory (peak)".into(),
+            memory_cell(&c.memory_bytes),
+            memory_cell(&v.memory_bytes),
+            format!("{:.1}x", r.vm_over_container.memory),
+        ],
+    ]
+}
+
+/// The rows on what isolates each side: kernel, visibility, limits, disk and boundary.
+fn isolation_rows(r: &Report) -> Vec<Vec<String>> {
+    let (c, v) = (&r.container, &r.vm);
+    let yes = |b: bool| if b { "yes" } else { "no (only qemu)" }.to_string();
+    vec![
+        vec![
+            format!("kernel seen (host {})", r.host_kernel),
+            c.kernel.clone(),
+            v.kernel.clone(),
+            String::new(),
+        ],
+        vec![
+            "workload in host process table".into(),
+            if c.workload_visible_on_host {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+            yes(v.workload_visible_on_host),
+            String::new(),
+        ],
+        vec![
+            "limits set in".into(),
+            "cgroup files".into(),
+            "the VM's size".into(),
+            String::new(),
+        ],
+        vec![
+            "memory / CPU limit (read back)".into(),
+            limit_cell(&c.limits),
+            limit_cell(&v.limits),
+            String::new(),
+        ],
+        vec![
+            "memory / CPUs the workload sees".into(),
+            seen_cell(&c.limits),
+            seen_cell(&v.limits),
+            String::new(),
+        ],
+        vec![
+            "bytes on disk".into(),
+            format!("{} shared layers", human_bytes(c.disk_bytes)),
+            format!("{} kernel+initramfs", human_bytes(v.disk_bytes)),
+            String::new(),
+        ],
+        vec![
+            "isolation boundary".into(),
+            "namespaces + cgroups, one kernel".into(),
+            "hypervisor + own kernel".into(),
+            String::new(),
+        ],
+    ]
+}
+
+fn time_cell(s: &Stat) -> String {
+    format!("{:.0} ms ({:.0}-{:.0})", s.median, s.min, s.max)
+}
+
+fn memory_cell(s: &Stat) -> String {
+    format!(
+        "{} ({}-{})",
+        human_bytes(whole_bytes(s.median)),
+        human_bytes(whole_bytes(s.min)),
+        human_bytes(whole_bytes(s.max))
+    )
+}
+
+fn limit_cell(l: &Limits) -> String {
+    format!(
+        "{} / {}",
+        l.memory_limit_bytes.map_or("none".into(), binary_bytes),
+        l.cpus_limit
+            .map_or("none".into(), |c| format!("{c:.2} CPU"))
+    )
+}
+
+fn seen_cell(l: &Limits) -> String {
+    let text = format!(
+        "{} / {}",
+        l.seen_memory_bytes.map_or("?".into(), binary_bytes),
+        l.seen_cpus.map_or("?".into(), |c| c.to_string())
+    );
+    if l.host_memory_bytes.is_some() && l.seen_memory_bytes == l.host_memory_bytes {
+        format!("{text} (the host's)")
+    } else {
+        text
+    }
 }

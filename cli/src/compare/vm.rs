@@ -15,17 +15,17 @@ use super::{
     wrapped,
 };
 
-pub const QEMU: &str = "qemu-system-x86_64";
-pub const VM_DEADLINE_SECONDS: u64 = 180;
+pub(crate) const QEMU: &str = "qemu-system-x86_64";
+pub(crate) const VM_DEADLINE_SECONDS: u64 = 180;
 
 /// A scratch directory under the data dir, removed on drop.
 #[derive(Debug)]
-pub struct WorkDir {
+pub(crate) struct WorkDir {
     pub path: PathBuf,
 }
 
 impl WorkDir {
-    pub fn new(data_dir: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn new(data_dir: &Path) -> anyhow::Result<Self> {
         let path = data_dir
             .join("compare")
             .join(format!("work-{}", std::process::id()));
@@ -41,7 +41,7 @@ impl Drop for WorkDir {
     }
 }
 
-pub fn find_tool(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn find_tool(name: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|d| d.join(name))
@@ -50,7 +50,7 @@ pub fn find_tool(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// The newest /boot/vmlinuz-*, by version.
-pub fn newest_kernel() -> anyhow::Result<PathBuf> {
+pub(crate) fn newest_kernel() -> anyhow::Result<PathBuf> {
     let mut kernels: Vec<(Vec<u64>, PathBuf)> = fs::read_dir("/boot")
         .context("reading /boot")?
         .flatten()
@@ -76,7 +76,11 @@ fn shell_quote(arg: &str) -> String {
 }
 
 /// Writes /init into `root` and packs it as a newc initramfs; returns its path.
-pub fn build_initramfs(root: &Path, work: &Path, command: &[String]) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_initramfs(
+    root: &Path,
+    work: &Path,
+    command: &[String],
+) -> anyhow::Result<PathBuf> {
     for dir in ["proc", "sys", "dev"] {
         fs::create_dir_all(root.join(dir))?;
     }
@@ -138,7 +142,7 @@ fn host_process_with(argv: &[String]) -> bool {
 
 /// Boots the VM once; a run that passes `deadline_secs` is killed and returned as it stood
 /// (an error only if qemu cannot start).
-pub fn run(
+pub(crate) fn run(
     qemu: &Path,
     kernel: &Path,
     initramfs: &Path,
@@ -169,7 +173,7 @@ pub fn run(
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", qemu.display()))?;
-    let pid = child.id() as i32;
+    let pid = i32::try_from(child.id()).context("qemu's pid")?;
     let lines = read_lines(child.stdout.take().expect("piped stdout"));
     let deadline = started + Duration::from_secs(deadline_secs);
     let mut got = Vec::new();
@@ -203,7 +207,11 @@ pub fn run(
         // SAFETY: pid is our child, status and usage point at live locals.
         let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
         if r == pid {
-            break (started.elapsed(), status, usage.ru_maxrss as u64 * 1024);
+            break (
+                started.elapsed(),
+                status,
+                u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+            );
         }
         if r < 0 {
             bail!("waiting for qemu: {}", std::io::Error::last_os_error());

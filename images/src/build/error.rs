@@ -31,7 +31,7 @@ pub enum BuildError {
     },
 }
 
-pub type Result<T, E = BuildError> = std::result::Result<T, E>;
+pub(super) type Result<T, E = BuildError> = std::result::Result<T, E>;
 
 pub(crate) use crate::fsutil::io_err;
 

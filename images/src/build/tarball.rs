@@ -108,6 +108,16 @@ impl From<io::Error> for AppendError {
     }
 }
 
+/// A device number's major or minor part as a tar header holds it (32 bits).
+fn device_part(what: &str, n: u64) -> io::Result<u32> {
+    u32::try_from(n).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("device {what} number {n} does not fit a tar header"),
+        )
+    })
+}
+
 fn append_entry<W: Write>(
     tar: &mut tar::Builder<W>,
     entry: &LayerEntry,
@@ -153,8 +163,8 @@ fn append_entry<W: Write>(
         EntryKind::Symlink { .. } => tar::EntryType::Symlink,
         EntryKind::HardLink { .. } => tar::EntryType::Link,
         EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
-            header.set_device_major(*major as u32)?;
-            header.set_device_minor(*minor as u32)?;
+            header.set_device_major(device_part("major", *major)?)?;
+            header.set_device_minor(device_part("minor", *minor)?)?;
             if matches!(entry.kind, EntryKind::CharDevice { .. }) {
                 tar::EntryType::Char
             } else {

@@ -59,7 +59,7 @@ pub(crate) struct LayerEntry {
 
 impl LayerEntry {
     /// A whiteout marker entry at `path`.
-    pub fn whiteout(path: String) -> Self {
+    pub(super) fn whiteout(path: String) -> Self {
         Self {
             path,
             source: None,
@@ -192,10 +192,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<LayerEntry>) -> Result<()> {
 }
 
 fn device_numbers(rdev: u64) -> (u64, u64) {
-    (
-        u64::from(nix::sys::stat::major(rdev) as u32),
-        u64::from(nix::sys::stat::minor(rdev) as u32),
-    )
+    (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
 }
 
 /// The file's own extended attributes (not a symlink target's), sorted by name.

@@ -5,7 +5,7 @@ use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
 use super::{BundleError, RunOverrides};
 
 /// The CFS period berth uses (docker's): 100 ms.
-pub const CFS_PERIOD_US: u64 = 100_000;
+pub(super) const CFS_PERIOD_US: u64 = 100_000;
 
 /// Parses `64m`, `1g`, `512k`, `100b` or a plain byte count (binary units, as docker does).
 pub fn parse_memory(text: &str) -> Result<i64, BundleError> {
@@ -32,6 +32,11 @@ pub fn parse_memory(text: &str) -> Result<i64, BundleError> {
 }
 
 /// `--cpus 0.5` as (quota, period) in microseconds.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    reason = "cpus is checked to (0, 1024]: the quota is at most 1.024e8, exact in f64 and i64"
+)]
 pub fn cpus_to_cfs(cpus: f64) -> Result<(i64, u64), BundleError> {
     if !cpus.is_finite() || cpus <= 0.0 || cpus > 1024.0 {
         return Err(BundleError::BadCpus(cpus));

@@ -167,6 +167,12 @@ fn cpus_map_to_a_cfs_quota() {
     assert!(cpus_to_cfs(f64::NAN).is_err());
 }
 
+/// The namespaces a spec lists.
+fn namespaces_of(spec: &oci_spec::runtime::Spec) -> Vec<oci_spec::runtime::LinuxNamespace> {
+    let linux = spec.linux().as_ref().unwrap();
+    linux.namespaces().clone().unwrap()
+}
+
 #[test]
 fn spec_carries_image_config_and_overrides() {
     let root = rootfs();
@@ -183,13 +189,7 @@ fn spec_carries_image_config_and_overrides() {
     assert_eq!(p.cwd(), Path::new("/srv"));
     assert_eq!((p.user().uid(), p.user().gid()), (1000, 1001));
     let linux = spec.linux().as_ref().unwrap();
-    let ns: Vec<_> = linux
-        .namespaces()
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|n| n.typ())
-        .collect();
+    let ns: Vec<_> = namespaces_of(&spec).iter().map(|n| n.typ()).collect();
     for want in [
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
@@ -235,10 +235,7 @@ fn spec_carries_image_config_and_overrides() {
     assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
     let linux = spec.linux().as_ref().unwrap();
     assert!(
-        !linux
-            .namespaces()
-            .as_ref()
-            .unwrap()
+        !namespaces_of(&spec)
             .iter()
             .any(|n| n.typ() == LinuxNamespaceType::Network)
     );
@@ -253,13 +250,7 @@ fn spec_carries_image_config_and_overrides() {
         ..Default::default()
     };
     let spec = build_spec(&img, root.path(), &joined).unwrap();
-    let net: Vec<_> = spec
-        .linux()
-        .as_ref()
-        .unwrap()
-        .namespaces()
-        .as_ref()
-        .unwrap()
+    let net: Vec<_> = namespaces_of(&spec)
         .iter()
         .filter(|n| n.typ() == LinuxNamespaceType::Network)
         .map(|n| n.path().clone())

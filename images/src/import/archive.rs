@@ -1,5 +1,6 @@
 //! Streaming an oci-archive or docker-archive tar once, putting its blobs straight into the
-//! store (nothing is extracted to a temp directory), then importing from what was stored.
+//! store (nothing is extracted to a temp directory); the import module then imports the
+//! docker or OCI images from what was stored.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -7,17 +8,16 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 
-use oci_spec::image::{Descriptor, Digest};
+use oci_spec::image::Digest;
 
-use super::blobs::{AlreadyStored, copy_verified};
+use super::blobs::copy_verified;
 use super::error::{ImportError, Result, io_err};
-use super::{ImportOptions, docker, import_index};
 use crate::digest::sha256_from_hex;
 use crate::progress::Progress;
-use crate::reference::Reference;
 use crate::store::{MAX_JSON_BLOB, Store};
 
-const BLOCK: u64 = 512;
+const BLOCK_LEN: usize = 512;
+const BLOCK: u64 = BLOCK_LEN as u64;
 
 /// Top-level files kept in memory rather than stored as blobs.
 const SMALL_FILES: &[&str] = &["index.json", "oci-layout", "manifest.json", "repositories"];
@@ -35,7 +35,7 @@ pub(crate) struct Streamed {
 
 impl Streamed {
     /// The stored blob at `member`, following symlinks within the archive.
-    pub fn lookup(&self, member: &str) -> Option<&(Digest, u64)> {
+    pub(super) fn lookup(&self, member: &str) -> Option<&(Digest, u64)> {
         let mut path = normalize(member)?;
         for _ in 0..16 {
             if let Some(blob) = self.blobs.get(&path) {
@@ -50,7 +50,7 @@ impl Streamed {
 /// True when the first block of `path` is a tar header (ustar magic or a valid checksum).
 pub(crate) fn looks_like_tar(path: &Path) -> Result<bool> {
     let mut file = File::open(path).map_err(io_err("open", path))?;
-    let mut block = [0u8; BLOCK as usize];
+    let mut block = [0u8; BLOCK_LEN];
     let mut filled = 0;
     while filled < block.len() {
         match file
@@ -72,41 +72,6 @@ pub(crate) fn looks_like_tar(path: &Path) -> Result<bool> {
         .sum::<u32>()
         + 8 * 32;
     Ok(header.cksum().is_ok_and(|cksum| cksum == sum) && block.iter().any(|b| *b != 0))
-}
-
-/// Imports from an oci-archive or docker-archive: docker when it has a manifest.json, OCI
-/// when it has index.json.
-pub(crate) fn import_archive(
-    store: &Store,
-    path: &Path,
-    options: &ImportOptions,
-    progress: &dyn Progress,
-) -> Result<Vec<(Vec<Reference>, Descriptor)>> {
-    let streamed = stream_into_store(store, path, progress)?;
-    let origin = format!("the archive {}", path.display());
-    if let Some(manifest_json) = streamed.small.get("manifest.json") {
-        let images =
-            docker::import_docker(store, path, manifest_json, &streamed, options, progress)?;
-        return Ok(images);
-    }
-    let Some(index_json) = streamed.small.get("index.json") else {
-        return Err(ImportError::Malformed {
-            what: origin,
-            detail: "it has neither index.json (oci-archive) nor manifest.json (docker-archive)"
-                .into(),
-        });
-    };
-    let source = AlreadyStored {
-        archive: path.to_path_buf(),
-    };
-    import_index(
-        store,
-        index_json,
-        &format!("index.json in {}", path.display()),
-        &source,
-        options,
-        progress,
-    )
 }
 
 /// `./a//b/` -> `a/b`; `None` for paths that climb out (`..`) or are absolute.
@@ -134,7 +99,11 @@ fn is_docker_payload(path: &str) -> bool {
 
 /// Reads the archive once, storing `blobs/sha256/<hex>` verified against their names and
 /// docker payloads hashed as they go.
-fn stream_into_store(store: &Store, path: &Path, progress: &dyn Progress) -> Result<Streamed> {
+pub(crate) fn stream_into_store(
+    store: &Store,
+    path: &Path,
+    progress: &dyn Progress,
+) -> Result<Streamed> {
     let file = File::open(path).map_err(io_err("open", path))?;
     let truncated = |detail: String| ImportError::Truncated {
         path: path.to_path_buf(),
@@ -197,7 +166,8 @@ fn stream_into_store(store: &Store, path: &Path, progress: &dyn Progress) -> Res
                     ),
                 });
             }
-            let mut bytes = Vec::with_capacity(size as usize);
+            // A hint only; the size was checked against the limit above.
+            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
             entry
                 .read_to_end(&mut bytes)
                 .map_err(|source| ImportError::Read {
@@ -259,7 +229,7 @@ fn blob_digest(rest: &str, what: &str) -> Result<Digest> {
 
 /// Tar archives end with zero blocks; a file that stops right after a member was cut short.
 fn check_end_marker(file: &File, path: &Path, offset: u64) -> Result<()> {
-    let mut block = [0u8; BLOCK as usize];
+    let mut block = [0u8; BLOCK_LEN];
     let complete = file.read_exact_at(&mut block, offset).is_ok() && block.iter().all(|b| *b == 0);
     if complete {
         Ok(())

@@ -102,7 +102,7 @@ pub enum ImportError {
     },
 }
 
-pub type Result<T, E = ImportError> = std::result::Result<T, E>;
+pub(super) type Result<T, E = ImportError> = std::result::Result<T, E>;
 
 /// Wraps a store error with what was being done, turning the store's own verification failures
 /// into the import's vocabulary so that messages name the object, not a temp file.

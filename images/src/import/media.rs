@@ -11,7 +11,7 @@ const DOCKER_FOREIGN_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.for
 
 /// What a descriptor points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     Index,
     Manifest,
     Config,
@@ -19,7 +19,7 @@ pub enum Kind {
 }
 
 /// Classifies a media type, or `None` for one berth does not understand.
-pub fn classify(media_type: &MediaType) -> Option<Kind> {
+pub(super) fn classify(media_type: &MediaType) -> Option<Kind> {
     match media_type {
         MediaType::ImageIndex => Some(Kind::Index),
         MediaType::ImageManifest => Some(Kind::Manifest),

@@ -23,7 +23,7 @@ use oci_spec::image::Descriptor;
 pub use crate::platform::{Platform, PlatformError};
 pub use error::ImportError;
 
-use blobs::{BlobSource, LayoutDir, is_layout_dir};
+use blobs::{AlreadyStored, BlobSource, LayoutDir, is_layout_dir};
 use error::{Result, io_err, store_err};
 use naming::{Unnamed, name_all};
 
@@ -61,7 +61,7 @@ pub fn import(
         }
         import_layout(store, path, options, progress)?
     } else if archive::looks_like_tar(path)? {
-        archive::import_archive(store, path, options, progress)?
+        import_archive(store, path, options, progress)?
     } else {
         return Err(ImportError::UnknownFormat { path: path.into() });
     };
@@ -97,6 +97,41 @@ fn import_layout(
         store,
         &bytes,
         &index_path.display().to_string(),
+        &source,
+        options,
+        progress,
+    )
+}
+
+/// Imports from an oci-archive or docker-archive: docker when it has a manifest.json, OCI
+/// when it has index.json.
+fn import_archive(
+    store: &Store,
+    path: &Path,
+    options: &ImportOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<(Vec<Reference>, Descriptor)>> {
+    let streamed = archive::stream_into_store(store, path, progress)?;
+    let origin = format!("the archive {}", path.display());
+    if let Some(manifest_json) = streamed.small.get("manifest.json") {
+        let images =
+            docker::import_docker(store, path, manifest_json, &streamed, options, progress)?;
+        return Ok(images);
+    }
+    let Some(index_json) = streamed.small.get("index.json") else {
+        return Err(ImportError::Malformed {
+            what: origin,
+            detail: "it has neither index.json (oci-archive) nor manifest.json (docker-archive)"
+                .into(),
+        });
+    };
+    let source = AlreadyStored {
+        archive: path.to_path_buf(),
+    };
+    import_index(
+        store,
+        index_json,
+        &format!("index.json in {}", path.display()),
         &source,
         options,
         progress,

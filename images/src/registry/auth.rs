@@ -33,14 +33,14 @@ impl fmt::Debug for Credentials {
 
 /// What to send in `Authorization`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Authorization {
+pub(super) enum Authorization {
     Basic,
     Bearer(String),
 }
 
 /// Answers challenges for one pull and caches the result per repository.
 #[derive(Debug)]
-pub struct Authenticator {
+pub(super) struct Authenticator {
     credentials: Option<Credentials>,
     // An async mutex, held while a token is fetched, so that blobs fetched in parallel that all
     // meet a 401 wait for one token instead of each asking for their own.
@@ -48,19 +48,23 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(credentials: Option<Credentials>) -> Self {
+    pub(super) fn new(credentials: Option<Credentials>) -> Self {
         Self {
             credentials,
             cache: Mutex::default(),
         }
     }
 
-    pub async fn cached(&self, repository: &str) -> Option<Authorization> {
+    pub(super) async fn cached(&self, repository: &str) -> Option<Authorization> {
         self.cache.lock().await.get(repository).cloned()
     }
 
     /// Adds the authorization header to a request.
-    pub fn apply(&self, authorization: &Authorization, request: RequestBuilder) -> RequestBuilder {
+    pub(super) fn apply(
+        &self,
+        authorization: &Authorization,
+        request: RequestBuilder,
+    ) -> RequestBuilder {
         match (authorization, &self.credentials) {
             (Authorization::Bearer(token), _) => request.bearer_auth(token),
             (Authorization::Basic, Some(c)) => request.basic_auth(&c.username, Some(&c.password)),
@@ -71,7 +75,7 @@ impl Authenticator {
     /// Works out a new authorization from a 401's challenges. `rejected` is what the refused
     /// request carried: when another request has meanwhile cached something newer, that is
     /// used instead of asking the token server again.
-    pub async fn answer(
+    pub(super) async fn answer(
         &self,
         http: &reqwest::Client,
         target: &Arc<Target>,
@@ -213,7 +217,7 @@ impl Authenticator {
 }
 
 /// An error and its causes on one line (reqwest's top-level message hides the interesting part).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -26,7 +26,7 @@ const MAX_REDIRECTS: usize = 10;
 
 /// A manifest as the registry sent it, digest verified.
 #[derive(Debug, Clone)]
-pub struct FetchedManifest {
+pub(super) struct FetchedManifest {
     pub bytes: Vec<u8>,
     pub media_type: String,
     pub digest: Digest,
@@ -34,14 +34,14 @@ pub struct FetchedManifest {
 
 /// The digest a manifest must have, and where that expectation came from (for errors).
 #[derive(Debug, Clone, Copy)]
-pub struct Expected<'a> {
+pub(super) struct Expected<'a> {
     pub digest: &'a Digest,
     pub from: &'static str,
 }
 
 /// A client for one repository on one registry, for the length of a pull.
 #[derive(Debug)]
-pub struct RegistryClient {
+pub(super) struct RegistryClient {
     http: reqwest::Client,
     endpoint: Endpoint,
     target: Arc<Target>,
@@ -49,7 +49,7 @@ pub struct RegistryClient {
 }
 
 impl RegistryClient {
-    pub fn new(
+    pub(super) fn new(
         endpoint: Endpoint,
         target: Arc<Target>,
         credentials: Option<Credentials>,
@@ -72,13 +72,13 @@ impl RegistryClient {
         })
     }
 
-    pub fn target(&self) -> &Arc<Target> {
+    pub(super) fn target(&self) -> &Arc<Target> {
         &self.target
     }
 
     /// GETs `url`, answering one round of authentication challenges, and returns the response
     /// if it succeeded. `object` names what is fetched in errors.
-    pub async fn get(
+    pub(super) async fn get(
         &self,
         url: &str,
         accept: Option<&str>,
@@ -173,7 +173,7 @@ impl RegistryClient {
     /// Fetches a manifest or index by tag or digest and verifies its digest: against
     /// `expected` when given, else against the registry's `Docker-Content-Digest` header when
     /// it sent one. The digest is always computed here, never taken on trust.
-    pub async fn fetch_manifest(
+    pub(super) async fn fetch_manifest(
         &self,
         reference: &str,
         expected: Option<Expected<'_>>,
@@ -248,7 +248,7 @@ impl RegistryClient {
     }
 
     /// Starts downloading a blob; the caller streams the body.
-    pub async fn blob(
+    pub(super) async fn blob(
         &self,
         digest: &Digest,
         object: &str,

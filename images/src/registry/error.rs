@@ -169,13 +169,13 @@ fn suffix(message: &Option<String>) -> String {
 
 /// The `errors` array registries answer failures with (distribution spec "Error Codes").
 #[derive(Debug, Default, serde::Deserialize)]
-pub struct ErrorBody {
+pub(super) struct ErrorBody {
     #[serde(default)]
     pub errors: Vec<ErrorEntry>,
 }
 
 #[derive(Debug, serde::Deserialize)]
-pub struct ErrorEntry {
+pub(super) struct ErrorEntry {
     #[serde(default)]
     pub code: String,
     #[serde(default)]
@@ -184,12 +184,12 @@ pub struct ErrorEntry {
 
 impl ErrorBody {
     /// Parses an error body; anything that is not the registry JSON gives an empty one.
-    pub fn parse(body: &[u8]) -> Self {
+    pub(super) fn parse(body: &[u8]) -> Self {
         serde_json::from_slice(body).unwrap_or_default()
     }
 
     /// `CODE: message; CODE: message`, or None when the registry said nothing usable.
-    pub fn summary(&self) -> Option<String> {
+    pub(super) fn summary(&self) -> Option<String> {
         let parts: Vec<String> = self
             .errors
             .iter()
@@ -204,7 +204,7 @@ impl ErrorBody {
     }
 
     /// True when a code says the named thing does not exist.
-    pub fn says_unknown(&self) -> bool {
+    pub(super) fn says_unknown(&self) -> bool {
         self.errors.iter().any(|e| {
             matches!(
                 e.code.as_str(),

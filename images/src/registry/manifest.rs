@@ -1,25 +1,26 @@
 //! Manifest media types: what to ask a registry for, and what an answer turns out to be.
 
 /// OCI image manifest.
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(super) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// OCI image index.
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(super) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Docker image manifest, schema 2.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(super) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Docker manifest list (schema 2's multi-platform index).
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub(super) const DOCKER_MANIFEST_LIST: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
 const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
 const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 
 /// Image config media types berth can read (docker's is the same JSON as OCI's).
-pub const CONFIG_MEDIA_TYPES: &[&str] = &[
+pub(super) const CONFIG_MEDIA_TYPES: &[&str] = &[
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
 ];
 
 /// The `Accept` header of a manifest request: every kind berth can pull. Schema 1 is left out
 /// so that registries which can convert serve schema 2 instead.
-pub fn accept_header() -> String {
+pub(super) fn accept_header() -> String {
     [
         OCI_MANIFEST,
         OCI_INDEX,
@@ -31,7 +32,7 @@ pub fn accept_header() -> String {
 
 /// What a fetched manifest document is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ManifestKind {
+pub(super) enum ManifestKind {
     /// One image: a config and layers.
     Image,
     /// An index or manifest list of per-platform images.
@@ -43,7 +44,7 @@ pub enum ManifestKind {
 }
 
 impl ManifestKind {
-    pub fn of(media_type: &str) -> Self {
+    pub(super) fn of(media_type: &str) -> Self {
         match media_type {
             OCI_MANIFEST | DOCKER_MANIFEST => Self::Image,
             OCI_INDEX | DOCKER_MANIFEST_LIST => Self::Index,
@@ -56,7 +57,7 @@ impl ManifestKind {
 /// The media type of a manifest: the Content-Type header, unless it is missing or generic, in
 /// which case the document's own `mediaType` field (or its shape, for old OCI documents that
 /// omit it) decides.
-pub fn media_type_of(content_type: Option<&str>, body: &[u8]) -> String {
+pub(super) fn media_type_of(content_type: Option<&str>, body: &[u8]) -> String {
     let header = content_type
         .map(|v| {
             v.split(';')

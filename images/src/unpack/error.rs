@@ -115,7 +115,7 @@ pub(crate) struct LayerCtx {
 }
 
 impl LayerCtx {
-    pub fn entry_io(
+    pub(super) fn entry_io(
         &self,
         entry: &str,
         op: &'static str,
@@ -132,7 +132,7 @@ impl LayerCtx {
         }
     }
 
-    pub fn unsafe_entry(&self, entry: &str, reason: impl Into<String>) -> UnpackError {
+    pub(super) fn unsafe_entry(&self, entry: &str, reason: impl Into<String>) -> UnpackError {
         UnpackError::UnsafeEntry {
             image: self.image.clone(),
             layer: self.layer.clone(),
@@ -141,7 +141,7 @@ impl LayerCtx {
         }
     }
 
-    pub fn layer_io(
+    pub(super) fn layer_io(
         &self,
         op: &'static str,
         path: impl Into<PathBuf>,
@@ -156,7 +156,7 @@ impl LayerCtx {
         }
     }
 
-    pub fn invalid_tar(&self, source: io::Error) -> UnpackError {
+    pub(super) fn invalid_tar(&self, source: io::Error) -> UnpackError {
         UnpackError::InvalidTar {
             image: self.image.clone(),
             layer: self.layer.clone(),

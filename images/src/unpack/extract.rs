@@ -30,7 +30,7 @@ const COPY_BUFFER: usize = 256 << 10;
 
 /// How whiteout entries are applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WhiteoutMode {
+pub(super) enum WhiteoutMode {
     /// As overlayfs markers in the layer directory: `.wh.NAME` becomes a 0/0 character device
     /// NAME, `.wh..wh..opq` the xattr `trusted.overlay.opaque=y` on its directory.
     Overlay,
@@ -41,7 +41,7 @@ pub enum WhiteoutMode {
 /// A hard link whose target was not in the layer when the link came: resolved against the
 /// layers below once all are extracted.
 #[derive(Debug, Clone)]
-pub struct DeferredLink {
+pub(super) struct DeferredLink {
     pub entry: String,
     pub link: PathBuf,
     pub target: PathBuf,
@@ -49,7 +49,7 @@ pub struct DeferredLink {
 
 /// What extracting one layer learned, besides the files it wrote.
 #[derive(Debug, Default)]
-pub struct LayerFacts {
+pub(super) struct LayerFacts {
     pub entries: u64,
     /// Paths this layer deletes from the layers below (Record mode).
     pub whiteouts: BTreeSet<PathBuf>,
@@ -74,7 +74,7 @@ struct Meta {
 
 /// Extracts the entries of one layer into one directory.
 #[derive(Debug)]
-pub struct Extractor<'a> {
+pub(super) struct Extractor<'a> {
     root: Root,
     ctx: &'a LayerCtx,
     mode: WhiteoutMode,
@@ -87,7 +87,7 @@ fn errno_io(e: Errno) -> io::Error {
 }
 
 impl<'a> Extractor<'a> {
-    pub fn new(root: Root, ctx: &'a LayerCtx, mode: WhiteoutMode) -> Self {
+    pub(super) fn new(root: Root, ctx: &'a LayerCtx, mode: WhiteoutMode) -> Self {
         let mut facts = LayerFacts::default();
         facts.implicit_dirs.insert(PathBuf::new());
         Self {
@@ -104,7 +104,10 @@ impl<'a> Extractor<'a> {
     }
 
     /// Applies one entry.
-    pub fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
+    pub(super) fn apply<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<(), UnpackError> {
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
         let kind = entry.header().entry_type();
@@ -555,7 +558,7 @@ impl<'a> Extractor<'a> {
 
     /// Sets directory mtimes (creating entries inside a directory changed them) and returns
     /// what the layer learned.
-    pub fn finish(mut self) -> Result<LayerFacts, UnpackError> {
+    pub(super) fn finish(mut self) -> Result<LayerFacts, UnpackError> {
         self.root.forget();
         for (rel, mtime) in std::mem::take(&mut self.facts.dir_times).iter().rev() {
             let fd = match self.root.open_dir_nofollow(rel) {
@@ -585,7 +588,7 @@ fn is_dir_at(dir: RawFd, leaf: &OsStr) -> bool {
 }
 
 /// fsetxattr(2) on an open file or directory.
-pub fn fset_xattr(fd: RawFd, name: &str, value: &[u8]) -> io::Result<()> {
+pub(super) fn fset_xattr(fd: RawFd, name: &str, value: &[u8]) -> io::Result<()> {
     let name =
         std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `name` is a NUL-terminated string and `value` a live slice of the length passed;
@@ -601,10 +604,10 @@ pub fn fset_xattr(fd: RawFd, name: &str, value: &[u8]) -> io::Result<()> {
 fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
     let header = entry.header();
     let mut meta = Meta {
-        uid: header.uid()? as u32,
-        gid: header.gid()? as u32,
+        uid: header_field("uid", header.uid()?)?,
+        gid: header_field("gid", header.gid()?)?,
         mode: header.mode()?,
-        mtime: TimeSpec::new(header.mtime()? as i64, 0),
+        mtime: TimeSpec::new(header_field("mtime", header.mtime()?)?, 0),
         xattrs: Vec::new(),
     };
     if let Some(extensions) = entry.pax_extensions()? {
@@ -630,6 +633,17 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
     Ok(meta)
 }
 
+/// A numeric tar header field in the type berth keeps it as; out of range is refused as PAX
+/// records out of range are.
+fn header_field<T: TryFrom<u64>>(key: &str, value: u64) -> io::Result<T> {
+    T::try_from(value).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("tar header {key} {value} is out of range"),
+        )
+    })
+}
+
 fn bad_pax(key: &str, value: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -646,7 +660,7 @@ fn parse_pax_time(value: &str) -> Option<TimeSpec> {
         0
     } else {
         let parsed: i64 = digits.parse().ok()?;
-        parsed * 10i64.pow(9 - digits.len() as u32)
+        parsed * 10i64.pow(9 - u32::try_from(digits.len()).ok()?)
     };
     Some(TimeSpec::new(secs, if secs < 0 { -nanos } else { nanos }))
 }

@@ -16,7 +16,7 @@ use crate::store::Store;
 
 /// A layer of an image, with what it must hash to.
 #[derive(Debug, Clone)]
-pub struct LayerJob {
+pub(super) struct LayerJob {
     pub ctx: LayerCtx,
     pub descriptor: Descriptor,
     /// `sha256:<hex>` from the config's rootfs.diff_ids.
@@ -26,7 +26,7 @@ pub struct LayerJob {
 
 impl LayerJob {
     /// The hex of the diff_id: the layer's directory name.
-    pub fn diff_id_hex(&self) -> &str {
+    pub(super) fn diff_id_hex(&self) -> &str {
         self.diff_id
             .strip_prefix("sha256:")
             .unwrap_or(&self.diff_id)
@@ -35,14 +35,14 @@ impl LayerJob {
 
 /// A layer extracted and verified.
 #[derive(Debug)]
-pub struct Extracted {
+pub(super) struct Extracted {
     pub facts: LayerFacts,
     pub uncompressed_bytes: u64,
 }
 
 /// Extracts the layer into `target` (an existing directory). On error `target` holds a partial
 /// tree: the caller owns its removal.
-pub fn extract_layer(
+pub(super) fn extract_layer(
     store: &Store,
     job: &LayerJob,
     target: &Path,

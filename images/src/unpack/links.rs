@@ -16,7 +16,7 @@ use super::resolve::{Root, split};
 
 /// A layer directory as the lookup sees it.
 #[derive(Debug, Clone, Copy)]
-pub enum LayerView<'a> {
+pub(super) enum LayerView<'a> {
     /// Whiteouts are overlayfs markers inside the directory.
     Overlay(&'a Path),
     /// Whiteouts were recorded during extraction.
@@ -40,7 +40,7 @@ enum Lookup {
 }
 
 /// Makes every deferred link of layer `index` (of `layers`, bottom first).
-pub fn resolve_links(
+pub(super) fn resolve_links(
     layers: &[LayerView<'_>],
     index: usize,
     links: &[DeferredLink],

@@ -17,7 +17,7 @@ use super::extract::LayerFacts;
 
 /// A layer already extracted: into a staging directory, or (the top one) into the destination.
 #[derive(Debug, Clone, Copy)]
-pub struct StagedLayer<'a> {
+pub(super) struct StagedLayer<'a> {
     pub dir: &'a Path,
     pub facts: &'a LayerFacts,
 }
@@ -36,7 +36,11 @@ struct Merger<'a> {
 }
 
 /// Merges `layers` (bottom first; the last one is already in `dest`) into `dest`.
-pub fn merge_down(dest: &Path, layers: &[StagedLayer<'_>], image: &str) -> Result<(), UnpackError> {
+pub(super) fn merge_down(
+    dest: &Path,
+    layers: &[StagedLayer<'_>],
+    image: &str,
+) -> Result<(), UnpackError> {
     let Some((top, lower)) = layers.split_last() else {
         return Ok(());
     };

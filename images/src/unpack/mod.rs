@@ -264,7 +264,7 @@ pub fn ensure_layers(
             // Another process unpacked the same layer meanwhile: keep theirs.
             Err(e) if target.is_dir() => {
                 tracing::debug!(layer = %job.ctx.layer, error = %e, "layer appeared meanwhile; dropping this copy");
-                crate::fsutil::remove_tree(&tmp_path).map_err(store_err)?;
+                crate::fsutil::remove_tree(&tmp_path).map_err(|e| store_err(e.into()))?;
             }
             Err(e) => {
                 let _ = crate::fsutil::remove_tree(&tmp_path);

@@ -21,7 +21,7 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{Mode, mkdirat};
 
 /// A tar path cleaned lexically into a relative path of normal components; empty means the root.
-pub fn clean(raw: &[u8]) -> PathBuf {
+pub(super) fn clean(raw: &[u8]) -> PathBuf {
     let mut out = PathBuf::new();
     for component in Path::new(OsStr::from_bytes(raw)).components() {
         match component {
@@ -36,14 +36,14 @@ pub fn clean(raw: &[u8]) -> PathBuf {
 }
 
 /// Splits a cleaned, non-empty path into its parent and last component.
-pub fn split(rel: &Path) -> Option<(&Path, &OsStr)> {
+pub(super) fn split(rel: &Path) -> Option<(&Path, &OsStr)> {
     Some((rel.parent()?, rel.file_name()?))
 }
 
 /// A directory tree that entries are confined to, with the last opened directory kept open
 /// (tar streams list a directory's children right after it).
 #[derive(Debug)]
-pub struct Root {
+pub(super) struct Root {
     fd: OwnedFd,
     path: PathBuf,
     cached: Option<(PathBuf, OwnedFd)>,
@@ -53,7 +53,7 @@ pub struct Root {
 }
 
 impl Root {
-    pub fn open(path: &Path) -> Result<Self, Errno> {
+    pub(super) fn open(path: &Path) -> Result<Self, Errno> {
         let fd = nix::fcntl::open(
             path,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -68,22 +68,22 @@ impl Root {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn raw_fd(&self) -> RawFd {
+    pub(super) fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
     /// Opens directory `rel` inside the root (symlinks followed within the root); the last
     /// component is followed too, since `rel` names a parent directory.
-    pub fn open_dir(&self, rel: &Path) -> Result<OwnedFd, Errno> {
+    pub(super) fn open_dir(&self, rel: &Path) -> Result<OwnedFd, Errno> {
         self.open_in_root(rel, OFlag::empty())
     }
 
     /// Opens directory `rel` without following a symlink in its last component.
-    pub fn open_dir_nofollow(&self, rel: &Path) -> Result<OwnedFd, Errno> {
+    pub(super) fn open_dir_nofollow(&self, rel: &Path) -> Result<OwnedFd, Errno> {
         self.open_in_root(rel, OFlag::O_NOFOLLOW)
     }
 
@@ -103,7 +103,11 @@ impl Root {
 
     /// The directory `rel` (a cleaned path) as an fd, creating missing directories inside the
     /// root; `created` hears of each directory made. The fd stays cached until `forget`.
-    pub fn dir(&mut self, rel: &Path, created: &mut dyn FnMut(&Path)) -> Result<RawFd, Errno> {
+    pub(super) fn dir(
+        &mut self,
+        rel: &Path,
+        created: &mut dyn FnMut(&Path),
+    ) -> Result<RawFd, Errno> {
         if self.stale {
             self.cached = None;
             self.stale = false;
@@ -120,14 +124,14 @@ impl Root {
     }
 
     /// Keeps an open directory as the cached one (a directory entry just created).
-    pub fn remember(&mut self, rel: PathBuf, fd: OwnedFd) {
+    pub(super) fn remember(&mut self, rel: PathBuf, fd: OwnedFd) {
         self.cached = Some((rel, fd));
         self.stale = false;
     }
 
     /// Drops the cached directory: called whenever an entry removes or replaces anything, since
     /// the cached path might then name another directory.
-    pub fn forget(&mut self) {
+    pub(super) fn forget(&mut self) {
         self.stale = true;
     }
 
@@ -156,7 +160,7 @@ impl Root {
 
 /// `/proc/self/fd/DIRFD/NAME`: lets path-only calls (lsetxattr) act on `NAME` in an open
 /// directory without resolving any path component again.
-pub fn proc_path(dir_fd: RawFd, name: &OsStr) -> PathBuf {
+pub(super) fn proc_path(dir_fd: RawFd, name: &OsStr) -> PathBuf {
     let mut path = PathBuf::from(format!("/proc/self/fd/{dir_fd}"));
     path.push(name);
     path

@@ -17,7 +17,7 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// What the decoding thread found wrong with a blob.
 #[derive(Debug)]
-pub enum StreamFailure {
+pub(super) enum StreamFailure {
     /// The media type says one compression, the magic bytes another.
     WrongMagic {
         declared: Compression,
@@ -36,12 +36,12 @@ pub enum StreamFailure {
 
 /// What a fully read and verified blob held.
 #[derive(Debug, Clone, Copy)]
-pub struct StreamSummary {
+pub(super) struct StreamSummary {
     pub uncompressed_bytes: u64,
 }
 
 /// The blob and what it must hash to.
-pub struct BlobSpec<'a> {
+pub(super) struct BlobSpec<'a> {
     pub blob: File,
     pub compression: Compression,
     pub blob_digest: &'a Digest,
@@ -95,7 +95,7 @@ impl<'a> Decoder<'a> {
 }
 
 /// Creates the channel between the decoding thread (sender) and the tar reader.
-pub fn channel() -> (SyncSender<Vec<u8>>, PipeReader) {
+pub(super) fn channel() -> (SyncSender<Vec<u8>>, PipeReader) {
     let (tx, rx) = sync_channel(CHUNKS_IN_FLIGHT);
     (
         tx,
@@ -108,7 +108,10 @@ pub fn channel() -> (SyncSender<Vec<u8>>, PipeReader) {
 }
 
 /// Runs on the decoding thread: streams the whole blob through `tx`, then verifies both digests.
-pub fn decode(spec: BlobSpec<'_>, tx: SyncSender<Vec<u8>>) -> Result<StreamSummary, StreamFailure> {
+pub(super) fn decode(
+    spec: BlobSpec<'_>,
+    tx: SyncSender<Vec<u8>>,
+) -> Result<StreamSummary, StreamFailure> {
     let compression = spec.compression;
     let corrupt = |e: io::Error| StreamFailure::Corrupt(compression, e);
     let reader = ProgressReader {
@@ -201,7 +204,7 @@ fn pump(tar: &mut impl Read, tx: &SyncSender<Vec<u8>>, limit: u64) -> Result<(),
 
 /// The tar reader's end of the channel.
 #[derive(Debug)]
-pub struct PipeReader {
+pub(super) struct PipeReader {
     rx: Receiver<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,

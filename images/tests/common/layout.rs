@@ -9,23 +9,23 @@ use super::raw_tar::{Entry, tar};
 use super::{gzip, sha256_hex};
 
 /// A small tar holding one file `name` with `content`.
-pub fn layer_tar(name: &str, content: &[u8]) -> Vec<u8> {
+pub(crate) fn layer_tar(name: &str, content: &[u8]) -> Vec<u8> {
     tar(&[Entry::file(name, content).mtime(1_700_000_000)])
 }
 
 /// A descriptor JSON value.
-pub fn desc(media_type: &str, bytes: &[u8]) -> Value {
+pub(crate) fn desc(media_type: &str, bytes: &[u8]) -> Value {
     json!({"mediaType": media_type, "digest": format!("sha256:{}", sha256_hex(bytes)), "size": bytes.len()})
 }
 
 /// An OCI layout being written into a directory.
-pub struct Layout {
+pub(crate) struct Layout {
     pub dir: PathBuf,
     pub entries: Vec<Value>,
 }
 
 /// One crafted image: its manifest bytes and the blobs it refers to.
-pub struct Crafted {
+pub(crate) struct Crafted {
     pub manifest: Vec<u8>,
     pub config: Vec<u8>,
     pub layers: Vec<Vec<u8>>,
@@ -34,13 +34,13 @@ pub struct Crafted {
 }
 
 impl Crafted {
-    pub fn manifest_digest(&self) -> String {
+    pub(crate) fn manifest_digest(&self) -> String {
         format!("sha256:{}", sha256_hex(&self.manifest))
     }
 }
 
 /// An image with gzip layers holding one file each, for `arch`.
-pub fn craft_image(arch: &str, files: &[(&str, &[u8])]) -> Crafted {
+pub(crate) fn craft_image(arch: &str, files: &[(&str, &[u8])]) -> Crafted {
     let tars: Vec<Vec<u8>> = files.iter().map(|(n, c)| layer_tar(n, c)).collect();
     let layers: Vec<Vec<u8>> = tars.iter().map(|t| gzip(t)).collect();
     let diff_ids: Vec<String> = tars
@@ -69,7 +69,7 @@ pub fn craft_image(arch: &str, files: &[(&str, &[u8])]) -> Crafted {
 }
 
 impl Layout {
-    pub fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
         fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
         Self {
@@ -78,15 +78,15 @@ impl Layout {
         }
     }
 
-    pub fn blob_path(&self, bytes: &[u8]) -> PathBuf {
+    pub(crate) fn blob_path(&self, bytes: &[u8]) -> PathBuf {
         self.dir.join("blobs/sha256").join(sha256_hex(bytes))
     }
 
-    pub fn put(&self, bytes: &[u8]) {
+    pub(crate) fn put(&self, bytes: &[u8]) {
         fs::write(self.blob_path(bytes), bytes).unwrap();
     }
 
-    pub fn put_image(&self, image: &Crafted) {
+    pub(crate) fn put_image(&self, image: &Crafted) {
         self.put(&image.manifest);
         self.put(&image.config);
         for layer in &image.layers {
@@ -95,7 +95,7 @@ impl Layout {
     }
 
     /// Adds an image and an index.json entry for it, named `ref_name` if given.
-    pub fn add(&mut self, image: &Crafted, ref_name: Option<&str>) {
+    pub(crate) fn add(&mut self, image: &Crafted, ref_name: Option<&str>) {
         self.put_image(image);
         let mut entry = desc(
             "application/vnd.oci.image.manifest.v1+json",
@@ -108,7 +108,7 @@ impl Layout {
     }
 
     /// Adds a nested index holding `images` as (image, arch) and names it.
-    pub fn add_multi_platform(&mut self, images: &[(&Crafted, &str)], ref_name: &str) {
+    pub(crate) fn add_multi_platform(&mut self, images: &[(&Crafted, &str)], ref_name: &str) {
         let manifests: Vec<Value> = images
             .iter()
             .map(|(image, arch)| {
@@ -134,7 +134,7 @@ impl Layout {
     }
 
     /// Writes index.json.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         let index = json!({"schemaVersion": 2, "manifests": self.entries});
         fs::write(
             self.dir.join("index.json"),
@@ -145,7 +145,7 @@ impl Layout {
 }
 
 /// Tars a directory's files (sorted, relative names) into `out`, like an oci-archive.
-pub fn tar_dir(dir: &Path, out: &Path) {
+pub(crate) fn tar_dir(dir: &Path, out: &Path) {
     let mut files = Vec::new();
     collect(dir, dir, &mut files);
     files.sort();
@@ -168,7 +168,7 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
 }
 
 /// Writes a tar with the given members in order.
-pub fn write_tar(out: &Path, members: &[(&str, &[u8])]) {
+pub(crate) fn write_tar(out: &Path, members: &[(&str, &[u8])]) {
     let entries: Vec<Entry> = members
         .iter()
         .map(|(name, content)| Entry::file(name, content))

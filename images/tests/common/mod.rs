@@ -4,8 +4,8 @@
 
 #![allow(dead_code)]
 
-pub mod layout;
-pub mod raw_tar;
+pub(crate) mod layout;
+pub(crate) mod raw_tar;
 
 use std::fs;
 use std::io::Write;
@@ -21,11 +21,11 @@ use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 
 /// The lowercase hex sha256 of `bytes`, computed without the crate under test.
-pub fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(bytes).unwrap();
     enc.finish().unwrap()
@@ -34,13 +34,13 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// A store in `data/` of a temp dir, with room beside it for sources, unpack targets and
 /// sentinels.
 #[derive(Debug)]
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub tmp: TempDir,
     pub store: Store,
 }
 
 impl Fixture {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let tmp = tempfile::Builder::new()
             .prefix("berth-images-test-")
             .tempdir()
@@ -50,29 +50,29 @@ impl Fixture {
     }
 
     /// `name` in the temp dir, beside the store.
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.tmp.path().join(name)
     }
 
     /// The store's data dir.
-    pub fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.path("data")
     }
 
     /// Where the store keeps the blob with sha256 `hex`.
-    pub fn stored_blob_path(&self, hex: &str) -> PathBuf {
+    pub(crate) fn stored_blob_path(&self, hex: &str) -> PathBuf {
         self.data_dir().join("images/blobs/sha256").join(hex)
     }
 
     /// How many blobs the store holds.
-    pub fn blob_count(&self) -> usize {
+    pub(crate) fn blob_count(&self) -> usize {
         fs::read_dir(self.data_dir().join("images/blobs/sha256"))
             .unwrap()
             .count()
     }
 
     /// Every file left in the store's temp dir.
-    pub fn temp_files(&self) -> Vec<PathBuf> {
+    pub(crate) fn temp_files(&self) -> Vec<PathBuf> {
         fs::read_dir(self.data_dir().join("tmp"))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -80,7 +80,7 @@ impl Fixture {
     }
 
     /// The names the store lists, in its order.
-    pub fn image_names(&self) -> Vec<String> {
+    pub(crate) fn image_names(&self) -> Vec<String> {
         self.store
             .list()
             .unwrap()
@@ -91,7 +91,7 @@ impl Fixture {
 
     /// Stores the layers (blobs as given), a config claiming their diff_ids, a manifest, and
     /// tags it `name`.
-    pub fn image(&self, name: &str, layers: &[Layer]) -> Image {
+    pub(crate) fn image(&self, name: &str, layers: &[Layer]) -> Image {
         let mut descriptors = Vec::new();
         for layer in layers {
             let digest = self.store.put_bytes(&layer.blob).unwrap();
@@ -135,7 +135,7 @@ impl Fixture {
 
     /// Names in the layers dir other than the (possibly empty) `sha256` directory, and the
     /// layer directories under it.
-    pub fn layer_dirs(&self) -> Vec<String> {
+    pub(crate) fn layer_dirs(&self) -> Vec<String> {
         let mut names = Vec::new();
         for entry in fs::read_dir(self.store.layers_dir()).unwrap() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();
@@ -156,7 +156,7 @@ impl Fixture {
 }
 
 /// Every path under `dir`, relative, sorted.
-pub fn listing(dir: &Path) -> Vec<String> {
+pub(crate) fn listing(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
         let Ok(entries) = fs::read_dir(dir) else {

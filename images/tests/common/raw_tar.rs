@@ -3,13 +3,13 @@
 
 use super::{gzip, sha256_hex};
 
-pub const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-pub const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+pub(crate) const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub(crate) const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub(crate) const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// One tar entry, written as raw header bytes.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub name: Vec<u8>,
     pub kind: u8,
     pub mode: u32,
@@ -37,50 +37,50 @@ impl Entry {
             pax: Vec::new(),
         }
     }
-    pub fn file(name: &str, data: &[u8]) -> Self {
+    pub(crate) fn file(name: &str, data: &[u8]) -> Self {
         Self {
             data: data.to_vec(),
             ..Self::new(name, b'0', 0o644)
         }
     }
-    pub fn dir(name: &str) -> Self {
+    pub(crate) fn dir(name: &str) -> Self {
         Self::new(name, b'5', 0o755)
     }
-    pub fn symlink(name: &str, target: &str) -> Self {
+    pub(crate) fn symlink(name: &str, target: &str) -> Self {
         Self {
             link: target.as_bytes().to_vec(),
             ..Self::new(name, b'2', 0o777)
         }
     }
-    pub fn hardlink(name: &str, target: &str) -> Self {
+    pub(crate) fn hardlink(name: &str, target: &str) -> Self {
         Self {
             link: target.as_bytes().to_vec(),
             ..Self::new(name, b'1', 0o644)
         }
     }
-    pub fn char_dev(name: &str, major: u32, minor: u32) -> Self {
+    pub(crate) fn char_dev(name: &str, major: u32, minor: u32) -> Self {
         Self {
             dev: (major, minor),
             ..Self::new(name, b'3', 0o666)
         }
     }
-    pub fn fifo(name: &str) -> Self {
+    pub(crate) fn fifo(name: &str) -> Self {
         Self::new(name, b'6', 0o600)
     }
-    pub fn mode(mut self, mode: u32) -> Self {
+    pub(crate) fn mode(mut self, mode: u32) -> Self {
         self.mode = mode;
         self
     }
-    pub fn owner(mut self, uid: u32, gid: u32) -> Self {
+    pub(crate) fn owner(mut self, uid: u32, gid: u32) -> Self {
         self.uid = uid;
         self.gid = gid;
         self
     }
-    pub fn mtime(mut self, mtime: u64) -> Self {
+    pub(crate) fn mtime(mut self, mtime: u64) -> Self {
         self.mtime = mtime;
         self
     }
-    pub fn xattr(mut self, key: &str, value: &[u8]) -> Self {
+    pub(crate) fn xattr(mut self, key: &str, value: &[u8]) -> Self {
         self.pax
             .push((format!("SCHILY.xattr.{key}"), value.to_vec()));
         self
@@ -123,7 +123,7 @@ fn push_padded(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 /// A tar stream of the entries, end-of-archive blocks included.
-pub fn tar(entries: &[Entry]) -> Vec<u8> {
+pub(crate) fn tar(entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::new();
     for e in entries {
         if !e.pax.is_empty() {
@@ -150,14 +150,14 @@ pub fn tar(entries: &[Entry]) -> Vec<u8> {
 
 /// A layer blob as stored: its bytes, media type and the diff_id the config will claim.
 #[derive(Debug, Clone)]
-pub struct Layer {
+pub(crate) struct Layer {
     pub blob: Vec<u8>,
     pub media_type: &'static str,
     pub diff_id: String,
 }
 
 impl Layer {
-    pub fn gzip(entries: &[Entry]) -> Self {
+    pub(crate) fn gzip(entries: &[Entry]) -> Self {
         let tar = tar(entries);
         Self {
             blob: gzip(&tar),
@@ -165,7 +165,7 @@ impl Layer {
             diff_id: format!("sha256:{}", sha256_hex(&tar)),
         }
     }
-    pub fn zstd(entries: &[Entry]) -> Self {
+    pub(crate) fn zstd(entries: &[Entry]) -> Self {
         let tar = tar(entries);
         Self {
             blob: zstd::encode_all(tar.as_slice(), 3).unwrap(),
@@ -173,7 +173,7 @@ impl Layer {
             diff_id: format!("sha256:{}", sha256_hex(&tar)),
         }
     }
-    pub fn plain(entries: &[Entry]) -> Self {
+    pub(crate) fn plain(entries: &[Entry]) -> Self {
         let tar = tar(entries);
         Self {
             diff_id: format!("sha256:{}", sha256_hex(&tar)),
@@ -181,7 +181,7 @@ impl Layer {
             media_type: TAR,
         }
     }
-    pub fn digest(&self) -> String {
+    pub(crate) fn digest(&self) -> String {
         format!("sha256:{}", sha256_hex(&self.blob))
     }
 }

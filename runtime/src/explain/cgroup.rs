@@ -49,7 +49,31 @@ fn cgroup_mounts() -> Vec<CgroupMount> {
 
 pub(super) fn cgroup(proc_dir: &Path) -> Result<Cgroup, ExplainError> {
     let text = read(&proc_dir.join("cgroup"))?;
-    let mounts = cgroup_mounts();
+    let paths = cgroup_paths(&text, &cgroup_mounts());
+    let has_v1 = paths.iter().any(|p| !p.controllers.is_empty());
+    let has_v2 = paths
+        .iter()
+        .any(|p| p.controllers.is_empty() && p.hierarchy == 0);
+    let version = match (has_v1, has_v2) {
+        (true, true) => "hybrid",
+        (true, false) => "v1",
+        _ => "v2",
+    }
+    .to_string();
+    let memory = memory_facts(&paths);
+    let cpu = cpu_facts(&paths);
+    let pids = pids_facts(&paths);
+    Ok(Cgroup {
+        version,
+        paths,
+        memory,
+        cpu,
+        pids,
+    })
+}
+
+/// Each line of /proc/PID/cgroup, with the directory it names on this machine's mounts.
+fn cgroup_paths(text: &str, mounts: &[CgroupMount]) -> Vec<CgroupPath> {
     let mut paths = Vec::new();
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
@@ -84,37 +108,34 @@ pub(super) fn cgroup(proc_dir: &Path) -> Result<Cgroup, ExplainError> {
             dir,
         });
     }
-    let has_v1 = paths.iter().any(|p| !p.controllers.is_empty());
-    let has_v2 = paths
+    paths
+}
+
+/// A controller's file: in its v1 hierarchy, or else in the v2 one if it has it.
+fn controller_file(
+    paths: &[CgroupPath],
+    controller: &str,
+    v1_file: &str,
+    v2_file: &str,
+) -> Option<PathBuf> {
+    let v1_dir = paths
         .iter()
-        .any(|p| p.controllers.is_empty() && p.hierarchy == 0);
-    let version = match (has_v1, has_v2) {
-        (true, true) => "hybrid",
-        (true, false) => "v1",
-        _ => "v2",
+        .find(|p| p.controllers.iter().any(|x| x == controller))
+        .and_then(|p| p.dir.clone());
+    if let Some(dir) = v1_dir {
+        return Some(dir.join(v1_file));
     }
-    .to_string();
-    let v1_dir = |c: &str| {
-        paths
-            .iter()
-            .find(|p| p.controllers.iter().any(|x| x == c))
-            .and_then(|p| p.dir.clone())
-    };
     let v2_dir = paths
         .iter()
         .find(|p| p.controllers.is_empty() && p.hierarchy == 0)
         .and_then(|p| p.dir.clone());
-    // A controller's files: in its v1 hierarchy, or else in the v2 one if it has them.
-    let pick = |controller: &str, v1_file: &str, v2_file: &str| -> Option<PathBuf> {
-        if let Some(dir) = v1_dir(controller) {
-            return Some(dir.join(v1_file));
-        }
-        let file = v2_dir.as_ref()?.join(v2_file);
-        file.exists().then_some(file)
-    };
+    let file = v2_dir?.join(v2_file);
+    file.exists().then_some(file)
+}
 
+fn memory_facts(paths: &[CgroupPath]) -> MemoryFacts {
     let mut memory = MemoryFacts::default();
-    if let Some(limit) = pick("memory", "memory.limit_in_bytes", "memory.max") {
+    if let Some(limit) = controller_file(paths, "memory", "memory.limit_in_bytes", "memory.max") {
         memory.limit_bytes = read_limit(&limit);
         memory.usage_bytes = read_u64(&limit.with_file_name(if limit.ends_with("memory.max") {
             "memory.current"
@@ -123,8 +144,12 @@ pub(super) fn cgroup(proc_dir: &Path) -> Result<Cgroup, ExplainError> {
         }));
         memory.source = Some(limit);
     }
+    memory
+}
+
+fn cpu_facts(paths: &[CgroupPath]) -> CpuFacts {
     let mut cpu = CpuFacts::default();
-    if let Some(file) = pick("cpu", "cpu.cfs_quota_us", "cpu.max") {
+    if let Some(file) = controller_file(paths, "cpu", "cpu.cfs_quota_us", "cpu.max") {
         if file.ends_with("cpu.max") {
             let text = fs::read_to_string(&file).unwrap_or_default();
             let mut it = text.split_whitespace();
@@ -138,23 +163,30 @@ pub(super) fn cgroup(proc_dir: &Path) -> Result<Cgroup, ExplainError> {
         if let (Some(q), Some(p)) = (cpu.quota_us, cpu.period_us)
             && p > 0
         {
-            cpu.cpus = Some(q as f64 / p as f64);
+            cpu.cpus = Some(cpu_share(q, p));
         }
         cpu.source = Some(file);
     }
+    cpu
+}
+
+/// CPUs' worth of time a quota allows per period.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "a ratio shown to two decimals; microsecond counts far below 2^52"
+)]
+fn cpu_share(quota_us: u64, period_us: u64) -> f64 {
+    quota_us as f64 / period_us as f64
+}
+
+fn pids_facts(paths: &[CgroupPath]) -> PidsFacts {
     let mut pids = PidsFacts::default();
-    if let Some(file) = pick("pids", "pids.max", "pids.max") {
+    if let Some(file) = controller_file(paths, "pids", "pids.max", "pids.max") {
         pids.max = read_u64(&file);
         pids.current = read_u64(&file.with_file_name("pids.current"));
         pids.source = Some(file);
     }
-    Ok(Cgroup {
-        version,
-        paths,
-        memory,
-        cpu,
-        pids,
-    })
+    pids
 }
 
 fn read_u64(path: &Path) -> Option<u64> {

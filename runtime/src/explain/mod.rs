@@ -458,7 +458,7 @@ mod tests {
 
     #[test]
     fn this_process_is_explained_and_shares_every_namespace_with_itself() {
-        let me = std::process::id() as i32;
+        let me = nix::unistd::getpid().as_raw();
         let e = explain("self".into(), "self".into(), me, "test".into()).unwrap();
         assert!(e.namespaces.iter().all(|n| n.shared || n.inode.is_none()));
         assert!(e.mounts.count > 0);

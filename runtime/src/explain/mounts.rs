@@ -16,7 +16,7 @@ pub(super) struct MountInfo {
 }
 
 impl MountInfo {
-    pub fn parse(line: &str) -> Option<Self> {
+    pub(super) fn parse(line: &str) -> Option<Self> {
         let (before, after) = line.split_once(" - ")?;
         let fields: Vec<&str> = before.split(' ').collect();
         let tail: Vec<&str> = after.split(' ').collect();

@@ -1,8 +1,14 @@
 //! The plain-words report of an [`Explanation`](super::Explanation), for people.
 
-use super::{CapSet, Explanation, IdRange};
+use super::{
+    CapSet, Capabilities, Cgroup, Explanation, IdRange, Mounts, Namespace, Seccomp, UserMapping,
+};
 
 /// Bytes in binary units, as limits are usually given: 64.0 MiB, 236.0 KiB.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "shown to one decimal: the bits f64 drops are far below it"
+)]
 pub fn binary_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
@@ -43,8 +49,19 @@ pub fn report(e: &Explanation) -> String {
         e.id, e.pid, e.source
     ));
 
+    namespaces(&mut out, &e.namespaces);
+    cgroup(&mut out, &e.cgroup);
+    mounts(&mut out, &e.mounts);
+    capabilities(&mut out, &e.capabilities);
+    seccomp(&mut out, &e.seccomp);
+    user(&mut out, &e.user);
+    out
+}
+
+/// What it has a private copy of.
+fn namespaces(out: &mut String, namespaces: &[Namespace]) {
     out.push_str("\nNamespaces: what it has a private copy of\n");
-    for ns in &e.namespaces {
+    for ns in namespaces {
         let inode = ns.inode.map_or("-".to_string(), |i| i.to_string());
         let host = ns.host_inode.map_or("-".to_string(), |i| i.to_string());
         if ns.shared {
@@ -56,13 +73,15 @@ pub fn report(e: &Explanation) -> String {
             ));
         }
     }
-    let isolated = e.namespaces.iter().filter(|n| !n.shared).count();
+    let isolated = namespaces.iter().filter(|n| !n.shared).count();
     out.push_str(&format!(
         "  {isolated} of {} namespaces are its own; the others it shares with the host.\n",
-        e.namespaces.len()
+        namespaces.len()
     ));
+}
 
-    let cg = &e.cgroup;
+/// How much of the machine it may use.
+fn cgroup(out: &mut String, cg: &Cgroup) {
     out.push_str(&format!(
         "\nCgroups ({}): how much of the machine it may use\n",
         cg.version
@@ -107,8 +126,10 @@ pub fn report(e: &Explanation) -> String {
         )),
         None => out.push_str(&format!("  pids     no limit on tasks, {current} now\n")),
     }
+}
 
-    let m = &e.mounts;
+/// The filesystem it sees.
+fn mounts(out: &mut String, m: &Mounts) {
     out.push_str("\nMounts: the filesystem it sees\n");
     out.push_str(&format!(
         "  {} mounts; its root is {}{}\n",
@@ -132,34 +153,33 @@ pub fn report(e: &Explanation) -> String {
         out.push_str("  read-only (it can read but not change):\n");
         out.push_str(&format!("    {}\n", m.read_only.join(" ")));
     }
+}
 
-    let c = &e.capabilities;
+/// Which root powers its process holds.
+fn capabilities(out: &mut String, c: &Capabilities) {
     out.push_str("\nCapabilities: which root powers its process holds\n");
-    caps_line(&mut out, "effective", &c.effective, "what it may do now");
-    caps_line(&mut out, "permitted", &c.permitted, "what it may turn on");
+    caps_line(out, "effective", &c.effective, "what it may do now");
+    caps_line(out, "permitted", &c.permitted, "what it may turn on");
     caps_line(
-        &mut out,
+        out,
         "bounding",
         &c.bounding,
         "the most it or its children can ever get",
     );
     caps_line(
-        &mut out,
+        out,
         "inheritable",
         &c.inheritable,
         "kept across exec for capable files",
     );
-    caps_line(
-        &mut out,
-        "ambient",
-        &c.ambient,
-        "kept across exec of any file",
-    );
+    caps_line(out, "ambient", &c.ambient, "kept across exec of any file");
     if !c.effective.names.iter().any(|n| n == "cap_sys_admin") {
         out.push_str("  without cap_sys_admin it cannot mount, or undo the masks above\n");
     }
+}
 
-    let s = &e.seccomp;
+/// Which system calls it may make.
+fn seccomp(out: &mut String, s: &Seccomp) {
     out.push_str("\nSeccomp: which system calls it may make\n");
     out.push_str(&format!(
         "  mode {} ({}): {}\n",
@@ -193,8 +213,10 @@ pub fn report(e: &Explanation) -> String {
             "setuid files may raise its privileges"
         }
     ));
+}
 
-    let u = &e.user;
+/// Who it is on the host.
+fn user(out: &mut String, u: &UserMapping) {
     out.push_str("\nUser ids: who it is on the host\n");
     let fmt_map = |map: &[IdRange]| {
         map.iter()
@@ -211,7 +233,6 @@ pub fn report(e: &Explanation) -> String {
     } else {
         out.push_str("  remapped: ids inside are other, unprivileged ids on the host\n");
     }
-    out
 }
 
 #[cfg(test)]

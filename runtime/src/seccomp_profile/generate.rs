@@ -275,7 +275,7 @@ fn special_rules() -> Vec<Rule> {
 }
 
 /// The default profile: everything not denied or conditional is allowed.
-pub fn generate() -> Result<Profile, String> {
+pub(super) fn generate() -> Result<Profile, String> {
     let denied: BTreeSet<&str> = DENY.iter().flat_map(|(_, n)| n.iter().copied()).collect();
     let conditional: BTreeSet<&str> = BY_CAPABILITY
         .iter()

@@ -20,12 +20,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// The generated default profile, as committed.
-pub const DEFAULT_PROFILE_JSON: &str = include_str!("default.json");
+pub(crate) const DEFAULT_PROFILE_JSON: &str = include_str!("default.json");
 
 /// A seccomp profile in Docker's format (a superset of the OCI `linux.seccomp` object).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Profile {
+pub(crate) struct Profile {
     pub default_action: LinuxSeccompAction,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_errno_ret: Option<u32>,
@@ -42,7 +42,7 @@ pub struct Profile {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ArchMap {
+pub(crate) struct ArchMap {
     pub architecture: Arch,
     #[serde(default)]
     pub sub_architectures: Vec<Arch>,
@@ -52,7 +52,7 @@ pub struct ArchMap {
 /// conditions under which the entry applies at all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Rule {
+pub(crate) struct Rule {
     #[serde(default)]
     pub names: Vec<String>,
     /// Docker's older single-name form.
@@ -76,7 +76,7 @@ pub struct Rule {
 /// in the bounding set (and the architecture and kernel match); `excludes` drops it if any is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Condition {
+pub(crate) struct Condition {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caps: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -86,18 +86,18 @@ pub struct Condition {
 }
 
 impl Condition {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.caps.is_empty() && self.arches.is_empty() && self.min_kernel.is_none()
     }
 }
 
 /// Parses a profile's JSON text (Docker's or OCI's format), naming what was wrong.
-pub fn parse(text: &str) -> Result<Profile> {
+pub(crate) fn parse(text: &str) -> Result<Profile> {
     serde_json::from_str(text).map_err(|e| Error::Seccomp(format!("invalid seccomp profile: {e}")))
 }
 
 /// The default profile resolved for a container whose bounding set is `bounding`.
-pub fn default_profile(bounding: &HashSet<Capability>) -> LinuxSeccomp {
+pub(crate) fn default_profile(bounding: &HashSet<Capability>) -> LinuxSeccomp {
     // Parsed once per process: an agent resolves it for every container it starts.
     static PARSED: std::sync::OnceLock<Profile> = std::sync::OnceLock::new();
     let profile = PARSED
@@ -107,7 +107,7 @@ pub fn default_profile(bounding: &HashSet<Capability>) -> LinuxSeccomp {
 
 /// Resolves `profile`'s conditional entries for `bounding`, this machine's architecture and
 /// its kernel into a plain OCI profile.
-pub fn resolve(profile: &Profile, bounding: &HashSet<Capability>) -> Result<LinuxSeccomp> {
+pub(crate) fn resolve(profile: &Profile, bounding: &HashSet<Capability>) -> Result<LinuxSeccomp> {
     let kernel = kernel_version();
     let mut syscalls = Vec::new();
     for (i, rule) in profile.syscalls.iter().enumerate() {
@@ -166,7 +166,7 @@ pub fn resolve(profile: &Profile, bounding: &HashSet<Capability>) -> Result<Linu
 }
 
 /// A capability from its name, with or without `CAP_`, in either case.
-pub fn capability(name: &str) -> std::result::Result<Capability, String> {
+pub(crate) fn capability(name: &str) -> std::result::Result<Capability, String> {
     let upper = name.trim().to_ascii_uppercase();
     let full = if upper.starts_with("CAP_") {
         upper

@@ -17,8 +17,10 @@ pub fn open(pid: i32) -> io::Result<Option<OwnedFd>> {
             _ => Err(e),
         };
     }
+    let fd = i32::try_from(fd)
+        .map_err(|_| io::Error::other(format!("pidfd_open returned {fd}, not a descriptor")))?;
     // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// Whether `pid` exits (or is gone) within `timeout`.
@@ -51,7 +53,7 @@ mod tests {
     #[test]
     fn open_a_gone_process_is_none_and_wait_sees_exit() {
         let mut child = Command::new("true").spawn().expect("spawn true");
-        let pid = child.id() as i32;
+        let pid = i32::try_from(child.id()).unwrap();
         // Not reaped yet: the zombie still has a pidfd, readable because it has exited.
         assert!(super::wait_exit(pid, Duration::from_secs(10)));
         child.wait().unwrap();
@@ -64,7 +66,7 @@ mod tests {
             .arg("100")
             .spawn()
             .expect("spawn sleep");
-        let pid = child.id() as i32;
+        let pid = i32::try_from(child.id()).unwrap();
         assert!(super::open(pid).unwrap().is_some());
         assert!(!super::wait_exit(pid, Duration::from_millis(10)));
         child.kill().unwrap();

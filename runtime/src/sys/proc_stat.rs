@@ -87,7 +87,7 @@ mod tests {
     #[test]
     fn this_process_is_alive_with_its_own_start_time() {
         let me = super::read_self().expect("own stat");
-        let pid = std::process::id() as i32;
+        let pid = nix::unistd::getpid().as_raw();
         assert_eq!(super::read(pid), Some(me));
         assert!(super::is_alive(pid, me.start_time));
         assert!(!super::is_alive(pid, me.start_time + 1));

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -14,7 +14,7 @@ mod tests {
     use std::time::{SystemTime, UNIX_EPOCH};
 
     fn ms(t: SystemTime) -> i64 {
-        t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+        i64::try_from(t.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
     }
 
     #[test]

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_berth-runtime");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_berth-runtime");
 
 /// One test's container: bundle, state root and names, removed on drop.
 #[derive(Debug)]
-pub struct TestContainer {
+pub(crate) struct TestContainer {
     pub id: String,
     /// The cgroupsPath given in config.json (absolute, one level, unique).
     pub cgroup: String,
@@ -29,7 +29,7 @@ pub struct TestContainer {
 
 impl TestContainer {
     /// A bundle with a busybox rootfs and the runtime's default spec running `args`.
-    pub fn new(name: &str, args: &[&str]) -> Self {
+    pub(crate) fn new(name: &str, args: &[&str]) -> Self {
         require_root();
         let id = format!("{name}-{}", std::process::id());
         let dir = tempfile::Builder::new()
@@ -57,19 +57,19 @@ impl TestContainer {
         container
     }
 
-    pub fn bundle(&self) -> &Path {
+    pub(crate) fn bundle(&self) -> &Path {
         self.dir.path()
     }
 
-    pub fn rootfs(&self) -> PathBuf {
+    pub(crate) fn rootfs(&self) -> PathBuf {
         self.dir.path().join("rootfs")
     }
 
-    pub fn state_root(&self) -> PathBuf {
+    pub(crate) fn state_root(&self) -> PathBuf {
         self.dir.path().join("state")
     }
 
-    pub fn write_config(&self) {
+    pub(crate) fn write_config(&self) {
         fs::write(
             self.bundle().join("config.json"),
             serde_json::to_vec_pretty(&self.config).unwrap(),
@@ -78,7 +78,7 @@ impl TestContainer {
     }
 
     /// `berth-runtime --root STATE ARGS...`, not yet run; stdin is null.
-    pub fn cmd<I, S>(&self, args: I) -> Command
+    pub(crate) fn cmd<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
@@ -89,7 +89,7 @@ impl TestContainer {
         cmd
     }
 
-    pub fn output<I, S>(&self, args: I) -> Output
+    pub(crate) fn output<I, S>(&self, args: I) -> Output
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
@@ -97,7 +97,7 @@ impl TestContainer {
         self.cmd(args).output().expect("run berth-runtime")
     }
 
-    pub fn ok<I, S>(&self, args: I) -> String
+    pub(crate) fn ok<I, S>(&self, args: I) -> String
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
@@ -107,7 +107,7 @@ impl TestContainer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    pub fn err<I, S>(&self, args: I) -> String
+    pub(crate) fn err<I, S>(&self, args: I) -> String
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
@@ -121,7 +121,7 @@ impl TestContainer {
     }
 
     /// `run` in the foreground: the container's output and exit status.
-    pub fn run(&self) -> Output {
+    pub(crate) fn run(&self) -> Output {
         self.output(
             ["run", "--bundle"]
                 .iter()
@@ -132,12 +132,12 @@ impl TestContainer {
 
     /// `create` with the container's stdio going to files in the bundle (a pipe would keep
     /// the caller's read open for as long as the container lives).
-    pub fn create(&self) -> Output {
+    pub(crate) fn create(&self) -> Output {
         self.with_stdio_files(&["create"])
     }
 
     /// `SUBCOMMAND... --bundle B ID` with stdout/stderr going to files in the bundle.
-    pub fn with_stdio_files(&self, subcommand: &[&str]) -> Output {
+    pub(crate) fn with_stdio_files(&self, subcommand: &[&str]) -> Output {
         let out = fs::File::create(self.bundle().join("stdout")).unwrap();
         let err = fs::File::create(self.bundle().join("stderr")).unwrap();
         let mut cmd = self.cmd(subcommand);
@@ -146,7 +146,7 @@ impl TestContainer {
         cmd.output().expect("run berth-runtime")
     }
 
-    pub fn create_ok(&self) {
+    pub(crate) fn create_ok(&self) {
         let out = self.create();
         assert!(
             out.status.success(),
@@ -155,34 +155,34 @@ impl TestContainer {
         );
     }
 
-    pub fn container_stdout(&self) -> String {
+    pub(crate) fn container_stdout(&self) -> String {
         fs::read_to_string(self.bundle().join("stdout")).unwrap_or_default()
     }
 
-    pub fn state(&self) -> Value {
+    pub(crate) fn state(&self) -> Value {
         serde_json::from_str(&self.ok(["state", &self.id])).expect("state JSON")
     }
 
-    pub fn status(&self) -> String {
+    pub(crate) fn status(&self) -> String {
         self.state()["status"].as_str().unwrap().to_string()
     }
 
     /// Polls `state` until the status is `want` (deadline 20 s).
-    pub fn wait_status(&self, want: &str) {
+    pub(crate) fn wait_status(&self, want: &str) {
         wait_until(&format!("{} to be {want}", self.id), || {
             self.status() == want
         });
     }
 
     /// The container's cgroup directory in the v1 hierarchy `controller`.
-    pub fn cgroup_dir(&self, controller: &str) -> PathBuf {
+    pub(crate) fn cgroup_dir(&self, controller: &str) -> PathBuf {
         Path::new("/sys/fs/cgroup")
             .join(controller)
             .join(self.cgroup.trim_start_matches('/'))
     }
 
     /// Every trace of the container the host could still hold.
-    pub fn leftovers(&self) -> Vec<String> {
+    pub(crate) fn leftovers(&self) -> Vec<String> {
         let mut left = Vec::new();
         if self.state_root().join(&self.id).exists() {
             left.push(format!(
@@ -231,7 +231,7 @@ impl Drop for TestContainer {
 }
 
 /// Polls `cond` until it holds; panics naming `what` after 20 s. No fixed sleeps.
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -241,7 +241,7 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// Parses `key=value` lines printed by a container script.
-pub fn kv(output: &str) -> std::collections::HashMap<String, String> {
+pub(crate) fn kv(output: &str) -> std::collections::HashMap<String, String> {
     output
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -250,7 +250,7 @@ pub fn kv(output: &str) -> std::collections::HashMap<String, String> {
 }
 
 /// Fails loudly unless running as root: these tests make namespaces, mounts and cgroups.
-pub fn require_root() {
+pub(crate) fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
         "the runtime's integration tests need root"
@@ -264,7 +264,7 @@ const APPLETS: &[&str] = &[
 ];
 
 /// A busybox root filesystem from Debian's static /bin/busybox (package busybox-static).
-pub fn busybox_rootfs(dir: &Path) {
+pub(crate) fn busybox_rootfs(dir: &Path) {
     let busybox = Path::new("/bin/busybox");
     assert!(
         busybox.is_file(),

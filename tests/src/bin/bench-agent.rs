@@ -20,7 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_proto::v1::{Assignment, ContainerEvent, ContainerState, Resources};
 use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
-use berth_tests::bench::{cores, env_usize, meminfo_kb, pct};
+use berth_tests::bench::{
+    cores, env_usize, float, float_len, float_signed, meminfo_kb, pct, whole,
+};
 use berth_tests::fake_scheduler::{FakeScheduler, assignment, state_of};
 use berth_tests::{Berth, busybox_image, require_root};
 use serde_json::{Value, json};
@@ -42,12 +44,151 @@ fn main() {
     });
 
     let sched = FakeScheduler::start();
+    let name = unique_node_name("bench");
+    let node = start_node(&sched, &name);
+    let agent_pid = node.pid().expect("the agent runs");
+    let data_dir = node.data_dir().to_path_buf();
+    let netns = node.netns_name().to_string();
+    sched.wait_applied(&name, 1, WAIT);
+
+    let idle = idle_phase(&sched, &name, agent_pid);
+    warm_up(&sched, &name);
+    let latency = latency_phase(&sched, &node, latency_n);
+    let shims = shims_phase(&data_dir, agent_pid, latency_n);
+    let teardown_latency = teardown(&sched, &name, &latency.set);
+    let density = density_phase(&sched, &name, &data_dir, agent_pid, density_n);
+    let teardown_density = teardown(&sched, &name, &density.set);
+
+    // 5. Nothing left once the node is dropped.
+    drop(node);
+    drop(sched);
+    let run = Run {
+        latency_n,
+        density_n,
+        idle,
+        latency,
+        shims,
+        density,
+        teardown_s: (teardown_latency, teardown_density),
+        leftovers: leftovers(&data_dir, &name, &netns),
+        peer: Peer::of(peer.as_ref()),
+    };
+    print_table(&run);
+    let results = results_json(&run, peer);
+    berth_tests::bench::write_results(&out_path, &results);
+    if !run.leftovers.is_empty() {
+        std::process::exit(1);
+    }
+}
+
+/// Everything one run measured.
+struct Run {
+    latency_n: usize,
+    density_n: usize,
+    idle: Idle,
+    latency: Latency,
+    shims: Shims,
+    density: Density,
+    /// Teardown of the latency set and of the density set, seconds.
+    teardown_s: (f64, f64),
+    leftovers: Vec<String>,
+    peer: Peer,
+}
+
+/// Phase 1: the registered agent with nothing assigned.
+struct Idle {
+    rss_kb: u64,
+    heartbeats: usize,
+}
+
+/// Phase 2: one new container per assignment set.
+struct Latency {
+    set: Vec<Assignment>,
+    samples: Vec<Sample>,
+    /// Sent → the agent's "applied assignments" log line, ms.
+    applied: Vec<f64>,
+    received: Vec<f64>,
+    event_at: Vec<f64>,
+    started: Vec<f64>,
+    /// Applied → Running event sent, ms (the agent's own work).
+    start_work: Vec<f64>,
+}
+
+/// Phase 3: the shims with the latency set running.
+struct Shims {
+    mems: Vec<Mem>,
+    agent_rss_kb: u64,
+    top_mappings: Vec<(String, u64, u64)>,
+    rss: Vec<f64>,
+    pss: Vec<f64>,
+}
+
+/// Phase 4: every container assigned at once.
+struct Density {
+    set: Vec<Assignment>,
+    all_running_ms: f64,
+    last_started_ms: f64,
+    agent_rss_before_kb: u64,
+    agent_rss_kb: u64,
+    avail_before_kb: u64,
+    avail_after_kb: u64,
+    /// Signed: other work on the host can move it either way.
+    avail_drop_kb: i64,
+    shim_pss_sum_kb: u64,
+    shim_rss_sum_kb: u64,
+    cgroups_kb: u64,
+}
+
+/// The podman/conmon figures the script measured (empty without `BENCH_PEER`).
+struct Peer {
+    start_ms: Vec<f64>,
+    conmon: Vec<Mem>,
+    conmon_rss: Vec<f64>,
+    conmon_pss: Vec<f64>,
+}
+
+impl Peer {
+    fn of(peer: Option<&Value>) -> Self {
+        let start_ms: Vec<f64> = peer
+            .and_then(|p| p["start_s"].as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_f64)
+                    .map(|s| s * 1000.0)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let conmon: Vec<Mem> = peer
+            .and_then(|p| p["conmon"].as_array())
+            .map(|a| {
+                a.iter()
+                    .map(|c| Mem {
+                        pid: c["pid"]
+                            .as_u64()
+                            .and_then(|p| u32::try_from(p).ok())
+                            .unwrap_or(0),
+                        rss_kb: c["rss_kb"].as_u64().unwrap_or(0),
+                        pss_kb: c["pss_kb"].as_u64().unwrap_or(0),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Peer {
+            start_ms,
+            conmon_rss: kb_of(&conmon, |s| s.rss_kb),
+            conmon_pss: kb_of(&conmon, |s| s.pss_kb),
+            conmon,
+        }
+    }
+}
+
+/// Starts the agent as a simulated node of the fake scheduler, with the bench image stored.
+fn start_node(sched: &FakeScheduler, name: &str) -> AgentNode {
     let berth = Berth::new();
     busybox_image(&berth, IMAGE);
-    let name = unique_node_name("bench");
     // Room for the density phase whatever the agent does with freed addresses.
-    sched.set_pod_cidr(&name, "10.93.0.0/23");
-    sched.assign(&name, vec![]);
+    sched.set_pod_cidr(name, "10.93.0.0/23");
+    sched.assign(name, vec![]);
     let opts = AgentOptions {
         // A simulated node large enough that placement never refuses a container here.
         cpu: "64".to_string(),
@@ -56,38 +197,42 @@ fn main() {
         extra_args: vec!["--stop-grace".to_string(), "1".to_string()],
         ..AgentOptions::default()
     };
-    let node = AgentNode::start_in(berth, &sched, &name, opts);
-    let agent_pid = node.pid().expect("the agent runs");
-    let data_dir = node.data_dir().to_path_buf();
-    let netns = node.netns_name().to_string();
-    sched.wait_applied(&name, 1, WAIT);
+    AgentNode::start_in(berth, sched, name, opts)
+}
 
-    // 1. Idle.
+/// 1. Idle.
+fn idle_phase(sched: &FakeScheduler, name: &str, agent_pid: u32) -> Idle {
     std::thread::sleep(Duration::from_secs(2));
-    let idle_rss_kb = vm_rss_kb(agent_pid);
-    let idle_heartbeats = sched.node(&name).heartbeats;
+    let rss_kb = vm_rss_kb(agent_pid);
+    let heartbeats = sched.node(name).heartbeats;
     println!(
-        "phase 1: agent idle RSS {} after {idle_heartbeats} heartbeats",
-        mb(idle_rss_kb)
+        "phase 1: agent idle RSS {} after {heartbeats} heartbeats",
+        mb(rss_kb)
     );
+    Idle { rss_kb, heartbeats }
+}
 
-    // Warm-up: the first container unpacks the image's layer; later ones reuse it.
-    sched.assign(&name, vec![sleeper("warm-0")]);
-    sched.wait_state(&name, "warm-0", ContainerState::Running, WAIT);
-    sched.assign(&name, vec![]);
-    sched.wait_gone(&name, "warm-0", WAIT);
+/// Warm-up: the first container unpacks the image's layer; later ones reuse it.
+fn warm_up(sched: &FakeScheduler, name: &str) {
+    sched.assign(name, vec![sleeper("warm-0")]);
+    sched.wait_state(name, "warm-0", ContainerState::Running, WAIT);
+    sched.assign(name, vec![]);
+    sched.wait_gone(name, "warm-0", WAIT);
+}
 
-    // 2. Latency, one new container per set.
+/// 2. Latency, one new container per set.
+fn latency_phase(sched: &FakeScheduler, node: &AgentNode, latency_n: usize) -> Latency {
+    let name = node.name();
     let mut set = Vec::new();
     let mut samples = Vec::new();
     for i in 0..latency_n {
         let id = format!("lat-{i:03}");
         set.push(sleeper(&id));
-        let since = sched.events(&name).len();
+        let since = sched.events(name).len();
         let sent_unix_ms = unix_ms();
         let sent = Instant::now();
-        let generation = sched.assign(&name, set.clone());
-        let event = sched.wait_event_since(&name, since, &format!("{id} Running"), WAIT, |e| {
+        let generation = sched.assign(name, set.clone());
+        let event = sched.wait_event_since(name, since, &format!("{id} Running"), WAIT, |e| {
             running_of(e, &id).then(|| e.clone())
         });
         let received_ms = sent.elapsed().as_secs_f64() * 1000.0;
@@ -97,8 +242,8 @@ fn main() {
             generation,
             sent_unix_ms,
             received_ms,
-            event_at_ms: event.at_ms as f64 - sent_unix_ms,
-            started_ms: status.started_at_ms as f64 - sent_unix_ms,
+            event_at_ms: float_signed(event.at_ms) - sent_unix_ms,
+            started_ms: float_signed(status.started_at_ms) - sent_unix_ms,
         });
     }
     let applied_at = applied_times(&node.log());
@@ -109,8 +254,6 @@ fn main() {
         }
     }
     let received: Vec<f64> = samples.iter().map(|s| s.received_ms).collect();
-    let event_at: Vec<f64> = samples.iter().map(|s| s.event_at_ms).collect();
-    let started: Vec<f64> = samples.iter().map(|s| s.started_ms).collect();
     let start_work: Vec<f64> = samples
         .iter()
         .filter_map(|s| {
@@ -123,37 +266,103 @@ fn main() {
         pct(&received, 0.5),
         pct(&received, 0.99)
     );
+    Latency {
+        set,
+        event_at: samples.iter().map(|s| s.event_at_ms).collect(),
+        started: samples.iter().map(|s| s.started_ms).collect(),
+        samples,
+        applied,
+        received,
+        start_work,
+    }
+}
 
-    // 3. Shims with `latency_n` containers running.
-    let shims_lat = shim_memory(&data_dir);
-    assert_eq!(shims_lat.len(), latency_n, "one shim per container");
-    let agent_rss_lat_kb = vm_rss_kb(agent_pid);
-    let top_mappings = top_mappings(shims_lat[0].pid, 6);
+/// 3. Shims with `latency_n` containers running.
+fn shims_phase(data_dir: &Path, agent_pid: u32, latency_n: usize) -> Shims {
+    let mems = shim_memory(data_dir);
+    assert_eq!(mems.len(), latency_n, "one shim per container");
+    let agent_rss_kb = vm_rss_kb(agent_pid);
+    let top_mappings = top_mappings(mems[0].pid, 6);
+    let rss = kb_of(&mems, |s| s.rss_kb);
+    let pss = kb_of(&mems, |s| s.pss_kb);
     println!(
         "phase 3: {} shims, RSS p50 {} PSS p50 {}; agent RSS {}",
-        shims_lat.len(),
-        mb(pct(&kb_of(&shims_lat, |s| s.rss_kb), 0.5) as u64),
-        mb(pct(&kb_of(&shims_lat, |s| s.pss_kb), 0.5) as u64),
-        mb(agent_rss_lat_kb)
+        mems.len(),
+        mb(whole(pct(&rss, 0.5))),
+        mb(whole(pct(&pss, 0.5))),
+        mb(agent_rss_kb)
     );
+    Shims {
+        mems,
+        agent_rss_kb,
+        top_mappings,
+        rss,
+        pss,
+    }
+}
 
-    let teardown_lat = teardown(&sched, &name, &set);
-
-    // 4. Density: all at once on the now empty node.
+/// 4. Density: all at once on the now empty node.
+fn density_phase(
+    sched: &FakeScheduler,
+    name: &str,
+    data_dir: &Path,
+    agent_pid: u32,
+    density_n: usize,
+) -> Density {
     std::thread::sleep(Duration::from_secs(2));
     let avail_before_kb = mem_available_kb();
     let agent_rss_before_kb = vm_rss_kb(agent_pid);
-    let dense: Vec<Assignment> = (0..density_n)
+    let set: Vec<Assignment> = (0..density_n)
         .map(|i| sleeper(&format!("den-{i:03}")))
         .collect();
-    let ids: BTreeSet<String> = dense.iter().map(|a| a.container_id.clone()).collect();
-    let since = sched.events(&name).len();
+    let ids: BTreeSet<String> = set.iter().map(|a| a.container_id.clone()).collect();
+    let since = sched.events(name).len();
     let sent_unix_ms = unix_ms();
     let sent = Instant::now();
-    sched.assign(&name, dense.clone());
+    sched.assign(name, set.clone());
+    wait_all_running(sched, name, since, &ids);
+    let all_running_ms = sent.elapsed().as_secs_f64() * 1000.0;
+    let last_started_ms = sched
+        .last_heartbeat(name)
+        .expect("a heartbeat")
+        .containers
+        .iter()
+        .filter(|c| ids.contains(&c.container_id))
+        .map(|c| float_signed(c.started_at_ms) - sent_unix_ms)
+        .fold(0.0, f64::max);
+    std::thread::sleep(Duration::from_secs(2));
+    let shims = shim_memory(data_dir);
+    assert_eq!(shims.len(), density_n, "one shim per container");
+    let agent_rss_kb = vm_rss_kb(agent_pid);
+    let avail_after_kb = mem_available_kb();
+    // Signed: other work on the host can move it either way.
+    let avail_drop_kb = signed(avail_before_kb) - signed(avail_after_kb);
+    println!(
+        "phase 4: {density_n} Running after {:.2} s; MemAvailable drop {:.2} MB",
+        all_running_ms / 1000.0,
+        float_signed(avail_drop_kb) / 1024.0
+    );
+    Density {
+        set,
+        all_running_ms,
+        last_started_ms,
+        agent_rss_before_kb,
+        agent_rss_kb,
+        avail_before_kb,
+        avail_after_kb,
+        avail_drop_kb,
+        shim_pss_sum_kb: shims.iter().map(|s| s.pss_kb).sum(),
+        shim_rss_sum_kb: shims.iter().map(|s| s.rss_kb).sum(),
+        cgroups_kb: cgroup_usage_kb(name, &ids),
+    }
+}
+
+/// Waits until every one of `ids` is Running, by its events since `since` or by a heartbeat.
+fn wait_all_running(sched: &FakeScheduler, name: &str, since: usize, ids: &BTreeSet<String>) {
+    let n = ids.len();
     sched.wait_node(
-        &name,
-        &format!("{density_n} Running"),
+        name,
+        &format!("{n} Running"),
         Duration::from_secs(300),
         |r| {
             let by_events: BTreeSet<&str> = r.events[since..]
@@ -168,80 +377,15 @@ fn main() {
                     .filter(|c| ids.contains(&c.container_id))
                     .filter(|c| state_of(c) == ContainerState::Running)
                     .count()
-                    == density_n
+                    == n
             });
             (by_heartbeat || ids.iter().all(|id| by_events.contains(id.as_str()))).then_some(())
         },
     );
-    let all_running_ms = sent.elapsed().as_secs_f64() * 1000.0;
-    let last_started_ms = sched
-        .last_heartbeat(&name)
-        .expect("a heartbeat")
-        .containers
-        .iter()
-        .filter(|c| ids.contains(&c.container_id))
-        .map(|c| c.started_at_ms as f64 - sent_unix_ms)
-        .fold(0.0, f64::max);
-    std::thread::sleep(Duration::from_secs(2));
-    let shims_dense = shim_memory(&data_dir);
-    assert_eq!(shims_dense.len(), density_n, "one shim per container");
-    let agent_rss_dense_kb = vm_rss_kb(agent_pid);
-    let avail_after_kb = mem_available_kb();
-    let shim_pss_sum: u64 = shims_dense.iter().map(|s| s.pss_kb).sum();
-    let shim_rss_sum: u64 = shims_dense.iter().map(|s| s.rss_kb).sum();
-    let cgroups_kb = cgroup_usage_kb(&name, &ids);
-    // Signed: other work on the host can move it either way.
-    let avail_drop_kb = avail_before_kb as i64 - avail_after_kb as i64;
-    println!(
-        "phase 4: {density_n} Running after {:.2} s; MemAvailable drop {:.2} MB",
-        all_running_ms / 1000.0,
-        avail_drop_kb as f64 / 1024.0
-    );
+}
 
-    let teardown_dense = teardown(&sched, &name, &dense);
-
-    // 5. Nothing left once the node is dropped.
-    drop(node);
-    drop(sched);
-    let leftovers = leftovers(&data_dir, &name, &netns);
-
-    // Peer figures.
-    let peer_start: Vec<f64> = peer
-        .as_ref()
-        .and_then(|p| p["start_s"].as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_f64)
-                .map(|s| s * 1000.0)
-                .collect()
-        })
-        .unwrap_or_default();
-    let conmon: Vec<Mem> = peer
-        .as_ref()
-        .and_then(|p| p["conmon"].as_array())
-        .map(|a| {
-            a.iter()
-                .map(|c| Mem {
-                    pid: c["pid"].as_u64().unwrap_or(0) as u32,
-                    rss_kb: c["rss_kb"].as_u64().unwrap_or(0),
-                    pss_kb: c["pss_kb"].as_u64().unwrap_or(0),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-
-    // Table.
-    let shim_rss = kb_of(&shims_lat, |s| s.rss_kb);
-    let shim_pss = kb_of(&shims_lat, |s| s.pss_kb);
-    let conmon_rss = kb_of(&conmon, |s| s.rss_kb);
-    let conmon_pss = kb_of(&conmon, |s| s.pss_kb);
-    let ratio = |ours: f64, theirs: f64| {
-        if theirs > 0.0 {
-            format!("{:.2}x conmon's", ours / theirs)
-        } else {
-            "no peer figure".to_string()
-        }
-    };
+/// The table: memory, then latency, then density.
+fn print_table(run: &Run) {
     println!();
     println!(
         "berth-agent benchmarks ({} cores, {} MB RAM)",
@@ -249,12 +393,37 @@ fn main() {
         meminfo_kb("MemTotal:") / 1024
     );
     println!("{:-<96}", "");
+    print_memory_rows(run);
+    print_latency_rows(run);
+    print_density_rows(run);
+    println!("{:-<96}", "");
+    println!("percentiles: nearest rank (p99 of 20 is the maximum)");
+    println!(
+        "berth-shim pid {} largest mappings (RSS / PSS):",
+        run.shims.mems[0].pid
+    );
+    for (name, rss, pss) in &run.shims.top_mappings {
+        println!("  {:>8} {:>8}  {name}", kb(*rss), kb(*pss));
+    }
+}
+
+/// Ours over conmon's, in words.
+fn ratio_text(ours: f64, theirs: f64) -> String {
+    if theirs > 0.0 {
+        format!("{:.2}x conmon's", ours / theirs)
+    } else {
+        "no peer figure".to_string()
+    }
+}
+
+fn print_memory_rows(run: &Run) {
+    let (idle, shims, peer) = (&run.idle, &run.shims, &run.peer);
     row(
         "agent idle RSS (registered, nothing assigned)",
-        &mb(idle_rss_kb),
+        &mb(idle.rss_kb),
         &format!(
             "target < 20 MB: {}; kubelet ~{KUBELET_IDLE_CITED_MB} MB+ is a cited figure, not measured here",
-            if idle_rss_kb < 20 * 1024 {
+            if idle.rss_kb < 20 * 1024 {
                 "met"
             } else {
                 "MISSED"
@@ -262,186 +431,209 @@ fn main() {
         ),
     );
     row(
-        &format!("agent RSS, {latency_n} / {density_n} containers"),
-        &format!("{} / {}", mb(agent_rss_lat_kb), mb(agent_rss_dense_kb)),
+        &format!(
+            "agent RSS, {} / {} containers",
+            run.latency_n, run.density_n
+        ),
+        &format!(
+            "{} / {}",
+            mb(shims.agent_rss_kb),
+            mb(run.density.agent_rss_kb)
+        ),
         "",
     );
     row(
-        &format!("berth-shim RSS per ctr, p50 of {}", shims_lat.len()),
-        &mb(pct(&shim_rss, 0.5) as u64),
-        &ratio(pct(&shim_rss, 0.5), pct(&conmon_rss, 0.5)),
+        &format!("berth-shim RSS per ctr, p50 of {}", shims.mems.len()),
+        &mb(whole(pct(&shims.rss, 0.5))),
+        &ratio_text(pct(&shims.rss, 0.5), pct(&peer.conmon_rss, 0.5)),
     );
     row(
-        &format!("berth-shim PSS per ctr, p50 of {}", shims_lat.len()),
-        &mb(pct(&shim_pss, 0.5) as u64),
-        &ratio(pct(&shim_pss, 0.5), pct(&conmon_pss, 0.5)),
+        &format!("berth-shim PSS per ctr, p50 of {}", shims.mems.len()),
+        &mb(whole(pct(&shims.pss, 0.5))),
+        &ratio_text(pct(&shims.pss, 0.5), pct(&peer.conmon_pss, 0.5)),
     );
     row(
-        &format!("  peer: conmon RSS / PSS, p50 of {}", conmon.len()),
+        &format!("  peer: conmon RSS / PSS, p50 of {}", peer.conmon.len()),
         &format!(
             "{} / {}",
-            mb(pct(&conmon_rss, 0.5) as u64),
-            mb(pct(&conmon_pss, 0.5) as u64)
+            mb(whole(pct(&peer.conmon_rss, 0.5))),
+            mb(whole(pct(&peer.conmon_pss, 0.5)))
         ),
         "podman run -d busybox sleep 1000 (crun)",
     );
+}
+
+/// "p50 / p99 ms" of `values`.
+fn p50_p99(values: &[f64]) -> String {
+    format!("{:.1} / {:.1} ms", pct(values, 0.5), pct(values, 0.99))
+}
+
+fn print_latency_rows(run: &Run) {
+    let l = &run.latency;
     row(
         "assign → Running event received, p50 / p99",
-        &format!(
-            "{:.1} / {:.1} ms",
-            pct(&received, 0.5),
-            pct(&received, 0.99)
-        ),
-        &format!("{latency_n} containers, one new per set, warm image"),
+        &p50_p99(&l.received),
+        &format!("{} containers, one new per set, warm image", run.latency_n),
     );
     row(
         "  sent → agent applied set (log), p50 / p99",
-        &format!("{:.1} / {:.1} ms", pct(&applied, 0.5), pct(&applied, 0.99)),
+        &p50_p99(&l.applied),
         "harness → gRPC → agent",
     );
     row(
         "  applied → Running event sent, p50 / p99",
-        &format!(
-            "{:.1} / {:.1} ms",
-            pct(&start_work, 0.5),
-            pct(&start_work, 0.99)
-        ),
+        &p50_p99(&l.start_work),
         "agent side: rootfs, net, shim, runtime (ms clock)",
     );
     row(
         "  sent → shim started_at, p50 / p99",
-        &format!("{:.1} / {:.1} ms", pct(&started, 0.5), pct(&started, 0.99)),
+        &p50_p99(&l.started),
         "",
     );
     row(
-        &format!("  peer: podman run -d, p50 / p99 of {}", peer_start.len()),
         &format!(
-            "{:.1} / {:.1} ms",
-            pct(&peer_start, 0.5),
-            pct(&peer_start, 0.99)
+            "  peer: podman run -d, p50 / p99 of {}",
+            run.peer.start_ms.len()
         ),
+        &p50_p99(&run.peer.start_ms),
         "whole CLI: different work (no scheduler, no pod network)",
     );
+}
+
+fn print_density_rows(run: &Run) {
+    let (d, n) = (&run.density, run.density_n);
+    let per = |total: u64| total / u64::try_from(n).expect("a count fits u64");
     row(
-        &format!("{density_n} containers at once: all Running seen"),
-        &format!("{:.2} s", all_running_ms / 1000.0),
+        &format!("{n} containers at once: all Running seen"),
+        &format!("{:.2} s", d.all_running_ms / 1000.0),
         &format!(
             "last started_at {:.2} s after the send",
-            last_started_ms / 1000.0
+            d.last_started_ms / 1000.0
         ),
     );
-    let overhead_kb = agent_rss_dense_kb + shim_pss_sum;
+    let overhead_kb = d.agent_rss_kb + d.shim_pss_sum_kb;
     row(
         "  agent RSS + Σ shim PSS",
         &mb(overhead_kb),
-        &format!("{} per container", kb(overhead_kb / density_n as u64)),
+        &format!("{} per container", kb(per(overhead_kb))),
     );
     row(
         "  agent RSS + Σ shim RSS",
-        &mb(agent_rss_dense_kb + shim_rss_sum),
+        &mb(d.agent_rss_kb + d.shim_rss_sum_kb),
         &format!(
             "{} per container",
-            kb((agent_rss_dense_kb + shim_rss_sum) / density_n as u64)
+            kb(per(d.agent_rss_kb + d.shim_rss_sum_kb))
         ),
     );
     row(
         "  containers' memory cgroups (Σ usage_in_bytes)",
-        &mb(cgroups_kb),
+        &mb(d.cgroups_kb),
         &format!(
             "{} per container: the sleeps, their page tables, kernel objects",
-            kb(cgroups_kb / density_n as u64)
+            kb(per(d.cgroups_kb))
         ),
     );
     row(
         "  MemAvailable drop, system-wide",
-        &format!("{:.2} MB", avail_drop_kb as f64 / 1024.0),
+        &format!("{:.2} MB", float_signed(d.avail_drop_kb) / 1024.0),
         &format!(
             "{} kB per container (everything on the host: noisy)",
-            avail_drop_kb / density_n as i64
+            d.avail_drop_kb / i64::try_from(n).expect("a count fits i64")
         ),
     );
     row(
-        &format!("teardown {latency_n} / {density_n} (stop grace 1 s)"),
-        &format!("{:.2} / {:.2} s", teardown_lat, teardown_dense),
+        &format!("teardown {} / {n} (stop grace 1 s)", run.latency_n),
+        &format!("{:.2} / {:.2} s", run.teardown_s.0, run.teardown_s.1),
         "",
     );
     row(
         "leftovers after the node's cleanup",
-        if leftovers.is_empty() { "none" } else { "SOME" },
-        &leftovers.join("; "),
+        if run.leftovers.is_empty() {
+            "none"
+        } else {
+            "SOME"
+        },
+        &run.leftovers.join("; "),
     );
-    println!("{:-<96}", "");
-    println!("percentiles: nearest rank (p99 of 20 is the maximum)");
-    println!(
-        "berth-shim pid {} largest mappings (RSS / PSS):",
-        shims_lat[0].pid
-    );
-    for (name, rss, pss) in &top_mappings {
-        println!("  {:>8} {:>8}  {name}", kb(*rss), kb(*pss));
-    }
+}
 
-    let results = json!({
+/// The results file: every figure, the samples, and the peer's JSON as given.
+fn results_json(run: &Run, peer: Option<Value>) -> Value {
+    let (idle, shims) = (&run.idle, &run.shims);
+    json!({
         "host": { "cores": cores(), "mem_total_kb": meminfo_kb("MemTotal:") },
         "agent_idle": {
-            "rss_kb": idle_rss_kb,
-            "heartbeats": idle_heartbeats,
+            "rss_kb": idle.rss_kb,
+            "heartbeats": idle.heartbeats,
             "target_kb": 20 * 1024,
             "kubelet_idle_mb_cited_not_measured": KUBELET_IDLE_CITED_MB,
         },
         "shim_memory": {
-            "containers": shims_lat.len(),
-            "agent_rss_kb": agent_rss_lat_kb,
-            "rss_kb": stats(&shim_rss),
-            "pss_kb": stats(&shim_pss),
-            "top_mappings": top_mappings.iter().map(|(n, r, p)| json!({"name": n, "rss_kb": r, "pss_kb": p})).collect::<Vec<_>>(),
+            "containers": shims.mems.len(),
+            "agent_rss_kb": shims.agent_rss_kb,
+            "rss_kb": stats(&shims.rss),
+            "pss_kb": stats(&shims.pss),
+            "top_mappings": shims.top_mappings.iter().map(|(n, r, p)| json!({"name": n, "rss_kb": r, "pss_kb": p})).collect::<Vec<_>>(),
             "peer_conmon": {
-                "containers": conmon.len(),
-                "rss_kb": stats(&conmon_rss),
-                "pss_kb": stats(&conmon_pss),
-                "pids": conmon.iter().map(|c| c.pid).collect::<Vec<_>>(),
+                "containers": run.peer.conmon.len(),
+                "rss_kb": stats(&run.peer.conmon_rss),
+                "pss_kb": stats(&run.peer.conmon_pss),
+                "pids": run.peer.conmon.iter().map(|c| c.pid).collect::<Vec<_>>(),
             },
-            "ratio_rss_p50": ratio_value(pct(&shim_rss, 0.5), pct(&conmon_rss, 0.5)),
-            "ratio_pss_p50": ratio_value(pct(&shim_pss, 0.5), pct(&conmon_pss, 0.5)),
+            "ratio_rss_p50": ratio_value(pct(&shims.rss, 0.5), pct(&run.peer.conmon_rss, 0.5)),
+            "ratio_pss_p50": ratio_value(pct(&shims.pss, 0.5), pct(&run.peer.conmon_pss, 0.5)),
         },
-        "latency_ms": {
-            "containers": latency_n,
-            "received": stats(&received),
-            "applied": stats(&applied),
-            "applied_to_event": stats(&start_work),
-            "event_at": stats(&event_at),
-            "started_at": stats(&started),
-            "samples": samples.iter().map(|s| json!({
-                "id": s.id, "generation": s.generation, "received_ms": s.received_ms,
-                "event_at_ms": s.event_at_ms, "started_ms": s.started_ms,
-            })).collect::<Vec<_>>(),
-            "peer_podman_run_d": stats(&peer_start),
-        },
-        "density": {
-            "containers": density_n,
-            "all_running_ms": all_running_ms,
-            "last_started_ms": last_started_ms,
-            "agent_rss_before_kb": agent_rss_before_kb,
-            "agent_rss_kb": agent_rss_dense_kb,
-            "shim_pss_sum_kb": shim_pss_sum,
-            "shim_rss_sum_kb": shim_rss_sum,
-            "overhead_pss_kb": overhead_kb,
-            "overhead_pss_per_container_kb": overhead_kb as f64 / density_n as f64,
-            "overhead_rss_per_container_kb": (agent_rss_dense_kb + shim_rss_sum) as f64 / density_n as f64,
-            "mem_available_before_kb": avail_before_kb,
-            "mem_available_after_kb": avail_after_kb,
-            "mem_available_drop_kb": avail_drop_kb,
-            "mem_available_drop_per_container_kb": avail_drop_kb as f64 / density_n as f64,
-            "container_cgroups_usage_kb": cgroups_kb,
-            "container_cgroups_usage_per_container_kb": cgroups_kb as f64 / density_n as f64,
-        },
-        "teardown_s": { "latency_set": teardown_lat, "density_set": teardown_dense },
-        "leftovers": leftovers,
+        "latency_ms": latency_json(run),
+        "density": density_json(run),
+        "teardown_s": { "latency_set": run.teardown_s.0, "density_set": run.teardown_s.1 },
+        "leftovers": run.leftovers,
         "peer": peer,
-    });
-    berth_tests::bench::write_results(&out_path, &results);
-    if !leftovers.is_empty() {
-        std::process::exit(1);
-    }
+    })
+}
+
+fn latency_json(run: &Run) -> Value {
+    let l = &run.latency;
+    json!({
+        "containers": run.latency_n,
+        "received": stats(&l.received),
+        "applied": stats(&l.applied),
+        "applied_to_event": stats(&l.start_work),
+        "event_at": stats(&l.event_at),
+        "started_at": stats(&l.started),
+        "samples": l.samples.iter().map(|s| json!({
+            "id": s.id, "generation": s.generation, "received_ms": s.received_ms,
+            "event_at_ms": s.event_at_ms, "started_ms": s.started_ms,
+        })).collect::<Vec<_>>(),
+        "peer_podman_run_d": stats(&run.peer.start_ms),
+    })
+}
+
+fn density_json(run: &Run) -> Value {
+    let (d, n) = (&run.density, float_len(run.density_n));
+    let overhead_kb = d.agent_rss_kb + d.shim_pss_sum_kb;
+    json!({
+        "containers": run.density_n,
+        "all_running_ms": d.all_running_ms,
+        "last_started_ms": d.last_started_ms,
+        "agent_rss_before_kb": d.agent_rss_before_kb,
+        "agent_rss_kb": d.agent_rss_kb,
+        "shim_pss_sum_kb": d.shim_pss_sum_kb,
+        "shim_rss_sum_kb": d.shim_rss_sum_kb,
+        "overhead_pss_kb": overhead_kb,
+        "overhead_pss_per_container_kb": float(overhead_kb) / n,
+        "overhead_rss_per_container_kb": float(d.agent_rss_kb + d.shim_rss_sum_kb) / n,
+        "mem_available_before_kb": d.avail_before_kb,
+        "mem_available_after_kb": d.avail_after_kb,
+        "mem_available_drop_kb": d.avail_drop_kb,
+        "mem_available_drop_per_container_kb": float_signed(d.avail_drop_kb) / n,
+        "container_cgroups_usage_kb": d.cgroups_kb,
+        "container_cgroups_usage_per_container_kb": float(d.cgroups_kb) / n,
+    })
+}
+
+/// A kB figure as signed, for differences.
+fn signed(kb: u64) -> i64 {
+    i64::try_from(kb).unwrap_or_else(|_| panic!("{kb} kB does not fit i64"))
 }
 
 struct Sample {
@@ -539,7 +731,7 @@ fn rfc3339_ms(text: &str) -> Option<f64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + h * 3600 + min * 60 + s;
-    Some((secs as f64 + frac) * 1000.0)
+    Some((float_signed(secs) + frac) * 1000.0)
 }
 
 /// The shims of every container in the data dir, from `shim.json`.
@@ -558,7 +750,9 @@ fn shim_memory(data_dir: &Path) -> Vec<Mem> {
         let Some(pid) = v["shim_pid"].as_u64() else {
             continue;
         };
-        let pid = pid as u32;
+        let Ok(pid) = u32::try_from(pid) else {
+            continue;
+        };
         let Some((rss_kb, pss_kb)) = rss_pss_kb(pid) else {
             continue;
         };
@@ -694,7 +888,7 @@ fn stats(values: &[f64]) -> Value {
     if values.is_empty() {
         return Value::Null;
     }
-    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let mean = values.iter().sum::<f64>() / float_len(values.len());
     json!({
         "n": values.len(),
         "min": pct(values, 0.0),
@@ -714,11 +908,11 @@ fn ratio_value(ours: f64, theirs: f64) -> Value {
 }
 
 fn kb_of(mems: &[Mem], f: impl Fn(&Mem) -> u64) -> Vec<f64> {
-    mems.iter().map(|m| f(m) as f64).collect()
+    mems.iter().map(|m| float(f(m))).collect()
 }
 
 fn mb(kb: u64) -> String {
-    format!("{:.2} MB", kb as f64 / 1024.0)
+    format!("{:.2} MB", float(kb) / 1024.0)
 }
 
 fn kb(kb: u64) -> String {

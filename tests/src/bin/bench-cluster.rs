@@ -29,7 +29,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_proto::v1::*;
 use berth_tests::agent_node::AgentNode;
-use berth_tests::bench::{PlacementLine, cores, env_usize, meminfo_kb, pct};
+use berth_tests::bench::{
+    PlacementLine, cores, env_usize, float_len, float_signed, meminfo_kb, pct,
+};
 use berth_tests::cluster::{
     DeployApi as Api, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes,
 };
@@ -38,6 +40,8 @@ use serde_json::{Value, json};
 
 const IMAGE: &str = "bench-cluster-busybox:1";
 const NODES: usize = 3;
+/// [`NODES`] as a replica count: the warm-up puts one replica on each.
+const NODES_REPLICAS: u32 = 3;
 const WAIT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(20);
 const MISSED_HEARTBEATS: u64 = 3;
@@ -91,10 +95,10 @@ const NODE_LOSS_TARGET_S: f64 = 10.0;
 fn main() {
     require_root();
     let e2e_runs = env_usize("BENCH_E2E_RUNS", 5);
-    let e2e_replicas = env_usize("BENCH_E2E_REPLICAS", 30) as u32;
+    let e2e_replicas = u32_env("BENCH_E2E_REPLICAS", 30);
     let loss_runs = env_usize("BENCH_LOSS_RUNS", 5);
     let loss_tuned_runs = env_usize("BENCH_LOSS_TUNED_RUNS", 3);
-    let loss_replicas = env_usize("BENCH_LOSS_REPLICAS", 6) as u32;
+    let loss_replicas = u32_env("BENCH_LOSS_REPLICAS", 6);
     let out_path = berth_tests::bench::out_path("cluster.json");
     let placement_lines = berth_tests::bench::placement_lines(|l| {
         l.starts_with("placement:") || l.starts_with("  e.g.")
@@ -123,19 +127,7 @@ fn main() {
         );
         e2e.push(r);
     }
-
-    let mut loss = Vec::new();
-    for run in 0..loss_runs {
-        let r = node_loss(&mut c, &format!("loss-{run}"), loss_replicas, run);
-        println!(
-            "phase 3 run {run} ({}): node {} lost, {} replicas Ready elsewhere after {:.2} s",
-            DEFAULTS.label,
-            r.victim,
-            r.lost_replicas,
-            r.ready_ms / 1000.0
-        );
-        loss.push(r);
-    }
+    let loss = loss_series(&mut c, &DEFAULTS, "loss", loss_replicas, loss_runs);
     drop(c);
 
     // --- 3b with faster heartbeats and a shorter reschedule delay.
@@ -143,26 +135,85 @@ fn main() {
     if loss_tuned_runs > 0 {
         let mut c = Cluster::new(&TUNED);
         warm_up(&c);
-        for run in 0..loss_tuned_runs {
-            let r = node_loss(&mut c, &format!("lossf-{run}"), loss_replicas, run);
-            println!(
-                "phase 3 run {run} ({}): node {} lost, {} replicas Ready elsewhere after {:.2} s",
-                TUNED.label,
-                r.victim,
-                r.lost_replicas,
-                r.ready_ms / 1000.0
-            );
-            loss_tuned.push(r);
+        loss_tuned = loss_series(&mut c, &TUNED, "lossf", loss_replicas, loss_tuned_runs);
+    }
+    let run = Run {
+        e2e_replicas,
+        figures: E2eFigures::of(&e2e),
+        e2e,
+        loss,
+        loss_tuned,
+        placement_lines,
+        placement,
+        total_s: started.elapsed().as_secs_f64(),
+    };
+    print_table(&run);
+    berth_tests::bench::write_results(&out_path, &results_json(&run));
+}
+
+/// `key` from the environment as a u32.
+fn u32_env(key: &str, default: usize) -> u32 {
+    let n = env_usize(key, default);
+    u32::try_from(n).unwrap_or_else(|_| panic!("{key}={n}: too large"))
+}
+
+/// Everything one run measured.
+struct Run {
+    e2e_replicas: u32,
+    e2e: Vec<E2eRun>,
+    figures: E2eFigures,
+    loss: Vec<LossRun>,
+    loss_tuned: Vec<LossRun>,
+    placement_lines: Vec<String>,
+    placement: Vec<PlacementLine>,
+    total_s: f64,
+}
+
+/// The Apply → Ready runs' figures, pooled.
+struct E2eFigures {
+    all_ready: Vec<f64>,
+    started_at: Vec<f64>,
+    first_ready: Vec<f64>,
+    apply_rpc: Vec<f64>,
+    teardown: Vec<f64>,
+}
+
+impl E2eFigures {
+    fn of(e2e: &[E2eRun]) -> Self {
+        E2eFigures {
+            all_ready: e2e.iter().map(|r| r.all_ready_ms).collect(),
+            started_at: e2e.iter().flat_map(|r| r.started_ms.clone()).collect(),
+            first_ready: e2e.iter().flat_map(|r| r.ready_ms.clone()).collect(),
+            apply_rpc: e2e.iter().map(|r| r.apply_rpc_ms).collect(),
+            teardown: e2e.iter().map(|r| r.teardown_s).collect(),
         }
     }
-    let total_s = started.elapsed().as_secs_f64();
+}
 
-    // Table.
-    let all_ready: Vec<f64> = e2e.iter().map(|r| r.all_ready_ms).collect();
-    let started_at: Vec<f64> = e2e.iter().flat_map(|r| r.started_ms.clone()).collect();
-    let first_ready: Vec<f64> = e2e.iter().flat_map(|r| r.ready_ms.clone()).collect();
-    let apply_rpc: Vec<f64> = e2e.iter().map(|r| r.apply_rpc_ms).collect();
-    let teardown: Vec<f64> = e2e.iter().map(|r| r.teardown_s).collect();
+/// `runs` node losses on `c`, deployments named `prefix-N`.
+fn loss_series(
+    c: &mut Cluster,
+    settings: &Settings,
+    prefix: &str,
+    replicas: u32,
+    runs: usize,
+) -> Vec<LossRun> {
+    let mut loss = Vec::new();
+    for run in 0..runs {
+        let r = node_loss(c, &format!("{prefix}-{run}"), replicas, run);
+        println!(
+            "phase 3 run {run} ({}): node {} lost, {} replicas Ready elsewhere after {:.2} s",
+            settings.label,
+            r.victim,
+            r.lost_replicas,
+            r.ready_ms / 1000.0
+        );
+        loss.push(r);
+    }
+    loss
+}
+
+fn print_table(run: &Run) {
     println!();
     println!(
         "berth scheduler benchmarks ({} cores, {} MB RAM; release build)",
@@ -170,6 +221,38 @@ fn main() {
         meminfo_kb("MemTotal:") / 1024
     );
     println!("{:-<110}", "");
+    print_placement_rows(&run.placement);
+    print_e2e_rows(run);
+    // The defaults first, beside Kubernetes' defaults; the tuned figure after, labelled.
+    loss_rows(&DEFAULTS, &run.loss);
+    row(
+        "  peer: Kubernetes defaults, lost node → pods replaced",
+        "~5-6 min",
+        "node-monitor-grace-period 40 s + 300 s not-ready toleration (cited, not measured)",
+    );
+    loss_rows(&TUNED, &run.loss_tuned);
+    println!("{:-<110}", "");
+    println!(
+        "scheduler: {} = --heartbeat-ms {} --missed-heartbeats {MISSED_HEARTBEATS} --reschedule-delay-ms {} (phases 2, 3){}",
+        DEFAULTS.label,
+        DEFAULTS.heartbeat_ms,
+        DEFAULTS.reschedule_delay_ms,
+        if run.loss_tuned.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} = --heartbeat-ms {} --reschedule-delay-ms {} (phase 3, a second cluster)",
+                TUNED.label, TUNED.heartbeat_ms, TUNED.reschedule_delay_ms
+            )
+        }
+    );
+    println!(
+        "percentiles: nearest rank (the p99 of fewer than 100 samples is the maximum); bench took {:.0} s",
+        run.total_s
+    );
+}
+
+fn print_placement_rows(placement: &[PlacementLine]) {
     if placement.is_empty() {
         row(
             "placement, in process",
@@ -195,123 +278,108 @@ fn main() {
             },
         );
     }
+}
+
+fn print_e2e_rows(run: &Run) {
+    let f = &run.figures;
     row(
-        &format!("Apply → {e2e_replicas} replicas on {NODES} nodes Ready, p50 / p99"),
+        &format!(
+            "Apply → {} replicas on {NODES} nodes Ready, p50 / p99",
+            run.e2e_replicas
+        ),
         &format!(
             "{:.2} / {:.2} s",
-            pct(&all_ready, 0.5) / 1000.0,
-            pct(&all_ready, 0.99) / 1000.0
+            pct(&f.all_ready, 0.5) / 1000.0,
+            pct(&f.all_ready, 0.99) / 1000.0
         ),
         &format!(
             "{} runs, min {:.2} max {:.2} s; warm image; tcp readiness probe every 200 ms",
-            all_ready.len(),
-            pct(&all_ready, 0.0) / 1000.0,
-            pct(&all_ready, 1.0) / 1000.0
+            f.all_ready.len(),
+            pct(&f.all_ready, 0.0) / 1000.0,
+            pct(&f.all_ready, 1.0) / 1000.0
         ),
     );
     row(
         "  per replica: Apply → container started_at",
         &format!(
             "{:.0} / {:.0} ms",
-            pct(&started_at, 0.5),
-            pct(&started_at, 0.99)
+            pct(&f.started_at, 0.5),
+            pct(&f.started_at, 0.99)
         ),
         &format!(
             "p50 / p99 of {}, min {:.0} max {:.0} ms (shim clock, ms)",
-            started_at.len(),
-            pct(&started_at, 0.0),
-            pct(&started_at, 1.0)
+            f.started_at.len(),
+            pct(&f.started_at, 0.0),
+            pct(&f.started_at, 1.0)
         ),
     );
     row(
         "  per replica: Apply → first seen Ready",
         &format!(
             "{:.0} / {:.0} ms",
-            pct(&first_ready, 0.5),
-            pct(&first_ready, 0.99)
+            pct(&f.first_ready, 0.5),
+            pct(&f.first_ready, 0.99)
         ),
         &format!(
             "p50 / p99 of {}, polled every {} ms",
-            first_ready.len(),
+            f.first_ready.len(),
             POLL.as_millis()
         ),
     );
     row(
         "  Apply RPC itself, p50",
-        &format!("{:.1} ms", pct(&apply_rpc, 0.5)),
+        &format!("{:.1} ms", pct(&f.apply_rpc, 0.5)),
         &format!(
             "delete → containers gone p50 {:.2} s (stop grace 1 s)",
-            pct(&teardown, 0.5)
+            pct(&f.teardown, 0.5)
         ),
     );
-    // The defaults first, beside Kubernetes' defaults; the tuned figure after, labelled.
-    loss_rows(&DEFAULTS, &loss);
-    row(
-        "  peer: Kubernetes defaults, lost node → pods replaced",
-        "~5-6 min",
-        "node-monitor-grace-period 40 s + 300 s not-ready toleration (cited, not measured)",
-    );
-    loss_rows(&TUNED, &loss_tuned);
-    println!("{:-<110}", "");
-    println!(
-        "scheduler: {} = --heartbeat-ms {} --missed-heartbeats {MISSED_HEARTBEATS} --reschedule-delay-ms {} (phases 2, 3){}",
-        DEFAULTS.label,
-        DEFAULTS.heartbeat_ms,
-        DEFAULTS.reschedule_delay_ms,
-        if loss_tuned.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; {} = --heartbeat-ms {} --reschedule-delay-ms {} (phase 3, a second cluster)",
-                TUNED.label, TUNED.heartbeat_ms, TUNED.reschedule_delay_ms
-            )
-        }
-    );
-    println!(
-        "percentiles: nearest rank (the p99 of fewer than 100 samples is the maximum); bench took {total_s:.0} s"
-    );
+}
 
-    let loss_json = |runs: &[LossRun], settings: &Settings| {
-        let ready: Vec<f64> = runs.iter().map(|r| r.ready_ms).collect();
-        json!({
-            "settings": settings.json(),
-            "runs": runs.len(),
-            "ready_ms": stats(&ready),
-            "not_ready_ms": stats(&runs.iter().filter_map(|r| r.not_ready_ms).collect::<Vec<_>>()),
-            "placed_ms": stats(&runs.iter().filter_map(|r| r.placed_ms).collect::<Vec<_>>()),
-            "samples": runs.iter().map(|r| json!({
-                "deployment": r.deployment,
-                "victim": r.victim,
-                "lost_replicas": r.lost_replicas,
-                "kill_ms": r.kill_ms,
-                "not_ready_ms": r.not_ready_ms,
-                "placed_ms": r.placed_ms,
-                "ready_ms": r.ready_ms,
-                "recovered_s": r.recovered_s,
-                "stale_left": r.stale_left,
-            })).collect::<Vec<_>>(),
-        })
-    };
-    let results = json!({
+fn loss_json(runs: &[LossRun], settings: &Settings) -> Value {
+    let ready: Vec<f64> = runs.iter().map(|r| r.ready_ms).collect();
+    json!({
+        "settings": settings.json(),
+        "runs": runs.len(),
+        "ready_ms": stats(&ready),
+        "not_ready_ms": stats(&runs.iter().filter_map(|r| r.not_ready_ms).collect::<Vec<_>>()),
+        "placed_ms": stats(&runs.iter().filter_map(|r| r.placed_ms).collect::<Vec<_>>()),
+        "samples": runs.iter().map(|r| json!({
+            "deployment": r.deployment,
+            "victim": r.victim,
+            "lost_replicas": r.lost_replicas,
+            "kill_ms": r.kill_ms,
+            "not_ready_ms": r.not_ready_ms,
+            "placed_ms": r.placed_ms,
+            "ready_ms": r.ready_ms,
+            "recovered_s": r.recovered_s,
+            "stale_left": r.stale_left,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn results_json(run: &Run) -> Value {
+    let f = &run.figures;
+    json!({
         "host": { "cores": cores(), "mem_total_kb": meminfo_kb("MemTotal:") },
         "scheduler": { "defaults": DEFAULTS.json(), "tuned": TUNED.json() },
         "nodes": NODES,
-        "poll_ms": POLL.as_millis() as u64,
+        "poll_ms": u64::try_from(POLL.as_millis()).expect("the poll interval fits u64"),
         "placement": {
-            "lines": placement_lines,
-            "placements_per_s": placement.iter().map(PlacementLine::json).collect::<Vec<_>>(),
+            "lines": run.placement_lines,
+            "placements_per_s": run.placement.iter().map(PlacementLine::json).collect::<Vec<_>>(),
             "target_per_s": PLACEMENT_TARGET,
             "k8s_ci_gate_pods_per_s_cited_not_measured": K8S_SCHED_GATE_CITED,
         },
         "apply_to_ready": {
-            "replicas": e2e_replicas,
-            "runs": e2e.len(),
-            "all_ready_ms": stats(&all_ready),
-            "replica_started_at_ms": stats(&started_at),
-            "replica_first_ready_ms": stats(&first_ready),
-            "apply_rpc_ms": stats(&apply_rpc),
-            "teardown_s": stats(&teardown),
-            "samples": e2e.iter().map(|r| json!({
+            "replicas": run.e2e_replicas,
+            "runs": run.e2e.len(),
+            "all_ready_ms": stats(&f.all_ready),
+            "replica_started_at_ms": stats(&f.started_at),
+            "replica_first_ready_ms": stats(&f.first_ready),
+            "apply_rpc_ms": stats(&f.apply_rpc),
+            "teardown_s": stats(&f.teardown),
+            "samples": run.e2e.iter().map(|r| json!({
                 "deployment": r.deployment,
                 "all_ready_ms": r.all_ready_ms,
                 "apply_rpc_ms": r.apply_rpc_ms,
@@ -319,13 +387,12 @@ fn main() {
                 "teardown_s": r.teardown_s,
             })).collect::<Vec<_>>(),
         },
-        "node_loss": loss_json(&loss, &DEFAULTS),
-        "node_loss_tuned": if loss_tuned.is_empty() { Value::Null } else { loss_json(&loss_tuned, &TUNED) },
+        "node_loss": loss_json(&run.loss, &DEFAULTS),
+        "node_loss_tuned": if run.loss_tuned.is_empty() { Value::Null } else { loss_json(&run.loss_tuned, &TUNED) },
         "target_node_loss_s": NODE_LOSS_TARGET_S,
         "k8s_node_loss_s_cited_not_measured": K8S_NODE_LOSS_CITED_S,
-        "total_s": total_s,
-    });
-    berth_tests::bench::write_results(&out_path, &results);
+        "total_s": run.total_s,
+    })
 }
 
 /// The table's rows for the node-loss runs under `settings` (none without runs).
@@ -394,9 +461,9 @@ impl Cluster {
 /// One replica on every node (spread), so that every node has the image's layers unpacked.
 fn warm_up(c: &Cluster) {
     let name = "warm";
-    c.api.apply(spec(name, NODES as u32));
+    c.api.apply(spec(name, NODES_REPLICAS));
     let d = poll("the warm-up replicas Ready", || {
-        Some(c.api.get(name)).filter(|d| all_ready(d, NODES as u32))
+        Some(c.api.get(name)).filter(|d| all_ready(d, NODES_REPLICAS))
     });
     let nodes: BTreeSet<&str> = d.replica_status.iter().map(|r| r.node.as_str()).collect();
     if nodes.len() != NODES {
@@ -447,7 +514,7 @@ fn apply_to_ready(c: &Cluster, name: &str, replicas: u32) -> E2eRun {
         .iter()
         .filter_map(|cc| cc.status.as_ref())
         .filter(|s| ids.contains(s.container_id.as_str()) && s.started_at_ms > 0)
-        .map(|s| s.started_at_ms as f64 - applied_unix_ms)
+        .map(|s| float_signed(s.started_at_ms) - applied_unix_ms)
         .collect();
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     for r in &d.replica_status {
@@ -641,7 +708,10 @@ fn kill9(pid: u32) {
 
 /// Whether `pid` exists and is not a zombie.
 fn alive(pid: u32) -> bool {
-    berth_runtime::sys::proc_stat::read(pid as i32).is_some_and(|s| !s.ended())
+    i32::try_from(pid)
+        .ok()
+        .and_then(berth_runtime::sys::proc_stat::read)
+        .is_some_and(|s| !s.ended())
 }
 
 fn dir_count(dir: &Path) -> usize {
@@ -699,7 +769,7 @@ fn stats(values: &[f64]) -> Value {
     if values.is_empty() {
         return Value::Null;
     }
-    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let mean = values.iter().sum::<f64>() / float_len(values.len());
     json!({
         "n": values.len(),
         "min": pct(values, 0.0),

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_proto::v1::*;
-use berth_tests::bench::{PlacementLine, cores, env_usize, meminfo_kb, pct};
+use berth_tests::bench::{PlacementLine, cores, env_usize, float_len, meminfo_kb, pct};
 use berth_tests::cluster::{DeployApi as Api, SchedulerProc};
 use berth_tests::etcd::EtcdCluster;
 use berth_tests::fake_node::{NODE_CPU_MILLIS, NODE_MEMORY, Sessions, fake_agent};
@@ -64,22 +64,7 @@ const K8S_RENEW_DEADLINE_S: f64 = 10.0;
 const K8S_RETRY_PERIOD_S: f64 = 2.0;
 
 fn main() {
-    let apply_n = env_usize("BENCH_APPLY_N", 200);
-    let nodes = env_usize("BENCH_NODES", 20);
-    let replicas = env_usize("BENCH_PLACE_REPLICAS", 2000) as u32;
-    let chunk = env_usize("BENCH_PLACE_CHUNK", 100).max(1) as u32;
-    let place_runs = env_usize("BENCH_PLACE_RUNS", 3);
-    let kills = env_usize("BENCH_FAILOVER_KILLS", 5);
-    let leases: Vec<u64> = std::env::var("BENCH_FAILOVER_LEASES")
-        .unwrap_or_else(|_| "5,2".into())
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| {
-            s.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("BENCH_FAILOVER_LEASES: {s:?} is not a number"))
-        })
-        .collect();
+    let cfg = Config::from_env();
     let out_path = berth_tests::bench::out_path("store.json");
     let placement_lines = berth_tests::bench::placement_lines(|l| l.starts_with("placement:"));
     let started = Instant::now();
@@ -103,123 +88,227 @@ fn main() {
     ];
 
     // --- 1. Apply → durable.
-    let mut apply: Vec<(String, Vec<f64>)> = Vec::new();
-    for (name, etcd) in &backends {
-        let sched = start_scheduler(*etcd, "bench-apply");
-        let api = Api::new(&sched.endpoint(), WAIT);
-        for i in 0..WARMUP_APPLIES {
-            timed_apply(&api, small_spec(&format!("warm-{i}")));
-        }
-        let lat: Vec<f64> = (0..apply_n)
-            .map(|i| timed_apply(&api, small_spec(&format!("a-{i:05}"))))
-            .collect();
-        progress(&format!(
-            "apply on {name}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {apply_n}",
-            pct(&lat, 0.5),
-            pct(&lat, 0.99),
-            pct(&lat, 1.0)
-        ));
-        apply.push((name.to_string(), lat));
-    }
-
+    let apply: Vec<(String, Vec<f64>)> = backends
+        .iter()
+        .map(|(name, etcd)| (name.to_string(), apply_series(name, *etcd, cfg.apply_n)))
+        .collect();
     // --- 2. Placement through the store.
-    let mut place: Vec<PlaceBackend> = Vec::new();
-    for (name, etcd) in &backends {
-        let sched = start_scheduler(*etcd, "bench-place");
-        let api = Api::new(&sched.endpoint(), WAIT);
-        let fleet: Vec<tokio::task::JoinHandle<()>> = (0..nodes)
-            .map(|i| {
-                agents_rt.spawn(fake_agent(
-                    format!("bench-n{i:03}"),
-                    vec![sched.endpoint()],
-                    Arc::default(),
-                ))
-            })
-            .collect();
-        poll(&format!("{nodes} fake nodes Ready on {name}"), WAIT, || {
-            let listed = try_call(&api, api.client.clone().list_nodes(ListNodesRequest {})).ok()?;
-            (listed.nodes.iter().filter(|n| n.ready).count() == nodes).then_some(())
-        });
-        progress(&format!("{name}: {nodes} fake nodes Ready"));
-        let mut b = PlaceBackend {
-            backend: name.to_string(),
-            single: Vec::new(),
-            single_failure: None,
-            chunked: Vec::new(),
-            chunked_failure: None,
-        };
-        for run in 0..place_runs {
-            let names = vec![format!("place-{run}")];
-            match place_run(&api, &sched, &names, replicas) {
-                Ok(ms) => {
-                    progress(&format!(
-                        "{name}: 1 deployment x {replicas} placed in {ms:.0} ms ({:.0}/s)",
-                        per_s(replicas, ms)
-                    ));
-                    b.single.push(ms);
-                }
-                Err(why) => {
-                    progress(&format!(
-                        "{name}: 1 deployment x {replicas} NOT placed: {why}; skipping its other runs"
-                    ));
-                    b.single_failure = Some(why);
-                    // Gone, so the controller stops retrying its transaction on every pass.
-                    let _ = try_call(
-                        &api,
-                        api.client.clone().delete(DeleteDeploymentRequest {
-                            name: names[0].clone(),
-                        }),
-                    );
-                    break;
-                }
-            }
-        }
-        for run in 0..place_runs {
-            let count = replicas.div_ceil(chunk);
-            let names: Vec<String> = (0..count).map(|j| format!("chunk-{run}-{j:03}")).collect();
-            match place_run(&api, &sched, &names, chunk) {
-                Ok(ms) => {
-                    progress(&format!(
-                        "{name}: {count} deployments x {chunk} placed in {ms:.0} ms ({:.0}/s)",
-                        per_s(count * chunk, ms)
-                    ));
-                    b.chunked.push(ms);
-                }
-                Err(why) => {
-                    progress(&format!(
-                        "{name}: {count} deployments x {chunk} NOT placed: {why}; skipping its other runs"
-                    ));
-                    b.chunked_failure = Some(why);
-                    break;
-                }
-            }
-        }
-        for a in fleet {
-            a.abort();
-        }
-        place.push(b);
-    }
-
+    let place: Vec<PlaceBackend> = backends
+        .iter()
+        .map(|(name, etcd)| place_backend(name, *etcd, &agents_rt, &cfg))
+        .collect();
     drop(backends);
     drop(etcd3);
 
     // --- 3. Leader failover on the 1-member etcd.
     let mut failover: Vec<FailoverSeries> = Vec::new();
-    if kills > 0 {
-        for &lease in &leases {
-            failover.push(failover_series(&etcd1, &agents_rt, lease, kills));
+    if cfg.kills > 0 {
+        for &lease in &cfg.leases {
+            failover.push(failover_series(&etcd1, &agents_rt, lease, cfg.kills));
         }
     }
     drop(agents_rt);
     drop(etcd1);
-    let total_s = started.elapsed().as_secs_f64();
-    let load_after = loadavg();
+    let run = Run {
+        in_process: placement_lines
+            .iter()
+            .filter_map(|l| PlacementLine::parse(l))
+            .collect(),
+        placement_lines,
+        cfg,
+        apply,
+        place,
+        failover,
+        total_s: started.elapsed().as_secs_f64(),
+        load_before,
+        load_after: loadavg(),
+    };
+    print_table(&run);
+    berth_tests::bench::write_results(&out_path, &results_json(&run));
+}
 
-    // --- Table.
-    let in_process: Vec<PlacementLine> = placement_lines
-        .iter()
-        .filter_map(|l| PlacementLine::parse(l))
+/// The counts the environment sets.
+struct Config {
+    apply_n: usize,
+    nodes: usize,
+    replicas: u32,
+    chunk: u32,
+    place_runs: usize,
+    kills: usize,
+    leases: Vec<u64>,
+}
+
+impl Config {
+    fn from_env() -> Self {
+        let u32_env = |key: &str, default: usize| {
+            let n = env_usize(key, default);
+            u32::try_from(n).unwrap_or_else(|_| panic!("{key}={n}: too large"))
+        };
+        Config {
+            apply_n: env_usize("BENCH_APPLY_N", 200),
+            nodes: env_usize("BENCH_NODES", 20),
+            replicas: u32_env("BENCH_PLACE_REPLICAS", 2000),
+            chunk: u32_env("BENCH_PLACE_CHUNK", 100).max(1),
+            place_runs: env_usize("BENCH_PLACE_RUNS", 3),
+            kills: env_usize("BENCH_FAILOVER_KILLS", 5),
+            leases: std::env::var("BENCH_FAILOVER_LEASES")
+                .unwrap_or_else(|_| "5,2".into())
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| {
+                    s.trim()
+                        .parse()
+                        .unwrap_or_else(|_| panic!("BENCH_FAILOVER_LEASES: {s:?} is not a number"))
+                })
+                .collect(),
+        }
+    }
+
+    /// Deployments in the chunked variant.
+    fn chunks(&self) -> u32 {
+        self.replicas.div_ceil(self.chunk)
+    }
+}
+
+/// Everything one run measured.
+struct Run {
+    cfg: Config,
+    /// Apply latencies (ms) per backend.
+    apply: Vec<(String, Vec<f64>)>,
+    place: Vec<PlaceBackend>,
+    failover: Vec<FailoverSeries>,
+    placement_lines: Vec<String>,
+    in_process: Vec<PlacementLine>,
+    total_s: f64,
+    load_before: String,
+    load_after: String,
+}
+
+/// Apply → durable on one backend: warm-up calls, then `apply_n` timed ones.
+fn apply_series(name: &str, etcd: Option<&EtcdCluster>, apply_n: usize) -> Vec<f64> {
+    let sched = start_scheduler(etcd, "bench-apply");
+    let api = Api::new(&sched.endpoint(), WAIT);
+    for i in 0..WARMUP_APPLIES {
+        timed_apply(&api, small_spec(&format!("warm-{i}")));
+    }
+    let lat: Vec<f64> = (0..apply_n)
+        .map(|i| timed_apply(&api, small_spec(&format!("a-{i:05}"))))
         .collect();
+    progress(&format!(
+        "apply on {name}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {apply_n}",
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        pct(&lat, 1.0)
+    ));
+    lat
+}
+
+/// Placement through one backend's store, with `cfg.nodes` fake nodes: both variants.
+fn place_backend(
+    name: &str,
+    etcd: Option<&EtcdCluster>,
+    agents_rt: &tokio::runtime::Runtime,
+    cfg: &Config,
+) -> PlaceBackend {
+    let nodes = cfg.nodes;
+    let sched = start_scheduler(etcd, "bench-place");
+    let api = Api::new(&sched.endpoint(), WAIT);
+    let fleet: Vec<tokio::task::JoinHandle<()>> = (0..nodes)
+        .map(|i| {
+            agents_rt.spawn(fake_agent(
+                format!("bench-n{i:03}"),
+                vec![sched.endpoint()],
+                Arc::default(),
+            ))
+        })
+        .collect();
+    poll(&format!("{nodes} fake nodes Ready on {name}"), WAIT, || {
+        let listed = try_call(&api, api.client.clone().list_nodes(ListNodesRequest {})).ok()?;
+        (listed.nodes.iter().filter(|n| n.ready).count() == nodes).then_some(())
+    });
+    progress(&format!("{name}: {nodes} fake nodes Ready"));
+    let (single, single_failure) = place_single_runs(&api, &sched, name, cfg);
+    let (chunked, chunked_failure) = place_chunked_runs(&api, &sched, name, cfg);
+    for a in fleet {
+        a.abort();
+    }
+    PlaceBackend {
+        backend: name.to_string(),
+        single,
+        single_failure,
+        chunked,
+        chunked_failure,
+    }
+}
+
+/// Variant a: one deployment of every replica, `cfg.place_runs` times unless one fails.
+fn place_single_runs(
+    api: &Api,
+    sched: &SchedulerProc,
+    name: &str,
+    cfg: &Config,
+) -> (Vec<f64>, Option<String>) {
+    let replicas = cfg.replicas;
+    let mut runs = Vec::new();
+    for run in 0..cfg.place_runs {
+        let names = vec![format!("place-{run}")];
+        match place_run(api, sched, &names, replicas) {
+            Ok(ms) => {
+                progress(&format!(
+                    "{name}: 1 deployment x {replicas} placed in {ms:.0} ms ({:.0}/s)",
+                    per_s(replicas, ms)
+                ));
+                runs.push(ms);
+            }
+            Err(why) => {
+                progress(&format!(
+                    "{name}: 1 deployment x {replicas} NOT placed: {why}; skipping its other runs"
+                ));
+                // Gone, so the controller stops retrying its transaction on every pass.
+                let _ = try_call(
+                    api,
+                    api.client.clone().delete(DeleteDeploymentRequest {
+                        name: names[0].clone(),
+                    }),
+                );
+                return (runs, Some(why));
+            }
+        }
+    }
+    (runs, None)
+}
+
+/// Variant b: the same replicas as deployments of `cfg.chunk`, applied back to back.
+fn place_chunked_runs(
+    api: &Api,
+    sched: &SchedulerProc,
+    name: &str,
+    cfg: &Config,
+) -> (Vec<f64>, Option<String>) {
+    let (chunk, count) = (cfg.chunk, cfg.chunks());
+    let mut runs = Vec::new();
+    for run in 0..cfg.place_runs {
+        let names: Vec<String> = (0..count).map(|j| format!("chunk-{run}-{j:03}")).collect();
+        match place_run(api, sched, &names, chunk) {
+            Ok(ms) => {
+                progress(&format!(
+                    "{name}: {count} deployments x {chunk} placed in {ms:.0} ms ({:.0}/s)",
+                    per_s(count * chunk, ms)
+                ));
+                runs.push(ms);
+            }
+            Err(why) => {
+                progress(&format!(
+                    "{name}: {count} deployments x {chunk} NOT placed: {why}; skipping its other runs"
+                ));
+                return (runs, Some(why));
+            }
+        }
+    }
+    (runs, None)
+}
+
+fn print_table(run: &Run) {
     println!();
     println!(
         "berth store benchmarks ({} cores, {} MB RAM; release build; {}, fsync on)",
@@ -228,7 +317,27 @@ fn main() {
         etcd_version()
     );
     println!("{:-<120}", "");
-    for (name, lat) in &apply {
+    print_apply_rows(run);
+    print_placement_rows(run);
+    print_failover_rows(run);
+    println!("{:-<120}", "");
+    println!(
+        "fake nodes: {} x {} CPUs / {} GiB, heartbeats every 200 ms; replicas {}m cpu / {} MiB; Get polled every {} ms",
+        run.cfg.nodes,
+        NODE_CPU_MILLIS / 1000,
+        NODE_MEMORY >> 30,
+        REPLICA_CPU_MILLIS,
+        REPLICA_MEMORY >> 20,
+        POLL.as_millis()
+    );
+    println!(
+        "percentiles: nearest rank (the p99 of fewer than 100 samples is the maximum); bench took {:.0} s; 1-min load average {} at the start, {} at the end",
+        run.total_s, run.load_before, run.load_after
+    );
+}
+
+fn print_apply_rows(run: &Run) {
+    for (name, lat) in &run.apply {
         row(
             &format!("Apply → durable, {name}, p50 / p99 / max"),
             &format!(
@@ -247,14 +356,14 @@ fn main() {
     println!(
         "  (Apply answers after its one store transaction commits: redb fsynced, etcd in a quorum's fsynced log; + a few reads)"
     );
-    if in_process.is_empty() {
+    if run.in_process.is_empty() {
         row(
             "placement, in process (no store)",
             "not run",
             "cargo bench -p berth-scheduler --bench placement",
         );
     }
-    for p in &in_process {
+    for p in &run.in_process {
         row(
             "placement, in process (no store)",
             &format!("{:.0} /s", p.per_s),
@@ -264,11 +373,17 @@ fn main() {
             ),
         );
     }
-    let redb_single = place
+}
+
+fn print_placement_rows(run: &Run) {
+    let (replicas, chunk) = (run.cfg.replicas, run.cfg.chunk);
+    let redb_single = run
+        .place
         .first()
         .map(|b| pct(&b.single, 0.5))
         .filter(|m| *m > 0.0);
-    let redb_chunked = place
+    let redb_chunked = run
+        .place
         .first()
         .map(|b| pct(&b.chunked, 0.5))
         .filter(|m| *m > 0.0);
@@ -276,14 +391,14 @@ fn main() {
         (Variant::Single, format!("1 deployment x {replicas}")),
         (
             Variant::Chunked,
-            format!("{} deployments x {chunk}", replicas.div_ceil(chunk)),
+            format!("{} deployments x {chunk}", run.cfg.chunks()),
         ),
     ] {
         let total = match variant {
             Variant::Single => replicas,
-            Variant::Chunked => replicas.div_ceil(chunk) * chunk,
+            Variant::Chunked => run.cfg.chunks() * chunk,
         };
-        for b in &place {
+        for b in &run.place {
             let (runs, failure, reference) = match variant {
                 Variant::Single => (&b.single, &b.single_failure, redb_single),
                 Variant::Chunked => (&b.chunked, &b.chunked_failure, redb_chunked),
@@ -317,7 +432,10 @@ fn main() {
             );
         }
     }
-    for s in &failover {
+}
+
+fn print_failover_rows(run: &Run) {
+    for s in &run.failover {
         let elected: Vec<f64> = s.kills.iter().map(|k| k.elected_ms).collect();
         let ready: Vec<f64> = s.kills.iter().map(|k| k.node_ready_ms).collect();
         row(
@@ -346,101 +464,94 @@ fn main() {
         "15 s lease",
         "renew deadline 10 s, retry 2 s: a crashed leader is replaced after ~15-17 s (cited, not measured)",
     );
-    println!("{:-<120}", "");
-    println!(
-        "fake nodes: {nodes} x {} CPUs / {} GiB, heartbeats every 200 ms; replicas {}m cpu / {} MiB; Get polled every {} ms",
-        NODE_CPU_MILLIS / 1000,
-        NODE_MEMORY >> 30,
-        REPLICA_CPU_MILLIS,
-        REPLICA_MEMORY >> 20,
-        POLL.as_millis()
-    );
-    println!(
-        "percentiles: nearest rank (the p99 of fewer than 100 samples is the maximum); bench took {total_s:.0} s; 1-min load average {load_before} at the start, {load_after} at the end"
-    );
+}
 
-    // --- JSON.
-    let results = json!({
+fn results_json(run: &Run) -> Value {
+    json!({
         "host": {
             "cores": cores(),
             "mem_total_kb": meminfo_kb("MemTotal:"),
             "etcd": etcd_version(),
-            "loadavg_1m_start": load_before,
-            "loadavg_1m_end": load_after,
+            "loadavg_1m_start": run.load_before,
+            "loadavg_1m_end": run.load_after,
         },
         "apply_to_durable": {
-            "calls": apply_n,
+            "calls": run.cfg.apply_n,
             "warmup_calls": WARMUP_APPLIES,
-            "backends": apply.iter().map(|(name, lat)| json!({
+            "backends": run.apply.iter().map(|(name, lat)| json!({
                 "backend": name,
                 "latency_ms": stats(lat),
                 "samples_ms": lat,
             })).collect::<Vec<_>>(),
         },
-        "placement": {
-            "nodes": nodes,
-            "node_cpu_millis": NODE_CPU_MILLIS,
-            "node_memory_bytes": NODE_MEMORY,
-            "replica_cpu_millis": REPLICA_CPU_MILLIS,
-            "replica_memory_bytes": REPLICA_MEMORY,
-            "replicas": replicas,
-            "chunk": chunk,
-            "runs": place_runs,
-            "poll_ms": POLL.as_millis() as u64,
-            "etcd_default_max_txn_ops": ETCD_MAX_TXN_OPS,
-            "in_process": {
-                "lines": placement_lines,
-                "placements_per_s": in_process.iter().map(PlacementLine::json).collect::<Vec<_>>(),
-            },
-            "backends": place.iter().map(|b| {
-                let single_total = replicas;
-                let chunked_total = replicas.div_ceil(chunk) * chunk;
-                json!({
-                    "backend": b.backend,
-                    "single_deployment": {
-                        "replicas": single_total,
-                        "placed_ms": b.single,
-                        "median_ms": (!b.single.is_empty()).then(|| pct(&b.single, 0.5)),
-                        "per_s": (!b.single.is_empty()).then(|| per_s(single_total, pct(&b.single, 0.5))),
-                        "failure": b.single_failure,
-                    },
-                    "chunked": {
-                        "deployments": replicas.div_ceil(chunk),
-                        "replicas": chunked_total,
-                        "placed_ms": b.chunked,
-                        "median_ms": (!b.chunked.is_empty()).then(|| pct(&b.chunked, 0.5)),
-                        "per_s": (!b.chunked.is_empty()).then(|| per_s(chunked_total, pct(&b.chunked, 0.5))),
-                        "failure": b.chunked_failure,
-                    },
-                })
-            }).collect::<Vec<_>>(),
-        },
-        "failover": failover.iter().map(|s| {
-            let elected: Vec<f64> = s.kills.iter().map(|k| k.elected_ms).collect();
-            let ready: Vec<f64> = s.kills.iter().map(|k| k.node_ready_ms).collect();
-            json!({
-                "lease_s": s.lease_s,
-                "schedulers": 3,
-                "etcd_members": 1,
-                "elected_ms": stats(&elected),
-                "node_ready_ms": stats(&ready),
-                "kills": s.kills.iter().map(|k| json!({
-                    "killed": k.killed,
-                    "new_leader": k.new_leader,
-                    "elected_ms": k.elected_ms,
-                    "node_ready_ms": k.node_ready_ms,
-                    "agent_session_ms": k.agent_session_ms,
-                })).collect::<Vec<_>>(),
-            })
-        }).collect::<Vec<_>>(),
+        "placement": placement_json(run),
+        "failover": run.failover.iter().map(failover_json).collect::<Vec<_>>(),
         "k8s_leader_election_cited_not_measured": {
             "lease_duration_s": K8S_LEASE_S,
             "renew_deadline_s": K8S_RENEW_DEADLINE_S,
             "retry_period_s": K8S_RETRY_PERIOD_S,
         },
-        "total_s": total_s,
-    });
-    berth_tests::bench::write_results(&out_path, &results);
+        "total_s": run.total_s,
+    })
+}
+
+fn placement_json(run: &Run) -> Value {
+    let cfg = &run.cfg;
+    let single_total = cfg.replicas;
+    let chunked_total = cfg.chunks() * cfg.chunk;
+    json!({
+        "nodes": cfg.nodes,
+        "node_cpu_millis": NODE_CPU_MILLIS,
+        "node_memory_bytes": NODE_MEMORY,
+        "replica_cpu_millis": REPLICA_CPU_MILLIS,
+        "replica_memory_bytes": REPLICA_MEMORY,
+        "replicas": cfg.replicas,
+        "chunk": cfg.chunk,
+        "runs": cfg.place_runs,
+        "poll_ms": u64::try_from(POLL.as_millis()).expect("the poll interval fits u64"),
+        "etcd_default_max_txn_ops": ETCD_MAX_TXN_OPS,
+        "in_process": {
+            "lines": run.placement_lines,
+            "placements_per_s": run.in_process.iter().map(PlacementLine::json).collect::<Vec<_>>(),
+        },
+        "backends": run.place.iter().map(|b| json!({
+            "backend": b.backend,
+            "single_deployment": {
+                "replicas": single_total,
+                "placed_ms": b.single,
+                "median_ms": (!b.single.is_empty()).then(|| pct(&b.single, 0.5)),
+                "per_s": (!b.single.is_empty()).then(|| per_s(single_total, pct(&b.single, 0.5))),
+                "failure": b.single_failure,
+            },
+            "chunked": {
+                "deployments": cfg.chunks(),
+                "replicas": chunked_total,
+                "placed_ms": b.chunked,
+                "median_ms": (!b.chunked.is_empty()).then(|| pct(&b.chunked, 0.5)),
+                "per_s": (!b.chunked.is_empty()).then(|| per_s(chunked_total, pct(&b.chunked, 0.5))),
+                "failure": b.chunked_failure,
+            },
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn failover_json(s: &FailoverSeries) -> Value {
+    let elected: Vec<f64> = s.kills.iter().map(|k| k.elected_ms).collect();
+    let ready: Vec<f64> = s.kills.iter().map(|k| k.node_ready_ms).collect();
+    json!({
+        "lease_s": s.lease_s,
+        "schedulers": 3,
+        "etcd_members": 1,
+        "elected_ms": stats(&elected),
+        "node_ready_ms": stats(&ready),
+        "kills": s.kills.iter().map(|k| json!({
+            "killed": k.killed,
+            "new_leader": k.new_leader,
+            "elected_ms": k.elected_ms,
+            "node_ready_ms": k.node_ready_ms,
+            "agent_session_ms": k.agent_session_ms,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -764,7 +875,7 @@ fn mean(values: &[f64]) -> f64 {
     if values.is_empty() {
         0.0
     } else {
-        values.iter().sum::<f64>() / values.len() as f64
+        values.iter().sum::<f64>() / float_len(values.len())
     }
 }
 

@@ -19,7 +19,7 @@ use tracing::{Event, Metadata, subscriber::Interest};
 
 /// Where and how records go.
 #[derive(Debug, Clone)]
-pub struct Logger {
+pub(crate) struct Logger {
     /// `--log`, opened once for appending: init writes to it after pivot_root too, where the
     /// path would name a file in the container's root instead. Closed on exec (CLOEXEC).
     file: Option<Arc<File>>,
@@ -28,7 +28,7 @@ pub struct Logger {
 
 impl Logger {
     /// Installs the logger for library records (warnings, and debug with `--debug`).
-    pub fn new(file: Option<&Path>, json: bool, debug: bool) -> Self {
+    pub(crate) fn new(file: Option<&Path>, json: bool, debug: bool) -> Self {
         let logger = Logger {
             file: file.and_then(|path| {
                 OpenOptions::new()
@@ -58,7 +58,7 @@ impl Logger {
 
     /// Writes one record; errors also go to stderr when the log is a file, since callers
     /// that do not read the log still need the reason.
-    pub fn write(&self, level: &str, msg: &str) {
+    pub(crate) fn write(&self, level: &str, msg: &str) {
         let time = berth_runtime::state::rfc3339_now();
         let line = if self.json {
             serde_json::json!({"level": level, "msg": msg, "time": time}).to_string()
@@ -76,7 +76,7 @@ impl Logger {
     }
 
     /// The one error line: plain on stderr, and a record in the log file.
-    pub fn error(&self, msg: &str) {
+    pub(crate) fn error(&self, msg: &str) {
         if self.file.is_some() {
             self.write("error", msg);
         }

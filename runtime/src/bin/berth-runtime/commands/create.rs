@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 /// Flags shared by `create` and `run`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Container id.
     pub id: String,
     /// Bundle directory (config.json + rootfs).
@@ -28,7 +28,7 @@ pub struct Args {
 }
 
 impl Args {
-    pub fn options(self, root: &Path) -> berth_runtime::CreateOptions {
+    pub(crate) fn options(self, root: &Path) -> berth_runtime::CreateOptions {
         berth_runtime::CreateOptions {
             root: root.to_path_buf(),
             id: self.id,
@@ -41,7 +41,7 @@ impl Args {
     }
 }
 
-pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: Args) -> anyhow::Result<()> {
     berth_runtime::create(&args.options(root))?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Print the statistics once and exit.
     #[arg(long)]
     pub stats: bool,
@@ -15,7 +15,7 @@ pub struct Args {
     pub id: String,
 }
 
-pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: Args) -> anyhow::Result<()> {
     if args.stats {
         println!("{}", berth_runtime::container::stats(root, &args.id)?);
         return Ok(());

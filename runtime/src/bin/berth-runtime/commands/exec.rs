@@ -10,7 +10,7 @@ use oci_spec::runtime::Process;
 use super::ExitWith;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// JSON file holding the process to run (`-` for stdin).
     #[arg(short, long)]
     pub process: Option<PathBuf>,
@@ -132,7 +132,7 @@ fn process_from_flags(root: &Path, args: &Args) -> anyhow::Result<Process> {
     Ok(p)
 }
 
-pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: Args) -> anyhow::Result<()> {
     let mut process = match &args.process {
         Some(path) => read_process(path)?,
         None => process_from_flags(root, &args)?,

@@ -1,6 +1,6 @@
 //! `features`: the runtime's features document as JSON, as `runc features` prints it.
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::to_string_pretty(&berth_runtime::features::features())?

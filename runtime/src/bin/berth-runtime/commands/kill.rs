@@ -3,7 +3,7 @@
 use std::path::Path;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Signal every process of the container, not only init.
     #[arg(short, long)]
     pub all: bool,
@@ -12,7 +12,7 @@ pub struct Args {
     pub signal: String,
 }
 
-pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: Args) -> anyhow::Result<()> {
     let signal = berth_runtime::container::parse_signal(&args.signal)?;
     berth_runtime::kill(root, &args.id, signal, args.all)?;
     Ok(())

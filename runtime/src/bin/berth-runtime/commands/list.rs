@@ -3,7 +3,7 @@
 use std::path::Path;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
     pub format: String,
     /// Ids only.
@@ -11,7 +11,7 @@ pub struct Args {
     pub quiet: bool,
 }
 
-pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: Args) -> anyhow::Result<()> {
     let all = berth_runtime::container::list(root)?;
     if args.quiet {
         for c in &all {

@@ -1,27 +1,27 @@
 //! One module per subcommand; each parses its flags and calls the library.
 
-pub mod create;
-pub mod delete;
-pub mod events;
-pub mod exec;
-pub mod features;
-pub mod kill;
-pub mod list;
-pub mod pause;
-pub mod ps;
-pub mod resume;
-pub mod run;
-pub mod spec;
-pub mod start;
-pub mod state;
-pub mod update;
+pub(crate) mod create;
+pub(crate) mod delete;
+pub(crate) mod events;
+pub(crate) mod exec;
+pub(crate) mod features;
+pub(crate) mod kill;
+pub(crate) mod list;
+pub(crate) mod pause;
+pub(crate) mod ps;
+pub(crate) mod resume;
+pub(crate) mod run;
+pub(crate) mod spec;
+pub(crate) mod start;
+pub(crate) mod state;
+pub(crate) mod update;
 
 use std::path::Path;
 
 use crate::Command;
 
 /// Runs `command`; the exit code on success.
-pub fn dispatch(root: &Path, command: Command) -> anyhow::Result<u8> {
+pub(crate) fn dispatch(root: &Path, command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Create(args) => create::run(root, args),
         Command::Start(args) => start::run(root, args),
@@ -48,7 +48,7 @@ pub fn dispatch(root: &Path, command: Command) -> anyhow::Result<u8> {
 
 /// A command that succeeded but must exit non-zero (run's container exit code).
 #[derive(Debug)]
-pub struct ExitWith(pub u8);
+pub(crate) struct ExitWith(pub u8);
 
 impl std::fmt::Display for ExitWith {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::Context;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[arg(short, long, default_value = "table", value_parser = ["table", "json"])]
     pub format: String,
     pub id: String,
@@ -16,7 +16,7 @@ pub struct Args {
     pub ps_args: Vec<String>,
 }
 
-pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: Args) -> anyhow::Result<()> {
     let pids: Vec<i32> = berth_runtime::container::pids(root, &args.id)?
         .iter()
         .map(|p| p.as_raw())

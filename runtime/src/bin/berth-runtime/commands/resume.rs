@@ -3,11 +3,11 @@
 use std::path::Path;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     pub id: String,
 }
 
-pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: Args) -> anyhow::Result<()> {
     berth_runtime::container::set_paused(root, &args.id, false)?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use super::ExitWith;
 
 #[derive(Debug, clap::Args)]
 #[group(skip)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     pub create: super::create::Args,
     /// Return once started, leaving the container running.
@@ -15,7 +15,7 @@ pub struct Args {
     pub detach: bool,
 }
 
-pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: Args) -> anyhow::Result<()> {
     let opts = args.create.options(root);
     if args.detach {
         berth_runtime::create(&opts)?;

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[arg(short, long, default_value = ".")]
     pub bundle: PathBuf,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let path = args.bundle.join("config.json");
     if path.exists() {
         anyhow::bail!("{} already exists; remove it first", path.display());

@@ -3,11 +3,11 @@
 use std::path::Path;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     pub id: String,
 }
 
-pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: Args) -> anyhow::Result<()> {
     let state = berth_runtime::state(root, &args.id)?;
     println!("{}", serde_json::to_string_pretty(&state.oci)?);
     Ok(())

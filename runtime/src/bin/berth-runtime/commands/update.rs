@@ -7,7 +7,7 @@ use anyhow::Context;
 use oci_spec::runtime::{LinuxCpu, LinuxPids, LinuxResources};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// JSON file of linux.resources (`-` for stdin).
     #[arg(short, long)]
     pub resources: Option<PathBuf>,
@@ -118,7 +118,7 @@ fn resources(args: &Args) -> anyhow::Result<LinuxResources> {
     Ok(r)
 }
 
-pub fn run(root: &Path, args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(root: &Path, args: Args) -> anyhow::Result<()> {
     let r = resources(&args)?;
     berth_runtime::update::update(root, &args.id, &r)?;
     Ok(())
