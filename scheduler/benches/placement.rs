@@ -30,7 +30,8 @@ impl Rng {
     }
 
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[(self.next() % items.len() as u64) as usize]
+        let len = u64::try_from(items.len()).expect("a slice length fits u64");
+        items[usize::try_from(self.next() % len).expect("an index below a slice length fits usize")]
     }
 }
 
@@ -87,7 +88,7 @@ fn deployments(count: usize, replicas: usize, seed: u64) -> Vec<Deployment> {
             }
             let ports = if rng.next() % 10 < 1 {
                 vec![PortMapping {
-                    host_port: 30_000 + d as u32,
+                    host_port: 30_000 + u32::try_from(d).expect("a deployment index fits u32"),
                     container_port: 8080,
                     protocol: Protocol::Tcp as i32,
                 }]
@@ -139,6 +140,10 @@ fn round(template: &[NodeView], deps: &[Deployment]) -> Round {
     }
 }
 
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "replica counts in a printed rate are far below 2^52"
+)]
 fn scenario(nodes_count: usize, deploys: usize, replicas_each: usize, rounds: usize) {
     let template = nodes(nodes_count, 1);
     let deps = deployments(deploys, replicas_each, 2);

@@ -292,6 +292,10 @@ const CRASH_KEYS: u64 = 8;
 
 /// The value of write `i`: its number, length and a pattern of varying size (up to ~256 KiB),
 /// so that a torn write cannot pass for a complete one.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the byte pattern wraps on purpose; lengths are under 256 KiB"
+)]
 fn crash_value(i: u64) -> Vec<u8> {
     let len = (i.wrapping_mul(7919) % (256 << 10)) as usize;
     let mut value = Vec::with_capacity(16 + len);
