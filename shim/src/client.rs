@@ -98,10 +98,8 @@ impl ShimConfig {
     /// `berth-shim` and `berth-runtime` beside the current executable, with the default log
     /// limits; an error names the path looked at.
     pub fn beside_current_exe() -> Result<Self, ShimError> {
-        let exe =
-            std::env::current_exe().map_err(|e| ShimError::io(Path::new("/proc/self/exe"), e))?;
-        let dir = exe.parent().unwrap_or(Path::new("/"));
-        Self::in_dir(dir)
+        let exe = current_exe()?;
+        Self::in_dir(exe.parent().unwrap_or(Path::new("/")))
     }
 
     /// `berth-shim` and `berth-runtime` in `dir`, with the default log limits.
@@ -114,20 +112,13 @@ impl ShimConfig {
                 Err(ShimError::BinaryMissing { what, path })
             }
         };
-        Ok(ShimConfig {
-            shim_binary: find("berth-shim")?,
-            runtime_binary: find("berth-runtime")?,
-            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
-            log_files: DEFAULT_LOG_FILES,
-            exit_command: Vec::new(),
-        })
+        Self::with_binaries(find)
     }
 
     /// `berth-shim` and `berth-runtime`, each beside the current executable or else in the
     /// first directory of `$PATH` that has it, with the default log limits.
     pub fn beside_current_exe_or_on_path() -> Result<Self, ShimError> {
-        let exe =
-            std::env::current_exe().map_err(|e| ShimError::io(Path::new("/proc/self/exe"), e))?;
+        let exe = current_exe()?;
         let path = std::env::var_os("PATH").unwrap_or_default();
         Self::beside_or_on_path(&exe, &path)
     }
@@ -146,6 +137,13 @@ impl ShimConfig {
                     exe: exe.to_path_buf(),
                 })
         };
+        Self::with_binaries(find)
+    }
+
+    /// The two binaries as `find` finds them, the default log limits and no exit command.
+    fn with_binaries(
+        find: impl Fn(&'static str) -> Result<PathBuf, ShimError>,
+    ) -> Result<Self, ShimError> {
         Ok(ShimConfig {
             shim_binary: find("berth-shim")?,
             runtime_binary: find("berth-runtime")?,
@@ -154,6 +152,10 @@ impl ShimConfig {
             exit_command: Vec::new(),
         })
     }
+}
+
+fn current_exe() -> Result<PathBuf, ShimError> {
+    std::env::current_exe().map_err(|e| ShimError::io(Path::new("/proc/self/exe"), e))
 }
 
 fn remove_stale(path: &Path) -> Result<(), ShimError> {
