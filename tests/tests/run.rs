@@ -311,10 +311,19 @@ fn detached_rm_flag_cleans_up_after_exit() {
     env.run_ok(&["-d", "--rm", "--name", &name, IMAGE, "sleep", "1000"]);
     assert_eq!(status_of(&env, &name).as_deref(), Some("running"));
     env.berth.ok(["stop", "-t", "0", &name]);
-    poll("the supervisor's cleanup", || {
+    poll("the shim's cleanup", || {
         status_of(&env, &name).is_none().then_some(())
     });
     assert_nothing_left(&env, &[&name]);
+    // A container that ends at once: its shim may remove it before `run -d` has returned,
+    // which must still succeed.
+    let quick = env.name("quick");
+    let id = env.run_ok(&["-d", "--rm", "--name", &quick, IMAGE, "true"]);
+    assert_eq!(id.trim(), quick);
+    poll("the shim's cleanup", || {
+        status_of(&env, &quick).is_none().then_some(())
+    });
+    assert_nothing_left(&env, &[&name, &quick]);
 }
 
 #[test]

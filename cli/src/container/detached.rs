@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use berth_shim::{ShimConfig, ShimState};
 
-use super::layout::{Meta, Paths, write_json};
+use super::layout::{Meta, Paths};
 use super::setup::Guard;
 
 /// Each log part's cap: ctr.log and one older part, ctr.log.1, so at most twice this.
@@ -19,7 +19,8 @@ pub const LOG_FILES: u32 = 2;
 
 /// Starts the container under its shim and returns once it runs, or with the runtime's reason
 /// when it did not start (its files then removed). On success the container's files outlive
-/// this process; the shim is recorded as the container's owner.
+/// this process, and its shim.json names the shim as the container's owner
+/// ([`super::layout::owner_pid`]).
 pub fn start(
     data_dir: &Path,
     paths: &Paths,
@@ -33,11 +34,9 @@ pub fn start(
             .map_err(anyhow::Error::from)
     });
     // On error the guard's drop takes the container's files down (the shim has deleted the
-    // runtime's state before it returned).
+    // runtime's state before it returned). Once it runs they are the shim's: with --rm its
+    // exit command may remove them at any moment from here on.
     let state = started?;
-    let mut meta = meta.clone();
-    meta.owner_pid = i32::try_from(state.shim_pid).context("the shim's pid")?;
-    write_json(&paths.meta(), &meta)?;
     let _ = guard.disarm();
     Ok(state)
 }

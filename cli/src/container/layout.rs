@@ -66,8 +66,8 @@ pub struct Meta {
     pub image: String,
     pub command: Vec<String>,
     pub created: String,
-    /// The process that waits for the container: the foreground `berth run`, or the
-    /// detached container's berth-shim once it runs.
+    /// The `berth run` that made the container (and, in the foreground, waits for it); a
+    /// detached container's owner is its berth-shim ([`owner_pid`]).
     pub owner_pid: i32,
     pub remove: bool,
     pub detached: bool,
@@ -127,9 +127,19 @@ pub fn status(paths: &Paths, meta: &Meta) -> Status {
             _ => Status::Created,
         },
         // No runtime state yet: still being set up while its owner lives.
-        Err(_) if process_alive(meta.owner_pid) => Status::Created,
+        Err(_) if process_alive(owner_pid(paths, meta)) => Status::Created,
         Err(_) => Status::Dead,
     }
+}
+
+/// The process that waits for the container, reaps it and records its exit: the berth-shim
+/// named in shim.json once a detached container runs, else the `berth run` that made it.
+pub fn owner_pid(paths: &Paths, meta: &Meta) -> i32 {
+    berth_shim::read_state(&paths.shim())
+        .ok()
+        .flatten()
+        .and_then(|state| i32::try_from(state.shim_pid).ok())
+        .unwrap_or(meta.owner_pid)
 }
 
 pub fn process_alive(pid: i32) -> bool {
