@@ -23,7 +23,7 @@ bench_need cargo hyperfine jq podman conmon crun umoci skopeo ip nsenter
 # Only the packages this bench runs: a half-done change elsewhere in the workspace does not
 # stop it.
 echo "building (release)..." >&2
-(cd "$ROOT" && cargo build --release --quiet -p berth-agent -p berth-cli -p berth-runtime -p berth-tests)
+(cd "$ROOT" && cargo build --release --quiet -p berth-agent -p berth-shim -p berth-cli -p berth-runtime -p berth-tests)
 export BERTH_BIN_DIR=$ROOT/target/release
 
 W=$(mktemp -d /tmp/berth-bench-agent.XXXXXX)

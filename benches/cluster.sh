@@ -28,7 +28,7 @@ trap 'rm -rf "$W"' EXIT
 # Only the packages this bench runs: a half-done change elsewhere in the workspace does not
 # stop it.
 echo "building (release)..." >&2
-(cd "$ROOT" && cargo build --release --quiet -p berth-cli -p berth-agent -p berth-runtime \
+(cd "$ROOT" && cargo build --release --quiet -p berth-cli -p berth-agent -p berth-shim -p berth-runtime \
     -p berth-scheduler -p berth-tests)
 export BERTH_BIN_DIR=$ROOT/target/release
 

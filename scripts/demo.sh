@@ -19,7 +19,7 @@ bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "== building berth (release)"
-cargo build --release --quiet -p berth-cli -p berth-runtime -p berth-agent -p berth-scheduler
+cargo build --release --quiet -p berth-cli -p berth-runtime -p berth-shim -p berth-agent -p berth-scheduler
 BERTH="$PWD/target/release/berth"
 export BERTH_DATA_DIR=${BERTH_DATA_DIR:-/var/lib/berth}
 

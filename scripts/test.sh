@@ -30,7 +30,7 @@ if [ -n "$undeclared" ]; then
   echo "these members do not inherit rust-version $msrv: $undeclared" >&2
   exit 1
 fi
-if grep -rn --include=*.rs 'incompatible_msrv' agent cli images proto runtime scheduler tests; then
+if grep -rn --include=*.rs 'incompatible_msrv' agent cli images proto runtime scheduler shim tests; then
   echo "incompatible_msrv must not be allowed anywhere: raise rust-version instead" >&2
   exit 1
 fi

@@ -80,35 +80,20 @@ impl ContainerPaths {
     pub fn record(&self) -> PathBuf {
         self.dir.join("record.json")
     }
-    pub fn shim_state(&self) -> PathBuf {
-        self.dir.join("shim.json")
+    /// The shim's files in the container's directory (shim.json, exit.json, ctr.log, ...).
+    pub fn shim(&self) -> berth_shim::ShimPaths {
+        berth_shim::ShimPaths {
+            id: self.id.clone(),
+            dir: self.dir.clone(),
+            runtime_root: self.runtime_root.clone(),
+        }
     }
-    pub fn exit(&self) -> PathBuf {
-        self.dir.join("exit.json")
-    }
+    /// The container's output, as the shim writes it.
     pub fn log(&self) -> PathBuf {
-        self.dir.join("ctr.log")
+        self.shim().log()
     }
     /// The n-th older log part (1 = the most recent before ctr.log).
     pub fn old_log(&self, n: u32) -> PathBuf {
-        self.dir.join(format!("ctr.log.{n}"))
-    }
-    /// The runtime's own messages for this container's shim (JSON lines: level, msg, time).
-    pub fn runtime_log(&self) -> PathBuf {
-        self.dir.join("runtime.log")
-    }
-    /// Where `berth-runtime create` writes the container's pid for the shim.
-    pub fn pid_file(&self) -> PathBuf {
-        self.dir.join("container.pid")
-    }
-    /// The shim's own stderr (its diagnostics; a panic's message).
-    /// Locked by the container's shim for its whole life: a second shim for the same
-    /// container cannot start, and an agent can tell a shim is running before it has
-    /// written shim.json.
-    pub fn shim_lock(&self) -> PathBuf {
-        self.dir.join("shim.lock")
-    }
-    pub fn shim_log(&self) -> PathBuf {
-        self.dir.join("shim.log")
+        self.shim().old_log(n)
     }
 }

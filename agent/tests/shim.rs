@@ -15,29 +15,40 @@ use berth_agent::shim::{self, ShimConfig, ShimError, ShimState};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
-const SHIM: &str = env!("CARGO_BIN_EXE_berth-shim");
-
 /// Deadline for anything a test waits on.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// `berth-runtime` in the same target directory as the shim.
-fn runtime_binary() -> PathBuf {
-    let dir = Path::new(SHIM).parent().expect("shim path has a directory");
-    let runtime = dir.join("berth-runtime");
+/// A binary of another package (`berth-shim`, `berth-runtime`) in the agent's target
+/// directory: cargo builds only this package's binaries for its tests.
+fn sibling_binary(name: &str, package: &str) -> PathBuf {
+    let agent = Path::new(env!("CARGO_BIN_EXE_berth-agent"));
+    let path = agent
+        .parent()
+        .expect("agent path has a directory")
+        .join(name);
     assert!(
-        runtime.is_file(),
-        "{} is missing: run `cargo build -p berth-runtime` first",
-        runtime.display()
+        path.is_file(),
+        "{} is missing: run `cargo build -p {package}` first",
+        path.display()
     );
-    runtime
+    path
+}
+
+fn runtime_binary() -> PathBuf {
+    sibling_binary("berth-runtime", "berth-runtime")
+}
+
+fn shim_binary() -> PathBuf {
+    sibling_binary("berth-shim", "berth-shim")
 }
 
 fn shim_config(log_max_bytes: u64, log_files: u32) -> ShimConfig {
     ShimConfig {
-        shim_binary: PathBuf::from(SHIM),
+        shim_binary: shim_binary(),
         runtime_binary: runtime_binary(),
         log_max_bytes,
         log_files,
+        exit_command: Vec::new(),
     }
 }
 
@@ -231,7 +242,7 @@ async fn a_second_shim_for_a_running_container_is_refused() {
         "{out:?}"
     );
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(state.container_pid as i32),
+        nix::unistd::Pid::from_raw(state.container_pid.cast_signed()),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
@@ -250,7 +261,7 @@ async fn sigkill_is_128_plus_9_and_shim_is_the_parent() {
         Some(state.shim_pid.to_string())
     );
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(state.container_pid as i32),
+        nix::unistd::Pid::from_raw(state.container_pid.cast_signed()),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
@@ -285,7 +296,7 @@ async fn failing_create_reports_the_runtime_reason_and_leaves_nothing() {
 #[tokio::test]
 async fn bad_bundle_argument_prints_error_line_and_fails() {
     let ctr = Ctr::new("badbundle", "true");
-    let out = Command::new(SHIM)
+    let out = Command::new(shim_binary())
         .args([
             "--id",
             &ctr.paths.id,
@@ -312,10 +323,13 @@ async fn bad_bundle_argument_prints_error_line_and_fails() {
     );
     assert_eq!(report.matches('\n').count(), 1, "one line: {report:?}");
     assert!(!ctr.runtime_state_exists());
-    assert!(!ctr.paths.shim_state().exists());
+    assert!(!ctr.paths.shim().shim_state().exists());
 
     // And a command line it cannot parse.
-    let out = Command::new(SHIM).args(["--id", "x"]).output().unwrap();
+    let out = Command::new(shim_binary())
+        .args(["--id", "x"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("error: "));
 }
@@ -362,15 +376,9 @@ async fn wait_exit_works_for_an_adopted_shim() {
     // A shim this process is not the parent of, as after an agent restart: `sh` starts it in
     // the background and exits, so it is re-parented away from us.
     let mut sh = Command::new("sh")
-        .args([
-            "-c",
-            "\"$@\" & exit 0",
-            "sh",
-            SHIM,
-            "--id",
-            &ctr.paths.id,
-            "--bundle",
-        ])
+        .args(["-c", "\"$@\" & exit 0", "sh"])
+        .arg(&ctr.cfg.shim_binary)
+        .args(["--id", &ctr.paths.id, "--bundle"])
         .arg(&ctr.paths.dir)
         .arg("--runtime")
         .arg(&ctr.cfg.runtime_binary)
@@ -408,7 +416,7 @@ async fn a_shim_gone_without_exit_json_is_reported() {
     let ctr = Ctr::new("vanish", "exec sleep 1000");
     let state = ctr.start().await;
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(state.shim_pid as i32),
+        nix::unistd::Pid::from_raw(state.shim_pid.cast_signed()),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();

@@ -311,10 +311,19 @@ fn detached_rm_flag_cleans_up_after_exit() {
     env.run_ok(&["-d", "--rm", "--name", &name, IMAGE, "sleep", "1000"]);
     assert_eq!(status_of(&env, &name).as_deref(), Some("running"));
     env.berth.ok(["stop", "-t", "0", &name]);
-    poll("the supervisor's cleanup", || {
+    poll("the shim's cleanup", || {
         status_of(&env, &name).is_none().then_some(())
     });
     assert_nothing_left(&env, &[&name]);
+    // A container that ends at once: its shim may remove it before `run -d` has returned,
+    // which must still succeed.
+    let quick = env.name("quick");
+    let id = env.run_ok(&["-d", "--rm", "--name", &quick, IMAGE, "true"]);
+    assert_eq!(id.trim(), quick);
+    poll("the shim's cleanup", || {
+        status_of(&env, &quick).is_none().then_some(())
+    });
+    assert_nothing_left(&env, &[&name, &quick]);
 }
 
 #[test]
@@ -394,4 +403,42 @@ fn failed_runs_say_why_and_leave_nothing() {
     let out = env.run(&["--name", &name, IMAGE, "true"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
     assert_eq!(status_of(&env, &name).as_deref(), Some("exited(0)"));
+}
+
+#[test]
+fn detached_start_failure_says_why_and_leaves_nothing() {
+    let mut env = LocalEnv::new();
+    let name = env.name("badstart");
+    let out = env.run(&["-d", "--name", &name, IMAGE, "/no/such/binary"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    // The runtime's own reason, passed on by berth-shim.
+    assert!(err.contains("/no/such/binary"), "{err}");
+    assert!(status_of(&env, &name).is_none());
+    assert_nothing_left(&env, &[&name]);
+}
+
+#[test]
+fn detached_output_rotates_at_the_cap_and_logs_reads_every_part() {
+    let mut env = LocalEnv::new();
+    let name = env.name("chatty");
+    // About 1.3 MB: more than one 1 MiB part, less than the two parts kept.
+    env.run_ok(&[
+        "-d", "--name", &name, IMAGE, "busybox", "seq", "1", "200000",
+    ]);
+    poll("the container to exit", || {
+        (status_of(&env, &name).as_deref() == Some("exited(0)")).then_some(())
+    });
+    let dir = env.berth.data_dir.path().join("containers").join(&name);
+    let older = fs::metadata(dir.join("ctr.log.1")).expect("a rotated part");
+    assert!(
+        older.len() <= 1 << 20,
+        "ctr.log.1 has {} bytes",
+        older.len()
+    );
+    let expected: String = (1..=200_000).map(|n| format!("{n}\n")).collect();
+    let logs = env.berth.ok(["logs", &name]);
+    assert!(logs == expected, "logs differ: {} bytes", logs.len());
+    env.berth.ok(["rm", &name]);
+    assert_nothing_left(&env, &[&name]);
 }

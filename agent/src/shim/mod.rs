@@ -1,41 +1,44 @@
-//! `berth-shim`, the per-container supervisor (as conmon is for podman), and the agent's side
-//! of it.
+//! The agent's side of `berth-shim` (the `berth-shim` crate): its client, called with the
+//! agent's [`ContainerPaths`].
 //!
-//! The shim runs `berth-runtime create` and `start` with the container's output on a pipe, is
-//! the container's parent (a child subreaper), copies the output into the size-capped, rotated
-//! `ctr.log` and records the exit in `exit.json`. It outlives the agent: the agent finds it
-//! again from `shim.json` (its pid and start time) and waits on it through a pidfd.
-//!
-//! - [`supervise`]: the shim process itself (single-threaded: poll(2) on the log pipe and a
-//!   signalfd), called by the `berth-shim` binary.
-//! - [`client`]: what the agent calls: [`start`], [`wait_exit`], [`stop`], [`read_state`].
+//! The shim process and its client live in the `berth_shim` crate, which `berth run -d`
+//! uses too; these functions only hand it the container's shim files.
 
-pub mod client;
-pub mod supervise;
+pub use berth_shim::{ExitRecord, ShimConfig, ShimError, ShimState, client, is_alive};
 
-pub use client::{
-    ShimConfig, ShimError, is_alive, lock_held, read_exit, read_state, start, stop, wait_exit,
-};
+use crate::layout::ContainerPaths;
 
-use serde::{Deserialize, Serialize};
-
-/// `shim.json`: written by the shim once the container runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShimState {
-    pub shim_pid: u32,
-    /// Field 22 of the shim's /proc/PID/stat (clock ticks after boot): tells the shim from a
-    /// later process that reuses its pid.
-    pub shim_start_time: u64,
-    pub container_pid: u32,
-    pub started_at_ms: i64,
+/// [`berth_shim::start`] for the agent's container.
+pub async fn start(cfg: &ShimConfig, paths: &ContainerPaths) -> Result<ShimState, ShimError> {
+    berth_shim::start(cfg, &paths.shim()).await
 }
 
-/// `exit.json`: written by the shim when the container's init has ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExitRecord {
-    /// The exit code, or 128+N when signal N ended it.
-    pub exit_code: i32,
-    /// Whether the kernel's OOM killer acted in the container's memory cgroup.
-    pub oom_killed: bool,
-    pub finished_at_ms: i64,
+/// [`berth_shim::read_state`]: `shim.json`, if the shim has started the container.
+pub fn read_state(paths: &ContainerPaths) -> Result<Option<ShimState>, ShimError> {
+    berth_shim::read_state(&paths.shim())
+}
+
+/// [`berth_shim::read_exit`]: `exit.json`, if the container has ended.
+pub fn read_exit(paths: &ContainerPaths) -> Result<Option<ExitRecord>, ShimError> {
+    berth_shim::read_exit(&paths.shim())
+}
+
+/// [`berth_shim::lock_held`]: whether a shim runs for the container.
+pub fn lock_held(paths: &ContainerPaths) -> bool {
+    berth_shim::lock_held(&paths.shim())
+}
+
+/// [`berth_shim::wait_exit`] for the agent's container.
+pub async fn wait_exit(paths: &ContainerPaths, state: &ShimState) -> Result<ExitRecord, ShimError> {
+    berth_shim::wait_exit(&paths.shim(), state).await
+}
+
+/// [`berth_shim::stop`] for the agent's container.
+pub async fn stop(
+    cfg: &ShimConfig,
+    paths: &ContainerPaths,
+    state: &ShimState,
+    grace: std::time::Duration,
+) -> Result<ExitRecord, ShimError> {
+    berth_shim::stop(cfg, &paths.shim(), state, grace).await
 }

@@ -46,11 +46,16 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             args.container
         );
     }
+    let files = paths.shim();
     let mut out = std::io::stdout().lock();
-    if let Ok(mut old) = File::open(paths.old_log()) {
-        copy_rest(&mut old, &mut out)?;
+    // The shim's older parts, oldest (highest number) first.
+    let oldest = (1..).take_while(|&n| files.old_log(n).exists()).last();
+    for n in (1..=oldest.unwrap_or(0)).rev() {
+        if let Ok(mut old) = File::open(files.old_log(n)) {
+            copy_rest(&mut old, &mut out)?;
+        }
     }
-    let mut log = match File::open(paths.log()) {
+    let mut log = match File::open(files.log()) {
         Ok(f) => Some(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e.into()),
@@ -67,19 +72,19 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             Status::Running | Status::Created
         );
         if log.is_none() {
-            log = File::open(paths.log()).ok();
+            log = File::open(files.log()).ok();
         }
         if let Some(f) = log.as_mut() {
             copy_rest(f, &mut out)?;
             // Rotated: the current file was renamed to ctr.log.1; reopen the new one.
-            let current = std::fs::metadata(paths.log()).ok();
+            let current = std::fs::metadata(files.log()).ok();
             let ours = f.metadata().ok();
             if let (Some(c), Some(o)) = (current, ours)
                 && std::os::unix::fs::MetadataExt::ino(&c)
                     != std::os::unix::fs::MetadataExt::ino(&o)
             {
                 copy_rest(f, &mut out)?;
-                log = File::open(paths.log()).ok();
+                log = File::open(files.log()).ok();
                 continue;
             }
         }

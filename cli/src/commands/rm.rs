@@ -43,7 +43,7 @@ fn remove(ctx: &Context, key: &str, force: bool) -> anyhow::Result<()> {
             bail!("container {key} is running: stop it first or use rm -f")
         }
         Status::Running | Status::Created => {
-            super::stop::stop(&paths, meta.owner_pid, Duration::ZERO)?;
+            super::stop::stop(&paths, layout::owner_pid(&paths, &meta), Duration::ZERO)?;
         }
         Status::Exited(_) | Status::Dead => {}
     }

@@ -1,5 +1,5 @@
 //! `berth run`: an image's container straight through the runtime library, in the foreground
-//! (output and exit code passed through) or detached under a supervisor.
+//! (output and exit code passed through) or detached under berth-shim.
 
 use std::path::PathBuf;
 
@@ -8,8 +8,8 @@ use berth_images::bundle::{Network, RunOverrides, parse_memory};
 use berth_runtime::security::SecurityOptions;
 
 use crate::Context;
-use crate::container::layout::{ExitRecord, Paths, write_json};
-use crate::container::{pty, setup, supervisor};
+use crate::container::layout::{Paths, write_json};
+use crate::container::{detached, pty, setup};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -176,7 +176,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     let (guard, meta) = setup::prepare(&ctx.data_dir, &request, &overrides)?;
     let paths = Paths::new(&ctx.data_dir, &id);
     if args.detach {
-        supervisor::spawn(&paths, &meta, guard)?;
+        detached::start(&ctx.data_dir, &paths, &meta, guard)?;
         println!("{id}");
         return Ok(0);
     }
@@ -222,17 +222,19 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
             Err(e) => return Err(e).context("waiting for the container"),
         }
     };
+    // Read before delete removes the cgroup with its counters.
+    let oom_killed = !args.rm && berth_shim::oom_killed(&paths.dir, &id);
     berth_runtime::delete(&paths.runtime_root, &id, true)?;
     if args.rm {
         drop(guard);
     } else {
-        write_json(
-            &paths.exit(),
-            &ExitRecord {
-                exit_code: code,
-                finished: berth_runtime::state::rfc3339_now(),
-            },
-        )?;
+        // The shim's exit record, so that ps reads one format whoever ran the container.
+        let record = berth_shim::ExitRecord {
+            exit_code: code,
+            oom_killed,
+            finished_at_ms: berth_runtime::sys::time::now_ms(),
+        };
+        write_json(&paths.shim().exit(), &record)?;
         let _ = guard.disarm();
     }
     Ok(code)

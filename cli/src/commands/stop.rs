@@ -36,9 +36,10 @@ pub fn stop(paths: &Paths, owner_pid: i32, timeout: Duration) -> anyhow::Result<
             }
         }
     }
-    // The owner reaps the process, deletes the runtime state and writes exit.json.
+    // The owner (berth run or berth-shim) reaps the process, deletes the runtime state and
+    // writes exit.json.
     if !berth_runtime::sys::pidfd::wait_exit(owner_pid, Duration::from_secs(10)) {
-        anyhow::bail!("the supervisor of {} did not finish", paths.id);
+        anyhow::bail!("the owner of {} (pid {owner_pid}) did not finish", paths.id);
     }
     Ok(())
 }
@@ -46,7 +47,11 @@ pub fn stop(paths: &Paths, owner_pid: i32, timeout: Duration) -> anyhow::Result<
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let (paths, meta) = layout::find(&ctx.data_dir, &args.container)?;
     if layout::status(&paths, &meta) == Status::Running {
-        stop(&paths, meta.owner_pid, Duration::from_secs(args.time))?;
+        stop(
+            &paths,
+            layout::owner_pid(&paths, &meta),
+            Duration::from_secs(args.time),
+        )?;
     }
     println!("{}", args.container);
     Ok(())

@@ -3,8 +3,9 @@
 //! ```text
 //! DATA/containers/ID/config.json  the runtime bundle (root.path points at the rootfs below)
 //! DATA/containers/ID/meta.json    name, image, command, created, owner pid, --rm
-//! DATA/containers/ID/ctr.log      a detached container's output (ctr.log.1: the previous part)
-//! DATA/containers/ID/exit.json    the exit code, once the process has ended
+//! DATA/containers/ID/exit.json    the exit code, once the process has ended (berth_shim's format)
+//! DATA/containers/ID/ctr.log      a detached container's output, and the other files of its
+//!                                 berth-shim (berth_shim::ShimPaths: ctr.log.N, shim.json, ...)
 //! DATA/rootfs/ID/                 the overlay root filesystem (seen by image prune)
 //! DATA/run/ID/                    the runtime's state
 //! ```
@@ -13,6 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
+use berth_shim::{ExitRecord, ShimPaths};
 use serde::{Deserialize, Serialize};
 
 /// The paths of one container.
@@ -37,14 +39,14 @@ impl Paths {
     pub fn meta(&self) -> PathBuf {
         self.dir.join("meta.json")
     }
-    pub fn exit(&self) -> PathBuf {
-        self.dir.join("exit.json")
-    }
-    pub fn log(&self) -> PathBuf {
-        self.dir.join("ctr.log")
-    }
-    pub fn old_log(&self) -> PathBuf {
-        self.dir.join("ctr.log.1")
+    /// The files a detached container's berth-shim writes (and exit.json, which a
+    /// foreground `berth run` writes in the same format).
+    pub fn shim(&self) -> ShimPaths {
+        ShimPaths {
+            id: self.id.clone(),
+            dir: self.dir.clone(),
+            runtime_root: self.runtime_root.clone(),
+        }
     }
 }
 
@@ -64,17 +66,11 @@ pub struct Meta {
     pub image: String,
     pub command: Vec<String>,
     pub created: String,
-    /// The process that waits for the container (foreground `berth run` or the supervisor).
+    /// The `berth run` that made the container (and, in the foreground, waits for it); a
+    /// detached container's owner is its berth-shim ([`owner_pid`]).
     pub owner_pid: i32,
     pub remove: bool,
     pub detached: bool,
-}
-
-/// How the container's process ended.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExitRecord {
-    pub exit_code: i32,
-    pub finished: String,
 }
 
 /// Writes JSON crash-safely ([`berth_runtime::sys::fs::atomic_write`]).
@@ -92,8 +88,9 @@ pub fn read_meta(paths: &Paths) -> anyhow::Result<Meta> {
     read_json(&paths.meta())
 }
 
+/// exit.json, if the container has ended (and the record is readable).
 pub fn read_exit(paths: &Paths) -> Option<ExitRecord> {
-    read_json(&paths.exit()).ok()
+    berth_shim::read_exit(&paths.shim()).ok().flatten()
 }
 
 /// A container's status as `ps` shows it.
@@ -130,9 +127,19 @@ pub fn status(paths: &Paths, meta: &Meta) -> Status {
             _ => Status::Created,
         },
         // No runtime state yet: still being set up while its owner lives.
-        Err(_) if process_alive(meta.owner_pid) => Status::Created,
+        Err(_) if process_alive(owner_pid(paths, meta)) => Status::Created,
         Err(_) => Status::Dead,
     }
+}
+
+/// The process that waits for the container, reaps it and records its exit: the berth-shim
+/// named in shim.json once a detached container runs, else the `berth run` that made it.
+pub fn owner_pid(paths: &Paths, meta: &Meta) -> i32 {
+    berth_shim::read_state(&paths.shim())
+        .ok()
+        .flatten()
+        .and_then(|state| i32::try_from(state.shim_pid).ok())
+        .unwrap_or(meta.owner_pid)
 }
 
 pub fn process_alive(pid: i32) -> bool {

@@ -86,7 +86,7 @@ pub fn prepare(
         image: image.name.clone(),
         command,
         created: berth_runtime::state::rfc3339_now(),
-        owner_pid: std::process::id() as i32,
+        owner_pid: nix::unistd::getpid().as_raw(),
         remove: req.remove,
         detached: req.detached,
     };

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! berth-shim --id ID --bundle DIR --runtime PATH --runtime-root DIR --dir CONTAINER_DIR
-//!            --log-max-bytes N --log-files K
+//!            --log-max-bytes N --log-files K [--exit-command PATH [--exit-command-arg ARG]...]
 //! ```
 //!
 //! It starts a session, becomes a child subreaper and runs `berth-runtime create` with the
@@ -15,7 +15,8 @@
 //! `ctr.log` (rotated at `--log-max-bytes` into `ctr.log.1` .. keeping `--log-files` parts in
 //! all), every child is reaped (orphans come here too), and when init ends it reads the
 //! memory cgroup's OOM-kill count, drains the pipe (for at most [`DRAIN_DEADLINE`]), writes
-//! `exit.json` and runs `delete --force`.
+//! `exit.json` and runs `delete --force`, then the exit command if one was given (as conmon's
+//! `--exit-command`: `berth run -d --rm` removes the container's files with it).
 //!
 //! Dependencies are std, nix, libc and serde_json only: no threads, no async runtime, no
 //! argument-parser, to keep its resident memory small.
@@ -37,8 +38,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::{ExitRecord, ShimState};
-use crate::layout::ContainerPaths;
+use crate::paths::ShimPaths;
+use crate::{ExitRecord, ShimState};
 
 /// How long the shim keeps copying output after init has ended: processes that escaped the
 /// container's pid namespace (or a container without one) may hold the pipe open.
@@ -59,6 +60,8 @@ pub struct Args {
     pub log_max_bytes: u64,
     /// How many log parts to keep in all, ctr.log included (at least 1).
     pub log_files: u32,
+    /// Run once the container is deleted: the program and its arguments (empty: none).
+    pub exit_command: Vec<OsString>,
 }
 
 impl Args {
@@ -71,6 +74,8 @@ impl Args {
         let mut dir = None;
         let mut log_max_bytes = None;
         let mut log_files = None;
+        let mut exit_command = Vec::new();
+        let mut exit_args = Vec::new();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let bytes = arg.as_bytes();
@@ -101,9 +106,15 @@ impl Args {
                     let n = number(&value)?;
                     log_files = Some(u32::try_from(n.max(1)).map_err(|_| "--log-files: too large")?)
                 }
+                "--exit-command" => exit_command = vec![value],
+                "--exit-command-arg" => exit_args.push(value),
                 other => return Err(format!("unknown argument {other}")),
             }
         }
+        if exit_command.is_empty() && !exit_args.is_empty() {
+            return Err("--exit-command-arg needs --exit-command".into());
+        }
+        exit_command.extend(exit_args);
         let missing = |name: &str| format!("{name} is required");
         Ok(Args {
             id: id.ok_or_else(|| missing("--id"))?,
@@ -113,17 +124,16 @@ impl Args {
             dir: dir.ok_or_else(|| missing("--dir"))?,
             log_max_bytes: log_max_bytes.ok_or_else(|| missing("--log-max-bytes"))?,
             log_files: log_files.ok_or_else(|| missing("--log-files"))?,
+            exit_command,
         })
     }
 
-    /// The container's files; the shim only knows its directory and the runtime's root.
-    fn paths(&self) -> ContainerPaths {
-        ContainerPaths {
+    /// The container's files: its directory and the runtime's root.
+    fn paths(&self) -> ShimPaths {
+        ShimPaths {
             id: self.id.clone(),
             dir: self.dir.clone(),
-            rootfs: PathBuf::new(),
             runtime_root: self.runtime_root.clone(),
-            netns: PathBuf::new(),
         }
     }
 }
@@ -181,7 +191,8 @@ pub fn run(args: &Args) -> i32 {
     let state = ShimState {
         shim_pid: std::process::id(),
         shim_start_time: berth_runtime::sys::proc_stat::read_self().map_or(0, |s| s.start_time),
-        container_pid: pid.as_raw() as u32,
+        // A pid read from the pid file is positive (checked in `start`).
+        container_pid: pid.as_raw().unsigned_abs(),
         started_at_ms: berth_runtime::sys::time::now_ms(),
     };
     if let Err(e) = write_json_atomic(&paths.shim_state(), &state) {
@@ -209,8 +220,31 @@ pub fn run(args: &Args) -> i32 {
     if let Err(e) = runtime(args, &paths, &["delete", "--force", &args.id]) {
         eprintln!("berth-shim {}: delete: {e}", args.id);
     }
+    run_exit_command(args);
     reap_all(None);
     0
+}
+
+/// Runs `--exit-command` (if any) to its end, with stdin and stdout on /dev/null and stderr on
+/// the shim's own.
+fn run_exit_command(args: &Args) {
+    let Some((program, rest)) = args.exit_command.split_first() else {
+        return;
+    };
+    let status = Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => eprintln!("berth-shim {}: exit command: {s}", args.id),
+        Err(e) => eprintln!(
+            "berth-shim {}: exit command {}: {e}",
+            args.id,
+            Path::new(program).display()
+        ),
+    }
 }
 
 /// Inherited descriptors closed, session leader, child subreaper, stdin on /dev/null; SIGCHLD and SIGHUP blocked and read
@@ -285,7 +319,7 @@ fn release_startup_pages() {
 }
 
 /// `create` and `start`: init's pid and the log pipe's read end, or the one-line reason.
-fn start(args: &Args, paths: &ContainerPaths) -> Result<(Pid, OwnedFd), String> {
+fn start(args: &Args, paths: &ShimPaths) -> Result<(Pid, OwnedFd), String> {
     // A fresh runtime log per shim: the reason of a failure is its last error record.
     let _ = File::create(paths.runtime_log());
     let _ = fs::remove_file(paths.pid_file());
@@ -328,7 +362,7 @@ fn start(args: &Args, paths: &ContainerPaths) -> Result<(Pid, OwnedFd), String> 
     Ok((Pid::from_raw(pid), log_r))
 }
 
-fn runtime_command(args: &Args, paths: &ContainerPaths) -> Command {
+fn runtime_command(args: &Args, paths: &ShimPaths) -> Command {
     let mut cmd = Command::new(&args.runtime);
     cmd.arg("--root")
         .arg(&args.runtime_root)
@@ -339,7 +373,7 @@ fn runtime_command(args: &Args, paths: &ContainerPaths) -> Command {
 }
 
 /// Runs one runtime command with no stdio; the error carries the runtime's reason.
-fn runtime(args: &Args, paths: &ContainerPaths, argv: &[&str]) -> Result<(), String> {
+fn runtime(args: &Args, paths: &ShimPaths, argv: &[&str]) -> Result<(), String> {
     let status = runtime_command(args, paths)
         .args(argv)
         .stdin(Stdio::null())
@@ -355,7 +389,7 @@ fn runtime(args: &Args, paths: &ContainerPaths, argv: &[&str]) -> Result<(), Str
 }
 
 /// The last error record in runtime.log, or the exit status.
-fn runtime_error(paths: &ContainerPaths, status: std::process::ExitStatus) -> String {
+fn runtime_error(paths: &ShimPaths, status: std::process::ExitStatus) -> String {
     let text = fs::read_to_string(paths.runtime_log()).unwrap_or_default();
     let mut last = None;
     for line in text.lines() {
@@ -406,8 +440,9 @@ fn supervise(
                 if pipe.is_none() || left.is_zero() {
                     break;
                 }
-                PollTimeout::try_from(left.as_millis().clamp(1, 60_000) as i32)
-                    .unwrap_or(PollTimeout::MAX)
+                // At most a minute: always fits.
+                let ms = u16::try_from(left.as_millis().clamp(1, 60_000)).unwrap_or(u16::MAX);
+                PollTimeout::from(ms)
             }
         };
         let (pipe_ready, sig_ready) = {
@@ -536,7 +571,7 @@ fn cgroup_path(bundle: &Path, id: &str) -> Option<String> {
 /// container never blocks on a full disk.
 #[derive(Debug)]
 struct LogWriter {
-    paths: ContainerPaths,
+    paths: ShimPaths,
     file: Option<File>,
     written: u64,
     max: u64,
@@ -545,7 +580,7 @@ struct LogWriter {
 }
 
 impl LogWriter {
-    fn open(paths: &ContainerPaths, max: u64, files: u32) -> Self {
+    fn open(paths: &ShimPaths, max: u64, files: u32) -> Self {
         let mut log = LogWriter {
             paths: paths.clone(),
             file: None,
@@ -591,7 +626,9 @@ impl LogWriter {
             let take = if self.max == 0 {
                 buf.len()
             } else {
-                let room = self.max.saturating_sub(self.written) as usize;
+                // Beyond usize, more room than any buffer needs.
+                let room =
+                    usize::try_from(self.max.saturating_sub(self.written)).unwrap_or(usize::MAX);
                 if buf.len() <= room {
                     buf.len()
                 } else if let Some(nl) = buf[..room].iter().rposition(|&b| b == b'\n') {
@@ -608,7 +645,7 @@ impl LogWriter {
                 {
                     self.fail(&e);
                 }
-                self.written += take as u64;
+                self.written += u64::try_from(take).unwrap_or(u64::MAX);
                 buf = &buf[take..];
             }
             if !buf.is_empty() {
@@ -637,7 +674,7 @@ impl LogWriter {
 }
 
 /// Takes the container's shim lock, or says which shim holds it.
-fn lock(paths: &ContainerPaths) -> Result<nix::fcntl::Flock<File>, String> {
+fn lock(paths: &ShimPaths) -> Result<nix::fcntl::Flock<File>, String> {
     let path = paths.shim_lock();
     let file = OpenOptions::new()
         .create(true)
@@ -658,13 +695,11 @@ fn lock(paths: &ContainerPaths) -> Result<nix::fcntl::Flock<File>, String> {
 mod tests {
     use super::*;
 
-    fn paths(dir: &Path) -> ContainerPaths {
-        ContainerPaths {
+    fn paths(dir: &Path) -> ShimPaths {
+        ShimPaths {
             id: "t".into(),
             dir: dir.to_path_buf(),
-            rootfs: PathBuf::new(),
             runtime_root: PathBuf::new(),
-            netns: PathBuf::new(),
         }
     }
 
@@ -693,6 +728,24 @@ mod tests {
         assert!(err.contains("required"), "{err}");
         let err = Args::parse(["--bogus", "x"].iter().map(OsString::from)).unwrap_err();
         assert!(err.contains("--bogus"), "{err}");
+        assert!(args.exit_command.is_empty());
+        let with_exit = |extra: &[&str]| {
+            Args::parse(argv.iter().chain(extra).map(OsString::from))
+                .map(|a| a.exit_command.clone())
+        };
+        let exit = with_exit(&[
+            "--exit-command",
+            "/bin/berth",
+            "--exit-command-arg",
+            "rm",
+            "--exit-command-arg=c1",
+        ]);
+        assert_eq!(
+            exit.unwrap(),
+            ["/bin/berth", "rm", "c1"].map(OsString::from).to_vec()
+        );
+        let err = with_exit(&["--exit-command-arg", "rm"]).unwrap_err();
+        assert!(err.contains("--exit-command"), "{err}");
     }
 
     #[test]
