@@ -311,6 +311,10 @@ fn refused_with_cert(calls: &Calls, url: &str, files: &TlsFiles, name: &str) -> 
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario whose steps build on each other, read top to bottom"
+)]
 fn tokens_carry_roles_are_revocable_and_stored_hashed() {
     let pki = Pki::new();
     let sched = pki.scheduler();
@@ -534,6 +538,10 @@ fn tls_flags(files: &TlsFiles) -> Vec<String> {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario whose steps build on each other, read top to bottom"
+)]
 fn agents_act_only_as_their_own_node_and_serve_schedulers_only() {
     berth_tests::require_root();
     let pki = Pki::new();

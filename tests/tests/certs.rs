@@ -60,6 +60,10 @@ fn openssl(args: &[&str]) -> Command {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario whose steps build on each other, read top to bottom"
+)]
 fn certs_writes_a_verifiable_pki_with_private_keys() {
     let berth = Berth::new();
     let dir = berth.data_dir.path().join("pki");

@@ -174,6 +174,10 @@ fn replica_revisions(s: &Value) -> BTreeSet<u64> {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario whose steps build on each other, read top to bottom"
+)]
 fn deploy_then_status_nodes_ps_logs_and_history() {
     let c = cluster(2);
     let app = c.spec("app.toml", &hello_toml("v1", 2, IMAGE, ""));

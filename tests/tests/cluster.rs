@@ -44,6 +44,10 @@ fn cluster(count: usize) -> Cluster {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario whose steps build on each other, read top to bottom"
+)]
 fn deploy_scale_roll_out_with_approval_roll_back_survive_node_and_scheduler_loss() {
     let mut c = cluster(3);
     let api = &c.api;

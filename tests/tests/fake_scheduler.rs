@@ -138,6 +138,10 @@ fn running(id: &str, pid: u32) -> ContainerStatus {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario whose steps build on each other, read top to bottom"
+)]
 fn register_session_heartbeat_event_and_assignments() {
     let scheduler = FakeScheduler::start();
     scheduler.set_pod_cidr("node-a", "10.77.1.0/24");

@@ -271,6 +271,10 @@ fn replace_manifest(layout: &Path, bytes: &[u8]) {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario whose steps build on each other, read top to bottom"
+)]
 fn bad_input_fails_naming_the_problem_and_changes_nothing() {
     let work = TempDir::new().unwrap();
     let layout = umoci_layout(work.path());

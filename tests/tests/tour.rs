@@ -138,6 +138,10 @@ impl Drop for Cleanup {
 }
 
 #[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one end-to-end scenario whose steps build on each other, read top to bottom"
+)]
 fn every_command_of_the_tour_works_as_written() {
     require_root();
     let root = workspace_root();
