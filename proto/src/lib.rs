@@ -9,6 +9,7 @@
 // the dead-code lint sees what the crate itself no longer uses.
 #![deny(unreachable_pub)]
 
+pub mod errors;
 pub mod leader;
 pub mod quantity;
 #[cfg(feature = "reflection")]
