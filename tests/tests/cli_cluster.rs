@@ -956,7 +956,7 @@ fn berth_up_runs_a_one_node_cluster_and_stops_cleanly_on_ctrl_c() {
     let mounts = mounts_under(&data);
     assert!(mounts.is_empty(), "left mounted: {mounts:?}");
     let r = berth_at(&["nodes"]);
-    assert_eq!(r.code, 1, "the scheduler is gone: {r:?}");
+    assert_eq!(r.code, EXIT_UNAVAILABLE, "the scheduler is gone: {r:?}");
     drop(up);
     drop(netns);
 }
