@@ -112,8 +112,8 @@ impl AgentError {
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Self::Pull { source, .. } => source.kind().into(),
             Self::ImageStore { source, .. } | Self::OpenStore(source) => source.kind().into(),
-            Self::Import { .. }
-            | Self::Container { .. }
+            Self::Import { source, .. } => source.kind().into(),
+            Self::Container { .. }
             | Self::Net(_)
             | Self::Shim(_)
             | Self::Explain(_)

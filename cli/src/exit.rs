@@ -83,6 +83,8 @@ pub fn kind_of(err: &anyhow::Error) -> ErrorKind {
                 Some(e.kind().into())
             } else if let Some(e) = cause.downcast_ref::<berth_images::StoreError>() {
                 Some(e.kind().into())
+            } else if let Some(e) = cause.downcast_ref::<berth_images::import::ImportError>() {
+                Some(e.kind().into())
             } else if cause.is::<tonic::transport::Error>() {
                 Some(ErrorKind::Unavailable)
             } else {
