@@ -11,7 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::config::Config;
 use crate::containers::Containers;
 use crate::error::AgentError;
-use crate::service::AgentApi;
+use crate::grpc::AgentApi;
 
 /// Serves until `shutdown` resolves. Containers keep running after it returns: the next
 /// agent adopts them.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::v1::node_service_client::NodeServiceClient;
 use berth_proto::v1::{
-    AgentMessage, ContainerEvent, Heartbeat, Hello, RegisterRequest, agent_message,
-    scheduler_message,
+    AgentMessage, ContainerEvent, Heartbeat, Hello, RegisterRequest, RegisterResponse,
+    SchedulerMessage, agent_message, scheduler_message,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -31,8 +31,8 @@ pub(crate) enum SessionError {
     },
     #[error("the scheduler closed the session")]
     Closed,
-    #[error("invalid scheduler address {0:?}")]
-    BadAddress(String),
+    #[error(transparent)]
+    BadAddress(#[from] crate::dial::BadAddress),
 }
 
 /// Keeps a session with the scheduler until `shutdown` resolves.
@@ -92,38 +92,7 @@ async fn session(
     addr: &str,
 ) -> Result<(), SessionError> {
     let config = containers.config();
-    let addr = addr.to_string();
-    let endpoint = crate::dial::scheduler_endpoint(config, &addr)?;
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|source| SessionError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
-    let mut client = NodeServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let registered = client
-        .register(RegisterRequest {
-            node_name: config.node_name.clone(),
-            labels: config.labels.clone().into_iter().collect(),
-            capacity: Some(containers.capacity()),
-            node_address: config.node_address.clone(),
-            agent_endpoint: agent_endpoint.to_string(),
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        })
-        .await
-        .map_err(|status| SessionError::Refused {
-            call: "Register",
-            status,
-        })?
-        .into_inner();
-    tracing::info!(pod_cidr = %registered.pod_cidr, session = registered.session, "registered");
-    if let Err(e) = containers.set_pod_cidr(&registered.pod_cidr).await {
-        // Containers can still be adopted and reported; new ones fail with the reason.
-        tracing::error!("node network: {e}");
-    }
+    let (mut client, registered) = register(containers, agent_endpoint, addr).await?;
     containers.reset_generation();
     let interval = Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(50)));
     let (tx, rx) = mpsc::channel::<AgentMessage>(256);
@@ -176,27 +145,82 @@ async fn session(
                 Err(broadcast::error::RecvError::Closed) => return Err(SessionError::Closed),
             },
             message = inbound.message() => match message {
-                Ok(Some(m)) => match m.msg {
-                    Some(scheduler_message::Msg::Assignments(set)) => {
-                        let generation = set.generation;
-                        let count = set.assignments.len();
-                        if containers.apply(set) {
-                            tracing::info!(generation, count, "applied assignments");
-                        }
-                    }
-                    Some(scheduler_message::Msg::Routes(routes)) => {
-                        unrouted = None;
-                        if let Err(e) = containers.set_routes(&routes.routes).await {
-                            tracing::warn!("routes (trying again): {e}");
-                            unrouted = Some(routes.routes);
-                        }
-                    }
-                    None => tracing::debug!("empty scheduler message"),
-                },
+                Ok(Some(m)) => on_message(containers, m, &mut unrouted).await,
                 Ok(None) => return Err(SessionError::Closed),
                 Err(status) => return Err(SessionError::Refused { call: "Session", status }),
             },
         }
+    }
+}
+
+type Client = NodeServiceClient<tonic::transport::Channel>;
+
+/// Connects to the scheduler at `addr` and registers the node; the node network comes up
+/// with the pod CIDR the scheduler assigned.
+async fn register(
+    containers: &Containers,
+    agent_endpoint: &str,
+    addr: &str,
+) -> Result<(Client, RegisterResponse), SessionError> {
+    let config = containers.config();
+    let addr = addr.to_string();
+    let endpoint = crate::dial::scheduler_endpoint(config, &addr)?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|source| SessionError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    let mut client = NodeServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let registered = client
+        .register(RegisterRequest {
+            node_name: config.node_name.clone(),
+            labels: config.labels.clone().into_iter().collect(),
+            capacity: Some(containers.capacity()),
+            node_address: config.node_address.clone(),
+            agent_endpoint: agent_endpoint.to_string(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+        .await
+        .map_err(|status| SessionError::Refused {
+            call: "Register",
+            status,
+        })?
+        .into_inner();
+    tracing::info!(pod_cidr = %registered.pod_cidr, session = registered.session, "registered");
+    if let Err(e) = containers.set_pod_cidr(&registered.pod_cidr).await {
+        // Containers can still be adopted and reported; new ones fail with the reason.
+        tracing::error!("node network: {e}");
+    }
+    Ok((client, registered))
+}
+
+/// Applies what the scheduler sent: an assignment set, or the cluster's pod routes (those
+/// that cannot be installed yet are kept in `unrouted` for the next heartbeat).
+async fn on_message(
+    containers: &Containers,
+    message: SchedulerMessage,
+    unrouted: &mut Option<Vec<berth_proto::v1::PodRoute>>,
+) {
+    match message.msg {
+        Some(scheduler_message::Msg::Assignments(set)) => {
+            let generation = set.generation;
+            let count = set.assignments.len();
+            if containers.apply(set) {
+                tracing::info!(generation, count, "applied assignments");
+            }
+        }
+        Some(scheduler_message::Msg::Routes(routes)) => {
+            *unrouted = None;
+            if let Err(e) = containers.set_routes(&routes.routes).await {
+                tracing::warn!("routes (trying again): {e}");
+                *unrouted = Some(routes.routes);
+            }
+        }
+        None => tracing::debug!("empty scheduler message"),
     }
 }
 

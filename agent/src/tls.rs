@@ -9,6 +9,8 @@ use tonic::service::Interceptor;
 use tonic::transport::{ClientTlsConfig, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
+use crate::error::AgentError;
+
 /// Why the agent's TLS set-up cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
@@ -102,7 +104,8 @@ impl Interceptor for SchedulersOnly {
         if !self.enabled {
             return Ok(req);
         }
-        let refuse = |status: Status, who: &str| {
+        let refuse = |error: AgentError, who: &str| {
+            let status: Status = error.into();
             tracing::warn!(
                 caller = %who,
                 peer = ?req.remote_addr(),
@@ -114,15 +117,15 @@ impl Interceptor for SchedulersOnly {
         };
         match tls::peer_identity(&req) {
             None => refuse(
-                Status::unauthenticated("a client certificate is required"),
+                AgentError::Unauthenticated("a client certificate is required".into()),
                 "anonymous",
             ),
-            Some(Err(e)) => refuse(Status::unauthenticated(e.to_string()), "unknown"),
+            Some(Err(e)) => refuse(AgentError::Unauthenticated(e.to_string()), "unknown"),
             Some(Ok(id)) if matches!(id.role, Role::Scheduler | Role::Admin) => Ok(req),
             Some(Ok(id)) => {
                 let who = format!("{} {:?}", id.role, id.common_name);
                 refuse(
-                    Status::permission_denied(format!(
+                    AgentError::PermissionDenied(format!(
                         "{who} may not call AgentService: it needs the scheduler or admin role"
                     )),
                     &who,

@@ -15,22 +15,11 @@ use berth_proto::v1::{
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use crate::exit;
 use crate::output::{OutputFormat, print_json};
 
 /// Where the scheduler listens unless `--scheduler` or BERTH_SCHEDULER say otherwise.
 pub const DEFAULT_SCHEDULER: &str = "http://127.0.0.1:7700";
-
-/// Exit codes of the commands that wait for a rollout (`--wait`).
-pub mod exit {
-    /// The rollout completed: every replica runs the new revision and is ready.
-    pub const COMPLETE: i32 = 0;
-    /// The rollout failed, was rolled back or was rejected (the reason is on stderr).
-    pub const FAILED: i32 = 1;
-    /// The rollout waits for `berth approve` (only with `--stop-at-approval`).
-    pub const AWAITING_APPROVAL: i32 = 3;
-    /// `--timeout` passed before the rollout reached an end.
-    pub const TIMEOUT: i32 = 4;
-}
 
 /// The cluster flags: global, so they go before or after the subcommand (`berth --scheduler
 /// ADDR nodes` and `berth nodes --scheduler ADDR`), as with kubectl and podman.
@@ -66,11 +55,7 @@ pub struct WaitArgs {
 
 pub type Client = DeploymentServiceClient<crate::auth::AuthChannel>;
 
-/// The URL of `addr`: HOST:PORT gets `https://` when a CA is given (--tls-ca), `http://`
-/// otherwise.
-pub fn url(addr: &str) -> String {
-    berth_proto::tls::url(addr, crate::auth::tls_ca_given())
-}
+pub use crate::remote::url;
 
 /// A channel to the first scheduler of `addrs` that answers: one address, or several
 /// comma-separated (schedulers sharing an etcd: any of them forwards to the leader). Every

@@ -10,13 +10,28 @@ mod cluster;
 mod commands;
 mod compare;
 mod container;
+mod exit;
 mod output;
 mod progress;
 mod remote;
 
+/// The exit statuses (see `exit`), shown under `berth --help`.
+const EXIT_STATUS_HELP: &str = "Exit status: 0 success (--wait: rollout complete); 1 failed \
+(--wait: rollout failed, rolled back or rejected); 2 usage or invalid argument; 3 awaiting \
+approval (--wait --stop-at-approval); 4 timeout or deadline exceeded; 5 not found; 6 conflict \
+(already exists, precondition failed, changed meanwhile); 7 unavailable (cannot reach the \
+scheduler, agent or registry); 8 unauthenticated or permission denied. `run` and `exec` exit \
+with the container process's code.";
+
 /// berth: containers without a hypervisor, and a small cluster to run them on.
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about, propagate_version = true)]
+#[command(
+    name = "berth",
+    version,
+    about,
+    propagate_version = true,
+    after_help = EXIT_STATUS_HELP
+)]
 struct Cli {
     /// Where images, layers and container state live.
     #[arg(
@@ -161,7 +176,8 @@ fn main() -> ExitCode {
         Err(err) => {
             // One line: the error and its causes, outermost first.
             eprintln!("berth: {}", chain(&err));
-            ExitCode::FAILURE
+            let code = exit::for_kind(exit::kind_of(&err));
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
 }

@@ -21,16 +21,23 @@ pub fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> a
 }
 
 pub async fn connect(addr: &str) -> anyhow::Result<AgentServiceClient<crate::auth::AuthChannel>> {
-    let addr = crate::cluster::url(addr);
+    let addr = url(addr);
     let channel = crate::auth::connect(&addr, "the agent").await?;
     Ok(AgentServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
-/// One line for a gRPC error: its message, which names the object (the code is for programs).
+/// One line for a gRPC error: its message, which names the object; its kind stays with it
+/// and decides the exit status (see [`crate::exit`]).
 pub fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", status.message())
+    anyhow::Error::new(crate::exit::RemoteError::from(status))
+}
+
+/// The URL of `addr`: HOST:PORT gets `https://` when a CA is given (--tls-ca), `http://`
+/// otherwise.
+pub fn url(addr: &str) -> String {
+    berth_proto::tls::url(addr, crate::auth::tls_ca_given())
 }
 
 /// The node's containers, as its agent lists them.

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod digest;
 pub(crate) mod fsutil;
 pub mod import;
+pub(crate) mod kind;
 pub mod platform;
 pub mod progress;
 pub(crate) mod reference;
@@ -14,5 +15,6 @@ pub mod snapshot;
 pub mod store;
 pub mod unpack;
 
+pub use kind::ErrorKind;
 pub use reference::Reference;
 pub use store::{Image, ImageRecord, Store, StoreError};

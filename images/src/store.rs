@@ -70,6 +70,23 @@ pub enum StoreError {
     Ambiguous(String),
 }
 
+impl StoreError {
+    /// What kind of failure this is (see [`crate::ErrorKind`]).
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            Self::Io(_) => K::Internal,
+            Self::DigestMismatch { .. } | Self::SizeMismatch { .. } | Self::InvalidJson { .. } => {
+                K::DataLoss
+            }
+            Self::BlobNotFound(_) | Self::ImageNotFound(_) => K::NotFound,
+            Self::UnsupportedDigest(_) | Self::UnsupportedMediaType { .. } => K::Unsupported,
+            Self::JsonTooLarge { .. } => K::ResourceExhausted,
+            Self::Reference(_) | Self::Ambiguous(_) => K::InvalidArgument,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// An image named in the store's index.

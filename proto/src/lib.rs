@@ -5,6 +5,7 @@
 //! daemons also serve `grpc.health.v1` and reflection ([`reflection`], `v1` and `v1alpha`) from
 //! [`FILE_DESCRIPTOR_SET`].
 
+pub mod errors;
 pub mod leader;
 pub mod quantity;
 #[cfg(feature = "reflection")]

@@ -1,6 +1,6 @@
 //! The scheduler's errors, and the one place they become gRPC statuses.
 
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::store::StoreError;
 
@@ -53,28 +53,32 @@ impl SchedError {
 
 impl From<SchedError> for Status {
     fn from(e: SchedError) -> Self {
-        let code = match &e {
-            SchedError::InvalidArgument { .. } => Code::InvalidArgument,
+        use berth_proto::errors::ErrorKind as K;
+        let kind = match &e {
+            SchedError::InvalidArgument { .. }
+            | SchedError::Store(StoreError::InvalidKey { .. }) => K::InvalidArgument,
             SchedError::NoSuchDeployment(_)
             | SchedError::NotFound { .. }
-            | SchedError::DeploymentDeleted(_) => Code::NotFound,
-            SchedError::FailedPrecondition(_) => Code::FailedPrecondition,
-            SchedError::Unauthenticated(_) => Code::Unauthenticated,
-            SchedError::PermissionDenied(_) => Code::PermissionDenied,
-            SchedError::Conflict { .. } => Code::Aborted,
-            SchedError::Store(StoreError::Conflict { .. }) => Code::Aborted,
+            | SchedError::DeploymentDeleted(_) => K::NotFound,
+            SchedError::FailedPrecondition(_) => K::FailedPrecondition,
+            SchedError::Unauthenticated(_) => K::Unauthenticated,
+            SchedError::PermissionDenied(_) => K::PermissionDenied,
+            SchedError::Conflict { .. } | SchedError::Store(StoreError::Conflict { .. }) => {
+                K::Conflict
+            }
             SchedError::Store(StoreError::Unavailable(_) | StoreError::NotLeader(_))
             | SchedError::Node { .. }
-            | SchedError::Unavailable(_) => Code::Unavailable,
-            SchedError::Store(StoreError::InvalidKey { .. }) => Code::InvalidArgument,
-            SchedError::Store(_) | SchedError::Corrupt { .. } => Code::Internal,
+            | SchedError::Unavailable(_) => K::Unavailable,
+            SchedError::Store(_) | SchedError::Corrupt { .. } => K::Internal,
         };
-        Status::new(code, e.to_string())
+        kind.status(e.to_string())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use tonic::Code;
+
     use super::*;
 
     #[test]

@@ -371,7 +371,13 @@ fn images_are_imported_or_pulled_as_assigned_and_a_missing_one_is_refused() {
     let mut unreachable = assignment("unreachable", "127.0.0.1:9/none:1");
     unreachable.image.as_mut().unwrap().fetch =
         Some(image_source::Fetch::Pull(RegistryPull::default()));
-    sched.assign(n.name(), vec![imported, pulled, missing, unreachable]);
+    // A tag the registry does not have: the registry's typed NotFound, not a generic failure.
+    let mut no_tag = assignment("notag", &format!("{}/agent/busybox:nope", registry.host()));
+    no_tag.image.as_mut().unwrap().fetch = Some(image_source::Fetch::Pull(RegistryPull::default()));
+    sched.assign(
+        n.name(),
+        vec![imported, pulled, missing, unreachable, no_tag],
+    );
     sched.wait_state(n.name(), "imported", ContainerState::Running, WAIT);
     sched.wait_state(n.name(), "pulled", ContainerState::Running, WAIT);
     let missing = sched.wait_state(n.name(), "missing", ContainerState::Failed, WAIT);
@@ -385,6 +391,13 @@ fn images_are_imported_or_pulled_as_assigned_and_a_missing_one_is_refused() {
     assert!(
         unreachable.message.contains("pull failed"),
         "{unreachable:?}"
+    );
+    let no_tag = sched.wait_state(n.name(), "notag", ContainerState::Failed, WAIT);
+    assert_eq!(no_tag.reason, "ImagePullBackOff");
+    assert!(
+        no_tag.message.contains("pull failed")
+            && no_tag.message.contains("manifest nope not found"),
+        "{no_tag:?}"
     );
     // The failed ones left nothing behind, the others keep running.
     assert!(!n.container_dir("missing").join("config.json").exists());

@@ -19,6 +19,11 @@ const WAIT: Duration = Duration::from_secs(90);
 const TIMEOUT: &str = "120s";
 const HTTPD: &str = "echo started-$VERSION; mkdir -p /www && echo hello-$VERSION-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www";
 
+/// `berth`'s exit statuses for error kinds (README, "Exit statuses").
+const EXIT_INVALID_ARGUMENT: i32 = 2;
+const EXIT_NOT_FOUND: i32 = 5;
+const EXIT_UNAVAILABLE: i32 = 7;
+
 /// A berth command's outcome.
 #[derive(Debug)]
 struct Run {
@@ -590,7 +595,8 @@ fn bad_specs_and_unknown_deployments_are_refused() {
         &good.replace("readiness = { tcp = 8080", "readiness = { tcp = 9999"),
     );
     let r = c.berth(&["deploy", "-f", probe.to_str().unwrap(), "--wait"]);
-    assert_eq!(r.code, 1, "{r:?}");
+    // The scheduler's InvalidArgument: the usage/invalid-argument exit status.
+    assert_eq!(r.code, EXIT_INVALID_ARGUMENT, "{r:?}");
     assert!(r.stderr.contains("spec.readiness"), "{r:?}");
     assert!(r.stderr.contains("9999"), "{r:?}");
     assert_eq!(r.stderr.lines().count(), 1, "one line: {r:?}");
@@ -600,7 +606,7 @@ fn bad_specs_and_unknown_deployments_are_refused() {
         &good.replace("name = \"hello\"", "name = \"Hello_World\""),
     );
     let r = c.berth(&["deploy", "-f", bad_name.to_str().unwrap()]);
-    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.code, EXIT_INVALID_ARGUMENT, "{r:?}");
     assert!(r.stderr.contains("name"), "{r:?}");
 
     let missing = c.specs.path().join("missing.toml");
@@ -620,7 +626,7 @@ fn bad_specs_and_unknown_deployments_are_refused() {
         &["logs", "nope"],
     ] {
         let r = c.berth(args);
-        assert_eq!(r.code, 1, "berth {args:?}: {r:?}");
+        assert_eq!(r.code, EXIT_NOT_FOUND, "berth {args:?}: {r:?}");
         assert!(r.stderr.contains("not found"), "berth {args:?}: {r:?}");
         assert!(r.stderr.contains("nope"), "berth {args:?}: {r:?}");
     }
@@ -628,7 +634,7 @@ fn bad_specs_and_unknown_deployments_are_refused() {
     // A scheduler that is not there: a clear error, no hang.
     let nowhere = format!("http://{}", free_loopback_addr());
     let r = run(Command::new(binary("berth")).args(["nodes", "--scheduler", &nowhere]));
-    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.code, EXIT_UNAVAILABLE, "{r:?}");
     assert!(r.stderr.contains("connecting to the scheduler"), "{r:?}");
 
     // Nothing was applied.
@@ -954,7 +960,7 @@ fn berth_up_runs_a_one_node_cluster_and_stops_cleanly_on_ctrl_c() {
     let mounts = mounts_under(&data);
     assert!(mounts.is_empty(), "left mounted: {mounts:?}");
     let r = berth_at(&["nodes"]);
-    assert_eq!(r.code, 1, "the scheduler is gone: {r:?}");
+    assert_eq!(r.code, EXIT_UNAVAILABLE, "the scheduler is gone: {r:?}");
     drop(up);
     drop(netns);
 }

@@ -1,6 +1,7 @@
 //! The containers this node runs: each assignment set is applied by starting a task per new
 //! container and stopping those no longer assigned; every task publishes its status here.
 
+mod access;
 mod prepare;
 pub mod record;
 mod worker;
@@ -80,10 +81,8 @@ impl Containers {
             std::fs::create_dir_all(&dir)
                 .map_err(AgentError::io(format!("creating {}", dir.display())))?;
         }
-        let store = Store::open(&config.data_dir).map_err(|e| AgentError::Image {
-            reference: String::new(),
-            reason: format!("opening the image store: {e}"),
-        })?;
+        let store =
+            Store::open(&config.data_dir).map_err(|e| AgentError::OpenStore(Box::new(e)))?;
         let (events, _) = broadcast::channel(1024);
         let inner = Arc::new(Inner {
             config,

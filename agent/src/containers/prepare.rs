@@ -8,7 +8,7 @@ use berth_images::import::{ImportOptions, import};
 use berth_images::progress::NoProgress;
 use berth_images::registry::{Credentials, PullOptions, pull};
 use berth_images::snapshot::{Rootfs, prepare_rootfs};
-use berth_images::{Image, Reference, Store};
+use berth_images::{Image, Reference, Store, StoreError};
 use berth_proto::v1::{Assignment, image_source::Fetch};
 use berth_runtime::security::{SeccompChoice, SecurityOptions};
 
@@ -30,11 +30,6 @@ pub(super) async fn ensure_image(
             reason: format!("assignment {} names no image", assignment.container_id),
         })?;
     let reference = source.reference.clone();
-    let named = reference.clone();
-    let image_err = move |reason: String| AgentError::Image {
-        reference: named.clone(),
-        reason,
-    };
     if reference.is_empty() {
         return Err(AgentError::InvalidArgument {
             field: "image.reference",
@@ -45,11 +40,11 @@ pub(super) async fn ensure_image(
         return Ok(image);
     }
     match &source.fetch {
-        None | Some(Fetch::Present(_)) => {
-            Err(image_err("not in the node's image store".to_string()))
-        }
+        None | Some(Fetch::Present(_)) => Err(AgentError::ImageNotPresent { reference }),
         Some(Fetch::Pull(pull_opts)) => {
-            let parsed = Reference::parse(&reference).map_err(|e| image_err(e.to_string()))?;
+            let parsed = Reference::parse(&reference)
+                .map_err(StoreError::from)
+                .map_err(store_err(&reference))?;
             let credentials = (!pull_opts.username.is_empty()).then(|| Credentials {
                 username: pull_opts.username.clone(),
                 password: pull_opts.password.clone(),
@@ -61,28 +56,47 @@ pub(super) async fn ensure_image(
             };
             pull(store, &parsed, &options, &NoProgress)
                 .await
-                .map_err(|e| image_err(format!("pull failed: {e}")))?;
-            store
-                .image(&reference)
-                .map_err(|e| image_err(e.to_string()))
+                .map_err(|source| AgentError::Pull {
+                    reference: reference.clone(),
+                    source: Box::new(source),
+                })?;
+            store.image(&reference).map_err(store_err(&reference))
         }
-        Some(Fetch::ImportPath(path)) => {
-            let store = store.clone();
-            let path = std::path::PathBuf::from(path);
-            let tag = Reference::parse(&reference).map_err(|e| image_err(e.to_string()))?;
-            let imported = tokio::task::spawn_blocking(move || {
-                let options = ImportOptions {
-                    tag: Some(tag),
-                    ..Default::default()
-                };
-                import(&store, &path, &options, &NoProgress)
-                    .map_err(|e| format!("import of {} failed: {e}", path.display()))?;
-                store.image(&reference).map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| image_err(format!("import task: {e}")))?;
-            imported.map_err(image_err)
-        }
+        Some(Fetch::ImportPath(path)) => import_image(store, reference, path).await,
+    }
+}
+
+/// Imports the archive or layout at `path` into the store under `reference`, off the async
+/// workers (import is blocking file I/O).
+async fn import_image(store: &Store, reference: String, path: &str) -> Result<Image, AgentError> {
+    let store = store.clone();
+    let path = std::path::PathBuf::from(path);
+    let tag = Reference::parse(&reference)
+        .map_err(StoreError::from)
+        .map_err(store_err(&reference))?;
+    let named = reference.clone();
+    tokio::task::spawn_blocking(move || {
+        let options = ImportOptions {
+            tag: Some(tag),
+            ..Default::default()
+        };
+        import(&store, &path, &options, &NoProgress).map_err(|source| AgentError::Import {
+            reference: reference.clone(),
+            path: path.display().to_string(),
+            source: Box::new(source),
+        })?;
+        store.image(&reference).map_err(store_err(&reference))
+    })
+    .await
+    .map_err(AgentError::internal(format!("image {named}: import task")))?
+}
+
+/// For `map_err`: a store failure about the image `reference`.
+fn store_err(reference: &str) -> impl FnOnce(StoreError) -> AgentError {
+    let reference = reference.to_string();
+    move |source| AgentError::ImageStore {
+        reference,
+        source: Box::new(source),
     }
 }
 
@@ -102,9 +116,13 @@ pub(super) fn overrides(assignment: &Assignment, node_name: &str, netns: &Path) 
         entrypoint: (!assignment.command.is_empty()).then(|| assignment.command.clone()),
         env,
         hostname: Some(assignment.container_id.chars().take(63).collect()),
-        memory_bytes: (res.memory_bytes > 0).then_some(res.memory_bytes as i64),
-        cpus: (res.cpu_millis > 0).then_some(res.cpu_millis as f64 / 1000.0),
-        pids_limit: (assignment.pids_limit > 0).then_some(assignment.pids_limit as i64),
+        // Limits past i64 (or u32 millicores) mean "no practical limit": saturate.
+        memory_bytes: (res.memory_bytes > 0)
+            .then(|| i64::try_from(res.memory_bytes).unwrap_or(i64::MAX)),
+        cpus: (res.cpu_millis > 0)
+            .then(|| f64::from(u32::try_from(res.cpu_millis).unwrap_or(u32::MAX)) / 1000.0),
+        pids_limit: (assignment.pids_limit > 0)
+            .then(|| i64::try_from(assignment.pids_limit).unwrap_or(i64::MAX)),
         network: Network::Path(netns.to_path_buf()),
         cgroups_path: Some(node_cgroup(node_name).join(&assignment.container_id)),
         user: (!security.run_as.is_empty()).then_some(security.run_as),

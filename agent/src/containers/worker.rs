@@ -290,7 +290,9 @@ impl Worker {
                 .flatten()
                 .map_or(exit.finished_at_ms, |s| s.started_at_ms)
         };
-        Duration::from_millis(exit.finished_at_ms.saturating_sub(started).max(0) as u64)
+        Duration::from_millis(
+            u64::try_from(exit.finished_at_ms.saturating_sub(started)).unwrap_or(0),
+        )
     }
 
     async fn start_attempt(&mut self) -> Result<ShimState, AgentError> {

@@ -102,6 +102,34 @@ pub enum ImportError {
     },
 }
 
+impl ImportError {
+    /// What kind of failure this is (see [`crate::ErrorKind`]): what the archive holds
+    /// decides, not the wording.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            Self::Io(_) | Self::Read { .. } => K::Internal,
+            Self::UnknownFormat { .. }
+            | Self::TagForSeveral { .. }
+            | Self::NeedsName { .. }
+            | Self::BadName { .. } => K::InvalidArgument,
+            Self::RefNotFound { .. }
+            | Self::NothingToImport { .. }
+            | Self::NoMatchingPlatform { .. } => K::NotFound,
+            Self::UnsupportedMediaType { .. } => K::Unsupported,
+            Self::TooDeep { .. } => K::ResourceExhausted,
+            Self::InvalidJson { .. }
+            | Self::MissingBlob { .. }
+            | Self::DigestMismatch { .. }
+            | Self::SizeMismatch { .. }
+            | Self::Truncated { .. }
+            | Self::Malformed { .. }
+            | Self::DiffIdMismatch { .. } => K::DataLoss,
+            Self::Store { source, .. } => source.kind(),
+        }
+    }
+}
+
 pub(super) type Result<T, E = ImportError> = std::result::Result<T, E>;
 
 /// Wraps a store error with what was being done, turning the store's own verification failures
@@ -125,3 +153,33 @@ pub(crate) fn store_err(what: impl Into<String>) -> impl FnOnce(StoreError) -> I
 }
 
 pub(crate) use crate::fsutil::io_err;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn kinds_follow_what_the_archive_holds() {
+        let unknown = ImportError::UnknownFormat {
+            path: PathBuf::from("/tmp/x.tar"),
+        };
+        assert_eq!(unknown.kind(), ErrorKind::InvalidArgument);
+        let missing = ImportError::RefNotFound {
+            origin: "x.tar".into(),
+            wanted: "app:v2".into(),
+            available: "app:v1".into(),
+        };
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+        let truncated = ImportError::Truncated {
+            path: PathBuf::from("/tmp/x.tar"),
+            detail: "ends inside a header".into(),
+        };
+        assert_eq!(truncated.kind(), ErrorKind::DataLoss);
+        let stored = ImportError::Store {
+            what: "tagging".into(),
+            source: StoreError::ImageNotFound("app:v2".into()),
+        };
+        assert_eq!(stored.kind(), ErrorKind::NotFound);
+    }
+}

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::ErrorKind;
 use crate::store::StoreError;
 
 /// The pull an error happened in.
@@ -160,6 +161,37 @@ pub enum RegistryError {
     Client(#[source] reqwest::Error),
 }
 
+impl RegistryError {
+    /// What kind of failure this is: the registry's HTTP status and the check that failed
+    /// decide, not the wording.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound { .. } | Self::NoMatchingPlatform { .. } => ErrorKind::NotFound,
+            Self::Status { status, .. } => match *status {
+                400 | 405 | 414 => ErrorKind::InvalidArgument,
+                429 => ErrorKind::ResourceExhausted,
+                // 5xx and anything unforeseen: the registry's side, worth trying again.
+                _ => ErrorKind::Unavailable,
+            },
+            Self::Transport { .. } | Self::Token { .. } => ErrorKind::Unavailable,
+            Self::Unauthorized { status: 403, .. } => ErrorKind::PermissionDenied,
+            Self::Unauthorized { .. } | Self::CredentialsRequired { .. } => {
+                ErrorKind::Unauthenticated
+            }
+            Self::UnsupportedAuth { .. }
+            | Self::Schema1 { .. }
+            | Self::UnsupportedMediaType { .. }
+            | Self::UnsupportedDigest { .. } => ErrorKind::Unsupported,
+            Self::DigestMismatch { .. } | Self::SizeMismatch { .. } | Self::InvalidJson { .. } => {
+                ErrorKind::DataLoss
+            }
+            Self::TooLarge { .. } => ErrorKind::ResourceExhausted,
+            Self::Store { source, .. } => source.kind(),
+            Self::Task { .. } | Self::Client(_) => ErrorKind::Internal,
+        }
+    }
+}
+
 fn suffix(message: &Option<String>) -> String {
     message
         .as_deref()
@@ -228,6 +260,51 @@ mod tests {
             Some("MANIFEST_UNKNOWN: manifest unknown")
         );
         assert_eq!(ErrorBody::parse(b"<html>oops</html>").summary(), None);
+    }
+
+    #[test]
+    fn kinds_follow_the_registry_answer_not_the_wording() {
+        let target = Arc::new(Target {
+            registry: "127.0.0.1:5000".into(),
+            repository: "busybox".into(),
+            reference: "nope".into(),
+        });
+        let object = || "manifest nope".to_string();
+        let not_found = RegistryError::NotFound {
+            target: target.clone(),
+            object: object(),
+            message: None,
+        };
+        assert_eq!(not_found.kind(), ErrorKind::NotFound);
+        let denied = |status| RegistryError::Unauthorized {
+            target: target.clone(),
+            object: object(),
+            status,
+            message: None,
+        };
+        assert_eq!(denied(401).kind(), ErrorKind::Unauthenticated);
+        assert_eq!(denied(403).kind(), ErrorKind::PermissionDenied);
+        let answered = |status| RegistryError::Status {
+            target: target.clone(),
+            object: object(),
+            status,
+            message: None,
+        };
+        assert_eq!(answered(503).kind(), ErrorKind::Unavailable);
+        assert_eq!(answered(400).kind(), ErrorKind::InvalidArgument);
+        let corrupt = RegistryError::SizeMismatch {
+            target: target.clone(),
+            object: object(),
+            expected: 1,
+            actual: 2,
+        };
+        assert_eq!(corrupt.kind(), ErrorKind::DataLoss);
+        let stored = RegistryError::Store {
+            target,
+            object: object(),
+            source: Box::new(StoreError::ImageNotFound("busybox:nope".into())),
+        };
+        assert_eq!(stored.kind(), ErrorKind::NotFound);
     }
 
     #[test]
