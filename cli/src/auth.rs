@@ -17,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 
 /// The global credential flags.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct CredentialArgs {
+pub(crate) struct CredentialArgs {
     /// The cluster CA to verify https:// schedulers and agents against.
     #[arg(long, global = true, env = "BERTH_TLS_CA", value_name = "PEM")]
     pub tls_ca: Option<PathBuf>,
@@ -37,7 +37,7 @@ pub struct CredentialArgs {
 /// threaded through every subcommand's arguments.
 static CREDENTIALS: OnceLock<CredentialArgs> = OnceLock::new();
 
-pub fn init(credentials: CredentialArgs) {
+pub(crate) fn init(credentials: CredentialArgs) {
     let _ = CREDENTIALS.set(credentials);
 }
 
@@ -46,13 +46,13 @@ fn credentials() -> &'static CredentialArgs {
 }
 
 /// Whether --tls-ca (or BERTH_TLS_CA) is given: then a bare HOST:PORT means https.
-pub fn tls_ca_given() -> bool {
+pub(crate) fn tls_ca_given() -> bool {
     credentials().tls_ca.is_some()
 }
 
 /// Adds `authorization: Bearer <token>` to every request, when there is a token.
 #[derive(Debug, Clone, Default)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
+pub(crate) struct Bearer(Option<MetadataValue<Ascii>>);
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -64,10 +64,10 @@ impl Interceptor for Bearer {
 }
 
 /// What clients of the scheduler and agents run on.
-pub type AuthChannel = InterceptedService<Channel, Bearer>;
+pub(crate) type AuthChannel = InterceptedService<Channel, Bearer>;
 
 /// Connects to `url` (`what` names the peer in errors) with the global credentials.
-pub async fn connect(url: &str, what: &str) -> anyhow::Result<AuthChannel> {
+pub(crate) async fn connect(url: &str, what: &str) -> anyhow::Result<AuthChannel> {
     let (endpoint, bearer) = endpoint(url, what, credentials())?;
     let channel = endpoint
         .connect()

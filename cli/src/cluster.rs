@@ -2,7 +2,7 @@
 //! client, words for phases and states, and the rollout progress view that `deploy --wait`,
 //! `approve --wait` and `rollback --wait` share.
 
-pub mod spec;
+pub(crate) mod spec;
 
 use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
@@ -19,12 +19,12 @@ use crate::exit;
 use crate::output::{OutputFormat, print_json};
 
 /// Where the scheduler listens unless `--scheduler` or BERTH_SCHEDULER say otherwise.
-pub const DEFAULT_SCHEDULER: &str = "http://127.0.0.1:7700";
+pub(crate) const DEFAULT_SCHEDULER: &str = "http://127.0.0.1:7700";
 
 /// The cluster flags: global, so they go before or after the subcommand (`berth --scheduler
 /// ADDR nodes` and `berth nodes --scheduler ADDR`), as with kubectl and podman.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct ClusterFlags {
+pub(crate) struct ClusterFlags {
     /// The scheduler's DeploymentService: HOST:PORT, http://HOST:PORT or https://HOST:PORT
     /// (default http://127.0.0.1:7700); several comma-separated for schedulers sharing an
     /// etcd: the first that answers is used. For ps, logs and explain: cluster-wide through
@@ -39,7 +39,7 @@ pub struct ClusterFlags {
 
 /// Waiting for a rollout: shared by deploy, approve and rollback.
 #[derive(Debug, Clone, clap::Args)]
-pub struct WaitArgs {
+pub(crate) struct WaitArgs {
     /// Follow the rollout until it completes (exit 0), fails (1), awaits approval with
     /// --stop-at-approval (3) or --timeout passes (4).
     #[arg(long)]
@@ -53,14 +53,14 @@ pub struct WaitArgs {
     pub stop_at_approval: bool,
 }
 
-pub type Client = DeploymentServiceClient<crate::auth::AuthChannel>;
+pub(crate) type Client = DeploymentServiceClient<crate::auth::AuthChannel>;
 
-pub use crate::remote::url;
+pub(crate) use crate::remote::url;
 
 /// A channel to the first scheduler of `addrs` that answers: one address, or several
 /// comma-separated (schedulers sharing an etcd: any of them forwards to the leader). Every
 /// scheduler service's client is built on it.
-pub async fn channel(addrs: &str) -> anyhow::Result<crate::auth::AuthChannel> {
+pub(crate) async fn channel(addrs: &str) -> anyhow::Result<crate::auth::AuthChannel> {
     let mut failure = None;
     for addr in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         match crate::auth::connect(&url(addr), "the scheduler").await {
@@ -72,14 +72,14 @@ pub async fn channel(addrs: &str) -> anyhow::Result<crate::auth::AuthChannel> {
 }
 
 /// A DeploymentService client of the first scheduler of `addrs` that answers.
-pub async fn connect(addrs: &str) -> anyhow::Result<Client> {
+pub(crate) async fn connect(addrs: &str) -> anyhow::Result<Client> {
     Ok(DeploymentServiceClient::new(channel(addrs).await?)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
 /// Runs one exchange with the scheduler on a fresh single-threaded runtime.
-pub fn with_client<T>(
+pub(crate) fn with_client<T>(
     addr: &str,
     f: impl AsyncFnOnce(Client) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
@@ -90,12 +90,12 @@ pub fn with_client<T>(
 }
 
 /// One line for a scheduler error: its message names the field or object.
-pub fn status_error(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
     crate::remote::status_error(status)
 }
 
 /// "progressing", "awaiting-approval", "complete", "failed", "rolled-back", "rejected".
-pub fn phase_name(phase: i32) -> String {
+pub(crate) fn phase_name(phase: i32) -> String {
     RolloutPhase::try_from(phase)
         .map(|p| {
             p.as_str_name()
@@ -107,7 +107,7 @@ pub fn phase_name(phase: i32) -> String {
 }
 
 /// "pending", "running", "exited", ...
-pub fn state_name(state: i32) -> String {
+pub(crate) fn state_name(state: i32) -> String {
     ContainerState::try_from(state)
         .map(|s| {
             s.as_str_name()
@@ -119,7 +119,7 @@ pub fn state_name(state: i32) -> String {
 
 /// A rollout event as `--output json` prints it.
 #[derive(Debug, Serialize)]
-pub struct EventJson {
+pub(crate) struct EventJson {
     pub deployment: String,
     pub revision: u64,
     pub phase: String,
@@ -153,7 +153,7 @@ impl From<&RolloutEvent> for EventJson {
 }
 
 /// One line about a rollout's state.
-pub fn event_line(e: &RolloutEvent) -> String {
+pub(crate) fn event_line(e: &RolloutEvent) -> String {
     let mut line = format!(
         "{} revision {}: {}, {}/{} ready, {}/{} updated",
         e.deployment,
@@ -222,7 +222,7 @@ impl ProgressView {
 /// `min_revision` that report completion are taken for stale and skipped. A rollout that was
 /// rolled back is followed on, within the same timeout, until the restored revision serves
 /// again (the exit stays [`exit::FAILED`]).
-pub async fn wait_rollout(
+pub(crate) async fn wait_rollout(
     client: &mut Client,
     name: &str,
     min_revision: u64,
@@ -344,7 +344,7 @@ async fn follow_until(
 /// Whether the revision a rollback restored serves again, as `--output json` adds it to the
 /// final event.
 #[derive(Debug, Serialize)]
-pub struct Restored {
+pub(crate) struct Restored {
     /// The revision the rollback made (the last good spec, as a new revision).
     pub revision: u64,
     /// Its rollout completed: every replica ready.
@@ -528,7 +528,7 @@ async fn follow(
 }
 
 /// 90 s as "1m30s".
-pub fn human_duration(d: Duration) -> String {
+pub(crate) fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();
     if secs == 0 {
         return format!("{}ms", d.as_millis());
@@ -548,7 +548,7 @@ pub fn human_duration(d: Duration) -> String {
 }
 
 /// How long ago a Unix-milliseconds instant was: "3s", "5m", "2h", "4d" ("-" for never).
-pub fn age(at_ms: i64) -> String {
+pub(crate) fn age(at_ms: i64) -> String {
     if at_ms <= 0 {
         return "-".into();
     }

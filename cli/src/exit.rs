@@ -5,27 +5,27 @@
 use berth_proto::errors::ErrorKind;
 
 /// Success; with `--wait`: the rollout completed.
-pub const COMPLETE: i32 = 0;
+pub(crate) const COMPLETE: i32 = 0;
 /// Any other failure; with `--wait`: the rollout failed, was rolled back or was rejected.
-pub const FAILED: i32 = 1;
+pub(crate) const FAILED: i32 = 1;
 /// Bad usage or an invalid argument (clap's own code for a bad command line, too).
-pub const USAGE: i32 = 2;
+pub(crate) const USAGE: i32 = 2;
 /// With `--wait --stop-at-approval`: the rollout waits for `berth approve`.
-pub const AWAITING_APPROVAL: i32 = 3;
+pub(crate) const AWAITING_APPROVAL: i32 = 3;
 /// `--timeout` passed before the rollout reached an end, or a deadline was exceeded.
-pub const TIMEOUT: i32 = 4;
+pub(crate) const TIMEOUT: i32 = 4;
 /// The deployment, container, node or image named does not exist.
-pub const NOT_FOUND: i32 = 5;
+pub(crate) const NOT_FOUND: i32 = 5;
 /// The state does not allow it: it exists already, a precondition fails, or it changed
 /// meanwhile (try again).
-pub const CONFLICT: i32 = 6;
+pub(crate) const CONFLICT: i32 = 6;
 /// The scheduler, agent or registry cannot be reached or is not ready.
-pub const UNAVAILABLE: i32 = 7;
+pub(crate) const UNAVAILABLE: i32 = 7;
 /// No valid credentials, or the credentials may not do this.
-pub const DENIED: i32 = 8;
+pub(crate) const DENIED: i32 = 8;
 
 /// The exit status for an error of `kind`.
-pub fn for_kind(kind: ErrorKind) -> i32 {
+pub(crate) fn for_kind(kind: ErrorKind) -> i32 {
     match kind {
         ErrorKind::InvalidArgument => USAGE,
         ErrorKind::NotFound => NOT_FOUND,
@@ -45,7 +45,7 @@ pub fn for_kind(kind: ErrorKind) -> i32 {
 /// A server's refusal, as the CLI reports it: the message (which names the object) for
 /// people, the kind for the exit status.
 #[derive(Debug)]
-pub struct RemoteError {
+pub(crate) struct RemoteError {
     pub kind: ErrorKind,
     pub message: String,
 }
@@ -69,7 +69,7 @@ impl From<tonic::Status> for RemoteError {
 
 /// The kind of a failed command's error: the first cause that has one decides. A connection
 /// that could not be made is Unavailable, unless the address itself was malformed.
-pub fn kind_of(err: &anyhow::Error) -> ErrorKind {
+pub(crate) fn kind_of(err: &anyhow::Error) -> ErrorKind {
     if err.chain().any(|c| c.is::<http::uri::InvalidUri>()) {
         return ErrorKind::InvalidArgument;
     }

@@ -115,7 +115,7 @@ fn namespaces_cgroups_caps_and_ids_match_proc() {
         .collect();
     assert!(!names.contains(&"cap_sys_admin"), "{names:?}");
     let mask = u64::from_str_radix(&status_field(pid, "CapEff"), 16).unwrap();
-    assert_eq!(names.len() as u32, mask.count_ones(), "{names:?}");
+    assert_eq!(names.len(), mask.count_ones() as usize, "{names:?}");
     assert_eq!(
         names.contains(&"cap_kill"),
         mask & (1 << 5) != 0,

@@ -94,7 +94,8 @@ fn spawn_running(env: &LocalEnv, name: &str, args: &[&str]) -> (std::process::Ch
         .join(name)
         .join("state.json");
     let state: serde_json::Value = serde_json::from_slice(&fs::read(state).unwrap()).unwrap();
-    (child, state["pid"].as_i64().unwrap() as i32)
+    let pid = state["pid"].as_i64().unwrap();
+    (child, i32::try_from(pid).expect("a pid fits i32"))
 }
 
 #[test]

@@ -61,7 +61,10 @@ impl TestStore {
                     .client
                     .lock()
                     .await
-                    .compact(keep_from as i64, None)
+                    .compact(
+                        i64::try_from(keep_from).expect("an etcd revision fits i64"),
+                        None,
+                    )
                     .await
                     .unwrap_or_else(|e| panic!("compact etcd at {keep_from}: {e}"));
                 history.compacted.store(keep_from, Ordering::SeqCst);
@@ -232,7 +235,13 @@ async fn watch_from_a_compacted_revision_is_compacted() {
     let mut client = etcd_client::Client::connect(cluster.endpoints(), None)
         .await
         .unwrap();
-    client.compact(revs[3] as i64, None).await.unwrap();
+    client
+        .compact(
+            i64::try_from(revs[3]).expect("an etcd revision fits i64"),
+            None,
+        )
+        .await
+        .unwrap();
 
     for after in [r0, revs[1]] {
         let item = match store.watch("/", after).await {
@@ -257,7 +266,12 @@ async fn watch_from_a_compacted_revision_is_compacted() {
     for (i, &r) in revs.iter().enumerate().skip(3) {
         assert_eq!(
             next_event(&mut w).await,
-            put_event("/k", &[i as u8], revs[0], r),
+            put_event(
+                "/k",
+                &[u8::try_from(i).expect("a handful of writes")],
+                revs[0],
+                r
+            ),
             "kept history event {i}"
         );
     }
@@ -443,7 +457,10 @@ async fn resuming_past_compacted_history_is_compacted() {
     let mut client = etcd_client::Client::connect(&cluster.endpoints()[1..], None)
         .await
         .unwrap();
-    client.compact(r3 as i64, None).await.unwrap();
+    client
+        .compact(i64::try_from(r3).expect("an etcd revision fits i64"), None)
+        .await
+        .unwrap();
     assert!(r2 < r3);
     tokio::task::block_in_place(|| cluster.start_member(0));
 

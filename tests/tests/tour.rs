@@ -184,7 +184,7 @@ fn every_command_of_the_tour_works_as_written() {
         .process_group(0)
         .spawn()
         .expect("start bash");
-    cleanup.pgid = Some(child.id() as i32);
+    cleanup.pgid = Some(i32::try_from(child.id()).expect("a pid fits i32"));
     let mut stdout = child.stdout.take().expect("piped stdout");
     let reader = std::thread::spawn(move || {
         let mut all = String::new();

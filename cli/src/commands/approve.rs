@@ -6,14 +6,14 @@ use crate::Context;
 use crate::cluster::{self, WaitArgs};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The deployment.
     name: String,
     #[command(flatten)]
     wait: WaitArgs,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     cluster::with_client(ctx.scheduler(), async |mut client| {
         let d = client
             .approve(ApproveRequest {

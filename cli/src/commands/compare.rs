@@ -15,7 +15,7 @@ use crate::compare::{accel, container, probe_wrapped, report, wrapped};
 use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The image (a busybox-like image: /bin/sh, mount, uname, poweroff applets).
     image: String,
     /// How many times each side runs; figures are the median and range.
@@ -26,7 +26,7 @@ pub struct Args {
     command: Vec<String>,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let command = if args.command.is_empty() {
         vec!["echo".to_string(), "hello".to_string()]
     } else {

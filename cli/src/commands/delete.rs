@@ -6,12 +6,12 @@ use crate::Context;
 use crate::cluster;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The deployment.
     name: String,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     cluster::with_client(ctx.scheduler(), async |mut client| {
         client
             .delete(DeleteDeploymentRequest {

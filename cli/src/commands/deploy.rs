@@ -14,7 +14,7 @@ use crate::cluster::{self, WaitArgs};
 use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The deployment spec (TOML; see examples/README.md).
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
@@ -30,7 +30,7 @@ struct Applied {
     phase: String,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     let spec = SpecFile::load(&args.file)?;
     let name = spec.name().to_string();
     cluster::with_client(ctx.scheduler(), async |mut client| {

@@ -9,7 +9,7 @@ use crate::Context;
 use crate::container::layout;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Keep stdin open and pass it to the command.
     #[arg(short, long)]
     interactive: bool,
@@ -29,7 +29,7 @@ pub struct Args {
 }
 
 /// Runs the command; returns its exit code.
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     for e in &args.env {
         if !e.contains('=') || e.starts_with('=') {
             bail!("invalid --env {e:?}: expected KEY=VALUE");

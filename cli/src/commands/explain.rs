@@ -13,7 +13,7 @@ use crate::container::layout;
 use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     agent: crate::remote::AgentArg,
     /// Container id or name (with --agent: the container id on that node; with --scheduler:
@@ -21,7 +21,7 @@ pub struct Args {
     container: String,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let explanation = if let Some(agent) = &args.agent.agent {
         from_agent(agent, &args.container)?
     } else if let Some(scheduler) = &ctx.scheduler {

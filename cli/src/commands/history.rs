@@ -8,7 +8,7 @@ use crate::cluster;
 use crate::output::print_rows;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The deployment.
     name: String,
 }
@@ -23,7 +23,7 @@ struct Row {
     message: String,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let history = cluster::with_client(ctx.scheduler(), async |mut client| {
         client
             .history(HistoryRequest {

@@ -8,7 +8,7 @@ use crate::Context;
 use crate::container::layout::{self, Status};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Keep printing new output until the container exits.
     #[arg(short, long)]
     follow: bool,
@@ -32,7 +32,7 @@ fn copy_rest(file: &mut File, out: &mut impl std::io::Write) -> anyhow::Result<u
     Ok(buf.len())
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     if let Some(agent) = &args.agent.agent {
         return remote(agent, &args);
     }

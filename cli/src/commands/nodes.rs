@@ -8,7 +8,7 @@ use crate::cluster;
 use crate::output::{human_bytes, print_rows};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub(crate) struct Args {}
 
 #[derive(Debug, Serialize)]
 struct Row {
@@ -26,7 +26,7 @@ struct Row {
     last_heartbeat_ms: i64,
 }
 
-pub fn run(_args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(crate) fn run(_args: Args, ctx: &Context) -> anyhow::Result<()> {
     let nodes = cluster::with_client(ctx.scheduler(), async |mut client| {
         client
             .list_nodes(ListNodesRequest {})

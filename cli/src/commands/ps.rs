@@ -7,7 +7,7 @@ use crate::container::layout::{self, Status};
 use crate::output::{OutputFormat, print_rows};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Also list containers that are not running.
     #[arg(short, long)]
     all: bool,
@@ -25,7 +25,7 @@ struct Row {
     created: String,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     if let Some(agent) = &args.agent.agent {
         return remote(agent, &args, ctx.output());
     }

@@ -7,12 +7,12 @@ use crate::cluster;
 use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The deployment.
     name: String,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let (rejected, d) = cluster::with_client(ctx.scheduler(), async |mut client| {
         // The reply is the deployment afterwards, back on its stable revision: the revision
         // that awaited approval is the one before.

@@ -10,7 +10,7 @@ use crate::container::layout::{self, Status};
 use crate::container::setup::teardown;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Kill running containers first.
     #[arg(short, long)]
     force: bool,
@@ -19,7 +19,7 @@ pub struct Args {
     containers: Vec<String>,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for key in &args.containers {
         match remove(ctx, key, args.force) {

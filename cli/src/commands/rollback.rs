@@ -6,7 +6,7 @@ use crate::Context;
 use crate::cluster::{self, WaitArgs};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The deployment.
     name: String,
     /// The revision to go back to (default: the one before the current one).
@@ -16,7 +16,7 @@ pub struct Args {
     wait: WaitArgs,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     cluster::with_client(ctx.scheduler(), async |mut client| {
         let d = client
             .rollback(RollbackRequest {

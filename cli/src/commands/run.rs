@@ -12,7 +12,7 @@ use crate::container::layout::{Paths, write_json};
 use crate::container::{detached, pty, setup};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
@@ -152,7 +152,7 @@ fn overrides(args: &Args, id: &str) -> anyhow::Result<RunOverrides> {
 }
 
 /// Runs the container; returns the exit code `berth` itself exits with.
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     if args.detach && args.tty {
         bail!("-d with -t is not supported: a detached container has no terminal to attach");
     }

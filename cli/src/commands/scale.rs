@@ -7,14 +7,14 @@ use crate::cluster;
 use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The deployment.
     name: String,
     /// The number of replicas.
     replicas: u32,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let d = cluster::with_client(ctx.scheduler(), async |mut client| {
         client
             .scale(ScaleRequest {

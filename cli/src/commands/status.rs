@@ -9,14 +9,14 @@ use crate::cluster::{self, Client, WaitArgs};
 use crate::output::{OutputFormat, print_json, print_table};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// One deployment, with its replicas (default: all deployments).
     name: Option<String>,
 }
 
 /// A deployment as `--output json` prints it.
 #[derive(Debug, Serialize)]
-pub struct DeploymentJson {
+pub(crate) struct DeploymentJson {
     pub name: String,
     pub image: String,
     pub revision: u64,
@@ -30,7 +30,7 @@ pub struct DeploymentJson {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ReplicaJson {
+pub(crate) struct ReplicaJson {
     pub container_id: String,
     pub revision: u64,
     pub node: String,
@@ -74,7 +74,7 @@ impl From<&Deployment> for DeploymentJson {
     }
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let deployments = cluster::with_client(ctx.scheduler(), async |mut client| {
         Ok(match &args.name {
             Some(name) => vec![
@@ -186,7 +186,7 @@ fn print_one(d: &DeploymentJson) {
 }
 
 /// After approve / rollback: one line, or with `--wait` the rollout until it ends.
-pub async fn after_change(
+pub(crate) async fn after_change(
     client: &mut Client,
     d: Deployment,
     what: &str,

@@ -9,7 +9,7 @@ use crate::Context;
 use crate::container::layout::{self, Paths, Status};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Seconds to wait after SIGTERM before SIGKILL.
     #[arg(short, long, default_value_t = 10)]
     time: u64,
@@ -19,7 +19,7 @@ pub struct Args {
 
 /// Stops a running container: TERM (or KILL with a zero timeout), waits, KILL, waits for its
 /// owner to finish.
-pub fn stop(paths: &Paths, owner_pid: i32, timeout: Duration) -> anyhow::Result<()> {
+pub(crate) fn stop(paths: &Paths, owner_pid: i32, timeout: Duration) -> anyhow::Result<()> {
     let root = &paths.runtime_root;
     if let Ok(st) = berth_runtime::state(root, &paths.id) {
         let pid = st.oci.pid;
@@ -44,7 +44,7 @@ pub fn stop(paths: &Paths, owner_pid: i32, timeout: Duration) -> anyhow::Result<
     Ok(())
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let (paths, meta) = layout::find(&ctx.data_dir, &args.container)?;
     if layout::status(&paths, &meta) == Status::Running {
         stop(

@@ -16,7 +16,7 @@ use crate::cluster;
 use crate::output::{OutputFormat, print_json, print_rows};
 
 #[derive(Debug, Subcommand)]
-pub enum TokenCommand {
+pub(crate) enum TokenCommand {
     /// Create a token and print it (this once: the scheduler keeps only its hash).
     Create(CreateArgs),
     /// List the tokens (never their secrets).
@@ -27,7 +27,7 @@ pub enum TokenCommand {
 
 /// What a token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TokenRole {
+pub(crate) enum TokenRole {
     /// Everything, tokens included.
     Admin,
     /// Deploy, scale, roll back, approve, delete; read.
@@ -47,7 +47,7 @@ impl TokenRole {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct CreateArgs {
+pub(crate) struct CreateArgs {
     #[arg(long, value_enum)]
     role: TokenRole,
     /// Who or what holds it (e.g. the pipeline), shown in listings and the scheduler's log.
@@ -59,15 +59,15 @@ pub struct CreateArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ListArgs {}
+pub(crate) struct ListArgs {}
 
 #[derive(Debug, clap::Args)]
-pub struct RevokeArgs {
+pub(crate) struct RevokeArgs {
     /// The token's id (the part after `berth_`, as `berth token ls` shows it).
     id: String,
 }
 
-pub fn run(command: TokenCommand, ctx: &Context) -> anyhow::Result<()> {
+pub(crate) fn run(command: TokenCommand, ctx: &Context) -> anyhow::Result<()> {
     match command {
         TokenCommand::Create(args) => create(args, ctx),
         TokenCommand::Ls(args) => list(args, ctx),

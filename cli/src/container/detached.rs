@@ -12,16 +12,16 @@ use super::layout::{Meta, Paths};
 use super::setup::Guard;
 
 /// Each log part's cap: ctr.log and one older part, ctr.log.1, so at most twice this.
-pub const LOG_MAX_BYTES: u64 = 1 << 20;
+pub(crate) const LOG_MAX_BYTES: u64 = 1 << 20;
 
 /// Log parts kept in all, ctr.log included.
-pub const LOG_FILES: u32 = 2;
+pub(crate) const LOG_FILES: u32 = 2;
 
 /// Starts the container under its shim and returns once it runs, or with the runtime's reason
 /// when it did not start (its files then removed). On success the container's files outlive
 /// this process, and its shim.json names the shim as the container's owner
 /// ([`super::layout::owner_pid`]).
-pub fn start(
+pub(crate) fn start(
     data_dir: &Path,
     paths: &Paths,
     meta: &Meta,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 /// The paths of one container.
 #[derive(Debug, Clone)]
-pub struct Paths {
+pub(crate) struct Paths {
     pub id: String,
     pub dir: PathBuf,
     pub snapshot: PathBuf,
@@ -27,7 +27,7 @@ pub struct Paths {
 }
 
 impl Paths {
-    pub fn new(data_dir: &Path, id: &str) -> Self {
+    pub(crate) fn new(data_dir: &Path, id: &str) -> Self {
         Self {
             id: id.to_string(),
             dir: containers_dir(data_dir).join(id),
@@ -36,12 +36,12 @@ impl Paths {
             runtime_root: runtime_root(data_dir),
         }
     }
-    pub fn meta(&self) -> PathBuf {
+    pub(crate) fn meta(&self) -> PathBuf {
         self.dir.join("meta.json")
     }
     /// The files a detached container's berth-shim writes (and exit.json, which a
     /// foreground `berth run` writes in the same format).
-    pub fn shim(&self) -> ShimPaths {
+    pub(crate) fn shim(&self) -> ShimPaths {
         ShimPaths {
             id: self.id.clone(),
             dir: self.dir.clone(),
@@ -50,17 +50,17 @@ impl Paths {
     }
 }
 
-pub fn containers_dir(data_dir: &Path) -> PathBuf {
+pub(crate) fn containers_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("containers")
 }
 
-pub fn runtime_root(data_dir: &Path) -> PathBuf {
+pub(crate) fn runtime_root(data_dir: &Path) -> PathBuf {
     data_dir.join("run")
 }
 
 /// What `berth run` records about a container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Meta {
+pub(crate) struct Meta {
     pub id: String,
     pub name: String,
     pub image: String,
@@ -74,7 +74,7 @@ pub struct Meta {
 }
 
 /// Writes JSON crash-safely ([`berth_runtime::sys::fs::atomic_write`]).
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     berth_runtime::sys::fs::atomic_write(path, &serde_json::to_vec(value)?)
         .with_context(|| format!("writing {}", path.display()))
 }
@@ -84,18 +84,18 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
     serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
 }
 
-pub fn read_meta(paths: &Paths) -> anyhow::Result<Meta> {
+pub(crate) fn read_meta(paths: &Paths) -> anyhow::Result<Meta> {
     read_json(&paths.meta())
 }
 
 /// exit.json, if the container has ended (and the record is readable).
-pub fn read_exit(paths: &Paths) -> Option<ExitRecord> {
+pub(crate) fn read_exit(paths: &Paths) -> Option<ExitRecord> {
     berth_shim::read_exit(&paths.shim()).ok().flatten()
 }
 
 /// A container's status as `ps` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
+pub(crate) enum Status {
     Created,
     Running,
     Exited(i32),
@@ -114,7 +114,7 @@ impl std::fmt::Display for Status {
     }
 }
 
-pub fn status(paths: &Paths, meta: &Meta) -> Status {
+pub(crate) fn status(paths: &Paths, meta: &Meta) -> Status {
     if let Some(exit) = read_exit(paths) {
         return Status::Exited(exit.exit_code);
     }
@@ -134,7 +134,7 @@ pub fn status(paths: &Paths, meta: &Meta) -> Status {
 
 /// The process that waits for the container, reaps it and records its exit: the berth-shim
 /// named in shim.json once a detached container runs, else the `berth run` that made it.
-pub fn owner_pid(paths: &Paths, meta: &Meta) -> i32 {
+pub(crate) fn owner_pid(paths: &Paths, meta: &Meta) -> i32 {
     berth_shim::read_state(&paths.shim())
         .ok()
         .flatten()
@@ -142,12 +142,12 @@ pub fn owner_pid(paths: &Paths, meta: &Meta) -> i32 {
         .unwrap_or(meta.owner_pid)
 }
 
-pub fn process_alive(pid: i32) -> bool {
+pub(crate) fn process_alive(pid: i32) -> bool {
     pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
 /// Every container's paths and metadata, oldest first.
-pub fn list(data_dir: &Path) -> anyhow::Result<Vec<(Paths, Meta)>> {
+pub(crate) fn list(data_dir: &Path) -> anyhow::Result<Vec<(Paths, Meta)>> {
     let dir = containers_dir(data_dir);
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -170,7 +170,7 @@ pub fn list(data_dir: &Path) -> anyhow::Result<Vec<(Paths, Meta)>> {
 }
 
 /// Finds a container by id, name or unique id prefix.
-pub fn find(data_dir: &Path, key: &str) -> anyhow::Result<(Paths, Meta)> {
+pub(crate) fn find(data_dir: &Path, key: &str) -> anyhow::Result<(Paths, Meta)> {
     let all = list(data_dir)?;
     if let Some(found) = all.iter().find(|(_, m)| m.id == key || m.name == key) {
         return Ok(found.clone());

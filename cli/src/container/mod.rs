@@ -1,7 +1,7 @@
 //! Local containers run by `berth run` without a daemon: their on-disk layout, setup and
 //! teardown, detached containers under berth-shim, and the terminal proxy.
 
-pub mod detached;
-pub mod layout;
-pub mod pty;
-pub mod setup;
+pub(crate) mod detached;
+pub(crate) mod layout;
+pub(crate) mod pty;
+pub(crate) mod setup;

@@ -11,12 +11,12 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use nix::sys::termios::{self, SetArg, Termios};
 
 /// Listens where the runtime connects (`CreateOptions::console_socket`).
-pub fn listen(path: &Path) -> anyhow::Result<UnixListener> {
+pub(crate) fn listen(path: &Path) -> anyhow::Result<UnixListener> {
     UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))
 }
 
 /// Accepts the runtime's connection and takes the pty master it sends with SCM_RIGHTS.
-pub fn receive_master(listener: &UnixListener) -> anyhow::Result<OwnedFd> {
+pub(crate) fn receive_master(listener: &UnixListener) -> anyhow::Result<OwnedFd> {
     let (stream, _) = listener
         .accept()
         .context("accepting the console connection")?;
@@ -44,13 +44,13 @@ pub fn receive_master(listener: &UnixListener) -> anyhow::Result<OwnedFd> {
 
 /// The caller's terminal in raw mode until dropped.
 #[derive(Debug)]
-pub struct RawMode {
+pub(crate) struct RawMode {
     saved: Termios,
 }
 
 impl RawMode {
     /// Raw mode on stdin when it is a terminal; None otherwise.
-    pub fn enter() -> anyhow::Result<Option<Self>> {
+    pub(crate) fn enter() -> anyhow::Result<Option<Self>> {
         let stdin = std::io::stdin();
         let Ok(saved) = termios::tcgetattr(stdin.as_fd()) else {
             return Ok(None);
@@ -69,7 +69,7 @@ impl Drop for RawMode {
 }
 
 /// Gives the pty the size of the caller's terminal, when it has one.
-pub fn copy_window_size(master: BorrowedFd<'_>) {
+pub(crate) fn copy_window_size(master: BorrowedFd<'_>) {
     let mut size = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -85,7 +85,7 @@ pub fn copy_window_size(master: BorrowedFd<'_>) {
 
 /// Copies stdin to the master (when `input`) and the master to stdout until the pty closes
 /// (EIO or EOF once every slave descriptor is gone).
-pub fn proxy(master: &OwnedFd, input: bool) -> anyhow::Result<()> {
+pub(crate) fn proxy(master: &OwnedFd, input: bool) -> anyhow::Result<()> {
     let mut master_file = std::fs::File::from(master.try_clone()?);
     let mut stdout = std::io::stdout().lock();
     let mut stdin_open = input;

@@ -13,12 +13,12 @@ use super::layout::{Meta, Paths, write_json};
 
 /// Takes everything of a container down unless disarmed (a failed `run` leaves nothing).
 #[derive(Debug)]
-pub struct Guard {
+pub(crate) struct Guard {
     paths: Option<Paths>,
 }
 
 impl Guard {
-    pub fn disarm(mut self) -> Paths {
+    pub(crate) fn disarm(mut self) -> Paths {
         self.paths.take().expect("an armed guard holds its paths")
     }
 }
@@ -35,7 +35,7 @@ impl Drop for Guard {
 
 /// What `prepare` needs besides the overrides.
 #[derive(Debug)]
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     pub id: &'a str,
     pub name: &'a str,
     pub image: &'a str,
@@ -47,7 +47,7 @@ pub struct Request<'a> {
 
 /// Makes the container directory, its overlay root filesystem and bundle. On error nothing
 /// is left behind; on success the guard owns the cleanup until disarmed.
-pub fn prepare(
+pub(crate) fn prepare(
     data_dir: &Path,
     req: &Request<'_>,
     overrides: &RunOverrides,
@@ -96,7 +96,7 @@ pub fn prepare(
 
 /// Deletes the runtime state (killing what still runs), unmounts and removes the root
 /// filesystem, then removes the container directory. Each step tolerates a missing part.
-pub fn teardown(paths: &Paths) -> anyhow::Result<()> {
+pub(crate) fn teardown(paths: &Paths) -> anyhow::Result<()> {
     if paths.runtime_root.join(&paths.id).exists() {
         berth_runtime::delete(&paths.runtime_root, &paths.id, true)
             .with_context(|| format!("deleting the runtime state of {}", paths.id))?;

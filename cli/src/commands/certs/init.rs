@@ -14,12 +14,12 @@ use crate::Context;
 const CA_COMMON_NAME: &str = "berth cluster CA";
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     common: CommonArgs,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(super) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let common = &args.common;
     let dir = common.dir(ctx);
     let (cert_path, key_path) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));

@@ -16,7 +16,7 @@ use super::{CommonArgs, Written, create_dir, refuse_existing, rfc3339, write_ato
 use crate::Context;
 
 #[derive(Debug, clap::Args)]
-pub struct ServerArgs {
+pub(crate) struct ServerArgs {
     /// The node's or scheduler's name: its certificate's CN and a DNS name in it.
     #[arg(value_parser = parse_name)]
     name: String,
@@ -31,7 +31,7 @@ pub struct ServerArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     /// The client's name (a person or a pipeline): its certificate's CN.
     #[arg(value_parser = parse_name)]
     name: String,
@@ -63,7 +63,7 @@ impl From<ClientRole> for Role {
     }
 }
 
-pub fn run_server(args: ServerArgs, role: Role, ctx: &Context) -> anyhow::Result<()> {
+pub(super) fn run_server(args: ServerArgs, role: Role, ctx: &Context) -> anyhow::Result<()> {
     // Loopback names always, so a one-machine cluster dials 127.0.0.1 or localhost as is.
     let mut dns_names = Vec::new();
     // A NAME with '_' is a fine CN but no DNS name; leave it out of the SANs then.
@@ -91,7 +91,7 @@ pub fn run_server(args: ServerArgs, role: Role, ctx: &Context) -> anyhow::Result
     })
 }
 
-pub fn run_client(args: ClientArgs, ctx: &Context) -> anyhow::Result<()> {
+pub(super) fn run_client(args: ClientArgs, ctx: &Context) -> anyhow::Result<()> {
     issue(Leaf {
         name: &args.name,
         role: args.role.into(),

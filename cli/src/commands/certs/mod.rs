@@ -18,7 +18,7 @@ mod init;
 mod issue;
 
 #[derive(Debug, Subcommand)]
-pub enum CertsCommand {
+pub(crate) enum CertsCommand {
     /// Create the cluster CA (ECDSA P-256): DIR/ca.pem and DIR/ca-key.pem.
     Init(init::Args),
     /// Issue an agent's certificate (O=berth:node; server and client): DIR/node-NAME.pem.
@@ -30,7 +30,7 @@ pub enum CertsCommand {
     Client(issue::ClientArgs),
 }
 
-pub fn run(command: CertsCommand, ctx: &Context) -> anyhow::Result<()> {
+pub(crate) fn run(command: CertsCommand, ctx: &Context) -> anyhow::Result<()> {
     match command {
         CertsCommand::Init(args) => init::run(args, ctx),
         CertsCommand::Node(args) => issue::run_server(args, berth_proto::tls::Role::Node, ctx),

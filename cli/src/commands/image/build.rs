@@ -22,7 +22,7 @@ starting with '[' is read as a JSON array instead (docker's exec form): \
 
 The image's `created` time is now, or SOURCE_DATE_EPOCH when set (for reproducible builds). \
 The layer itself depends only on the directory's contents and metadata.")]
-pub struct Args {
+pub(crate) struct Args {
     /// The directory whose contents become the image's new layer.
     #[arg(long, value_name = "DIR")]
     from_dir: PathBuf,
@@ -100,7 +100,7 @@ struct Built {
     diff_ids: Vec<String>,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(super) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let store = super::open_store(ctx)?;
     let mut options = BuildOptions::new(&args.from_dir, args.tag);
     options.base = args.base;

@@ -12,7 +12,7 @@ use crate::Context;
 use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// An OCI image layout directory (with an oci-layout file), an oci-archive tar (`skopeo copy
     /// ... oci-archive:F`) or a docker-archive tar (`docker save`); the format is detected.
     path: PathBuf,
@@ -29,7 +29,7 @@ pub struct Args {
     platform: Platform,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(super) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let store = super::open_store(ctx)?;
     let options = ImportOptions {
         tag: args.tag,

@@ -6,7 +6,7 @@ use crate::Context;
 use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Image name (`busybox:latest`) or manifest digest (or a unique prefix of it).
     reference: String,
 }
@@ -19,7 +19,7 @@ struct Inspection<'a> {
     config: &'a oci_spec::image::ImageConfiguration,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(super) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let store = super::open_store(ctx)?;
     let image = store.image(&args.reference)?;
     match ctx.output.unwrap_or(OutputFormat::Json) {

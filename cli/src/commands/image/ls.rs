@@ -6,7 +6,7 @@ use crate::Context;
 use crate::output::{human_bytes, print_rows};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub(crate) struct Args {}
 
 #[derive(Debug, Serialize)]
 struct Row {
@@ -21,7 +21,7 @@ struct Row {
     os: String,
 }
 
-pub fn run(_args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(super) fn run(_args: Args, ctx: &Context) -> anyhow::Result<()> {
     let store = super::open_store(ctx)?;
     let mut rows = Vec::new();
     for record in store.list()? {

@@ -15,7 +15,7 @@ mod summary;
 mod unpack;
 
 #[derive(Debug, Subcommand)]
-pub enum ImageCommand {
+pub(crate) enum ImageCommand {
     /// List images in the store.
     #[command(alias = "list")]
     Ls(ls::Args),
@@ -36,7 +36,7 @@ pub enum ImageCommand {
     Unpack(unpack::Args),
 }
 
-pub fn run(command: ImageCommand, ctx: &Context) -> anyhow::Result<()> {
+pub(crate) fn run(command: ImageCommand, ctx: &Context) -> anyhow::Result<()> {
     match command {
         ImageCommand::Ls(args) => ls::run(args, ctx),
         ImageCommand::Build(args) => build::run(args, ctx),

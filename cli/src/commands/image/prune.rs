@@ -4,9 +4,9 @@ use crate::Context;
 use crate::output::{OutputFormat, human_bytes, print_json};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub(crate) struct Args {}
 
-pub fn run(_args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(super) fn run(_args: Args, ctx: &Context) -> anyhow::Result<()> {
     let store = super::open_store(ctx)?;
     // Layers under container root filesystems stay even when no image names them any more.
     let report = berth_images::snapshot::prune(&store)?;

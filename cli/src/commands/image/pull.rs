@@ -15,7 +15,7 @@ const USERNAME_ENV: &str = "BERTH_REGISTRY_USERNAME";
 const PASSWORD_ENV: &str = "BERTH_REGISTRY_PASSWORD";
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// `[registry[:port]/]repository[:tag][@sha256:digest]`; the image is named this locally.
     reference: String,
     /// Speak plain HTTP to the registry (loopback registries always get plain HTTP).
@@ -43,7 +43,7 @@ struct Summary {
     blobs_present: usize,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(super) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let reference = Reference::parse(&args.reference)?;
     let credentials = credentials(&args)?;
     let store = super::open_store(ctx)?;

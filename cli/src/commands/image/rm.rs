@@ -4,13 +4,13 @@ use crate::Context;
 use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Image names or digests to remove.
     #[arg(required = true)]
     references: Vec<String>,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(super) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let store = super::open_store(ctx)?;
     let mut removed = Vec::new();
     for reference in &args.references {

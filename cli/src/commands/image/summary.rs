@@ -13,7 +13,7 @@ pub(super) struct ImageDigests {
 }
 
 impl ImageDigests {
-    pub fn of(image: &Image) -> Self {
+    pub(super) fn of(image: &Image) -> Self {
         Self {
             name: image.name.clone(),
             digest: image.digest().to_string(),

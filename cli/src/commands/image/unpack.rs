@@ -11,7 +11,7 @@ use crate::Context;
 use crate::output::{OutputFormat, human_bytes, print_json};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The image: a name (busybox:latest) or a manifest digest or unique prefix of one.
     reference: String,
     /// Where the root filesystem goes; it must not exist or be an empty directory.
@@ -32,7 +32,7 @@ struct Summary {
     seconds: f64,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+pub(super) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let store = super::open_store(ctx)?;
     let image = store.image(&args.reference)?;
     let opts = UnpackOptions {
