@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use berth_agent::capacity::{host_total, parse_cpu, parse_memory};
 use berth_agent::restart::Backoff;
 use berth_agent::shim::ShimConfig;
@@ -92,7 +92,7 @@ fn parse_labels(text: &str) -> Result<Labels, String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing(&args.log_format)?;
+    berth_proto::logging::init(&args.log_format)?;
     let host = host_total();
     let mut shim = ShimConfig::beside_current_exe()?;
     shim.log_max_bytes = args.log_max_bytes;
@@ -152,18 +152,4 @@ fn main() -> anyhow::Result<()> {
         berth_agent::run(config, listener, shutdown).await?;
         Ok(())
     })
-}
-
-fn init_tracing(format: &str) -> anyhow::Result<()> {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        "json" => builder.json().init(),
-        "text" => builder.init(),
-        other => bail!("--log-format {other:?}: expected text or json"),
-    }
-    Ok(())
 }

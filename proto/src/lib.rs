@@ -7,6 +7,8 @@
 
 pub mod errors;
 pub mod leader;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod quantity;
 #[cfg(feature = "reflection")]
 pub mod reflection;

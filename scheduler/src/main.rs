@@ -62,7 +62,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(&args.log_format)?;
+    berth_proto::logging::init(&args.log_format)?;
     // Checked before anything starts: None is the embedded store.
     let etcd_endpoints = if args.store == "redb" {
         None
@@ -100,21 +100,6 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(serve(args, config, etcd_endpoints, tls.is_some()))
-}
-
-/// Logs to stderr as `text` or `json`, filtered by `BERTH_LOG` (default info).
-fn init_logging(format: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        "json" => builder.json().init(),
-        "text" => builder.init(),
-        other => bail!("--log-format {other:?}: expected text or json"),
-    }
-    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.
