@@ -61,5 +61,6 @@ profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 cargo nextest run --workspace --profile "$profile" --no-fail-fast
 echo "== the scheduler's end-to-end suites again, on an etcd store (issue 8)"
-BERTH_TEST_STORE=etcd cargo nextest run -p berth-tests --profile "$profile" --no-fail-fast \
-  --test cluster --test cli_cluster
+# --workspace with a filter, not -p: the same feature set as the run above, so nothing rebuilds.
+BERTH_TEST_STORE=etcd cargo nextest run --workspace --profile "$profile" --no-fail-fast \
+  -E 'package(berth-tests) & (binary(cluster) | binary(cli_cluster))'
