@@ -220,6 +220,10 @@ async fn on_message(
                 *unrouted = Some(routes.routes);
             }
         }
+        Some(scheduler_message::Msg::Services(set)) => {
+            // Issue 14 in progress: the service load balancer and DNS apply this set.
+            tracing::debug!(generation = set.generation, "service set received");
+        }
         None => tracing::debug!("empty scheduler message"),
     }
 }
