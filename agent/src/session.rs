@@ -8,7 +8,7 @@ use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::v1::node_service_client::NodeServiceClient;
 use berth_proto::v1::{
     AgentMessage, ContainerEvent, Heartbeat, Hello, RegisterRequest, RegisterResponse,
-    SchedulerMessage, agent_message, scheduler_message,
+    SchedulerMessage, ServiceSet, ServicesApplied, agent_message, scheduler_message,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -121,6 +121,8 @@ async fn session(
     // Routes that could not be installed yet (e.g. the link to their gateway is not up):
     // tried again on every heartbeat until they are.
     let mut unrouted: Option<Vec<berth_proto::v1::PodRoute>> = None;
+    // Likewise a ServiceSet that could not be programmed (no network yet, nft failed).
+    let mut unserviced: Option<ServiceSet> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -130,6 +132,9 @@ async fn session(
                 {
                     tracing::debug!("routes, again: {e}");
                     unrouted = Some(routes);
+                }
+                if let Some(set) = unserviced.take() {
+                    unserviced = apply_services(containers, set, &tx).await?;
                 }
             }
             event = events.recv() => match event {
@@ -145,7 +150,13 @@ async fn session(
                 Err(broadcast::error::RecvError::Closed) => return Err(SessionError::Closed),
             },
             message = inbound.message() => match message {
-                Ok(Some(m)) => on_message(containers, m, &mut unrouted).await,
+                Ok(Some(m)) => {
+                    if let Some(scheduler_message::Msg::Services(set)) = m.msg {
+                        unserviced = apply_services(containers, set, &tx).await?;
+                    } else {
+                        on_message(containers, m, &mut unrouted).await;
+                    }
+                }
                 Ok(None) => return Err(SessionError::Closed),
                 Err(status) => return Err(SessionError::Refused { call: "Session", status }),
             },
@@ -221,10 +232,53 @@ async fn on_message(
             }
         }
         Some(scheduler_message::Msg::Services(set)) => {
-            // Issue 14 in progress: the service load balancer and DNS apply this set.
-            tracing::debug!(generation = set.generation, "service set received");
+            // Handled by the session, which acknowledges it (see `apply_services`).
+            tracing::debug!(generation = set.generation, "service set outside a session");
         }
         None => tracing::debug!("empty scheduler message"),
+    }
+}
+
+/// Programs the load balancer from `set` and acknowledges it up the session. Returns the set
+/// when it should be tried again on the next heartbeat (the network is not up yet, or nft
+/// failed); an invalid set is logged and dropped, since trying again cannot help.
+async fn apply_services(
+    containers: &Containers,
+    set: ServiceSet,
+    tx: &mpsc::Sender<AgentMessage>,
+) -> Result<Option<ServiceSet>, SessionError> {
+    use crate::net::{NetError, ServicesOutcome};
+    let count = set.services.len();
+    match containers.apply_services(&set).await {
+        Ok(ServicesOutcome::Applied {
+            generation,
+            flushed,
+        }) => {
+            tracing::info!(generation, count, flushed, "applied services");
+            let ack = AgentMessage {
+                msg: Some(agent_message::Msg::ServicesApplied(ServicesApplied {
+                    generation,
+                })),
+            };
+            tx.send(ack).await.map_err(|_| SessionError::Closed)?;
+            Ok(None)
+        }
+        Ok(ServicesOutcome::Stale { applied }) => {
+            tracing::debug!(
+                generation = set.generation,
+                applied,
+                "ignoring an older service set"
+            );
+            Ok(None)
+        }
+        Err(crate::error::AgentError::Net(e @ NetError::InvalidService { .. })) => {
+            tracing::error!(generation = set.generation, "service set refused: {e}");
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::warn!(generation = set.generation, "services (trying again): {e}");
+            Ok(Some(set))
+        }
     }
 }
 
@@ -249,6 +303,7 @@ fn heartbeat(containers: &Containers) -> AgentMessage {
             capacity: Some(containers.capacity()),
             containers: containers.statuses(),
             applied_generation: containers.applied_generation(),
+            applied_service_generation: containers.applied_service_generation(),
         })),
     }
 }

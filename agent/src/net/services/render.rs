@@ -1,0 +1,369 @@
+//! The load balancer's table as one nft JSON batch (built with the `nftables` crate's schema
+//! types, loaded with `nft -j -f -`): the table declared, deleted and re-created with every
+//! map, chain and element, so one transaction takes it from whatever it was to the new set.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use nftables::batch::Batch;
+use nftables::expr::{
+    BinaryOperation, CT, Expression, Meta, MetaKey, NamedExpression, NgMode, Numgen, Payload,
+    PayloadField, SetItem, Verdict,
+};
+use nftables::schema::{Chain, Element, Map, NfListObject, Rule, SetType, SetTypeValue, Table};
+use nftables::stmt::{JumpTarget, Mangle, Match, NAT, Operator, Reject, RejectType, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+
+use super::{HAIRPIN_MARK, Svc, SvcPort};
+use crate::net::NetError;
+use crate::net::state::Proto;
+
+/// `VIP . proto . port` → goto the service port's chain.
+const SERVICES: &str = "services";
+/// `VIP . proto . port` → goto `reject_svc`, for service ports with no ready endpoint.
+const NO_ENDPOINTS: &str = "no_endpoints";
+const REJECT: &str = "reject_svc";
+
+fn s(v: impl Into<String>) -> Expression<'static> {
+    Expression::String(Cow::Owned(v.into()))
+}
+
+fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: protocol.into(),
+            field: field.into(),
+        },
+    )))
+}
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn goto(chain: String) -> Expression<'static> {
+    Expression::Verdict(Verdict::Goto(JumpTarget {
+        target: chain.into(),
+    }))
+}
+
+fn eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::EQ,
+    })
+}
+
+/// The lookup key of a packet: `ip daddr . meta l4proto . th dport`.
+fn packet_key() -> Expression<'static> {
+    Expression::Named(NamedExpression::Concat(vec![
+        payload("ip", "daddr"),
+        meta(MetaKey::L4proto),
+        payload("th", "dport"),
+    ]))
+}
+
+/// A map element's key: `VIP . proto . port`.
+fn element_key(svc: &Svc, p: &SvcPort) -> Expression<'static> {
+    Expression::Named(NamedExpression::Concat(vec![
+        s(svc.vip.to_string()),
+        s(p.proto.name()),
+        Expression::Number(p.port.into()),
+    ]))
+}
+
+/// Chains are named after the service port (`svc_web_tcp_80`) and the endpoint's index in
+/// it (`ep_web_tcp_80_0`): readable in `nft list`, and stable for an unchanged set.
+fn svc_chain(svc: &Svc, p: &SvcPort) -> String {
+    format!("svc_{}_{}_{}", svc.name, p.proto.name(), p.port)
+}
+
+struct Builder<'t> {
+    table: &'t str,
+    batch: Batch<'static>,
+}
+
+impl Builder<'_> {
+    fn chain(&mut self, name: &str, hook: Option<(NfChainType, NfHook, i32)>) {
+        let (chain_type, hook, prio) = match hook {
+            Some((t, h, p)) => (Some(t), Some(h), Some(p)),
+            None => (None, None, None),
+        };
+        self.batch.add(NfListObject::Chain(Chain {
+            family: NfFamily::IP,
+            table: self.table.to_owned().into(),
+            name: name.to_owned().into(),
+            _type: chain_type,
+            hook,
+            prio,
+            policy: hook.map(|_| NfChainPolicy::Accept),
+            ..Chain::default()
+        }));
+    }
+
+    fn rule(&mut self, chain: &str, expr: Vec<Statement<'static>>) {
+        self.batch.add(NfListObject::Rule(Rule {
+            family: NfFamily::IP,
+            table: self.table.to_owned().into(),
+            chain: chain.to_owned().into(),
+            expr: expr.into(),
+            ..Rule::default()
+        }));
+    }
+
+    /// The crate's map types (0.6) have no `verdict` value type, so the map is built with
+    /// its schema type, serialized, and its value type set to `verdict` in the JSON.
+    fn verdict_map(&mut self, name: &str) -> serde_json::Value {
+        let key_type = [SetType::Ipv4Addr, SetType::InetProto, SetType::InetService];
+        let map = NfListObject::Map(Box::new(Map {
+            family: NfFamily::IP,
+            table: self.table.to_owned().into(),
+            name: name.to_owned().into(),
+            set_type: SetTypeValue::Concatenated(key_type.to_vec().into()),
+            map: SetTypeValue::Single(SetType::Mark),
+            ..Map::default()
+        }));
+        let mut value = serde_json::json!({ "add": map });
+        value["add"]["map"]["map"] = "verdict".into();
+        value
+    }
+
+    fn elements(&mut self, map: &str, elems: Vec<Expression<'static>>) {
+        if elems.is_empty() {
+            return;
+        }
+        self.batch.add(NfListObject::Element(Element {
+            family: NfFamily::IP,
+            table: self.table.to_owned().into(),
+            name: map.to_owned().into(),
+            elem: elems.into(),
+        }));
+    }
+
+    /// The hooks: DNAT through the services map in prerouting (containers, other nodes) and
+    /// output (the node itself); reject for service ports without endpoints, before DNAT;
+    /// masquerade of hairpin traffic on the way out.
+    fn skeleton(&mut self) {
+        let lookup = |map: &str| {
+            Statement::VerdictMap(nftables::stmt::VerdictMap {
+                key: packet_key(),
+                data: s(format!("@{map}")),
+            })
+        };
+        for (chain, hook) in [
+            ("nat_prerouting", NfHook::Prerouting),
+            ("nat_output", NfHook::Output),
+        ] {
+            self.chain(chain, Some((NfChainType::NAT, hook, -100)));
+            self.rule(chain, vec![lookup(SERVICES)]);
+        }
+        let ct_new = Statement::Match(Match {
+            left: Expression::Named(NamedExpression::CT(CT {
+                key: "state".into(),
+                family: None,
+                dir: None,
+            })),
+            right: s("new"),
+            op: Operator::IN,
+        });
+        // Before the NAT chains (dstnat - 10), as kube-proxy does: a packet that is rejected
+        // never gets a conntrack NAT binding.
+        for (chain, hook) in [
+            ("filter_prerouting", NfHook::Prerouting),
+            ("filter_output", NfHook::Output),
+        ] {
+            self.chain(chain, Some((NfChainType::Filter, hook, -110)));
+            self.rule(chain, vec![ct_new.clone(), lookup(NO_ENDPOINTS)]);
+        }
+        self.chain(REJECT, None);
+        self.rule(
+            REJECT,
+            vec![
+                eq(meta(MetaKey::L4proto), s("tcp")),
+                Statement::Reject(Some(Reject::new(Some(RejectType::TCPReset), None))),
+            ],
+        );
+        self.rule(REJECT, vec![Statement::Reject(None)]);
+        let mark = || meta(MetaKey::Mark);
+        self.chain(
+            "nat_postrouting",
+            Some((NfChainType::NAT, NfHook::Postrouting, 100)),
+        );
+        self.rule(
+            "nat_postrouting",
+            vec![
+                eq(
+                    Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+                        mark(),
+                        Expression::Number(HAIRPIN_MARK),
+                    ))),
+                    Expression::Number(HAIRPIN_MARK),
+                ),
+                Statement::Masquerade(None),
+            ],
+        );
+    }
+
+    /// One service port with endpoints: a chain choosing among endpoint chains at random,
+    /// and one chain per endpoint (hairpin mark, DNAT).
+    fn service_port(&mut self, svc: &Svc, p: &SvcPort) -> String {
+        let chain = svc_chain(svc, p);
+        self.chain(&chain, None);
+        let mut choices = Vec::with_capacity(svc.endpoints.len());
+        for (i, ep) in svc.endpoints.iter().enumerate() {
+            let ep_chain = format!("ep{}", &chain[3..]) + &format!("_{i}");
+            self.chain(&ep_chain, None);
+            let mark = || meta(MetaKey::Mark);
+            self.rule(
+                &ep_chain,
+                vec![
+                    eq(payload("ip", "saddr"), s(ep.to_string())),
+                    Statement::Mangle(Mangle {
+                        key: mark(),
+                        value: Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![
+                            mark(),
+                            Expression::Number(HAIRPIN_MARK),
+                        ]))),
+                    }),
+                ],
+            );
+            let proto = match p.proto {
+                Proto::Tcp => "tcp",
+                Proto::Udp => "udp",
+            };
+            self.rule(
+                &ep_chain,
+                vec![
+                    eq(meta(MetaKey::L4proto), s(proto)),
+                    Statement::DNAT(Some(NAT {
+                        addr: Some(s(ep.to_string())),
+                        family: None,
+                        port: Some(Expression::Number(p.target.into())),
+                        flags: None,
+                    })),
+                ],
+            );
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            choices.push(SetItem::Mapping(Expression::Number(index), goto(ep_chain)));
+        }
+        let modulus = u32::try_from(svc.endpoints.len()).unwrap_or(u32::MAX);
+        self.rule(
+            &chain,
+            vec![Statement::VerdictMap(nftables::stmt::VerdictMap {
+                key: Expression::Named(NamedExpression::Numgen(Numgen {
+                    mode: NgMode::Random,
+                    ng_mod: modulus,
+                    offset: None,
+                })),
+                data: Expression::Named(NamedExpression::Set(choices)),
+            })],
+        );
+        chain
+    }
+}
+
+/// The JSON batch that makes `table` exactly `services`.
+pub(super) fn ruleset(table: &str, services: &[Svc]) -> String {
+    let mut b = Builder {
+        table,
+        batch: Batch::new(),
+    };
+    let t = || {
+        NfListObject::Table(Table {
+            family: NfFamily::IP,
+            name: table.to_owned().into(),
+            handle: None,
+        })
+    };
+    // `add` first so `delete` never fails on a fresh node.
+    b.batch.add(t());
+    b.batch.delete(t());
+    b.batch.add(t());
+    b.skeleton();
+    let (mut routed, mut refused) = (Vec::new(), Vec::new());
+    for svc in services {
+        for p in &svc.ports {
+            let key = element_key(svc, p);
+            if svc.endpoints.is_empty() {
+                refused.push(Expression::List(vec![key, goto(REJECT.to_owned())]));
+            } else {
+                let chain = b.service_port(svc, p);
+                routed.push(Expression::List(vec![key, goto(chain)]));
+            }
+        }
+    }
+    b.elements(SERVICES, routed);
+    b.elements(NO_ENDPOINTS, refused);
+    let maps = [b.verdict_map(SERVICES), b.verdict_map(NO_ENDPOINTS)];
+    let mut json = serde_json::to_value(b.batch.to_nftables()).unwrap_or_default();
+    if let Some(objects) = json["nftables"].as_array_mut() {
+        // Right after the table is re-created (the three table commands), before the rules
+        // that name the maps.
+        for (i, map) in maps.into_iter().enumerate() {
+            objects.insert(3 + i, map);
+        }
+    }
+    json.to_string()
+}
+
+/// The JSON batch that removes `table`, present or not.
+pub(super) fn delete(table: &str) -> String {
+    let t = || {
+        NfListObject::Table(Table {
+            family: NfFamily::IP,
+            name: table.to_owned().into(),
+            handle: None,
+        })
+    };
+    let mut batch = Batch::new();
+    batch.add(t());
+    batch.delete(t());
+    serde_json::to_string(&batch.to_nftables()).unwrap_or_default()
+}
+
+/// Loads a JSON batch with `nft -j -f -` in the netns at `ns`: one transaction. Blocking.
+pub(super) fn load(ns: Option<&Path>, table: &str, batch: &str) -> Result<(), NetError> {
+    crate::net::nft::run_nft(ns, table, &["-j", "-f", "-"], batch.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_maps_chains_and_elements() {
+        let svc = Svc {
+            name: "web".into(),
+            vip: "10.96.0.5".parse().unwrap(),
+            ports: vec![SvcPort {
+                proto: Proto::Tcp,
+                port: 80,
+                target: 8080,
+            }],
+            endpoints: vec!["10.88.1.2".parse().unwrap(), "10.88.2.2".parse().unwrap()],
+        };
+        let empty = Svc {
+            name: "idle".into(),
+            endpoints: vec![],
+            vip: "10.96.0.6".parse().unwrap(),
+            ..svc.clone()
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&ruleset("berth_svc_n1", &[svc, empty])).unwrap();
+        let text = json.to_string();
+        for needle in [
+            r#""numgen":{"mod":2,"mode":"random"}"#,
+            r#""dnat":{"addr":"10.88.2.2","port":8080}"#,
+            r#"[{"concat":["10.96.0.5","tcp",80]},{"goto":{"target":"svc_web_tcp_80"}}]"#,
+            r#"[{"concat":["10.96.0.6","tcp",80]},{"goto":{"target":"reject_svc"}}]"#,
+            r#""name":"ep_web_tcp_80_1""#,
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        assert!(
+            !text.contains("svc_idle"),
+            "no chain for a service without endpoints"
+        );
+    }
+}
