@@ -45,39 +45,57 @@ pub(super) fn departed_udp(old: &[Svc], new: &[Svc]) -> Vec<Departed> {
 /// how many classes were flushed. Failures are logged, not returned: the rules are in place
 /// already, and a stale flow only lasts until it idles out. Blocking.
 pub(super) fn flush(ns: Option<&Path>, departed: &[Departed]) -> usize {
-    let program = ns::tool("conntrack");
-    let mut flushed = 0;
-    for d in departed {
-        let (vip, port, ep) = (
-            d.vip.to_string(),
-            d.port.to_string(),
-            d.endpoint.to_string(),
-        );
-        let args = [
-            "-D",
-            "-p",
-            "udp",
-            "--orig-dst",
-            &vip,
-            "--orig-port-dst",
-            &port,
-            "--reply-src",
-            &ep,
-        ];
-        match ns::command_output(ns, &program, &args, b"") {
-            Ok(out) => {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                // conntrack exits 1 when nothing matched; that is success here.
-                if out.status.success() || stderr.contains("0 flow entries have been deleted") {
-                    flushed += 1;
-                } else {
-                    tracing::warn!(%vip, %port, endpoint = %ep, "conntrack -D failed: {}", stderr.trim());
-                }
+    departed
+        .iter()
+        .filter(|d| {
+            let (vip, port, ep) = (
+                d.vip.to_string(),
+                d.port.to_string(),
+                d.endpoint.to_string(),
+            );
+            let filter = [
+                "-p",
+                "udp",
+                "--orig-dst",
+                &vip,
+                "--orig-port-dst",
+                &port,
+                "--reply-src",
+                &ep,
+            ];
+            delete(ns, &filter)
+        })
+        .count()
+}
+
+/// Deletes every flow to the virtual IPs `vips` (any protocol): what removing the balancer
+/// leaves behind. Blocking.
+pub(super) fn flush_vips(ns: Option<&Path>, vips: &BTreeSet<Ipv4Addr>) {
+    for vip in vips {
+        delete(ns, &["--orig-dst", &vip.to_string()]);
+    }
+}
+
+/// `conntrack -D FILTER` in the netns at `ns`; false (and a warning) when it failed.
+fn delete(ns: Option<&Path>, filter: &[&str]) -> bool {
+    let args: Vec<&str> = std::iter::once("-D")
+        .chain(filter.iter().copied())
+        .collect();
+    match ns::command_output(ns, &ns::tool("conntrack"), &args, b"") {
+        Ok(out) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            // conntrack exits 1 when nothing matched; that is success here.
+            let ok = out.status.success() || stderr.contains("0 flow entries have been deleted");
+            if !ok {
+                tracing::warn!(?filter, "conntrack -D failed: {}", stderr.trim());
             }
-            Err(e) => tracing::warn!(%vip, %port, endpoint = %ep, "conntrack -D: {e}"),
+            ok
+        }
+        Err(e) => {
+            tracing::warn!(?filter, "conntrack -D: {e}");
+            false
         }
     }
-    flushed
 }
 
 #[cfg(test)]

@@ -235,12 +235,19 @@ impl Balancer {
         })
     }
 
-    /// Removes the table, present or not, and forgets what was applied.
+    /// Removes the table, present or not, and the conntrack flows to the virtual IPs it
+    /// balanced; forgets what was applied.
     pub(crate) async fn remove(&self) -> Result<(), NetError> {
         let mut applied = self.applied.lock().await;
         let batch = render::delete(&self.table);
         let (ns, table) = (self.ns.clone(), self.table.clone());
-        super::blocking(move || render::load(ns.as_deref(), &table, &batch)).await?;
+        let vips: BTreeSet<Ipv4Addr> = applied.services.iter().map(|s| s.vip).collect();
+        super::blocking(move || {
+            render::load(ns.as_deref(), &table, &batch)?;
+            conntrack::flush_vips(ns.as_deref(), &vips);
+            Ok(())
+        })
+        .await?;
         *applied = Applied::default();
         self.generation
             .store(0, std::sync::atomic::Ordering::SeqCst);
