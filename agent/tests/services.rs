@@ -401,3 +401,164 @@ async fn bad_sets_are_refused_whole_and_teardown_leaves_no_table() {
     let flows = run(&["ip", "netns", "exec", &node.ns_name, "conntrack", "-L"]);
     assert!(!flows.contains(&VIP.to_string()), "{flows}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_on_another_node_are_reached_over_pod_routes() {
+    use berth_proto::v1::PodRoute;
+    let (a, b) = (Node::new(46), Node::new(47));
+    // The two nodes' link: a veth pair with one end in each node netns.
+    let (va, vb) = (format!("sva{}", a.node_name), format!("svb{}", b.node_name));
+    run(&[
+        "ip", "-n", &a.ns_name, "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns",
+        &b.ns_name,
+    ]);
+    for (node, link, addr) in [(&a, &va, "192.168.46.1/24"), (&b, &vb, "192.168.46.2/24")] {
+        run(&["ip", "-n", &node.ns_name, "addr", "add", addr, "dev", link]);
+        run(&["ip", "-n", &node.ns_name, "link", "set", link, "up"]);
+    }
+    let (net_a, net_b) = (a.setup().await, b.setup().await);
+    let routes = [
+        PodRoute {
+            node_name: a.node_name.clone(),
+            pod_cidr: a.cidr.to_string(),
+            node_address: "192.168.46.1".into(),
+        },
+        PodRoute {
+            node_name: b.node_name.clone(),
+            pod_cidr: b.cidr.to_string(),
+            node_address: "192.168.46.2".into(),
+        },
+    ];
+    net_a.set_routes(&routes).await.unwrap();
+    net_b.set_routes(&routes).await.unwrap();
+    let remote = net_b.attach("remote", &[]).await.unwrap();
+    backend(&remote, "remote", 8080);
+    let client = net_a.attach("client", &[]).await.unwrap();
+    let set = vec![web(&[&remote])];
+    apply(&net_a, 1, set.clone()).await;
+    apply(&net_b, 1, set).await;
+    let (tcp, udp) = in_netns(&client.netns, || {
+        let tcp = tcp_call(SocketAddr::from((VIP, 80)));
+        let udp = udp_call(&udp_socket(SocketAddr::from((VIP, 53))));
+        (tcp, udp)
+    });
+    // DNAT on the client's node, then the pod route; the source stays the client's own.
+    let expected = format!("remote {}", client.ip);
+    assert_eq!(tcp.unwrap(), expected);
+    assert_eq!(udp.unwrap(), expected);
+}
+
+/// An echo server in container `att` on `port`: answers every read with the same bytes, on
+/// one connection for as long as it stays open.
+fn echo_backend(att: &Attachment, port: u16) {
+    let listener = in_netns(&att.netns, || {
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap()
+    });
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// p50 and p99 of `samples`, in microseconds.
+fn percentiles(mut samples: Vec<Duration>) -> (u128, u128) {
+    samples.sort();
+    // The sample at `percent` of the way, in integer steps.
+    let at = |percent: usize| {
+        let last = samples.len().saturating_sub(1);
+        samples[(last * percent / 100).min(last)].as_micros()
+    };
+    (at(50), at(99))
+}
+
+/// `n` timed calls of `call`, each of which must succeed.
+fn timed(n: usize, mut call: impl FnMut()) -> Vec<Duration> {
+    (0..n)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            call();
+            start.elapsed()
+        })
+        .collect()
+}
+
+/// Measures, for the report (nothing is asserted about times): the latency a VIP adds over
+/// the pod IP (a new connection per request, and requests on one open connection), and the
+/// cost of a request as the table grows to 10, 1,000 and 5,000 services. Run with
+/// `--no-capture` to see the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measure_vip_latency_and_lookup_cost() {
+    const N: usize = 2000;
+    let (_node, net, b, client) = node_with_backends(48, 1).await;
+    echo_backend(&b[0], 9090);
+    let svc = |name: &str, vip: Ipv4Addr| {
+        service(
+            name,
+            vip,
+            &[(80, 8080, Protocol::Tcp), (90, 9090, Protocol::Tcp)],
+            &[&b[0]],
+        )
+    };
+    apply(&net, 1, vec![svc("web", VIP)]).await;
+    let pod = b[0].ip;
+    let report = in_netns(&client.netns, || {
+        let mut lines = Vec::new();
+        for (what, ip, port) in [("pod IP", pod, 8080), ("VIP", VIP, 80)] {
+            let to = SocketAddr::from((ip, port));
+            let (p50, p99) = percentiles(timed(N, || assert!(tcp_call(to).is_ok())));
+            lines.push(format!(
+                "new connection per request via {what}: p50 {p50} µs, p99 {p99} µs"
+            ));
+        }
+        for (what, ip, port) in [("pod IP", pod, 9090), ("VIP", VIP, 90)] {
+            let mut conn =
+                TcpStream::connect_timeout(&SocketAddr::from((ip, port)), TIMEOUT).unwrap();
+            conn.set_nodelay(true).unwrap();
+            let mut buf = [0u8; 4];
+            let (p50, p99) = percentiles(timed(N, || {
+                conn.write_all(b"ping").unwrap();
+                conn.read_exact(&mut buf).unwrap();
+            }));
+            lines.push(format!(
+                "request on an open connection via {what}: p50 {p50} µs, p99 {p99} µs"
+            ));
+        }
+        lines
+    });
+    for line in report {
+        println!("measure: {line}");
+    }
+
+    for (generation, count) in [(2u64, 10usize), (3, 1000), (4, 5000)] {
+        // The measured service sorts last; the others fill the map.
+        let mut services: Vec<Service> = (0..count - 1)
+            .map(|i| {
+                let i = u32::try_from(i).unwrap();
+                svc(&format!("filler-{i}"), Ipv4Addr::from(0x0a60_1000 + i))
+            })
+            .collect();
+        services.push(svc("web", VIP));
+        let started = std::time::Instant::now();
+        apply(&net, generation, services).await;
+        let applied_in = started.elapsed();
+        let to = SocketAddr::from((VIP, 80));
+        let samples = in_netns(&client.netns, || {
+            timed(N / 2, || assert!(tcp_call(to).is_ok()))
+        });
+        let (p50, p99) = percentiles(samples);
+        println!(
+            "measure: {count} services: request via VIP p50 {p50} µs, p99 {p99} µs; \
+             nft transaction {} ms",
+            applied_in.as_millis()
+        );
+    }
+}
