@@ -253,8 +253,9 @@ async fn apply_services(
         Ok(ServicesOutcome::Applied {
             generation,
             flushed,
+            rebuilt,
         }) => {
-            tracing::info!(generation, count, flushed, "applied services");
+            tracing::info!(generation, count, flushed, rebuilt, "applied services");
             let ack = AgentMessage {
                 msg: Some(agent_message::Msg::ServicesApplied(ServicesApplied {
                     generation,

@@ -170,7 +170,8 @@ async fn vip_reaches_every_endpoint_over_tcp_and_udp() {
         outcome,
         ServicesOutcome::Applied {
             generation: 1,
-            flushed: 0
+            flushed: 0,
+            rebuilt: true,
         }
     );
     assert_eq!(net.applied_service_generation(), 1);
@@ -255,7 +256,11 @@ async fn updates_are_atomic_and_flush_departed_udp_flows() {
         } else {
             vec![&b[0], &b[1]]
         };
-        apply(&net, generation, vec![web(&eps)]).await;
+        let outcome = apply(&net, generation, vec![web(&eps)]).await;
+        assert!(
+            matches!(outcome, ServicesOutcome::Applied { rebuilt: false, .. }),
+            "an update changes only what differs: {outcome:?}"
+        );
         // Let some calls through between updates.
         let seen = calls.load(Ordering::SeqCst);
         while calls.load(Ordering::SeqCst) < seen + 3 {
@@ -289,7 +294,8 @@ async fn updates_are_atomic_and_flush_departed_udp_flows() {
         outcome,
         ServicesOutcome::Applied {
             generation: 23,
-            flushed: 1
+            flushed: 1,
+            rebuilt: false,
         }
     );
     assert_eq!(who(&udp_call(&sock).unwrap()), "b0", "the UDP flow moved");
@@ -333,6 +339,24 @@ async fn a_service_without_endpoints_refuses_at_once() {
     apply(&net, 2, vec![web(&[&b[0]])]).await;
     let answer = in_netns(&client.netns, || tcp_call(SocketAddr::from((VIP, 80))));
     assert_eq!(who(&answer.unwrap()), "b0");
+    // The service goes: its chains and elements go with it, the hooks stay.
+    apply(&net, 3, vec![]).await;
+    let table = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &node.ns_name,
+        "nft",
+        "list",
+        "table",
+        "ip",
+        net.services_table(),
+    ]);
+    assert!(
+        !table.contains("_web_") && !table.contains(&VIP.to_string()),
+        "{table}"
+    );
+    assert!(table.contains("nat_prerouting"), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,11 +403,44 @@ async fn bad_sets_are_refused_whole_and_teardown_leaves_no_table() {
     let answer = in_netns(&client.netns, || tcp_call(SocketAddr::from((VIP, 80))));
     assert_eq!(who(&answer.unwrap()), "b0");
 
+    // Someone removed the table behind the agent's back: the next set rebuilds it whole.
+    let table = net.services_table().to_owned();
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &node.ns_name,
+        "nft",
+        "delete",
+        "table",
+        "ip",
+        &table,
+    ]);
+    let outcome = apply(
+        &net,
+        3,
+        vec![
+            web(&[&b[0]]),
+            service(
+                "idle",
+                Ipv4Addr::new(10, 96, 0, 12),
+                &[(80, 80, Protocol::Tcp)],
+                &[],
+            ),
+        ],
+    )
+    .await;
+    assert!(
+        matches!(outcome, ServicesOutcome::Applied { rebuilt: true, .. }),
+        "{outcome:?}"
+    );
+    let answer = in_netns(&client.netns, || tcp_call(SocketAddr::from((VIP, 80))));
+    assert_eq!(who(&answer.unwrap()), "b0");
+
     for id in ["b0", "client"] {
         net.detach(id).await.unwrap();
     }
     net.teardown().await.unwrap();
-    let table = net.services_table().to_owned();
     assert!(
         !succeeds(&[
             "ip",
@@ -498,7 +555,7 @@ fn timed(n: usize, mut call: impl FnMut()) -> Vec<Duration> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn measure_vip_latency_and_lookup_cost() {
     const N: usize = 2000;
-    let (_node, net, b, client) = node_with_backends(48, 1).await;
+    let (_node, net, b, client) = node_with_backends(48, 2).await;
     echo_backend(&b[0], 9090);
     let svc = |name: &str, vip: Ipv4Addr| {
         service(
@@ -557,8 +614,61 @@ async fn measure_vip_latency_and_lookup_cost() {
         let (p50, p99) = percentiles(samples);
         println!(
             "measure: {count} services: request via VIP p50 {p50} µs, p99 {p99} µs; \
-             nft transaction {} ms",
+             whole-table nft transaction {} ms",
             applied_in.as_millis()
         );
     }
+    propagation(&net, &b, &client, svc).await;
+}
+
+/// With 5,000 services programmed, 100 endpoint changes of one service: the time from the
+/// set arriving to the new endpoint answering through the VIP.
+async fn propagation(
+    net: &NodeNetwork,
+    b: &[Attachment],
+    client: &Attachment,
+    svc: impl Fn(&str, Ipv4Addr) -> Service,
+) {
+    let fillers: Vec<Service> = (0..4999u32)
+        .map(|i| {
+            service(
+                &format!("filler-{i}"),
+                Ipv4Addr::from(0x0a60_1000 + i),
+                &[(80, 8080, Protocol::Tcp), (90, 9090, Protocol::Tcp)],
+                &[&b[0]],
+            )
+        })
+        .collect();
+    let (mut samples, mut applied) = (Vec::new(), Vec::new());
+    for generation in 10..110u64 {
+        let target = usize::from(generation % 2 == 1);
+        let mut web = svc("web", VIP);
+        web.endpoints.truncate(0);
+        web.endpoints.push(Endpoint {
+            container_id: format!("b{target}"),
+            node: "local".into(),
+            ip: b[target].ip.to_string(),
+        });
+        let mut services = fillers.clone();
+        services.push(web);
+        let started = std::time::Instant::now();
+        let outcome = apply(net, generation, services).await;
+        applied.push(started.elapsed());
+        assert!(
+            matches!(outcome, ServicesOutcome::Applied { rebuilt: false, .. }),
+            "{outcome:?}"
+        );
+        let want = format!("b{target}");
+        in_netns(&client.netns, || {
+            while who(&tcp_call(SocketAddr::from((VIP, 80))).unwrap()) != want {}
+        });
+        samples.push(started.elapsed());
+    }
+    let (p50, p99) = percentiles(samples);
+    let (a50, a99) = percentiles(applied);
+    println!(
+        "measure: endpoint change at 5000 services, set applied to new endpoint answering: \
+         p50 {p50} µs, p99 {p99} µs (100 changes); of which applying the set: p50 {a50} µs, \
+         p99 {a99} µs"
+    );
 }

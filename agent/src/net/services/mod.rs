@@ -152,10 +152,14 @@ pub(crate) fn parse_set(set: &ServiceSet) -> Result<Vec<Svc>, NetError> {
     Ok(out)
 }
 
-/// The services the balancer programmed last (for the conntrack diff of the next set).
+/// The services the balancer programmed last: the base of the next set's incremental
+/// transaction and of its conntrack diff.
 #[derive(Debug, Default)]
 struct Applied {
     services: Vec<Svc>,
+    /// Whether this process built the table, so that it holds exactly `services`. Until it
+    /// has (a fresh start, a table left by an earlier agent), a set rebuilds it whole.
+    programmed: bool,
 }
 
 /// What applying one ServiceSet did.
@@ -167,6 +171,9 @@ pub enum ServicesOutcome {
         generation: u64,
         /// UDP endpoint flows flushed from conntrack.
         flushed: usize,
+        /// Whether the table was rebuilt whole (the first set, or a failed incremental
+        /// update) rather than changed where the set differs.
+        rebuilt: bool,
     },
     /// Older than the set applied already: nothing changed.
     Stale {
@@ -219,11 +226,10 @@ impl Balancer {
         if set.generation != 0 && set.generation < current {
             return Ok(ServicesOutcome::Stale { applied: current });
         }
-        let batch = render::ruleset(&self.table, &services);
-        let (ns, table) = (self.ns.clone(), self.table.clone());
-        super::blocking(move || render::load(ns.as_deref(), &table, &batch)).await?;
+        let rebuilt = self.program(&applied, &services).await?;
         let gone = conntrack::departed_udp(&applied.services, &services);
         applied.services = services;
+        applied.programmed = true;
         self.generation
             .store(set.generation, std::sync::atomic::Ordering::SeqCst);
         drop(applied);
@@ -232,7 +238,32 @@ impl Balancer {
         Ok(ServicesOutcome::Applied {
             generation: set.generation,
             flushed,
+            rebuilt,
         })
+    }
+
+    /// One nft transaction from what `applied` holds to `services`: only the changed service
+    /// ports when the table is known to hold `applied`, else (or if that fails: someone
+    /// changed the table) the whole table rebuilt.
+    /// Returns whether the table was rebuilt.
+    async fn program(&self, applied: &Applied, services: &[Svc]) -> Result<bool, NetError> {
+        let (ns, table) = (self.ns.clone(), self.table.clone());
+        if applied.programmed {
+            let Some(batch) = render::changes(&table, &applied.services, services) else {
+                return Ok(false);
+            };
+            let (ns, table) = (ns.clone(), table.clone());
+            let done = super::blocking(move || render::load(ns.as_deref(), &table, &batch)).await;
+            match done {
+                Ok(()) => return Ok(false),
+                Err(e) => {
+                    tracing::warn!(table = %self.table, "incremental update failed, rebuilding: {e}")
+                }
+            }
+        }
+        let batch = render::ruleset(&table, services);
+        super::blocking(move || render::load(ns.as_deref(), &table, &batch)).await?;
+        Ok(true)
     }
 
     /// Removes the table, present or not, and the conntrack flows to the virtual IPs it

@@ -3,6 +3,8 @@
 //! map, chain and element, so one transaction takes it from whatever it was to the new set.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use nftables::batch::Batch;
@@ -10,7 +12,9 @@ use nftables::expr::{
     BinaryOperation, CT, Expression, Meta, MetaKey, NamedExpression, NgMode, Numgen, Payload,
     PayloadField, SetItem, Verdict,
 };
-use nftables::schema::{Chain, Element, Map, NfListObject, Rule, SetType, SetTypeValue, Table};
+use nftables::schema::{
+    Chain, Element, FlushObject, Map, NfCmd, NfListObject, Rule, SetType, SetTypeValue, Table,
+};
 use nftables::stmt::{JumpTarget, Mangle, Match, NAT, Operator, Reject, RejectType, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
@@ -61,15 +65,6 @@ fn packet_key() -> Expression<'static> {
         payload("ip", "daddr"),
         meta(MetaKey::L4proto),
         payload("th", "dport"),
-    ]))
-}
-
-/// A map element's key: `VIP . proto . port`.
-fn element_key(svc: &Svc, p: &SvcPort) -> Expression<'static> {
-    Expression::Named(NamedExpression::Concat(vec![
-        s(svc.vip.to_string()),
-        s(p.proto.name()),
-        Expression::Number(p.port.into()),
     ]))
 }
 
@@ -205,96 +200,233 @@ impl Builder<'_> {
         );
     }
 
-    /// One service port with endpoints: a chain choosing among endpoint chains at random,
-    /// and one chain per endpoint (hairpin mark, DNAT).
-    fn service_port(&mut self, svc: &Svc, p: &SvcPort) -> String {
-        let chain = svc_chain(svc, p);
-        self.chain(&chain, None);
-        let mut choices = Vec::with_capacity(svc.endpoints.len());
-        for (i, ep) in svc.endpoints.iter().enumerate() {
-            let ep_chain = format!("ep{}", &chain[3..]) + &format!("_{i}");
-            self.chain(&ep_chain, None);
-            let mark = || meta(MetaKey::Mark);
-            self.rule(
-                &ep_chain,
-                vec![
-                    eq(payload("ip", "saddr"), s(ep.to_string())),
-                    Statement::Mangle(Mangle {
-                        key: mark(),
-                        value: Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![
-                            mark(),
-                            Expression::Number(HAIRPIN_MARK),
-                        ]))),
-                    }),
-                ],
-            );
-            let proto = match p.proto {
-                Proto::Tcp => "tcp",
-                Proto::Udp => "udp",
-            };
-            self.rule(
-                &ep_chain,
-                vec![
-                    eq(meta(MetaKey::L4proto), s(proto)),
-                    Statement::DNAT(Some(NAT {
-                        addr: Some(s(ep.to_string())),
-                        family: None,
-                        port: Some(Expression::Number(p.target.into())),
-                        flags: None,
-                    })),
-                ],
-            );
-            let index = u32::try_from(i).unwrap_or(u32::MAX);
-            choices.push(SetItem::Mapping(Expression::Number(index), goto(ep_chain)));
-        }
-        let modulus = u32::try_from(svc.endpoints.len()).unwrap_or(u32::MAX);
+    fn chain_object(&self, name: &str) -> NfListObject<'static> {
+        NfListObject::Chain(Chain {
+            family: NfFamily::IP,
+            table: self.table.to_owned().into(),
+            name: name.to_owned().into(),
+            ..Chain::default()
+        })
+    }
+
+    /// `add chain` (a no-op when it exists) then `flush chain`: an empty chain either way.
+    fn empty_chain(&mut self, name: &str) {
+        self.chain(name, None);
+        self.flush_chain(name);
+    }
+
+    fn flush_chain(&mut self, name: &str) {
+        let NfListObject::Chain(chain) = self.chain_object(name) else {
+            unreachable!("chain_object makes chains")
+        };
+        self.batch.add_cmd(NfCmd::Flush(FlushObject::Chain(chain)));
+    }
+
+    fn delete_chain(&mut self, name: &str) {
+        let chain = self.chain_object(name);
+        self.batch.delete(chain);
+    }
+
+    /// Endpoint `i` of a service port: mark hairpin traffic (the endpoint calling its own
+    /// service) for masquerade, then DNAT to the endpoint.
+    fn endpoint_chain(&mut self, chain: &str, i: usize, ep: Ipv4Addr, entry: &PortEntry) {
+        let ep_chain = endpoint_chain_name(chain, i);
+        self.empty_chain(&ep_chain);
+        let mark = || meta(MetaKey::Mark);
         self.rule(
-            &chain,
+            &ep_chain,
+            vec![
+                eq(payload("ip", "saddr"), s(ep.to_string())),
+                Statement::Mangle(Mangle {
+                    key: mark(),
+                    value: Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![
+                        mark(),
+                        Expression::Number(HAIRPIN_MARK),
+                    ]))),
+                }),
+            ],
+        );
+        self.rule(
+            &ep_chain,
+            vec![
+                eq(meta(MetaKey::L4proto), s(entry.proto.name())),
+                Statement::DNAT(Some(NAT {
+                    addr: Some(s(ep.to_string())),
+                    family: None,
+                    port: Some(Expression::Number(entry.target.into())),
+                    flags: None,
+                })),
+            ],
+        );
+    }
+
+    /// The service port's one rule: `numgen random mod N` picks endpoint chain 0..N-1.
+    fn pick_rule(&mut self, chain: &str, endpoints: usize) {
+        let choices = (0..endpoints)
+            .map(|i| {
+                let index = u32::try_from(i).unwrap_or(u32::MAX);
+                SetItem::Mapping(
+                    Expression::Number(index),
+                    goto(endpoint_chain_name(chain, i)),
+                )
+            })
+            .collect();
+        self.rule(
+            chain,
             vec![Statement::VerdictMap(nftables::stmt::VerdictMap {
                 key: Expression::Named(NamedExpression::Numgen(Numgen {
                     mode: NgMode::Random,
-                    ng_mod: modulus,
+                    ng_mod: u32::try_from(endpoints).unwrap_or(u32::MAX),
                     offset: None,
                 })),
                 data: Expression::Named(NamedExpression::Set(choices)),
             })],
         );
-        chain
+    }
+
+    /// The commands that take the table from service ports `old` to `new`, touching only
+    /// the ports that changed, in an order nft accepts in one transaction: map elements out,
+    /// chains refilled, surplus chains (no longer referenced) deleted, map elements in.
+    fn update(&mut self, old: &Ports, new: &Ports) {
+        let changed: BTreeSet<&String> = old
+            .keys()
+            .chain(new.keys())
+            .filter(|name| old.get(*name) != new.get(*name))
+            .collect();
+        let gone: Vec<Expression<'static>> = changed
+            .iter()
+            .filter_map(|name| old.get(*name))
+            .filter(|o| !o.endpoints.is_empty())
+            .map(PortEntry::key)
+            .collect();
+        self.delete_elements(SERVICES, gone);
+        let gone = changed
+            .iter()
+            .filter_map(|name| old.get(*name))
+            .filter(|o| o.endpoints.is_empty())
+            .map(PortEntry::key)
+            .collect();
+        self.delete_elements(NO_ENDPOINTS, gone);
+        for name in &changed {
+            let Some(n) = new.get(*name).filter(|n| !n.endpoints.is_empty()) else {
+                continue;
+            };
+            self.empty_chain(name);
+            for (i, ep) in n.endpoints.iter().enumerate() {
+                self.endpoint_chain(name, i, *ep, n);
+            }
+        }
+        for name in &changed {
+            let Some(o) = old.get(*name).filter(|o| !o.endpoints.is_empty()) else {
+                continue;
+            };
+            let kept = new.get(*name).map_or(0, |n| n.endpoints.len());
+            if kept == 0 {
+                self.flush_chain(name);
+            }
+            for i in kept..o.endpoints.len() {
+                let ep_chain = endpoint_chain_name(name, i);
+                self.flush_chain(&ep_chain);
+                self.delete_chain(&ep_chain);
+            }
+            if kept == 0 {
+                self.delete_chain(name);
+            }
+        }
+        let (mut routed, mut refused) = (Vec::new(), Vec::new());
+        for name in &changed {
+            let Some(n) = new.get(*name) else { continue };
+            if n.endpoints.is_empty() {
+                refused.push(Expression::List(vec![n.key(), goto(REJECT.to_owned())]));
+            } else {
+                self.pick_rule(name, n.endpoints.len());
+                routed.push(Expression::List(vec![n.key(), goto((*name).clone())]));
+            }
+        }
+        self.elements(SERVICES, routed);
+        self.elements(NO_ENDPOINTS, refused);
+    }
+
+    fn delete_elements(&mut self, map: &str, keys: Vec<Expression<'static>>) {
+        if keys.is_empty() {
+            return;
+        }
+        self.batch.delete(NfListObject::Element(Element {
+            family: NfFamily::IP,
+            table: self.table.to_owned().into(),
+            name: map.to_owned().into(),
+            elem: keys.into(),
+        }));
     }
 }
 
-/// The JSON batch that makes `table` exactly `services`.
+/// One service port as programmed, keyed by its chain's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PortEntry {
+    vip: Ipv4Addr,
+    proto: Proto,
+    port: u16,
+    target: u16,
+    endpoints: Vec<Ipv4Addr>,
+}
+
+impl PortEntry {
+    /// Its map elements' key: `VIP . proto . port`.
+    fn key(&self) -> Expression<'static> {
+        Expression::Named(NamedExpression::Concat(vec![
+            s(self.vip.to_string()),
+            s(self.proto.name()),
+            Expression::Number(self.port.into()),
+        ]))
+    }
+}
+
+/// Service ports by chain name.
+pub(super) type Ports = BTreeMap<String, PortEntry>;
+
+/// The service ports of `services`, by chain name.
+pub(super) fn ports(services: &[Svc]) -> Ports {
+    services
+        .iter()
+        .flat_map(|svc| {
+            svc.ports.iter().map(move |p| {
+                let entry = PortEntry {
+                    vip: svc.vip,
+                    proto: p.proto,
+                    port: p.port,
+                    target: p.target,
+                    endpoints: svc.endpoints.clone(),
+                };
+                (svc_chain(svc, p), entry)
+            })
+        })
+        .collect()
+}
+
+fn endpoint_chain_name(svc_chain: &str, i: usize) -> String {
+    format!("ep{}_{i}", &svc_chain["svc".len()..])
+}
+
+fn table_object(table: &str) -> NfListObject<'static> {
+    NfListObject::Table(Table {
+        family: NfFamily::IP,
+        name: table.to_owned().into(),
+        handle: None,
+    })
+}
+
+/// The JSON batch that makes `table` exactly `services`, whatever it held before.
 pub(super) fn ruleset(table: &str, services: &[Svc]) -> String {
     let mut b = Builder {
         table,
         batch: Batch::new(),
     };
-    let t = || {
-        NfListObject::Table(Table {
-            family: NfFamily::IP,
-            name: table.to_owned().into(),
-            handle: None,
-        })
-    };
     // `add` first so `delete` never fails on a fresh node.
-    b.batch.add(t());
-    b.batch.delete(t());
-    b.batch.add(t());
+    b.batch.add(table_object(table));
+    b.batch.delete(table_object(table));
+    b.batch.add(table_object(table));
     b.skeleton();
-    let (mut routed, mut refused) = (Vec::new(), Vec::new());
-    for svc in services {
-        for p in &svc.ports {
-            let key = element_key(svc, p);
-            if svc.endpoints.is_empty() {
-                refused.push(Expression::List(vec![key, goto(REJECT.to_owned())]));
-            } else {
-                let chain = b.service_port(svc, p);
-                routed.push(Expression::List(vec![key, goto(chain)]));
-            }
-        }
-    }
-    b.elements(SERVICES, routed);
-    b.elements(NO_ENDPOINTS, refused);
+    b.update(&Ports::new(), &ports(services));
     let maps = [b.verdict_map(SERVICES), b.verdict_map(NO_ENDPOINTS)];
     let mut json = serde_json::to_value(b.batch.to_nftables()).unwrap_or_default();
     if let Some(objects) = json["nftables"].as_array_mut() {
@@ -307,18 +439,26 @@ pub(super) fn ruleset(table: &str, services: &[Svc]) -> String {
     json.to_string()
 }
 
+/// The JSON batch that takes `table`, holding exactly `old`, to `new`; None when nothing
+/// changed. Its cost follows the service ports that changed, not the size of the table.
+pub(super) fn changes(table: &str, old: &[Svc], new: &[Svc]) -> Option<String> {
+    let mut b = Builder {
+        table,
+        batch: Batch::new(),
+    };
+    b.update(&ports(old), &ports(new));
+    let nftables = b.batch.to_nftables();
+    if nftables.objects.is_empty() {
+        return None;
+    }
+    Some(serde_json::to_string(&nftables).unwrap_or_default())
+}
+
 /// The JSON batch that removes `table`, present or not.
 pub(super) fn delete(table: &str) -> String {
-    let t = || {
-        NfListObject::Table(Table {
-            family: NfFamily::IP,
-            name: table.to_owned().into(),
-            handle: None,
-        })
-    };
     let mut batch = Batch::new();
-    batch.add(t());
-    batch.delete(t());
+    batch.add(table_object(table));
+    batch.delete(table_object(table));
     serde_json::to_string(&batch.to_nftables()).unwrap_or_default()
 }
 
