@@ -207,17 +207,7 @@ async fn vip_reaches_every_endpoint_over_tcp_and_udp() {
         answer.unwrap().starts_with('b'),
         "the stale empty set was not applied"
     );
-    let table = run(&[
-        "ip",
-        "netns",
-        "exec",
-        &node.ns_name,
-        "nft",
-        "list",
-        "table",
-        "ip",
-        net.services_table(),
-    ]);
+    let table = node.nft_services_table(&net);
     assert!(table.contains("numgen random mod 3"), "{table}");
     assert!(
         table.contains(&format!("{VIP} . tcp . 80 : goto svc_web_tcp_80")),
@@ -341,17 +331,7 @@ async fn a_service_without_endpoints_refuses_at_once() {
     assert_eq!(who(&answer.unwrap()), "b0");
     // The service goes: its chains and elements go with it, the hooks stay.
     apply(&net, 3, vec![]).await;
-    let table = run(&[
-        "ip",
-        "netns",
-        "exec",
-        &node.ns_name,
-        "nft",
-        "list",
-        "table",
-        "ip",
-        net.services_table(),
-    ]);
+    let table = node.nft_services_table(&net);
     assert!(
         !table.contains("_web_") && !table.contains(&VIP.to_string()),
         "{table}"

@@ -81,6 +81,15 @@ impl Node {
     }
 
     pub(crate) fn nft_table(&self, net: &NodeNetwork) -> String {
+        self.list_table(net.table())
+    }
+
+    /// The service load balancer's table, as `nft list` shows it.
+    pub(crate) fn nft_services_table(&self, net: &NodeNetwork) -> String {
+        self.list_table(net.services_table())
+    }
+
+    fn list_table(&self, table: &str) -> String {
         run(&[
             "ip",
             "netns",
@@ -90,7 +99,7 @@ impl Node {
             "list",
             "table",
             "ip",
-            net.table(),
+            table,
         ])
     }
 

@@ -124,16 +124,27 @@ impl Builder<'_> {
         value
     }
 
+    /// Elements of `map` (key-value lists to add, keys to delete); None when there are none,
+    /// since nft refuses an empty element list.
+    fn element_object(
+        &self,
+        map: &str,
+        elems: Vec<Expression<'static>>,
+    ) -> Option<NfListObject<'static>> {
+        (!elems.is_empty()).then(|| {
+            NfListObject::Element(Element {
+                family: NfFamily::IP,
+                table: self.table.to_owned().into(),
+                name: map.to_owned().into(),
+                elem: elems.into(),
+            })
+        })
+    }
+
     fn elements(&mut self, map: &str, elems: Vec<Expression<'static>>) {
-        if elems.is_empty() {
-            return;
+        if let Some(o) = self.element_object(map, elems) {
+            self.batch.add(o);
         }
-        self.batch.add(NfListObject::Element(Element {
-            family: NfFamily::IP,
-            table: self.table.to_owned().into(),
-            name: map.to_owned().into(),
-            elem: elems.into(),
-        }));
     }
 
     /// The hooks: DNAT through the services map in prerouting (containers, other nodes) and
@@ -348,15 +359,9 @@ impl Builder<'_> {
     }
 
     fn delete_elements(&mut self, map: &str, keys: Vec<Expression<'static>>) {
-        if keys.is_empty() {
-            return;
+        if let Some(o) = self.element_object(map, keys) {
+            self.batch.delete(o);
         }
-        self.batch.delete(NfListObject::Element(Element {
-            family: NfFamily::IP,
-            table: self.table.to_owned().into(),
-            name: map.to_owned().into(),
-            elem: keys.into(),
-        }));
     }
 }
 
