@@ -10,7 +10,7 @@ use berth_proto::v1::{
     AgentMessage, ContainerEvent, Heartbeat, Hello, RegisterRequest, RegisterResponse,
     SchedulerMessage, ServiceSet, ServicesApplied, agent_message, scheduler_message,
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::containers::Containers;
@@ -121,8 +121,16 @@ async fn session(
     // Routes that could not be installed yet (e.g. the link to their gateway is not up):
     // tried again on every heartbeat until they are.
     let mut unrouted: Option<Vec<berth_proto::v1::PodRoute>> = None;
-    // Likewise a ServiceSet that could not be programmed (no network yet, nft failed).
-    let mut unserviced: Option<ServiceSet> = None;
+    // ServiceSets are programmed by a task of their own, so that a long nft transaction (a
+    // whole table of thousands of services) never holds up heartbeats; it always takes the
+    // latest set, skipping those superseded meanwhile.
+    let (services, latest) = watch::channel(None);
+    let _services_task = AbortOnDrop(tokio::spawn(program_services(
+        containers.clone(),
+        latest,
+        tx.clone(),
+        interval,
+    )));
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -132,9 +140,6 @@ async fn session(
                 {
                     tracing::debug!("routes, again: {e}");
                     unrouted = Some(routes);
-                }
-                if let Some(set) = unserviced.take() {
-                    unserviced = apply_services(containers, set, &tx).await?;
                 }
             }
             event = events.recv() => match event {
@@ -152,7 +157,7 @@ async fn session(
             message = inbound.message() => match message {
                 Ok(Some(m)) => {
                     if let Some(scheduler_message::Msg::Services(set)) = m.msg {
-                        unserviced = apply_services(containers, set, &tx).await?;
+                        services.send_replace(Some(set));
                     } else {
                         on_message(containers, m, &mut unrouted).await;
                     }
@@ -236,6 +241,44 @@ async fn on_message(
             tracing::debug!(generation = set.generation, "service set outside a session");
         }
         None => tracing::debug!("empty scheduler message"),
+    }
+}
+
+/// Aborts the task when the session that started it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Programs every ServiceSet the session receives (the latest one when several arrived during
+/// a transaction); a set that failed is tried again every `retry` until a newer one comes.
+/// Ends with the session.
+async fn program_services(
+    containers: Containers,
+    mut latest: watch::Receiver<Option<ServiceSet>>,
+    tx: mpsc::Sender<AgentMessage>,
+    retry: Duration,
+) {
+    loop {
+        let set = latest.borrow_and_update().clone();
+        let again = match set {
+            Some(set) => match apply_services(&containers, set, &tx).await {
+                Ok(again) => again.is_some(),
+                Err(_) => return,
+            },
+            None => false,
+        };
+        if again {
+            tokio::select! {
+                changed = latest.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(retry) => {}
+            }
+        } else if latest.changed().await.is_err() {
+            return;
+        }
     }
 }
 
