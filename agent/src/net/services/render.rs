@@ -80,21 +80,17 @@ struct Builder<'t> {
 }
 
 impl Builder<'_> {
+    /// `add chain`: a base chain on `hook` (type, hook, priority; policy accept) or, without
+    /// one, a regular chain.
     fn chain(&mut self, name: &str, hook: Option<(NfChainType, NfHook, i32)>) {
-        let (chain_type, hook, prio) = match hook {
-            Some((t, h, p)) => (Some(t), Some(h), Some(p)),
-            None => (None, None, None),
-        };
-        self.batch.add(NfListObject::Chain(Chain {
-            family: NfFamily::IP,
-            table: self.table.to_owned().into(),
-            name: name.to_owned().into(),
-            _type: chain_type,
-            hook,
-            prio,
-            policy: hook.map(|_| NfChainPolicy::Accept),
-            ..Chain::default()
-        }));
+        let mut chain = self.chain_object(name);
+        if let Some((chain_type, hook, prio)) = hook {
+            chain._type = Some(chain_type);
+            chain.hook = Some(hook);
+            chain.prio = Some(prio);
+            chain.policy = Some(NfChainPolicy::Accept);
+        }
+        self.batch.add(NfListObject::Chain(chain));
     }
 
     fn rule(&mut self, chain: &str, expr: Vec<Statement<'static>>) {
@@ -211,13 +207,14 @@ impl Builder<'_> {
         );
     }
 
-    fn chain_object(&self, name: &str) -> NfListObject<'static> {
-        NfListObject::Chain(Chain {
+    /// A regular chain of the table, as commands name it.
+    fn chain_object(&self, name: &str) -> Chain<'static> {
+        Chain {
             family: NfFamily::IP,
             table: self.table.to_owned().into(),
             name: name.to_owned().into(),
             ..Chain::default()
-        })
+        }
     }
 
     /// `add chain` (a no-op when it exists) then `flush chain`: an empty chain either way.
@@ -227,15 +224,13 @@ impl Builder<'_> {
     }
 
     fn flush_chain(&mut self, name: &str) {
-        let NfListObject::Chain(chain) = self.chain_object(name) else {
-            unreachable!("chain_object makes chains")
-        };
+        let chain = self.chain_object(name);
         self.batch.add_cmd(NfCmd::Flush(FlushObject::Chain(chain)));
     }
 
     fn delete_chain(&mut self, name: &str) {
         let chain = self.chain_object(name);
-        self.batch.delete(chain);
+        self.batch.delete(NfListObject::Chain(chain));
     }
 
     /// Endpoint `i` of a service port: mark hairpin traffic (the endpoint calling its own
