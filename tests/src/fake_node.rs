@@ -108,6 +108,8 @@ fn heartbeat(applied_generation: u64, containers: Vec<ContainerStatus>) -> Agent
             capacity: Some(capacity()),
             containers,
             applied_generation,
+            // This fake node programs no services.
+            applied_service_generation: 0,
         })),
     }
 }

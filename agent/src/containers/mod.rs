@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use berth_images::Store;
 use berth_proto::v1::{
     Assignment, AssignmentSet, Capacity, ContainerState, ContainerStatus, PodRoute, Resources,
+    ServiceSet,
 };
 use tokio::sync::{Notify, OnceCell, broadcast, watch};
 
@@ -20,7 +21,7 @@ use crate::capacity::allocatable;
 use crate::config::Config;
 use crate::error::AgentError;
 use crate::layout::{ContainerPaths, Layout};
-use crate::net::{NetConfig, NodeNetwork};
+use crate::net::{NetConfig, NodeNetwork, ServicesOutcome};
 
 /// Cloneable handle on the node's containers.
 #[derive(Clone, Debug)]
@@ -154,6 +155,23 @@ impl Containers {
         }
     }
 
+    /// Programs the node's service load balancer from `set` (see
+    /// [`NodeNetwork::apply_services`]); fails while the node network is not up.
+    pub async fn apply_services(&self, set: &ServiceSet) -> Result<ServicesOutcome, AgentError> {
+        match self.inner.net.get() {
+            Some(net) => Ok(net.apply_services(set).await?),
+            None => Err(AgentError::NetworkNotReady),
+        }
+    }
+
+    /// The ServiceSet generation applied this session (0: none, or no network yet).
+    pub fn applied_service_generation(&self) -> u64 {
+        self.inner
+            .net
+            .get()
+            .map_or(0, NodeNetwork::applied_service_generation)
+    }
+
     /// Removes network leftovers (netns, veth, lease, ports) of containers with no directory:
     /// what a crash between teardown steps can leave.
     async fn sweep_network(&self) {
@@ -253,6 +271,9 @@ impl Containers {
     /// A new session starts generations afresh.
     pub fn reset_generation(&self) {
         self.inner.applied_generation.store(0, Ordering::SeqCst);
+        if let Some(net) = self.inner.net.get() {
+            net.reset_service_generation();
+        }
     }
 
     pub fn applied_generation(&self) -> u64 {
