@@ -249,6 +249,8 @@ fn heartbeat(containers: &Containers) -> AgentMessage {
             capacity: Some(containers.capacity()),
             containers: containers.statuses(),
             applied_generation: containers.applied_generation(),
+            // Issue 14: the ServiceSet generation the load balancer acknowledged goes here.
+            applied_service_generation: 0,
         })),
     }
 }

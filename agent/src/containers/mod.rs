@@ -35,6 +35,8 @@ pub(crate) struct Inner {
     pub store: Store,
     net: OnceCell<NodeNetwork>,
     net_ready: Notify,
+    /// The node DNS server's answers (served once the network is up; see `crate::dns`).
+    dns: crate::dns::Dns,
     entries: Mutex<BTreeMap<String, Entry>>,
     /// The last set applied: re-applied when a stopped container is gone, so that an id
     /// reassigned while it was being stopped is started again.
@@ -84,12 +86,14 @@ impl Containers {
         let store =
             Store::open(&config.data_dir).map_err(|e| AgentError::OpenStore(Box::new(e)))?;
         let (events, _) = broadcast::channel(1024);
+        let dns = crate::dns::Dns::new(&config.dns_upstream)?;
         let inner = Arc::new(Inner {
             config,
             layout,
             store,
             net: OnceCell::new(),
             net_ready: Notify::new(),
+            dns,
             entries: Mutex::new(BTreeMap::new()),
             desired: Mutex::new(None),
             applied_generation: AtomicU64::new(0),
@@ -140,6 +144,11 @@ impl Containers {
         self.inner.net_ready.notify_waiters();
         self.sweep_network().await;
         Ok(())
+    }
+
+    /// The node DNS server's answers: `update` them from each ServiceSet.
+    pub fn dns(&self) -> &crate::dns::Dns {
+        &self.inner.dns
     }
 
     /// The node network, if the pod CIDR is known.
