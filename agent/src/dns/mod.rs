@@ -13,6 +13,7 @@ mod zone;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -66,7 +67,7 @@ struct Inner {
     /// Shared by every catalog, so the forwarder's connections and cache survive updates.
     forwarder: Option<Arc<dyn ZoneHandler>>,
     /// The generation of the set answered from (0: none yet).
-    generation: std::sync::atomic::AtomicU64,
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Dns {
@@ -92,10 +93,10 @@ impl Dns {
             inner: Arc::new(Inner {
                 catalog: RwLock::new(Arc::new(Catalog::new())),
                 forwarder,
-                generation: std::sync::atomic::AtomicU64::new(0),
+                generation: AtomicU64::new(0),
             }),
         };
-        this.install(zone::build(&ServiceSet::default())?);
+        this.update(&ServiceSet::default())?;
         Ok(this)
     }
 
@@ -120,24 +121,13 @@ impl Dns {
         *catalog = Arc::new(self.catalog_with(zone));
         self.inner
             .generation
-            .store(set.generation, std::sync::atomic::Ordering::Release);
+            .store(set.generation, Ordering::Release);
         Ok(())
     }
 
     /// The generation of the ServiceSet the answers come from.
     pub fn generation(&self) -> u64 {
-        self.inner
-            .generation
-            .load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    fn install(&self, zone: Arc<dyn ZoneHandler>) {
-        let catalog = Arc::new(self.catalog_with(zone));
-        *self
-            .inner
-            .catalog
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = catalog;
+        self.inner.generation.load(Ordering::Acquire)
     }
 
     fn catalog_with(&self, zone: Arc<dyn ZoneHandler>) -> Catalog {
