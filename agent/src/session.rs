@@ -319,6 +319,10 @@ async fn apply_services(
             tracing::error!(generation = set.generation, "service set refused: {e}");
             Ok(None)
         }
+        Err(crate::error::AgentError::Dns(e @ crate::dns::DnsError::InvalidService { .. })) => {
+            tracing::error!(generation = set.generation, "service set refused by DNS: {e}");
+            Ok(None)
+        }
         Err(e) => {
             tracing::warn!(generation = set.generation, "services (trying again): {e}");
             Ok(Some(set))

@@ -36,6 +36,8 @@ pub(crate) struct Inner {
     pub store: Store,
     net: OnceCell<NodeNetwork>,
     net_ready: Notify,
+    /// The node DNS server's answers (served once the network is up; see `crate::dns`).
+    dns: crate::dns::Dns,
     entries: Mutex<BTreeMap<String, Entry>>,
     /// The last set applied: re-applied when a stopped container is gone, so that an id
     /// reassigned while it was being stopped is started again.
@@ -85,12 +87,14 @@ impl Containers {
         let store =
             Store::open(&config.data_dir).map_err(|e| AgentError::OpenStore(Box::new(e)))?;
         let (events, _) = broadcast::channel(1024);
+        let dns = crate::dns::Dns::new(&config.dns_upstream)?;
         let inner = Arc::new(Inner {
             config,
             layout,
             store,
             net: OnceCell::new(),
             net_ready: Notify::new(),
+            dns,
             entries: Mutex::new(BTreeMap::new()),
             desired: Mutex::new(None),
             applied_generation: AtomicU64::new(0),
@@ -143,6 +147,11 @@ impl Containers {
         Ok(())
     }
 
+    /// The node DNS server's answers: `update` them from each ServiceSet.
+    pub fn dns(&self) -> &crate::dns::Dns {
+        &self.inner.dns
+    }
+
     /// The node network, if the pod CIDR is known.
     pub fn network(&self) -> Option<&NodeNetwork> {
         self.inner.net.get()
@@ -156,12 +165,15 @@ impl Containers {
     }
 
     /// Programs the node's service load balancer from `set` (see
-    /// [`NodeNetwork::apply_services`]); fails while the node network is not up.
+    /// [`NodeNetwork::apply_services`]), then the node DNS's answers; fails while the node
+    /// network is not up. Only a set both took is applied (and acknowledged by the session).
     pub async fn apply_services(&self, set: &ServiceSet) -> Result<ServicesOutcome, AgentError> {
-        match self.inner.net.get() {
-            Some(net) => Ok(net.apply_services(set).await?),
-            None => Err(AgentError::NetworkNotReady),
+        let net = self.inner.net.get().ok_or(AgentError::NetworkNotReady)?;
+        let outcome = net.apply_services(set).await?;
+        if matches!(outcome, ServicesOutcome::Applied { .. }) {
+            self.dns().update(set)?;
         }
+        Ok(outcome)
     }
 
     /// The ServiceSet generation applied this session (0: none, or no network yet).
@@ -274,6 +286,7 @@ impl Containers {
         if let Some(net) = self.inner.net.get() {
             net.reset_service_generation();
         }
+        self.dns().reset_generation();
     }
 
     pub fn applied_generation(&self) -> u64 {

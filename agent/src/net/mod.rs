@@ -366,6 +366,22 @@ impl NodeNetwork {
         self.services.reset_generation();
     }
 
+    /// UDP and TCP sockets bound to `port` on the gateway address, made in the node netns (a
+    /// socket stays in the netns it was made in): the node DNS server's listeners.
+    pub async fn bind_gateway(&self, port: u16) -> Result<(UdpSocket, TcpListener), NetError> {
+        let addr = std::net::SocketAddr::from((self.gateway, port));
+        let ns = self.cfg.host_netns.clone();
+        let where_ = ns.clone().unwrap_or_else(|| PathBuf::from("(own netns)"));
+        ns::run_in_async(ns.as_deref(), move || {
+            let bind = |e| NetError::io("bind the gateway address in", where_.clone(), e);
+            Ok((
+                UdpSocket::bind(addr).map_err(bind)?,
+                TcpListener::bind(addr).map_err(bind)?,
+            ))
+        })
+        .await
+    }
+
     /// The netns file container `id` gets.
     pub fn netns_path(&self, id: &str) -> PathBuf {
         ns::netns_path(&self.cfg.netns_dir, id)
