@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use berth_proto::v1::{
     Assignment, AssignmentSet, Capacity, ClusterContainer, ContainerState, ContainerStatus,
-    Deployment, NodeInfo, ReplicaStatus, Resources, SchedulerMessage, scheduler_message,
+    Deployment, NodeInfo, ReplicaStatus, Resources, SchedulerMessage, Service, ServiceSet,
+    scheduler_message,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -33,6 +34,15 @@ pub(crate) struct NodeState {
     /// host ports and resources are not free yet.
     pub departing: HashMap<String, Assignment>,
     pub generation: u64,
+    /// The ServiceSet generation the node acknowledged applying in this session.
+    pub services_applied: u64,
+}
+
+/// The services as last sent to the nodes.
+#[derive(Debug, Default)]
+struct Services {
+    generation: u64,
+    services: Vec<Service>,
 }
 
 #[derive(Debug)]
@@ -45,6 +55,7 @@ pub(crate) struct Cluster {
     pub grace: Duration,
     next_session: Mutex<u64>,
     next_generation: Mutex<u64>,
+    services: Mutex<Services>,
     started: Instant,
 }
 
@@ -57,6 +68,11 @@ impl Cluster {
             grace,
             next_session: Mutex::new(0),
             next_generation: Mutex::new(0),
+            services: Mutex::new(Services {
+                // Above any generation an earlier scheduler sent (agents ignore older sets).
+                generation: session_floor(Instant::now()),
+                services: Vec::new(),
+            }),
             started: Instant::now(),
         }
     }
@@ -77,6 +93,7 @@ impl Cluster {
                 n.capacity = capacity;
                 n.last_heartbeat = Instant::now();
                 n.downlink = None;
+                n.services_applied = 0;
             }
             None => {
                 nodes.insert(
@@ -91,6 +108,7 @@ impl Cluster {
                         assignments: Vec::new(),
                         departing: HashMap::new(),
                         generation: 0,
+                        services_applied: 0,
                     },
                 );
             }
@@ -121,7 +139,12 @@ impl Cluster {
         n.last_heartbeat = Instant::now();
         let generation = self.bump();
         n.generation = generation;
-        let first = vec![assignment_message(generation, &n.assignments)];
+        let services = self.services.lock().unwrap();
+        let first = vec![
+            assignment_message(generation, &n.assignments),
+            service_message(services.generation, &services.services),
+        ];
+        drop(services);
         drop(nodes);
         self.changed.notify_one();
         Ok(first)
@@ -142,11 +165,13 @@ impl Cluster {
         session: u64,
         capacity: Capacity,
         containers: Vec<ContainerStatus>,
+        services_applied: u64,
     ) {
         if let Some(n) = self.nodes.lock().unwrap().get_mut(node)
             && n.session == session
         {
             n.last_heartbeat = Instant::now();
+            n.services_applied = n.services_applied.max(services_applied);
             n.capacity = capacity;
             n.containers = containers
                 .into_iter()
@@ -165,6 +190,49 @@ impl Cluster {
             n.containers.insert(status.container_id.clone(), status);
         }
         self.changed.notify_one();
+    }
+
+    /// The node applied ServiceSet `generation` (its acknowledgement).
+    pub(crate) fn services_applied(&self, node: &str, session: u64, generation: u64) {
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(node)
+            && n.session == session
+        {
+            n.services_applied = n.services_applied.max(generation);
+        }
+        self.changed.notify_one();
+    }
+
+    /// Sends `services` to every node when they differ from the last set sent; returns the
+    /// generation of the set the nodes now get.
+    pub(crate) fn publish_services(&self, services: Vec<Service>) -> u64 {
+        let mut current = self.services.lock().unwrap();
+        if current.services == services {
+            return current.generation;
+        }
+        current.generation += 1;
+        current.services = services;
+        let generation = current.generation;
+        let msg = service_message(generation, &current.services);
+        // Not under the services lock: `connect` takes the nodes lock, then this one.
+        drop(current);
+        tracing::debug!(generation, "service set changed");
+        self.broadcast(&msg);
+        generation
+    }
+
+    /// The services as last sent.
+    pub(crate) fn services(&self) -> Vec<Service> {
+        self.services.lock().unwrap().services.clone()
+    }
+
+    /// Whether every Ready node has applied ServiceSet `generation` or a later one.
+    pub(crate) fn services_acked(&self, generation: u64) -> bool {
+        self.with_nodes(|nodes| {
+            nodes
+                .values()
+                .filter(|n| self.is_ready(n))
+                .all(|n| n.services_applied >= generation)
+        })
     }
 
     fn bump(&self) -> u64 {
@@ -240,6 +308,7 @@ impl Cluster {
                 assignments: Vec::new(),
                 departing: HashMap::new(),
                 generation: 0,
+                services_applied: 0,
             });
     }
 }
@@ -372,6 +441,15 @@ fn assignment_message(generation: u64, assignments: &[Assignment]) -> SchedulerM
         msg: Some(scheduler_message::Msg::Assignments(AssignmentSet {
             generation,
             assignments: assignments.to_vec(),
+        })),
+    }
+}
+
+fn service_message(generation: u64, services: &[Service]) -> SchedulerMessage {
+    SchedulerMessage {
+        msg: Some(scheduler_message::Msg::Services(ServiceSet {
+            generation,
+            services: services.to_vec(),
         })),
     }
 }

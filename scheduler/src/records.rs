@@ -37,6 +37,14 @@ pub(crate) fn pod_cidr_key(cidr: &str) -> String {
 }
 pub(crate) const POD_CIDRS: &str = "/pod-cidrs/";
 
+/// `/vips/<address>`, e.g. `/vips/10.96.0.1`: the name of the deployment that holds the
+/// service virtual IP. Written with `Expect::Absent` in the deployment's own transaction, so
+/// no two deployments get one; deleted in the transaction that deletes the deployment.
+pub(crate) fn vip_key(ip: std::net::Ipv4Addr) -> String {
+    format!("/vips/{ip}")
+}
+pub(crate) const VIPS: &str = "/vips/";
+
 /// `/tokens/<token id>`
 pub(crate) fn token_key(id: &str) -> String {
     format!("/tokens/{id}")
@@ -72,6 +80,10 @@ pub(crate) struct DeploymentRecord {
     /// When the rollout started waiting for approval.
     #[prost(int64, tag = "9")]
     pub awaiting_since_ms: i64,
+    /// The service's virtual IP, allocated with the first revision that has service ports
+    /// and kept until the deployment is deleted (empty: none yet).
+    #[prost(string, tag = "10")]
+    pub virtual_ip: String,
 }
 
 /// One replica: a container the scheduler has decided to run, and where.
