@@ -2,7 +2,7 @@
 //! deployment's rollout, places pending replicas, replaces those of lost nodes, sends every
 //! node the service set and each node its assignment set. It is the only writer of replicas.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -222,14 +222,20 @@ impl Controller {
             .collect())
     }
 
-    /// Placed replicas this pass removed (rollout, scale-down, deletion; not those of lost
-    /// nodes, which serve no one) drain before their assignments are withdrawn.
+    /// Replicas this pass removed (rollout, scale-down, deletion; not those of lost nodes)
+    /// that are endpoints in the service set the nodes have drain before their assignments
+    /// are withdrawn; the others serve no traffic and stop at once.
     fn start_draining(&self, before: &[ReplicaRecord], after: &[ReplicaRecord], lost: &[String]) {
-        let kept: std::collections::HashSet<&str> =
-            after.iter().map(|r| r.container_id.as_str()).collect();
+        let kept: HashSet<&str> = after.iter().map(|r| r.container_id.as_str()).collect();
+        let endpoints: HashSet<String> = self
+            .cluster
+            .services()
+            .into_iter()
+            .flat_map(|s| s.endpoints.into_iter().map(|e| e.container_id))
+            .collect();
         let mut drain = self.drain.lock().unwrap();
         for r in before {
-            if !r.node.is_empty()
+            if endpoints.contains(&r.container_id)
                 && !kept.contains(r.container_id.as_str())
                 && !lost.contains(&r.container_id)
             {

@@ -104,6 +104,8 @@ pub struct NodeRecord {
     pub last_heartbeat: Option<Heartbeat>,
     /// Every event, over all sessions, in the order they came.
     pub events: Vec<ContainerEvent>,
+    /// Every ServicesApplied generation, over all sessions, in the order they came.
+    pub services_applied: Vec<u64>,
     /// The generation of the last `assign` (0: never assigned).
     pub generation: u64,
     /// The assignments of the last `assign`, sent on every new session.
@@ -352,6 +354,9 @@ async fn read_session(
                                 .push(format!("an event without a status: {event:?}"));
                         }
                         node.record.events.push(event);
+                    }
+                    agent_message::Msg::ServicesApplied(applied) => {
+                        node.record.services_applied.push(applied.generation);
                     }
                     agent_message::Msg::Hello(hello) => node
                         .record
