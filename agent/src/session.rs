@@ -249,6 +249,8 @@ fn heartbeat(containers: &Containers) -> AgentMessage {
             capacity: Some(containers.capacity()),
             containers: containers.statuses(),
             applied_generation: containers.applied_generation(),
+            // Until the agent applies service sets (svc-lb), it has applied none.
+            applied_service_generation: 0,
         })),
     }
 }
