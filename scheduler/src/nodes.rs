@@ -21,6 +21,8 @@ pub(crate) struct Nodes {
     pub cluster: Arc<Cluster>,
     /// Node pod CIDRs are carved out of this, one /24 each.
     pub pod_network: Ipv4Net,
+    /// Services' virtual IPs: no node may have its address in it.
+    pub service_network: Ipv4Net,
 }
 
 impl Nodes {
@@ -32,6 +34,7 @@ impl Nodes {
         req: &RegisterRequest,
     ) -> Result<(NodeRecord, u64), SchedError> {
         check_node_identity(caller, &req.node_name, "Register")?;
+        self.check_address(&req.node_address)?;
         let record = self.upsert(req).await?;
         let session = self
             .cluster
@@ -59,6 +62,20 @@ impl Nodes {
         self.cluster.broadcast(&self.routes());
         tracing::info!(node = %hello.node_name, session = hello.session, "session open");
         Ok(())
+    }
+
+    /// Refuses a node address inside the service network: virtual IPs would shadow it.
+    fn check_address(&self, address: &str) -> Result<(), SchedError> {
+        match address.parse::<std::net::Ipv4Addr>() {
+            Ok(ip) if self.service_network.contains(&ip) => Err(SchedError::invalid(
+                "node_address",
+                format!(
+                    "{ip} lies in the service network {} (--service-cidr)",
+                    self.service_network
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The heartbeat interval agents are told, in milliseconds.
@@ -249,6 +266,7 @@ mod tests {
             store: Arc::new(store),
             cluster: Arc::new(Cluster::new(second, 3 * second)),
             pod_network: "10.88.0.0/16".parse().unwrap(),
+            service_network: "10.96.0.0/16".parse().unwrap(),
         }
     }
 
@@ -335,6 +353,20 @@ mod tests {
                 ("/pod-cidrs/10.88.2.0/24", &b"new"[..]),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_node_address_in_the_service_network_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(&dir);
+        let mut req = request("in-vips");
+        req.node_address = "10.96.3.4".into();
+        let e = api.register(None, &req).await.unwrap_err().to_string();
+        assert!(
+            e.contains("node_address") && e.contains("10.96.0.0/16"),
+            "{e}"
+        );
+        assert!(api.register(None, &request("elsewhere")).await.is_ok());
     }
 
     fn caller(name: &str, via: Via) -> Caller {

@@ -172,6 +172,7 @@ pub(crate) async fn serve_leader(
             store: store.clone(),
             cluster: cluster.clone(),
             pod_network: config.pod_network,
+            service_network: config.service_network,
         },
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
