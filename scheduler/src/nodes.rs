@@ -1,7 +1,6 @@
 //! Nodes, the domain: agents register (getting a stable pod CIDR) and open a session for
 //! heartbeats and events up, assignment sets and routes down; a node acts only as itself.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use berth_proto::v1::{
@@ -166,18 +165,10 @@ impl Nodes {
     /// The first /24 of the pod network that no CIDR key and no node record names (records
     /// written before CIDR keys existed count too).
     async fn free_cidr(&self) -> Result<Ipv4Net, SchedError> {
-        let (claimed, _) = self.store.list(POD_CIDRS).await?;
-        let (nodes, _) = self.store.list(NODES).await?;
-        let used: BTreeSet<String> = claimed
-            .iter()
-            .filter_map(|kv| kv.key.strip_prefix(POD_CIDRS).map(str::to_owned))
-            .chain(
-                nodes
-                    .iter()
-                    .filter_map(|kv| records::decode::<NodeRecord>(&kv.key, &kv.value).ok())
-                    .map(|n| n.pod_cidr),
-            )
-            .collect();
+        let used = records::claimed(self.store.as_ref(), POD_CIDRS, NODES, |n: NodeRecord| {
+            n.pod_cidr
+        })
+        .await?;
         let subnets = self
             .pod_network
             .subnets(24)
@@ -253,6 +244,8 @@ fn validate_node_name(name: &str) -> Result<(), SchedError> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use berth_proto::tls::Role;
 
     use super::*;

@@ -142,6 +142,28 @@ pub struct TokenRecord {
     pub secret_sha256: String,
 }
 
+/// Every value in use among claim keys (`claims`: the part of each key after the prefix) and
+/// the records under `records` (`field` of each): an allocator picks outside this set, and
+/// records written before their claim keys existed count too.
+pub(crate) async fn claimed<R: Message + Default>(
+    store: &dyn crate::store::Store,
+    claims: &str,
+    records: &str,
+    field: impl Fn(R) -> String,
+) -> Result<std::collections::BTreeSet<String>, crate::error::SchedError> {
+    let (keys, _) = store.list(claims).await?;
+    let (recs, _) = store.list(records).await?;
+    Ok(keys
+        .iter()
+        .filter_map(|kv| kv.key.strip_prefix(claims).map(str::to_owned))
+        .chain(
+            recs.iter()
+                .filter_map(|kv| decode::<R>(&kv.key, &kv.value).ok())
+                .map(field),
+        )
+        .collect())
+}
+
 pub(crate) fn encode<M: Message>(m: &M) -> Vec<u8> {
     m.encode_to_vec()
 }

@@ -1,7 +1,6 @@
 //! Service virtual IPs: one per deployment with service ports, from the service network,
 //! reserved under its own key so that no address is ever handed out twice.
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -14,18 +13,8 @@ use crate::store::{Expect, Op, Store, StoreError};
 /// and no deployment record names. The caller reserves it with [`claim`] in its own write: a
 /// concurrent allocation of the same address then conflicts and picks again.
 pub(crate) async fn free(store: &dyn Store, network: Ipv4Net) -> Result<Ipv4Addr, SchedError> {
-    let (claimed, _) = store.list(VIPS).await?;
-    let (deployments, _) = store.list(DEPLOYMENTS).await?;
-    let used: BTreeSet<String> = claimed
-        .iter()
-        .filter_map(|kv| kv.key.strip_prefix(VIPS).map(str::to_owned))
-        .chain(
-            deployments
-                .iter()
-                .filter_map(|kv| records::decode::<DeploymentRecord>(&kv.key, &kv.value).ok())
-                .map(|d| d.virtual_ip),
-        )
-        .collect();
+    let used =
+        records::claimed(store, VIPS, DEPLOYMENTS, |d: DeploymentRecord| d.virtual_ip).await?;
     network
         .hosts()
         .find(|ip| !used.contains(&ip.to_string()))
