@@ -461,3 +461,79 @@ fn session_floor(started: Instant) -> u64 {
     let wall_us = u64::try_from(now_ms()).unwrap_or(0).saturating_mul(1_000);
     since_start.saturating_add(wall_us)
 }
+
+#[cfg(test)]
+mod tests {
+    use berth_proto::v1::Endpoint;
+
+    use super::*;
+
+    fn web(endpoints: &[&str]) -> Service {
+        Service {
+            name: "web".into(),
+            virtual_ip: "10.96.0.1".into(),
+            ports: Vec::new(),
+            endpoints: endpoints
+                .iter()
+                .map(|ip| Endpoint {
+                    ip: (*ip).to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn services_in(msgs: &[SchedulerMessage]) -> Vec<ServiceSet> {
+        msgs.iter()
+            .filter_map(|m| match &m.msg {
+                Some(scheduler_message::Msg::Services(set)) => Some(set.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A session opens with the current service set; a change goes to every connected node
+    /// under a higher generation, and only a change does; acknowledgements of Ready nodes
+    /// decide `services_acked`.
+    #[tokio::test]
+    async fn service_sets_go_to_every_session_and_acks_are_tracked() {
+        let second = Duration::from_secs(1);
+        let cluster = Cluster::new(second, 3 * second);
+        let first = cluster.publish_services(vec![web(&["10.88.0.2"])]);
+        let record = |name: &str| NodeRecord {
+            name: name.into(),
+            ..Default::default()
+        };
+        let session = cluster.register(record("n1"), Capacity::default());
+        let (tx, mut rx) = mpsc::channel(8);
+        let opened = cluster.connect("n1", session, tx).unwrap();
+        let sets = services_in(&opened);
+        assert_eq!(sets.len(), 1, "{opened:?}");
+        assert_eq!(
+            (sets[0].generation, &sets[0].services),
+            (first, &vec![web(&["10.88.0.2"])])
+        );
+
+        assert_eq!(cluster.publish_services(vec![web(&["10.88.0.2"])]), first);
+        assert!(rx.try_recv().is_err(), "no change, nothing sent");
+        let second_gen = cluster.publish_services(vec![web(&[])]);
+        assert!(second_gen > first);
+        let sent = services_in(&[rx.try_recv().expect("the new set")]);
+        assert_eq!(sent[0].generation, second_gen);
+
+        assert!(!cluster.services_acked(second_gen), "n1 has not applied it");
+        cluster.services_applied("n1", session, second_gen);
+        assert!(cluster.services_acked(second_gen));
+        // A stale session's acknowledgement counts for nothing.
+        let newer = cluster.register(record("n1"), Capacity::default());
+        let (tx, _rx) = mpsc::channel(8);
+        cluster.connect("n1", newer, tx).unwrap();
+        cluster.services_applied("n1", session, second_gen);
+        assert!(!cluster.services_acked(second_gen));
+        cluster.heartbeat("n1", newer, Capacity::default(), Vec::new(), second_gen);
+        assert!(
+            cluster.services_acked(second_gen),
+            "a heartbeat reports it too"
+        );
+    }
+}
