@@ -42,7 +42,7 @@ impl Deployments {
 
     /// The deployment's record and its store revision (for a checked write back).
     pub(crate) async fn load(&self, name: &str) -> Result<(DeploymentRecord, u64), SchedError> {
-        spec::validate_name("name", name)?;
+        spec::validate_lookup_name("name", name)?;
         let key = deployment_key(name);
         let kv = self
             .store

@@ -59,6 +59,17 @@ pub(crate) fn validate_name(field: &str, name: &str) -> Result<(), SchedError> {
     }
 }
 
+/// A name to look an existing deployment up by: safe as a key, and as lenient as names were
+/// before they had to be DNS labels (a trailing '-'), so such a deployment can still be
+/// read, scaled and deleted.
+pub(crate) fn validate_lookup_name(field: &str, name: &str) -> Result<(), SchedError> {
+    // A label with dashes appended to it: the old rule.
+    match name.trim_end_matches('-') {
+        "" => validate_name(field, name),
+        stem => validate_name(field, stem),
+    }
+}
+
 /// Service ports: each (port, protocol) once, ports and targets within 1-65535, a known
 /// protocol, names (for SRV records) DNS labels and distinct.
 fn validate_service_ports(ports: &[ServicePort]) -> Result<(), SchedError> {
