@@ -105,6 +105,8 @@ pub struct NodeRecord {
     pub last_heartbeat: Option<Heartbeat>,
     /// Every event, over all sessions, in the order they came.
     pub events: Vec<ContainerEvent>,
+    /// Every ServicesApplied generation, over all sessions, in the order they came.
+    pub services_applied: Vec<u64>,
     /// The generation of the last `assign` (0: never assigned).
     pub generation: u64,
     /// The assignments of the last `assign`, sent on every new session.
