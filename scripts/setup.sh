@@ -9,12 +9,13 @@ source "$(dirname "$0")/as-root.sh" "$0" "$@"
 # to compare against, the tools the benchmarks use (time for peak RSS; libc6-dev's libc.a for
 # the statically linked berth-runtime that benches/lifecycle.sh builds), python3-venv for the
 # Python gRPC client test (its packages come from PyPI into a cached venv, see
-# tests/src/pyvenv.rs), and buildah, which drives berth-runtime in tests/tests/buildah.rs.
+# tests/src/pyvenv.rs), buildah, which drives berth-runtime in tests/tests/buildah.rs, and
+# conntrack, with which the agent flushes the UDP flows of service endpoints that left.
 PACKAGES=(
   busybox-static umoci skopeo docker-registry zstd protobuf-compiler libprotobuf-dev
   crun runc hyperfine jq iproute2 debootstrap apache2-utils podman conmon curl nftables util-linux
   qemu-system-x86 linux-image-amd64 cpio etcd-server openssl procps
-  python3 python3-venv time libc6-dev buildah
+  python3 python3-venv time libc6-dev buildah conntrack
 )
 
 missing=()

@@ -35,6 +35,8 @@ pub struct Config {
     /// Mutual TLS with the scheduler and AgentService's callers (None: plaintext, loopback
     /// trust).
     pub tls: Option<crate::tls::AgentTls>,
+    /// Where the node's DNS server forwards names outside `berth.` (empty: it refuses them).
+    pub dns_upstream: Vec<std::net::SocketAddr>,
 }
 
 /// The per-node parent cgroup (relative to each hierarchy's root), so that several agents

@@ -43,6 +43,8 @@ pub enum AgentError {
     Net(#[from] crate::net::NetError),
     #[error(transparent)]
     Shim(#[from] crate::shim::ShimError),
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -116,6 +118,7 @@ impl AgentError {
             Self::Container { .. }
             | Self::Net(_)
             | Self::Shim(_)
+            | Self::Dns(_)
             | Self::Explain(_)
             | Self::Io { .. }
             | Self::Internal { .. } => ErrorKind::Internal,

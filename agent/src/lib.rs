@@ -5,6 +5,7 @@ pub mod capacity;
 pub(crate) mod config;
 pub mod containers;
 pub(crate) mod dial;
+pub mod dns;
 pub(crate) mod error;
 pub(crate) mod grpc;
 pub mod layout;

@@ -70,6 +70,10 @@ struct Args {
     /// text for people, json for log collectors.
     #[arg(long, default_value = "text")]
     log_format: String,
+    /// Resolvers the node's DNS server forwards names outside the cluster to: IP[:PORT],
+    /// comma-separated (default: the nameservers of the host's /etc/resolv.conf).
+    #[arg(long)]
+    dns_upstream: Option<String>,
     #[command(flatten)]
     tls: berth_proto::tls::TlsFlags,
 }
@@ -102,6 +106,7 @@ fn main() -> anyhow::Result<()> {
     berth_agent::tls::check_scheduler(&args.scheduler, tls.is_some())
         .context("invalid --scheduler")?;
     let tls_on = tls.is_some();
+    let dns_upstream = dns_upstream(args.dns_upstream.as_deref())?;
     let config = berth_agent::Config {
         tls,
         scheduler: args.scheduler,
@@ -127,6 +132,7 @@ fn main() -> anyhow::Result<()> {
         },
         stop_grace: Duration::from_secs(args.stop_grace),
         reconnect_max: Duration::from_secs(5),
+        dns_upstream,
     };
     berth_agent::containers::valid_id(&config.node_name).context("invalid --node-name")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -153,3 +159,24 @@ fn main() -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// The flag's resolvers, or else the host's (none readable: names outside the cluster are
+/// refused, which the log says).
+fn dns_upstream(flag: Option<&str>) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    use berth_agent::dns::{host_upstreams, parse_upstreams};
+    if let Some(text) = flag {
+        return parse_upstreams(text).context("invalid --dns-upstream");
+    }
+    match host_upstreams(std::path::Path::new("/etc/resolv.conf")) {
+        Ok(found) if !found.is_empty() => Ok(found),
+        Ok(_) => {
+            tracing::warn!("no nameserver in /etc/resolv.conf: the node DNS will not forward");
+            Ok(Vec::new())
+        }
+        Err(e) => {
+            tracing::warn!("{e}: the node DNS will not forward");
+            Ok(Vec::new())
+        }
+    }
+}
+

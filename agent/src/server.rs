@@ -54,6 +54,7 @@ pub async fn run(
     })?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let dns = tokio::spawn(crate::dns::node::serve(containers.clone(), stop_rx.clone()));
     let session = tokio::spawn(crate::session::run(
         containers.clone(),
         advertise.clone(),
@@ -73,6 +74,7 @@ pub async fn run(
         .await;
     let _ = stop_tx.send(true);
     let _ = session.await;
+    let _ = dns.await;
     let idle = containers.statuses().is_empty();
     let node = containers.config().node_name.clone();
     containers.detach_all();

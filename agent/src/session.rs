@@ -8,9 +8,9 @@ use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::v1::node_service_client::NodeServiceClient;
 use berth_proto::v1::{
     AgentMessage, ContainerEvent, Heartbeat, Hello, RegisterRequest, RegisterResponse,
-    SchedulerMessage, agent_message, scheduler_message,
+    SchedulerMessage, ServiceSet, ServicesApplied, agent_message, scheduler_message,
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::containers::Containers;
@@ -121,6 +121,16 @@ async fn session(
     // Routes that could not be installed yet (e.g. the link to their gateway is not up):
     // tried again on every heartbeat until they are.
     let mut unrouted: Option<Vec<berth_proto::v1::PodRoute>> = None;
+    // ServiceSets are programmed by a task of their own, so that a long nft transaction (a
+    // whole table of thousands of services) never holds up heartbeats; it always takes the
+    // latest set, skipping those superseded meanwhile.
+    let (services, latest) = watch::channel(None);
+    let _services_task = AbortOnDrop(tokio::spawn(program_services(
+        containers.clone(),
+        latest,
+        tx.clone(),
+        interval,
+    )));
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -145,7 +155,13 @@ async fn session(
                 Err(broadcast::error::RecvError::Closed) => return Err(SessionError::Closed),
             },
             message = inbound.message() => match message {
-                Ok(Some(m)) => on_message(containers, m, &mut unrouted).await,
+                Ok(Some(m)) => {
+                    if let Some(scheduler_message::Msg::Services(set)) = m.msg {
+                        services.send_replace(Some(set));
+                    } else {
+                        on_message(containers, m, &mut unrouted).await;
+                    }
+                }
                 Ok(None) => return Err(SessionError::Closed),
                 Err(status) => return Err(SessionError::Refused { call: "Session", status }),
             },
@@ -220,7 +236,97 @@ async fn on_message(
                 *unrouted = Some(routes.routes);
             }
         }
+        Some(scheduler_message::Msg::Services(set)) => {
+            // Handled by the session, which acknowledges it (see `apply_services`).
+            tracing::debug!(generation = set.generation, "service set outside a session");
+        }
         None => tracing::debug!("empty scheduler message"),
+    }
+}
+
+/// Aborts the task when the session that started it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Programs every ServiceSet the session receives (the latest one when several arrived during
+/// a transaction); a set that failed is tried again every `retry` until a newer one comes.
+/// Ends with the session.
+async fn program_services(
+    containers: Containers,
+    mut latest: watch::Receiver<Option<ServiceSet>>,
+    tx: mpsc::Sender<AgentMessage>,
+    retry: Duration,
+) {
+    loop {
+        let set = latest.borrow_and_update().clone();
+        let again = match set {
+            Some(set) => match apply_services(&containers, set, &tx).await {
+                Ok(again) => again.is_some(),
+                Err(_) => return,
+            },
+            None => false,
+        };
+        if again {
+            tokio::select! {
+                changed = latest.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(retry) => {}
+            }
+        } else if latest.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Programs the load balancer from `set` and acknowledges it up the session. Returns the set
+/// when it should be tried again on the next heartbeat (the network is not up yet, or nft
+/// failed); an invalid set is logged and dropped, since trying again cannot help.
+async fn apply_services(
+    containers: &Containers,
+    set: ServiceSet,
+    tx: &mpsc::Sender<AgentMessage>,
+) -> Result<Option<ServiceSet>, SessionError> {
+    use crate::net::{NetError, ServicesOutcome};
+    let count = set.services.len();
+    match containers.apply_services(&set).await {
+        Ok(ServicesOutcome::Applied {
+            generation,
+            flushed,
+            rebuilt,
+        }) => {
+            tracing::info!(generation, count, flushed, rebuilt, "applied services");
+            let ack = AgentMessage {
+                msg: Some(agent_message::Msg::ServicesApplied(ServicesApplied {
+                    generation,
+                })),
+            };
+            tx.send(ack).await.map_err(|_| SessionError::Closed)?;
+            Ok(None)
+        }
+        Ok(ServicesOutcome::Stale { applied }) => {
+            tracing::debug!(
+                generation = set.generation,
+                applied,
+                "ignoring an older service set"
+            );
+            Ok(None)
+        }
+        Err(crate::error::AgentError::Net(e @ NetError::InvalidService { .. })) => {
+            tracing::error!(generation = set.generation, "service set refused: {e}");
+            Ok(None)
+        }
+        Err(crate::error::AgentError::Dns(e @ crate::dns::DnsError::InvalidService { .. })) => {
+            tracing::error!(generation = set.generation, "service set refused by DNS: {e}");
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::warn!(generation = set.generation, "services (trying again): {e}");
+            Ok(Some(set))
+        }
     }
 }
 
@@ -245,6 +351,7 @@ fn heartbeat(containers: &Containers) -> AgentMessage {
             capacity: Some(containers.capacity()),
             containers: containers.statuses(),
             applied_generation: containers.applied_generation(),
+            applied_service_generation: containers.applied_service_generation(),
         })),
     }
 }

@@ -668,6 +668,12 @@ mod tests {
         ) -> Result<Response<ListNodesResponse>, Status> {
             nope()
         }
+        async fn list_services(
+            &self,
+            _: Request<ListServicesRequest>,
+        ) -> Result<Response<ListServicesResponse>, Status> {
+            nope()
+        }
         async fn list_containers(
             &self,
             _: Request<ListClusterContainersRequest>,

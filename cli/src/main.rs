@@ -98,6 +98,8 @@ enum Command {
     Delete(commands::delete::Args),
     /// List the cluster's nodes.
     Nodes(commands::nodes::Args),
+    /// List the services: name, virtual IP, ports and ready endpoints.
+    Services(commands::services::Args),
     /// Show a deployment's revisions.
     History(commands::history::Args),
     /// Run a one-node cluster here: berth-scheduler and berth-agent, stopped cleanly on Ctrl-C.
@@ -165,6 +167,7 @@ fn main() -> ExitCode {
         Command::Scale(args) => commands::scale::run(args, &ctx).map(|()| 0),
         Command::Delete(args) => commands::delete::run(args, &ctx).map(|()| 0),
         Command::Nodes(args) => commands::nodes::run(args, &ctx).map(|()| 0),
+        Command::Services(args) => commands::services::run(args, &ctx).map(|()| 0),
         Command::History(args) => commands::history::run(args, &ctx).map(|()| 0),
         Command::Up(args) => commands::up::run(args, &ctx),
         Command::Compare(args) => commands::compare::run(args, &ctx).map(|()| 0),

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use berth_proto::v1::{
     Assignment, AssignmentSet, Capacity, ClusterContainer, ContainerState, ContainerStatus,
-    Deployment, NodeInfo, ReplicaStatus, Resources, SchedulerMessage, scheduler_message,
+    Deployment, NodeInfo, ReplicaStatus, Resources, SchedulerMessage, Service, ServiceSet,
+    scheduler_message,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -33,6 +34,15 @@ pub(crate) struct NodeState {
     /// host ports and resources are not free yet.
     pub departing: HashMap<String, Assignment>,
     pub generation: u64,
+    /// The ServiceSet generation the node acknowledged applying in this session.
+    pub services_applied: u64,
+}
+
+/// The services as last sent to the nodes.
+#[derive(Debug, Default)]
+struct Services {
+    generation: u64,
+    services: Vec<Service>,
 }
 
 #[derive(Debug)]
@@ -45,6 +55,7 @@ pub(crate) struct Cluster {
     pub grace: Duration,
     next_session: Mutex<u64>,
     next_generation: Mutex<u64>,
+    services: Mutex<Services>,
     started: Instant,
 }
 
@@ -57,6 +68,11 @@ impl Cluster {
             grace,
             next_session: Mutex::new(0),
             next_generation: Mutex::new(0),
+            services: Mutex::new(Services {
+                // Above any generation an earlier scheduler sent (agents ignore older sets).
+                generation: session_floor(Instant::now()),
+                services: Vec::new(),
+            }),
             started: Instant::now(),
         }
     }
@@ -77,6 +93,7 @@ impl Cluster {
                 n.capacity = capacity;
                 n.last_heartbeat = Instant::now();
                 n.downlink = None;
+                n.services_applied = 0;
             }
             None => {
                 nodes.insert(
@@ -91,6 +108,7 @@ impl Cluster {
                         assignments: Vec::new(),
                         departing: HashMap::new(),
                         generation: 0,
+                        services_applied: 0,
                     },
                 );
             }
@@ -121,7 +139,12 @@ impl Cluster {
         n.last_heartbeat = Instant::now();
         let generation = self.bump();
         n.generation = generation;
-        let first = vec![assignment_message(generation, &n.assignments)];
+        let services = self.services.lock().unwrap();
+        let first = vec![
+            assignment_message(generation, &n.assignments),
+            service_message(services.generation, &services.services),
+        ];
+        drop(services);
         drop(nodes);
         self.changed.notify_one();
         Ok(first)
@@ -142,11 +165,13 @@ impl Cluster {
         session: u64,
         capacity: Capacity,
         containers: Vec<ContainerStatus>,
+        services_applied: u64,
     ) {
         if let Some(n) = self.nodes.lock().unwrap().get_mut(node)
             && n.session == session
         {
             n.last_heartbeat = Instant::now();
+            n.services_applied = n.services_applied.max(services_applied);
             n.capacity = capacity;
             n.containers = containers
                 .into_iter()
@@ -165,6 +190,49 @@ impl Cluster {
             n.containers.insert(status.container_id.clone(), status);
         }
         self.changed.notify_one();
+    }
+
+    /// The node applied ServiceSet `generation` (its acknowledgement).
+    pub(crate) fn services_applied(&self, node: &str, session: u64, generation: u64) {
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(node)
+            && n.session == session
+        {
+            n.services_applied = n.services_applied.max(generation);
+        }
+        self.changed.notify_one();
+    }
+
+    /// Sends `services` to every node when they differ from the last set sent; returns the
+    /// generation of the set the nodes now get.
+    pub(crate) fn publish_services(&self, services: Vec<Service>) -> u64 {
+        let mut current = self.services.lock().unwrap();
+        if current.services == services {
+            return current.generation;
+        }
+        current.generation += 1;
+        current.services = services;
+        let generation = current.generation;
+        let msg = service_message(generation, &current.services);
+        // Not under the services lock: `connect` takes the nodes lock, then this one.
+        drop(current);
+        tracing::debug!(generation, "service set changed");
+        self.broadcast(&msg);
+        generation
+    }
+
+    /// The services as last sent.
+    pub(crate) fn services(&self) -> Vec<Service> {
+        self.services.lock().unwrap().services.clone()
+    }
+
+    /// Whether every Ready node has applied ServiceSet `generation` or a later one.
+    pub(crate) fn services_acked(&self, generation: u64) -> bool {
+        self.with_nodes(|nodes| {
+            nodes
+                .values()
+                .filter(|n| self.is_ready(n))
+                .all(|n| n.services_applied >= generation)
+        })
     }
 
     fn bump(&self) -> u64 {
@@ -240,6 +308,7 @@ impl Cluster {
                 assignments: Vec::new(),
                 departing: HashMap::new(),
                 generation: 0,
+                services_applied: 0,
             });
     }
 }
@@ -376,10 +445,95 @@ fn assignment_message(generation: u64, assignments: &[Assignment]) -> SchedulerM
     }
 }
 
+fn service_message(generation: u64, services: &[Service]) -> SchedulerMessage {
+    SchedulerMessage {
+        msg: Some(scheduler_message::Msg::Services(ServiceSet {
+            generation,
+            services: services.to_vec(),
+        })),
+    }
+}
+
 /// Where session numbers start: distinct across scheduler restarts (the wall clock in
 /// microseconds, plus the time since this scheduler started), so a stale Hello never matches.
 fn session_floor(started: Instant) -> u64 {
     let since_start = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     let wall_us = u64::try_from(now_ms()).unwrap_or(0).saturating_mul(1_000);
     since_start.saturating_add(wall_us)
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_proto::v1::Endpoint;
+
+    use super::*;
+
+    fn web(endpoints: &[&str]) -> Service {
+        Service {
+            name: "web".into(),
+            virtual_ip: "10.96.0.1".into(),
+            ports: Vec::new(),
+            endpoints: endpoints
+                .iter()
+                .map(|ip| Endpoint {
+                    ip: (*ip).to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn services_in(msgs: &[SchedulerMessage]) -> Vec<ServiceSet> {
+        msgs.iter()
+            .filter_map(|m| match &m.msg {
+                Some(scheduler_message::Msg::Services(set)) => Some(set.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A session opens with the current service set; a change goes to every connected node
+    /// under a higher generation, and only a change does; acknowledgements of Ready nodes
+    /// decide `services_acked`.
+    #[tokio::test]
+    async fn service_sets_go_to_every_session_and_acks_are_tracked() {
+        let second = Duration::from_secs(1);
+        let cluster = Cluster::new(second, 3 * second);
+        let first = cluster.publish_services(vec![web(&["10.88.0.2"])]);
+        let record = |name: &str| NodeRecord {
+            name: name.into(),
+            ..Default::default()
+        };
+        let session = cluster.register(record("n1"), Capacity::default());
+        let (tx, mut rx) = mpsc::channel(8);
+        let opened = cluster.connect("n1", session, tx).unwrap();
+        let sets = services_in(&opened);
+        assert_eq!(sets.len(), 1, "{opened:?}");
+        assert_eq!(
+            (sets[0].generation, &sets[0].services),
+            (first, &vec![web(&["10.88.0.2"])])
+        );
+
+        assert_eq!(cluster.publish_services(vec![web(&["10.88.0.2"])]), first);
+        assert!(rx.try_recv().is_err(), "no change, nothing sent");
+        let second_gen = cluster.publish_services(vec![web(&[])]);
+        assert!(second_gen > first);
+        let sent = services_in(&[rx.try_recv().expect("the new set")]);
+        assert_eq!(sent[0].generation, second_gen);
+
+        assert!(!cluster.services_acked(second_gen), "n1 has not applied it");
+        cluster.services_applied("n1", session, second_gen);
+        assert!(cluster.services_acked(second_gen));
+        // A stale session's acknowledgement counts for nothing.
+        let newer = cluster.register(record("n1"), Capacity::default());
+        let (tx, _rx) = mpsc::channel(8);
+        cluster.connect("n1", newer, tx).unwrap();
+        cluster.services_applied("n1", session, second_gen);
+        assert!(!cluster.services_acked(second_gen));
+        cluster.heartbeat("n1", newer, Capacity::default(), Vec::new(), second_gen);
+        assert!(
+            cluster.services_acked(second_gen),
+            "a heartbeat reports it too"
+        );
+    }
 }

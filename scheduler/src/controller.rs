@@ -1,8 +1,8 @@
 //! The control loop: on every change (store watch, heartbeat, event, timer) it steps each
-//! deployment's rollout, places pending replicas, replaces those of lost nodes and sends each
-//! node its assignment set. It is the only writer of replicas.
+//! deployment's rollout, places pending replicas, replaces those of lost nodes, sends every
+//! node the service set and each node its assignment set. It is the only writer of replicas.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +23,7 @@ use crate::records::{
     self, DEPLOYMENTS, DeploymentRecord, REPLICAS, ReplicaRecord, deployment_key, replica_key,
 };
 use crate::rollout::{self, ReplicaView};
+use crate::services::{self, Drain};
 use crate::store::{Expect, Op, Store, StoreError};
 
 /// The specs of (deployment, revision) pairs.
@@ -35,6 +36,10 @@ pub(crate) struct Controller {
     pub cluster: Arc<Cluster>,
     /// How long a NotReady node's replicas wait before they are replaced elsewhere.
     pub reschedule_delay: Duration,
+    /// How long a removed replica may wait for every node to acknowledge a service set
+    /// without it before it is stopped anyway.
+    pub drain_timeout: Duration,
+    drain: Mutex<Drain>,
     statuses: Mutex<BTreeMap<String, Deployment>>,
     pending_reasons: Mutex<HashMap<String, String>>,
     /// Revisions' specs, which never change once written.
@@ -45,15 +50,19 @@ pub(crate) struct Controller {
 
 impl Controller {
     pub(crate) fn new(
+        deployments: Deployments,
         store: Arc<dyn Store>,
         cluster: Arc<Cluster>,
         reschedule_delay: Duration,
+        drain_timeout: Duration,
     ) -> Self {
         Self {
-            deployments: Deployments::new(store.clone()),
+            deployments,
             store,
             cluster,
             reschedule_delay,
+            drain_timeout,
+            drain: Mutex::new(Drain::default()),
             statuses: Mutex::new(BTreeMap::new()),
             pending_reasons: Mutex::new(HashMap::new()),
             specs: Mutex::new(HashMap::new()),
@@ -147,11 +156,8 @@ impl Controller {
                 .unwrap_or_default();
             deployments.insert(name, (rec, kv.mod_revision));
         }
-        let (replica_kvs, _) = self.store.list(REPLICAS).await?;
-        let mut replicas: Vec<ReplicaRecord> = replica_kvs
-            .iter()
-            .filter_map(|kv| records::decode(&kv.key, &kv.value).ok())
-            .collect();
+        let mut replicas = self.replicas().await?;
+        let before = replicas.clone();
 
         // Replicas of deleted deployments, and of nodes lost for longer than the delay, go.
         let lost: Vec<String> = self.cluster.with_nodes(|nodes| {
@@ -165,12 +171,14 @@ impl Controller {
                 .collect()
         });
         let mut doomed: Vec<String> = Vec::new();
+        let mut on_lost: Vec<String> = Vec::new();
         for r in &replicas {
             if !deployments.contains_key(&r.deployment) {
                 doomed.push(r.container_id.clone());
             } else if !r.node.is_empty() && lost.contains(&r.node) {
                 tracing::info!(replica = %r.container_id, node = %r.node, "node lost: replacing");
                 doomed.push(r.container_id.clone());
+                on_lost.push(r.container_id.clone());
             }
         }
         self.delete_replicas(&doomed).await?;
@@ -193,15 +201,69 @@ impl Controller {
             }
         }
         // Steps wrote replicas: read them again for placement and assignments.
-        let (replica_kvs, _) = self.store.list(REPLICAS).await?;
-        let replicas: Vec<ReplicaRecord> = replica_kvs
-            .iter()
-            .filter_map(|kv| records::decode(&kv.key, &kv.value).ok())
-            .collect();
-        let replicas = self.place(replicas).await?;
-        self.send_assignments(&replicas).await?;
+        let replicas = self.replicas().await?;
+        self.start_draining(&before, &replicas, &on_lost);
+        let draining = self.drain.lock().unwrap().replicas();
+        let replicas = self.place(replicas, &draining).await?;
+        self.send_services(&deployments, &replicas, &statuses);
+        let draining = self.drain.lock().unwrap().replicas();
+        let assigned: Vec<ReplicaRecord> = replicas.iter().chain(&draining).cloned().collect();
+        self.send_assignments(&assigned).await?;
         self.publish(&deployments, &replicas, &statuses).await;
         Ok(())
+    }
+
+    /// Every replica record in the store.
+    async fn replicas(&self) -> Result<Vec<ReplicaRecord>, SchedError> {
+        let (replica_kvs, _) = self.store.list(REPLICAS).await?;
+        Ok(replica_kvs
+            .iter()
+            .filter_map(|kv| records::decode(&kv.key, &kv.value).ok())
+            .collect())
+    }
+
+    /// Replicas this pass removed (rollout, scale-down, deletion; not those of lost nodes)
+    /// that are endpoints in the service set the nodes have drain before their assignments
+    /// are withdrawn; the others serve no traffic and stop at once.
+    fn start_draining(&self, before: &[ReplicaRecord], after: &[ReplicaRecord], lost: &[String]) {
+        let kept: HashSet<&str> = after.iter().map(|r| r.container_id.as_str()).collect();
+        let endpoints: HashSet<String> = self
+            .cluster
+            .services()
+            .into_iter()
+            .flat_map(|s| s.endpoints.into_iter().map(|e| e.container_id))
+            .collect();
+        let mut drain = self.drain.lock().unwrap();
+        for r in before {
+            if endpoints.contains(&r.container_id)
+                && !kept.contains(r.container_id.as_str())
+                && !lost.contains(&r.container_id)
+            {
+                drain.start(r.clone());
+            }
+        }
+    }
+
+    /// Sends every node the services (draining replicas are no endpoints: their records are
+    /// gone) and ends the drain of replicas every Ready node has acknowledged a set without.
+    fn send_services(
+        &self,
+        deployments: &BTreeMap<String, (DeploymentRecord, u64)>,
+        replicas: &[ReplicaRecord],
+        statuses: &HashMap<String, (String, ContainerStatus)>,
+    ) {
+        let ready_nodes = self.cluster.with_nodes(|nodes| {
+            nodes
+                .values()
+                .filter(|n| self.cluster.is_ready(n))
+                .map(|n| n.record.name.clone())
+                .collect()
+        });
+        let set = services::compute(deployments, replicas, statuses, &ready_nodes);
+        let generation = self.cluster.publish_services(set);
+        let mut drain = self.drain.lock().unwrap();
+        drain.sent(generation);
+        drain.release(self.drain_timeout, |g| self.cluster.services_acked(g));
     }
 
     fn container_statuses(&self) -> HashMap<String, (String, ContainerStatus)> {
@@ -368,13 +430,16 @@ impl Controller {
         Ok(())
     }
 
-    /// Places pending replicas; returns the replicas with their nodes.
+    /// Places pending replicas; returns the replicas with their nodes. Replicas being
+    /// drained still hold their ports and resources.
     async fn place(
         &self,
         mut replicas: Vec<ReplicaRecord>,
+        draining: &[ReplicaRecord],
     ) -> Result<Vec<ReplicaRecord>, SchedError> {
-        let specs = self.specs_for(&replicas).await?;
-        let mut nodes = self.node_views(&replicas, &specs);
+        let held: Vec<ReplicaRecord> = replicas.iter().chain(draining).cloned().collect();
+        let specs = self.specs_for(&held).await?;
+        let mut nodes = self.node_views(&held, &specs);
         let mut pending: Vec<usize> = (0..replicas.len())
             .filter(|&i| replicas[i].node.is_empty())
             .collect();

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use ipnet::Ipv4Net;
+
 use berth_proto::v1::{
     Approval, ContainerState, ContainerStatus, Deployment, DeploymentSpec, ReplicaStatus,
     Resources, RevisionRecord, RolloutEvent, RolloutPhase,
@@ -17,21 +19,30 @@ use crate::records::{
 };
 use crate::spec;
 use crate::store::{Expect, Op, Store, StoreError};
+use crate::vips;
 
 /// The deployments and revisions in a store.
 #[derive(Debug, Clone)]
 pub(crate) struct Deployments {
     store: Arc<dyn Store>,
+    /// Virtual IPs of services come from here.
+    service_network: Ipv4Net,
 }
 
+/// How often a write that lost a virtual IP to a concurrent one picks again.
+const VIP_ATTEMPTS: usize = 64;
+
 impl Deployments {
-    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub(crate) fn new(store: Arc<dyn Store>, service_network: Ipv4Net) -> Self {
+        Self {
+            store,
+            service_network,
+        }
     }
 
     /// The deployment's record and its store revision (for a checked write back).
     pub(crate) async fn load(&self, name: &str) -> Result<(DeploymentRecord, u64), SchedError> {
-        spec::validate_name("name", name)?;
+        spec::validate_lookup_name("name", name)?;
         let key = deployment_key(name);
         let kv = self
             .store
@@ -222,28 +233,48 @@ impl Deployments {
             outcome: rec.phase,
             message: String::new(),
         };
-        // The deployment and its revision land together, or neither does.
-        let mut ops = vec![
-            Op::Put {
-                key: deployment_key(name),
-                value: records::encode(&rec),
-                expect,
-            },
-            Op::Put {
-                key: revision_key(name, revision),
-                value: records::encode(&revision_record),
-                expect: Expect::Absent,
-            },
-        ];
-        ops.extend(self.prune_history(name, &rec, &spec).await?);
-        self.store
-            .txn(ops)
-            .await
-            .map_err(|e| conflict_as(e, format!("applying deployment {name}")))?;
-        tracing::info!(deployment = %name, revision, manual, "new revision");
-        Ok(())
+        let history = self.prune_history(name, &rec, &spec).await?;
+        for _ in 0..VIP_ATTEMPTS {
+            // The first revision with service ports gets the VIP, reserved in the same write.
+            let claim = if spec.service_ports.is_empty() || !rec.virtual_ip.is_empty() {
+                None
+            } else {
+                let ip = vips::free(self.store.as_ref(), self.service_network).await?;
+                Some((ip, vips::claim(ip, name)))
+            };
+            let mut written = rec.clone();
+            if let Some((ip, _)) = &claim {
+                written.virtual_ip = ip.to_string();
+            }
+            // The deployment, its revision and its VIP land together, or none does.
+            let mut ops = vec![
+                Op::Put {
+                    key: deployment_key(name),
+                    value: records::encode(&written),
+                    expect,
+                },
+                Op::Put {
+                    key: revision_key(name, revision),
+                    value: records::encode(&revision_record),
+                    expect: Expect::Absent,
+                },
+            ];
+            ops.extend(claim.map(|(_, op)| op));
+            ops.extend(history.iter().cloned());
+            match self.store.txn(ops).await {
+                Ok(_) => {
+                    tracing::info!(deployment = %name, revision, manual, virtual_ip = %written.virtual_ip, "new revision");
+                    return Ok(());
+                }
+                // Another deployment took that VIP first: pick again.
+                Err(e) if vips::lost_race(&e) => continue,
+                Err(e) => return Err(conflict_as(e, format!("applying deployment {name}"))),
+            }
+        }
+        Err(SchedError::Conflict {
+            what: format!("allocating a virtual IP for deployment {name}"),
+        })
     }
-
     /// Deletes of revision records beyond the history limit (never the stable or current one).
     async fn prune_history(
         &self,
@@ -280,12 +311,14 @@ impl Deployments {
     /// Deletes the deployment and all its revision records (its replicas go with the next
     /// pass of the control loop).
     pub(crate) async fn delete(&self, name: &str) -> Result<(), SchedError> {
-        let (_, mod_rev) = self.load(name).await?;
+        let (rec, mod_rev) = self.load(name).await?;
         let (revisions, _) = self.store.list(&revisions_prefix(name)).await?;
         let mut ops = vec![Op::Delete {
             key: deployment_key(name),
             expect: Expect::Revision(mod_rev),
         }];
+        // Its virtual IP is free again once the deployment is gone, not before.
+        ops.extend(vips::release(&rec));
         ops.extend(revisions.into_iter().map(|kv| Op::Delete {
             key: kv.key,
             expect: Expect::Any,
@@ -462,6 +495,15 @@ pub(crate) fn describe(
         updated_replicas: count(current().count()),
         resource_version: mod_rev,
         replica_status,
+        virtual_ip: virtual_ip(rec),
+    }
+}
+
+/// The deployment's virtual IP while its spec declares service ports.
+pub(crate) fn virtual_ip(rec: &DeploymentRecord) -> String {
+    match &rec.spec {
+        Some(s) if !s.service_ports.is_empty() => rec.virtual_ip.clone(),
+        _ => String::new(),
     }
 }
 

@@ -16,7 +16,9 @@ pub mod placement;
 pub(crate) mod records;
 pub(crate) mod rollout;
 pub(crate) mod server;
+pub(crate) mod services;
 pub(crate) mod spec;
 pub mod store;
+pub(crate) mod vips;
 
-pub use server::{Config, run};
+pub use server::{Config, check_config, run};

@@ -35,6 +35,14 @@ struct Args {
     /// Node pod CIDRs (/24 each) come from this network.
     #[arg(long, default_value = "10.88.0.0/16")]
     pod_network: String,
+    /// Services' virtual IPs come from this network; it must not overlap --pod-network or
+    /// this host's networks.
+    #[arg(long, default_value = "10.96.0.0/16")]
+    service_cidr: String,
+    /// How long a replica being removed waits for every node to drop it from its load
+    /// balancer (acknowledged) before it is stopped anyway.
+    #[arg(long, default_value_t = 2000)]
+    drain_timeout_ms: u64,
     /// Agents heartbeat this often.
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
@@ -90,7 +98,13 @@ fn main() -> anyhow::Result<()> {
             .pod_network
             .parse()
             .with_context(|| format!("--pod-network {:?}", args.pod_network))?,
+        service_network: args
+            .service_cidr
+            .parse()
+            .with_context(|| format!("--service-cidr {:?}", args.service_cidr))?,
+        drain_timeout: Duration::from_millis(args.drain_timeout_ms),
     };
+    berth_scheduler::check_config(&config).context("--service-cidr")?;
     if etcd_endpoints.is_none() {
         std::fs::create_dir_all(&args.data_dir)
             .with_context(|| format!("creating {}", args.data_dir.display()))?;

@@ -1,7 +1,6 @@
 //! Nodes, the domain: agents register (getting a stable pod CIDR) and open a session for
 //! heartbeats and events up, assignment sets and routes down; a node acts only as itself.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use berth_proto::v1::{
@@ -21,6 +20,8 @@ pub(crate) struct Nodes {
     pub cluster: Arc<Cluster>,
     /// Node pod CIDRs are carved out of this, one /24 each.
     pub pod_network: Ipv4Net,
+    /// Services' virtual IPs: no node may have its address in it.
+    pub service_network: Ipv4Net,
 }
 
 impl Nodes {
@@ -32,6 +33,7 @@ impl Nodes {
         req: &RegisterRequest,
     ) -> Result<(NodeRecord, u64), SchedError> {
         check_node_identity(caller, &req.node_name, "Register")?;
+        self.check_address(&req.node_address)?;
         let record = self.upsert(req).await?;
         let session = self
             .cluster
@@ -59,6 +61,20 @@ impl Nodes {
         self.cluster.broadcast(&self.routes());
         tracing::info!(node = %hello.node_name, session = hello.session, "session open");
         Ok(())
+    }
+
+    /// Refuses a node address inside the service network: virtual IPs would shadow it.
+    fn check_address(&self, address: &str) -> Result<(), SchedError> {
+        match address.parse::<std::net::Ipv4Addr>() {
+            Ok(ip) if self.service_network.contains(&ip) => Err(SchedError::invalid(
+                "node_address",
+                format!(
+                    "{ip} lies in the service network {} (--service-cidr)",
+                    self.service_network
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The heartbeat interval agents are told, in milliseconds.
@@ -149,18 +165,10 @@ impl Nodes {
     /// The first /24 of the pod network that no CIDR key and no node record names (records
     /// written before CIDR keys existed count too).
     async fn free_cidr(&self) -> Result<Ipv4Net, SchedError> {
-        let (claimed, _) = self.store.list(POD_CIDRS).await?;
-        let (nodes, _) = self.store.list(NODES).await?;
-        let used: BTreeSet<String> = claimed
-            .iter()
-            .filter_map(|kv| kv.key.strip_prefix(POD_CIDRS).map(str::to_owned))
-            .chain(
-                nodes
-                    .iter()
-                    .filter_map(|kv| records::decode::<NodeRecord>(&kv.key, &kv.value).ok())
-                    .map(|n| n.pod_cidr),
-            )
-            .collect();
+        let used = records::claimed(self.store.as_ref(), POD_CIDRS, NODES, |n: NodeRecord| {
+            n.pod_cidr
+        })
+        .await?;
         let subnets = self
             .pod_network
             .subnets(24)
@@ -236,6 +244,8 @@ fn validate_node_name(name: &str) -> Result<(), SchedError> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use berth_proto::tls::Role;
 
     use super::*;
@@ -249,6 +259,7 @@ mod tests {
             store: Arc::new(store),
             cluster: Arc::new(Cluster::new(second, 3 * second)),
             pod_network: "10.88.0.0/16".parse().unwrap(),
+            service_network: "10.96.0.0/16".parse().unwrap(),
         }
     }
 
@@ -335,6 +346,20 @@ mod tests {
                 ("/pod-cidrs/10.88.2.0/24", &b"new"[..]),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_node_address_in_the_service_network_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(&dir);
+        let mut req = request("in-vips");
+        req.node_address = "10.96.3.4".into();
+        let e = api.register(None, &req).await.unwrap_err().to_string();
+        assert!(
+            e.contains("node_address") && e.contains("10.96.0.0/16"),
+            "{e}"
+        );
+        assert!(api.register(None, &request("elsewhere")).await.is_ok());
     }
 
     fn caller(name: &str, via: Via) -> Caller {

@@ -37,6 +37,14 @@ pub(crate) fn pod_cidr_key(cidr: &str) -> String {
 }
 pub(crate) const POD_CIDRS: &str = "/pod-cidrs/";
 
+/// `/vips/<address>`, e.g. `/vips/10.96.0.1`: the name of the deployment that holds the
+/// service virtual IP. Written with `Expect::Absent` in the deployment's own transaction, so
+/// no two deployments get one; deleted in the transaction that deletes the deployment.
+pub(crate) fn vip_key(ip: std::net::Ipv4Addr) -> String {
+    format!("/vips/{ip}")
+}
+pub(crate) const VIPS: &str = "/vips/";
+
 /// `/tokens/<token id>`
 pub(crate) fn token_key(id: &str) -> String {
     format!("/tokens/{id}")
@@ -72,6 +80,10 @@ pub(crate) struct DeploymentRecord {
     /// When the rollout started waiting for approval.
     #[prost(int64, tag = "9")]
     pub awaiting_since_ms: i64,
+    /// The service's virtual IP, allocated with the first revision that has service ports
+    /// and kept until the deployment is deleted (empty: none yet).
+    #[prost(string, tag = "10")]
+    pub virtual_ip: String,
 }
 
 /// One replica: a container the scheduler has decided to run, and where.
@@ -128,6 +140,28 @@ pub struct TokenRecord {
     /// Lower-case hex SHA-256 of the secret part of the token.
     #[prost(string, tag = "6")]
     pub secret_sha256: String,
+}
+
+/// Every value in use among claim keys (`claims`: the part of each key after the prefix) and
+/// the records under `records` (`field` of each): an allocator picks outside this set, and
+/// records written before their claim keys existed count too.
+pub(crate) async fn claimed<R: Message + Default>(
+    store: &dyn crate::store::Store,
+    claims: &str,
+    records: &str,
+    field: impl Fn(R) -> String,
+) -> Result<std::collections::BTreeSet<String>, crate::error::SchedError> {
+    let (keys, _) = store.list(claims).await?;
+    let (recs, _) = store.list(records).await?;
+    Ok(keys
+        .iter()
+        .filter_map(|kv| kv.key.strip_prefix(claims).map(str::to_owned))
+        .chain(
+            recs.iter()
+                .filter_map(|kv| decode::<R>(&kv.key, &kv.value).ok())
+                .map(field),
+        )
+        .collect())
 }
 
 pub(crate) fn encode<M: Message>(m: &M) -> Vec<u8> {

@@ -30,6 +30,12 @@ pub struct Config {
     pub missed_heartbeats: u32,
     pub reschedule_delay: Duration,
     pub pod_network: Ipv4Net,
+    /// Services' virtual IPs come from here; it must not overlap the pod network or this
+    /// host's networks.
+    pub service_network: Ipv4Net,
+    /// How long a replica being removed waits for every node to drop it from its load
+    /// balancer before it is stopped anyway.
+    pub drain_timeout: Duration,
     /// TLS and authentication (off by default: loopback trust).
     pub security: crate::auth::Security,
 }
@@ -41,6 +47,8 @@ impl Default for Config {
             missed_heartbeats: 3,
             reschedule_delay: Duration::from_secs(2),
             pod_network: "10.88.0.0/16".parse().expect("a valid network"),
+            service_network: "10.96.0.0/16".parse().expect("a valid network"),
+            drain_timeout: Duration::from_secs(2),
             security: crate::auth::Security::default(),
         }
     }
@@ -57,7 +65,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SchedError> {
+    check_config(&config)?;
     serve_leader(config, store, Arc::new(listener), shutdown).await
+}
+
+/// Refuses settings that cannot work, before anything is served: a service network that
+/// overlaps the pod network or this host's networks.
+pub fn check_config(config: &Config) -> Result<(), SchedError> {
+    crate::vips::check_network(
+        config.service_network,
+        config.pod_network,
+        &crate::vips::host_networks()?,
+    )
 }
 
 /// The listener's connections, for one server after another on the same socket (a standby
@@ -137,10 +156,13 @@ pub(crate) async fn serve_leader(
         let record: NodeRecord = records::decode(&kv.key, &kv.value)?;
         cluster.remember(record, Duration::from_secs(10));
     }
+    let deployments = Deployments::new(store.clone(), config.service_network);
     let controller = Arc::new(Controller::new(
+        deployments.clone(),
         store.clone(),
         cluster.clone(),
         config.reschedule_delay,
+        config.drain_timeout,
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let control = tokio::spawn(controller.clone().run(stop_rx));
@@ -150,12 +172,13 @@ pub(crate) async fn serve_leader(
             store: store.clone(),
             cluster: cluster.clone(),
             pod_network: config.pod_network,
+            service_network: config.service_network,
         },
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let deploy_api = DeploymentServiceServer::new(DeployApi {
-        deployments: Deployments::new(store.clone()),
+        deployments,
         controller,
         security: config.security.clone(),
     })

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use berth_proto::v1::{DeploymentSpec, Probe, RolloutSettings, SecurityContext, probe};
+use berth_proto::v1::{
+    DeploymentSpec, Probe, Protocol, RolloutSettings, SecurityContext, ServicePort, probe,
+};
 
 use crate::error::SchedError;
 
@@ -34,14 +36,14 @@ pub(crate) fn with_defaults(mut spec: DeploymentSpec) -> DeploymentSpec {
     spec
 }
 
-/// A name that is safe as a key, a directory and a container id prefix.
+/// A name that is safe as a key, a directory, a container id prefix and a DNS label (RFC
+/// 1123: a deployment's name is its service's name in DNS).
 pub(crate) fn validate_name(field: &str, name: &str) -> Result<(), SchedError> {
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && edge_ok(name.chars().next())
+        && edge_ok(name.chars().last())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
@@ -51,9 +53,68 @@ pub(crate) fn validate_name(field: &str, name: &str) -> Result<(), SchedError> {
         Err(SchedError::invalid(
             field,
             format!(
-                "{name:?} must be 1 to 63 lowercase letters, digits or '-', starting with a letter or digit"
+                "{name:?} is not a DNS label: 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
             ),
         ))
+    }
+}
+
+/// A name to look an existing deployment up by: safe as a key, and as lenient as names were
+/// before they had to be DNS labels (a trailing '-'), so such a deployment can still be
+/// read, scaled and deleted.
+pub(crate) fn validate_lookup_name(field: &str, name: &str) -> Result<(), SchedError> {
+    // A label with dashes appended to it: the old rule.
+    match name.trim_end_matches('-') {
+        "" => validate_name(field, name),
+        stem => validate_name(field, stem),
+    }
+}
+
+/// Service ports: each (port, protocol) once, ports and targets within 1-65535, a known
+/// protocol, names (for SRV records) DNS labels and distinct.
+fn validate_service_ports(ports: &[ServicePort]) -> Result<(), SchedError> {
+    let mut seen = BTreeSet::new();
+    let mut names = BTreeSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        let field = |f: &str| format!("spec.service_ports[{i}].{f}");
+        for (f, v) in [("port", p.port), ("target", p.target)] {
+            if v == 0 || v > 65535 {
+                return Err(SchedError::invalid(
+                    field(f),
+                    format!("{v} is not a port (1-65535)"),
+                ));
+            }
+        }
+        let protocol = Protocol::try_from(p.protocol).map_err(|_| {
+            SchedError::invalid(
+                field("protocol"),
+                format!("{} is not a protocol (tcp or udp)", p.protocol),
+            )
+        })?;
+        if !seen.insert((p.port, p.protocol)) {
+            return Err(SchedError::invalid(
+                field("port"),
+                format!("{} {} is declared twice", p.port, protocol_name(protocol)),
+            ));
+        }
+        if !p.name.is_empty() {
+            validate_name(&field("name"), &p.name)?;
+            if !names.insert(p.name.as_str()) {
+                return Err(SchedError::invalid(
+                    field("name"),
+                    format!("{:?} is declared twice", p.name),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// "tcp" or "udp", as specs and SRV records spell them.
+pub(crate) fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Udp => "udp",
+        _ => "tcp",
     }
 }
 
@@ -94,6 +155,7 @@ pub(crate) fn validate(spec: &DeploymentSpec) -> Result<(), SchedError> {
         }
         exposed.insert(p.container_port);
     }
+    validate_service_ports(&spec.service_ports)?;
     for (field, probe) in [
         ("spec.readiness", &spec.readiness),
         ("spec.liveness", &spec.liveness),
@@ -334,6 +396,67 @@ mod tests {
                 .to_string()
                 .contains("spec.replicas")
         );
+    }
+
+    #[test]
+    fn names_must_be_dns_labels() {
+        for good in ["a", "web-1", "0db", &"x".repeat(63)] {
+            assert!(validate_name("spec.name", good).is_ok(), "{good}");
+        }
+        for bad in ["", "-web", "web-", "Web", "we_b", "a.b", &"x".repeat(64)] {
+            let e = validate_name("spec.name", bad).unwrap_err().to_string();
+            assert!(
+                e.contains("spec.name") && e.contains("DNS label"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn service_ports_are_checked_naming_the_field() {
+        let port = |port, target, protocol| ServicePort {
+            name: String::new(),
+            port,
+            target,
+            protocol,
+        };
+        let tcp = Protocol::Tcp as i32;
+        let udp = Protocol::Udp as i32;
+        let mut s = spec();
+        s.service_ports = vec![port(80, 8080, tcp), port(80, 8080, udp)];
+        assert!(validate(&s).is_ok(), "the same port on tcp and udp");
+        let cases = [
+            (
+                vec![port(80, 8080, tcp), port(80, 8081, tcp)],
+                "spec.service_ports[1].port",
+                "twice",
+            ),
+            (
+                vec![port(0, 8080, tcp)],
+                "spec.service_ports[0].port",
+                "not a port",
+            ),
+            (
+                vec![port(80, 65536, tcp)],
+                "spec.service_ports[0].target",
+                "not a port",
+            ),
+            (
+                vec![port(80, 80, 7)],
+                "spec.service_ports[0].protocol",
+                "not a protocol",
+            ),
+        ];
+        for (ports, field, what) in cases {
+            s.service_ports = ports;
+            let e = validate(&s).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains(what), "{e}");
+        }
+        let mut named = port(80, 8080, tcp);
+        named.name = "http".into();
+        s.service_ports = vec![named.clone(), ServicePort { port: 81, ..named }];
+        let e = validate(&s).unwrap_err().to_string();
+        assert!(e.contains("spec.service_ports[1].name"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Simulated nodes for control-plane tests and benchmarks: a task that speaks the agent's side
 //! of NodeService (register with a big capacity, heartbeat, take every assignment set as
-//! applied) and follows the leader among several schedulers as the real agent does. It runs
-//! nothing: for placement and failover at a scale real nodes cannot reach here, and for the
+//! applied, acknowledge every service set) and follows the leader among several schedulers as
+//! the real agent does. It runs nothing: for placement and failover at a scale real nodes cannot reach here, and for the
 //! control loop's timeouts under a paused clock (see [`Behaviour`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +27,24 @@ pub type Sessions = Arc<Mutex<Vec<(Instant, String)>>>;
 /// In a container's env, this makes a fake node report it running but never ready.
 pub const NEVER_READY_ENV: &str = "FAKE_NODE_NEVER_READY";
 
+/// What a fake node received or acknowledged, when (tokio's clock) and on which node. Nodes
+/// may share one log: its order is then the order across them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logged {
+    pub node: String,
+    pub at: tokio::time::Instant,
+    pub seen: Seen,
+}
+
+/// One entry of a [`Logged`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    Assignments(AssignmentSet),
+    Services(ServiceSet),
+    /// It acknowledged applying this ServiceSet generation.
+    ServicesApplied(u64),
+}
+
 /// What a fake node reports beyond registering and heartbeating.
 #[derive(Debug, Clone, Default)]
 pub struct Behaviour {
@@ -36,6 +54,11 @@ pub struct Behaviour {
     pub runs_assignments: bool,
     /// While set, the session stays open but no heartbeat goes out: a hung agent.
     pub silent: Arc<AtomicBool>,
+    /// While set, service sets are taken but never acknowledged (a node whose load balancer
+    /// is stuck): the scheduler's drain then ends by its timeout.
+    pub withhold_service_acks: Arc<AtomicBool>,
+    /// Every assignment set and service set received, and every acknowledgement sent.
+    pub seen: Arc<Mutex<Vec<Logged>>>,
 }
 
 /// A fake node: registers with 64 CPUs / 256 GiB, heartbeats with no containers, drains what
@@ -102,26 +125,73 @@ fn capacity() -> Capacity {
     }
 }
 
-fn heartbeat(applied_generation: u64, containers: Vec<ContainerStatus>) -> AgentMessage {
+fn heartbeat(
+    applied_generation: u64,
+    applied_service_generation: u64,
+    containers: Vec<ContainerStatus>,
+) -> AgentMessage {
     AgentMessage {
         msg: Some(agent_message::Msg::Heartbeat(Heartbeat {
             capacity: Some(capacity()),
             containers,
             applied_generation,
+            applied_service_generation,
         })),
     }
 }
 
-/// The status of an assigned container on a node that runs its assignments.
-fn running(a: &Assignment) -> ContainerStatus {
+/// The status of an assigned container on a node that runs its assignments, with a pod IP
+/// from the node's CIDR (`ip`, as a real agent reports it).
+fn running(a: &Assignment, ip: String) -> ContainerStatus {
     ContainerStatus {
         container_id: a.container_id.clone(),
         deployment: a.deployment.clone(),
         revision: a.revision,
         state: ContainerState::Running as i32,
         ready: !a.env.contains_key(NEVER_READY_ENV),
+        ip,
         ..Default::default()
     }
+}
+
+/// Pod IPs for a node's containers: from its CIDR, one per container id for the session.
+#[derive(Debug, Default)]
+struct PodIps {
+    base: Option<std::net::Ipv4Addr>,
+    given: std::collections::HashMap<String, String>,
+}
+
+impl PodIps {
+    fn new(pod_cidr: &str) -> Self {
+        // The CIDR's network address (the scheduler hands out /24s on a boundary).
+        let base = pod_cidr
+            .split('/')
+            .next()
+            .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok());
+        Self {
+            base,
+            given: Default::default(),
+        }
+    }
+
+    fn of(&mut self, id: &str) -> String {
+        let Some(base) = self.base else {
+            return String::new();
+        };
+        let next = u32::try_from(self.given.len()).unwrap_or(0) % 250 + 2;
+        self.given
+            .entry(id.to_string())
+            .or_insert_with(|| std::net::Ipv4Addr::from(u32::from(base) + next).to_string())
+            .clone()
+    }
+}
+
+fn log(behaviour: &Behaviour, node: &str, seen: Seen) {
+    behaviour.seen.lock().unwrap().push(Logged {
+        node: node.to_string(),
+        at: tokio::time::Instant::now(),
+        seen,
+    });
 }
 
 /// One registration and session; it ends only with an error (the stream or the scheduler gone,
@@ -162,7 +232,7 @@ async fn fake_session(
         })),
     };
     tx.send(hello).await.map_err(|_| Ended::Other)?;
-    tx.send(heartbeat(0, Vec::new()))
+    tx.send(heartbeat(0, 0, Vec::new()))
         .await
         .map_err(|_| Ended::Other)?;
     let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
@@ -171,6 +241,8 @@ async fn fake_session(
         .unwrap()
         .push((Instant::now(), addr.to_string()));
     let mut generation = 0;
+    let mut services_applied = 0;
+    let mut ips = PodIps::new(&registered.pod_cidr);
     let mut containers = Vec::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -178,7 +250,7 @@ async fn fake_session(
         tokio::select! {
             _ = tick.tick() => {
                 if !behaviour.silent.load(Ordering::Relaxed) {
-                    let beat = heartbeat(generation, containers.clone());
+                    let beat = heartbeat(generation, services_applied, containers.clone());
                     tx.send(beat).await.map_err(|_| Ended::Other)?;
                 }
             }
@@ -187,7 +259,28 @@ async fn fake_session(
                 Some(SchedulerMessage { msg: Some(scheduler_message::Msg::Assignments(set)) }) => {
                     generation = set.generation;
                     if behaviour.runs_assignments {
-                        containers = set.assignments.iter().map(running).collect();
+                        containers = set
+                            .assignments
+                            .iter()
+                            .map(|a| running(a, ips.of(&a.container_id)))
+                            .collect();
+                    }
+                    log(behaviour, name, Seen::Assignments(set));
+                }
+                Some(SchedulerMessage { msg: Some(scheduler_message::Msg::Services(set)) }) => {
+                    let applied = set.generation;
+                    log(behaviour, name, Seen::Services(set));
+                    if !behaviour.withhold_service_acks.load(Ordering::Relaxed) {
+                        services_applied = services_applied.max(applied);
+                        let ack = AgentMessage {
+                            msg: Some(agent_message::Msg::ServicesApplied(ServicesApplied {
+                                generation: applied,
+                            })),
+                        };
+                        // Logged before it goes, so a shared log orders it before what the
+                        // scheduler does on receiving it.
+                        log(behaviour, name, Seen::ServicesApplied(applied));
+                        tx.send(ack).await.map_err(|_| Ended::Other)?;
                     }
                 }
                 Some(_) => {}

@@ -16,10 +16,11 @@
 //!   [`FakeScheduler::refused_hellos`]); another first message gets `InvalidArgument`. Then it
 //!   sends the node's current `AssignmentSet` (only once the test called
 //!   [`FakeScheduler::assign`] for it) and `RouteSet` (only once the test called
-//!   [`FakeScheduler::routes`]), in that order, and again whenever the test changes them. A
+//!   [`FakeScheduler::routes`]) and `ServiceSet` (only once the test called
+//!   [`FakeScheduler::services`]), in that order, and again whenever the test changes them. A
 //!   newer session of the same node replaces the older stream, which ends with `Aborted`.
 //! - Everything the node sends is kept per node: the latest heartbeat, every event in order,
-//!   and anything that breaks the protocol (in [`NodeRecord::protocol_errors`]).
+//!   every `ServicesApplied` generation in order, and anything that breaks the protocol (in [`NodeRecord::protocol_errors`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,8 +32,8 @@ use berth_proto::v1::node_service_server::{NodeService, NodeServiceServer};
 use berth_proto::v1::{
     AgentMessage, Assignment, AssignmentSet, ContainerEvent, ContainerState, ContainerStatus,
     Heartbeat, Hello, ImageSource, PodRoute, RegisterRequest, RegisterResponse, Resources,
-    RestartPolicy, RouteSet, SchedulerMessage, agent_message, image_source, restart_policy,
-    scheduler_message,
+    RestartPolicy, RouteSet, SchedulerMessage, ServiceSet, agent_message, image_source,
+    restart_policy, scheduler_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
@@ -104,12 +105,20 @@ pub struct NodeRecord {
     pub last_heartbeat: Option<Heartbeat>,
     /// Every event, over all sessions, in the order they came.
     pub events: Vec<ContainerEvent>,
+    /// Every ServicesApplied generation, over all sessions, in the order they came.
+    pub services_applied: Vec<u64>,
     /// The generation of the last `assign` (0: never assigned).
     pub generation: u64,
     /// The assignments of the last `assign`, sent on every new session.
     pub assignments: Option<Vec<Assignment>>,
     /// The routes of the last `routes`, sent on every new session.
     pub routes: Option<Vec<PodRoute>>,
+    /// The generation of the last `services` (0: never sent).
+    pub service_generation: u64,
+    /// The services of the last `services`, sent on every new session.
+    pub services: Option<Vec<berth_proto::v1::Service>>,
+    /// The generations the node acknowledged with `ServicesApplied`, in order.
+    pub services_applied: Vec<u64>,
     /// What the node sent that the protocol does not allow (a second Hello, an empty message).
     pub protocol_errors: Vec<String>,
 }
@@ -179,6 +188,14 @@ impl Node {
     fn route_set(&self) -> Option<scheduler_message::Msg> {
         let routes = self.record.routes.clone()?;
         Some(scheduler_message::Msg::Routes(RouteSet { routes }))
+    }
+
+    fn service_set(&self) -> Option<scheduler_message::Msg> {
+        let services = self.record.services.clone()?;
+        Some(scheduler_message::Msg::Services(ServiceSet {
+            generation: self.record.service_generation,
+            services,
+        }))
     }
 }
 
@@ -304,7 +321,7 @@ impl NodeService for Service {
             node.outbox = Some((connection, outbox));
             node.record.sessions += 1;
             node.record.connected = true;
-            for msg in [node.assignment_set(), node.route_set()]
+            for msg in [node.assignment_set(), node.route_set(), node.service_set()]
                 .into_iter()
                 .flatten()
             {
@@ -352,6 +369,9 @@ async fn read_session(
                                 .push(format!("an event without a status: {event:?}"));
                         }
                         node.record.events.push(event);
+                    }
+                    agent_message::Msg::ServicesApplied(applied) => {
+                        node.record.services_applied.push(applied.generation);
                     }
                     agent_message::Msg::Hello(hello) => node
                         .record
@@ -483,6 +503,20 @@ impl FakeScheduler {
                 node.send(msg);
             }
         });
+    }
+
+    /// Makes `services` the node's service set with a new generation (returned), sends it if
+    /// connected and on the next sessions.
+    pub fn services(&self, node: &str, services: Vec<berth_proto::v1::Service>) -> u64 {
+        self.shared.update(|s| {
+            let node = s.nodes.entry(node.to_string()).or_default();
+            node.record.service_generation += 1;
+            node.record.services = Some(services);
+            if let Some(msg) = node.service_set() {
+                node.send(msg);
+            }
+            node.record.service_generation
+        })
     }
 
     /// Ends the node's session stream with `Unavailable`; its session stays valid, so it may

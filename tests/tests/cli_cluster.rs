@@ -556,6 +556,81 @@ fn deploy_wait_follows_a_rollback_until_the_old_revision_serves_again() {
     });
 }
 
+/// A deployment with service ports: `berth services` lists its virtual IP, its ports and its
+/// ready replicas' pod IPs as endpoints; `berth status` shows the VIP; a scale-down drains
+/// the removed replica out of the endpoints (bounded by the drain timeout: these agents do
+/// not acknowledge service sets yet); deletion removes the service.
+#[test]
+fn services_list_the_virtual_ip_and_ready_endpoints() {
+    let c = cluster(2);
+    let text = hello_toml("v1", 2, IMAGE, "").replace(
+        "ports = [",
+        "service_ports = [{ port = 80, target = 8080, name = \"http\" }]\nports = [",
+    );
+    let app = c.spec("svc.toml", &text);
+    let r = c.deploy_wait(&app, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let s = c.json(&["status", "hello"]);
+    let vip = s["virtual_ip"].as_str().unwrap().to_string();
+    assert!(
+        vip.starts_with("10.96."),
+        "a VIP from the default service network: {s:#}"
+    );
+    let pod_ips = |s: &Value| -> BTreeSet<String> {
+        let replicas = s["replica_status"].as_array().unwrap().iter();
+        replicas
+            .map(|r| r["ip"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let endpoints = |svc: &Value| -> BTreeSet<String> {
+        let listed = svc["endpoints"].as_array().unwrap().iter();
+        listed
+            .map(|e| e["ip"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let svc = poll_until("both replicas as endpoints", WAIT, || {
+        let all = c.json(&["services"]);
+        let svc = all
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "hello")?
+            .clone();
+        (endpoints(&svc).len() == 2).then_some(svc)
+    });
+    assert_eq!(svc["virtual_ip"], vip.as_str(), "{svc:#}");
+    assert_eq!(
+        endpoints(&svc),
+        pod_ips(&s),
+        "endpoints are the replicas' pod IPs: {svc:#}"
+    );
+    assert_eq!(
+        svc["ports"],
+        serde_json::json!([{"name": "http", "port": 80, "target": 8080, "protocol": "tcp"}])
+    );
+    let table = c.ok(&["services"]);
+    assert!(
+        table.contains(&vip) && table.contains("80->8080/tcp"),
+        "{table}"
+    );
+    assert!(
+        c.ok(&["status", "hello"])
+            .contains(&format!("service:   {vip}"))
+    );
+
+    c.ok(&["scale", "hello", "1"]);
+    poll_until("one endpoint after the scale-down", WAIT, || {
+        let all = c.json(&["services"]);
+        let svc = all.as_array()?.first()?.clone();
+        let s = c.json(&["status", "hello"]);
+        let one = endpoints(&svc).len() == 1 && endpoints(&svc) == pod_ips(&s);
+        one.then_some(())
+    });
+    c.ok(&["delete", "hello"]);
+    poll_until("no service after the delete", WAIT, || {
+        (c.json(&["services"]) == serde_json::json!([])).then_some(())
+    });
+}
+
 #[test]
 fn bad_specs_and_unknown_deployments_are_refused() {
     let c = cluster(1);
@@ -608,6 +683,31 @@ fn bad_specs_and_unknown_deployments_are_refused() {
     let r = c.berth(&["deploy", "-f", bad_name.to_str().unwrap()]);
     assert_eq!(r.code, EXIT_INVALID_ARGUMENT, "{r:?}");
     assert!(r.stderr.contains("name"), "{r:?}");
+
+    // A deployment's name is its service's DNS name: a label that ends in '-' is refused.
+    let dash = c.spec(
+        "dash.toml",
+        &good.replace("name = \"hello\"", "name = \"hello-\""),
+    );
+    let r = c.berth(&["deploy", "-f", dash.to_str().unwrap()]);
+    assert_eq!(r.code, EXIT_INVALID_ARGUMENT, "{r:?}");
+    assert!(
+        r.stderr.contains("spec.name") && r.stderr.contains("DNS label"),
+        "{r:?}"
+    );
+    let twice = c.spec(
+        "twice.toml",
+        &good.replace(
+            "ports = [",
+            "service_ports = [{ port = 80, target = 8080 }, { port = 80, target = 8081 }]\nports = [",
+        ),
+    );
+    let r = c.berth(&["deploy", "-f", twice.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("service_ports: 80 tcp is declared twice"),
+        "{r:?}"
+    );
 
     let missing = c.specs.path().join("missing.toml");
     let r = c.berth(&["deploy", "-f", missing.to_str().unwrap()]);

@@ -12,11 +12,12 @@ use std::sync::atomic::Ordering;
 use berth_proto::v1::deployment_service_client::DeploymentServiceClient;
 use berth_proto::v1::{
     ApplyRequest, Approval, Deployment, DeploymentSpec, GetDeploymentRequest, HistoryRequest,
-    ListNodesRequest, NodeInfo, Resources, RevisionRecord, RolloutPhase, RolloutSettings,
+    ListNodesRequest, ListServicesRequest, NodeInfo, Protocol, Resources, RevisionRecord,
+    RolloutPhase, RolloutSettings, ScaleRequest, Service, ServicePort,
 };
 use berth_scheduler::Config;
 use berth_scheduler::store::redb::RedbStore;
-use berth_tests::fake_node::{Behaviour, NEVER_READY_ENV, Sessions, fake_agent_with};
+use berth_tests::fake_node::{Behaviour, Logged, NEVER_READY_ENV, Seen, Sessions, fake_agent_with};
 use tokio::net::TcpListener;
 use tokio::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -25,6 +26,7 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const MISSED_HEARTBEATS: u32 = 3;
 const GRACE: Duration = HEARTBEAT.saturating_mul(MISSED_HEARTBEATS);
 const RESCHEDULE_DELAY: Duration = Duration::from_secs(2);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Simulated time any one wait may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(120);
 /// How often a wait looks again, in simulated time.
@@ -35,6 +37,8 @@ const STEP: Duration = Duration::from_millis(100);
 struct Sim {
     client: DeploymentServiceClient<Channel>,
     nodes: BTreeMap<String, Behaviour>,
+    /// What every node received and acknowledged, in one order across them.
+    seen: Arc<std::sync::Mutex<Vec<Logged>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -52,6 +56,7 @@ impl Sim {
             heartbeat_interval: HEARTBEAT,
             missed_heartbeats: MISSED_HEARTBEATS,
             reschedule_delay: RESCHEDULE_DELAY,
+            drain_timeout: DRAIN_TIMEOUT,
             ..Config::default()
         };
         tokio::spawn(async move {
@@ -62,9 +67,11 @@ impl Sim {
             panic!("the scheduler stopped: {served:?}");
         });
         let mut nodes = BTreeMap::new();
+        let seen = Arc::default();
         for name in names {
             let behaviour = Behaviour {
                 runs_assignments: true,
+                seen: Arc::clone(&seen),
                 ..Behaviour::default()
             };
             let agent = fake_agent_with(
@@ -82,6 +89,7 @@ impl Sim {
         let sim = Self {
             client: DeploymentServiceClient::new(channel),
             nodes,
+            seen,
             _dir: dir,
         };
         let count = names.len();
@@ -111,6 +119,15 @@ impl Sim {
         let request = GetDeploymentRequest { name: name.into() };
         let got = self.client.clone().get(request).await;
         got.expect("the deployment exists").into_inner()
+    }
+
+    async fn services(&self) -> Vec<Service> {
+        let listed = self
+            .client
+            .clone()
+            .list_services(ListServicesRequest {})
+            .await;
+        listed.expect("services listed").into_inner().services
     }
 
     async fn nodes(&self) -> Vec<NodeInfo> {
@@ -170,6 +187,17 @@ fn spec(version: &str, replicas: u32, rollout: RolloutSettings) -> DeploymentSpe
         rollout: Some(rollout),
         ..DeploymentSpec::default()
     }
+}
+
+/// `spec` serving port 80 on its virtual IP, balanced over its replicas' port 8080.
+fn with_service(mut spec: DeploymentSpec) -> DeploymentSpec {
+    spec.service_ports = vec![ServicePort {
+        name: "http".into(),
+        port: 80,
+        target: 8080,
+        protocol: Protocol::Tcp as i32,
+    }];
+    spec
 }
 
 fn outcome(history: &[RevisionRecord], revision: u64) -> Option<(RolloutPhase, String)> {
@@ -323,5 +351,153 @@ async fn a_rollout_that_never_becomes_ready_fails_at_its_deadline_and_rolls_back
     assert!(
         why.starts_with("progress deadline of 20s exceeded"),
         "revision 2 failed for its deadline: {why:?}"
+    );
+}
+
+/// Whether a service set names `id` as an endpoint of any service.
+fn has_endpoint(set: &berth_proto::v1::ServiceSet, id: &str) -> bool {
+    let mut endpoints = set.services.iter().flat_map(|s| &s.endpoints);
+    endpoints.any(|e| e.container_id == id)
+}
+
+/// Where, in the shared log, replica `id` (on `node`) drained: the first service set sent
+/// without it (after the last one with it), its generation, and the first assignment set of
+/// its node without it (after the last one with it).
+fn drain_of(log: &[Logged], id: &str, node: &str) -> (usize, u64, usize) {
+    let last_with = |is: &dyn Fn(&Seen) -> bool| {
+        log.iter()
+            .rposition(|l| l.node == node && is(&l.seen))
+            .unwrap_or_else(|| panic!("{id} never appeared on {node}: {log:#?}"))
+    };
+    let in_set = |s: &Seen| matches!(s, Seen::Services(set) if has_endpoint(set, id));
+    let assigned = |s: &Seen| matches!(s, Seen::Assignments(a) if a.assignments.iter().any(|a| a.container_id == id));
+    let (set_with, assigned_with) = (last_with(&in_set), last_with(&assigned));
+    let after = |from: usize, is: &dyn Fn(&Seen) -> bool| {
+        (from + 1..log.len())
+            .find(|&i| log[i].node == node && is(&log[i].seen))
+            .unwrap_or_else(|| panic!("nothing after entry {from} for {id} on {node}: {log:#?}"))
+    };
+    let set_without = after(set_with, &|s| matches!(s, Seen::Services(_)));
+    let Seen::Services(set) = &log[set_without].seen else {
+        unreachable!("found as a service set")
+    };
+    let withdrawn = after(assigned_with, &|s| matches!(s, Seen::Assignments(_)));
+    (set_without, set.generation, withdrawn)
+}
+
+/// The index of `node`'s first acknowledgement of `generation` or a later set.
+fn ack_of(log: &[Logged], node: &str, generation: u64) -> Option<usize> {
+    log.iter().position(|l| {
+        l.node == node && matches!(l.seen, Seen::ServicesApplied(g) if g >= generation)
+    })
+}
+
+/// A deployment with service ports gets a virtual IP and its ready replicas as endpoints.
+/// During a rolling update each old replica first leaves the service set, every node
+/// acknowledges a set without it, and only then is its assignment withdrawn (which is what
+/// makes an agent stop it).
+#[tokio::test(start_paused = true)]
+async fn a_replaced_replica_leaves_the_service_set_before_it_is_stopped() {
+    let sim = Sim::start(&["drain-a", "drain-b"]).await;
+    sim.apply(with_service(spec("v1", 2, RolloutSettings::default())))
+        .await;
+    let v1 = sim.until_complete("web", 1).await;
+    assert!(
+        v1.virtual_ip.starts_with("10.96."),
+        "a VIP from the default service network: {v1:?}"
+    );
+    let service = sim
+        .until("both replicas as endpoints", async || {
+            let services = sim.services().await;
+            let web = services.into_iter().find(|s| s.name == "web")?;
+            (web.endpoints.len() == 2).then_some(web)
+        })
+        .await;
+    assert_eq!(service.virtual_ip, v1.virtual_ip);
+    assert!(
+        service.endpoints.iter().all(|e| e.ip.starts_with("10.88.")),
+        "{service:?}"
+    );
+
+    sim.apply(with_service(spec("v2", 2, RolloutSettings::default())))
+        .await;
+    let v2 = sim.until_complete("web", 2).await;
+    assert_eq!(
+        v2.virtual_ip, v1.virtual_ip,
+        "the VIP stays across revisions"
+    );
+    // The last withdrawal is sent as the rollout completes: let it arrive.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = sim.seen.lock().unwrap().clone();
+    for old in &v1.replica_status {
+        let (set_without, generation, withdrawn) = drain_of(&log, &old.container_id, &old.node);
+        assert!(
+            set_without < withdrawn,
+            "{}: stopped before it left the set",
+            old.container_id
+        );
+        for node in sim.nodes.keys() {
+            let ack = ack_of(&log, node, generation);
+            assert!(
+                ack.is_some_and(|a| a < withdrawn),
+                "{}: withdrawn (entry {withdrawn}) before {node} acknowledged generation {generation} (entry {ack:?}): {log:#?}",
+                old.container_id
+            );
+        }
+    }
+}
+
+/// A node that never acknowledges holds a removed replica back only for the drain timeout:
+/// then it is stopped anyway.
+#[tokio::test(start_paused = true)]
+async fn a_node_that_never_acknowledges_delays_a_stop_by_the_drain_timeout_only() {
+    let sim = Sim::start(&["stuck-a", "stuck-b"]).await;
+    sim.apply(with_service(spec("v1", 2, RolloutSettings::default())))
+        .await;
+    let before = sim.until_complete("web", 1).await;
+    sim.until("both replicas as endpoints", async || {
+        let services = sim.services().await;
+        (services.first()?.endpoints.len() == 2).then_some(())
+    })
+    .await;
+    sim.nodes["stuck-b"]
+        .withhold_service_acks
+        .store(true, Ordering::Relaxed);
+    let request = ScaleRequest {
+        name: "web".into(),
+        replicas: 1,
+    };
+    sim.client.clone().scale(request).await.expect("scaled");
+    let after = sim
+        .until("one replica left", async || {
+            let d = sim.get("web").await;
+            (d.replica_status.len() == 1).then_some(d)
+        })
+        .await;
+    let kept = &after.replica_status[0].container_id;
+    let removed = before
+        .replica_status
+        .iter()
+        .find(|r| r.container_id != *kept)
+        .expect("the removed replica");
+    sim.until("the removed replica withdrawn", async || {
+        let log = sim.seen.lock().unwrap().clone();
+        let withdrawn = log.iter().rev().find(|l| l.node == removed.node).is_some_and(|l| {
+            matches!(&l.seen, Seen::Assignments(a) if a.assignments.iter().all(|a| a.container_id != removed.container_id))
+        });
+        withdrawn.then_some(())
+    })
+    .await;
+    let log = sim.seen.lock().unwrap().clone();
+    let (set_without, generation, withdrawn) = drain_of(&log, &removed.container_id, &removed.node);
+    assert_eq!(
+        ack_of(&log, "stuck-b", generation),
+        None,
+        "stuck-b never acknowledged"
+    );
+    let waited = log[withdrawn].at - log[set_without].at;
+    assert!(
+        waited >= DRAIN_TIMEOUT - Duration::from_millis(300),
+        "withdrawn {waited:?} after the set without it, before the drain timeout of {DRAIN_TIMEOUT:?}"
     );
 }

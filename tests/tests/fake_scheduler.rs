@@ -183,6 +183,7 @@ fn register_session_heartbeat_event_and_assignments() {
             capacity: Some(capacity()),
             containers: vec![running("c1", 42)],
             applied_generation: first,
+            applied_service_generation: 0,
         })))
         .expect("send a heartbeat");
     session

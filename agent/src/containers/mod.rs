@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use berth_images::Store;
 use berth_proto::v1::{
     Assignment, AssignmentSet, Capacity, ContainerState, ContainerStatus, PodRoute, Resources,
+    ServiceSet,
 };
 use tokio::sync::{Notify, OnceCell, broadcast, watch};
 
@@ -20,7 +21,7 @@ use crate::capacity::allocatable;
 use crate::config::Config;
 use crate::error::AgentError;
 use crate::layout::{ContainerPaths, Layout};
-use crate::net::{NetConfig, NodeNetwork};
+use crate::net::{NetConfig, NodeNetwork, ServicesOutcome};
 
 /// Cloneable handle on the node's containers.
 #[derive(Clone, Debug)]
@@ -35,6 +36,8 @@ pub(crate) struct Inner {
     pub store: Store,
     net: OnceCell<NodeNetwork>,
     net_ready: Notify,
+    /// The node DNS server's answers (served once the network is up; see `crate::dns`).
+    dns: crate::dns::Dns,
     entries: Mutex<BTreeMap<String, Entry>>,
     /// The last set applied: re-applied when a stopped container is gone, so that an id
     /// reassigned while it was being stopped is started again.
@@ -84,12 +87,14 @@ impl Containers {
         let store =
             Store::open(&config.data_dir).map_err(|e| AgentError::OpenStore(Box::new(e)))?;
         let (events, _) = broadcast::channel(1024);
+        let dns = crate::dns::Dns::new(&config.dns_upstream)?;
         let inner = Arc::new(Inner {
             config,
             layout,
             store,
             net: OnceCell::new(),
             net_ready: Notify::new(),
+            dns,
             entries: Mutex::new(BTreeMap::new()),
             desired: Mutex::new(None),
             applied_generation: AtomicU64::new(0),
@@ -142,6 +147,11 @@ impl Containers {
         Ok(())
     }
 
+    /// The node DNS server's answers: `update` them from each ServiceSet.
+    pub fn dns(&self) -> &crate::dns::Dns {
+        &self.inner.dns
+    }
+
     /// The node network, if the pod CIDR is known.
     pub fn network(&self) -> Option<&NodeNetwork> {
         self.inner.net.get()
@@ -152,6 +162,26 @@ impl Containers {
             Some(net) => Ok(net.set_routes(routes).await?),
             None => Err(AgentError::NetworkNotReady),
         }
+    }
+
+    /// Programs the node's service load balancer from `set` (see
+    /// [`NodeNetwork::apply_services`]), then the node DNS's answers; fails while the node
+    /// network is not up. Only a set both took is applied (and acknowledged by the session).
+    pub async fn apply_services(&self, set: &ServiceSet) -> Result<ServicesOutcome, AgentError> {
+        let net = self.inner.net.get().ok_or(AgentError::NetworkNotReady)?;
+        let outcome = net.apply_services(set).await?;
+        if matches!(outcome, ServicesOutcome::Applied { .. }) {
+            self.dns().update(set)?;
+        }
+        Ok(outcome)
+    }
+
+    /// The ServiceSet generation applied this session (0: none, or no network yet).
+    pub fn applied_service_generation(&self) -> u64 {
+        self.inner
+            .net
+            .get()
+            .map_or(0, NodeNetwork::applied_service_generation)
     }
 
     /// Removes network leftovers (netns, veth, lease, ports) of containers with no directory:
@@ -253,6 +283,10 @@ impl Containers {
     /// A new session starts generations afresh.
     pub fn reset_generation(&self) {
         self.inner.applied_generation.store(0, Ordering::SeqCst);
+        if let Some(net) = self.inner.net.get() {
+            net.reset_service_generation();
+        }
+        self.dns().reset_generation();
     }
 
     pub fn applied_generation(&self) -> u64 {

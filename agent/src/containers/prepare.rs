@@ -1,6 +1,8 @@
 //! Turning an assignment into what the runtime needs: the image in the node's store, an
-//! overlay root filesystem and a bundle whose config carries the limits and the netns.
+//! overlay root filesystem and a bundle whose config carries the limits, the netns and the
+//! resolv.conf that points at the node's DNS server.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use berth_images::bundle::{Network, RunOverrides, build_spec, write_bundle};
@@ -151,13 +153,15 @@ pub(super) fn security(assignment: &Assignment) -> SecurityOptions {
 }
 
 /// Makes the overlay root filesystem (unless it exists from an earlier run of the agent) and
-/// writes the bundle. Blocking: call from a blocking task.
+/// writes the bundle, with `/etc/resolv.conf` naming `nameserver` (the node DNS on the
+/// gateway). Blocking: call from a blocking task.
 pub(super) fn rootfs_and_bundle(
     store: &Store,
     image: &Image,
     paths: &ContainerPaths,
     overrides: &RunOverrides,
     security: &SecurityOptions,
+    nameserver: Ipv4Addr,
 ) -> Result<(), AgentError> {
     let container_err = |reason: String| AgentError::Container {
         id: paths.id.clone(),
@@ -181,8 +185,52 @@ pub(super) fn rootfs_and_bundle(
         .map_err(|e| container_err(format!("runtime spec: {e}")))?;
     berth_runtime::security::apply(&mut spec, security)
         .map_err(|e| container_err(format!("runtime spec: {e}")))?;
+    mount_resolv_conf(&mut spec, paths, nameserver)?;
     write_bundle(&paths.dir, &spec, rootfs.path())
         .map_err(|e| container_err(format!("bundle: {e}")))?;
+    Ok(())
+}
+
+/// The resolv.conf every container gets. `search berth` makes a bare service name resolve;
+/// `ndots:1` sends any dotted name (example.com) upstream first, so that names outside the
+/// cluster cost one query rather than one per search domain (Kubernetes' ndots:5 costs more).
+pub(crate) fn resolv_conf(nameserver: Ipv4Addr) -> String {
+    format!(
+        "# berth: the node DNS answers services as NAME and NAME.{domain}\n\
+         nameserver {nameserver}\n\
+         search {domain}\n\
+         options ndots:1\n",
+        domain = crate::dns::DOMAIN
+    )
+}
+
+/// Writes the container's resolv.conf into its directory and bind-mounts it (read-only) on
+/// /etc/resolv.conf, over whatever the image has, as podman and Docker do.
+fn mount_resolv_conf(
+    spec: &mut oci_spec::runtime::Spec,
+    paths: &ContainerPaths,
+    nameserver: Ipv4Addr,
+) -> Result<(), AgentError> {
+    let file = paths.dir.join("resolv.conf");
+    crate::containers::record::write_atomic(&file, resolv_conf(nameserver).as_bytes())?;
+    let mount = oci_spec::runtime::MountBuilder::default()
+        .destination("/etc/resolv.conf")
+        .typ("bind")
+        .source(&file)
+        .options(
+            ["rbind", "ro", "nosuid", "nodev", "noexec"]
+                .map(String::from)
+                .to_vec(),
+        )
+        .build()
+        .map_err(|e| AgentError::Container {
+            id: paths.id.clone(),
+            reason: format!("resolv.conf mount: {e}"),
+        })?;
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.retain(|m| m.destination() != Path::new("/etc/resolv.conf"));
+    mounts.push(mount);
+    spec.set_mounts(Some(mounts));
     Ok(())
 }
 

@@ -141,8 +141,9 @@ impl Worker {
         let security = prepare::security(&self.assignment);
         let store = self.inner().store.clone();
         let paths = self.paths.clone();
+        let nameserver = net.gateway();
         tokio::task::spawn_blocking(move || {
-            prepare::rootfs_and_bundle(&store, &image, &paths, &overrides, &security)
+            prepare::rootfs_and_bundle(&store, &image, &paths, &overrides, &security, nameserver)
         })
         .await
         .map_err(|e| AgentError::Container {

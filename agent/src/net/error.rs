@@ -39,6 +39,14 @@ pub enum NetError {
     /// The node configuration cannot work (pod CIDR too small, empty node name).
     #[error("invalid network configuration: {0}")]
     InvalidConfig(String),
+    /// A service from the scheduler that cannot be balanced (the reason names the field).
+    #[error("invalid service {service:?}: {reason}")]
+    InvalidService {
+        /// The service's name as given.
+        service: String,
+        /// What is wrong, starting with the field.
+        reason: String,
+    },
     /// A pod route from the scheduler that does not parse.
     #[error("invalid route to node {node}: {reason}")]
     InvalidRoute {

@@ -10,17 +10,19 @@ mod error;
 mod link;
 mod nft;
 mod ns;
+mod services;
 mod state;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 
-use berth_proto::v1::{PodRoute, PortMapping, Protocol};
+use berth_proto::v1::{PodRoute, PortMapping, Protocol, ServiceSet};
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
 pub use error::NetError;
+pub use services::{ServicesOutcome, services_table_name};
 use state::{Proto, Published, State, Store};
 
 /// How one node's network is laid out.
@@ -55,6 +57,7 @@ pub struct NodeNetwork {
     gateway: Ipv4Addr,
     table: nft::Table,
     store: Store,
+    services: services::Balancer,
 }
 
 /// The first `n` hex digits of sha256(`s`): short, stable names from arbitrary strings.
@@ -252,12 +255,14 @@ impl NodeNetwork {
             bridge: bridge.clone(),
             pod_cidr,
         };
+        let services = services::Balancer::new(&cfg.node_name, cfg.host_netns.clone());
         let net = NodeNetwork {
             cfg: NetConfig { pod_cidr, ..cfg },
             bridge,
             gateway,
             table,
             store,
+            services,
         };
 
         let h = link::connect(net.node_ns()).await?;
@@ -337,6 +342,44 @@ impl NodeNetwork {
     /// The node's nft table (family ip).
     pub fn table(&self) -> &str {
         &self.table.name
+    }
+
+    /// The service load balancer's nft table (family ip).
+    pub fn services_table(&self) -> &str {
+        self.services.table()
+    }
+
+    /// Programs the service load balancer from `set` in one nft transaction, unless it is
+    /// older than the set applied this session; flushes the conntrack entries of UDP
+    /// endpoints that left. A set with an invalid service is refused whole.
+    pub async fn apply_services(&self, set: &ServiceSet) -> Result<ServicesOutcome, NetError> {
+        self.services.apply(set).await
+    }
+
+    /// The ServiceSet generation applied last this session (0: none).
+    pub fn applied_service_generation(&self) -> u64 {
+        self.services.generation()
+    }
+
+    /// A new scheduler session numbers its sets afresh; the programmed rules stay.
+    pub fn reset_service_generation(&self) {
+        self.services.reset_generation();
+    }
+
+    /// UDP and TCP sockets bound to `port` on the gateway address, made in the node netns (a
+    /// socket stays in the netns it was made in): the node DNS server's listeners.
+    pub async fn bind_gateway(&self, port: u16) -> Result<(UdpSocket, TcpListener), NetError> {
+        let addr = std::net::SocketAddr::from((self.gateway, port));
+        let ns = self.cfg.host_netns.clone();
+        let where_ = ns.clone().unwrap_or_else(|| PathBuf::from("(own netns)"));
+        ns::run_in_async(ns.as_deref(), move || {
+            let bind = |e| NetError::io("bind the gateway address in", where_.clone(), e);
+            Ok((
+                UdpSocket::bind(addr).map_err(bind)?,
+                TcpListener::bind(addr).map_err(bind)?,
+            ))
+        })
+        .await
     }
 
     /// The netns file container `id` gets.
@@ -534,7 +577,12 @@ impl NodeNetwork {
         check_against(&st, self.node_ns(), id, &wanted)
     }
 
-    /// Removes the nft table, the bridge and this module's routes. Containers must be
+    /// Removes the service load balancer's table (present or not).
+    pub async fn remove_services(&self) -> Result<(), NetError> {
+        self.services.remove().await
+    }
+
+    /// Removes the nft tables, the bridge and this module's routes. Containers must be
     /// detached first.
     pub async fn teardown(&self) -> Result<(), NetError> {
         let st = self.store.read()?;
@@ -546,6 +594,7 @@ impl NodeNetwork {
         let table = self.table.clone();
         let ns = self.cfg.host_netns.clone();
         blocking(move || table.apply(ns.as_deref(), &table.render_delete())).await?;
+        self.remove_services().await?;
         let h = link::connect(self.node_ns()).await?;
         for route in link::own_routes(&h).await? {
             link::delete_route(&h, route).await?;

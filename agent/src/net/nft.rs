@@ -3,17 +3,12 @@
 //! for published ports (from outside, and from the node itself including 127.0.0.1).
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::Write as _;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use ipnet::Ipv4Net;
 
-use super::NetError;
 use super::state::{Proto, State};
+use super::{NetError, ns};
 
 /// What the ruleset is about, besides the state.
 #[derive(Debug, Clone)]
@@ -103,57 +98,30 @@ impl Table {
     /// Loads `script` with `nft -f -` inside the netns at `ns` (None: the agent's own).
     /// Blocking.
     pub(crate) fn apply(&self, ns: Option<&Path>, script: &str) -> Result<(), NetError> {
-        let nft = ["/usr/sbin/nft", "/sbin/nft"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or("nft");
-        let mut cmd = Command::new(nft);
-        cmd.args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // Kept open until spawn returns: the child joins the netns through this descriptor.
-        let ns_file = ns
-            .map(|p| File::open(p).map_err(|e| NetError::io("open netns", p, e)))
-            .transpose()?;
-        if let Some(f) = &ns_file {
-            let fd = f.as_raw_fd();
-            // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
-            // which is async-signal-safe; `fd` stays open in the parent until spawn returns
-            // (it is CLOEXEC, so it is still valid in the child until the exec).
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| NetError::io("run", Path::new(nft), e))?;
-        drop(ns_file);
-        let written = child
-            .stdin
-            .take()
-            .map(|mut stdin| stdin.write_all(script.as_bytes()))
-            .unwrap_or(Ok(()));
-        let out = child
-            .wait_with_output()
-            .map_err(|e| NetError::io("wait for", Path::new(nft), e))?;
-        if !out.status.success() || written.is_err() {
-            return Err(NetError::Nft {
-                table: self.name.clone(),
-                stderr: format!(
-                    "{} ({})",
-                    String::from_utf8_lossy(&out.stderr).trim(),
-                    out.status
-                ),
-            });
-        }
-        Ok(())
+        run_nft(ns, &self.name, &["-f", "-"], script.as_bytes())
     }
+}
+
+/// Runs `nft ARGS` with `input` on stdin inside the netns at `ns`; a failure names `table`
+/// and carries what nft said. Blocking.
+pub(crate) fn run_nft(
+    ns: Option<&Path>,
+    table: &str,
+    args: &[&str],
+    input: &[u8],
+) -> Result<(), NetError> {
+    let out = ns::command_output(ns, &ns::tool("nft"), args, input)?;
+    if !out.status.success() {
+        return Err(NetError::Nft {
+            table: table.to_owned(),
+            stderr: format!(
+                "{} ({})",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                out.status
+            ),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

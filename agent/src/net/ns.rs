@@ -67,6 +67,77 @@ where
     rx.await.map_err(|_| panicked(ns))?
 }
 
+/// The path of system tool `name` (`nft`, `conntrack`): the sbin directories first, since
+/// the agent may run with a PATH that lacks them; else the bare name, for PATH to resolve.
+pub(crate) fn tool(name: &str) -> PathBuf {
+    ["/usr/sbin", "/sbin", "/usr/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Runs `program args` inside the netns at `ns` (None: the agent's own) with `input` on its
+/// stdin, and returns its output whatever its exit status. Blocking. The child joins the
+/// netns between fork and exec, so no thread of the agent ever changes namespace.
+pub(crate) fn command_output(
+    ns: Option<&Path>,
+    program: &Path,
+    args: &[&str],
+    input: &[u8],
+) -> Result<std::process::Output, NetError> {
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Kept open until spawn returns: the child joins the netns through this descriptor.
+    let ns_file = ns
+        .map(|p| File::open(p).map_err(|e| NetError::io("open netns", p, e)))
+        .transpose()?;
+    if let Some(f) = &ns_file {
+        let fd = f.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
+        // which is async-signal-safe; `fd` stays open in the parent until spawn returns
+        // (it is CLOEXEC, so it is still valid in the child until the exec).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().map_err(|e| NetError::io("run", program, e))?;
+    drop(ns_file);
+    // Written from a thread: a large input (thousands of services) would otherwise deadlock
+    // against a child that fills its stdout pipe before reading all of stdin.
+    let stdin = child.stdin.take();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || match stdin {
+        Some(mut s) => s.write_all(&input),
+        None => Ok(()),
+    });
+    let out = child
+        .wait_with_output()
+        .map_err(|e| NetError::io("wait for", program, e))?;
+    let written = writer
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("stdin writer panicked")));
+    if let Err(e) = written
+        && out.status.success()
+    {
+        return Err(NetError::io("write the input of", program, e));
+    }
+    Ok(out)
+}
+
 /// Writes `value` to `/proc/sys/<key>` of the calling thread's netns. Returns false, writing
 /// nothing, when the key does not exist (e.g. `net/bridge/...` without br_netfilter loaded).
 /// Must run on a thread inside the target netns: /proc/sys/net follows the opener's netns.

@@ -9,6 +9,7 @@
 //! cpu = "250m"
 //! memory = "64m"
 //! ports = [{ host = 18080, container = 8080 }]
+//! service_ports = [{ port = 80, target = 8080, protocol = "tcp", name = "http" }]
 //! readiness = { http = 8080, path = "/", period_ms = 500 }
 //! [rollout]
 //! max_surge = 1
@@ -28,8 +29,8 @@ use std::path::Path;
 use anyhow::Context as _;
 use berth_proto::v1::{
     Approval, DeploymentSpec, ExecCheck, HttpCheck, ImageSource, PortMapping, Probe, Protocol,
-    RegistryPull, Resources, RestartPolicy, RolloutSettings, SecurityContext, Strategy, TcpCheck,
-    image_source, probe, restart_policy,
+    RegistryPull, Resources, RestartPolicy, RolloutSettings, SecurityContext, ServicePort,
+    Strategy, TcpCheck, image_source, probe, restart_policy,
 };
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
@@ -62,6 +63,8 @@ struct RawSpec {
     memory: Option<u64>,
     #[serde(default)]
     ports: Vec<Port>,
+    #[serde(default)]
+    service_ports: Vec<ServicePortSpec>,
     #[serde(default)]
     pull: bool,
     #[serde(default)]
@@ -105,6 +108,16 @@ impl TryFrom<RawSpec> for SpecFile {
                 raw.import.as_deref().unwrap_or_default()
             ));
         }
+        let mut declared = std::collections::BTreeSet::new();
+        for p in &raw.service_ports {
+            if !declared.insert((p.port, p.protocol)) {
+                return Err(format!(
+                    "service_ports: {} {} is declared twice",
+                    p.port,
+                    protocol_name(p.protocol)
+                ));
+            }
+        }
         if raw.max_retries.is_some() && raw.restart != Some(RestartKind::OnFailure) {
             return Err(r#"max_retries: only applies with restart = "on-failure""#.into());
         }
@@ -134,7 +147,7 @@ enum ApprovalKind {
     Manual,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 enum ProtocolKind {
     #[default]
@@ -152,6 +165,36 @@ struct Port {
     container: u32,
     #[serde(default)]
     protocol: ProtocolKind,
+}
+
+/// A port of the deployment's service: `port` on its virtual IP balances over the replicas'
+/// `target` (default: the same port).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServicePortSpec {
+    #[serde(deserialize_with = "port")]
+    port: u32,
+    #[serde(default, deserialize_with = "port_opt")]
+    target: Option<u32>,
+    #[serde(default)]
+    protocol: ProtocolKind,
+    /// For SRV records (`_NAME._tcp.DEPLOYMENT.berth`).
+    #[serde(default)]
+    name: String,
+}
+
+fn protocol_of(p: ProtocolKind) -> Protocol {
+    match p {
+        ProtocolKind::Tcp => Protocol::Tcp,
+        ProtocolKind::Udp => Protocol::Udp,
+    }
+}
+
+fn protocol_name(p: ProtocolKind) -> &'static str {
+    match p {
+        ProtocolKind::Tcp => "tcp",
+        ProtocolKind::Udp => "udp",
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -395,10 +438,17 @@ impl SpecFile {
                 .map(|p| PortMapping {
                     host_port: p.host.unwrap_or(0),
                     container_port: p.container,
-                    protocol: match p.protocol {
-                        ProtocolKind::Tcp => Protocol::Tcp,
-                        ProtocolKind::Udp => Protocol::Udp,
-                    } as i32,
+                    protocol: protocol_of(p.protocol) as i32,
+                })
+                .collect(),
+            service_ports: r
+                .service_ports
+                .iter()
+                .map(|p| ServicePort {
+                    name: p.name.clone(),
+                    port: p.port,
+                    target: p.target.filter(|t| *t != 0).unwrap_or(p.port),
+                    protocol: protocol_of(p.protocol) as i32,
                 })
                 .collect(),
             readiness: r.readiness.as_ref().map(probe),
@@ -677,6 +727,7 @@ replicas = 3
 cpu = "500m"
 memory = "64m"
 ports = [{ host = 18080, container = 8080 }, { container = 53, protocol = "udp" }]
+service_ports = [{ port = 80, target = 8080, protocol = "tcp", name = "http" }, { port = 53, protocol = "udp" }]
 pull = true
 plain_http = true
 readiness = { http = 8080, path = "/healthz", period_ms = 500, timeout_ms = 200, failure_threshold = 2, initial_delay_ms = 100, success_threshold = 1 }
@@ -695,6 +746,49 @@ history = 5
 approval = "manual"
 approval_timeout = "1h"
 "#;
+
+    #[test]
+    fn service_ports_are_mapped_and_checked() {
+        let p = parse(FULL).unwrap().to_proto();
+        assert_eq!(
+            p.service_ports,
+            vec![
+                ServicePort {
+                    name: "http".into(),
+                    port: 80,
+                    target: 8080,
+                    protocol: Protocol::Tcp as i32
+                },
+                ServicePort {
+                    name: String::new(),
+                    port: 53,
+                    target: 53,
+                    protocol: Protocol::Udp as i32
+                },
+            ],
+            "the target defaults to the port"
+        );
+        let base = "name = \"a\"\nimage = \"a:1\"\n";
+        for (ports, want) in [
+            (
+                "[{ port = 80 }, { port = 80, target = 81 }]",
+                "80 tcp is declared twice",
+            ),
+            ("[{ port = 0 }]", "service_ports[0].port"),
+            ("[{ port = 80, target = 70000 }]", "service_ports[0].target"),
+            (
+                "[{ port = 80, protocol = \"sctp\" }]",
+                "service_ports[0].protocol",
+            ),
+            ("[{ port = 80, tagret = 8080 }]", "tagret"),
+        ] {
+            let e = err(&format!("{base}service_ports = {ports}\n"));
+            assert!(
+                e.contains(want) && e.starts_with("app.toml"),
+                "{ports}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn every_field_is_mapped() {

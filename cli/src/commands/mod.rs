@@ -17,6 +17,7 @@ pub(crate) mod rm;
 pub(crate) mod rollback;
 pub(crate) mod run;
 pub(crate) mod scale;
+pub(crate) mod services;
 pub(crate) mod status;
 pub(crate) mod stop;
 pub(crate) mod token;

@@ -26,6 +26,8 @@ pub(crate) struct DeploymentJson {
     pub replicas: u32,
     pub ready_replicas: u32,
     pub updated_replicas: u32,
+    /// The service's virtual IP (empty: no service ports).
+    pub virtual_ip: String,
     pub replica_status: Vec<ReplicaJson>,
 }
 
@@ -55,6 +57,7 @@ impl From<&Deployment> for DeploymentJson {
             replicas: d.replicas,
             ready_replicas: d.ready_replicas,
             updated_replicas: d.updated_replicas,
+            virtual_ip: d.virtual_ip.clone(),
             replica_status: d
                 .replica_status
                 .iter()
@@ -113,6 +116,11 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
                         d.phase.clone(),
                         format!("{}/{}", d.ready_replicas, d.replicas),
                         format!("{}/{}", d.updated_replicas, d.replicas),
+                        if d.virtual_ip.is_empty() {
+                            "-".into()
+                        } else {
+                            d.virtual_ip.clone()
+                        },
                         d.image.clone(),
                         d.message.replace('\n', " "),
                     ]
@@ -120,7 +128,15 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
                 .collect();
             print_table(
                 &[
-                    "NAME", "REVISION", "STABLE", "PHASE", "READY", "UPDATED", "IMAGE", "MESSAGE",
+                    "NAME",
+                    "REVISION",
+                    "STABLE",
+                    "PHASE",
+                    "READY",
+                    "UPDATED",
+                    "VIRTUAL IP",
+                    "IMAGE",
+                    "MESSAGE",
                 ],
                 &rows,
             );
@@ -134,6 +150,9 @@ fn print_one(d: &DeploymentJson) {
     println!("image:     {}", d.image);
     println!("revision:  {} (stable {})", d.revision, d.stable_revision);
     println!("phase:     {}", d.phase);
+    if !d.virtual_ip.is_empty() {
+        println!("service:   {}", d.virtual_ip);
+    }
     if !d.message.is_empty() {
         println!("message:   {}", d.message.replace('\n', " "));
     }

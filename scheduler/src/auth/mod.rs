@@ -96,8 +96,8 @@ impl Access {
             "berth.v1.NodeService" => Some(Access::Node),
             "berth.v1.AuthService" => Some(Access::Admin),
             "berth.v1.DeploymentService" => match method {
-                "Get" | "List" | "History" | "Watch" | "ListNodes" | "ListContainers" | "Logs"
-                | "Explain" => Some(Access::Read),
+                "Get" | "List" | "History" | "Watch" | "ListNodes" | "ListServices"
+                | "ListContainers" | "Logs" | "Explain" => Some(Access::Read),
                 "Apply" | "Delete" | "Scale" | "Approve" | "Reject" | "Rollback" => {
                     Some(Access::Write)
                 }
@@ -234,6 +234,7 @@ mod tests {
             "History",
             "Watch",
             "ListNodes",
+            "ListServices",
             "ListContainers",
             "Logs",
             "Explain",

@@ -9,7 +9,7 @@ const NOW: i64 = 1_000;
 
 fn open(dir: &tempfile::TempDir) -> Deployments {
     let store = RedbStore::open(&dir.path().join("state.redb")).expect("open the store");
-    Deployments::new(Arc::new(store))
+    Deployments::new(Arc::new(store), "10.96.0.0/16".parse().unwrap())
 }
 
 fn spec(image: &str) -> DeploymentSpec {
@@ -288,4 +288,105 @@ fn a_watcher_of_a_replaced_revision_learns_why() {
     let going = event_for(&d(2, ""), 2, false, NOW);
     assert!(!going.r#final);
     assert_eq!(going.at_ms, NOW);
+}
+
+fn service(name: &str) -> DeploymentSpec {
+    DeploymentSpec {
+        name: name.into(),
+        service_ports: vec![berth_proto::v1::ServicePort {
+            name: "http".into(),
+            port: 80,
+            target: 8080,
+            protocol: berth_proto::v1::Protocol::Tcp as i32,
+        }],
+        ..spec("web:1")
+    }
+}
+
+/// The VIP keys in the store, as (address, holder).
+async fn vip_claims(d: &Deployments) -> Vec<(String, String)> {
+    let (kvs, _) = d.store.list(records::VIPS).await.unwrap();
+    kvs.into_iter()
+        .map(|kv| {
+            let ip = kv.key.trim_start_matches(records::VIPS).to_string();
+            (ip, String::from_utf8(kv.value).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_service_keeps_its_vip_across_revisions_and_frees_it_on_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = open(&dir);
+    d.apply(spec("web:1"), &[], NOW).await.unwrap();
+    assert_eq!(
+        d.load("web").await.unwrap().0.virtual_ip,
+        "",
+        "no service ports: no VIP"
+    );
+    d.apply(service("web"), &[], NOW).await.unwrap();
+    let (rec, _) = d.load("web").await.unwrap();
+    assert_eq!(rec.virtual_ip, "10.96.0.1");
+    let mut v2 = service("web");
+    v2.image = "web:2".into();
+    d.apply(v2, &[], NOW).await.unwrap();
+    d.rollback("web", 0, NOW).await.unwrap();
+    assert_eq!(
+        d.load("web").await.unwrap().0.virtual_ip,
+        "10.96.0.1",
+        "stable"
+    );
+    assert_eq!(vip_claims(&d).await, [("10.96.0.1".into(), "web".into())]);
+    d.apply(service("api"), &[], NOW).await.unwrap();
+    assert_eq!(d.load("api").await.unwrap().0.virtual_ip, "10.96.0.2");
+    d.delete("web").await.unwrap();
+    assert_eq!(vip_claims(&d).await, [("10.96.0.2".into(), "api".into())]);
+    d.apply(service("web2"), &[], NOW).await.unwrap();
+    assert_eq!(
+        d.load("web2").await.unwrap().0.virtual_ip,
+        "10.96.0.1",
+        "freed, reused"
+    );
+}
+
+/// Thirty Applies of distinct services at once get thirty distinct VIPs, each reserved for
+/// its deployment; after the store is closed and opened again (a restart), new services get
+/// addresses no one holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_applies_never_share_a_vip_even_across_a_restart() {
+    const SERVICES: usize = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let apply_all = |d: Arc<Deployments>, prefix: &'static str| async move {
+        let barrier = Arc::new(tokio::sync::Barrier::new(SERVICES));
+        let tasks: Vec<_> = (0..SERVICES)
+            .map(|i| {
+                let (d, barrier) = (d.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    d.apply(service(&format!("{prefix}{i}")), &[], NOW).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().expect("every apply succeeds");
+        }
+    };
+    let d = Arc::new(open(&dir));
+    apply_all(d.clone(), "a").await;
+    let first = vip_claims(&d).await;
+    drop(d);
+    let d = Arc::new(open(&dir));
+    apply_all(d.clone(), "b").await;
+    let claims = vip_claims(&d).await;
+    assert_eq!(claims.len(), 2 * SERVICES, "{claims:?}");
+    assert!(
+        first.iter().all(|c| claims.contains(c)),
+        "kept across the restart"
+    );
+    for (ip, holder) in &claims {
+        let (rec, _) = d.load(holder).await.unwrap();
+        assert_eq!(&rec.virtual_ip, ip, "the record and its claim agree");
+    }
+    let distinct: std::collections::BTreeSet<&String> = claims.iter().map(|(ip, _)| ip).collect();
+    assert_eq!(distinct.len(), 2 * SERVICES);
 }

@@ -151,6 +151,14 @@ impl DeploymentService for DeployApi {
         Ok(Response::new(ListNodesResponse { nodes }))
     }
 
+    async fn list_services(
+        &self,
+        _request: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        let services = self.controller.cluster.services();
+        Ok(Response::new(ListServicesResponse { services }))
+    }
+
     async fn list_containers(
         &self,
         request: Request<ListClusterContainersRequest>,

@@ -1,5 +1,5 @@
 //! NodeService: agents register, then keep a session stream open (heartbeats and events up,
-//! assignment sets and routes down). The domain is `crate::nodes`.
+//! assignment sets, routes and service sets down; service acknowledgements up). The domain is `crate::nodes`.
 
 use berth_proto::v1::node_service_server::NodeService;
 use berth_proto::v1::{AgentMessage, RegisterRequest, RegisterResponse, agent_message};
@@ -84,7 +84,13 @@ async fn serve_uplink(
                     session,
                     hb.capacity.unwrap_or_default(),
                     hb.containers,
+                    hb.applied_service_generation,
                 );
+            }
+            Ok(Some(AgentMessage {
+                msg: Some(agent_message::Msg::ServicesApplied(applied)),
+            })) => {
+                cluster.services_applied(&node, session, applied.generation);
             }
             Ok(Some(AgentMessage {
                 msg: Some(agent_message::Msg::Event(ev)),

@@ -41,6 +41,7 @@ pub async fn run_ha(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SchedError> {
+    crate::server::check_config(&config)?;
     let listener = Arc::new(listener);
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
