@@ -179,4 +179,3 @@ fn dns_upstream(flag: Option<&str>) -> anyhow::Result<Vec<std::net::SocketAddr>>
         }
     }
 }
-

@@ -320,7 +320,10 @@ async fn apply_services(
             Ok(None)
         }
         Err(crate::error::AgentError::Dns(e @ crate::dns::DnsError::InvalidService { .. })) => {
-            tracing::error!(generation = set.generation, "service set refused by DNS: {e}");
+            tracing::error!(
+                generation = set.generation,
+                "service set refused by DNS: {e}"
+            );
             Ok(None)
         }
         Err(e) => {

@@ -117,8 +117,6 @@ pub struct NodeRecord {
     pub service_generation: u64,
     /// The services of the last `services`, sent on every new session.
     pub services: Option<Vec<berth_proto::v1::Service>>,
-    /// The generations the node acknowledged with `ServicesApplied`, in order.
-    pub services_applied: Vec<u64>,
     /// What the node sent that the protocol does not allow (a second Hello, an empty message).
     pub protocol_errors: Vec<String>,
 }
