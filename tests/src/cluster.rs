@@ -411,10 +411,19 @@ impl DeployApi {
         self.rt.block_on(f).map(|r| r.into_inner())
     }
 
+    /// Applies `spec`; Unavailable (no leader yet, or one still taking over, which says
+    /// "retry") is retried as clients do, within `within`.
     pub fn apply(&self, spec: DeploymentSpec) -> ApplyResponse {
-        let mut c = self.client.clone();
-        self.call(c.apply(ApplyRequest { spec: Some(spec) }))
-            .expect("apply")
+        poll_until("an Apply the leader takes", self.within, || {
+            let mut c = self.client.clone();
+            match self.call(c.apply(ApplyRequest {
+                spec: Some(spec.clone()),
+            })) {
+                Ok(applied) => Some(applied),
+                Err(status) if status.code() == tonic::Code::Unavailable => None,
+                Err(status) => panic!("apply: {status:?}"),
+            }
+        })
     }
 
     pub fn get(&self, name: &str) -> Deployment {
