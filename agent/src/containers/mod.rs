@@ -164,16 +164,14 @@ impl Containers {
         }
     }
 
-    /// Programs the node's service load balancer from `set` (see
-    /// [`NodeNetwork::apply_services`]), then the node DNS's answers; fails while the node
-    /// network is not up. Only a set both took is applied (and acknowledged by the session).
+    /// Answers the node DNS from `set`, then programs the node's service load balancer from it
+    /// (see [`NodeNetwork::apply_services`]); fails while the node network is not up. DNS goes
+    /// first because it is the cheap check: a set it refuses leaves the nft table untouched, so a
+    /// refused set is refused whole, and a retry after an nft failure answers the same again.
     pub async fn apply_services(&self, set: &ServiceSet) -> Result<ServicesOutcome, AgentError> {
         let net = self.inner.net.get().ok_or(AgentError::NetworkNotReady)?;
-        let outcome = net.apply_services(set).await?;
-        if matches!(outcome, ServicesOutcome::Applied { .. }) {
-            self.dns().update(set)?;
-        }
-        Ok(outcome)
+        self.dns().update(set)?;
+        Ok(net.apply_services(set).await?)
     }
 
     /// The ServiceSet generation applied this session (0: none, or no network yet).
