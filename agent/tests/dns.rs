@@ -3,18 +3,14 @@
 //! and no listener left after shutdown. Queries are encoded and decoded with hickory's codec.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_agent::dns::{Dns, TTL_SECS, parse_upstreams};
 use berth_proto::v1::{Protocol, Service, ServicePort, ServiceSet};
-use hickory_server::Server;
-use hickory_server::net::runtime::TokioRuntimeProvider;
+use berth_tests::{UPSTREAM_ADDR, UPSTREAM_NAME, dns_upstream};
 use hickory_server::proto::op::{Message, Query, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, SOA};
-use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
-use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use hickory_server::proto::rr::rdata::A;
+use hickory_server::proto::rr::{Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
@@ -301,55 +297,25 @@ impl IntoService for ServicePort {
     }
 }
 
-/// An authoritative `example.test.` server on one loopback port (UDP and TCP), standing in
-/// for the host's resolver.
-async fn upstream() -> (SocketAddr, Server<Catalog>) {
-    let origin = Name::from_ascii("example.test.").unwrap();
-    let mut zone = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
-        origin.clone(),
-        ZoneType::Primary,
-        AxfrPolicy::Deny,
-    );
-    let soa = SOA::new(origin.clone(), origin.clone(), 1, 60, 60, 60, 60);
-    assert!(zone.upsert_mut(Record::from_rdata(origin.clone(), 60, RData::SOA(soa)), 1));
-    let www = Name::from_ascii("www.example.test.").unwrap();
-    let a = RData::A(A("192.0.2.7".parse().unwrap()));
-    assert!(zone.upsert_mut(Record::from_rdata(www, 60, a), 1));
-    let mut catalog = Catalog::new();
-    catalog.upsert(LowerName::new(&origin), vec![Arc::new(zone)]);
-    // The forwarder asks one port over UDP and TCP: find a port free for both.
-    let (udp, tcp) = loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        if let Ok(tcp) = TcpListener::bind(udp.local_addr().unwrap()).await {
-            break (udp, tcp);
-        }
-    };
-    let addr = udp.local_addr().unwrap();
-    let mut server = Server::new(catalog);
-    server.register_socket(udp);
-    server.register_listener(tcp, WAIT, 8);
-    (addr, server)
-}
-
 #[tokio::test]
 async fn names_outside_the_cluster_are_forwarded_to_the_upstream() {
-    let (upstream_addr, mut upstream_server) = upstream().await;
+    let (upstream_addr, mut upstream_server) = dns_upstream().await;
     let upstreams = parse_upstreams(&upstream_addr.to_string()).unwrap();
     assert_eq!(upstreams, vec![upstream_addr]);
     let dns = Dns::new(&upstreams).unwrap();
     dns.update(&hello_set(1, "10.96.0.10")).unwrap();
     let server = start(&dns).await;
 
-    let forwarded = ask_udp(server.udp, "www.example.test.", RecordType::A).await;
+    let forwarded = ask_udp(server.udp, UPSTREAM_NAME, RecordType::A).await;
     assert_eq!(forwarded.metadata.response_code, ResponseCode::NoError);
     assert_eq!(
         a_records(&forwarded).first().map(|r| r.0),
-        Some("192.0.2.7".parse().unwrap())
+        Some(UPSTREAM_ADDR.parse().unwrap())
     );
-    let over_tcp = ask_tcp(server.tcp, "www.example.test.", RecordType::A).await;
+    let over_tcp = ask_tcp(server.tcp, UPSTREAM_NAME, RecordType::A).await;
     assert_eq!(
         a_records(&over_tcp).first().map(|r| r.0),
-        Some("192.0.2.7".parse().unwrap())
+        Some(UPSTREAM_ADDR.parse().unwrap())
     );
     let missing = ask_udp(server.udp, "nothing.example.test.", RecordType::A).await;
     assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);

@@ -1,5 +1,5 @@
 //! Fixtures shared by the end-to-end tests: the binaries under test with per-test data dirs,
-//! tools that must be installed, a busybox root filesystem, a cached Debian userland, OCI layouts built with umoci and
+//! tools that must be installed, a busybox root filesystem, a cached Debian userland, a loopback DNS upstream, OCI layouts built with umoci and
 //! altered by hand, a real registry, and a comparison of root filesystem trees.
 
 pub mod agent_node;
@@ -8,6 +8,7 @@ mod berth;
 mod busybox;
 pub mod cluster;
 mod debian;
+mod dns_upstream;
 pub mod etcd;
 pub mod fake_node;
 pub mod fake_scheduler;
@@ -22,6 +23,7 @@ mod umoci;
 pub use berth::{Berth, binary, run_json, workspace_root};
 pub use busybox::{BUSYBOX_APPLETS, PATH_ENV, busybox_image, busybox_rootfs};
 pub use debian::{DEBIAN_CACHE, debian_image, debian_rootfs};
+pub use dns_upstream::{UPSTREAM_ADDR, UPSTREAM_NAME, dns_upstream};
 pub use local::{LOCAL_IMAGE, LocalEnv};
 pub use registry::{Registry, free_loopback_addr, http_status};
 pub use tools::{output, poll_until, require_root, require_tool, run_err, run_ok, skopeo_copy};

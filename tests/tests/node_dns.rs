@@ -3,54 +3,15 @@
 //! outside the cluster is forwarded to a resolver this test runs on loopback (never the
 //! internet), a missing service name is NXDOMAIN; a stopped agent leaves no listener.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::v1::ContainerState;
 use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
 use berth_tests::fake_scheduler::{FakeScheduler, assignment};
-use berth_tests::{Berth, busybox_image};
-use hickory_server::Server;
-use hickory_server::net::runtime::TokioRuntimeProvider;
-use hickory_server::proto::rr::rdata::{A, SOA};
-use hickory_server::proto::rr::{LowerName, Name, RData, Record};
-use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use berth_tests::{Berth, UPSTREAM_ADDR, busybox_image, dns_upstream};
 
 const WAIT: Duration = Duration::from_secs(60);
 const IMAGE: &str = "dns-busybox:1";
-
-/// An authoritative `example.test.` server (www → 192.0.2.7) on one loopback port, UDP and
-/// TCP, standing in for the host's resolver; it serves while `runtime` lives.
-fn upstream(runtime: &tokio::runtime::Runtime) -> (SocketAddr, Server<Catalog>) {
-    runtime.block_on(async {
-        let origin = Name::from_ascii("example.test.").unwrap();
-        let mut zone = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
-            origin.clone(),
-            ZoneType::Primary,
-            AxfrPolicy::Deny,
-        );
-        let soa = SOA::new(origin.clone(), origin.clone(), 1, 60, 60, 60, 60);
-        assert!(zone.upsert_mut(Record::from_rdata(origin.clone(), 60, RData::SOA(soa)), 1));
-        let www = Name::from_ascii("www.example.test.").unwrap();
-        let a = RData::A(A("192.0.2.7".parse().unwrap()));
-        assert!(zone.upsert_mut(Record::from_rdata(www, 60, a), 1));
-        let mut catalog = Catalog::new();
-        catalog.upsert(LowerName::new(&origin), vec![Arc::new(zone)]);
-        let (udp, tcp) = loop {
-            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            if let Ok(tcp) = tokio::net::TcpListener::bind(udp.local_addr().unwrap()).await {
-                break (udp, tcp);
-            }
-        };
-        let addr = udp.local_addr().unwrap();
-        let mut server = Server::new(catalog);
-        server.register_socket(udp);
-        server.register_listener(tcp, Duration::from_secs(5), 8);
-        (addr, server)
-    })
-}
 
 /// `ss` lines of the sockets on port 53 (UDP and TCP) in the node's netns.
 fn dns_listeners(node: &AgentNode) -> String {
@@ -66,7 +27,7 @@ fn a_container_resolves_through_the_node_dns_on_its_gateway() {
         .enable_all()
         .build()
         .unwrap();
-    let (upstream_addr, mut upstream_server) = upstream(&runtime);
+    let (upstream_addr, mut upstream_server) = runtime.block_on(dns_upstream());
     let sched = FakeScheduler::start();
     let berth = Berth::new();
     busybox_image(&berth, IMAGE);
@@ -107,7 +68,7 @@ fn a_container_resolves_through_the_node_dns_on_its_gateway() {
     // The server comes up just after the node network: poll for the first answer.
     let forwarded = berth_tests::poll_until("www.example.test through the node DNS", WAIT, || {
         let text = exec("busybox nslookup www.example.test");
-        text.contains("192.0.2.7").then_some(text)
+        text.contains(UPSTREAM_ADDR).then_some(text)
     });
     assert!(
         forwarded.contains("10.93.14.1"),
