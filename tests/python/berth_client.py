@@ -9,6 +9,7 @@ Driven by tests/tests/python_client.rs.
 """
 
 import argparse
+import ipaddress
 import glob
 import os
 import sys
@@ -73,7 +74,20 @@ def scheduler_rpcs(channel, agent_channel, image, name):
         command=["sleep", "3600"],
         replicas=1,
         resources=types_pb2.Resources(cpu_millis=100, memory_bytes=32 << 20),
+        service_ports=[types_pb2.ServicePort(name="http", port=80, target=8080,
+                                             protocol=types_pb2.PROTOCOL_TCP)],
     )
+    duplicated = deploy_pb2.DeploymentSpec()
+    duplicated.CopyFrom(spec)
+    duplicated.service_ports.append(types_pb2.ServicePort(port=80, target=9090,
+                                                          protocol=types_pb2.PROTOCOL_TCP))
+    try:
+        deploy.Apply(deploy_pb2.ApplyRequest(spec=duplicated))
+        raise AssertionError("Apply with a duplicated service port succeeded")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+        assert "service_ports" in e.details(), e.details()
+        print(f"ok: Apply refuses a duplicated service port: {e.details()}")
     applied = deploy.Apply(deploy_pb2.ApplyRequest(spec=spec))
     assert applied.changed and applied.deployment.revision == 1, applied
     print(f"ok: Apply: {name} revision {applied.deployment.revision}")
@@ -91,6 +105,14 @@ def scheduler_rpcs(channel, agent_channel, image, name):
     mine = [c for c in listed.containers if c.deployment == name]
     assert len(mine) == 1 and mine[0].state == types_pb2.CONTAINER_STATE_RUNNING, listed
     print(f"ok: agent ListContainers: {mine[0].container_id} running on {listed.node_name}")
+
+    services = deploy.ListServices(deploy_pb2.ListServicesRequest()).services
+    service = next(s for s in services if s.name == name)
+    assert ipaddress.ip_address(service.virtual_ip) in ipaddress.ip_network("10.96.0.0/16"), service
+    assert [(p.name, p.port, p.target) for p in service.ports] == [("http", 80, 8080)], service
+    assert [e.container_id for e in service.endpoints] == [mine[0].container_id], service
+    print(f"ok: ListServices: {name} at {service.virtual_ip}, "
+          f"endpoints {[e.ip for e in service.endpoints]}")
 
     try:
         deploy.Get(deploy_pb2.GetDeploymentRequest(name=name + "-missing"))

@@ -58,8 +58,10 @@ fn python_client_calls_the_api_and_lists_services_through_both_reflection_versio
     for step in [
         "ok: generated stubs",
         "ok: ListNodes",
+        "ok: Apply refuses a duplicated service port",
         "ok: Get: ",
         "ok: agent ListContainers",
+        "ok: ListServices: ",
         "ok: reflection v1alpha on the scheduler",
         "ok: reflection v1 on the scheduler",
         "ok: reflection v1alpha on the agent",
