@@ -356,11 +356,24 @@ pub fn start_nodes_at(
     base: &str,
     image: &str,
 ) -> Vec<AgentNode> {
+    start_nodes_with(endpoints, fabric, count, base, |_, berth, _| {
+        crate::busybox_image(berth, image);
+    })
+}
+
+/// [`start_nodes_at`] where `prepare(i, store, options)` readies node `i` before its agent
+/// starts (images in its store, labels, more flags) instead of importing one busybox image.
+pub fn start_nodes_with(
+    endpoints: &str,
+    fabric: &mut Fabric,
+    count: usize,
+    base: &str,
+    prepare: impl Fn(usize, &crate::Berth, &mut crate::agent_node::AgentOptions),
+) -> Vec<AgentNode> {
     (0..count)
         .map(|i| {
             let berth = crate::Berth::new();
-            crate::busybox_image(&berth, image);
-            let opts = crate::agent_node::AgentOptions {
+            let mut opts = crate::agent_node::AgentOptions {
                 restart_backoff_base_ms: Some(100),
                 extra_args: vec![
                     "--node-address".into(),
@@ -371,6 +384,7 @@ pub fn start_nodes_at(
                 ],
                 ..Default::default()
             };
+            prepare(i, &berth, &mut opts);
             let name = crate::agent_node::unique_node_name(&format!("{base}{i}"));
             let node = AgentNode::start_for(berth, endpoints, &name, opts);
             fabric.plug(&node);

@@ -15,6 +15,7 @@ pub mod layout;
 mod local;
 pub mod pyvenv;
 mod registry;
+pub mod services;
 mod tools;
 pub mod tree_compare;
 mod umoci;
