@@ -271,10 +271,14 @@ fn a_rolling_update_under_200_requests_a_second_drops_no_request() {
         })
         .collect();
     assert_eq!(versions.len(), 2, "both versions answered: {versions:?}");
-    eprintln!("{} requests over the rollout, none failed", replies.len());
+    let span = replies.iter().map(|r| r.sent).max().unwrap_or_default();
+    eprintln!(
+        "{} requests sent over {span:?} (the rollout from {rollout_from:?} to {rollout_to:?}), none failed",
+        replies.len()
+    );
 }
 
-/// The readiness probe of [`readiness`]: passes while /tmp/ready exists, and counts every
+/// The readiness probe of the readiness test: passes while /tmp/ready exists, and counts every
 /// run in /tmp/passed or /tmp/failed, so the test counts probes instead of timing them.
 const PROBE: &str =
     "if [ -e /tmp/ready ]; then echo >> /tmp/passed; else echo >> /tmp/failed; exit 1; fi";
@@ -329,6 +333,7 @@ fn a_replica_failing_readiness_leaves_every_map_within_two_probes_and_returns() 
     ips.insert(r.ip.clone());
     c.wait_endpoints("the replica back in every map", &c.all_nodes(), &ips);
     let passed = probes(&c, r, "/tmp/passed");
+    eprintln!("out after {failed} failing probes, back after {passed} passing ones");
     assert!(
         (1..=2).contains(&passed),
         "back in the endpoints before the 3rd passing probe, after {passed}"
