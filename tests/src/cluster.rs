@@ -548,3 +548,14 @@ pub fn httpd_spec(name: &str, image: &str, version: &str, replicas: u32) -> Depl
         ..Default::default()
     }
 }
+
+/// `spec` serving port 80 (`http`) on its virtual IP, balanced over its replicas' port 8080.
+pub fn with_http_service(mut spec: DeploymentSpec) -> DeploymentSpec {
+    spec.service_ports = vec![berth_proto::v1::ServicePort {
+        name: "http".into(),
+        port: 80,
+        target: 8080,
+        protocol: berth_proto::v1::Protocol::Tcp as i32,
+    }];
+    spec
+}

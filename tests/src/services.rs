@@ -98,6 +98,13 @@ pub fn vip_flows(node: &AgentNode, vip: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `ss` lines of the sockets on port 53 (UDP and TCP) in the node's netns.
+pub fn dns_listeners(node: &AgentNode) -> String {
+    let out = node.exec_in_netns(&["ss", "-Hln", "-tu", "sport = :53"]);
+    assert!(out.status.success(), "ss: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The network namespace file the agent keeps for container `id`.
 pub fn container_netns(node: &AgentNode, id: &str) -> PathBuf {
     node.data_dir().join("agent/netns").join(id)

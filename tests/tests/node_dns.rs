@@ -10,6 +10,7 @@ use std::time::Duration;
 use berth_proto::v1::ContainerState;
 use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
 use berth_tests::fake_scheduler::{FakeScheduler, assignment};
+use berth_tests::services::dns_listeners;
 use berth_tests::{Berth, busybox_image};
 use hickory_server::Server;
 use hickory_server::net::runtime::TokioRuntimeProvider;
@@ -50,13 +51,6 @@ fn upstream(runtime: &tokio::runtime::Runtime) -> (SocketAddr, Server<Catalog>) 
         server.register_listener(tcp, Duration::from_secs(5), 8);
         (addr, server)
     })
-}
-
-/// `ss` lines of the sockets on port 53 (UDP and TCP) in the node's netns.
-fn dns_listeners(node: &AgentNode) -> String {
-    let out = node.exec_in_netns(&["ss", "-Hln", "-tu", "sport = :53"]);
-    assert!(out.status.success(), "ss: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

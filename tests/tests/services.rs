@@ -11,10 +11,11 @@ use std::time::Duration;
 use berth_proto::v1::*;
 use berth_tests::agent_node::AgentNode;
 use berth_tests::cluster::{
-    DeployApi, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes_with,
+    DeployApi, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes_with, with_http_service,
 };
 use berth_tests::services::{
-    Load, Reply, container_netns, listed_endpoints, nft_endpoints, svc_tables, vip_flows,
+    Load, Reply, container_netns, dns_listeners, listed_endpoints, nft_endpoints, svc_tables,
+    vip_flows,
 };
 use berth_tests::{busybox_image, debian_image, poll_until};
 
@@ -64,20 +65,7 @@ impl Cluster {
 
     /// `berth exec` of `sh -c SCRIPT` in container `id` on node `node`; its stdout.
     fn exec(&self, node: &str, id: &str, script: &str) -> String {
-        let node = self.node(node);
-        let out = node
-            .berth()
-            .cmd([
-                "exec",
-                "--agent",
-                &node.endpoint_url(),
-                id,
-                "sh",
-                "-c",
-                script,
-            ])
-            .output()
-            .expect("run berth exec");
+        let out = self.node(node).exec(id, &["sh", "-c", script]);
         assert!(out.status.success(), "exec {script:?} in {id}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -99,14 +87,7 @@ impl Cluster {
 
 /// hello's httpd replicas (`hello-VERSION-from-CONTAINER_ID`) with service port 80 → 8080.
 fn hello(version: &str, replicas: u32) -> DeploymentSpec {
-    let mut spec = httpd_spec("hello", IMAGE, version, replicas);
-    spec.service_ports = vec![ServicePort {
-        name: "http".into(),
-        port: 80,
-        target: 8080,
-        protocol: Protocol::Tcp as i32,
-    }];
-    spec
+    with_http_service(httpd_spec("hello", IMAGE, version, replicas))
 }
 
 /// A client that sleeps, for calls made from inside it.
@@ -373,13 +354,6 @@ fn a_lost_node_leaves_the_maps_of_every_other_node() {
         },
     );
     let _ = &c.sched;
-}
-
-/// `ss` lines of the sockets on port 53 (UDP and TCP) in the node's netns.
-fn dns_listeners(node: &AgentNode) -> String {
-    let out = node.exec_in_netns(&["ss", "-Hln", "-tu", "sport = :53"]);
-    assert!(out.status.success(), "ss: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
