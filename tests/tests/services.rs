@@ -282,12 +282,14 @@ fn a_replica_failing_readiness_leaves_every_map_within_two_probes_and_returns() 
     let mut spec = hello("v1", 3);
     spec.command[2] = format!("touch /tmp/ready && {}", spec.command[2]);
     // One failed probe is enough to count as not ready: the endpoint must then be gone
-    // before the third failing probe runs, i.e. within two periods.
+    // before the third failing probe runs, i.e. within two periods. The count is read after
+    // the maps were seen without it (an upper bound), so a 1 s period leaves that read
+    // room on a busy machine.
     spec.readiness = Some(Probe {
         check: Some(probe::Check::Exec(ExecCheck {
             command: vec!["sh".into(), "-c".into(), PROBE.into()],
         })),
-        period_ms: 500,
+        period_ms: 1000,
         failure_threshold: 1,
         ..Default::default()
     });
