@@ -356,23 +356,25 @@ pub fn start_nodes_at(
     base: &str,
     image: &str,
 ) -> Vec<AgentNode> {
-    start_nodes_with(endpoints, fabric, count, base, |_, berth, _| {
-        crate::busybox_image(berth, image);
+    start_nodes_with(endpoints, fabric, count, base, |_, _| {
+        let berth = crate::Berth::new();
+        crate::busybox_image(&berth, image);
+        berth
     })
 }
 
-/// [`start_nodes_at`] where `prepare(i, store, options)` readies node `i` before its agent
-/// starts (images in its store, labels, more flags) instead of importing one busybox image.
+/// [`start_nodes_at`] where `prepare(i, options)` makes node `i`'s data dir and readies it
+/// before its agent starts (images in its store, labels, more flags) instead of a fresh one
+/// with one busybox image.
 pub fn start_nodes_with(
     endpoints: &str,
     fabric: &mut Fabric,
     count: usize,
     base: &str,
-    prepare: impl Fn(usize, &crate::Berth, &mut crate::agent_node::AgentOptions),
+    prepare: impl Fn(usize, &mut crate::agent_node::AgentOptions) -> crate::Berth,
 ) -> Vec<AgentNode> {
     (0..count)
         .map(|i| {
-            let berth = crate::Berth::new();
             let mut opts = crate::agent_node::AgentOptions {
                 restart_backoff_base_ms: Some(100),
                 extra_args: vec![
@@ -384,7 +386,7 @@ pub fn start_nodes_with(
                 ],
                 ..Default::default()
             };
-            prepare(i, &berth, &mut opts);
+            let berth = prepare(i, &mut opts);
             let name = crate::agent_node::unique_node_name(&format!("{base}{i}"));
             let node = AgentNode::start_for(berth, endpoints, &name, opts);
             fabric.plug(&node);
