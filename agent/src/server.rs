@@ -79,6 +79,14 @@ pub async fn run(
     let node = containers.config().node_name.clone();
     containers.detach_all();
     if idle {
+        // Nothing left on the node calls a service: its load balancer (and the flows to
+        // the virtual IPs) go with the agent. A node still running containers keeps it for
+        // them until the next agent takes over.
+        if let Some(net) = containers.network()
+            && let Err(e) = net.remove_services().await
+        {
+            tracing::warn!(node = %node, "removing the service load balancer: {e}");
+        }
         remove_node_cgroups(&node);
     }
     served.map_err(|e| AgentError::Container {

@@ -262,6 +262,17 @@ impl AgentNode {
         self.spawn();
     }
 
+    /// `berth exec --agent ENDPOINT ID CMD...`: runs `cmd` in container `id` through the
+    /// agent, whatever its exit status.
+    pub fn exec(&self, id: &str, cmd: &[&str]) -> Output {
+        let agent = self.endpoint_url();
+        let mut command = self.berth.cmd(["exec", "--agent", &agent, id]);
+        command.args(cmd).stdin(Stdio::null());
+        command
+            .output()
+            .unwrap_or_else(|e| panic!("could not start {command:?}: {e}"))
+    }
+
     /// Runs `cmd` in the node's network namespace (`nsenter --net=PATH -- CMD...`).
     pub fn exec_in_netns(&self, cmd: &[&str]) -> Output {
         let mut command = Command::new("nsenter");

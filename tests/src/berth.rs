@@ -69,6 +69,17 @@ impl Berth {
         }
     }
 
+    /// Like [`Self::new`] with the data dir under `parent`: `/dev/shm` for a test whose
+    /// large image would be slow to unpack and remove on this machine's disk.
+    pub fn new_in(parent: &Path) -> Self {
+        Self {
+            data_dir: tempfile::Builder::new()
+                .prefix("berth-test-data-")
+                .tempdir_in(parent)
+                .unwrap_or_else(|e| panic!("create a temp data dir in {}: {e}", parent.display())),
+        }
+    }
+
     /// `berth --data-dir DIR ARGS...`, not yet run.
     pub fn cmd<I, S>(&self, args: I) -> Command
     where

@@ -356,11 +356,26 @@ pub fn start_nodes_at(
     base: &str,
     image: &str,
 ) -> Vec<AgentNode> {
+    start_nodes_with(endpoints, fabric, count, base, |_, _| {
+        let berth = crate::Berth::new();
+        crate::busybox_image(&berth, image);
+        berth
+    })
+}
+
+/// [`start_nodes_at`] where `prepare(i, options)` makes node `i`'s data dir and readies it
+/// before its agent starts (images in its store, labels, more flags) instead of a fresh one
+/// with one busybox image.
+pub fn start_nodes_with(
+    endpoints: &str,
+    fabric: &mut Fabric,
+    count: usize,
+    base: &str,
+    prepare: impl Fn(usize, &mut crate::agent_node::AgentOptions) -> crate::Berth,
+) -> Vec<AgentNode> {
     (0..count)
         .map(|i| {
-            let berth = crate::Berth::new();
-            crate::busybox_image(&berth, image);
-            let opts = crate::agent_node::AgentOptions {
+            let mut opts = crate::agent_node::AgentOptions {
                 restart_backoff_base_ms: Some(100),
                 extra_args: vec![
                     "--node-address".into(),
@@ -371,6 +386,7 @@ pub fn start_nodes_at(
                 ],
                 ..Default::default()
             };
+            let berth = prepare(i, &mut opts);
             let name = crate::agent_node::unique_node_name(&format!("{base}{i}"));
             let node = AgentNode::start_for(berth, endpoints, &name, opts);
             fabric.plug(&node);
@@ -533,4 +549,15 @@ pub fn httpd_spec(name: &str, image: &str, version: &str, replicas: u32) -> Depl
         }),
         ..Default::default()
     }
+}
+
+/// `spec` serving port 80 (`http`) on its virtual IP, balanced over its replicas' port 8080.
+pub fn with_http_service(mut spec: DeploymentSpec) -> DeploymentSpec {
+    spec.service_ports = vec![berth_proto::v1::ServicePort {
+        name: "http".into(),
+        port: 80,
+        target: 8080,
+        protocol: berth_proto::v1::Protocol::Tcp as i32,
+    }];
+    spec
 }

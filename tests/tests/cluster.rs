@@ -78,19 +78,7 @@ fn deploy_scale_roll_out_with_approval_roll_back_survive_node_and_scheduler_loss
         to.ip
     );
     let body = poll_until("a request across nodes", WAIT, || {
-        let out = node
-            .berth()
-            .cmd([
-                "exec",
-                "--agent",
-                &node.endpoint_url(),
-                &from.container_id,
-                "sh",
-                "-c",
-                &script,
-            ])
-            .output()
-            .unwrap();
+        let out = node.exec(&from.container_id, &["sh", "-c", &script]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.lines()
             .last()

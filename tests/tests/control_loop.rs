@@ -12,11 +12,12 @@ use std::sync::atomic::Ordering;
 use berth_proto::v1::deployment_service_client::DeploymentServiceClient;
 use berth_proto::v1::{
     ApplyRequest, Approval, Deployment, DeploymentSpec, GetDeploymentRequest, HistoryRequest,
-    ListNodesRequest, ListServicesRequest, NodeInfo, Protocol, Resources, RevisionRecord,
-    RolloutPhase, RolloutSettings, ScaleRequest, Service, ServicePort,
+    ListNodesRequest, ListServicesRequest, NodeInfo, Resources, RevisionRecord, RolloutPhase,
+    RolloutSettings, ScaleRequest, Service,
 };
 use berth_scheduler::Config;
 use berth_scheduler::store::redb::RedbStore;
+use berth_tests::cluster::with_http_service;
 use berth_tests::fake_node::{Behaviour, Logged, NEVER_READY_ENV, Seen, Sessions, fake_agent_with};
 use tokio::net::TcpListener;
 use tokio::time::{Duration, Instant};
@@ -187,17 +188,6 @@ fn spec(version: &str, replicas: u32, rollout: RolloutSettings) -> DeploymentSpe
         rollout: Some(rollout),
         ..DeploymentSpec::default()
     }
-}
-
-/// `spec` serving port 80 on its virtual IP, balanced over its replicas' port 8080.
-fn with_service(mut spec: DeploymentSpec) -> DeploymentSpec {
-    spec.service_ports = vec![ServicePort {
-        name: "http".into(),
-        port: 80,
-        target: 8080,
-        protocol: Protocol::Tcp as i32,
-    }];
-    spec
 }
 
 fn outcome(history: &[RevisionRecord], revision: u64) -> Option<(RolloutPhase, String)> {
@@ -399,7 +389,7 @@ fn ack_of(log: &[Logged], node: &str, generation: u64) -> Option<usize> {
 #[tokio::test(start_paused = true)]
 async fn a_replaced_replica_leaves_the_service_set_before_it_is_stopped() {
     let sim = Sim::start(&["drain-a", "drain-b"]).await;
-    sim.apply(with_service(spec("v1", 2, RolloutSettings::default())))
+    sim.apply(with_http_service(spec("v1", 2, RolloutSettings::default())))
         .await;
     let v1 = sim.until_complete("web", 1).await;
     assert!(
@@ -419,7 +409,7 @@ async fn a_replaced_replica_leaves_the_service_set_before_it_is_stopped() {
         "{service:?}"
     );
 
-    sim.apply(with_service(spec("v2", 2, RolloutSettings::default())))
+    sim.apply(with_http_service(spec("v2", 2, RolloutSettings::default())))
         .await;
     let v2 = sim.until_complete("web", 2).await;
     assert_eq!(
@@ -452,7 +442,7 @@ async fn a_replaced_replica_leaves_the_service_set_before_it_is_stopped() {
 #[tokio::test(start_paused = true)]
 async fn a_node_that_never_acknowledges_delays_a_stop_by_the_drain_timeout_only() {
     let sim = Sim::start(&["stuck-a", "stuck-b"]).await;
-    sim.apply(with_service(spec("v1", 2, RolloutSettings::default())))
+    sim.apply(with_http_service(spec("v1", 2, RolloutSettings::default())))
         .await;
     let before = sim.until_complete("web", 1).await;
     sim.until("both replicas as endpoints", async || {

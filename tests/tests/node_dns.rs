@@ -8,17 +8,11 @@ use std::time::Duration;
 use berth_proto::v1::ContainerState;
 use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
 use berth_tests::fake_scheduler::{FakeScheduler, assignment};
+use berth_tests::services::dns_listeners;
 use berth_tests::{Berth, UPSTREAM_ADDR, busybox_image, dns_upstream};
 
 const WAIT: Duration = Duration::from_secs(60);
 const IMAGE: &str = "dns-busybox:1";
-
-/// `ss` lines of the sockets on port 53 (UDP and TCP) in the node's netns.
-fn dns_listeners(node: &AgentNode) -> String {
-    let out = node.exec_in_netns(&["ss", "-Hln", "-tu", "sport = :53"]);
-    assert!(out.status.success(), "ss: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn a_container_resolves_through_the_node_dns_on_its_gateway() {

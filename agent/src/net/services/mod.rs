@@ -228,13 +228,26 @@ impl Balancer {
         }
         let rebuilt = self.program(&applied, &services).await?;
         let gone = conntrack::departed_udp(&applied.services, &services);
+        // A virtual IP that left (its deployment was deleted) keeps no flow: TCP ones would
+        // otherwise linger in conntrack for minutes after the service is gone.
+        let kept: BTreeSet<Ipv4Addr> = services.iter().map(|s| s.vip).collect();
+        let left: BTreeSet<Ipv4Addr> = applied
+            .services
+            .iter()
+            .map(|s| s.vip)
+            .filter(|vip| !kept.contains(vip))
+            .collect();
         applied.services = services;
         applied.programmed = true;
         self.generation
             .store(set.generation, std::sync::atomic::Ordering::SeqCst);
         drop(applied);
         let ns = self.ns.clone();
-        let flushed = super::blocking(move || Ok(conntrack::flush(ns.as_deref(), &gone))).await?;
+        let flushed = super::blocking(move || {
+            conntrack::flush_vips(ns.as_deref(), &left);
+            Ok(conntrack::flush(ns.as_deref(), &gone))
+        })
+        .await?;
         Ok(ServicesOutcome::Applied {
             generation: set.generation,
             flushed,
