@@ -119,11 +119,17 @@ echo "== rolling hello out to v2 while the client calls it"
 before_lines=$(client_lines)
 read -r ok0 failed0 <<<"$(counts <<<"$before_lines")"
 "$BERTH" deploy -f examples/hello-v2.toml --wait
-# A few more calls after the rollout, so the window ends on the new version.
-for _ in $(seq 100); do
-  if client_lines | tail -1 | grep -q "hello v2"; then break; fi
+# The rollout is complete once the new replicas are ready; the old ones are stopped only after
+# they drained. The window ends after the last of them is gone, plus a few calls.
+old_running() {
+  "$BERTH" ps -o json | jq '[.[] | select(.deployment == "hello" and .image == "hello:v1"
+    and .state == "running")] | length'
+}
+for _ in $(seq 150); do
+  if [ "$(old_running)" = 0 ]; then break; fi
   sleep 0.2
 done
+echo "hello v1 replicas still running: $(old_running)"
 sleep 1
 after_lines=$(client_lines)
 read -r ok1 failed1 <<<"$(counts <<<"$after_lines")"
@@ -135,7 +141,9 @@ if [ "$ok1" -lt "$ok0" ]; then
 else
   failed=$((failed1 - failed0))
 fi
-window=$(tail -n +"$(($(wc -l <<<"$before_lines") + 1))" <<<"$after_lines")
+# The calls after the last one counted before the rollout: ok + failed grows by one per call.
+window=$(awk -v base=$((ok0 + failed0)) '{
+  split($2, o, "="); split($3, f, "="); if (o[2] + f[2] > base) print }' <<<"$after_lines")
 echo "calls during the rollout: $(grep -c . <<<"$window"), answered by:"
 grep -o ' hello .*' <<<"$window" | sort | uniq -c | sed 's/^/  /'
 echo "failed calls during the rollout: $failed"
