@@ -59,6 +59,7 @@ else
   if ! debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$ROOTFS.partial" "$MIRROR" \
       >"$CACHE/debootstrap.log" 2>&1; then
     tail -20 "$CACHE/debootstrap.log" >&2
+    rm -rf "$ROOTFS.partial"
     echo "debian-base.sh: debootstrap failed (full log: $CACHE/debootstrap.log)" >&2
     exit 1
   fi
