@@ -1,55 +1,43 @@
-//! A Debian bookworm userland (debootstrap minbase plus python3-minimal), built once per
-//! machine under /var/cache/berth-tests and shared by every test, and an image made from it.
+//! A Debian bookworm userland, made by scripts/debian-base.sh (its one recipe: minbase plus
+//! python3-minimal and curl) once per machine under /var/cache/berth-tests and shared by every
+//! test, and an image made from it.
 
-use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
-use nix::fcntl::{Flock, FlockArg};
-
-use crate::berth::Berth;
+use crate::berth::{Berth, workspace_root};
 use crate::busybox::build_image;
 use crate::tools::{require_root, require_tool, run_ok};
 
-/// Where the shared root filesystem lives; `.done` beside it marks a complete build.
-pub const DEBIAN_CACHE: &str = "/var/cache/berth-tests/debian-bookworm-minbase-python3";
+/// The cache scripts/debian-base.sh keeps for the tests (`BERTH_DEBIAN_CACHE`): `rootfs/` and
+/// the `stamp` it writes last, so a crashed build is never taken for a complete one.
+pub const DEBIAN_CACHE: &str = "/var/cache/berth-tests/debian-bookworm";
 
-/// The cached Debian root filesystem, debootstrapped first if no complete one exists. An
-/// exclusive lock on a file beside it makes parallel tests wait for one build instead of
-/// racing; a half-made build (a crash) is removed and made again.
+/// `bash scripts/debian-base.sh ARGS` with the tests' shared cache, not yet run.
+pub fn debian_base_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg(workspace_root().join("scripts/debian-base.sh"))
+        .args(args)
+        .env("BERTH_DEBIAN_CACHE", DEBIAN_CACHE);
+    cmd
+}
+
+/// The cached Debian root filesystem, debootstrapped by the script first if no complete one
+/// exists. The script holds a lock while it builds, so parallel tests wait for one build.
 pub fn debian_rootfs() -> PathBuf {
     require_root();
-    let dir = PathBuf::from(DEBIAN_CACHE);
-    let done = dir.with_extension("done");
-    let parent = dir.parent().expect("cache dir has a parent");
-    fs::create_dir_all(parent).expect("create /var/cache/berth-tests");
-    let lock_file = fs::File::create(dir.with_extension("lock")).expect("create the lock file");
-    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-        .unwrap_or_else(|(_, e)| panic!("locking {}: {e}", dir.display()));
-    if done.exists() && dir.join("usr/bin/python3").exists() {
-        return dir;
-    }
-    let debootstrap = require_tool("debootstrap");
-    let partial = dir.with_extension("partial");
-    for stale in [&partial, &dir] {
-        if stale.exists() {
-            fs::remove_dir_all(stale).unwrap_or_else(|e| panic!("removing {stale:?}: {e}"));
-        }
-    }
-    run_ok(Command::new(debootstrap).args([
-        "--variant=minbase",
-        "--include=python3-minimal",
-        "bookworm",
-        partial.to_str().expect("utf-8 path"),
-        "http://deb.debian.org/debian",
-    ]));
-    fs::rename(&partial, &dir).expect("move the finished root filesystem into place");
-    fs::write(
-        &done,
-        "debootstrap --variant=minbase --include=python3-minimal bookworm\n",
-    )
-    .expect("write the stamp");
-    dir
+    require_tool("debootstrap");
+    let out = run_ok(&mut debian_base_cmd(&["--rootfs-only"]));
+    let path = out
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("debian-base.sh --rootfs-only printed no path: {out}"));
+    let rootfs = PathBuf::from(path);
+    assert!(
+        rootfs.join("usr/bin/python3").exists(),
+        "debian-base.sh made {path} without python3: {out}"
+    );
+    rootfs
 }
 
 /// Builds an image named `tag` from the cached Debian root filesystem in `berth`'s store
