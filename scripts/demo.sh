@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # berth's main job, end to end on one machine (run as root on Debian):
 #   1. installs what is missing and builds berth (release);
-#   2. builds a busybox base image from Debian's busybox-static and the sample "hello"
-#      microservice as a second layer on top of it;
+#   2. builds a busybox base image from Debian's busybox-static, the sample "hello"
+#      microservice as a second layer on top of it, and the debian:bookworm base image
+#      (scripts/debian-base.sh, cached under the data dir) for the client;
 #   3. round-trips the image through an OCI archive made by skopeo (what other tools produce);
 #   4. lists and inspects the images and unpacks the service's root filesystem;
 #   5. runs the service in a container (detached, host network, loopback port 18080), fetches
 #      its page, shows it in `berth ps`, then stops and removes it;
 #   6. starts a local cluster (`berth up`: berth-scheduler and one berth-agent, whose container
 #      network lives in a network namespace of its own, so the host's network is untouched),
-#      deploys the two-service sample app (hello + client), rolls hello out to v2 and shows
-#      the client seeing the new version, then stops the cluster cleanly.
+#      deploys the two-service sample app (hello with 3 replicas behind a service, and a client
+#      that calls http://hello/ by name), shows `berth services`, rolls hello out to v2 while the
+#      client keeps calling, prints how many of its calls failed during the rollout (exits 1
+#      unless none did) and which versions answered, then stops the cluster cleanly.
 # The data dir is /var/lib/berth unless BERTH_DATA_DIR says otherwise.
 set -euo pipefail
 source "$(dirname "$0")/as-root.sh" "$0" "$@"
@@ -37,6 +40,9 @@ cp examples/hello/index.html "$WORK/hello/srv/www/"
 install -m 0755 examples/hello/hello-service "$WORK/hello/usr/local/bin/"
 "$BERTH" image build --from-dir "$WORK/hello" --base busybox:latest --tag hello:v1 \
   --env PORT=8080 --workdir /srv/www --cmd /usr/local/bin/hello-service
+
+echo "== building debian:bookworm (scripts/debian-base.sh) for the client"
+BERTH="$BERTH" bash scripts/debian-base.sh
 
 echo "== round trip through an oci-archive made by skopeo"
 skopeo copy -q "oci:$BERTH_DATA_DIR/images:hello:v1" "oci-archive:$WORK/hello.tar:hello:v2"
@@ -86,30 +92,72 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 "$BERTH" nodes
-echo "== berth deploy -f examples/hello.toml --wait"
+echo "== berth deploy -f examples/hello.toml --wait (3 replicas behind a service)"
 "$BERTH" deploy -f examples/hello.toml --wait
-echo "== berth deploy -f examples/client.toml --wait"
+echo "== berth deploy -f examples/client.toml --wait (calls http://hello/ every 0.2 s)"
 "$BERTH" deploy -f examples/client.toml --wait
 "$BERTH" status hello
-echo "== hello's page through its published port, from the node's network"
-nsenter --net=/run/netns/$NETNS curl -s --retry 20 --retry-connrefused --retry-delay 0 \
-  http://127.0.0.1:18080/ | head -5
-echo "== the client calling hello"
-for _ in $(seq 100); do
-  if "$BERTH" logs client 2>/dev/null | grep -q "200 OK"; then break; fi
+echo "== berth services (hello's virtual IP, its port and its ready endpoints)"
+"$BERTH" services
+echo "== the client calling hello by name (DNS: hello -> the virtual IP -> a ready replica)"
+for _ in $(seq 150); do
+  if "$BERTH" logs client 2>/dev/null | grep -q "ok=[1-9].* hello v1"; then break; fi
   sleep 0.2
 done
-"$BERTH" logs client | tail -2
-echo "== rolling hello out to v2"
+"$BERTH" logs client | tail -3
+if ! "$BERTH" logs client | grep -q "ok=[1-9].* hello v1"; then
+  echo "demo: the client never reached hello by name in 30 s (its log is above)" >&2
+  exit 1
+fi
+
+# The client's log lines carry running counts (`ok=N failed=M`); the last one before the
+# rollout and the last one after it bound the window.
+client_lines() { "$BERTH" logs client | grep -E '^[0-9:.]+ ok=[0-9]+ failed=[0-9]+ ' || true; }
+counts() { sed -nE 's/^[0-9:.]+ ok=([0-9]+) failed=([0-9]+) .*/\1 \2/p' | tail -1; }
+
+echo "== rolling hello out to v2 while the client calls it"
+before_lines=$(client_lines)
+read -r ok0 failed0 <<<"$(counts <<<"$before_lines")"
 "$BERTH" deploy -f examples/hello-v2.toml --wait
-for _ in $(seq 100); do
-  if "$BERTH" logs client 2>/dev/null | tail -1 | grep -q "hello v2"; then break; fi
+# The rollout is complete once the new replicas are ready; the old ones are stopped only after
+# they drained. The window ends after the last of them is gone, plus a few calls.
+old_running() {
+  "$BERTH" ps -o json | jq '[.[] | select(.deployment == "hello" and .image == "hello:v1"
+    and .state == "running")] | length'
+}
+for _ in $(seq 150); do
+  if [ "$(old_running)" = 0 ]; then break; fi
   sleep 0.2
 done
-"$BERTH" logs client | tail -2
+echo "hello v1 replicas still running: $(old_running)"
+sleep 1
+after_lines=$(client_lines)
+read -r ok1 failed1 <<<"$(counts <<<"$after_lines")"
+client_lines | tail -3
+if [ "$ok1" -lt "$ok0" ]; then
+  # The counts restarted from 0: the client container itself was restarted.
+  echo "demo: the client restarted during the rollout (ok=$ok0 before, ok=$ok1 after)" >&2
+  failed=$((failed1 + 1))
+else
+  failed=$((failed1 - failed0))
+fi
+# The calls after the last one counted before the rollout: ok + failed grows by one per call.
+window=$(awk -v base=$((ok0 + failed0)) '{
+  split($2, o, "="); split($3, f, "="); if (o[2] + f[2] > base) print }' <<<"$after_lines")
+echo "calls during the rollout: $(grep -c . <<<"$window"), answered by:"
+grep -o ' hello .*' <<<"$window" | sort | uniq -c | sed 's/^/  /'
+echo "failed calls during the rollout: $failed"
+if [ "$failed" -gt 0 ]; then
+  echo "== the failed calls"
+  grep ' error: ' <<<"$window" || true
+fi
 "$BERTH" history hello
 "$BERTH" ps
 echo "== stopping the cluster (deployments deleted, containers and network torn down)"
 stop_cluster
 trap 'rm -rf "$WORK"' EXIT
+if [ "$failed" -gt 0 ]; then
+  echo "demo: $failed client call(s) failed during the rollout (expected 0)" >&2
+  exit 1
+fi
 echo "demo: done"

@@ -1,6 +1,6 @@
-//! A Debian bookworm userland (debootstrap minbase plus python3-minimal), built once per
-//! machine under /var/cache/berth-tests and shared by every test, and an image made from it
-//! (also built once, as an OCI layout that tests import).
+//! A Debian bookworm userland, made by scripts/debian-base.sh (its one recipe: minbase plus
+//! python3-minimal and curl) once per machine under /var/cache/berth-tests and shared by every
+//! test, and an image made from it (also built once, as an OCI layout that tests import).
 
 use std::fs;
 use std::path::PathBuf;
@@ -8,49 +8,39 @@ use std::process::Command;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::berth::{Berth, run_json};
+use crate::berth::{Berth, run_json, workspace_root};
 use crate::busybox::build_image;
 use crate::tools::{require_root, require_tool, run_ok};
 
-/// Where the shared root filesystem lives; `.done` beside it marks a complete build.
-pub const DEBIAN_CACHE: &str = "/var/cache/berth-tests/debian-bookworm-minbase-python3";
+/// The cache scripts/debian-base.sh keeps for the tests (`BERTH_DEBIAN_CACHE`): `rootfs/` and
+/// the `stamp` it writes last, so a crashed build is never taken for a complete one.
+pub const DEBIAN_CACHE: &str = "/var/cache/berth-tests/debian-bookworm";
 
-/// The cached Debian root filesystem, debootstrapped first if no complete one exists. An
-/// exclusive lock on a file beside it makes parallel tests wait for one build instead of
-/// racing; a half-made build (a crash) is removed and made again.
+/// `bash scripts/debian-base.sh ARGS` with the tests' shared cache, not yet run.
+pub fn debian_base_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg(workspace_root().join("scripts/debian-base.sh"))
+        .args(args)
+        .env("BERTH_DEBIAN_CACHE", DEBIAN_CACHE);
+    cmd
+}
+
+/// The cached Debian root filesystem, debootstrapped by the script first if no complete one
+/// exists. The script holds a lock while it builds, so parallel tests wait for one build.
 pub fn debian_rootfs() -> PathBuf {
     require_root();
-    let dir = PathBuf::from(DEBIAN_CACHE);
-    let done = dir.with_extension("done");
-    let parent = dir.parent().expect("cache dir has a parent");
-    fs::create_dir_all(parent).expect("create /var/cache/berth-tests");
-    let lock_file = fs::File::create(dir.with_extension("lock")).expect("create the lock file");
-    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-        .unwrap_or_else(|(_, e)| panic!("locking {}: {e}", dir.display()));
-    if done.exists() && dir.join("usr/bin/python3").exists() {
-        return dir;
-    }
-    let debootstrap = require_tool("debootstrap");
-    let partial = dir.with_extension("partial");
-    for stale in [&partial, &dir] {
-        if stale.exists() {
-            fs::remove_dir_all(stale).unwrap_or_else(|e| panic!("removing {stale:?}: {e}"));
-        }
-    }
-    run_ok(Command::new(debootstrap).args([
-        "--variant=minbase",
-        "--include=python3-minimal",
-        "bookworm",
-        partial.to_str().expect("utf-8 path"),
-        "http://deb.debian.org/debian",
-    ]));
-    fs::rename(&partial, &dir).expect("move the finished root filesystem into place");
-    fs::write(
-        &done,
-        "debootstrap --variant=minbase --include=python3-minimal bookworm\n",
-    )
-    .expect("write the stamp");
-    dir
+    require_tool("debootstrap");
+    let out = run_ok(&mut debian_base_cmd(&["--rootfs-only"]));
+    let path = out
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("debian-base.sh --rootfs-only printed no path: {out}"));
+    let rootfs = PathBuf::from(path);
+    assert!(
+        rootfs.join("usr/bin/python3").exists(),
+        "debian-base.sh made {path} without python3: {out}"
+    );
+    rootfs
 }
 
 /// Puts the Debian image in `berth`'s store as `tag` (cmd /bin/bash); returns its manifest
@@ -80,10 +70,11 @@ const LAYOUT_REF: &str = "debian:bookworm";
 /// under the same kind of lock.
 pub fn debian_layout() -> PathBuf {
     let rootfs = debian_rootfs();
-    let stamp = fs::read_to_string(rootfs.with_extension("done")).expect("the rootfs stamp");
-    let layout = rootfs.with_extension("oci");
-    let done = rootfs.with_extension("oci-done");
-    let lock_file = fs::File::create(rootfs.with_extension("oci-lock")).expect("create the lock");
+    let cache = PathBuf::from(DEBIAN_CACHE);
+    let stamp = fs::read_to_string(cache.join("stamp")).expect("the rootfs stamp");
+    let layout = cache.join("oci");
+    let done = cache.join("oci-done");
+    let lock_file = fs::File::create(cache.join("oci-lock")).expect("create the lock");
     let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
         .unwrap_or_else(|(_, e)| panic!("locking {}: {e}", layout.display()));
     if fs::read_to_string(&done).is_ok_and(|s| s == stamp) && layout.join("index.json").exists() {
@@ -94,11 +85,10 @@ pub fn debian_layout() -> PathBuf {
         fs::remove_dir_all(&layout).unwrap_or_else(|e| panic!("removing {layout:?}: {e}"));
     }
     // A store of its own beside the cache (same filesystem), whose image layout moves into place.
-    let parent = rootfs.parent().expect("cache dir has a parent");
     let builder = Berth {
         data_dir: tempfile::Builder::new()
             .prefix("debian-image-")
-            .tempdir_in(parent)
+            .tempdir_in(&cache)
             .expect("a temp store in the cache dir"),
     };
     build_image(&builder, &rootfs, LAYOUT_REF, "/bin/bash");
