@@ -396,3 +396,33 @@ fn bad_flags_and_names_are_refused_naming_what_is_wrong() {
     assert_eq!(status, Some(6), "{stderr}");
     assert!(stderr.contains("already exists"), "{stderr}");
 }
+
+#[test]
+fn a_detached_rm_container_ends_its_use_when_it_exits() {
+    let mut env = LocalEnv::new();
+    let name = env.name("brief");
+    let args = [
+        "-d",
+        "--rm",
+        "--name",
+        &name,
+        "-v",
+        "brief:/d",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo done > /d/f",
+    ];
+    env.run_ok(&args);
+    // Its berth-shim runs `berth rm` once it has exited, which releases the volume.
+    berth_tests::poll_until(
+        "the volume to be released",
+        std::time::Duration::from_secs(20),
+        || users(&env, "brief").is_empty().then_some(()),
+    );
+    assert_eq!(
+        fs::read_to_string(mountpoint(&env, "brief").join("f")).unwrap(),
+        "done\n"
+    );
+    env.berth.ok(["volume", "rm", "brief"]);
+}
