@@ -141,17 +141,32 @@ pub fn oci_mounts(
     privileged: bool,
 ) -> Result<Vec<Mount>> {
     let mut out = Vec::new();
+    let mut resolved: Vec<(PathBuf, &MountRequest)> = Vec::new();
     for req in requests {
         // Where the runtime will mount it: a symlink in the image resolves inside the rootfs.
         let inside = berth_runtime::secure_join(rootfs, &req.target);
         let relative = inside.strip_prefix(rootfs).unwrap_or(Path::new(""));
-        if let Some(dir) = reserved(&Path::new("/").join(relative)) {
+        let in_image = Path::new("/").join(relative);
+        if let Some(dir) = reserved(&in_image) {
             return Err(req.refuse(format!(
-                "the target {} resolves in the image to /{}, under {dir}",
+                "the target {} resolves in the image to {}, under {dir}",
                 req.target.display(),
-                relative.display()
+                in_image.display()
             )));
         }
+        // Distinct targets can meet through the image's symlinks (/data -> /etc and /etc).
+        if let Some((other, first)) = resolved
+            .iter()
+            .find(|(p, _)| p.starts_with(&in_image) || in_image.starts_with(p))
+        {
+            return Err(req.refuse(format!(
+                "its target resolves in the image to {}, which overlaps {} of {}",
+                in_image.display(),
+                other.display(),
+                first.origin
+            )));
+        }
+        resolved.push((in_image, req));
         let mut options: Vec<String> = Vec::new();
         let (typ, source) = match &req.source {
             MountSource::Bind(path) => {

@@ -189,4 +189,15 @@ fn a_target_through_an_image_symlink_stays_in_the_rootfs() {
     let via_link = req(tmpfs(), "/p", "--tmpfs /p");
     let err = oci_mounts(&store, &rootfs, "c1", &[via_link], false).unwrap_err();
     assert!(err.to_string().contains("under /proc"), "{err}");
+    // /data and /etc/x are distinct paths but meet in the image.
+    let both = [
+        req(tmpfs(), "/data", "--tmpfs /data"),
+        req(tmpfs(), "/etc/x", "--tmpfs /etc/x"),
+    ];
+    let err = oci_mounts(&store, &rootfs, "c1", &both, false).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("--tmpfs /etc/x") && text.contains("overlaps"),
+        "{text}"
+    );
 }
