@@ -85,6 +85,8 @@ pub(crate) fn kind_of(err: &anyhow::Error) -> ErrorKind {
                 Some(e.kind().into())
             } else if let Some(e) = cause.downcast_ref::<berth_images::import::ImportError>() {
                 Some(e.kind().into())
+            } else if let Some(e) = cause.downcast_ref::<berth_images::volumes::VolumeError>() {
+                Some(e.kind().into())
             } else if cause.is::<tonic::transport::Error>() {
                 Some(ErrorKind::Unavailable)
             } else {

@@ -68,6 +68,9 @@ enum Command {
     Image(commands::image::ImageCommand),
     /// Run a command in a new container from an image.
     Run(commands::run::Args),
+    /// Manage named volumes: create, ls, inspect, rm, prune.
+    #[command(subcommand)]
+    Volume(commands::volume::VolumeCommand),
     /// List containers.
     Ps(commands::ps::Args),
     /// Stop a running container.
@@ -153,6 +156,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Image(cmd) => commands::image::run(cmd, &ctx).map(|()| 0),
         Command::Run(args) => commands::run::run(args, &ctx),
+        Command::Volume(cmd) => commands::volume::run(cmd, &ctx).map(|()| 0),
         Command::Ps(args) => commands::ps::run(args, &ctx).map(|()| 0),
         Command::Stop(args) => commands::stop::run(args, &ctx).map(|()| 0),
         Command::Rm(args) => commands::rm::run(args, &ctx).map(|()| 0),
@@ -233,7 +237,7 @@ mod tests {
     #[test]
     fn global_flags_go_before_or_after_any_subcommand() {
         // Needs no BERTH_* variable: the flags given must win over whatever is set.
-        let commands: [&[&str]; 12] = [
+        let commands: [&[&str]; 14] = [
             &["nodes"],
             &["status"],
             &["status", "hello"],
@@ -246,6 +250,8 @@ mod tests {
             &["token", "create", "--role", "viewer"],
             &["image", "ls"],
             &["certs", "init"],
+            &["volume", "ls"],
+            &["run", "-v", "data:/d", "--tmpfs", "/t", "busybox"],
         ];
         for command in commands {
             let before: Vec<&str> = GLOBAL.iter().chain(command.iter()).copied().collect();

@@ -23,6 +23,10 @@ pub enum ErrorKind {
     DataLoss,
     /// A local fault: disk I/O, a task that died.
     Internal,
+    /// The object exists already (a volume created twice).
+    AlreadyExists,
+    /// The state does not allow it (a volume in use).
+    Conflict,
 }
 
 /// Image failures (pull, import, store) carry the images crate's narrower kind; this is where
@@ -41,6 +45,8 @@ impl From<ErrorKind> for berth_proto::errors::ErrorKind {
             K::Unsupported => Self::NotImplemented,
             K::DataLoss => Self::DataLoss,
             K::Internal => Self::Internal,
+            K::AlreadyExists => Self::AlreadyExists,
+            K::Conflict => Self::Conflict,
         }
     }
 }

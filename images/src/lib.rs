@@ -14,6 +14,7 @@ pub mod registry;
 pub mod snapshot;
 pub mod store;
 pub mod unpack;
+pub mod volumes;
 
 pub use kind::ErrorKind;
 pub use reference::Reference;

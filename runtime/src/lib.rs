@@ -28,3 +28,4 @@ pub mod update;
 
 pub use container::{CreateOptions, create, delete, kill, run, start, state};
 pub use error::{Error, Result};
+pub use rootfs::secure_join;

@@ -45,8 +45,10 @@ const DEFAULT_SYMLINKS: &[(&str, &str)] = &[
 ];
 
 /// Joins `unsafe_path` to `root`, resolving symlinks as if `root` were `/`, so that no mount
-/// target can escape the rootfs through a symlink or `..`.
-pub(crate) fn secure_join(root: &Path, unsafe_path: &Path) -> PathBuf {
+/// target can escape the rootfs through a symlink or `..`. Public so that callers which
+/// prepare a mount (seeding a volume from the image's content at its target) resolve the
+/// target exactly as the mount will.
+pub fn secure_join(root: &Path, unsafe_path: &Path) -> PathBuf {
     let mut resolved = PathBuf::new();
     let mut pending: VecDeque<OsString> = unsafe_path
         .components()

@@ -59,7 +59,7 @@ pub fn busybox_image(berth: &Berth, tag: &str) -> String {
 
 /// `berth image build --from-dir rootfs --tag TAG --cmd CMD` with the busybox images' PATH and
 /// workdir `/`; returns the manifest digest.
-pub(crate) fn build_image(berth: &Berth, rootfs: &Path, tag: &str, cmd: &str) -> String {
+pub fn build_image(berth: &Berth, rootfs: &Path, tag: &str, cmd: &str) -> String {
     let built = run_json(berth.build_cmd(rootfs).args([
         "--tag",
         tag,

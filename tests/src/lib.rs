@@ -22,7 +22,7 @@ pub mod tree_compare;
 mod umoci;
 
 pub use berth::{Berth, binary, run_json, workspace_root};
-pub use busybox::{BUSYBOX_APPLETS, PATH_ENV, busybox_image, busybox_rootfs};
+pub use busybox::{BUSYBOX_APPLETS, PATH_ENV, build_image, busybox_image, busybox_rootfs};
 pub use debian::{DEBIAN_CACHE, debian_base_cmd, debian_image, debian_layout, debian_rootfs};
 pub use dns_upstream::{UPSTREAM_ADDR, UPSTREAM_NAME, dns_upstream};
 pub use local::{LOCAL_IMAGE, LocalEnv};

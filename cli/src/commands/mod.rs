@@ -22,3 +22,4 @@ pub(crate) mod status;
 pub(crate) mod stop;
 pub(crate) mod token;
 pub(crate) mod up;
+pub(crate) mod volume;

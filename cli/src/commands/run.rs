@@ -9,7 +9,7 @@ use berth_runtime::security::SecurityOptions;
 
 use crate::Context;
 use crate::container::layout::{Paths, write_json};
-use crate::container::{detached, pty, setup};
+use crate::container::{detached, mounts, pty, setup};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -72,6 +72,16 @@ pub(crate) struct Args {
     /// writable, no_new_privileges off.
     #[arg(long)]
     privileged: bool,
+    /// Mount a host path or a named volume (made on first use): /HOST:/CTR[:ro] or
+    /// NAME:/CTR[:ro]. Binding / or /proc needs --privileged.
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
+    volume: Vec<String>,
+    /// A tmpfs at PATH: PATH[:size=64m,mode=1777,ro].
+    #[arg(long, value_name = "PATH[:OPTS]")]
+    tmpfs: Vec<String>,
+    /// type=bind|volume|tmpfs,src=..,dst=..[,ro][,tmpfs-size=..][,tmpfs-mode=..]
+    #[arg(long = "mount", value_name = "type=..,src=..,dst=..")]
+    mount: Vec<String>,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -165,6 +175,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     };
     let overrides = overrides(&args, &id)?;
     let security = security(&args)?;
+    let mounts = mounts::parse_all(&args.volume, &args.tmpfs, &args.mount)?;
     let request = setup::Request {
         id: &id,
         name: &id,
@@ -172,6 +183,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
         remove: args.rm,
         detached: args.detach,
         security: &security,
+        mounts: &mounts,
     };
     let (guard, meta) = setup::prepare(&ctx.data_dir, &request, &overrides)?;
     let paths = Paths::new(&ctx.data_dir, &id);

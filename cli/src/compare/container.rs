@@ -44,6 +44,7 @@ pub(crate) fn run(
         remove: true,
         detached: false,
         security: &security,
+        mounts: &[],
     };
     let (guard, _meta) = setup::prepare(&ctx.data_dir, &request, &overrides)?;
     let paths = Paths::new(&ctx.data_dir, &id);

@@ -8,6 +8,7 @@
 //!                                 berth-shim (berth_shim::ShimPaths: ctr.log.N, shim.json, ...)
 //! DATA/rootfs/ID/                 the overlay root filesystem (seen by image prune)
 //! DATA/run/ID/                    the runtime's state
+//! DATA/volumes/NAME/users/ID      its use of a named volume (berth_images::volumes)
 //! ```
 
 use std::fs;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone)]
 pub(crate) struct Paths {
     pub id: String,
+    pub data_dir: PathBuf,
     pub dir: PathBuf,
     pub snapshot: PathBuf,
     pub runtime_root: PathBuf,
@@ -30,6 +32,7 @@ impl Paths {
     pub(crate) fn new(data_dir: &Path, id: &str) -> Self {
         Self {
             id: id.to_string(),
+            data_dir: data_dir.to_path_buf(),
             dir: containers_dir(data_dir).join(id),
             // As `berth_images::snapshot::snapshots_dir`, which needs an open store.
             snapshot: data_dir.join("rootfs").join(id),

@@ -1,7 +1,8 @@
 //! Local containers run by `berth run` without a daemon: their on-disk layout, setup and
-//! teardown, detached containers under berth-shim, and the terminal proxy.
+//! teardown, mount flags, detached containers under berth-shim, and the terminal proxy.
 
 pub(crate) mod detached;
 pub(crate) mod layout;
+pub(crate) mod mounts;
 pub(crate) mod pty;
 pub(crate) mod setup;

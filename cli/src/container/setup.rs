@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use berth_images::bundle::{RunOverrides, build_spec, write_bundle};
 use berth_images::progress::NoProgress;
 use berth_images::snapshot::{Rootfs, prepare_rootfs, snapshots_dir};
+use berth_images::volumes::{MountRequest, VolumeStore, oci_mounts};
 
 use super::layout::{Meta, Paths, write_json};
 
@@ -43,6 +44,9 @@ pub(crate) struct Request<'a> {
     pub detached: bool,
     /// Capabilities, seccomp, no_new_privileges, privileged.
     pub security: &'a berth_runtime::security::SecurityOptions,
+    /// Bind mounts, named volumes and tmpfs, targets already checked
+    /// ([`super::mounts::parse_all`]).
+    pub mounts: &'a [MountRequest],
 }
 
 /// Makes the container directory, its overlay root filesystem and bundle. On error nothing
@@ -73,6 +77,15 @@ pub(crate) fn prepare(
     }
     let rootfs = prepare_rootfs(&store, &image, &paths.snapshot, &NoProgress)?;
     let mut spec = build_spec(&image, rootfs.path(), overrides)?;
+    if !req.mounts.is_empty() {
+        // Named volumes are attached (made, seeded) here; teardown releases them.
+        let volumes = VolumeStore::open(data_dir)?;
+        let privileged = req.security.privileged;
+        let extra = oci_mounts(&volumes, rootfs.path(), req.id, req.mounts, privileged)?;
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        mounts.extend(extra);
+        spec.set_mounts(Some(mounts));
+    }
     berth_runtime::security::apply(&mut spec, req.security)?;
     write_bundle(&paths.dir, &spec, rootfs.path())?;
     let command = spec
@@ -95,11 +108,16 @@ pub(crate) fn prepare(
 }
 
 /// Deletes the runtime state (killing what still runs), unmounts and removes the root
-/// filesystem, then removes the container directory. Each step tolerates a missing part.
+/// filesystem, ends its use of volumes, then removes the container directory. Each step
+/// tolerates a missing part.
 pub(crate) fn teardown(paths: &Paths) -> anyhow::Result<()> {
     if paths.runtime_root.join(&paths.id).exists() {
         berth_runtime::delete(&paths.runtime_root, &paths.id, true)
             .with_context(|| format!("deleting the runtime state of {}", paths.id))?;
+    }
+    // After delete: the container is gone, so no volume is in use by it any more.
+    if paths.data_dir.join("volumes").is_dir() {
+        VolumeStore::open(&paths.data_dir)?.release(&paths.id)?;
     }
     if paths.snapshot.exists() {
         match Rootfs::open(&paths.snapshot) {
