@@ -90,6 +90,7 @@ async fn run(cfg: &Config) -> anyhow::Result<()> {
         .await?;
     eprintln!("latency and throughput ({} rounds)...", cfg.rounds);
     sections::latency(&f, cfg, &mut report)?;
+    sections::cross_node(&f, cfg, &mut report)?;
     eprintln!("lookup cost at {:?} services...", cfg.sizes);
     sections::lookup(&f, cfg, &mut generation, &mut report).await?;
     eprintln!("LB update time...");
