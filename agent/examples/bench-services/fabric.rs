@@ -135,17 +135,17 @@ pub(crate) fn service(
 }
 
 /// The measured service `web` (HTTP and bulk ports) with endpoints `eps`, plus `total - 1`
-/// one-port fillers on 10.96.16.0 onwards, each with endpoint `filler_ep`.
+/// one-port fillers on 10.96.16.0 onwards, each with endpoints `filler_eps`.
 pub(crate) fn set_of(
     generation: u64,
     total: usize,
     eps: &[Ipv4Addr],
-    filler_ep: Ipv4Addr,
+    filler_eps: &[Ipv4Addr],
 ) -> ServiceSet {
     let mut services: Vec<Service> = (0..total.saturating_sub(1))
         .map(|i| {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
-            service(&format!("filler-{i}"), filler_vip(i), &[HTTP], &[filler_ep])
+            service(&format!("filler-{i}"), filler_vip(i), &[HTTP], filler_eps)
         })
         .collect();
     services.push(service("web", VIP, &[HTTP, BULK], eps));

@@ -86,7 +86,7 @@ async fn run(cfg: &Config) -> anyhow::Result<()> {
     let mut report = Report::new(loadavg());
     let f = fabric::Fabric::new().await?;
     let mut generation = 1;
-    f.apply(&fabric::set_of(generation, 1, &[f.b0.ip], f.b0.ip))
+    f.apply(&fabric::set_of(generation, 1, &[f.b0.ip], &[f.b0.ip]))
         .await?;
     eprintln!("latency and throughput ({} rounds)...", cfg.rounds);
     sections::latency(&f, cfg, &mut report)?;

@@ -153,7 +153,7 @@ pub(crate) async fn lookup(
     let n = cfg.requests / 2;
     for &size in &cfg.sizes {
         *generation += 1;
-        f.apply(&set_of(*generation, size, &[f.b0.ip], f.b0.ip))
+        f.apply(&set_of(*generation, size, &[f.b0.ip], &[f.b0.ip]))
             .await?;
         let map = alternate(ns, cfg.rounds, n, pod, SocketAddr::from((VIP, HTTP.0)))?;
         linear::load(&f.a.ns_name, size, f.b0.ip)?;
@@ -209,6 +209,7 @@ pub(crate) async fn updates(
 ) -> anyhow::Result<()> {
     let (b0, r0) = (f.b0.ip, f.r0.ip);
     for &size in &cfg.sizes {
+        let mut two = whole_two_endpoints(f, size, cfg.rounds.min(2), generation).await?;
         let (mut full, mut zone, mut incr, mut removed) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..cfg.rounds {
@@ -216,7 +217,7 @@ pub(crate) async fn updates(
             f.net_a.remove_services().await?;
             removed.push(began.elapsed().as_secs_f64() * 1e3);
             *generation += 1;
-            let set = set_of(*generation, size, &[b0], b0);
+            let set = set_of(*generation, size, &[b0], &[b0]);
             // A fresh server: an unchanged set would keep its zone (endpoint-only changes do).
             let dns = berth_agent::dns::Dns::new(&[])?;
             let began = Instant::now();
@@ -233,7 +234,7 @@ pub(crate) async fn updates(
         for i in 0..20 {
             *generation += 1;
             let ep = if i % 2 == 0 { r0 } else { b0 };
-            let set = set_of(*generation, size, &[ep], b0);
+            let set = set_of(*generation, size, &[ep], &[b0]);
             let began = Instant::now();
             let outcome = f.net_a.apply_services(&set).await?;
             incr.push(began.elapsed().as_secs_f64() * 1e3);
@@ -249,6 +250,13 @@ pub(crate) async fn updates(
             "ms",
             p50_p99(&mut full),
             full.len(),
+        );
+        report.spread(
+            s,
+            &format!("{size} services, 2 endpoints each (a numgen vmap each): whole table built"),
+            "ms",
+            p50_p99(&mut two),
+            two.len(),
         );
         report.spread(
             s,
@@ -275,6 +283,26 @@ pub(crate) async fn updates(
     Ok(())
 }
 
+/// Whole-table builds on node A at `size` whose fillers have two endpoints each, so every
+/// service port's chain picks with `numgen random mod 2` (an anonymous map in the kernel).
+async fn whole_two_endpoints(
+    f: &Fabric,
+    size: usize,
+    rounds: usize,
+    generation: &mut u64,
+) -> anyhow::Result<Vec<f64>> {
+    let mut took = Vec::new();
+    for _ in 0..rounds {
+        f.net_a.remove_services().await?;
+        *generation += 1;
+        let set = set_of(*generation, size, &[f.b0.ip], &[f.b0.ip, f.r0.ip]);
+        let began = Instant::now();
+        f.net_a.apply_services(&set).await?;
+        took.push(began.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(took)
+}
+
 /// With the largest size programmed on both nodes, `changes` times: web's one endpoint moves
 /// between b0 (node A) and r0 (node B); time from the set handed to both agents' apply
 /// (what a replica turning Ready leads to) until a client on each node gets the new endpoint.
@@ -287,7 +315,7 @@ pub(crate) async fn propagation(
     let size = cfg.sizes.iter().copied().max().unwrap_or(1);
     let b0 = f.b0.ip;
     *generation += 1;
-    f.apply(&set_of(*generation, size, &[b0], b0)).await?;
+    f.apply(&set_of(*generation, size, &[b0], &[b0])).await?;
     let (mut reach, mut applied) = (Vec::new(), Vec::new());
     for i in 0..cfg.changes {
         let (ep, tag) = if i % 2 == 0 {
@@ -296,7 +324,7 @@ pub(crate) async fn propagation(
             (b0, "b0")
         };
         *generation += 1;
-        let set = set_of(*generation, size, &[ep], b0);
+        let set = set_of(*generation, size, &[ep], &[b0]);
         let began = Instant::now();
         f.apply(&set).await?;
         applied.push(began.elapsed().as_secs_f64() * 1e3);
