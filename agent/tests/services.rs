@@ -485,6 +485,126 @@ async fn endpoints_on_another_node_are_reached_over_pod_routes() {
     assert_eq!(udp.unwrap(), expected);
 }
 
+/// A service whose endpoints are bare addresses: nft needs no container behind them.
+fn service_at(name: &str, vip: &str, ports: &[(u16, u16, Protocol)], eps: &[&str]) -> Service {
+    let mut svc = service(name, vip.parse().unwrap(), ports, &[]);
+    svc.endpoints = eps
+        .iter()
+        .map(|ip| Endpoint {
+            container_id: format!("c-{ip}"),
+            node: "local".into(),
+            ip: (*ip).into(),
+        })
+        .collect();
+    svc
+}
+
+/// `nft -j list table` output made comparable across tables: handles dropped, the table's
+/// name replaced, map elements sorted, objects grouped by kind and chain (rules keep their
+/// order within a chain).
+fn comparable(listing: &str) -> Vec<String> {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(o) => {
+                o.remove("handle");
+                if let Some(t) = o.get_mut("table") {
+                    if t.is_string() {
+                        *t = "T".into();
+                    } else if let Some(name) = t.get_mut("name") {
+                        *name = "T".into();
+                    }
+                }
+                if let Some(serde_json::Value::Array(elems)) = o.get_mut("elem") {
+                    elems.sort_by_key(|e| e.to_string());
+                }
+                o.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut json: serde_json::Value = serde_json::from_str(listing).unwrap();
+    strip(&mut json);
+    let mut objects: Vec<serde_json::Value> = json["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o.get("metainfo").is_none())
+        .cloned()
+        .collect();
+    let key = |o: &serde_json::Value| {
+        let (kind, body) = o.as_object().unwrap().iter().next().unwrap();
+        let name = body.get("chain").or(body.get("name"));
+        (
+            kind.clone(),
+            name.map(ToString::to_string).unwrap_or_default(),
+        )
+    };
+    objects.sort_by_key(key);
+    objects.iter().map(ToString::to_string).collect()
+}
+
+/// The incremental update and a whole-table build agree: after every set of a sequence
+/// (services added and removed, endpoints grown, shrunk, emptied and back, ports changed),
+/// the table changed set by set lists exactly as a table built from that set alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_updates_list_as_a_whole_build() {
+    use Protocol::{Tcp, Udp};
+    let (x, y) = (Node::new(49), Node::new(50));
+    let (net_x, net_y) = (x.setup().await, y.setup().await);
+    let web =
+        |ports: &[(u16, u16, Protocol)], eps: &[&str]| service_at("web", "10.96.0.10", ports, eps);
+    let db = |eps: &[&str]| service_at("db", "10.96.0.11", &[(5432, 5432, Tcp)], eps);
+    let cache = |eps: &[&str]| service_at("cache", "10.96.0.12", &[(6379, 6379, Tcp)], eps);
+    let http = [(80, 8080, Tcp), (53, 5353, Udp)];
+    let steps = vec![
+        vec![web(&http, &["10.88.1.2", "10.88.1.3"]), db(&["10.88.1.4"])],
+        vec![
+            web(&http, &["10.88.1.2", "10.88.1.3", "10.88.2.5"]),
+            db(&["10.88.1.4"]),
+        ],
+        vec![
+            web(&http, &["10.88.1.3"]),
+            db(&[]),
+            cache(&["10.88.1.6", "10.88.2.7"]),
+        ],
+        vec![
+            web(
+                &[(80, 8081, Tcp), (443, 8443, Tcp)],
+                &["10.88.1.3", "10.88.1.8"],
+            ),
+            db(&["10.88.1.4"]),
+        ],
+        vec![],
+        vec![
+            web(&http, &["10.88.1.2"]),
+            db(&["10.88.1.4"]),
+            cache(&["10.88.1.6"]),
+        ],
+    ];
+    for (i, services) in steps.into_iter().enumerate() {
+        let generation = u64::try_from(i).unwrap() + 1;
+        let stepped = apply(&net_x, generation, services.clone()).await;
+        if i > 0 {
+            assert!(
+                matches!(stepped, ServicesOutcome::Applied { rebuilt: false, .. }),
+                "set {generation}: {stepped:?}"
+            );
+        }
+        net_y.remove_services().await.unwrap();
+        let whole = apply(&net_y, generation, services).await;
+        assert!(
+            matches!(whole, ServicesOutcome::Applied { rebuilt: true, .. }),
+            "{whole:?}"
+        );
+        assert_eq!(
+            comparable(&x.nft_services_json(&net_x)),
+            comparable(&y.nft_services_json(&net_y)),
+            "set {generation}: the incremental table differs from a whole build"
+        );
+    }
+}
+
 /// An echo server in container `att` on `port`: answers every read with the same bytes, on
 /// one connection for as long as it stays open.
 fn echo_backend(att: &Attachment, port: u16) {

@@ -89,6 +89,22 @@ impl Node {
         self.list_table(net.services_table())
     }
 
+    /// The service load balancer's table as `nft -j list` shows it.
+    pub(crate) fn nft_services_json(&self, net: &NodeNetwork) -> String {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns_name,
+            "nft",
+            "-j",
+            "list",
+            "table",
+            "ip",
+            net.services_table(),
+        ])
+    }
+
     fn list_table(&self, table: &str) -> String {
         run(&[
             "ip",
