@@ -107,6 +107,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
+    /// Needs root (chown to other owners): named in .config/nextest.toml's nonroot profile.
     #[test]
     fn seeding_copies_owners_modes_and_symlinks_once_into_an_empty_volume() {
         let tmp = tempfile::tempdir().unwrap();
