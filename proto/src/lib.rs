@@ -12,6 +12,7 @@ pub mod logging;
 pub mod quantity;
 #[cfg(feature = "reflection")]
 pub mod reflection;
+pub mod secrets_key;
 pub mod security;
 pub mod tls;
 
