@@ -15,6 +15,7 @@ pub(crate) mod nodes;
 pub mod placement;
 pub(crate) mod records;
 pub(crate) mod rollout;
+pub mod secrets;
 pub(crate) mod server;
 pub(crate) mod services;
 pub(crate) mod spec;
