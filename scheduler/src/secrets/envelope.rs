@@ -46,23 +46,18 @@ pub fn seal(
     }
     let mut dek = Zeroizing::new([0u8; KEY_LEN]);
     random(dek.as_mut_slice())?;
-    let nonce = random_nonce()?;
-    let ciphertext = cipher(dek.as_slice())?
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: plaintext,
-                aad: &value_aad(RECORD_FORMAT, name, version),
-            },
-        )
-        .map_err(|_| SecretsError::EncryptionFailed)?;
+    let (nonce, ciphertext) = encrypt(
+        dek.as_slice(),
+        plaintext,
+        &value_aad(RECORD_FORMAT, name, version),
+    )?;
     let (dek_nonce, wrapped_dek) = wrap(kek, &dek)?;
     Ok(SealedSecret {
         format: RECORD_FORMAT,
         kek_id: kek.id().to_owned(),
         dek_nonce,
         wrapped_dek,
-        nonce: nonce.to_vec(),
+        nonce,
         ciphertext,
     })
 }
@@ -80,15 +75,12 @@ pub fn open(
     if record.ciphertext.len() < TAG_LEN || record.ciphertext.len() > MAX_VALUE_BYTES + TAG_LEN {
         return Err(SecretsError::AuthenticationFailed);
     }
-    let plaintext = cipher(dek.as_slice())?
-        .decrypt(
-            &nonce,
-            Payload {
-                msg: &record.ciphertext,
-                aad: &value_aad(record.format, name, version),
-            },
-        )
-        .map_err(|_| SecretsError::AuthenticationFailed)?;
+    let plaintext = decrypt(
+        dek.as_slice(),
+        &nonce,
+        &record.ciphertext,
+        &value_aad(record.format, name, version),
+    )?;
     Ok(Zeroizing::new(plaintext))
 }
 
@@ -113,17 +105,7 @@ pub fn rewrap(
 
 /// Encrypts `dek` under `kek`: (nonce, wrapped key with tag).
 fn wrap(kek: &SecretsKey, dek: &[u8; KEY_LEN]) -> Result<(Vec<u8>, Vec<u8>), SecretsError> {
-    let nonce = random_nonce()?;
-    let wrapped = cipher(kek.material())?
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: dek,
-                aad: &dek_aad(RECORD_FORMAT, kek.id()),
-            },
-        )
-        .map_err(|_| SecretsError::EncryptionFailed)?;
-    Ok((nonce.to_vec(), wrapped))
+    encrypt(kek.material(), dek, &dek_aad(RECORD_FORMAT, kek.id()))
 }
 
 /// Checks the record's format and finds its KEK, then decrypts its data key.
@@ -155,20 +137,36 @@ fn unwrap(
             expected: KEY_LEN + TAG_LEN,
         });
     }
-    let dek = Zeroizing::new(
-        cipher(kek.material())?
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: &record.wrapped_dek,
-                    aad: &dek_aad(record.format, &record.kek_id),
-                },
-            )
-            .map_err(|_| SecretsError::AuthenticationFailed)?,
-    );
+    let dek = Zeroizing::new(decrypt(
+        kek.material(),
+        &nonce,
+        &record.wrapped_dek,
+        &dek_aad(record.format, &record.kek_id),
+    )?);
     let mut out = Zeroizing::new([0u8; KEY_LEN]);
     out.copy_from_slice(&dek);
     Ok(out)
+}
+
+/// AES-256-GCM under `key` with a fresh random nonce: (nonce, ciphertext with tag).
+fn encrypt(key: &[u8], msg: &[u8], aad: &[u8]) -> Result<(Vec<u8>, Vec<u8>), SecretsError> {
+    let nonce = random_nonce()?;
+    let sealed = cipher(key)?
+        .encrypt(&nonce, Payload { msg, aad })
+        .map_err(|_| SecretsError::EncryptionFailed)?;
+    Ok((nonce.to_vec(), sealed))
+}
+
+/// Opens `msg` (ciphertext with tag); any mismatch is only "authentication failed".
+fn decrypt(
+    key: &[u8],
+    nonce: &Nonce<Aes256Gcm>,
+    msg: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, SecretsError> {
+    cipher(key)?
+        .decrypt(nonce, Payload { msg, aad })
+        .map_err(|_| SecretsError::AuthenticationFailed)
 }
 
 fn cipher(key: &[u8]) -> Result<Aes256Gcm, SecretsError> {
