@@ -21,7 +21,7 @@
 //! fsynced), as `berth certs` writes private keys.
 
 use std::fmt;
-use std::io;
+use std::io::{self, Read as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
@@ -36,6 +36,8 @@ pub const KEY_LEN: usize = 32;
 pub const KEY_FILE_VERSION: u32 = 1;
 /// The key file's permission bits: owner read/write only.
 pub const KEY_FILE_MODE: u32 = 0o600;
+/// More than a key file ever holds; longer files fail to parse.
+const MAX_FILE_BYTES: u16 = 4096;
 
 /// What is wrong with a key file; each names the file, and none carries key bytes.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +150,7 @@ impl SecretsKey {
     /// access, and hold a known version, base64 of exactly [`KEY_LEN`] bytes and the id of
     /// that key.
     pub fn load(path: &Path) -> Result<Self, SecretsKeyError> {
-        let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
+        let read_err = |source: io::Error| match source.kind() {
             io::ErrorKind::NotFound => SecretsKeyError::Missing {
                 path: path.to_owned(),
             },
@@ -156,18 +158,22 @@ impl SecretsKey {
                 path: path.to_owned(),
                 source,
             },
-        })?;
-        let mode = meta.permissions().mode() & 0o7777;
+        };
+        // The mode is checked on the open file, so the file read is the file checked.
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let mode = file.metadata().map_err(read_err)?.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
             return Err(SecretsKeyError::Permissions {
                 path: path.to_owned(),
                 mode,
             });
         }
-        let text = Zeroizing::new(std::fs::read(path).map_err(|source| SecretsKeyError::Read {
-            path: path.to_owned(),
-            source,
-        })?);
+        // A key file is under 100 bytes; reading at most a buffer's worth means the buffer
+        // never grows, so no unwiped copy of the key is left behind by a reallocation.
+        let mut text = Zeroizing::new(Vec::with_capacity(usize::from(MAX_FILE_BYTES)));
+        file.take(u64::from(MAX_FILE_BYTES))
+            .read_to_end(&mut text)
+            .map_err(read_err)?;
         Self::decode(path, &text)
     }
 
@@ -180,7 +186,7 @@ impl SecretsKey {
         // Check the version before the other fields, so that a future format with other
         // fields is reported as an unknown version rather than as a malformed file.
         let value: serde_json::Value =
-            serde_json::from_slice(text).map_err(|e| format(strip_key(e.to_string())))?;
+            serde_json::from_slice(text).map_err(|e| format(e.to_string()))?;
         match value.get("version").and_then(serde_json::Value::as_u64) {
             Some(v) if v == u64::from(KEY_FILE_VERSION) => {}
             Some(v) => {
@@ -191,8 +197,7 @@ impl SecretsKey {
             }
             None => return Err(format("no numeric \"version\" field".into())),
         }
-        let file: KeyFile =
-            serde_json::from_value(value).map_err(|e| format(strip_key(e.to_string())))?;
+        let file: KeyFile = serde_json::from_value(value).map_err(|e| format(e.to_string()))?;
         let key_b64 = Zeroizing::new(file.key);
         let mut decoded = Zeroizing::new(Vec::with_capacity(KEY_LEN + 3));
         BASE64
@@ -217,14 +222,6 @@ impl SecretsKey {
             });
         }
         Ok(key)
-    }
-}
-
-/// serde_json's messages quote an unexpected value; cut that off so no key text is echoed.
-fn strip_key(message: String) -> String {
-    match message.find(": \"") {
-        Some(at) => message[..at].to_owned(),
-        None => message,
     }
 }
 

@@ -157,3 +157,12 @@ fn id_that_does_not_match_the_key_is_refused() {
     assert!(matches!(err, SecretsKeyError::IdMismatch { .. }), "{msg}");
     assert!(msg.contains(key.id()) && !msg.contains(&b64), "{msg}");
 }
+
+#[test]
+fn oversized_file_is_refused() {
+    // A valid key file padded past 4 KiB with trailing spaces: only the first 4 KiB are read.
+    let mut text = String::from_utf8(fixed_key().encode().to_vec()).unwrap();
+    text.insert_str(0, &" ".repeat(5000));
+    let (err, msg) = load_error(&text);
+    assert!(matches!(err, SecretsKeyError::Format { .. }), "{msg}");
+}
