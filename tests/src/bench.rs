@@ -68,6 +68,30 @@ pub fn whole(x: f64) -> u64 {
     x as u64
 }
 
+/// The 1-minute load average (the machine may be shared with other work).
+pub fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// n, min, p50, p99, max and mean of `values` as JSON (null for none).
+pub fn stats(values: &[f64]) -> serde_json::Value {
+    if values.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let mean = values.iter().sum::<f64>() / float_len(values.len());
+    serde_json::json!({
+        "n": values.len(),
+        "min": pct(values, 0.0),
+        "p50": pct(values, 0.5),
+        "p99": pct(values, 0.99),
+        "max": pct(values, 1.0),
+        "mean": mean,
+    })
+}
+
 /// The CPUs this process may use.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(0, |n| n.get())

@@ -327,6 +327,12 @@ impl Worker {
             loop {
                 let outcome = probe::check(probe, &target).await;
                 if let Some(passing) = state.observe(&outcome) {
+                    // Endpoint propagation is timed from this line (bench-propagation).
+                    tracing::info!(
+                        container = %target.container_id,
+                        ready = passing,
+                        "readiness changed"
+                    );
                     status.send_modify(|s| {
                         s.ready = passing;
                         if let Outcome::Failure(why) = &outcome {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use berth_proto::v1::{Assignment, ContainerEvent, ContainerState, Resources};
 use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
 use berth_tests::bench::{
-    cores, env_usize, float, float_len, float_signed, meminfo_kb, pct, whole,
+    cores, env_usize, float, float_len, float_signed, meminfo_kb, pct, stats, whole,
 };
 use berth_tests::fake_scheduler::{FakeScheduler, assignment, state_of};
 use berth_tests::{Berth, busybox_image, require_root};
@@ -882,21 +882,6 @@ fn leftovers(data_dir: &Path, node: &str, netns: &str) -> Vec<String> {
         out.push(format!("netns {netns}"));
     }
     out
-}
-
-fn stats(values: &[f64]) -> Value {
-    if values.is_empty() {
-        return Value::Null;
-    }
-    let mean = values.iter().sum::<f64>() / float_len(values.len());
-    json!({
-        "n": values.len(),
-        "min": pct(values, 0.0),
-        "p50": pct(values, 0.5),
-        "p99": pct(values, 0.99),
-        "max": pct(values, 1.0),
-        "mean": mean,
-    })
 }
 
 fn ratio_value(ours: f64, theirs: f64) -> Value {

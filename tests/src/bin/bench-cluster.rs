@@ -29,9 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_proto::v1::*;
 use berth_tests::agent_node::AgentNode;
-use berth_tests::bench::{
-    PlacementLine, cores, env_usize, float_len, float_signed, meminfo_kb, pct,
-};
+use berth_tests::bench::{PlacementLine, cores, env_usize, float_signed, meminfo_kb, pct, stats};
 use berth_tests::cluster::{
     DeployApi as Api, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes,
 };
@@ -763,21 +761,6 @@ fn unix_ms() -> f64 {
         .expect("after 1970")
         .as_secs_f64()
         * 1000.0
-}
-
-fn stats(values: &[f64]) -> Value {
-    if values.is_empty() {
-        return Value::Null;
-    }
-    let mean = values.iter().sum::<f64>() / float_len(values.len());
-    json!({
-        "n": values.len(),
-        "min": pct(values, 0.0),
-        "p50": pct(values, 0.5),
-        "p99": pct(values, 0.99),
-        "max": pct(values, 1.0),
-        "mean": mean,
-    })
 }
 
 fn row(what: &str, value: &str, note: &str) {

@@ -36,13 +36,13 @@
 //! counts above. Run it through `bash benches/store.sh`. Progress goes to stderr, the table to
 //! stdout.
 
-use std::collections::BTreeMap;
-use std::fs;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_proto::v1::*;
-use berth_tests::bench::{PlacementLine, cores, env_usize, float_len, meminfo_kb, pct};
+use berth_tests::bench::{
+    PlacementLine, cores, env_usize, float_len, loadavg, meminfo_kb, pct, stats,
+};
 use berth_tests::cluster::{DeployApi as Api, SchedulerProc};
 use berth_tests::etcd::EtcdCluster;
 use berth_tests::fake_node::{NODE_CPU_MILLIS, NODE_MEMORY, Sessions, fake_agent};
@@ -877,28 +877,6 @@ fn mean(values: &[f64]) -> f64 {
     } else {
         values.iter().sum::<f64>() / float_len(values.len())
     }
-}
-
-fn stats(values: &[f64]) -> Value {
-    if values.is_empty() {
-        return Value::Null;
-    }
-    let mut m = BTreeMap::new();
-    m.insert("n", json!(values.len()));
-    m.insert("min", json!(pct(values, 0.0)));
-    m.insert("p50", json!(pct(values, 0.5)));
-    m.insert("p99", json!(pct(values, 0.99)));
-    m.insert("max", json!(pct(values, 1.0)));
-    m.insert("mean", json!(mean(values)));
-    json!(m)
-}
-
-/// The 1-minute load average (the machine may be shared with other work).
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_default()
 }
 
 fn row(what: &str, value: &str, note: &str) {
