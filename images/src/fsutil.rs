@@ -24,6 +24,25 @@ pub(crate) fn io_err(
     move |source| IoError { op, path, source }
 }
 
+/// Opens (creating) the lock file `path` and takes `kind` of flock on it; the lock is held
+/// until the returned guard is dropped.
+pub(crate) fn lock_file(
+    path: PathBuf,
+    kind: nix::fcntl::FlockArg,
+) -> Result<nix::fcntl::Flock<fs::File>, IoError> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("open lock", &path))?;
+    nix::fcntl::Flock::lock(file, kind).map_err(|(_, errno)| IoError {
+        op: "lock",
+        path,
+        source: errno.into(),
+    })
+}
+
 /// Removes a file or directory tree without following symlinks; returns the bytes it held.
 /// A missing path is not an error.
 pub(crate) fn remove_tree(path: &Path) -> Result<u64, IoError> {

@@ -9,7 +9,7 @@
 //! ```
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -22,8 +22,8 @@ use serde::Serialize;
 use tempfile::NamedTempFile;
 
 use crate::digest::{HashingWriter, is_sha256};
-use crate::fsutil::IoError;
 pub(crate) use crate::fsutil::io_err;
+use crate::fsutil::{IoError, lock_file};
 use crate::reference::{Reference, ReferenceError};
 
 /// The annotation an OCI layout's index.json names images with.
@@ -201,20 +201,7 @@ impl Store {
     }
 
     fn lock(&self, name: &str, kind: FlockArg) -> Result<Flock<File>> {
-        let path = self.layout.join(".locks").join(name);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open lock", &path))?;
-        Flock::lock(file, kind).map_err(|(_, errno)| {
-            StoreError::Io(IoError {
-                op: "lock",
-                path,
-                source: errno.into(),
-            })
-        })
+        Ok(lock_file(self.layout.join(".locks").join(name), kind)?)
     }
 
     /// Takes the shared write lock: hold it from the first blob written until the image is

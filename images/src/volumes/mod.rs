@@ -17,7 +17,7 @@ mod mounts;
 mod seed;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{IoError, io_err, remove_tree};
+use crate::fsutil::{IoError, io_err, lock_file, remove_tree};
 
 pub use mounts::{
     MountRequest, MountSource, check_bind_source, check_targets, clean_target, oci_mounts,
@@ -149,19 +149,7 @@ impl VolumeStore {
 
     fn lock(&self, name: &str) -> Result<Flock<File>> {
         let path = self.dir.join(".locks").join(name);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open lock", &path))?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| {
-            VolumeError::Io(IoError {
-                op: "lock",
-                path,
-                source: errno.into(),
-            })
-        })
+        Ok(lock_file(path, FlockArg::LockExclusive)?)
     }
 
     fn tmp_path(&self, name: &str) -> PathBuf {
