@@ -199,6 +199,7 @@ async fn register(
             node_address: config.node_address.clone(),
             agent_endpoint: agent_endpoint.to_string(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            allowed_bind_paths: Vec::new(),
         })
         .await
         .map_err(|status| SessionError::Refused {
@@ -239,6 +240,10 @@ async fn on_message(
         Some(scheduler_message::Msg::Services(set)) => {
             // Handled by the session, which acknowledges it (see `apply_services`).
             tracing::debug!(generation = set.generation, "service set outside a session");
+        }
+        // WIP (issue 15): the agent's file store takes these in this session's work.
+        Some(scheduler_message::Msg::Files(set)) => {
+            tracing::debug!(generation = set.generation, "file set not yet handled");
         }
         None => tracing::debug!("empty scheduler message"),
     }

@@ -725,5 +725,11 @@ pub(crate) fn assignment(r: &ReplicaRecord, spec: &DeploymentSpec) -> Assignment
         liveness: spec.liveness.clone(),
         labels: spec.labels.clone(),
         security: spec.security.clone(),
+        volumes: spec.volumes.clone(),
+        tmpfs: spec.tmpfs.clone(),
+        binds: spec.binds.clone(),
+        configs: spec.configs.clone(),
+        secrets: spec.secrets.clone(),
+        env_from_secret: spec.env_from_secret.clone(),
     }
 }

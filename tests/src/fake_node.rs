@@ -220,6 +220,7 @@ async fn fake_session(
             node_address: "127.0.0.1".into(),
             agent_endpoint: String::new(),
             agent_version: "bench-store".into(),
+            allowed_bind_paths: Vec::new(),
         })
         .await?
         .into_inner();

@@ -58,6 +58,7 @@ impl Node {
             capacity: Some(capacity()),
             node_address: "192.0.2.10".to_string(),
             agent_endpoint: "127.0.0.1:1".to_string(),
+            allowed_bind_paths: Vec::new(),
             agent_version: "test".to_string(),
         };
         self.runtime

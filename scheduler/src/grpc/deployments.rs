@@ -43,6 +43,13 @@ impl DeployApi {
 
 #[tonic::async_trait]
 impl DeploymentService for DeployApi {
+    // WIP (issue 15, replaced by the volume placement work in this session).
+    async fn list_volumes(
+        &self,
+        _request: Request<berth_proto::v1::ListVolumesRequest>,
+    ) -> Result<Response<berth_proto::v1::ListVolumesResponse>, Status> {
+        Err(Status::unimplemented("ListVolumes"))
+    }
     async fn apply(
         &self,
         request: Request<ApplyRequest>,
