@@ -674,6 +674,12 @@ mod tests {
         ) -> Result<Response<ListServicesResponse>, Status> {
             nope()
         }
+        async fn list_volumes(
+            &self,
+            _: Request<berth_proto::v1::ListVolumesRequest>,
+        ) -> Result<Response<berth_proto::v1::ListVolumesResponse>, Status> {
+            nope()
+        }
         async fn list_containers(
             &self,
             _: Request<ListClusterContainersRequest>,

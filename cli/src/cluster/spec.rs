@@ -480,6 +480,8 @@ impl SpecFile {
             }),
             labels: map(&r.labels),
             security: r.security.as_ref().map(|s| s.0.clone()),
+            // WIP (issue 15): the spec file's storage fields come with the CLI work.
+            ..Default::default()
         }
     }
 }
