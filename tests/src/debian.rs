@@ -1,5 +1,5 @@
 //! A Debian bookworm userland, made by scripts/debian-base.sh (its one recipe: minbase plus
-//! python3-minimal and curl) once per machine under /var/cache/berth-tests and shared by every
+//! python3-minimal, curl and redis-server) once per machine under /var/cache/berth-tests and shared by every
 //! test, and an image made from it (also built once, as an OCI layout that tests import).
 
 use std::fs;
