@@ -427,6 +427,11 @@ impl DeployApi {
         self.rt.block_on(f).map(|r| r.into_inner())
     }
 
+    /// Runs any future on this API's runtime (calls on other services' clients).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
     /// Applies `spec`; Unavailable (no leader yet, or one still taking over, which says
     /// "retry") is retried as clients do, within `within`.
     pub fn apply(&self, spec: DeploymentSpec) -> ApplyResponse {
