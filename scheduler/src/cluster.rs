@@ -521,6 +521,66 @@ mod tests {
         }
     }
 
+    /// What kinds of message, in order.
+    fn kinds(msgs: &[SchedulerMessage]) -> Vec<&'static str> {
+        msgs.iter()
+            .map(|m| match &m.msg {
+                Some(scheduler_message::Msg::Files(_)) => "files",
+                Some(scheduler_message::Msg::Assignments(_)) => "assignments",
+                Some(scheduler_message::Msg::Services(_)) => "services",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    /// A session opens with the node's files before its assignments; a node whose
+    /// assignments never used any gets no FileSet at all; a new set goes at once, before the
+    /// assignments the caller sends next.
+    #[tokio::test]
+    async fn files_go_before_assignments_on_every_session() {
+        use crate::files::Kind;
+        use crate::files::delivery::{Delivery, FileRef};
+        use berth_proto::v1::{FileContent, FileSet};
+
+        let second = Duration::from_secs(1);
+        let cluster = Cluster::new(second, 3 * second);
+        let record = |name: &str| NodeRecord {
+            name: name.into(),
+            ..Default::default()
+        };
+        let plain = cluster.register(record("plain"), Capacity::default());
+        let (tx, _rx) = mpsc::channel(8);
+        let opened = cluster.connect("plain", plain, tx).unwrap();
+        assert_eq!(kinds(&opened), ["assignments", "services"]);
+
+        let session = cluster.register(record("n1"), Capacity::default());
+        let refs: BTreeSet<FileRef> = [FileRef {
+            kind: Kind::Secret,
+            name: "token".into(),
+            version: 1,
+        }]
+        .into();
+        let set = FileSet {
+            secrets: vec![FileContent {
+                name: "token".into(),
+                version: 1,
+                data: b"v".to_vec(),
+            }],
+            ..Default::default()
+        };
+        cluster.send_files("n1", Delivery::new(refs.clone(), set));
+        assert_eq!(cluster.files_of("n1"), refs);
+        let (tx, mut rx) = mpsc::channel(8);
+        let opened = cluster.connect("n1", session, tx).unwrap();
+        assert_eq!(kinds(&opened), ["files", "assignments", "services"]);
+
+        cluster.send_files("n1", Delivery::new(BTreeSet::new(), FileSet::default()));
+        cluster.assign("n1", vec![Assignment::default()]);
+        let sent = [rx.try_recv().unwrap(), rx.try_recv().unwrap()];
+        assert_eq!(kinds(&sent), ["files", "assignments"]);
+        assert!(cluster.files_of("n1").is_empty());
+    }
+
     fn services_in(msgs: &[SchedulerMessage]) -> Vec<ServiceSet> {
         msgs.iter()
             .filter_map(|m| match &m.msg {

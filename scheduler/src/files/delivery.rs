@@ -110,6 +110,11 @@ impl Drop for Delivery {
 }
 
 impl Delivery {
+    /// The versions `refs` with their content `set` (which owns the secret values now).
+    pub(crate) fn new(refs: BTreeSet<FileRef>, set: FileSet) -> Self {
+        Self { refs, set }
+    }
+
     /// The set as sent under `generation`.
     pub(crate) fn message(&mut self, generation: u64) -> SchedulerMessage {
         self.set.generation = generation;
@@ -139,7 +144,7 @@ impl Files {
                 ),
             }
         }
-        Delivery { refs, set }
+        Delivery::new(refs, set)
     }
 
     async fn content(&self, r: &FileRef) -> Result<FileContent, crate::error::SchedError> {

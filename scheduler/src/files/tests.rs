@@ -74,6 +74,19 @@ fn web(configs: &[&str], secrets: &[&str]) -> DeploymentSpec {
     }
 }
 
+/// The FileSet a node using `refs` gets, as sent under generation 5.
+async fn file_set(f: &Fixture, refs: BTreeSet<FileRef>) -> berth_proto::v1::FileSet {
+    let mut d = f.files.delivery(refs).await;
+    let berth_proto::v1::SchedulerMessage {
+        msg: Some(berth_proto::v1::scheduler_message::Msg::Files(set)),
+    } = d.message(5)
+    else {
+        panic!("a file set")
+    };
+    assert_eq!(set.generation, 5);
+    set
+}
+
 async fn current(f: &Fixture) -> DeploymentSpec {
     f.deployments.load("web").await.unwrap().0.spec.unwrap()
 }
@@ -354,14 +367,7 @@ async fn an_update_makes_a_revision_with_the_new_version_and_rollback_restores_t
     assert_eq!(current(&f).await.configs[0].version, 2);
     // The old versions are still there to deliver.
     let refs: BTreeSet<FileRef> = delivery::spec_refs(&back).collect();
-    let mut d = f.files.delivery(refs).await;
-    let berth_proto::v1::SchedulerMessage {
-        msg: Some(berth_proto::v1::scheduler_message::Msg::Files(set)),
-    } = d.message(5)
-    else {
-        panic!("a file set")
-    };
-    assert_eq!(set.generation, 5);
+    let set = file_set(&f, refs).await;
     assert_eq!(set.configs.len(), 1);
     assert_eq!(set.configs[0].data, b"a=1");
     assert_eq!(set.secrets.len(), 1, "mount and env share one version");
@@ -449,13 +455,7 @@ async fn rotation_rewraps_every_version_and_the_old_key_no_longer_opens_them() {
             version: *v,
         })
         .collect();
-    let mut d = f.files.delivery(refs).await;
-    let berth_proto::v1::SchedulerMessage {
-        msg: Some(berth_proto::v1::scheduler_message::Msg::Files(set)),
-    } = d.message(1)
-    else {
-        panic!("a file set")
-    };
+    let set = file_set(&f, refs).await;
     let values: Vec<&[u8]> = set.secrets.iter().map(|s| s.data.as_slice()).collect();
     assert_eq!(values, vec![&b"value-a"[..], b"value-a2", b"value-b"]);
     assert_eq!(
