@@ -24,6 +24,10 @@ pub(crate) fn versions_prefix(kind: Kind, name: &str) -> String {
     format!("{}{name}/", kind.prefix())
 }
 
+/// A key rotation under way: written before its first transaction and deleted after its
+/// last, so a scheduler that starts with the old key finishes a rotation that was cut short.
+pub(crate) const ROTATION: &str = "/secrets-rotation";
+
 /// The name and version a version key names, if it is one.
 pub(crate) fn parse_key(kind: Kind, key: &str) -> Option<(&str, u64)> {
     let (name, version) = key.strip_prefix(kind.prefix())?.rsplit_once('/')?;
@@ -96,4 +100,16 @@ impl From<SealedRecord> for SealedSecret {
             ciphertext: s.ciphertext,
         }
     }
+}
+
+/// The rotation under way (at [`ROTATION`]).
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct RotationRecord {
+    #[prost(string, tag = "1")]
+    pub old_key_id: String,
+    #[prost(string, tag = "2")]
+    pub new_key_id: String,
+    /// The new key's file on the scheduler's host.
+    #[prost(string, tag = "3")]
+    pub new_key_file: String,
 }

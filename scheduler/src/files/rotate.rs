@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::record::{FileVersion, SealedRecord};
+use super::record::{FileVersion, ROTATION, RotationRecord, SealedRecord};
 use super::{Files, KeyFile, Kind, NO_KEY};
 use crate::error::SchedError;
 use crate::records;
@@ -26,6 +26,7 @@ impl Files {
     /// version must name the key's id (the id is derived from the key, so the same id is the
     /// same key). Nothing is rewritten.
     pub(crate) async fn check_key(&self) -> Result<(), SchedError> {
+        self.finish_rotation().await?;
         let (kvs, _) = self.store.list(Kind::Secret.prefix()).await?;
         if kvs.is_empty() {
             return Ok(());
@@ -50,6 +51,31 @@ impl Files {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Finishes a rotation that was cut short, when this scheduler holds its old key (the
+    /// records already moved are skipped); refuses to start on its new key, which cannot open
+    /// the records not moved yet.
+    async fn finish_rotation(&self) -> Result<(), SchedError> {
+        let Some(kv) = self.store.get(ROTATION).await? else {
+            return Ok(());
+        };
+        let rotation: RotationRecord = records::decode(&kv.key, &kv.value)?;
+        let loaded = self
+            .key
+            .read()
+            .await
+            .as_ref()
+            .map(|k| k.key.id().to_string());
+        if loaded.as_deref() != Some(rotation.old_key_id.as_str()) {
+            return Err(SchedError::FailedPrecondition(format!(
+                "a rotation of the secrets key from {} to {} ({}) was cut short: start once with --secrets-key set to the old key's file to finish it",
+                rotation.old_key_id, rotation.new_key_id, rotation.new_key_file
+            )));
+        }
+        tracing::warn!(new_key_file = %rotation.new_key_file, "finishing a secrets key rotation that was cut short");
+        self.rotate(Path::new(&rotation.new_key_file)).await?;
         Ok(())
     }
 
@@ -101,9 +127,18 @@ impl Files {
             });
         }
         let rewrapped = u32::try_from(ops.len()).unwrap_or(u32::MAX);
+        let rotation = RotationRecord {
+            old_key_id: old.id().to_string(),
+            new_key_id: new.id().to_string(),
+            new_key_file: path.display().to_string(),
+        };
+        self.store
+            .put(ROTATION, records::encode(&rotation), Expect::Any)
+            .await?;
         for chunk in chunks(ops) {
             self.store.txn(chunk).await?;
         }
+        self.store.delete(ROTATION, Expect::Any).await?;
         let rotated = Rotated {
             old_key_id: old.id().to_string(),
             new_key_id: new.id().to_string(),

@@ -480,3 +480,47 @@ async fn rotation_rewraps_every_version_and_the_old_key_no_longer_opens_them() {
             .contains(NO_KEY)
     );
 }
+
+#[tokio::test]
+async fn a_rotation_cut_short_is_finished_by_a_start_with_the_old_key() {
+    let f = fixture(true);
+    let old = f.files.key.read().await.clone().unwrap();
+    f.files
+        .create(Kind::Secret, "a", b"value-a", NOW)
+        .await
+        .unwrap();
+    f.files
+        .create(Kind::Secret, "b", b"value-b", NOW)
+        .await
+        .unwrap();
+    let new = key_file(f.dir.path(), "new.json");
+    // As a rotation that wrote its marker and moved "a" before the process died.
+    let (kvs, _) = f.store.list("/secrets/a/").await.unwrap();
+    let mut rec: FileVersion = records::decode(&kvs[0].key, &kvs[0].value).unwrap();
+    let sealed = rec.sealed.take().unwrap().into();
+    let moved = secrets::rewrap(std::slice::from_ref(&old.key), &new.key, &sealed).unwrap();
+    rec.sealed = Some(moved.into());
+    f.store
+        .put(&kvs[0].key, records::encode(&rec), Expect::Any)
+        .await
+        .unwrap();
+    let marker = record::RotationRecord {
+        old_key_id: old.key.id().into(),
+        new_key_id: new.key.id().into(),
+        new_key_file: new.path.display().to_string(),
+    };
+    f.store
+        .put(record::ROTATION, records::encode(&marker), Expect::Any)
+        .await
+        .unwrap();
+
+    let on_new = Files::new(f.store.clone(), Some(new.clone()));
+    let err = on_new.check_key().await.unwrap_err();
+    assert!(err.to_string().contains("cut short"), "{err}");
+    let on_old = Files::new(f.store.clone(), Some(old));
+    on_old.check_key().await.unwrap();
+    assert!(f.store.get(record::ROTATION).await.unwrap().is_none());
+    on_new.check_key().await.unwrap();
+    let (info, _) = on_new.get(Kind::Secret, "b", 0).await.unwrap();
+    assert_eq!(info.key_id, new.key.id());
+}
