@@ -144,6 +144,16 @@ impl Files {
                 ),
             }
         }
+        let size = prost::Message::encoded_len(&set);
+        if size > berth_proto::MAX_MESSAGE_BYTES {
+            // The session stream refuses messages this large: say so, with names only.
+            tracing::warn!(
+                size,
+                limit = berth_proto::MAX_MESSAGE_BYTES,
+                files = ?refs,
+                "a node's file set is over the message limit"
+            );
+        }
         Delivery::new(refs, set)
     }
 
