@@ -410,6 +410,8 @@ impl Deployments {
                 what: format!("revision {to} of deployment {name}"),
             })?;
         spec.replicas = rec.spec.as_ref().map_or(spec.replicas, |s| s.replicas);
+        // The versions it pinned must still exist (a deleted config or secret is refused).
+        let spec = self.files.pin(spec).await?;
         // A rollback is an emergency measure: it does not wait for approval.
         self.new_revision(name, spec, Some((rec, mod_rev)), true, now)
             .await

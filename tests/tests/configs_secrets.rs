@@ -378,6 +378,16 @@ async fn rotation_keeps_secrets_delivering_and_the_old_key_file_is_refused() {
         let info = secrets.create_secret(put).await.unwrap().into_inner();
         assert_eq!(info.key_id, old.id());
     }
+    // More versions than one transaction holds (100 writes), so the rotation takes several.
+    const FILLERS: u32 = 148;
+    for i in 0..FILLERS {
+        let put = PutFileRequest {
+            name: format!("filler-{i}"),
+            data: marker("filler").into_bytes(),
+        };
+        secrets.create_secret(put).await.unwrap();
+    }
+    let started = Instant::now();
     let rotated = secrets
         .rotate_secrets_key(RotateSecretsKeyRequest {
             new_key_file: flag(&new_path),
@@ -385,13 +395,19 @@ async fn rotation_keeps_secrets_delivering_and_the_old_key_file_is_refused() {
         .await
         .expect("rotate")
         .into_inner();
+    // A figure for the report, not a check.
+    eprintln!(
+        "rotate-key of {} secret versions on redb: {:?}",
+        rotated.rewrapped,
+        started.elapsed()
+    );
     assert_eq!(
         (
             rotated.old_key_id.as_str(),
             rotated.new_key_id.as_str(),
             rotated.rewrapped
         ),
-        (old.id(), new.id(), 2)
+        (old.id(), new.id(), 2 + FILLERS)
     );
     let listed = secrets.list_secrets(ListFilesRequest {}).await.unwrap();
     for info in listed.into_inner().files {

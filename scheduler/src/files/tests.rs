@@ -394,8 +394,16 @@ async fn delete_is_refused_while_a_deployment_uses_it() {
     assert!(err.to_string().contains("used by deployment web"), "{err}");
     let listed = f.files.list(Kind::Config).await.unwrap();
     assert_eq!(listed[0].used_by, vec!["web".to_string()]);
-    f.deployments.delete("web").await.unwrap();
+    // Once no current spec uses it, it may go; a rollback to a revision that pinned it is
+    // then refused, naming it, instead of leaving replicas waiting for it.
+    f.deployments.apply(web(&[], &[]), &[], NOW).await.unwrap();
     f.files.delete(Kind::Config, "app-conf").await.unwrap();
+    let err = f.deployments.rollback("web", 1, NOW).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid spec.configs[0].name: no config \"app-conf\""
+    );
+    f.deployments.delete("web").await.unwrap();
     let (left, _) = f.store.list("/configs/").await.unwrap();
     assert!(left.is_empty(), "every version goes");
     let err = f.files.delete(Kind::Config, "app-conf").await.unwrap_err();
