@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_proto::secrets_key::SecretsKey;
-use berth_proto::tls::{Role, TlsFiles, client_config};
+use berth_proto::tls::{Role, TlsFiles, client_config, client_config_ca_only};
+use berth_proto::v1::auth_service_client::AuthServiceClient;
 use berth_proto::v1::config_service_client::ConfigServiceClient;
 use berth_proto::v1::deployment_service_client::DeploymentServiceClient;
 use berth_proto::v1::secret_service_client::SecretServiceClient;
@@ -314,11 +315,31 @@ async fn only_admins_read_or_create_secrets_and_deployers_may_use_them() {
     assert_eq!(listed.into_inner().files[0].name, "app-conf");
     let status = configs.create_config(put("mine")).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    let info = SecretServiceClient::new(admin)
-        .get_secret(get)
+    let info = SecretServiceClient::new(admin.clone())
+        .get_secret(get.clone())
+        .await;
+    assert_eq!(
+        info.unwrap().into_inner().used_by,
+        vec!["uses-api-key".to_string()]
+    );
+
+    // A viewer's bearer token, over TLS with no client certificate: refused the same way.
+    let created = AuthServiceClient::new(admin)
+        .create_token(CreateTokenRequest {
+            role: "viewer".into(),
+            name: "dashboard".into(),
+            ..Default::default()
+        })
         .await
-        .unwrap();
-    assert_eq!(info.into_inner().used_by, vec!["uses-api-key".to_string()]);
+        .expect("an admin creates a token")
+        .into_inner();
+    let ca_only = client_config_ca_only(&dir.join("ca.pem"), "127.0.0.1").unwrap();
+    let mut by_token = SecretServiceClient::new(channel(&url, Some(ca_only)).await);
+    let mut req = tonic::Request::new(get);
+    let bearer = format!("Bearer {}", created.token).parse().expect("ascii");
+    req.metadata_mut().insert("authorization", bearer);
+    let status = by_token.get_secret(req).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 }
 
 /// A `berth-scheduler` on `data_dir` with `key` (its output in `log`), not waited for.
