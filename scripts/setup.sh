@@ -10,11 +10,12 @@ source "$(dirname "$0")/as-root.sh" "$0" "$@"
 # the statically linked berth-runtime that benches/lifecycle.sh builds), python3-venv for the
 # Python gRPC client test (its packages come from PyPI into a cached venv, see
 # tests/src/pyvenv.rs), buildah, which drives berth-runtime in tests/tests/buildah.rs, and
-# conntrack, with which the agent flushes the UDP flows of service endpoints that left.
+# conntrack, with which the agent flushes the UDP flows of service endpoints that left, and
+# etcd-client (etcdctl), with which tests/tests/configs_secrets.rs greps the raw etcd store.
 PACKAGES=(
   busybox-static umoci skopeo docker-registry zstd protobuf-compiler libprotobuf-dev
   crun runc hyperfine jq iproute2 debootstrap apache2-utils podman conmon curl nftables util-linux
-  qemu-system-x86 linux-image-amd64 cpio etcd-server openssl procps
+  qemu-system-x86 linux-image-amd64 cpio etcd-server etcd-client openssl procps
   python3 python3-venv time libc6-dev buildah conntrack
 )
 

@@ -1,7 +1,7 @@
 //! The live picture of the nodes: sessions, heartbeats and the containers each reports.
 //! Not persisted: it rebuilds itself as agents reconnect.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::clock::now_ms;
 use crate::error::SchedError;
+use crate::files::delivery::{Delivery, FileRef};
 use crate::records::NodeRecord;
 
 /// What goes down a node's session stream (the gRPC handler frames it).
@@ -36,6 +37,9 @@ pub(crate) struct NodeState {
     pub generation: u64,
     /// The ServiceSet generation the node acknowledged applying in this session.
     pub services_applied: u64,
+    /// The configs and secrets last sent (or to send when the node connects); None until its
+    /// assignments first use any.
+    pub files: Option<Delivery>,
 }
 
 /// The services as last sent to the nodes.
@@ -109,6 +113,7 @@ impl Cluster {
                         departing: HashMap::new(),
                         generation: 0,
                         services_applied: 0,
+                        files: None,
                     },
                 );
             }
@@ -140,10 +145,15 @@ impl Cluster {
         let generation = self.bump();
         n.generation = generation;
         let services = self.services.lock().unwrap();
-        let first = vec![
-            assignment_message(generation, &n.assignments),
-            service_message(services.generation, &services.services),
-        ];
+        // Files before the assignments that mount them.
+        let files = n.files.as_mut().map(|f| f.message(generation));
+        let first = files
+            .into_iter()
+            .chain([
+                assignment_message(generation, &n.assignments),
+                service_message(services.generation, &services.services),
+            ])
+            .collect();
         drop(services);
         drop(nodes);
         self.changed.notify_one();
@@ -271,6 +281,33 @@ impl Cluster {
         }
     }
 
+    /// The config and secret versions the node was last sent (empty: none yet).
+    pub(crate) fn files_of(&self, node: &str) -> BTreeSet<FileRef> {
+        self.with_nodes(|nodes| {
+            nodes
+                .get(node)
+                .and_then(|n| n.files.as_ref())
+                .map(|f| f.refs.clone())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Sets the node's files and sends them; the caller sends the assignments that use them
+    /// after this (the session stream keeps the order).
+    pub(crate) fn send_files(&self, node: &str, mut files: Delivery) {
+        let generation = self.bump();
+        let mut nodes = self.nodes.lock().unwrap();
+        let Some(n) = nodes.get_mut(node) else { return };
+        if let Some(tx) = &n.downlink
+            && tx.try_send(files.message(generation)).is_err()
+        {
+            // As in `assign`: the whole set goes again when the agent reconnects.
+            n.downlink = None;
+        }
+        // The previous set's secret values are wiped as it drops.
+        n.files = Some(files);
+    }
+
     /// Sends a message to every connected node.
     pub(crate) fn broadcast(&self, msg: &SchedulerMessage) {
         for n in self.nodes.lock().unwrap().values_mut() {
@@ -309,6 +346,7 @@ impl Cluster {
                 departing: HashMap::new(),
                 generation: 0,
                 services_applied: 0,
+                files: None,
             });
     }
 }
@@ -481,6 +519,66 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// What kinds of message, in order.
+    fn kinds(msgs: &[SchedulerMessage]) -> Vec<&'static str> {
+        msgs.iter()
+            .map(|m| match &m.msg {
+                Some(scheduler_message::Msg::Files(_)) => "files",
+                Some(scheduler_message::Msg::Assignments(_)) => "assignments",
+                Some(scheduler_message::Msg::Services(_)) => "services",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    /// A session opens with the node's files before its assignments; a node whose
+    /// assignments never used any gets no FileSet at all; a new set goes at once, before the
+    /// assignments the caller sends next.
+    #[tokio::test]
+    async fn files_go_before_assignments_on_every_session() {
+        use crate::files::Kind;
+        use crate::files::delivery::{Delivery, FileRef};
+        use berth_proto::v1::{FileContent, FileSet};
+
+        let second = Duration::from_secs(1);
+        let cluster = Cluster::new(second, 3 * second);
+        let record = |name: &str| NodeRecord {
+            name: name.into(),
+            ..Default::default()
+        };
+        let plain = cluster.register(record("plain"), Capacity::default());
+        let (tx, _rx) = mpsc::channel(8);
+        let opened = cluster.connect("plain", plain, tx).unwrap();
+        assert_eq!(kinds(&opened), ["assignments", "services"]);
+
+        let session = cluster.register(record("n1"), Capacity::default());
+        let refs: BTreeSet<FileRef> = [FileRef {
+            kind: Kind::Secret,
+            name: "token".into(),
+            version: 1,
+        }]
+        .into();
+        let set = FileSet {
+            secrets: vec![FileContent {
+                name: "token".into(),
+                version: 1,
+                data: b"v".to_vec(),
+            }],
+            ..Default::default()
+        };
+        cluster.send_files("n1", Delivery::new(refs.clone(), set));
+        assert_eq!(cluster.files_of("n1"), refs);
+        let (tx, mut rx) = mpsc::channel(8);
+        let opened = cluster.connect("n1", session, tx).unwrap();
+        assert_eq!(kinds(&opened), ["files", "assignments", "services"]);
+
+        cluster.send_files("n1", Delivery::new(BTreeSet::new(), FileSet::default()));
+        cluster.assign("n1", vec![Assignment::default()]);
+        let sent = [rx.try_recv().unwrap(), rx.try_recv().unwrap()];
+        assert_eq!(kinds(&sent), ["files", "assignments"]);
+        assert!(cluster.files_of("n1").is_empty());
     }
 
     fn services_in(msgs: &[SchedulerMessage]) -> Vec<ServiceSet> {

@@ -18,6 +18,7 @@ use crate::clock::now_ms;
 use crate::cluster::{self, Cluster};
 use crate::deployments::{self, Deployments};
 use crate::error::SchedError;
+use crate::files::{Files, delivery};
 use crate::placement::{self, NodeView, Placement, Request};
 use crate::records::{
     self, DEPLOYMENTS, DeploymentRecord, REPLICAS, ReplicaRecord, deployment_key, replica_key,
@@ -46,6 +47,8 @@ pub(crate) struct Controller {
     specs: Mutex<Specs>,
     pub events: broadcast::Sender<Deployment>,
     ids: AtomicU64,
+    /// The content of the configs and secrets nodes get.
+    files: Files,
 }
 
 impl Controller {
@@ -55,6 +58,7 @@ impl Controller {
         cluster: Arc<Cluster>,
         reschedule_delay: Duration,
         drain_timeout: Duration,
+        files: Files,
     ) -> Self {
         Self {
             deployments,
@@ -69,6 +73,7 @@ impl Controller {
             events: broadcast::channel(1024).0,
             // The clock only seeds the counter: before 1970 it starts at 0.
             ids: AtomicU64::new(u64::try_from(now_ms()).unwrap_or(0)),
+            files,
         }
     }
 
@@ -581,6 +586,14 @@ impl Controller {
                 .push(assignment(r, &spec));
         }
         for (node, set) in per_node {
+            // A changed file set goes first, so the assignments find what they mount; only
+            // then are secrets read and decrypted.
+            let refs = delivery::assignment_refs(&set);
+            if refs != self.cluster.files_of(&node) {
+                let files = self.files.delivery(refs).await;
+                tracing::debug!(node = %node, files = ?files.refs, "file set changed");
+                self.cluster.send_files(&node, files);
+            }
             self.cluster.assign(&node, set);
         }
         Ok(())

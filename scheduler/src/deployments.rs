@@ -13,6 +13,7 @@ use berth_proto::v1::{
 };
 
 use crate::error::SchedError;
+use crate::files::Files;
 use crate::records::{
     self, DEPLOYMENTS, DeploymentRecord, ReplicaRecord, deployment_key, revision_key,
     revisions_prefix,
@@ -27,6 +28,8 @@ pub(crate) struct Deployments {
     store: Arc<dyn Store>,
     /// Virtual IPs of services come from here.
     service_network: Ipv4Net,
+    /// Configs and secrets: Apply pins the versions a spec uses.
+    files: Files,
 }
 
 /// How often a write that lost a virtual IP to a concurrent one picks again.
@@ -35,9 +38,16 @@ const VIP_ATTEMPTS: usize = 64;
 impl Deployments {
     pub(crate) fn new(store: Arc<dyn Store>, service_network: Ipv4Net) -> Self {
         Self {
+            files: Files::new(store.clone(), None),
             store,
             service_network,
         }
+    }
+
+    /// The same deployments, with configs and secrets from `files` (which holds the secrets key).
+    pub(crate) fn with_files(mut self, files: Files) -> Self {
+        self.files = files;
+        self
     }
 
     /// The deployment's record and its store revision (for a checked write back).
@@ -177,6 +187,7 @@ impl Deployments {
     ) -> Result<(String, bool), SchedError> {
         let spec = spec::with_defaults(spec);
         spec::validate(&spec)?;
+        let spec = self.files.pin(spec).await?;
         check_fits_somewhere(&spec, allocatable)?;
         let name = spec.name.clone();
         let existing = match self.load(&name).await {
@@ -399,6 +410,8 @@ impl Deployments {
                 what: format!("revision {to} of deployment {name}"),
             })?;
         spec.replicas = rec.spec.as_ref().map_or(spec.replicas, |s| s.replicas);
+        // The versions it pinned must still exist (a deleted config or secret is refused).
+        let spec = self.files.pin(spec).await?;
         // A rollback is an emergency measure: it does not wait for approval.
         self.new_revision(name, spec, Some((rec, mod_rev)), true, now)
             .await

@@ -14,6 +14,9 @@ pub enum SchedError {
     NotFound { what: String },
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The object to create exists already.
+    #[error("{what} exists already")]
+    AlreadyExists { what: String },
     #[error("the state changed while {what}; retry")]
     Conflict { what: String },
     #[error(transparent)]
@@ -61,6 +64,7 @@ impl From<SchedError> for Status {
             | SchedError::NotFound { .. }
             | SchedError::DeploymentDeleted(_) => K::NotFound,
             SchedError::FailedPrecondition(_) => K::FailedPrecondition,
+            SchedError::AlreadyExists { .. } => K::AlreadyExists,
             SchedError::Unauthenticated(_) => K::Unauthenticated,
             SchedError::PermissionDenied(_) => K::PermissionDenied,
             SchedError::Conflict { .. } | SchedError::Store(StoreError::Conflict { .. }) => {

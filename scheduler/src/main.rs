@@ -66,6 +66,11 @@ struct Args {
     /// thirds of it steps down, so it must outlast an etcd leader election (about 1 s).
     #[arg(long, default_value_t = 5)]
     leader_lease_seconds: u64,
+    /// The key file (`berth secret init-key`; JSON, mode 0600) whose key seals secrets in the
+    /// store. Without it, secrets cannot be created or used; a missing or unreadable file, or
+    /// one whose key does not open the stored secrets, stops the start.
+    #[arg(long, value_name = "FILE")]
+    secrets_key: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -89,6 +94,14 @@ fn main() -> anyhow::Result<()> {
         .context("TLS")?
         .map(|(files, _)| files);
     let security = berth_scheduler::auth::Security::load(tls.as_ref()).context("TLS")?;
+    // Read now: a bad key file fails the start, naming it (the error never holds key bytes).
+    let secrets_key = match &args.secrets_key {
+        Some(path) => Some(berth_scheduler::files::KeyFile {
+            key: berth_scheduler::secrets::SecretsKey::load(path).context("--secrets-key")?,
+            path: path.clone(),
+        }),
+        None => None,
+    };
     let config = berth_scheduler::Config {
         security,
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(10)),
@@ -103,6 +116,7 @@ fn main() -> anyhow::Result<()> {
             .parse()
             .with_context(|| format!("--service-cidr {:?}", args.service_cidr))?,
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+        secrets_key,
     };
     berth_scheduler::check_config(&config).context("--service-cidr")?;
     if etcd_endpoints.is_none() {

@@ -1,5 +1,6 @@
-//! Runs the scheduler: NodeService for agents and DeploymentService for clients on one
-//! listener (with health and reflection), and the control loop, until shutdown.
+//! Runs the scheduler: NodeService for agents, DeploymentService, ConfigService and
+//! SecretService for clients on one listener (with health and reflection), and the control
+//! loop, until shutdown.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::MAX_MESSAGE_BYTES;
+use berth_proto::v1::config_service_server::ConfigServiceServer;
 use berth_proto::v1::deployment_service_server::DeploymentServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
+use berth_proto::v1::secret_service_server::SecretServiceServer;
 use ipnet::Ipv4Net;
 use tokio::net::TcpListener;
 use tonic::transport::server::Router;
@@ -17,7 +20,9 @@ use crate::cluster::Cluster;
 use crate::controller::Controller;
 use crate::deployments::Deployments;
 use crate::error::SchedError;
+use crate::files::Files;
 use crate::grpc::deployments::DeployApi;
+use crate::grpc::files::FilesApi;
 use crate::grpc::nodes::NodeApi;
 use crate::nodes::Nodes;
 use crate::records::{self, NODES, NodeRecord};
@@ -38,6 +43,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// TLS and authentication (off by default: loopback trust).
     pub security: crate::auth::Security,
+    /// The key secrets are sealed with (`--secrets-key`); without it no secret is kept.
+    pub secrets_key: Option<crate::files::KeyFile>,
 }
 
 impl Default for Config {
@@ -50,6 +57,7 @@ impl Default for Config {
             service_network: "10.96.0.0/16".parse().expect("a valid network"),
             drain_timeout: Duration::from_secs(2),
             security: crate::auth::Security::default(),
+            secrets_key: None,
         }
     }
 }
@@ -132,6 +140,8 @@ pub(crate) async fn with_health_and_reflection<L>(
     health
         .set_serving::<DeploymentServiceServer<DeployApi>>()
         .await;
+    health.set_serving::<ConfigServiceServer<FilesApi>>().await;
+    health.set_serving::<SecretServiceServer<FilesApi>>().await;
     if serves_nodes {
         health.set_serving::<NodeServiceServer<NodeApi>>().await;
     } else {
@@ -156,13 +166,18 @@ pub(crate) async fn serve_leader(
         let record: NodeRecord = records::decode(&kv.key, &kv.value)?;
         cluster.remember(record, Duration::from_secs(10));
     }
-    let deployments = Deployments::new(store.clone(), config.service_network);
+    // A store with secrets this key does not open is never served (nor rewritten).
+    let files = Files::new(store.clone(), config.secrets_key.clone());
+    files.check_key().await?;
+    let deployments =
+        Deployments::new(store.clone(), config.service_network).with_files(files.clone());
     let controller = Arc::new(Controller::new(
         deployments.clone(),
         store.clone(),
         cluster.clone(),
         config.reschedule_delay,
         config.drain_timeout,
+        files.clone(),
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let control = tokio::spawn(controller.clone().run(stop_rx));
@@ -177,6 +192,11 @@ pub(crate) async fn serve_leader(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (config_api, secret_api) = FilesApi {
+        files,
+        deployments: deployments.clone(),
+    }
+    .services();
     let deploy_api = DeploymentServiceServer::new(DeployApi {
         deployments,
         controller,
@@ -192,6 +212,8 @@ pub(crate) async fn serve_leader(
     )
     .await?
     .add_service(deploy_api)
+    .add_service(config_api)
+    .add_service(secret_api)
     .add_service(crate::grpc::auth::token_service(store.clone()));
     let served = serve_until(
         |drained| router.serve_with_incoming_shutdown(incoming(listener), drained),

@@ -1,14 +1,15 @@
 """berth's gRPC API from Python, as a pipeline or a tool outside Rust would use it.
 
 Generates stubs from proto/ with grpc_tools.protoc, calls real RPCs on a running scheduler
-and agent (list nodes, deploy and follow the status, list the node's containers, delete),
-and lists both daemons' services through server reflection in both versions:
+and agent (list nodes, deploy and follow the status, list the node's containers, delete;
+create and list a config, through a standby when there is one, which forwards it), and lists both daemons' services through server reflection in both versions:
 grpc.reflection.v1alpha with grpcio-reflection (the only version it speaks) and
 grpc.reflection.v1 through a raw stub. Any failure raises, so the exit status is non-zero.
 Driven by tests/tests/python_client.rs.
 """
 
 import argparse
+import hashlib
 import ipaddress
 import glob
 import os
@@ -29,7 +30,8 @@ COMMON = {
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
 }
-SCHEDULER = COMMON | {"berth.v1.DeploymentService", "berth.v1.NodeService", "berth.v1.AuthService"}
+SCHEDULER = COMMON | {"berth.v1.DeploymentService", "berth.v1.NodeService", "berth.v1.AuthService",
+                      "berth.v1.ConfigService", "berth.v1.SecretService"}
 AGENT = COMMON | {"berth.v1.AgentService"}
 
 
@@ -123,6 +125,26 @@ def scheduler_rpcs(channel, agent_channel, image, name):
     print(f"ok: Delete: {name}")
 
 
+def config_rpcs(channel, name):
+    """CreateConfig then ListConfigs: a config's info carries the SHA-256 of its content."""
+    from berth.v1 import deploy_pb2, deploy_pb2_grpc
+
+    configs = deploy_pb2_grpc.ConfigServiceStub(channel)
+    content = b"greeting = hello\n"
+    created = configs.CreateConfig(deploy_pb2.PutFileRequest(name=name, data=content))
+    assert created.version == 1, created
+    assert created.sha256 == hashlib.sha256(content).hexdigest(), created
+    listed = configs.ListConfigs(deploy_pb2.ListFilesRequest()).files
+    mine = [f for f in listed if f.name == name]
+    assert len(mine) == 1 and mine[0].size_bytes == len(content), listed
+    try:
+        configs.CreateConfig(deploy_pb2.PutFileRequest(name=name, data=content))
+        raise AssertionError("CreateConfig of an existing name succeeded")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.ALREADY_EXISTS, e
+    print(f"ok: CreateConfig/ListConfigs: {name} version {created.version}")
+
+
 def reflection_v1alpha(channel, wanted, what):
     """grpcio-reflection's client: services listed and a service's methods resolved."""
     db = ProtoReflectionDescriptorDatabase(channel)
@@ -206,6 +228,8 @@ def main():
     scheduler = grpc.insecure_channel(args.scheduler)
     agent = grpc.insecure_channel(args.agent)
     scheduler_rpcs(scheduler, agent, args.image, args.name)
+    standby = grpc.insecure_channel(args.standby) if args.standby else scheduler
+    config_rpcs(standby, args.name + "-conf")
     daemons = [(scheduler, SCHEDULER, "the scheduler"), (agent, AGENT, "the agent")]
     if args.standby:
         daemons.append((grpc.insecure_channel(args.standby), SCHEDULER, "a standby scheduler"))

@@ -101,6 +101,11 @@ impl SchedulerProc {
         Self::start(&flags)
     }
 
+    /// The etcd it keeps its state in, when started on an etcd store of its own.
+    pub fn etcd(&self) -> Option<&EtcdCluster> {
+        self._etcd.as_ref()
+    }
+
     /// The scheduler's data dir (with a redb store, `state.redb` is in it).
     pub fn data_dir(&self) -> &Path {
         self.dir.path()

@@ -43,6 +43,8 @@ pub enum Seen {
     Services(ServiceSet),
     /// It acknowledged applying this ServiceSet generation.
     ServicesApplied(u64),
+    /// A FileSet: the config and secret versions (with content) its assignments use.
+    Files(FileSet),
 }
 
 /// What a fake node reports beyond registering and heartbeating.
@@ -57,7 +59,8 @@ pub struct Behaviour {
     /// While set, service sets are taken but never acknowledged (a node whose load balancer
     /// is stuck): the scheduler's drain then ends by its timeout.
     pub withhold_service_acks: Arc<AtomicBool>,
-    /// Every assignment set and service set received, and every acknowledgement sent.
+    /// Every assignment set, service set and file set received, and every acknowledgement
+    /// sent.
     pub seen: Arc<Mutex<Vec<Logged>>>,
 }
 
@@ -283,6 +286,10 @@ async fn fake_session(
                         log(behaviour, name, Seen::ServicesApplied(applied));
                         tx.send(ack).await.map_err(|_| Ended::Other)?;
                     }
+                }
+                // Kept only in the log: nothing runs here to mount them.
+                Some(SchedulerMessage { msg: Some(scheduler_message::Msg::Files(set)) }) => {
+                    log(behaviour, name, Seen::Files(set));
                 }
                 Some(_) => {}
                 None => return Err(Ended::Other),

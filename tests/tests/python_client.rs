@@ -1,7 +1,8 @@
 //! berth's gRPC API from Python (tests/python/berth_client.py, with stubs generated from
 //! proto/ by grpcio-tools): real RPCs on a real scheduler and agent, and server reflection in
 //! both versions (grpcio-reflection speaks only v1alpha) on the leader, a standby and the
-//! agent. The agent is given its schedulers as bare HOST:PORT addresses.
+//! agent; a config created and listed through the standby (forwarded to the leader). The agent
+//! is given its schedulers as bare HOST:PORT addresses.
 
 use std::process::Command;
 
@@ -62,6 +63,7 @@ fn python_client_calls_the_api_and_lists_services_through_both_reflection_versio
         "ok: Get: ",
         "ok: agent ListContainers",
         "ok: ListServices: ",
+        "ok: CreateConfig/ListConfigs",
         "ok: reflection v1alpha on the scheduler",
         "ok: reflection v1 on the scheduler",
         "ok: reflection v1alpha on the agent",

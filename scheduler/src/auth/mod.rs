@@ -76,11 +76,11 @@ pub enum Access {
     Open,
     /// NodeService: agents only.
     Node,
-    /// Reading deployments, nodes, containers and logs.
+    /// Reading deployments, nodes, containers, logs, volumes and configs.
     Read,
-    /// Changing deployments.
+    /// Changing deployments and configs.
     Write,
-    /// Managing tokens.
+    /// Managing tokens and secrets.
     Admin,
 }
 
@@ -97,10 +97,21 @@ impl Access {
             "berth.v1.AuthService" => Some(Access::Admin),
             "berth.v1.DeploymentService" => match method {
                 "Get" | "List" | "History" | "Watch" | "ListNodes" | "ListServices"
-                | "ListContainers" | "Logs" | "Explain" => Some(Access::Read),
+                | "ListContainers" | "Logs" | "Explain" | "ListVolumes" => Some(Access::Read),
                 "Apply" | "Delete" | "Scale" | "Approve" | "Reject" | "Rollback" => {
                     Some(Access::Write)
                 }
+                _ => None,
+            },
+            "berth.v1.ConfigService" => match method {
+                "GetConfig" | "ListConfigs" => Some(Access::Read),
+                "CreateConfig" | "UpdateConfig" | "DeleteConfig" => Some(Access::Write),
+                _ => None,
+            },
+            // Deployers may use secrets in specs; only admins create, read or rotate them.
+            "berth.v1.SecretService" => match method {
+                "CreateSecret" | "UpdateSecret" | "GetSecret" | "ListSecrets" | "DeleteSecret"
+                | "RotateSecretsKey" => Some(Access::Admin),
                 _ => None,
             },
             _ => None,
@@ -238,6 +249,7 @@ mod tests {
             "ListContainers",
             "Logs",
             "Explain",
+            "ListVolumes",
         ] {
             let path = format!("/berth.v1.DeploymentService/{method}");
             assert_eq!(Access::of_path(&path), Some(Access::Read), "{path}");
@@ -257,6 +269,36 @@ mod tests {
             Access::of_path("/berth.v1.AuthService/CreateToken"),
             Some(Access::Admin)
         );
+    }
+
+    /// Issue 15: configs are read like deployments and written by deployers; every secret
+    /// call is an admin's, so a viewer or deployer can neither read nor create one.
+    #[test]
+    fn config_and_secret_methods_have_their_rules() {
+        for method in ["GetConfig", "ListConfigs"] {
+            let path = format!("/berth.v1.ConfigService/{method}");
+            assert_eq!(Access::of_path(&path), Some(Access::Read), "{path}");
+        }
+        for method in ["CreateConfig", "UpdateConfig", "DeleteConfig"] {
+            let path = format!("/berth.v1.ConfigService/{method}");
+            assert_eq!(Access::of_path(&path), Some(Access::Write), "{path}");
+        }
+        for method in [
+            "CreateSecret",
+            "UpdateSecret",
+            "GetSecret",
+            "ListSecrets",
+            "DeleteSecret",
+            "RotateSecretsKey",
+        ] {
+            let path = format!("/berth.v1.SecretService/{method}");
+            let access = Access::of_path(&path);
+            assert_eq!(access, Some(Access::Admin), "{path}");
+            let access = access.unwrap();
+            assert!(!access.allows(Role::Viewer) && !access.allows(Role::Deployer));
+        }
+        assert_eq!(Access::of_path("/berth.v1.ConfigService/Unheard"), None);
+        assert_eq!(Access::of_path("/berth.v1.SecretService/GetConfig"), None);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The scheduler's gRPC services. Each handler decodes its request, calls the domain
-//! (`deployments`, `nodes`, `auth::Tokens`, the cluster's views) and encodes the reply;
+//! (`deployments`, `files`, `nodes`, `auth::Tokens`, the cluster's views) and encodes the reply;
 //! errors become statuses in one place, `From<SchedError> for Status` (`error.rs`).
 
 pub(crate) mod auth;
 pub(crate) mod deployments;
+pub(crate) mod files;
 pub(crate) mod nodes;
 
 use std::pin::Pin;

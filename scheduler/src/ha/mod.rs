@@ -12,8 +12,10 @@ pub mod standby;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_proto::v1::config_service_server::ConfigServiceServer;
 use berth_proto::v1::deployment_service_server::DeploymentServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
+use berth_proto::v1::secret_service_server::SecretServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -23,6 +25,7 @@ use crate::auth::Security;
 use crate::error::SchedError;
 use crate::grpc::auth::TokenApi;
 use crate::grpc::deployments::DeployApi;
+use crate::grpc::files::FilesApi;
 use crate::grpc::nodes::NodeApi;
 use crate::server::{Config, incoming, serve_leader};
 use crate::store::Store;
@@ -122,6 +125,14 @@ async fn serve_standby(
     )
     .await?
     .add_service(Forward::<DeploymentServiceServer<DeployApi>>::new(
+        election.clone(),
+        security.clone(),
+    ))
+    .add_service(Forward::<ConfigServiceServer<FilesApi>>::new(
+        election.clone(),
+        security.clone(),
+    ))
+    .add_service(Forward::<SecretServiceServer<FilesApi>>::new(
         election.clone(),
         security.clone(),
     ))

@@ -1,4 +1,4 @@
-//! Secrets at rest (issue 15): envelope encryption of secret values with AES-256-GCM. Not yet wired into specs, the store or the session stream.
+//! Secrets at rest (issue 15): envelope encryption of secret values with AES-256-GCM; `crate::files` keeps the sealed records in the store and delivers the values.
 //!
 //! Each secret version gets a fresh random data key (DEK) that encrypts the value; the DEK is
 //! wrapped by the key-encryption key (KEK, [`SecretsKey`], read from `--secrets-key`). A
