@@ -21,5 +21,6 @@ pub(crate) mod services;
 pub(crate) mod spec;
 pub mod store;
 pub(crate) mod vips;
+pub(crate) mod volumes;
 
 pub use server::{Config, check_config, run};

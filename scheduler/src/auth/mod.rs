@@ -97,7 +97,7 @@ impl Access {
             "berth.v1.AuthService" => Some(Access::Admin),
             "berth.v1.DeploymentService" => match method {
                 "Get" | "List" | "History" | "Watch" | "ListNodes" | "ListServices"
-                | "ListContainers" | "Logs" | "Explain" => Some(Access::Read),
+                | "ListContainers" | "Logs" | "Explain" | "ListVolumes" => Some(Access::Read),
                 "Apply" | "Delete" | "Scale" | "Approve" | "Reject" | "Rollback" => {
                     Some(Access::Write)
                 }
@@ -238,6 +238,7 @@ mod tests {
             "ListContainers",
             "Logs",
             "Explain",
+            "ListVolumes",
         ] {
             let path = format!("/berth.v1.DeploymentService/{method}");
             assert_eq!(Access::of_path(&path), Some(Access::Read), "{path}");
