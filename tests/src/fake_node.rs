@@ -59,6 +59,8 @@ pub struct Behaviour {
     pub withhold_service_acks: Arc<AtomicBool>,
     /// Every assignment set and service set received, and every acknowledgement sent.
     pub seen: Arc<Mutex<Vec<Logged>>>,
+    /// The `--allow-bind` paths it registers with (none by default).
+    pub allowed_bind_paths: Vec<String>,
 }
 
 /// A fake node: registers with 64 CPUs / 256 GiB, heartbeats with no containers, drains what
@@ -220,7 +222,7 @@ async fn fake_session(
             node_address: "127.0.0.1".into(),
             agent_endpoint: String::new(),
             agent_version: "bench-store".into(),
-            allowed_bind_paths: Vec::new(),
+            allowed_bind_paths: behaviour.allowed_bind_paths.clone(),
         })
         .await?
         .into_inner();
