@@ -9,6 +9,7 @@ pub mod errors;
 pub mod leader;
 #[cfg(feature = "logging")]
 pub mod logging;
+pub mod mount_paths;
 pub mod quantity;
 #[cfg(feature = "reflection")]
 pub mod reflection;

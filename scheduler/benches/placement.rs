@@ -130,6 +130,8 @@ fn round(template: &[NodeView], deps: &[Deployment]) -> Round {
             ports: &d.ports,
             node_selector: &d.selector,
             strategy: d.strategy,
+            volume_node: None,
+            binds: &[],
         };
         placements.extend(place_many(black_box(&mut cluster), &req, d.replicas));
     }

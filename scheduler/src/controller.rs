@@ -21,10 +21,12 @@ use crate::error::SchedError;
 use crate::files::{Files, delivery};
 use crate::placement::{self, NodeView, Placement, Request};
 use crate::records::{
-    self, DEPLOYMENTS, DeploymentRecord, REPLICAS, ReplicaRecord, deployment_key, replica_key,
+    self, DEPLOYMENTS, DeploymentRecord, REPLICAS, ReplicaRecord, VOLUMES, VolumeRecord,
+    deployment_key, replica_key, volume_key,
 };
 use crate::rollout::{self, ReplicaView};
 use crate::services::{self, Drain};
+use crate::spec::mounts::{bind_sources, volume_names};
 use crate::store::{Expect, Op, Store, StoreError};
 
 /// The specs of (deployment, revision) pairs.
@@ -445,6 +447,7 @@ impl Controller {
         let held: Vec<ReplicaRecord> = replicas.iter().chain(draining).cloned().collect();
         let specs = self.specs_for(&held).await?;
         let mut nodes = self.node_views(&held, &specs);
+        let mut volumes = self.volume_nodes().await?;
         let mut pending: Vec<usize> = (0..replicas.len())
             .filter(|&i| replicas[i].node.is_empty())
             .collect();
@@ -455,14 +458,32 @@ impl Controller {
             let Some(spec) = specs.get(&(r.deployment.clone(), r.revision)) else {
                 continue;
             };
-            match placement::place(
-                &nodes,
-                &placement_request(&r.deployment, spec, &selector(spec)),
-            ) {
+            let used = volume_names(spec);
+            let volume_node = match pinned_node(&used, &volumes) {
+                Ok(node) => node,
+                Err(reason) => {
+                    reasons.insert(r.container_id.clone(), reason);
+                    continue;
+                }
+            };
+            let binds = bind_sources(spec);
+            let sel = selector(spec);
+            let mut request = placement_request(&r.deployment, spec, &sel);
+            request.volume_node = volume_node.as_deref();
+            request.binds = &binds;
+            match placement::place(&nodes, &request) {
                 Placement::Node(n) => {
-                    let Some(placed) = self.bind(r, &nodes[n].name).await? else {
+                    let node = nodes[n].name.clone();
+                    let new: Vec<&str> = used
+                        .into_iter()
+                        .filter(|v| !volumes.contains_key(*v))
+                        .collect();
+                    let Some(placed) = self.bind(r, &node, &new).await? else {
                         continue;
                     };
+                    for v in new {
+                        volumes.insert(v.to_string(), node.clone());
+                    }
                     account(&mut nodes[n], spec, &r.deployment);
                     replicas[i] = placed;
                 }
@@ -473,6 +494,17 @@ impl Controller {
         }
         *self.pending_reasons.lock().unwrap() = reasons;
         Ok(replicas)
+    }
+
+    /// Each named volume's node, from its `/volumes/` record.
+    async fn volume_nodes(&self) -> Result<HashMap<String, String>, SchedError> {
+        let (kvs, _) = self.store.list(VOLUMES).await?;
+        let mut out = HashMap::new();
+        for kv in &kvs {
+            let v: VolumeRecord = records::decode(&kv.key, &kv.value)?;
+            out.insert(v.name, v.node);
+        }
+        Ok(out)
     }
 
     /// The spec of every (deployment, revision) the replicas run.
@@ -516,6 +548,7 @@ impl Controller {
                     allocated: Resources::default(),
                     host_ports: Default::default(),
                     replicas_by_deployment: Default::default(),
+                    allowed_bind_paths: n.record.allowed_bind_paths.clone(),
                 })
                 .collect()
         });
@@ -546,11 +579,14 @@ impl Controller {
         nodes
     }
 
-    /// Writes replica `r` placed on `node`; None when the replica is gone meanwhile.
+    /// Writes replica `r` placed on `node`; None when the replica is gone meanwhile. The
+    /// records of `new_volumes` (named volumes it is the first to use) go in the same
+    /// transaction, created only if absent, so a volume's data has one node for good.
     async fn bind(
         &self,
         r: &ReplicaRecord,
         node: &str,
+        new_volumes: &[&str],
     ) -> Result<Option<ReplicaRecord>, SchedError> {
         let mut placed = r.clone();
         placed.node = node.to_string();
@@ -558,13 +594,25 @@ impl Controller {
         let Some(kv) = self.store.get(&key).await? else {
             return Ok(None);
         };
-        self.store
-            .put(
-                &key,
-                records::encode(&placed),
-                Expect::Revision(kv.mod_revision),
-            )
-            .await?;
+        let mut ops = vec![Op::Put {
+            key,
+            value: records::encode(&placed),
+            expect: Expect::Revision(kv.mod_revision),
+        }];
+        let now = now_ms();
+        ops.extend(new_volumes.iter().map(|name| Op::Put {
+            key: volume_key(name),
+            value: records::encode(&VolumeRecord {
+                name: (*name).to_string(),
+                node: node.to_string(),
+                created_at_ms: now,
+            }),
+            expect: Expect::Absent,
+        }));
+        self.store.txn(ops).await?;
+        for name in new_volumes {
+            tracing::info!(volume = %name, node = %node, "volume data placed");
+        }
         tracing::info!(replica = %placed.container_id, node = %placed.node, "placed");
         Ok(Some(placed))
     }
@@ -647,6 +695,25 @@ async fn watch_deployments(store: Arc<dyn Store>, wake: Arc<tokio::sync::Notify>
     }
 }
 
+/// The node that holds the data of the volumes `used`, if any holds it yet; an error (the
+/// Pending reason) when they are on different nodes, where no replica can have them all.
+fn pinned_node(used: &[&str], volumes: &HashMap<String, String>) -> Result<Option<String>, String> {
+    let held: Vec<(&str, &String)> = used
+        .iter()
+        .filter_map(|v| volumes.get(*v).map(|node| (*v, node)))
+        .collect();
+    match held.split_first() {
+        None => Ok(None),
+        Some(((_, node), rest)) => match rest.iter().find(|(_, other)| other != node) {
+            None => Ok(Some((*node).clone())),
+            Some((v, other)) => Err(format!(
+                "volume data on different nodes: {} on node {node}, {v} on node {other}",
+                held[0].0
+            )),
+        },
+    }
+}
+
 /// A spec's node selector, in the shape placement takes.
 fn selector(spec: &DeploymentSpec) -> BTreeMap<String, String> {
     spec.node_selector
@@ -666,6 +733,8 @@ fn placement_request<'a>(
         ports: &spec.ports,
         node_selector: selector,
         strategy: berth_proto::v1::Strategy::try_from(spec.strategy).unwrap_or_default(),
+        volume_node: None,
+        binds: &[],
     }
 }
 

@@ -22,5 +22,6 @@ pub(crate) mod services;
 pub(crate) mod spec;
 pub mod store;
 pub(crate) mod vips;
+pub(crate) mod volumes;
 
 pub use server::{Config, check_config, run};

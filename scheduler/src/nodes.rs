@@ -34,6 +34,7 @@ impl Nodes {
     ) -> Result<(NodeRecord, u64), SchedError> {
         check_node_identity(caller, &req.node_name, "Register")?;
         self.check_address(&req.node_address)?;
+        check_allowed_bind_paths(&req.allowed_bind_paths)?;
         let record = self.upsert(req).await?;
         let session = self
             .cluster
@@ -113,6 +114,7 @@ impl Nodes {
             record.labels = req.labels.clone();
             record.address = req.node_address.clone();
             record.agent_endpoint = req.agent_endpoint.clone();
+            record.allowed_bind_paths = req.allowed_bind_paths.clone();
             let cap = req.capacity.unwrap_or_default();
             record.allocatable = cap.allocatable;
             record.total = cap.total;
@@ -220,6 +222,29 @@ fn check_node_identity(caller: Option<&Caller>, node: &str, call: &str) -> Resul
     };
     tracing::warn!(call, caller = %caller, node = %node, reason = %reason, "refused");
     Err(SchedError::PermissionDenied(reason))
+}
+
+/// An agent sends its `--allow-bind` paths canonical: absolute, clean, not the root (which
+/// would allow binding the whole host). Anything else is refused, naming it.
+fn check_allowed_bind_paths(paths: &[String]) -> Result<(), SchedError> {
+    for (i, p) in paths.iter().enumerate() {
+        let clean = berth_proto::mount_paths::clean(std::path::Path::new(p));
+        let why = match clean {
+            None => "is not an absolute path",
+            Some(c) if c == std::path::Path::new("/") => {
+                "is the root: allowing it allows every path"
+            }
+            Some(c) if c.as_os_str() != p.as_str() => {
+                "is not a canonical path (no ., .. or trailing /)"
+            }
+            Some(_) => continue,
+        };
+        return Err(SchedError::invalid(
+            format!("allowed_bind_paths[{i}]"),
+            format!("{p:?} {why}"),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_node_name(name: &str) -> Result<(), SchedError> {
@@ -360,6 +385,31 @@ mod tests {
             "{e}"
         );
         assert!(api.register(None, &request("elsewhere")).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn allowed_bind_paths_are_kept_on_the_record_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = api(&dir);
+        let mut req = request("binder");
+        req.allowed_bind_paths = vec!["/srv".into(), "/data/shared".into()];
+        let (record, _) = api.register(None, &req).await.unwrap();
+        assert_eq!(record.allowed_bind_paths, req.allowed_bind_paths);
+        let kv = api.store.get(&node_key("binder")).await.unwrap().unwrap();
+        let stored: NodeRecord = records::decode(&kv.key, &kv.value).unwrap();
+        assert_eq!(stored.allowed_bind_paths, req.allowed_bind_paths);
+        for (bad, why) in [
+            ("srv", "absolute"),
+            ("/", "root"),
+            ("/srv/../etc", "canonical"),
+        ] {
+            req.allowed_bind_paths = vec!["/ok".into(), bad.into()];
+            let e = api.register(None, &req).await.unwrap_err().to_string();
+            assert!(
+                e.contains("allowed_bind_paths[1]") && e.contains(why),
+                "{e}"
+            );
+        }
     }
 
     fn caller(name: &str, via: Via) -> Caller {

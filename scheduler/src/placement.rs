@@ -4,12 +4,18 @@
 //! and the chosen node does not depend on the order of `nodes` (ties are broken by node name,
 //! so names must be unique).
 //!
+//! A replica that uses a named volume whose data is on a node already (`volume_node`) is
+//! pinned: only that node is considered, and when it does not fit the reason names it,
+//! `volume data on node n1 (NotReady)` (or the filter it fails), since the replica must wait
+//! for its data rather than start empty elsewhere.
+//!
 //! Filters, applied in this fixed order (a node that fails is counted under the first one):
 //! 1. the node is Ready;
 //! 2. every `node_selector` label is on the node with the same value;
-//! 3. every published host port (`host_port != 0`) is free on the node for its protocol;
-//! 4. the cpu request fits (`allocatable - allocated >= request`);
-//! 5. the memory request fits.
+//! 3. every bind source is at or under one of the node's `--allow-bind` paths;
+//! 4. every published host port (`host_port != 0`) is free on the node for its protocol;
+//! 5. the cpu request fits (`allocatable - allocated >= request`);
+//! 6. the memory request fits.
 //!
 //! Scores, over the nodes that pass:
 //! - [`Strategy::Spread`]: fewest replicas of the same deployment first (a penalty no amount of
@@ -45,6 +51,8 @@ pub struct NodeView {
     pub host_ports: BTreeSet<(u32, i32)>,
     /// Replicas already on the node, per deployment name.
     pub replicas_by_deployment: BTreeMap<String, u32>,
+    /// The node's `--allow-bind` paths (canonical): bind sources must be at or under one.
+    pub allowed_bind_paths: Vec<String>,
 }
 
 impl NodeView {
@@ -95,6 +103,11 @@ pub struct Request<'a> {
     pub node_selector: &'a BTreeMap<String, String>,
     /// How to score the nodes that fit.
     pub strategy: Strategy,
+    /// The node holding the data of the named volumes the replica uses, once one holds it:
+    /// no other node may take the replica.
+    pub volume_node: Option<&'a str>,
+    /// Host paths it bind-mounts (clean, absolute): only nodes that allow them all fit.
+    pub binds: &'a [String],
 }
 
 /// Where one replica goes.
@@ -162,15 +175,17 @@ pub fn place_many(nodes: &mut [NodeView], req: &Request<'_>, count: usize) -> Ve
 enum Filter {
     NotReady = 0,
     NodeSelector = 1,
-    HostPort = 2,
-    Cpu = 3,
-    Memory = 4,
+    Binds = 2,
+    HostPort = 3,
+    Cpu = 4,
+    Memory = 5,
 }
 
 impl Filter {
-    const ALL: [Filter; 5] = [
+    const ALL: [Filter; 6] = [
         Filter::NotReady,
         Filter::NodeSelector,
+        Filter::Binds,
         Filter::HostPort,
         Filter::Cpu,
         Filter::Memory,
@@ -180,6 +195,7 @@ impl Filter {
         match self {
             Filter::NotReady => "not ready",
             Filter::NodeSelector => "node selector mismatch",
+            Filter::Binds => "bind path not allowed",
             Filter::HostPort => "host port conflict",
             Filter::Cpu => "insufficient cpu",
             Filter::Memory => "insufficient memory",
@@ -209,6 +225,17 @@ fn selector_matches(node: &NodeView, selector: &BTreeMap<String, String>) -> boo
         .all(|(k, v)| node.labels.get(k).is_some_and(|have| have == v))
 }
 
+fn binds_allowed(node: &NodeView, binds: &[String]) -> bool {
+    binds
+        .iter()
+        .all(|b| crate::spec::mounts::bind_allowed(b, &node.allowed_bind_paths))
+}
+
+/// Whether `node` may hold the replica's volume data: any node until one holds it.
+fn volume_ok(node: &NodeView, req: &Request<'_>) -> bool {
+    req.volume_node.is_none_or(|v| v == node.name)
+}
+
 fn ports_free(node: &NodeView, ports: &[PortMapping]) -> bool {
     ports
         .iter()
@@ -225,6 +252,8 @@ fn first_failure(node: &NodeView, req: &Request<'_>) -> Option<Filter> {
         Some(Filter::NotReady)
     } else if !selector_matches(node, req.node_selector) {
         Some(Filter::NodeSelector)
+    } else if !binds_allowed(node, req.binds) {
+        Some(Filter::Binds)
     } else if !ports_free(node, req.ports) {
         Some(Filter::HostPort)
     } else if !fits(
@@ -250,7 +279,12 @@ fn prepare(nodes: &[NodeView], req: &Request<'_>) -> Vec<Slot> {
     nodes
         .iter()
         .enumerate()
-        .filter(|(_, n)| n.ready && selector_matches(n, req.node_selector))
+        .filter(|(_, n)| {
+            n.ready
+                && volume_ok(n, req)
+                && selector_matches(n, req.node_selector)
+                && binds_allowed(n, req.binds)
+        })
         .map(|(index, n)| Slot {
             index,
             replicas: n
@@ -344,6 +378,18 @@ fn select(nodes: &[NodeView], slots: &[Slot], req: &Request<'_>) -> Option<usize
 /// Why no node fits: nodes counted per first failing filter, most common first, ties in
 /// filter order.
 fn explain(nodes: &[NodeView], req: &Request<'_>) -> String {
+    if let Some(holder) = req.volume_node {
+        let why = match nodes.iter().find(|n| n.name == holder) {
+            None => "not registered",
+            Some(n) => match first_failure(n, req) {
+                Some(Filter::NotReady) => "NotReady",
+                Some(f) => f.label(),
+                // Fits, yet a batch found no room: what it reserved took the room.
+                None => "no room left in this batch",
+            },
+        };
+        return format!("volume data on node {holder} ({why})");
+    }
     let mut counts = [0usize; Filter::ALL.len()];
     for node in nodes {
         if let Some(f) = first_failure(node, req) {
@@ -406,6 +452,8 @@ mod tests {
             ports,
             node_selector: sel,
             strategy,
+            volume_node: None,
+            binds: &[],
         }
     }
 
@@ -446,6 +494,77 @@ mod tests {
             reason(&place(&nodes, &r)),
             "0/2 nodes are available: 2 not ready"
         );
+    }
+
+    #[test]
+    fn a_volume_pins_its_replica_to_the_node_with_the_data() {
+        let mut nodes = vec![
+            node("a", 1000, GI),
+            node("b", 1000, GI),
+            node("c", 1000, GI),
+        ];
+        let sel = BTreeMap::new();
+        let mut r = req(&sel, &[], 100, 1, Strategy::Spread);
+        r.volume_node = Some("b");
+        // Spread would pick "a" (lowest name); the data is on "b".
+        let placed = place_many(&mut nodes, &r, 2);
+        assert_eq!(names(&nodes, &placed), ["b", "b"]);
+        nodes[1].ready = false;
+        assert_eq!(
+            reason(&place(&nodes, &r)),
+            "volume data on node b (NotReady)"
+        );
+        nodes[1].ready = true;
+        nodes[1].allocated = res(1000, 0);
+        assert_eq!(
+            reason(&place(&nodes, &r)),
+            "volume data on node b (insufficient cpu)"
+        );
+        r.volume_node = Some("gone");
+        assert_eq!(
+            reason(&place(&nodes, &r)),
+            "volume data on node gone (not registered)"
+        );
+        // No volume record yet: any node.
+        r.volume_node = None;
+        assert_eq!(place(&nodes, &r), Placement::Node(0));
+    }
+
+    #[test]
+    fn binds_go_only_to_nodes_that_allow_them() {
+        let mut nodes = vec![
+            node("a", 1000, GI),
+            node("b", 1000, GI),
+            node("c", 1000, GI),
+        ];
+        nodes[1].allowed_bind_paths = vec!["/srv".into(), "/data".into()];
+        nodes[2].allowed_bind_paths = vec!["/srv".into()];
+        let sel = BTreeMap::new();
+        let mut r = req(&sel, &[], 0, 0, Strategy::Spread);
+        let binds = ["/srv/www".to_string(), "/data".to_string()];
+        r.binds = &binds;
+        let placed = place_many(&mut nodes, &r, 2);
+        assert_eq!(names(&nodes, &placed), ["b", "b"]);
+        let binds = ["/srv/www".to_string()];
+        r.binds = &binds;
+        let placed = place_many(&mut nodes, &r, 2);
+        assert_eq!(names(&nodes, &placed), ["c", "c"], "spread over b and c");
+        let binds = ["/etc".to_string()];
+        r.binds = &binds;
+        assert_eq!(
+            reason(&place(&nodes, &r)),
+            "0/3 nodes are available: 3 bind path not allowed"
+        );
+        // A bind and a pinned volume: the holder must allow the bind too.
+        let binds = ["/data/x".to_string()];
+        r.binds = &binds;
+        r.volume_node = Some("c");
+        assert_eq!(
+            reason(&place(&nodes, &r)),
+            "volume data on node c (bind path not allowed)"
+        );
+        r.volume_node = Some("b");
+        assert_eq!(place(&nodes, &r), Placement::Node(1));
     }
 
     #[test]
@@ -703,6 +822,8 @@ mod tests {
                 } else {
                     Strategy::Binpack
                 },
+                volume_node: None,
+                binds: &[],
             };
             let placed = place_many(nodes, &r, 40);
             out.extend(names(nodes, &placed));

@@ -45,6 +45,13 @@ pub(crate) fn vip_key(ip: std::net::Ipv4Addr) -> String {
 }
 pub(crate) const VIPS: &str = "/vips/";
 
+/// `/volumes/<name>`: where a named volume's data lives, written with `Expect::Absent` in the
+/// transaction that places the first replica using it.
+pub(crate) fn volume_key(name: &str) -> String {
+    format!("/volumes/{name}")
+}
+pub(crate) const VOLUMES: &str = "/volumes/";
+
 /// `/tokens/<token id>`
 pub(crate) fn token_key(id: &str) -> String {
     format!("/tokens/{id}")
@@ -119,6 +126,21 @@ pub(crate) struct NodeRecord {
     pub allocatable: Option<Resources>,
     #[prost(message, optional, tag = "7")]
     pub total: Option<Resources>,
+    /// The agent's `--allow-bind` paths, canonical: binds only under these.
+    #[prost(string, repeated, tag = "8")]
+    pub allowed_bind_paths: Vec<String>,
+}
+
+/// A named volume: node-local data, so every replica that uses it runs on `node`.
+#[derive(Clone, PartialEq, Message)]
+pub(crate) struct VolumeRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// The node that holds the data.
+    #[prost(string, tag = "2")]
+    pub node: String,
+    #[prost(int64, tag = "3")]
+    pub created_at_ms: i64,
 }
 
 /// A bearer token: who holds it and what it allows. The secret itself is never stored, only

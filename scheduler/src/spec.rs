@@ -9,6 +9,8 @@ use berth_proto::v1::{
 
 use crate::error::SchedError;
 
+pub(crate) mod mounts;
+
 pub(crate) const DEFAULT_SURGE: &str = "25%";
 pub(crate) const DEFAULT_UNAVAILABLE: &str = "25%";
 pub(crate) const DEFAULT_PROGRESS_DEADLINE_S: u32 = 120;
@@ -17,6 +19,7 @@ pub(crate) const MAX_REPLICAS: u32 = 10_000;
 
 /// Fills what the user left out, so that equal intents compare equal.
 pub(crate) fn with_defaults(mut spec: DeploymentSpec) -> DeploymentSpec {
+    mounts::with_defaults(&mut spec);
     let r = spec.rollout.get_or_insert_with(RolloutSettings::default);
     if r.max_surge.is_empty() {
         r.max_surge = DEFAULT_SURGE.into();
@@ -156,6 +159,7 @@ pub(crate) fn validate(spec: &DeploymentSpec) -> Result<(), SchedError> {
         exposed.insert(p.container_port);
     }
     validate_service_ports(&spec.service_ports)?;
+    mounts::validate(spec)?;
     for (field, probe) in [
         ("spec.readiness", &spec.readiness),
         ("spec.liveness", &spec.liveness),

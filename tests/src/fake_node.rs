@@ -62,6 +62,8 @@ pub struct Behaviour {
     /// Every assignment set, service set and file set received, and every acknowledgement
     /// sent.
     pub seen: Arc<Mutex<Vec<Logged>>>,
+    /// The `--allow-bind` paths it registers with (none by default).
+    pub allowed_bind_paths: Vec<String>,
 }
 
 /// A fake node: registers with 64 CPUs / 256 GiB, heartbeats with no containers, drains what
@@ -223,7 +225,7 @@ async fn fake_session(
             node_address: "127.0.0.1".into(),
             agent_endpoint: String::new(),
             agent_version: "bench-store".into(),
-            allowed_bind_paths: Vec::new(),
+            allowed_bind_paths: behaviour.allowed_bind_paths.clone(),
         })
         .await?
         .into_inner();

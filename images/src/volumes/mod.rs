@@ -32,7 +32,7 @@ pub use mounts::{
 };
 
 /// The longest volume name: it is a file name under DATA/volumes.
-pub const MAX_NAME_LEN: usize = 255;
+pub const MAX_NAME_LEN: usize = berth_proto::mount_paths::MAX_VOLUME_NAME_LEN;
 
 /// What went wrong with a volume or a mount request, naming it.
 #[derive(Debug, thiserror::Error)]
@@ -82,10 +82,7 @@ pub type Result<T, E = VolumeError> = std::result::Result<T, E>;
 
 /// Checks a volume name against podman's rule, `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
 pub fn validate_name(name: &str) -> Result<()> {
-    let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if first_ok && rest_ok && name.len() <= MAX_NAME_LEN {
+    if berth_proto::mount_paths::valid_volume_name(name) {
         Ok(())
     } else {
         Err(VolumeError::BadName(name.to_string()))

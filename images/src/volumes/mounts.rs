@@ -2,14 +2,13 @@
 //! runtime spec mounts. The callers parse their own syntax (`berth run` flags, later a
 //! deployment spec) into [`MountRequest`]s; the rules on targets are the same for both.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+use berth_proto::mount_paths::{self, reserved};
 
 use oci_spec::runtime::Mount;
 
 use super::{Result, VolumeError, VolumeStore};
-
-/// Container paths the runtime provides itself: nothing may be mounted at or under them.
-const RESERVED: [&str; 3] = ["/proc", "/sys", "/dev"];
 
 /// What is mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,60 +45,27 @@ impl MountRequest {
 }
 
 /// The target with `.` and `..` resolved lexically (`..` stops at `/`); None if relative.
+/// The rule lives in [`berth_proto::mount_paths`], shared with the scheduler.
 pub fn clean_target(target: &Path) -> Option<PathBuf> {
-    if !target.is_absolute() {
-        return None;
-    }
-    let mut out = PathBuf::from("/");
-    for component in target.components() {
-        match component {
-            Component::Normal(name) => out.push(name),
-            Component::ParentDir => {
-                out.pop();
-            }
-            _ => {}
-        }
-    }
-    Some(out)
-}
-
-/// The reserved directory `target` (clean, absolute) is at or under, if any.
-fn reserved(target: &Path) -> Option<&'static str> {
-    RESERVED.into_iter().find(|r| target.starts_with(r))
+    mount_paths::clean(target)
 }
 
 /// Checks every target (absolute, not `/`, not at or under /proc, /sys or /dev) and that no
 /// two are the same or one inside the other; leaves each target cleaned.
 pub fn check_targets(requests: &mut [MountRequest]) -> Result<()> {
     for req in requests.iter_mut() {
-        let Some(clean) = clean_target(&req.target) else {
-            return Err(req.refuse(format!(
-                "the target {} is relative: a mount target is an absolute path in the container",
-                req.target.display()
-            )));
-        };
-        if clean == Path::new("/") {
-            return Err(req.refuse("the target is the container's root, which cannot be replaced"));
-        }
-        if let Some(dir) = reserved(&clean) {
-            return Err(req.refuse(format!(
-                "the target {} is at or under {dir}, which the runtime provides",
-                clean.display()
-            )));
-        }
-        req.target = clean;
+        req.target =
+            mount_paths::check_target(&req.target).map_err(|e| req.refuse(e.to_string()))?;
     }
-    for (i, a) in requests.iter().enumerate() {
-        for b in &requests[i + 1..] {
-            if a.target.starts_with(&b.target) || b.target.starts_with(&a.target) {
-                return Err(b.refuse(format!(
-                    "its target {} overlaps the target {} of {}",
-                    b.target.display(),
-                    a.target.display(),
-                    a.origin
-                )));
-            }
-        }
+    let targets: Vec<&Path> = requests.iter().map(|r| r.target.as_path()).collect();
+    if let Some((earlier, later)) = mount_paths::first_overlap(&targets) {
+        let (a, b) = (&requests[earlier], &requests[later]);
+        return Err(b.refuse(format!(
+            "its target {} overlaps the target {} of {}",
+            b.target.display(),
+            a.target.display(),
+            a.origin
+        )));
     }
     Ok(())
 }
@@ -157,7 +123,7 @@ pub fn oci_mounts(
         // Distinct targets can meet through the image's symlinks (/data -> /etc and /etc).
         if let Some((other, first)) = resolved
             .iter()
-            .find(|(p, _)| p.starts_with(&in_image) || in_image.starts_with(p))
+            .find(|(p, _)| mount_paths::overlaps(p, &in_image))
         {
             return Err(req.refuse(format!(
                 "its target resolves in the image to {}, which overlaps {} of {}",

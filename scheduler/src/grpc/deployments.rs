@@ -43,12 +43,12 @@ impl DeployApi {
 
 #[tonic::async_trait]
 impl DeploymentService for DeployApi {
-    // WIP (issue 15, replaced by the volume placement work in this session).
     async fn list_volumes(
         &self,
-        _request: Request<berth_proto::v1::ListVolumesRequest>,
-    ) -> Result<Response<berth_proto::v1::ListVolumesResponse>, Status> {
-        Err(Status::unimplemented("ListVolumes"))
+        _request: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        let volumes = crate::volumes::list(self.controller.store.as_ref()).await?;
+        Ok(Response::new(ListVolumesResponse { volumes }))
     }
     async fn apply(
         &self,
@@ -59,6 +59,10 @@ impl DeploymentService for DeployApi {
             .spec
             .ok_or_else(|| SchedError::invalid("spec", "missing"))?;
         let allocatable = self.controller.cluster.allocatable();
+        // Binds need a node that allows them; the others are the spec's own rules.
+        let allowed = crate::volumes::allow_lists(&self.controller.cluster);
+        let defaulted = crate::spec::with_defaults(spec.clone());
+        crate::spec::mounts::check_binds_allowed(&defaulted, &allowed)?;
         let (name, changed) = self.deployments.apply(spec, &allocatable, now_ms()).await?;
         Ok(Response::new(ApplyResponse {
             deployment: Some(self.controller.current(&name).await?),
