@@ -328,3 +328,142 @@ fn a_missing_allow_bind_path_stops_the_agent_naming_it() {
         "{stderr}"
     );
 }
+
+/// The agent's JSON log lines whose message is `message`.
+fn log_lines(n: &AgentNode, message: &str) -> Vec<serde_json::Value> {
+    n.log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == message)
+        .collect()
+}
+
+/// Seconds since midnight of a log line's timestamp (RFC 3339, UTC, microseconds).
+fn log_seconds(line: &serde_json::Value) -> f64 {
+    let ts = line["timestamp"].as_str().expect("a timestamp");
+    let time = &ts[ts.find('T').expect("RFC 3339") + 1..ts.len() - 1];
+    let parts: Vec<f64> = time.split(':').map(|p| p.parse().unwrap()).collect();
+    parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+}
+
+/// Microseconds from the agent applying assignment set `generation` to starting `id`.
+fn start_us(n: &AgentNode, generation: u64, id: &str) -> f64 {
+    let applied = log_lines(n, "applied assignments")
+        .into_iter()
+        .find(|l| l["fields"]["generation"] == generation)
+        .unwrap_or_else(|| panic!("no `applied assignments` of generation {generation}"));
+    let started = log_lines(n, "started")
+        .into_iter()
+        .find(|l| l["fields"]["container"] == id)
+        .unwrap_or_else(|| panic!("no `started` line of {id}"));
+    (log_seconds(&started) - log_seconds(&applied)) * 1e6
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// An assignment with three named volumes, three configs and three secrets.
+fn three_of_each(id: &str) -> Assignment {
+    let mut a = assignment(id, IMAGE);
+    a.command = sh("exec sleep 1000");
+    for i in 0..3 {
+        a.volumes.push(VolumeMount {
+            name: format!("v{i}"),
+            path: format!("/vol/{i}"),
+            read_only: false,
+        });
+        a.configs.push(ConfigMount {
+            name: format!("c{i}"),
+            path: format!("/etc/c{i}.conf"),
+            mode: 0,
+            version: 1,
+        });
+        a.secrets.push(SecretMount {
+            name: format!("s{i}"),
+            path: String::new(),
+            version: 1,
+        });
+    }
+    a
+}
+
+/// Reports (does not assert) how much the nine mounts add to a start: the agent's own
+/// `applied assignments` → `started` log lines, alternating plain and full containers.
+#[test]
+fn nine_mounts_all_appear_and_their_start_cost_is_reported() {
+    let sched = FakeScheduler::start();
+    let opts = AgentOptions {
+        env: vec![(
+            "BERTH_LOG".into(),
+            "info,berth_agent::containers=debug".into(),
+        )],
+        ..Default::default()
+    };
+    let n = node(&sched, "nine", "10.93.3.0/24", opts);
+    let values = |kind: &str| -> Vec<FileContent> {
+        (0..3)
+            .map(|i| content(&format!("{kind}{i}"), 1, &format!("{kind}-value-{i}")))
+            .collect()
+    };
+    sched.files(n.name(), values("c"), values("s"));
+    let (mut plain, mut full) = (Vec::new(), Vec::new());
+    for round in 0..7 {
+        for with_mounts in [false, true] {
+            let id = format!("{}-{round}", if with_mounts { "full" } else { "plain" });
+            let a = if with_mounts {
+                three_of_each(&id)
+            } else {
+                let mut a = assignment(&id, IMAGE);
+                a.command = sh("exec sleep 1000");
+                a
+            };
+            let generation = sched.assign(n.name(), vec![a]);
+            sched.wait_state(n.name(), &id, ContainerState::Running, WAIT);
+            if with_mounts && round == 0 {
+                let mounts = exec_ok(&n, &id, &["cat", "/proc/mounts"]);
+                for target in [
+                    "/vol/0",
+                    "/vol/2",
+                    "/etc/c0.conf",
+                    "/etc/c2.conf",
+                    "/run/secrets",
+                ] {
+                    assert!(
+                        mounts.contains(&format!(" {target} ")),
+                        "{target}:\n{mounts}"
+                    );
+                }
+                assert_eq!(exec_ok(&n, &id, &["cat", "/run/secrets/s2"]), "s-value-2");
+                assert_eq!(exec_ok(&n, &id, &["cat", "/etc/c1.conf"]), "c-value-1");
+            }
+            sched.assign(n.name(), vec![]);
+            sched.wait_gone(n.name(), &id, WAIT);
+            let us = start_us(&n, generation, &id);
+            if with_mounts {
+                full.push(us)
+            } else {
+                plain.push(us)
+            }
+        }
+    }
+    let storage: Vec<f64> = log_lines(&n, "storage ready")
+        .iter()
+        .filter(|l| {
+            l["fields"]["container"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("full"))
+        })
+        .map(|l| l["fields"]["storage_us"].as_f64().unwrap())
+        .collect();
+    eprintln!(
+        "assignment -> started, median of {}: none {:.0} us, 3 volumes + 3 configs + 3 secrets \
+         {:.0} us (added {:.0} us); the agent's storage step alone: median {:.0} us",
+        plain.len(),
+        median(plain.clone()),
+        median(full.clone()),
+        median(full) - median(plain),
+        median(storage)
+    );
+}

@@ -187,7 +187,13 @@ pub(super) fn rootfs_and_bundle(
     let mut spec = build_spec(image, rootfs.path(), overrides)
         .map_err(|e| container_err(format!("runtime spec: {e}")))?;
     // After build_spec: secret files belong to the user it resolved.
+    let started = std::time::Instant::now();
     let holds_secret = storage::apply(&mut spec, rootfs.path(), paths, storage)?;
+    tracing::debug!(
+        container = %paths.id,
+        storage_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "storage ready"
+    );
     berth_runtime::security::apply(&mut spec, security)
         .map_err(|e| container_err(format!("runtime spec: {e}")))?;
     mount_resolv_conf(&mut spec, paths, nameserver)?;

@@ -172,13 +172,8 @@ fn config_requests(
     fs::create_dir_all(&dir).map_err(AgentError::io(format!("creating {}", dir.display())))?;
     for (i, (c, data)) in a.configs.iter().zip(&resolved.configs).enumerate() {
         let file = dir.join(format!("config-{i}"));
-        crate::containers::record::write_atomic(&file, data)?;
         let mode = if c.mode == 0 { 0o444 } else { c.mode & 0o7777 };
-        std::os::unix::fs::chown(&file, Some(uid), Some(gid))
-            .map_err(AgentError::io(format!("chown {}", file.display())))?;
-        // After chown, which clears set-id bits.
-        fs::set_permissions(&file, fs::Permissions::from_mode(mode))
-            .map_err(AgentError::io(format!("chmod {}", file.display())))?;
+        write_owned(&file, data, mode, (uid, gid))?;
         out.push(MountRequest {
             source: MountSource::Bind(file),
             target: PathBuf::from(&c.path),
@@ -187,6 +182,29 @@ fn config_requests(
         });
     }
     Ok(out)
+}
+
+/// Writes a new file owned by `uid`/`gid` with `mode`. No fsync: the container's files
+/// matter only while the host is up (its secrets tmpfs does not survive a reboot either), and
+/// fsyncs are what a start would spend most of its time on here.
+fn write_owned(
+    file: &Path,
+    data: &[u8],
+    mode: u32,
+    (uid, gid): (u32, u32),
+) -> Result<(), AgentError> {
+    let what = |verb: &str| format!("{verb} {}", file.display());
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .map_err(AgentError::io(what("creating")))?;
+    f.write_all(data).map_err(AgentError::io(what("writing")))?;
+    std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(AgentError::io(what("chown")))?;
+    // After chown, which clears set-id bits.
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(AgentError::io(what("chmod")))
 }
 
 /// Mounts the container's private tmpfs on the host (mode 0700, root's, sized for its
@@ -260,23 +278,17 @@ fn write_secrets(
             dir.push(part);
             owned_dir(&dir)?;
         }
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o400)
-            .open(&file)
-            .map_err(|e| AgentError::InvalidArgument {
+        if fs::symlink_metadata(&file).is_ok() {
+            return Err(AgentError::InvalidArgument {
                 field: "secrets",
                 reason: format!(
-                    "secrets[{i}] ({}): writing {}: {e}",
+                    "secrets[{i}] ({}): {SECRETS_DIR}/{} is already used by another secret",
                     m.name,
                     relative.display()
                 ),
-            })?;
-        f.write_all(value)
-            .map_err(AgentError::io(format!("writing secret {}", m.name)))?;
-        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
-            .map_err(AgentError::io(format!("chown secret {}", m.name)))?;
+            });
+        }
+        write_owned(&file, value, 0o400, (uid, gid))?;
     }
     Ok(MountRequest {
         source: MountSource::Bind(root),

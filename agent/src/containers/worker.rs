@@ -234,7 +234,11 @@ impl Worker {
             let state = match running.take() {
                 Some(state) => state,
                 None => match self.start_attempt().await {
-                    Ok(state) => state,
+                    Ok(state) => {
+                        // Start latency is timed from `applied assignments` to this line.
+                        tracing::debug!(container = %self.paths.id, "started");
+                        state
+                    }
                     Err(e) => {
                         tracing::warn!(container = %self.paths.id, "starting: {e}");
                         self.fail(&e);
