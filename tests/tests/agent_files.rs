@@ -10,24 +10,15 @@ use berth_proto::v1::{
     Assignment, BindMount, ConfigMount, ContainerState, FileContent, SecretEnv, SecretMount,
     SecurityContext, TmpfsMount, VolumeMount,
 };
-use berth_tests::agent_node::{AgentNode, AgentOptions, unique_node_name};
+use berth_tests::agent_node::{AgentNode, AgentOptions};
+use berth_tests::binary;
 use berth_tests::fake_scheduler::{FakeScheduler, assignment};
-use berth_tests::{Berth, binary, busybox_image};
 
 const WAIT: Duration = Duration::from_secs(60);
 const IMAGE: &str = "files-busybox:1";
 
-/// A node with the busybox image in its store.
-fn node(sched: &FakeScheduler, base: &str, cidr: &str, mut opts: AgentOptions) -> AgentNode {
-    // busybox's sleep as a container's init ignores SIGTERM: do not wait 10 s for each.
-    opts.extra_args
-        .extend(["--stop-grace".to_string(), "1".to_string()]);
-    let berth = Berth::new();
-    busybox_image(&berth, IMAGE);
-    let name = unique_node_name(base);
-    sched.set_pod_cidr(&name, cidr);
-    sched.assign(&name, vec![]);
-    AgentNode::start_in(berth, sched, &name, opts)
+fn node(sched: &FakeScheduler, base: &str, cidr: &str, opts: AgentOptions) -> AgentNode {
+    AgentNode::start_with_busybox(sched, base, cidr, IMAGE, opts)
 }
 
 fn sh(script: &str) -> Vec<String> {
