@@ -219,8 +219,8 @@ async fn register(
     Ok((client, registered))
 }
 
-/// Applies what the scheduler sent: an assignment set, a file set, or the cluster's pod routes (those
-/// that cannot be installed yet are kept in `unrouted` for the next heartbeat).
+/// Applies what the scheduler sent: an assignment set, a file set, or the cluster's pod
+/// routes (those that cannot be installed yet are kept in `unrouted` for the next heartbeat).
 async fn on_message(
     containers: &Containers,
     message: SchedulerMessage,

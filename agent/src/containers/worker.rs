@@ -234,11 +234,7 @@ impl Worker {
             let state = match running.take() {
                 Some(state) => state,
                 None => match self.start_attempt().await {
-                    Ok(state) => {
-                        // Start latency is timed from `applied assignments` to this line.
-                        tracing::debug!(container = %self.paths.id, "started");
-                        state
-                    }
+                    Ok(state) => state,
                     Err(e) => {
                         tracing::warn!(container = %self.paths.id, "starting: {e}");
                         self.fail(&e);
@@ -349,7 +345,10 @@ impl Worker {
 
     async fn start_attempt(&mut self) -> Result<ShimState, AgentError> {
         let cfg = self.inner().config.shim.clone();
-        Ok(shim::start(&cfg, &self.paths).await?)
+        let state = shim::start(&cfg, &self.paths).await?;
+        // Start latency is timed from `applied assignments` to this line.
+        tracing::debug!(container = %self.paths.id, "started");
+        Ok(state)
     }
 
     /// Waits for the exit, a stop request or a failed liveness probe, running the probes.
