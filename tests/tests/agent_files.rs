@@ -251,8 +251,21 @@ fn named_volumes_outlive_their_container_and_binds_follow_the_allow_list() {
         "vol-1",
         "echo kept > /data/x && echo from-ctr > /host/out; exec sleep 1000",
     );
+    // A new volume over a directory the image fills is seeded from it.
+    let mut first = first;
+    first.volumes.push(VolumeMount {
+        name: "seeded".into(),
+        path: "/etc".into(),
+        read_only: false,
+    });
     sched.assign(n.name(), vec![first]);
     sched.wait_state(n.name(), "vol-1", ContainerState::Running, WAIT);
+    let seeded = std::fs::read_to_string(n.data_dir().join("volumes/seeded/_data/passwd")).unwrap();
+    assert!(seeded.starts_with("root:x:0:0:"), "{seeded}");
+    assert_eq!(
+        mount_line(&n, "vol-1", "/etc").split(' ').nth(1),
+        Some("/etc")
+    );
     let written = berth_tests::poll_until("the bind's file", WAIT, || {
         std::fs::read_to_string(allowed.path().join("out")).ok()
     });
