@@ -393,6 +393,38 @@ mod tests {
     }
 
     #[test]
+    fn env_from_secret_replaces_the_variable_and_refuses_binary_values() {
+        use berth_proto::v1::SecretEnv;
+        use zeroize::Zeroizing;
+        let a = Assignment {
+            env_from_secret: vec![SecretEnv {
+                env: "PW".into(),
+                secret: "db".into(),
+                version: 2,
+            }],
+            ..Default::default()
+        };
+        let resolved = |value: &[u8]| Resolved {
+            env: vec![Arc::new(Zeroizing::new(value.to_vec()))],
+            ..Default::default()
+        };
+        let mut spec = Spec::default();
+        let mut process = spec.process().clone().unwrap_or_default();
+        process.set_env(Some(vec!["PW=image-default".into(), "A=1".into()]));
+        spec.set_process(Some(process));
+        set_secret_env(&mut spec, &a, &resolved(b"hunter2")).unwrap();
+        let env = spec.process().as_ref().unwrap().env().clone().unwrap();
+        assert_eq!(env, ["A=1", "PW=hunter2"]);
+        let e = set_secret_env(&mut spec, &a, &resolved(&[0xff, 0xfe]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("env_from_secret[0]") && e.contains("not UTF-8"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn binds_outside_the_allow_list_are_refused_naming_the_field() {
         let allowed = tempfile::tempdir().unwrap();
         let other = tempfile::tempdir().unwrap();
