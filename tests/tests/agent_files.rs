@@ -49,15 +49,21 @@ fn marker(what: &str) -> String {
     format!("{what}-{}-{nanos}", std::process::id())
 }
 
-/// The files under `dir` holding `needle` (grep -rlF; `exclude` directories skipped).
+/// The files under `dir` holding `needle` (grep -rlF; `exclude` directories skipped, and the
+/// node's netns files, which cannot be read). A grep that could not read something fails.
 fn files_holding(dir: &Path, needle: &str, exclude: &str) -> String {
     let out = Command::new("grep")
-        .arg("-rlF")
+        .args(["-rlF", "--devices=skip", "--exclude-dir=netns"])
         .arg(format!("--exclude-dir={exclude}"))
         .arg(needle)
         .arg(dir)
         .output()
         .expect("run grep");
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "grep -r {}: {out:?}",
+        dir.display()
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -187,6 +193,12 @@ fn configs_and_secrets_wait_for_their_file_set_then_mount_as_promised_and_leave_
     let private = n.container_dir("files-1").join("private");
     assert!(is_mounted(&private), "{} is not a mount", private.display());
     assert_eq!(files_holding(n.data_dir(), &secret, "private"), "");
+    // The same search does see it on the tmpfs (in the secret's file and the bundle's env).
+    let on_tmpfs = files_holding(n.data_dir(), &secret, "none");
+    assert!(
+        on_tmpfs.contains("private/secrets/db") && on_tmpfs.contains("private/config.json"),
+        "{on_tmpfs}"
+    );
     assert_eq!(files_holding(n.data_dir(), &api_key, "private"), "");
 
     // An agent restart adopts the container: its tmpfs stays.
