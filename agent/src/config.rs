@@ -37,6 +37,8 @@ pub struct Config {
     pub tls: Option<crate::tls::AgentTls>,
     /// Where the node's DNS server forwards names outside `berth.` (empty: it refuses them).
     pub dns_upstream: Vec<std::net::SocketAddr>,
+    /// Host paths (canonical) under which assignments may bind-mount (`--allow-bind`).
+    pub allow_bind: Vec<PathBuf>,
 }
 
 /// The per-node parent cgroup (relative to each hierarchy's root), so that several agents

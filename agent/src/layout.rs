@@ -7,6 +7,10 @@
 //! DATA/agent/containers/ID/shim.json      written by the shim: its pid, the container's pid
 //! DATA/agent/containers/ID/exit.json      written by the shim when the container ended
 //! DATA/agent/containers/ID/ctr.log        output (ctr.log.1 .. ctr.log.N: older parts)
+//! DATA/agent/containers/ID/files/         its configs, bound read-only into the container
+//! DATA/agent/containers/ID/private/       its tmpfs (0700): secrets/ bound at /run/secrets,
+//!                                         and config.json when its env holds a secret
+//!                                         (then the bundle's config.json links there)
 //! DATA/agent/run/                         the runtime's state (--root of berth-runtime)
 //! DATA/agent/netns/ID                     the container's network namespace (bind mount)
 //! DATA/agent/net/                         IPAM leases and port reservations
@@ -79,6 +83,14 @@ impl ContainerPaths {
     }
     pub fn record(&self) -> PathBuf {
         self.dir.join("record.json")
+    }
+    /// The configs written for the container.
+    pub fn files(&self) -> PathBuf {
+        self.dir.join("files")
+    }
+    /// The container's own tmpfs on the host: secrets, never on disk.
+    pub fn private(&self) -> PathBuf {
+        self.dir.join("private")
     }
     /// The shim's files in the container's directory (shim.json, exit.json, ctr.log, ...).
     pub fn shim(&self) -> berth_shim::ShimPaths {

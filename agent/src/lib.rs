@@ -7,6 +7,7 @@ pub mod containers;
 pub(crate) mod dial;
 pub mod dns;
 pub(crate) mod error;
+pub(crate) mod files;
 pub(crate) mod grpc;
 pub mod layout;
 pub mod logs;

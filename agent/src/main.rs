@@ -74,6 +74,10 @@ struct Args {
     /// comma-separated (default: the nameservers of the host's /etc/resolv.conf).
     #[arg(long)]
     dns_upstream: Option<String>,
+    /// A host directory under which deployments may bind-mount (repeatable); anything else
+    /// is refused. Sent to the scheduler, which places replicas with binds accordingly.
+    #[arg(long = "allow-bind", value_name = "PATH")]
+    allow_bind: Vec<PathBuf>,
     #[command(flatten)]
     tls: berth_proto::tls::TlsFlags,
 }
@@ -107,6 +111,7 @@ fn main() -> anyhow::Result<()> {
         .context("invalid --scheduler")?;
     let tls_on = tls.is_some();
     let dns_upstream = dns_upstream(args.dns_upstream.as_deref())?;
+    let allow_bind = allow_bind(&args.allow_bind)?;
     let config = berth_agent::Config {
         tls,
         scheduler: args.scheduler,
@@ -133,6 +138,7 @@ fn main() -> anyhow::Result<()> {
         stop_grace: Duration::from_secs(args.stop_grace),
         reconnect_max: Duration::from_secs(5),
         dns_upstream,
+        allow_bind,
     };
     berth_agent::containers::valid_id(&config.node_name).context("invalid --node-name")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -158,6 +164,18 @@ fn main() -> anyhow::Result<()> {
         berth_agent::run(config, listener, shutdown).await?;
         Ok(())
     })
+}
+
+/// `--allow-bind` paths, canonical (symlinks resolved, so the scheduler and the checks compare
+/// real paths); a missing one stops the agent, naming it.
+fn allow_bind(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::canonicalize(p)
+                .with_context(|| format!("invalid --allow-bind {}: cannot resolve it", p.display()))
+        })
+        .collect()
 }
 
 /// The flag's resolvers, or else the host's (none readable: names outside the cluster are

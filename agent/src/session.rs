@@ -199,7 +199,11 @@ async fn register(
             node_address: config.node_address.clone(),
             agent_endpoint: agent_endpoint.to_string(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            allowed_bind_paths: Vec::new(),
+            allowed_bind_paths: config
+                .allow_bind
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
         })
         .await
         .map_err(|status| SessionError::Refused {
@@ -215,8 +219,8 @@ async fn register(
     Ok((client, registered))
 }
 
-/// Applies what the scheduler sent: an assignment set, or the cluster's pod routes (those
-/// that cannot be installed yet are kept in `unrouted` for the next heartbeat).
+/// Applies what the scheduler sent: an assignment set, a file set, or the cluster's pod
+/// routes (those that cannot be installed yet are kept in `unrouted` for the next heartbeat).
 async fn on_message(
     containers: &Containers,
     message: SchedulerMessage,
@@ -241,9 +245,15 @@ async fn on_message(
             // Handled by the session, which acknowledges it (see `apply_services`).
             tracing::debug!(generation = set.generation, "service set outside a session");
         }
-        // WIP (issue 15): the agent's file store takes these in this session's work.
+        // Before the assignments that need it; containers waiting for a version start.
         Some(scheduler_message::Msg::Files(set)) => {
-            tracing::debug!(generation = set.generation, "file set not yet handled");
+            let generation = set.generation;
+            let (configs, secrets) = (set.configs.len(), set.secrets.len());
+            if containers.set_files(set) {
+                tracing::info!(generation, configs, secrets, "applied files");
+            } else {
+                tracing::debug!(generation, "ignoring an older file set");
+            }
         }
         None => tracing::debug!("empty scheduler message"),
     }

@@ -99,6 +99,26 @@ impl AgentNode {
         Self::start_for(berth, &scheduler.endpoint(), name, opts)
     }
 
+    /// A node named after `base` ([`unique_node_name`]) with the busybox image `image` in its
+    /// store, pod CIDR `cidr` and an empty assignment set, stopping containers after 1 s
+    /// (busybox's sleep as init ignores SIGTERM).
+    pub fn start_with_busybox(
+        scheduler: &FakeScheduler,
+        base: &str,
+        cidr: &str,
+        image: &str,
+        mut opts: AgentOptions,
+    ) -> Self {
+        opts.extra_args
+            .extend(["--stop-grace".to_string(), "1".to_string()]);
+        let berth = Berth::new();
+        crate::busybox_image(&berth, image);
+        let name = unique_node_name(base);
+        scheduler.set_pod_cidr(&name, cidr);
+        scheduler.assign(&name, vec![]);
+        Self::start_in(berth, scheduler, &name, opts)
+    }
+
     /// Like [`Self::start_in`] for a scheduler at `endpoint` (a real `berth-scheduler`).
     pub fn start_for(berth: Berth, endpoint: &str, name: &str, opts: AgentOptions) -> Self {
         require_root();

@@ -14,8 +14,8 @@
 //! - `Session` wants a `Hello` first: an unknown node or a session other than the node's last
 //!   one is refused with `FailedPrecondition` (and recorded, see
 //!   [`FakeScheduler::refused_hellos`]); another first message gets `InvalidArgument`. Then it
-//!   sends the node's current `AssignmentSet` (only once the test called
-//!   [`FakeScheduler::assign`] for it) and `RouteSet` (only once the test called
+//!   sends the node's current `FileSet` (only once the test called [`FakeScheduler::files`]),
+//!   `AssignmentSet` (only once the test called [`FakeScheduler::assign`] for it) and `RouteSet` (only once the test called
 //!   [`FakeScheduler::routes`]) and `ServiceSet` (only once the test called
 //!   [`FakeScheduler::services`]), in that order, and again whenever the test changes them. A
 //!   newer session of the same node replaces the older stream, which ends with `Aborted`.
@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use berth_proto::v1::node_service_server::{NodeService, NodeServiceServer};
 use berth_proto::v1::{
     AgentMessage, Assignment, AssignmentSet, ContainerEvent, ContainerState, ContainerStatus,
-    Heartbeat, Hello, ImageSource, PodRoute, RegisterRequest, RegisterResponse, Resources,
-    RestartPolicy, RouteSet, SchedulerMessage, ServiceSet, agent_message, image_source,
-    restart_policy, scheduler_message,
+    FileContent, FileSet, Heartbeat, Hello, ImageSource, PodRoute, RegisterRequest,
+    RegisterResponse, Resources, RestartPolicy, RouteSet, SchedulerMessage, ServiceSet,
+    agent_message, image_source, restart_policy, scheduler_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
@@ -117,6 +117,10 @@ pub struct NodeRecord {
     pub service_generation: u64,
     /// The services of the last `services`, sent on every new session.
     pub services: Option<Vec<berth_proto::v1::Service>>,
+    /// The generation of the last `files` (0: never sent).
+    pub file_generation: u64,
+    /// The configs and secrets of the last `files`, sent on every new session first.
+    pub files: Option<(Vec<FileContent>, Vec<FileContent>)>,
     /// What the node sent that the protocol does not allow (a second Hello, an empty message).
     pub protocol_errors: Vec<String>,
 }
@@ -186,6 +190,15 @@ impl Node {
     fn route_set(&self) -> Option<scheduler_message::Msg> {
         let routes = self.record.routes.clone()?;
         Some(scheduler_message::Msg::Routes(RouteSet { routes }))
+    }
+
+    fn file_set(&self) -> Option<scheduler_message::Msg> {
+        let (configs, secrets) = self.record.files.clone()?;
+        Some(scheduler_message::Msg::Files(FileSet {
+            generation: self.record.file_generation,
+            configs,
+            secrets,
+        }))
     }
 
     fn service_set(&self) -> Option<scheduler_message::Msg> {
@@ -319,10 +332,13 @@ impl NodeService for Service {
             node.outbox = Some((connection, outbox));
             node.record.sessions += 1;
             node.record.connected = true;
-            for msg in [node.assignment_set(), node.route_set(), node.service_set()]
-                .into_iter()
-                .flatten()
-            {
+            let sets = [
+                node.file_set(),
+                node.assignment_set(),
+                node.route_set(),
+                node.service_set(),
+            ];
+            for msg in sets.into_iter().flatten() {
                 node.send(msg);
             }
             Ok(connection)
@@ -489,6 +505,20 @@ impl FakeScheduler {
                 node.send(msg);
             }
             node.record.generation
+        })
+    }
+
+    /// Makes `configs` and `secrets` the node's file set with a new generation (returned),
+    /// sends it if connected and on the next sessions, before the assignments.
+    pub fn files(&self, node: &str, configs: Vec<FileContent>, secrets: Vec<FileContent>) -> u64 {
+        self.shared.update(|s| {
+            let node = s.nodes.entry(node.to_string()).or_default();
+            node.record.file_generation += 1;
+            node.record.files = Some((configs, secrets));
+            if let Some(msg) = node.file_set() {
+                node.send(msg);
+            }
+            node.record.file_generation
         })
     }
 

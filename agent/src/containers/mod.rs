@@ -4,6 +4,7 @@
 mod access;
 mod prepare;
 pub mod record;
+mod storage;
 mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use berth_images::Store;
+use berth_images::volumes::VolumeStore;
 use berth_proto::v1::{
     Assignment, AssignmentSet, Capacity, ContainerState, ContainerStatus, PodRoute, Resources,
     ServiceSet,
@@ -20,6 +22,7 @@ use tokio::sync::{Notify, OnceCell, broadcast, watch};
 use crate::capacity::allocatable;
 use crate::config::Config;
 use crate::error::AgentError;
+use crate::files::Files;
 use crate::layout::{ContainerPaths, Layout};
 use crate::net::{NetConfig, NodeNetwork, ServicesOutcome};
 
@@ -34,6 +37,10 @@ pub(crate) struct Inner {
     pub config: Config,
     pub layout: Layout,
     pub store: Store,
+    /// Named volumes, node-local (DATA/volumes, shared with `berth run`).
+    pub volumes: VolumeStore,
+    /// The configs and secrets of the scheduler's latest FileSet.
+    pub files: Files,
     net: OnceCell<NodeNetwork>,
     net_ready: Notify,
     /// The node DNS server's answers (served once the network is up; see `crate::dns`).
@@ -86,12 +93,16 @@ impl Containers {
         }
         let store =
             Store::open(&config.data_dir).map_err(|e| AgentError::OpenStore(Box::new(e)))?;
+        let volumes = VolumeStore::open(&config.data_dir)
+            .map_err(AgentError::internal("opening the volume store"))?;
         let (events, _) = broadcast::channel(1024);
         let dns = crate::dns::Dns::new(&config.dns_upstream)?;
         let inner = Arc::new(Inner {
             config,
             layout,
             store,
+            volumes,
+            files: Files::default(),
             net: OnceCell::new(),
             net_ready: Notify::new(),
             dns,
@@ -278,9 +289,16 @@ impl Containers {
         true
     }
 
+    /// Takes the scheduler's FileSet (the whole set the node's assignments use); containers
+    /// waiting for one of its versions start. Returns false for an older set than the one held.
+    pub fn set_files(&self, set: berth_proto::v1::FileSet) -> bool {
+        self.inner.files.replace(set)
+    }
+
     /// A new session starts generations afresh.
     pub fn reset_generation(&self) {
         self.inner.applied_generation.store(0, Ordering::SeqCst);
+        self.inner.files.reset_generation();
         if let Some(net) = self.inner.net.get() {
             net.reset_service_generation();
         }

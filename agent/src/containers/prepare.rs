@@ -14,6 +14,7 @@ use berth_images::{Image, Reference, Store, StoreError};
 use berth_proto::v1::{Assignment, image_source::Fetch};
 use berth_runtime::security::{SeccompChoice, SecurityOptions};
 
+use super::storage;
 use crate::config::node_cgroup;
 use crate::error::AgentError;
 use crate::layout::ContainerPaths;
@@ -154,7 +155,8 @@ pub(super) fn security(assignment: &Assignment) -> SecurityOptions {
 
 /// Makes the overlay root filesystem (unless it exists from an earlier run of the agent) and
 /// writes the bundle, with `/etc/resolv.conf` naming `nameserver` (the node DNS on the
-/// gateway). Blocking: call from a blocking task.
+/// gateway) and the assignment's volumes, configs and secrets (see [`storage`]). Blocking:
+/// call from a blocking task.
 pub(super) fn rootfs_and_bundle(
     store: &Store,
     image: &Image,
@@ -162,6 +164,7 @@ pub(super) fn rootfs_and_bundle(
     overrides: &RunOverrides,
     security: &SecurityOptions,
     nameserver: Ipv4Addr,
+    storage: &storage::Inputs,
 ) -> Result<(), AgentError> {
     let container_err = |reason: String| AgentError::Container {
         id: paths.id.clone(),
@@ -183,11 +186,29 @@ pub(super) fn rootfs_and_bundle(
     };
     let mut spec = build_spec(image, rootfs.path(), overrides)
         .map_err(|e| container_err(format!("runtime spec: {e}")))?;
+    // After build_spec: secret files belong to the user it resolved.
+    let started = std::time::Instant::now();
+    let holds_secret = storage::apply(&mut spec, rootfs.path(), paths, storage)?;
+    tracing::debug!(
+        container = %paths.id,
+        storage_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "storage ready"
+    );
     berth_runtime::security::apply(&mut spec, security)
         .map_err(|e| container_err(format!("runtime spec: {e}")))?;
     mount_resolv_conf(&mut spec, paths, nameserver)?;
-    write_bundle(&paths.dir, &spec, rootfs.path())
-        .map_err(|e| container_err(format!("bundle: {e}")))?;
+    if holds_secret {
+        // An env var from a secret: the spec stays on the container's tmpfs, as containerd
+        // keeps bundles under /run; the bundle's config.json only points there.
+        write_bundle(&paths.private(), &spec, rootfs.path())
+            .map_err(|e| container_err(format!("bundle: {e}")))?;
+        let link = paths.dir.join("config.json");
+        std::os::unix::fs::symlink("private/config.json", &link)
+            .map_err(AgentError::io(format!("linking {}", link.display())))?;
+    } else {
+        write_bundle(&paths.dir, &spec, rootfs.path())
+            .map_err(|e| container_err(format!("bundle: {e}")))?;
+    }
     Ok(())
 }
 

@@ -9,8 +9,9 @@ use berth_runtime::sys::time::now_ms;
 use tokio::sync::watch;
 
 use super::record::{self, Record};
-use super::{Containers, Inner, Start, prepare};
+use super::{Containers, Inner, Start, prepare, storage};
 use crate::error::AgentError;
+use crate::files::Resolved;
 use crate::layout::ContainerPaths;
 use crate::probe::{self, Outcome, ProbeState, ProbeTarget};
 use crate::restart::{self, Decision};
@@ -19,6 +20,8 @@ use crate::shim::{self, ExitRecord, ShimState};
 /// Lines of log sent up with an exit.
 const LOG_TAIL_LINES: usize = 20;
 const LOG_TAIL_BYTES: usize = 4096;
+/// The status reason of a container whose config or secret version has not arrived yet.
+const WAITING_FOR_FILES: &str = "WaitingForFiles";
 
 struct Worker {
     containers: Containers,
@@ -65,7 +68,12 @@ pub(crate) async fn drive(
             return;
         }
         Start::Fresh => {
-            if let Err(e) = w.prepare().await {
+            let Some(resolved) = w.wait_for_files().await else {
+                // Unassigned while waiting: nothing was made.
+                w.containers.forget(&w.paths.id);
+                return;
+            };
+            if let Err(e) = w.prepare(resolved).await {
                 tracing::warn!(container = %w.paths.id, "preparing: {e}");
                 w.fail(&e);
                 w.stopped().await;
@@ -111,9 +119,36 @@ impl Worker {
         }
     }
 
+    /// The assignment's config and secret versions, once the scheduler has sent them all
+    /// (until then the container stays Pending saying what it waits for); None when it is
+    /// unassigned first.
+    async fn wait_for_files(&mut self) -> Option<Resolved> {
+        let mut changed = self.inner().files.changed();
+        loop {
+            changed.mark_unchanged();
+            match self.inner().files.resolve(&self.assignment) {
+                Ok(resolved) => return Some(resolved),
+                // Names and versions only: never a value.
+                Err(waiting) if self.status.borrow().message != waiting => {
+                    tracing::info!(container = %self.paths.id, "{waiting}");
+                    self.update(|s| {
+                        s.state = ContainerState::Pending as i32;
+                        s.reason = WAITING_FOR_FILES.into();
+                        s.message = waiting;
+                    });
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return None },
+                () = self.stopped() => return None,
+            }
+        }
+    }
+
     /// Image, network, root filesystem and bundle; the assignment is saved first so that a
     /// crash part-way is cleaned up by the next agent.
-    async fn prepare(&mut self) -> Result<(), AgentError> {
+    async fn prepare(&mut self, resolved: Resolved) -> Result<(), AgentError> {
         std::fs::create_dir_all(&self.paths.dir).map_err(AgentError::io(format!(
             "creating {}",
             self.paths.dir.display()
@@ -142,15 +177,27 @@ impl Worker {
         let store = self.inner().store.clone();
         let paths = self.paths.clone();
         let nameserver = net.gateway();
+        let storage = storage::Inputs {
+            assignment: self.assignment.clone(),
+            resolved,
+            allow_bind: self.inner().config.allow_bind.clone(),
+            volumes: self.inner().volumes.clone(),
+        };
         tokio::task::spawn_blocking(move || {
-            prepare::rootfs_and_bundle(&store, &image, &paths, &overrides, &security, nameserver)
+            prepare::rootfs_and_bundle(
+                &store, &image, &paths, &overrides, &security, nameserver, &storage,
+            )
         })
         .await
         .map_err(|e| AgentError::Container {
             id: self.paths.id.clone(),
             reason: format!("preparing task: {e}"),
         })??;
-        self.update(|s| s.state = ContainerState::Created as i32);
+        self.update(|s| {
+            s.state = ContainerState::Created as i32;
+            s.reason.clear();
+            s.message.clear();
+        });
         Ok(())
     }
 
@@ -298,7 +345,10 @@ impl Worker {
 
     async fn start_attempt(&mut self) -> Result<ShimState, AgentError> {
         let cfg = self.inner().config.shim.clone();
-        Ok(shim::start(&cfg, &self.paths).await?)
+        let state = shim::start(&cfg, &self.paths).await?;
+        // Start latency is timed from `applied assignments` to this line.
+        tracing::debug!(container = %self.paths.id, "started");
+        Ok(state)
     }
 
     /// Waits for the exit, a stop request or a failed liveness probe, running the probes.
@@ -509,8 +559,8 @@ impl Worker {
     }
 }
 
-/// Removes a container's runtime state, network, root filesystem and directory, each if
-/// present.
+/// Removes a container's runtime state, network, secrets tmpfs, use of volumes, root
+/// filesystem and directory, each if present.
 pub(crate) async fn remove_leftovers(inner: &Arc<Inner>, paths: &ContainerPaths) {
     let runtime = inner.config.shim.runtime_binary.clone();
     if paths.runtime_root.join(&paths.id).exists() {
@@ -530,6 +580,13 @@ pub(crate) async fn remove_leftovers(inner: &Arc<Inner>, paths: &ContainerPaths)
         && let Err(e) = net.detach(&paths.id).await
     {
         tracing::warn!(container = %paths.id, "detaching its network: {e}");
+    }
+    // After delete: nothing of the container holds its tmpfs or volumes any more.
+    if let Err(e) = storage::unmount_private(paths) {
+        tracing::warn!(container = %paths.id, "{e}");
+    }
+    if let Err(e) = inner.volumes.release(&paths.id) {
+        tracing::warn!(container = %paths.id, "releasing its volumes: {e}");
     }
     let p = paths.clone();
     let removed = tokio::task::spawn_blocking(move || prepare::remove_rootfs(&p)).await;
