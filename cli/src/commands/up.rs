@@ -2,7 +2,8 @@
 //! and one `berth-agent` (found next to the `berth` executable) as child processes, waits
 //! until the node is ready, and on Ctrl-C or SIGTERM stops cleanly: every deployment is
 //! deleted, their containers (and network) are torn down, then the agent and the scheduler
-//! get SIGTERM. The daemons' logs go to DATA/up/{scheduler,agent}.log.
+//! get SIGTERM. The daemons' logs go to DATA/up/{scheduler,agent}.log. The scheduler gets
+//! `--secrets-key <pki-dir>/secrets.key`, written on first use.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt as _;
@@ -154,6 +155,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     for dir in [&log_dir, &sched_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let secrets_key = secrets_key(&args, ctx)?;
     let url = dial_url(&args.listen);
     crate::remote::block_on(async {
         let mut interrupt = signal(SignalKind::interrupt())?;
@@ -161,7 +163,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
         let mut scheduler = Daemon::spawn(
             "berth-scheduler",
             &scheduler_exe,
-            &scheduler_argv(&args, &sched_dir),
+            &scheduler_argv(&args, &sched_dir, secrets_key.as_deref()),
             &log_dir,
         )?;
         let mut daemons = vec![];
@@ -219,8 +221,32 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     })
 }
 
+/// The secrets key the scheduler gets, made on first use so that the local cluster has
+/// secrets out of the box; None when `--scheduler-arg` names one already.
+fn secrets_key(args: &Args, ctx: &Context) -> anyhow::Result<Option<PathBuf>> {
+    if args
+        .scheduler_args
+        .iter()
+        .any(|a| a == "--secrets-key" || a.starts_with("--secrets-key="))
+    {
+        return Ok(None);
+    }
+    let path = crate::commands::secret::init_key::default_path(ctx);
+    if let Some(written) = crate::commands::secret::init_key::ensure_key(&path)? {
+        println!(
+            "berth up: wrote the secrets key {} (key id {})",
+            written.path.display(),
+            written.key_id
+        );
+    }
+    Ok(Some(path))
+}
+
 /// berth-scheduler's command line.
-fn scheduler_argv(args: &Args, sched_dir: &Path) -> Vec<String> {
+fn scheduler_argv(args: &Args, sched_dir: &Path, secrets_key: Option<&Path>) -> Vec<String> {
+    let key = secrets_key
+        .map(|k| vec!["--secrets-key".into(), k.display().to_string()])
+        .unwrap_or_default();
     [
         vec![
             "--listen".into(),
@@ -228,6 +254,7 @@ fn scheduler_argv(args: &Args, sched_dir: &Path) -> Vec<String> {
             "--data-dir".into(),
             sched_dir.display().to_string(),
         ],
+        key,
         args.scheduler_args.clone(),
     ]
     .concat()
