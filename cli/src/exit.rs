@@ -43,7 +43,8 @@ pub(crate) fn for_kind(kind: ErrorKind) -> i32 {
 }
 
 /// A server's refusal, as the CLI reports it: the message (which names the object) for
-/// people, the kind for the exit status.
+/// people, the kind for the exit status. The CLI's own refusals before anything is sent take
+/// the same form (see [`refused`]).
 #[derive(Debug)]
 pub(crate) struct RemoteError {
     pub kind: ErrorKind,
@@ -65,6 +66,14 @@ impl From<tonic::Status> for RemoteError {
             message: status.message().to_string(),
         }
     }
+}
+
+/// A refusal made here, before anything is sent, with the kind that picks its exit status.
+pub(crate) fn refused(kind: ErrorKind, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(RemoteError {
+        kind,
+        message: message.into(),
+    })
 }
 
 /// The kind of a failed command's error: the first cause that has one decides. A connection

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{IsTerminal as _, Read};
 use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::v1::config_service_client::ConfigServiceClient;
 use berth_proto::v1::secret_service_client::SecretServiceClient;
@@ -39,9 +39,9 @@ impl ValueSource {
     fn file(&self) -> anyhow::Result<Option<&PathBuf>> {
         // Not echoed: someone may have typed the secret itself here.
         if self.stdin.as_deref().is_some_and(|s| s != "-") {
-            bail!(
-                "unexpected argument after the name: give the value with --from-file FILE, or `-` for standard input (never on the command line)"
-            );
+            return Err(invalid(
+                "unexpected argument after the name: give the value with --from-file FILE, or `-` for standard input (never on the command line)".into(),
+            ));
         }
         Ok(self.from_file.as_ref().filter(|p| p.as_os_str() != "-"))
     }
@@ -55,21 +55,29 @@ impl ValueSource {
                 let len = file.metadata().map(|m| m.len()).unwrap_or(0);
                 let origin = path.display().to_string();
                 if usize::try_from(len).map_or(true, |l| l > MAX_VALUE_BYTES) {
-                    bail!("{what}: {origin} is {len} bytes: {}", too_large());
+                    return Err(invalid(format!(
+                        "{what}: {origin} is {len} bytes: {}",
+                        too_large()
+                    )));
                 }
                 read_limited(file, &origin, what)
             }
             None => {
                 let stdin = std::io::stdin();
                 if stdin.is_terminal() {
-                    bail!(
+                    return Err(invalid(format!(
                         "{what}: no --from-file and standard input is a terminal: pipe the value in, or pass --from-file FILE"
-                    );
+                    )));
                 }
                 read_limited(stdin.lock(), "standard input", what)
             }
         }
     }
+}
+
+/// Bad input: exit status 2, as a command line clap refuses.
+fn invalid(message: String) -> anyhow::Error {
+    crate::exit::refused(berth_proto::errors::ErrorKind::InvalidArgument, message)
 }
 
 fn too_large() -> String {
@@ -85,10 +93,10 @@ fn read_limited(reader: impl Read, origin: &str, what: &str) -> anyhow::Result<Z
         .read_to_end(&mut buf)
         .with_context(|| format!("{what}: reading {origin}"))?;
     if buf.len() > MAX_VALUE_BYTES {
-        bail!(
+        return Err(invalid(format!(
             "{what}: {origin} has more than {MAX_VALUE_BYTES} bytes: {}",
             too_large()
-        );
+        )));
     }
     Ok(buf)
 }
@@ -290,6 +298,8 @@ mod tests {
             e.contains(&big.display().to_string()) && e.contains("1048577 bytes"),
             "{e}"
         );
+        let kind = crate::exit::kind_of(&source.read("config c").unwrap_err());
+        assert_eq!(kind, berth_proto::errors::ErrorKind::InvalidArgument);
         let small = dir.path().join("small");
         std::fs::write(&small, b"k=v\n").unwrap();
         let source = ValueSource {
