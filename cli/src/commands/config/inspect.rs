@@ -14,7 +14,7 @@ use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    #[arg(value_parser = super::check_name)]
+    #[arg(value_parser = crate::files::parse_name)]
     name: String,
     /// The version to show (default: the newest).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -36,16 +36,11 @@ struct Inspected {
 
 pub(super) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let version = args.version.unwrap_or(0);
-    let reply = with_configs(ctx, async |mut client| {
-        client
-            .get_config(GetFileRequest {
-                name: args.name,
-                version,
-            })
-            .await
-            .map_err(crate::cluster::status_error)
-            .map(tonic::Response::into_inner)
-    })?;
+    let request = GetFileRequest {
+        name: args.name,
+        version,
+    };
+    let reply = with_configs(ctx, async |mut client| client.get_config(request).await)?;
     let info = FileRow::from(reply.info.unwrap_or_default());
     let shown_version = if version == 0 { info.version } else { version };
     match ctx.output() {

@@ -38,9 +38,3 @@ pub(crate) fn run(command: ConfigCommand, ctx: &Context) -> anyhow::Result<()> {
         ConfigCommand::Rm(args) => rm::run(args, ctx),
     }
 }
-
-/// The config name argument, checked before anything is read or sent.
-pub(super) fn check_name(name: &str) -> Result<String, String> {
-    crate::cluster::spec::mounts::check_name(name)?;
-    Ok(name.to_string())
-}

@@ -9,21 +9,16 @@ use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    #[arg(value_parser = super::check_name)]
+    #[arg(value_parser = crate::files::parse_name)]
     name: String,
 }
 
 pub(super) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
-    let info = with_secrets(ctx, async |mut client| {
-        client
-            .get_secret(GetFileRequest {
-                name: args.name,
-                version: 0,
-            })
-            .await
-            .map_err(crate::cluster::status_error)
-            .map(tonic::Response::into_inner)
-    })?;
+    let request = GetFileRequest {
+        name: args.name,
+        version: 0,
+    };
+    let info = with_secrets(ctx, async |mut client| client.get_secret(request).await)?;
     let row = FileRow::from(info);
     match ctx.output() {
         OutputFormat::Json => print_json(&row),

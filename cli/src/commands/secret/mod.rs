@@ -46,9 +46,3 @@ pub(crate) fn run(command: SecretCommand, ctx: &Context) -> anyhow::Result<()> {
         SecretCommand::RotateKey(args) => rotate_key::run(args, ctx),
     }
 }
-
-/// The secret name argument, checked before anything is read or sent.
-pub(super) fn check_name(name: &str) -> Result<String, String> {
-    crate::cluster::spec::mounts::check_name(name)?;
-    Ok(name.to_string())
-}

@@ -34,15 +34,11 @@ pub(super) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let path = std::path::absolute(&args.new_key)
         .with_context(|| format!("resolving {}", args.new_key.display()))?;
     check_local_copy(&path)?;
-    let file = path.display().to_string();
+    let request = RotateSecretsKeyRequest {
+        new_key_file: path.display().to_string(),
+    };
     let reply = with_secrets(ctx, async |mut client| {
-        client
-            .rotate_secrets_key(RotateSecretsKeyRequest {
-                new_key_file: file.clone(),
-            })
-            .await
-            .map_err(crate::cluster::status_error)
-            .map(tonic::Response::into_inner)
+        client.rotate_secrets_key(request).await
     })?;
     let rotated = Rotated {
         old_key_id: reply.old_key_id,

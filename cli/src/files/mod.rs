@@ -1,27 +1,40 @@
 //! What `berth config` and `berth secret` share: the value read from a file or standard input
-//! (held in `Zeroizing`, at most 1 MiB, never echoed), the scheduler's ConfigService and
-//! SecretService clients, and how a `FileInfo` (metadata only, never a value) is shown.
+//! (held in `Zeroizing`, at most 1 MiB, never echoed), the calls that are the same for both
+//! (`ops`), and how a `FileInfo` (metadata only, never a value) is shown (`show`).
+
+mod ops;
+mod show;
+
+pub(crate) use ops::{Kind, create, list, remove, update, with_configs, with_secrets};
+pub(crate) use show::{FileRow, print_details};
 
 use std::fs::File;
 use std::io::{IsTerminal as _, Read};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use berth_proto::MAX_MESSAGE_BYTES;
-use berth_proto::v1::config_service_client::ConfigServiceClient;
-use berth_proto::v1::secret_service_client::SecretServiceClient;
-use berth_proto::v1::{FileInfo, UpdateFileResponse};
-use serde::Serialize;
 use zeroize::Zeroizing;
-
-use crate::Context;
-use crate::auth::AuthChannel;
-use crate::output::{OutputFormat, human_bytes, print_json, print_rows, timestamp};
 
 /// The largest config or secret value, as the scheduler enforces it
 /// (`berth_scheduler::secrets::MAX_VALUE_BYTES`); checked here too so that a file too large
 /// is refused before it is sent, naming its size.
 pub(crate) const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// `NAME [--from-file F | -]`: what create and update take.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct PutArgs {
+    /// The name specs use for it (`configs`, `secrets`, `env_from_secret`).
+    #[arg(value_parser = parse_name)]
+    pub name: String,
+    #[command(flatten)]
+    pub source: ValueSource,
+}
+
+/// A config or secret name argument, checked before anything is read or sent.
+pub(crate) fn parse_name(name: &str) -> Result<String, String> {
+    crate::cluster::spec::mounts::check_name(name)?;
+    Ok(name.to_string())
+}
 
 /// Where a value comes from: `--from-file F`, or standard input (`-` or nothing).
 #[derive(Debug, Clone, clap::Args)]
@@ -99,173 +112,6 @@ fn read_limited(reader: impl Read, origin: &str, what: &str) -> anyhow::Result<Z
         )));
     }
     Ok(buf)
-}
-
-/// Runs `f` with a ConfigService client of the scheduler.
-pub(crate) fn with_configs<T>(
-    ctx: &Context,
-    f: impl AsyncFnOnce(ConfigServiceClient<AuthChannel>) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    crate::remote::block_on(async {
-        let channel = crate::cluster::channel(ctx.scheduler()).await?;
-        f(ConfigServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
-        .await
-    })
-}
-
-/// Runs `f` with a SecretService client of the scheduler.
-pub(crate) fn with_secrets<T>(
-    ctx: &Context,
-    f: impl AsyncFnOnce(SecretServiceClient<AuthChannel>) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    crate::remote::block_on(async {
-        let channel = crate::cluster::channel(ctx.scheduler()).await?;
-        f(SecretServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
-        .await
-    })
-}
-
-/// A config or secret as `ls` and `inspect` show it: metadata, never a value.
-#[derive(Debug, Serialize)]
-pub(crate) struct FileRow {
-    pub name: String,
-    pub version: u64,
-    pub versions: Vec<u64>,
-    pub size_bytes: u64,
-    /// RFC 3339.
-    pub created: String,
-    pub updated: String,
-    pub used_by: Vec<String>,
-    /// Configs: the newest version's SHA-256.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub sha256: String,
-    /// Secrets: the key-encryption key's id.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub key_id: String,
-}
-
-impl From<FileInfo> for FileRow {
-    fn from(f: FileInfo) -> Self {
-        FileRow {
-            name: f.name,
-            version: f.version,
-            versions: f.versions,
-            size_bytes: f.size_bytes,
-            created: timestamp(f.created_at_ms),
-            updated: timestamp(f.updated_at_ms),
-            used_by: f.used_by,
-            sha256: f.sha256,
-            key_id: f.key_id,
-        }
-    }
-}
-
-/// `ls`: a table, or a JSON array of [`FileRow`].
-pub(crate) fn print_list(output: OutputFormat, files: Vec<FileInfo>) -> anyhow::Result<()> {
-    let rows: Vec<FileRow> = files.into_iter().map(FileRow::from).collect();
-    print_rows(
-        output,
-        &rows,
-        &["NAME", "VERSION", "SIZE", "UPDATED", "USED BY"],
-        |r| {
-            vec![
-                r.name.clone(),
-                r.version.to_string(),
-                human_bytes(r.size_bytes),
-                r.updated.clone(),
-                r.used_by.join(","),
-            ]
-        },
-    )
-}
-
-/// `inspect` for people: one field a line.
-pub(crate) fn print_details(row: &FileRow) {
-    let versions: Vec<String> = row.versions.iter().map(u64::to_string).collect();
-    println!("Name:      {}", row.name);
-    println!("Version:   {} (kept: {})", row.version, versions.join(", "));
-    println!("Size:      {}", human_bytes(row.size_bytes));
-    if !row.sha256.is_empty() {
-        println!("SHA-256:   {}", row.sha256);
-    }
-    if !row.key_id.is_empty() {
-        println!("Key id:    {}", row.key_id);
-    }
-    println!("Created:   {}", row.created);
-    println!("Updated:   {}", row.updated);
-    let used = if row.used_by.is_empty() {
-        "-".to_string()
-    } else {
-        row.used_by.join(", ")
-    };
-    println!("Used by:   {used}");
-}
-
-/// `create`: the new object's name and first version.
-pub(crate) fn print_created(
-    kind: &str,
-    output: OutputFormat,
-    info: FileInfo,
-) -> anyhow::Result<()> {
-    let row = FileRow::from(info);
-    match output {
-        OutputFormat::Json => print_json(&row),
-        OutputFormat::Table => {
-            println!(
-                "created {kind} {} version {} ({})",
-                row.name,
-                row.version,
-                human_bytes(row.size_bytes)
-            );
-            Ok(())
-        }
-    }
-}
-
-/// What `update -o json` prints.
-#[derive(Debug, Serialize)]
-struct Updated {
-    name: String,
-    version: u64,
-    changed: bool,
-    /// Deployments that got a new revision (their rollouts started).
-    rolled: Vec<String>,
-}
-
-/// `update`: the new version and the deployments whose rollout it started.
-pub(crate) fn print_updated(
-    kind: &str,
-    name: &str,
-    output: OutputFormat,
-    reply: UpdateFileResponse,
-) -> anyhow::Result<()> {
-    let updated = Updated {
-        name: reply.info.as_ref().map_or(name, |i| &i.name).to_string(),
-        version: reply.info.as_ref().map_or(0, |i| i.version),
-        changed: reply.changed,
-        rolled: reply.rolled,
-    };
-    match output {
-        OutputFormat::Json => print_json(&updated),
-        OutputFormat::Table => {
-            let (n, v) = (&updated.name, updated.version);
-            if !updated.changed {
-                println!("{kind} {n} unchanged: the content is version {v}'s");
-            } else if updated.rolled.is_empty() {
-                println!("{kind} {n} version {v}; no deployment uses it");
-            } else {
-                println!(
-                    "{kind} {n} version {v}; rolling {}",
-                    updated.rolled.join(", ")
-                );
-            }
-            Ok(())
-        }
-    }
 }
 
 #[cfg(test)]
