@@ -61,9 +61,15 @@ impl std::error::Error for RemoteError {}
 
 impl From<tonic::Status> for RemoteError {
     fn from(status: tonic::Status) -> Self {
+        // An empty message (e.g. Unimplemented from a scheduler older than the call) would
+        // print as a bare "berth: ": say what the code means instead.
+        let message = match status.message() {
+            "" => format!("the server answered: {}", status.code()),
+            m => m.to_string(),
+        };
         Self {
             kind: ErrorKind::of(&status),
-            message: status.message().to_string(),
+            message,
         }
     }
 }
@@ -142,6 +148,8 @@ mod tests {
         let err = anyhow::Error::new(tonic::Status::permission_denied("viewer")).context("x");
         assert_eq!(kind_of(&err), ErrorKind::PermissionDenied);
         assert_eq!(kind_of(&anyhow::anyhow!("plain")), ErrorKind::Unknown);
+        let bare = RemoteError::from(tonic::Status::unimplemented(""));
+        assert!(bare.message.contains("not implemented"), "{}", bare.message);
         let bad = tonic::transport::Endpoint::from_shared("http://[::1".to_string()).unwrap_err();
         assert_eq!(
             kind_of(&anyhow::Error::new(bad)),
