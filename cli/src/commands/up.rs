@@ -155,7 +155,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     for dir in [&log_dir, &sched_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let secrets_key = secrets_key(&args, ctx)?;
+    let secrets_key = secrets_key(&args, crate::commands::secret::init_key::default_path(ctx))?;
     let url = dial_url(&args.listen);
     crate::remote::block_on(async {
         let mut interrupt = signal(SignalKind::interrupt())?;
@@ -221,9 +221,9 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     })
 }
 
-/// The secrets key the scheduler gets, made on first use so that the local cluster has
-/// secrets out of the box; None when `--scheduler-arg` names one already.
-fn secrets_key(args: &Args, ctx: &Context) -> anyhow::Result<Option<PathBuf>> {
+/// The secrets key the scheduler gets (`path`, made on first use) so that the local cluster
+/// has secrets out of the box; None when `--scheduler-arg` names one already.
+fn secrets_key(args: &Args, path: PathBuf) -> anyhow::Result<Option<PathBuf>> {
     if args
         .scheduler_args
         .iter()
@@ -231,7 +231,6 @@ fn secrets_key(args: &Args, ctx: &Context) -> anyhow::Result<Option<PathBuf>> {
     {
         return Ok(None);
     }
-    let path = crate::commands::secret::init_key::default_path(ctx);
     if let Some(written) = crate::commands::secret::init_key::ensure_key(&path)? {
         println!(
             "berth up: wrote the secrets key {} (key id {})",
@@ -429,5 +428,56 @@ async fn drain(client: &mut Client, timeout: Duration) -> anyhow::Result<()> {
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(scheduler_args: &[&str]) -> Args {
+        Args {
+            listen: "127.0.0.1:7700".into(),
+            node_name: None,
+            scheduler_args: scheduler_args.iter().map(|a| a.to_string()).collect(),
+            agent_args: Vec::new(),
+            ready_timeout: Duration::from_secs(1),
+            stop_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn the_scheduler_gets_a_secrets_key_made_once_unless_one_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("pki/secrets.key");
+        assert_eq!(
+            secrets_key(&args(&[]), key.clone()).unwrap(),
+            Some(key.clone())
+        );
+        let first = std::fs::read(&key).unwrap();
+        assert!(berth_proto::secrets_key::SecretsKey::load(&key).is_ok());
+        assert_eq!(
+            secrets_key(&args(&[]), key.clone()).unwrap(),
+            Some(key.clone())
+        );
+        assert_eq!(
+            std::fs::read(&key).unwrap(),
+            first,
+            "an existing key is kept"
+        );
+        let argv = scheduler_argv(&args(&["--log-format=json"]), dir.path(), Some(&key));
+        let at = argv.iter().position(|a| a == "--secrets-key").unwrap();
+        assert_eq!(argv[at + 1], key.display().to_string());
+        assert_eq!(argv.last().unwrap(), "--log-format=json");
+
+        let given = args(&["--secrets-key=/etc/berth/k"]);
+        let other = dir.path().join("other.key");
+        assert_eq!(secrets_key(&given, other.clone()).unwrap(), None);
+        assert!(!other.exists(), "no key is made when one is given");
+        let argv = scheduler_argv(&given, dir.path(), None);
+        assert_eq!(
+            argv.iter().filter(|a| a.contains("--secrets-key")).count(),
+            1
+        );
     }
 }
