@@ -43,7 +43,8 @@ pub(crate) fn for_kind(kind: ErrorKind) -> i32 {
 }
 
 /// A server's refusal, as the CLI reports it: the message (which names the object) for
-/// people, the kind for the exit status.
+/// people, the kind for the exit status. The CLI's own refusals before anything is sent take
+/// the same form (see [`refused`]).
 #[derive(Debug)]
 pub(crate) struct RemoteError {
     pub kind: ErrorKind,
@@ -60,11 +61,25 @@ impl std::error::Error for RemoteError {}
 
 impl From<tonic::Status> for RemoteError {
     fn from(status: tonic::Status) -> Self {
+        // An empty message (e.g. Unimplemented from a scheduler older than the call) would
+        // print as a bare "berth: ": say what the code means instead.
+        let message = match status.message() {
+            "" => format!("the server answered: {}", status.code()),
+            m => m.to_string(),
+        };
         Self {
             kind: ErrorKind::of(&status),
-            message: status.message().to_string(),
+            message,
         }
     }
+}
+
+/// A refusal made here, before anything is sent, with the kind that picks its exit status.
+pub(crate) fn refused(kind: ErrorKind, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(RemoteError {
+        kind,
+        message: message.into(),
+    })
 }
 
 /// The kind of a failed command's error: the first cause that has one decides. A connection
@@ -133,6 +148,8 @@ mod tests {
         let err = anyhow::Error::new(tonic::Status::permission_denied("viewer")).context("x");
         assert_eq!(kind_of(&err), ErrorKind::PermissionDenied);
         assert_eq!(kind_of(&anyhow::anyhow!("plain")), ErrorKind::Unknown);
+        let bare = RemoteError::from(tonic::Status::unimplemented(""));
+        assert!(bare.message.contains("not implemented"), "{}", bare.message);
         let bad = tonic::transport::Endpoint::from_shared("http://[::1".to_string()).unwrap_err();
         assert_eq!(
             kind_of(&anyhow::Error::new(bad)),

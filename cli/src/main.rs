@@ -11,6 +11,7 @@ mod commands;
 mod compare;
 mod container;
 mod exit;
+mod files;
 mod output;
 mod progress;
 mod remote;
@@ -68,9 +69,17 @@ enum Command {
     Image(commands::image::ImageCommand),
     /// Run a command in a new container from an image.
     Run(commands::run::Args),
-    /// Manage named volumes: create, ls, inspect, rm, prune.
+    /// Manage named volumes: create, ls, inspect, rm, prune (ls --cluster: the scheduler's).
     #[command(subcommand)]
     Volume(commands::volume::VolumeCommand),
+    /// Manage the cluster's configs (files specs mount read-only): create, update, ls,
+    /// inspect, rm. An update rolls the deployments that use the config.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
+    /// Manage the cluster's secrets (encrypted at rest, never printed): create, update, ls,
+    /// inspect, rm, init-key, rotate-key.
+    #[command(subcommand)]
+    Secret(commands::secret::SecretCommand),
     /// List containers.
     Ps(commands::ps::Args),
     /// Stop a running container.
@@ -157,6 +166,8 @@ fn main() -> ExitCode {
         Command::Image(cmd) => commands::image::run(cmd, &ctx).map(|()| 0),
         Command::Run(args) => commands::run::run(args, &ctx),
         Command::Volume(cmd) => commands::volume::run(cmd, &ctx).map(|()| 0),
+        Command::Config(cmd) => commands::config::run(cmd, &ctx).map(|()| 0),
+        Command::Secret(cmd) => commands::secret::run(cmd, &ctx).map(|()| 0),
         Command::Ps(args) => commands::ps::run(args, &ctx).map(|()| 0),
         Command::Stop(args) => commands::stop::run(args, &ctx).map(|()| 0),
         Command::Rm(args) => commands::rm::run(args, &ctx).map(|()| 0),
@@ -237,7 +248,7 @@ mod tests {
     #[test]
     fn global_flags_go_before_or_after_any_subcommand() {
         // Needs no BERTH_* variable: the flags given must win over whatever is set.
-        let commands: [&[&str]; 14] = [
+        let commands: [&[&str]; 20] = [
             &["nodes"],
             &["status"],
             &["status", "hello"],
@@ -252,6 +263,12 @@ mod tests {
             &["certs", "init"],
             &["volume", "ls"],
             &["run", "-v", "data:/d", "--tmpfs", "/t", "busybox"],
+            &["volume", "ls", "--cluster"],
+            &["config", "ls"],
+            &["config", "create", "app-conf", "--from-file", "app.conf"],
+            &["config", "inspect", "app-conf", "--version", "2"],
+            &["secret", "create", "db", "-"],
+            &["secret", "rotate-key", "--new-key", "/k"],
         ];
         for command in commands {
             let before: Vec<&str> = GLOBAL.iter().chain(command.iter()).copied().collect();
@@ -276,6 +293,26 @@ mod tests {
                     "{args:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn config_and_secret_arguments_are_checked() {
+        let cli = parse(&["secret", "update", "db", "-f", "/tmp/pw"]).unwrap();
+        let Command::Secret(_) = cli.command else {
+            panic!("not secret: {:?}", cli.command);
+        };
+        for (args, want) in [
+            (&["config", "create", "a/b", "-f", "x"][..], "a/b"),
+            (
+                &["secret", "create", "db", "-f", "x", "-"],
+                "cannot be used with",
+            ),
+            (&["config", "inspect", "c", "--version", "0"], "--version"),
+            (&["secret", "rotate-key"], "--new-key"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(want), "{args:?}: {err}");
         }
     }
 

@@ -59,6 +59,20 @@ pub(crate) fn print_rows<T: Serialize>(
     }
 }
 
+/// Milliseconds since the epoch as RFC 3339 in whole seconds; "never" for 0 or less.
+pub(crate) fn timestamp(ms: i64) -> String {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    if ms <= 0 {
+        return "never".to_string();
+    }
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.replace_nanosecond(0).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 /// Bytes as a short human figure: 1.4 MB, 230 kB.
 #[allow(
     clippy::cast_precision_loss,

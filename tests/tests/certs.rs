@@ -73,6 +73,15 @@ fn certs_writes_a_verifiable_pki_with_private_keys() {
     assert_eq!(ca["cert"], dir.join("ca.pem").to_str().unwrap());
     assert_eq!(ca["key"], dir.join("ca-key.pem").to_str().unwrap());
     assert!(ca["role"].is_null());
+    // The scheduler's secrets key, made beside the CA; its id printed, never the key.
+    assert_eq!(
+        ca["secrets_key"]["path"],
+        dir.join("secrets.key").to_str().unwrap()
+    );
+    let key_id = ca["secrets_key"]["key_id"].as_str().unwrap();
+    let loaded = berth_proto::secrets_key::SecretsKey::load(&dir.join("secrets.key")).unwrap();
+    assert_eq!(loaded.id(), key_id);
+    assert_eq!(mode(&dir.join("secrets.key")), 0o600);
 
     let node = berth.json([
         "certs",
@@ -128,7 +137,7 @@ fn certs_writes_a_verifiable_pki_with_private_keys() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names.len(), 10, "no temp files left behind: {names:?}");
+    assert_eq!(names.len(), 11, "no temp files left behind: {names:?}");
 
     // Each chains to the CA for openssl too, with the purposes its holder needs.
     let ca_file = dir.join("ca.pem");
@@ -204,6 +213,7 @@ fn init_refuses_to_replace_a_ca_without_force() {
         fs::read(dir.join("ca.pem")).unwrap(),
         fs::read(dir.join("ca-key.pem")).unwrap(),
     );
+    let secrets_key = fs::read(dir.join("secrets.key")).unwrap();
 
     let err = berth.err(["certs", "init"]);
     assert!(
@@ -222,6 +232,8 @@ fn init_refuses_to_replace_a_ca_without_force() {
     assert_ne!(fs::read(dir.join("ca.pem")).unwrap(), cert);
     assert_ne!(fs::read(dir.join("ca-key.pem")).unwrap(), key);
     assert_eq!(mode(&dir.join("ca-key.pem")), 0o600);
+    // The secrets key is never replaced: secrets sealed with it would be lost.
+    assert_eq!(fs::read(dir.join("secrets.key")).unwrap(), secrets_key);
     let out = output(
         openssl(&["verify", "-CAfile"])
             .arg(dir.join("ca.pem"))
@@ -262,7 +274,7 @@ fn certs_refuses_bad_names_roles_and_a_missing_ca() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
-    assert_eq!(left, ["ca-key.pem", "ca.pem"]);
+    assert_eq!(left, ["ca-key.pem", "ca.pem", "secrets.key"]);
 
     // BERTH_PKI_DIR moves the directory.
     let elsewhere = berth.data_dir.path().join("elsewhere");
@@ -272,6 +284,7 @@ fn certs_refuses_bad_names_roles_and_a_missing_ca() {
             .env("BERTH_PKI_DIR", &elsewhere),
     );
     assert!(elsewhere.join("ca-key.pem").is_file());
+    assert!(elsewhere.join("secrets.key").is_file());
 }
 
 /// What the service saw of each request's client: through `peer_identity` on the

@@ -20,6 +20,8 @@
 //! read_only = true
 //! ```
 //!
+//! Volumes, tmpfs, binds, configs and secrets are in [`mounts`].
+//!
 //! The full model is documented in examples/README.md.
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +36,9 @@ use berth_proto::v1::{
 };
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
+
+pub(crate) mod mounts;
+use mounts::{BindSpec, ConfigSpec, SecretSpec, TmpfsSpec, VolumeSpec};
 
 /// A deployment spec file, as written.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -87,6 +92,19 @@ struct RawSpec {
     rollout: Option<Rollout>,
     #[serde(default)]
     security: Option<Security>,
+    #[serde(default)]
+    volumes: Vec<VolumeSpec>,
+    #[serde(default)]
+    tmpfs: Vec<TmpfsSpec>,
+    #[serde(default)]
+    binds: Vec<BindSpec>,
+    #[serde(default)]
+    configs: Vec<ConfigSpec>,
+    #[serde(default)]
+    secrets: Vec<SecretSpec>,
+    /// Variable name -> secret name.
+    #[serde(default, deserialize_with = "mounts::env_from_secret")]
+    env_from_secret: BTreeMap<String, String>,
 }
 
 impl TryFrom<RawSpec> for SpecFile {
@@ -121,6 +139,7 @@ impl TryFrom<RawSpec> for SpecFile {
         if raw.max_retries.is_some() && raw.restart != Some(RestartKind::OnFailure) {
             return Err(r#"max_retries: only applies with restart = "on-failure""#.into());
         }
+        mounts::check_env(&raw.env_from_secret, &raw.env)?;
         Ok(SpecFile { raw })
     }
 }
@@ -480,8 +499,12 @@ impl SpecFile {
             }),
             labels: map(&r.labels),
             security: r.security.as_ref().map(|s| s.0.clone()),
-            // WIP (issue 15): the spec file's storage fields come with the CLI work.
-            ..Default::default()
+            volumes: r.volumes.iter().map(Into::into).collect(),
+            tmpfs: r.tmpfs.iter().map(Into::into).collect(),
+            binds: r.binds.iter().map(Into::into).collect(),
+            configs: r.configs.iter().map(Into::into).collect(),
+            secrets: r.secrets.iter().map(Into::into).collect(),
+            env_from_secret: mounts::secret_envs(&r.env_from_secret),
         }
     }
 }

@@ -1,4 +1,7 @@
-//! `berth history NAME`: a deployment's revisions, each with how its rollout ended.
+//! `berth history NAME`: a deployment's revisions, each with how its rollout ended and the
+//! config and secret versions it pins (names and versions only).
+
+use std::collections::BTreeMap;
 
 use berth_proto::v1::HistoryRequest;
 use serde::Serialize;
@@ -21,6 +24,41 @@ struct Row {
     image: String,
     replicas: u32,
     message: String,
+    /// Config name -> the version the revision pins.
+    configs: BTreeMap<String, u64>,
+    /// Secret name -> the version the revision pins (mounts and env_from_secret).
+    secrets: BTreeMap<String, u64>,
+}
+
+impl Row {
+    /// `config:NAME@V secret:NAME@V ...` for the table.
+    fn files(&self) -> String {
+        let configs = self.configs.iter().map(|(n, v)| format!("config:{n}@{v}"));
+        let secrets = self.secrets.iter().map(|(n, v)| format!("secret:{n}@{v}"));
+        configs.chain(secrets).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// The versions a spec pins, by name.
+fn pinned(
+    spec: &berth_proto::v1::DeploymentSpec,
+) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    let configs = spec
+        .configs
+        .iter()
+        .map(|c| (c.name.clone(), c.version))
+        .collect();
+    let secrets = spec
+        .secrets
+        .iter()
+        .map(|s| (s.name.clone(), s.version))
+        .chain(
+            spec.env_from_secret
+                .iter()
+                .map(|e| (e.secret.clone(), e.version)),
+        )
+        .collect();
+    (configs, secrets)
 }
 
 pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
@@ -38,6 +76,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         .iter()
         .map(|r| {
             let spec = r.spec.clone().unwrap_or_default();
+            let (configs, secrets) = pinned(&spec);
             Row {
                 revision: r.revision,
                 created_at_ms: r.created_at_ms,
@@ -45,6 +84,8 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
                 image: spec.image,
                 replicas: spec.replicas,
                 message: r.message.clone(),
+                configs,
+                secrets,
             }
         })
         .collect();
@@ -52,7 +93,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         ctx.output(),
         &rows,
         &[
-            "REVISION", "CREATED", "OUTCOME", "IMAGE", "REPLICAS", "MESSAGE",
+            "REVISION", "CREATED", "OUTCOME", "IMAGE", "REPLICAS", "FILES", "MESSAGE",
         ],
         |r| {
             vec![
@@ -61,6 +102,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
                 r.outcome.clone(),
                 r.image.clone(),
                 r.replicas.to_string(),
+                r.files(),
                 r.message.replace('\n', " "),
             ]
         },

@@ -3,6 +3,7 @@
 pub(crate) mod approve;
 pub(crate) mod certs;
 pub(crate) mod compare;
+pub(crate) mod config;
 pub(crate) mod delete;
 pub(crate) mod deploy;
 pub(crate) mod exec;
@@ -17,6 +18,7 @@ pub(crate) mod rm;
 pub(crate) mod rollback;
 pub(crate) mod run;
 pub(crate) mod scale;
+pub(crate) mod secret;
 pub(crate) mod services;
 pub(crate) mod status;
 pub(crate) mod stop;

@@ -7,13 +7,11 @@ use berth_proto::v1::auth_service_client::AuthServiceClient;
 use berth_proto::v1::{CreateTokenRequest, ListTokensRequest, RevokeTokenRequest, TokenInfo};
 use clap::Subcommand;
 use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::Context;
 use crate::auth::AuthChannel;
 use crate::cluster;
-use crate::output::{OutputFormat, print_json, print_rows};
+use crate::output::{OutputFormat, print_json, print_rows, timestamp};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TokenCommand {
@@ -106,17 +104,6 @@ fn with_auth_client<T>(
         ))
         .await
     })
-}
-
-fn timestamp(ms: i64) -> String {
-    if ms <= 0 {
-        return "never".to_string();
-    }
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.replace_nanosecond(0).ok())
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| ms.to_string())
 }
 
 #[derive(Debug, Serialize)]

@@ -2,7 +2,8 @@
 //! and one `berth-agent` (found next to the `berth` executable) as child processes, waits
 //! until the node is ready, and on Ctrl-C or SIGTERM stops cleanly: every deployment is
 //! deleted, their containers (and network) are torn down, then the agent and the scheduler
-//! get SIGTERM. The daemons' logs go to DATA/up/{scheduler,agent}.log.
+//! get SIGTERM. The daemons' logs go to DATA/up/{scheduler,agent}.log. The scheduler gets
+//! `--secrets-key <pki-dir>/secrets.key`, written on first use.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt as _;
@@ -154,6 +155,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     for dir in [&log_dir, &sched_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let secrets_key = secrets_key(&args, crate::commands::secret::init_key::default_path(ctx))?;
     let url = dial_url(&args.listen);
     crate::remote::block_on(async {
         let mut interrupt = signal(SignalKind::interrupt())?;
@@ -161,7 +163,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
         let mut scheduler = Daemon::spawn(
             "berth-scheduler",
             &scheduler_exe,
-            &scheduler_argv(&args, &sched_dir),
+            &scheduler_argv(&args, &sched_dir, secrets_key.as_deref()),
             &log_dir,
         )?;
         let mut daemons = vec![];
@@ -219,8 +221,31 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     })
 }
 
+/// The secrets key the scheduler gets (`path`, made on first use) so that the local cluster
+/// has secrets out of the box; None when `--scheduler-arg` names one already.
+fn secrets_key(args: &Args, path: PathBuf) -> anyhow::Result<Option<PathBuf>> {
+    if args
+        .scheduler_args
+        .iter()
+        .any(|a| a == "--secrets-key" || a.starts_with("--secrets-key="))
+    {
+        return Ok(None);
+    }
+    if let Some(written) = crate::commands::secret::init_key::ensure_key(&path)? {
+        println!(
+            "berth up: wrote the secrets key {} (key id {})",
+            written.path.display(),
+            written.key_id
+        );
+    }
+    Ok(Some(path))
+}
+
 /// berth-scheduler's command line.
-fn scheduler_argv(args: &Args, sched_dir: &Path) -> Vec<String> {
+fn scheduler_argv(args: &Args, sched_dir: &Path, secrets_key: Option<&Path>) -> Vec<String> {
+    let key = secrets_key
+        .map(|k| vec!["--secrets-key".into(), k.display().to_string()])
+        .unwrap_or_default();
     [
         vec![
             "--listen".into(),
@@ -228,6 +253,7 @@ fn scheduler_argv(args: &Args, sched_dir: &Path) -> Vec<String> {
             "--data-dir".into(),
             sched_dir.display().to_string(),
         ],
+        key,
         args.scheduler_args.clone(),
     ]
     .concat()
@@ -402,5 +428,56 @@ async fn drain(client: &mut Client, timeout: Duration) -> anyhow::Result<()> {
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(scheduler_args: &[&str]) -> Args {
+        Args {
+            listen: "127.0.0.1:7700".into(),
+            node_name: None,
+            scheduler_args: scheduler_args.iter().map(|a| a.to_string()).collect(),
+            agent_args: Vec::new(),
+            ready_timeout: Duration::from_secs(1),
+            stop_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn the_scheduler_gets_a_secrets_key_made_once_unless_one_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("pki/secrets.key");
+        assert_eq!(
+            secrets_key(&args(&[]), key.clone()).unwrap(),
+            Some(key.clone())
+        );
+        let first = std::fs::read(&key).unwrap();
+        assert!(berth_proto::secrets_key::SecretsKey::load(&key).is_ok());
+        assert_eq!(
+            secrets_key(&args(&[]), key.clone()).unwrap(),
+            Some(key.clone())
+        );
+        assert_eq!(
+            std::fs::read(&key).unwrap(),
+            first,
+            "an existing key is kept"
+        );
+        let argv = scheduler_argv(&args(&["--log-format=json"]), dir.path(), Some(&key));
+        let at = argv.iter().position(|a| a == "--secrets-key").unwrap();
+        assert_eq!(argv[at + 1], key.display().to_string());
+        assert_eq!(argv.last().unwrap(), "--log-format=json");
+
+        let given = args(&["--secrets-key=/etc/berth/k"]);
+        let other = dir.path().join("other.key");
+        assert_eq!(secrets_key(&given, other.clone()).unwrap(), None);
+        assert!(!other.exists(), "no key is made when one is given");
+        let argv = scheduler_argv(&given, dir.path(), None);
+        assert_eq!(
+            argv.iter().filter(|a| a.contains("--secrets-key")).count(),
+            1
+        );
     }
 }

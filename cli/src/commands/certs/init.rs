@@ -1,4 +1,5 @@
-//! `berth certs init`: the cluster CA that every node, scheduler and client certificate chains to.
+//! `berth certs init`: the cluster CA that every node, scheduler and client certificate chains
+//! to, and the scheduler's secrets key (`secrets.key`, kept when it exists).
 
 use anyhow::Context as _;
 use berth_proto::tls::{CA_CERT_FILE, CA_KEY_FILE};
@@ -56,6 +57,11 @@ pub(super) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         common.force,
     )?;
     write_atomic(&cert_path, cert.pem().as_bytes(), 0o644, common.force)?;
+    // Never replaced, even with --force: secrets sealed with it would be lost, while a new
+    // CA only means issuing certificates again.
+    let secrets_key = crate::commands::secret::init_key::ensure_key(
+        &dir.join(crate::commands::secret::init_key::SECRETS_KEY_FILE),
+    )?;
 
     Written {
         kind: "ca",
@@ -68,6 +74,7 @@ pub(super) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         not_after: rfc3339(not_after)?,
         dns_names: Vec::new(),
         ip_addresses: Vec::new(),
+        secrets_key,
     }
     .print(ctx.output())
 }

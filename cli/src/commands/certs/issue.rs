@@ -172,6 +172,7 @@ fn issue(leaf: Leaf<'_>) -> anyhow::Result<()> {
         not_after: rfc3339(not_after)?,
         dns_names: leaf.dns_names,
         ip_addresses: leaf.ips.iter().map(IpAddr::to_string).collect(),
+        secrets_key: None,
     }
     .print(leaf.ctx.output())
 }

@@ -1,5 +1,6 @@
 //! `berth certs ...`: a cluster CA and the certificates of nodes, schedulers and clients, for
-//! mutual TLS (layout in `berth_proto::tls`).
+//! mutual TLS (layout in `berth_proto::tls`); `init` also writes the scheduler's secrets key
+//! (DIR/secrets.key) when there is none.
 
 use std::fs;
 use std::os::unix::fs::DirBuilderExt as _;
@@ -92,6 +93,9 @@ struct Written {
     not_after: String,
     dns_names: Vec<String>,
     ip_addresses: Vec<String>,
+    /// `certs init`: the secrets key it wrote beside the CA (none when one was there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secrets_key: Option<crate::commands::secret::init_key::KeyWritten>,
 }
 
 impl Written {
@@ -115,6 +119,13 @@ impl Written {
                 if !sans.is_empty() {
                     println!("  names {}", sans.join(", "));
                 }
+                if let Some(key) = &self.secrets_key {
+                    println!(
+                        "wrote {} (key id {}) for berth-scheduler --secrets-key",
+                        key.path.display(),
+                        key.key_id
+                    );
+                }
                 Ok(())
             }
         }
@@ -127,7 +138,7 @@ fn rfc3339(t: OffsetDateTime) -> anyhow::Result<String> {
 
 /// Creates the PKI directory, owner-only since it holds private keys (an existing directory
 /// keeps its mode: the operator may have chosen it).
-fn create_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn create_dir(dir: &Path) -> anyhow::Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -136,7 +147,7 @@ fn create_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Fails naming the first of `paths` that exists, unless `force`.
-fn refuse_existing(paths: &[&Path], force: bool, what: &str) -> anyhow::Result<()> {
+pub(crate) fn refuse_existing(paths: &[&Path], force: bool, what: &str) -> anyhow::Result<()> {
     if force {
         return Ok(());
     }
@@ -155,7 +166,12 @@ fn refuse_existing(paths: &[&Path], force: bool, what: &str) -> anyhow::Result<(
 /// synced, then renamed over `path`, so a reader never sees half a key and a crash leaves
 /// either the old file or the new one. Without `replace`, an existing `path` is an error even
 /// if it appeared since the caller checked (hard_link does not replace).
-fn write_atomic(path: &Path, contents: &[u8], mode: u32, replace: bool) -> anyhow::Result<()> {
+pub(crate) fn write_atomic(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    replace: bool,
+) -> anyhow::Result<()> {
     let opts = berth_runtime::sys::fs::WriteOptions {
         mode,
         replace,
