@@ -235,6 +235,28 @@ fn mount_private(paths: &ContainerPaths, resolved: &Resolved) -> Result<(), Agen
     })
 }
 
+/// Before each start: a container with secrets needs its tmpfs, which a host reboot takes
+/// away (secrets never touch the disk, so they cannot come back from it).
+pub(super) fn check_private(a: &Assignment, paths: &ContainerPaths) -> Result<(), AgentError> {
+    use std::os::unix::fs::MetadataExt as _;
+    if a.secrets.is_empty() && a.env_from_secret.is_empty() {
+        return Ok(());
+    }
+    let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+    let private = paths.private();
+    match (dev(&private), dev(&paths.dir)) {
+        (Some(inner), Some(outer)) if inner != outer => Ok(()),
+        _ => Err(AgentError::Container {
+            id: paths.id.clone(),
+            reason: format!(
+                "its secrets tmpfs {} is gone (did the host restart?); secrets are never kept \
+                 on disk, so it needs a new container",
+                private.display()
+            ),
+        }),
+    }
+}
+
 /// Unmounts the private tmpfs (lazily when something still holds it); nothing mounted is fine.
 pub(super) fn unmount_private(paths: &ContainerPaths) -> Result<(), AgentError> {
     let dir = paths.private();
@@ -420,6 +442,24 @@ mod tests {
             .to_string();
         assert!(
             e.contains("env_from_secret[0]") && e.contains("not UTF-8"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_container_with_secrets_needs_its_tmpfs_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = crate::layout::Layout::new(dir.path()).container("c1");
+        fs::create_dir_all(paths.private()).unwrap();
+        let mut a = Assignment::default();
+        check_private(&a, &paths).unwrap();
+        a.secrets.push(SecretMount {
+            name: "db".into(),
+            ..Default::default()
+        });
+        let e = check_private(&a, &paths).unwrap_err().to_string();
+        assert!(
+            e.contains("c1") && e.contains("tmpfs") && e.contains("gone"),
             "{e}"
         );
     }

@@ -344,6 +344,7 @@ impl Worker {
     }
 
     async fn start_attempt(&mut self) -> Result<ShimState, AgentError> {
+        storage::check_private(&self.assignment, &self.paths)?;
         let cfg = self.inner().config.shim.clone();
         let state = shim::start(&cfg, &self.paths).await?;
         // Start latency is timed from `applied assignments` to this line.
