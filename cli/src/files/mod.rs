@@ -89,7 +89,7 @@ impl ValueSource {
 }
 
 /// Bad input: exit status 2, as a command line clap refuses.
-fn invalid(message: String) -> anyhow::Error {
+pub(super) fn invalid(message: String) -> anyhow::Error {
     crate::exit::refused(berth_proto::errors::ErrorKind::InvalidArgument, message)
 }
 

@@ -74,8 +74,15 @@ pub(crate) fn with_secrets<T>(
 /// The request carrying the value read from `source`, which is moved into it rather than
 /// copied: tonic encodes the request into its own buffers and drops it, which no caller can
 /// wipe, while every buffer of ours is `Zeroizing`.
+/// An empty secret is refused: it is almost always an unset variable piped in
+/// (`printf %s "$PW"`), and a container would start with no credential at all.
 fn put_request(kind: Kind, name: String, source: &ValueSource) -> anyhow::Result<PutFileRequest> {
     let mut data = source.read(&format!("{kind} {name}"))?;
+    if kind == Kind::Secret && data.is_empty() {
+        return Err(super::invalid(format!(
+            "secret {name}: the value is empty (nothing was read from the file or standard input)"
+        )));
+    }
     Ok(PutFileRequest {
         name,
         data: std::mem::take(&mut *data),
@@ -125,5 +132,33 @@ pub(crate) fn remove(ctx: &Context, kind: Kind, name: String) -> anyhow::Result<
             println!("removed {kind} {name}");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_secret_is_refused_an_empty_config_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        let source = ValueSource {
+            from_file: Some(empty),
+            stdin: None,
+        };
+        let err = put_request(Kind::Secret, "db".into(), &source).unwrap_err();
+        let text = crate::chain(&err);
+        assert!(
+            text.contains("secret db") && text.contains("empty"),
+            "{text}"
+        );
+        assert_eq!(
+            crate::exit::kind_of(&err),
+            berth_proto::errors::ErrorKind::InvalidArgument
+        );
+        let request = put_request(Kind::Config, "c".into(), &source).unwrap();
+        assert!(request.data.is_empty());
     }
 }
