@@ -95,3 +95,22 @@ pub fn poll_until<T>(what: &str, within: Duration, mut check: impl FnMut() -> Op
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The files under `dir` holding `needle`, one per line (`grep -rlF`, devices and the node's
+/// `netns` files skipped, and directories named `exclude`). A grep that could not read
+/// something fails the test, so a secret is never "absent" from a file grep skipped.
+pub fn files_holding(dir: &std::path::Path, needle: &str, exclude: &str) -> String {
+    let out = Command::new("grep")
+        .args(["-rlF", "--devices=skip", "--exclude-dir=netns"])
+        .arg(format!("--exclude-dir={exclude}"))
+        .arg(needle)
+        .arg(dir)
+        .output()
+        .expect("run grep");
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "grep -r {}: {out:?}",
+        dir.display()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

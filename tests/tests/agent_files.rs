@@ -11,8 +11,8 @@ use berth_proto::v1::{
     SecurityContext, TmpfsMount, VolumeMount,
 };
 use berth_tests::agent_node::{AgentNode, AgentOptions};
-use berth_tests::binary;
 use berth_tests::fake_scheduler::{FakeScheduler, assignment};
+use berth_tests::{binary, files_holding};
 
 const WAIT: Duration = Duration::from_secs(60);
 const IMAGE: &str = "files-busybox:1";
@@ -47,24 +47,6 @@ fn marker(what: &str) -> String {
         .unwrap()
         .as_nanos();
     format!("{what}-{}-{nanos}", std::process::id())
-}
-
-/// The files under `dir` holding `needle` (grep -rlF; `exclude` directories skipped, and the
-/// node's netns files, which cannot be read). A grep that could not read something fails.
-fn files_holding(dir: &Path, needle: &str, exclude: &str) -> String {
-    let out = Command::new("grep")
-        .args(["-rlF", "--devices=skip", "--exclude-dir=netns"])
-        .arg(format!("--exclude-dir={exclude}"))
-        .arg(needle)
-        .arg(dir)
-        .output()
-        .expect("run grep");
-    assert!(
-        matches!(out.status.code(), Some(0 | 1)),
-        "grep -r {}: {out:?}",
-        dir.display()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn is_mounted(path: &Path) -> bool {
