@@ -815,3 +815,26 @@ pub(crate) fn assignment(r: &ReplicaRecord, spec: &DeploymentSpec) -> Assignment
         env_from_secret: spec.env_from_secret.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_pin_a_replica_to_the_one_node_holding_them() {
+        let volumes: HashMap<String, String> = [("data", "n1"), ("logs", "n1"), ("cache", "n2")]
+            .into_iter()
+            .map(|(v, n)| (v.to_string(), n.to_string()))
+            .collect();
+        assert_eq!(pinned_node(&[], &volumes), Ok(None));
+        assert_eq!(pinned_node(&["new"], &volumes), Ok(None));
+        assert_eq!(
+            pinned_node(&["new", "data", "logs"], &volumes),
+            Ok(Some("n1".into()))
+        );
+        assert_eq!(
+            pinned_node(&["data", "cache"], &volumes),
+            Err("volume data on different nodes: data on node n1, cache on node n2".into())
+        );
+    }
+}
