@@ -293,6 +293,13 @@ impl AgentNode {
             .unwrap_or_else(|e| panic!("could not start {command:?}: {e}"))
     }
 
+    /// `berth exec` of `sh -c SCRIPT` in container `id`, which must succeed; its stdout.
+    pub fn sh(&self, id: &str, script: &str) -> String {
+        let out = self.exec(id, &["sh", "-c", script]);
+        assert!(out.status.success(), "exec {script:?} in {id}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs `cmd` in the node's network namespace (`nsenter --net=PATH -- CMD...`).
     pub fn exec_in_netns(&self, cmd: &[&str]) -> Output {
         let mut command = Command::new("nsenter");
@@ -595,4 +602,12 @@ fn unescape_mountinfo(field: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The node called `name` among `nodes`.
+pub fn named<'a>(nodes: &'a [AgentNode], name: &str) -> &'a AgentNode {
+    nodes
+        .iter()
+        .find(|n| n.name() == name)
+        .unwrap_or_else(|| panic!("no node {name}"))
 }

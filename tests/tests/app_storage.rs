@@ -72,17 +72,12 @@ fn cluster(count: usize, debian: bool) -> Cluster {
 
 impl Cluster {
     fn node(&self, name: &str) -> &AgentNode {
-        self.nodes
-            .iter()
-            .find(|n| n.name() == name)
-            .unwrap_or_else(|| panic!("no node {name}"))
+        berth_tests::agent_node::named(&self.nodes, name)
     }
 
-    /// `sh -c SCRIPT` in container `id` on `node`: its stdout (the call must succeed).
+    /// `sh -c SCRIPT` in container `id` on node `node`, which must succeed; its stdout.
     fn exec(&self, node: &str, id: &str, script: &str) -> String {
-        let out = self.node(node).exec(id, &["sh", "-c", script]);
-        assert!(out.status.success(), "exec {script:?} in {id}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.node(node).sh(id, script)
     }
 
     /// `berth ARGS` against the scheduler, with `stdin` fed in; the output, checked.
