@@ -219,4 +219,35 @@ mod tests {
         let err = entries(&root, &ignore, &spec(&["src/skip.log"], "/x")).unwrap_err();
         assert!(err.to_string().contains(".dockerignore"), "{err}");
     }
+
+    /// The keys of two COPY steps (a, then b) chained on scratch, as execute builds them.
+    fn keys(root: &Path) -> [String; 2] {
+        use crate::containerfile::cache::{base_key, step_key};
+        let ignore = Ignore::default();
+        let first = content_digest(&entries(root, &ignore, &spec(&["a"], "/a")).unwrap()).unwrap();
+        let second = content_digest(&entries(root, &ignore, &spec(&["b"], "/b")).unwrap()).unwrap();
+        let one = step_key(&base_key("scratch"), "COPY a /a", Some(&first));
+        let two = step_key(&one, "COPY b /b", Some(&second));
+        [one, two]
+    }
+
+    #[test]
+    fn keys_ignore_mtimes_and_follow_content_down_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join("a"), "a").unwrap();
+        std::fs::write(root.join("b"), "b").unwrap();
+        let before = keys(&root);
+        assert_eq!(keys(&root), before, "same inputs, same keys");
+        let old = std::fs::File::options()
+            .write(true)
+            .open(root.join("a"))
+            .unwrap();
+        old.set_modified(std::time::UNIX_EPOCH).unwrap();
+        assert_eq!(keys(&root), before, "an mtime is not part of a key");
+        std::fs::write(root.join("a"), "A").unwrap();
+        let after = keys(&root);
+        assert_ne!(after[0], before[0], "the changed step's key changes");
+        assert_ne!(after[1], before[1], "and so does every later one");
+    }
 }
