@@ -7,7 +7,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use berth_tests::{Berth, busybox_image, require_root, run_err, run_json};
+use berth_tests::tree_compare::{Node, scan};
+use berth_tests::{Berth, busybox_image, require_root, require_tool, run_err, run_json, run_ok};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -291,4 +292,64 @@ fn source_date_epoch_gives_the_same_digest_in_two_stores() {
     assert_eq!(second["layers_written"], 1);
     assert_eq!(first["digest"], second["digest"]);
     assert_eq!(first["config"], second["config"]);
+}
+
+/// Every path of `root` with its type, mode, owner and link target, and a file's content:
+/// what must agree with buildah's tree (timestamps aside).
+fn tree(root: &Path) -> Vec<(std::path::PathBuf, Node, Option<Vec<u8>>)> {
+    scan(root)
+        .into_iter()
+        .map(|(rel, mut node)| {
+            node.mtime = 0;
+            let content = (node.kind == "file").then(|| fs::read(root.join(&rel)).unwrap());
+            (rel, node, content)
+        })
+        .collect()
+}
+
+#[test]
+fn a_multi_stage_build_gives_the_same_tree_as_buildah() {
+    require_root();
+    let (buildah, umoci) = (require_tool("buildah"), require_tool("umoci"));
+    let ctx = context(
+        "FROM scratch AS files\n\
+         COPY --chmod=0640 --chown=1000:1000 app/ /out/\n\
+         FROM scratch\n\
+         COPY --from=files /out /srv/\n\
+         COPY conf.ini /etc/app/\n\
+         WORKDIR /srv\n",
+        &[
+            ("app/hello.txt", "hi\n"),
+            ("app/sub/d.txt", "deep\n"),
+            ("conf.ini", "k=v\n"),
+        ],
+    );
+    std::os::unix::fs::symlink("hello.txt", ctx.path().join("app/link")).unwrap();
+    let work = TempDir::new().unwrap();
+    let berth = Berth::new();
+    build(&berth, ctx.path(), "cf:cmp");
+    let ours = work.path().join("berth-rootfs");
+    berth.ok(["image", "unpack", "cf:cmp", ours.to_str().unwrap()]);
+    // buildah with a storage of its own (vfs: plain directories, nothing mounted to undo).
+    let buildah_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(&buildah);
+        cmd.arg("--root").arg(work.path().join("root"));
+        cmd.arg("--runroot").arg(work.path().join("runroot"));
+        cmd.args(["--storage-driver", "vfs"]).args(args);
+        cmd.env("TMPDIR", work.path());
+        cmd
+    };
+    run_ok(buildah_cmd(&["bud", "-q", "-t", "cf:cmp"]).arg(ctx.path()));
+    let layout = format!("oci:{}:cmp", work.path().join("layout").display());
+    run_ok(&mut buildah_cmd(&["push", "-q", "cf:cmp", &layout]));
+    let bundle = work.path().join("bundle");
+    run_ok(
+        Command::new(&umoci)
+            .args(["unpack", "--image"])
+            .arg(format!("{}:cmp", work.path().join("layout").display()))
+            .arg(&bundle),
+    );
+    let theirs = tree(&bundle.join("rootfs"));
+    assert!(theirs.len() > 6, "buildah's tree looks empty: {theirs:?}");
+    assert_eq!(tree(&ours), theirs);
 }
