@@ -146,6 +146,13 @@ fn a_file_that_does_not_parse_is_refused_with_line_and_column() {
     let ctx = context("FROM scratch\nCOPY only-one-argument\n", &[]);
     let err = build_err(&berth, ctx.path(), "cf:bad");
     assert!(err.contains("line 2, column"), "{err}");
+    let mut cmd = berth.cmd(["build", "-t", "cf:bad"]);
+    let status = cmd.arg(ctx.path()).status().expect("run berth build");
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "a bad Containerfile is a usage error"
+    );
 }
 
 #[test]
@@ -173,6 +180,10 @@ fn sources_outside_the_context_are_refused_by_name() {
     let berth = Berth::new();
     let ctx = context("FROM scratch\nCOPY ../x /x\n", &[]);
     let err = build_err(&berth, ctx.path(), "cf:dotdot");
+    assert_eq!(
+        berth.code(["build", "-t", "cf:dotdot", ctx.path().to_str().unwrap()]),
+        2
+    );
     assert!(
         err.contains("\"../x\"") && err.contains("outside the build context"),
         "{err}"

@@ -65,6 +65,23 @@ pub enum ContainerfileError {
     },
 }
 
+impl ContainerfileError {
+    /// What kind of failure this is (see [`crate::ErrorKind`]): a bad file, source or option
+    /// is the caller's to fix; an unsupported instruction is berth's gap.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            Self::Parse { .. }
+            | Self::Instruction { .. }
+            | Self::Source { .. }
+            | Self::InvalidOption { .. } => K::InvalidArgument,
+            Self::Unsupported { .. } => K::Unsupported,
+            Self::Base { source, .. } | Self::Store { source, .. } => source.kind(),
+            Self::Io(_) | Self::Layer { .. } | Self::Unpack { .. } => K::Internal,
+        }
+    }
+}
+
 pub(crate) type Result<T, E = ContainerfileError> = std::result::Result<T, E>;
 
 pub(crate) fn store_err(what: impl Into<String>) -> impl FnOnce(StoreError) -> ContainerfileError {
