@@ -98,6 +98,10 @@ pub(crate) fn kind_of(err: &anyhow::Error) -> ErrorKind {
                 Some(e.kind().into())
             } else if let Some(e) = cause.downcast_ref::<berth_images::StoreError>() {
                 Some(e.kind().into())
+            } else if let Some(e) =
+                cause.downcast_ref::<berth_images::containerfile::ContainerfileError>()
+            {
+                Some(e.kind().into())
             } else if let Some(e) = cause.downcast_ref::<berth_images::import::ImportError>() {
                 Some(e.kind().into())
             } else if let Some(e) = cause.downcast_ref::<berth_images::volumes::VolumeError>() {

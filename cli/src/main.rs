@@ -67,6 +67,8 @@ enum Command {
     /// Manage images: import, pull, build, list, inspect, unpack, remove, prune.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
+    /// Build an image from a Containerfile and a context directory.
+    Build(commands::build::Args),
     /// Run a command in a new container from an image.
     Run(commands::run::Args),
     /// Manage named volumes: create, ls, inspect, rm, prune (ls --cluster: the scheduler's).
@@ -164,6 +166,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Image(cmd) => commands::image::run(cmd, &ctx).map(|()| 0),
+        Command::Build(args) => commands::build::run(args, &ctx).map(|()| 0),
         Command::Run(args) => commands::run::run(args, &ctx),
         Command::Volume(cmd) => commands::volume::run(cmd, &ctx).map(|()| 0),
         Command::Config(cmd) => commands::config::run(cmd, &ctx).map(|()| 0),

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod bundle;
+pub mod containerfile;
 pub mod digest;
 pub(crate) mod fsutil;
 pub mod import;

@@ -1,6 +1,7 @@
 //! One module per subcommand group.
 
 pub(crate) mod approve;
+pub(crate) mod build;
 pub(crate) mod certs;
 pub(crate) mod compare;
 pub(crate) mod config;

@@ -54,6 +54,20 @@ pub(crate) fn apply(
     created: &str,
 ) {
     let mut runtime: Config = config.config().clone().unwrap_or_default();
+    apply_settings(&mut runtime, options);
+    config.set_config(Some(runtime));
+    add_history(
+        config,
+        Some(diff_id),
+        created,
+        &options.created_by,
+        "berth image build",
+    );
+}
+
+/// Applies the settings of `options` (cmd, entrypoint, env, workdir, user, labels, ports) to
+/// a runtime config; unset ones leave it as it was.
+pub(crate) fn apply_settings(runtime: &mut Config, options: &BuildOptions) {
     if let Some(entrypoint) = &options.entrypoint {
         runtime.set_entrypoint(Some(entrypoint.clone()));
         // As docker does: a new entrypoint makes the base's cmd (its arguments) meaningless.
@@ -89,14 +103,30 @@ pub(crate) fn apply(
         ports.sort();
         runtime.set_exposed_ports(Some(ports));
     }
-    config.set_config(Some(runtime));
-    config.rootfs_mut().diff_ids_mut().push(diff_id.to_string());
-    let history = HistoryBuilder::default()
+}
+
+/// Appends a history entry (and, for a step that made a layer, its diff_id) and stamps the
+/// config's `created`.
+pub(crate) fn add_history(
+    config: &mut ImageConfiguration,
+    diff_id: Option<&str>,
+    created: &str,
+    created_by: &str,
+    comment: &str,
+) {
+    if let Some(diff_id) = diff_id {
+        config.rootfs_mut().diff_ids_mut().push(diff_id.to_string());
+    }
+    let mut history = HistoryBuilder::default()
         .created(created.to_string())
-        .created_by(options.created_by.clone())
-        .comment("berth image build".to_string())
+        .created_by(created_by.to_string())
+        .comment(comment.to_string())
         .build()
         .expect("a history entry has no required fields");
+    // Only metadata steps say so; a layer's entry stays as `berth image build` always wrote it.
+    if diff_id.is_none() {
+        history.set_empty_layer(Some(true));
+    }
     config
         .history_mut()
         .get_or_insert_with(Vec::new)

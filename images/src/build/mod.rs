@@ -1,10 +1,10 @@
 //! `berth image build`: one new layer made from a directory (a deterministic gzip tar), on top
 //! of a base image or nothing, with the config settings given; stored as an OCI image.
 
-mod config;
+pub(crate) mod config;
 mod error;
-mod tarball;
-mod walk;
+pub(crate) mod tarball;
+pub(crate) mod walk;
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -117,9 +117,23 @@ pub fn build(store: &Store, options: &BuildOptions, progress: &dyn Progress) -> 
         layer.digest.clone(),
         layer.size,
     ));
-    let config_descriptor = store
-        .put_json(&canonical(&config), MediaType::ImageConfig)
-        .map_err(store_err("storing the image config"))?;
+    let manifest_descriptor =
+        put_image(store, &config, layers).map_err(store_err("storing the image"))?;
+    store
+        .tag(&options.tag, &manifest_descriptor)
+        .map_err(store_err(format!("naming the image {}", options.tag)))?;
+    store
+        .load_image(options.tag.to_string(), manifest_descriptor)
+        .map_err(store_err(format!("reading back {}", options.tag)))
+}
+
+/// Stores `config` and a manifest of it with `layers`; returns the manifest's descriptor.
+pub(crate) fn put_image(
+    store: &Store,
+    config: &ImageConfiguration,
+    layers: Vec<Descriptor>,
+) -> std::result::Result<Descriptor, crate::store::StoreError> {
+    let config_descriptor = store.put_json(&canonical(config), MediaType::ImageConfig)?;
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
@@ -127,15 +141,7 @@ pub fn build(store: &Store, options: &BuildOptions, progress: &dyn Progress) -> 
         .layers(layers)
         .build()
         .expect("schema version, config and layers are all a manifest needs");
-    let manifest_descriptor = store
-        .put_json(&manifest, MediaType::ImageManifest)
-        .map_err(store_err("storing the image manifest"))?;
-    store
-        .tag(&options.tag, &manifest_descriptor)
-        .map_err(store_err(format!("naming the image {}", options.tag)))?;
-    store
-        .load_image(options.tag.to_string(), manifest_descriptor)
-        .map_err(store_err(format!("reading back {}", options.tag)))
+    store.put_json(&manifest, MediaType::ImageManifest)
 }
 
 /// The config as a JSON value: serde_json's maps are sorted, while oci-spec serializes labels

@@ -58,6 +58,16 @@ pub(crate) struct LayerEntry {
 }
 
 impl LayerEntry {
+    /// A directory entry at `path` (ending in `/`), for parents a layer must create.
+    pub(crate) fn dir(path: String, mode: u32, mtime: u64) -> Self {
+        Self {
+            kind: EntryKind::Dir,
+            mode,
+            mtime,
+            ..Self::whiteout(path)
+        }
+    }
+
     /// A whiteout marker entry at `path`.
     pub(super) fn whiteout(path: String) -> Self {
         Self {
@@ -89,7 +99,7 @@ fn tar_order(a: &str, b: &str) -> Ordering {
 /// hard links resolved to the first path of each inode.
 pub(crate) fn list_tree(root: &Path, extra: Vec<LayerEntry>) -> Result<Vec<LayerEntry>> {
     let mut entries = Vec::new();
-    walk(root, root, &mut entries)?;
+    walk(root, root, &|_| true, &mut entries)?;
     for entry in &extra {
         if let Some(clash) = entries
             .iter()
@@ -102,6 +112,19 @@ pub(crate) fn list_tree(root: &Path, extra: Vec<LayerEntry>) -> Result<Vec<Layer
         }
     }
     entries.extend(extra);
+    Ok(in_tar_order(entries))
+}
+
+/// Lists what is under `root` (not `root` itself) whose relative path `keep` accepts, in walk
+/// order; a directory that is not kept is not entered. Finish with [`in_tar_order`].
+pub(crate) fn list_kept(root: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Vec<LayerEntry>> {
+    let mut entries = Vec::new();
+    walk(root, root, keep, &mut entries)?;
+    Ok(entries)
+}
+
+/// Sorts entries into tar order and turns later names of one inode into hard links.
+pub(crate) fn in_tar_order(mut entries: Vec<LayerEntry>) -> Vec<LayerEntry> {
     entries.sort_by(|a, b| tar_order(&a.path, &b.path));
     let mut first_path: HashMap<(u64, u64), String> = HashMap::new();
     for entry in &mut entries {
@@ -118,10 +141,15 @@ pub(crate) fn list_tree(root: &Path, extra: Vec<LayerEntry>) -> Result<Vec<Layer
             }
         }
     }
-    Ok(entries)
+    entries
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<LayerEntry>) -> Result<()> {
+fn walk(
+    root: &Path,
+    dir: &Path,
+    keep: &dyn Fn(&str) -> bool,
+    out: &mut Vec<LayerEntry>,
+) -> Result<()> {
     let mut children: Vec<fs::DirEntry> = fs::read_dir(dir)
         .map_err(io_err("list", dir))?
         .collect::<std::io::Result<_>>()
@@ -129,7 +157,6 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<LayerEntry>) -> Result<()> {
     children.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
     for child in children {
         let path = child.path();
-        let meta = fs::symlink_metadata(&path).map_err(io_err("stat", &path))?;
         let relative = path
             .strip_prefix(root)
             .expect("walked paths are under the root")
@@ -140,55 +167,69 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<LayerEntry>) -> Result<()> {
                     .into(),
             })?
             .to_string();
-        let file_type = meta.file_type();
-        let (kind, link_key) = if file_type.is_dir() {
-            (EntryKind::Dir, None)
-        } else if file_type.is_file() {
-            let key = (meta.nlink() > 1).then_some((meta.dev(), meta.ino()));
-            (EntryKind::File { len: meta.len() }, key)
-        } else if file_type.is_symlink() {
-            let target = fs::read_link(&path).map_err(io_err("read symlink", &path))?;
-            (
-                EntryKind::Symlink {
-                    target: target.as_os_str().as_bytes().to_vec(),
-                },
-                None,
-            )
-        } else if file_type.is_char_device() {
-            let (major, minor) = device_numbers(meta.rdev());
-            (EntryKind::CharDevice { major, minor }, None)
-        } else if file_type.is_block_device() {
-            let (major, minor) = device_numbers(meta.rdev());
-            (EntryKind::BlockDevice { major, minor }, None)
-        } else if file_type.is_fifo() {
-            (EntryKind::Fifo, None)
-        } else {
-            // Sockets cannot be stored in a tar; they are runtime objects anyway.
-            tracing::warn!(path = %path.display(), "skipping a socket: tar cannot hold one");
+        if !keep(&relative) {
+            continue;
+        }
+        let Some(entry) = entry_for(&path, relative)? else {
             continue;
         };
-        let is_dir = kind == EntryKind::Dir;
-        out.push(LayerEntry {
-            path: if is_dir {
-                format!("{relative}/")
-            } else {
-                relative
-            },
-            source: matches!(kind, EntryKind::File { .. }).then(|| path.clone()),
-            kind,
-            // Permission bits plus setuid/setgid/sticky; the file type goes in the type flag.
-            mode: meta.mode() & 0o7777,
-            uid: u64::from(meta.uid()),
-            gid: u64::from(meta.gid()),
-            mtime: u64::try_from(meta.mtime()).unwrap_or(0),
-            xattrs: read_xattrs(&path)?,
-            link_key,
-        });
+        let is_dir = entry.kind == EntryKind::Dir;
+        out.push(entry);
         if is_dir {
-            walk(root, &path, out)?;
+            walk(root, &path, keep, out)?;
         }
     }
     Ok(())
+}
+
+/// The layer entry for the file at `path` (not following a symlink), named `relative` in the
+/// layer (a directory gets its trailing `/`); `None` for a socket, which tar cannot hold.
+pub(crate) fn entry_for(path: &Path, relative: String) -> Result<Option<LayerEntry>> {
+    let meta = fs::symlink_metadata(path).map_err(io_err("stat", path))?;
+    let file_type = meta.file_type();
+    let (kind, link_key) = if file_type.is_dir() {
+        (EntryKind::Dir, None)
+    } else if file_type.is_file() {
+        let key = (meta.nlink() > 1).then_some((meta.dev(), meta.ino()));
+        (EntryKind::File { len: meta.len() }, key)
+    } else if file_type.is_symlink() {
+        let target = fs::read_link(path).map_err(io_err("read symlink", path))?;
+        (
+            EntryKind::Symlink {
+                target: target.as_os_str().as_bytes().to_vec(),
+            },
+            None,
+        )
+    } else if file_type.is_char_device() {
+        let (major, minor) = device_numbers(meta.rdev());
+        (EntryKind::CharDevice { major, minor }, None)
+    } else if file_type.is_block_device() {
+        let (major, minor) = device_numbers(meta.rdev());
+        (EntryKind::BlockDevice { major, minor }, None)
+    } else if file_type.is_fifo() {
+        (EntryKind::Fifo, None)
+    } else {
+        // Sockets cannot be stored in a tar; they are runtime objects anyway.
+        tracing::warn!(path = %path.display(), "skipping a socket: tar cannot hold one");
+        return Ok(None);
+    };
+    let is_dir = kind == EntryKind::Dir;
+    Ok(Some(LayerEntry {
+        path: if is_dir {
+            format!("{}/", relative.trim_end_matches('/'))
+        } else {
+            relative
+        },
+        source: matches!(kind, EntryKind::File { .. }).then(|| path.to_path_buf()),
+        kind,
+        // Permission bits plus setuid/setgid/sticky; the file type goes in the type flag.
+        mode: meta.mode() & 0o7777,
+        uid: u64::from(meta.uid()),
+        gid: u64::from(meta.gid()),
+        mtime: u64::try_from(meta.mtime()).unwrap_or(0),
+        xattrs: read_xattrs(path)?,
+        link_key,
+    }))
 }
 
 fn device_numbers(rdev: u64) -> (u64, u64) {

@@ -60,7 +60,7 @@ pub(crate) struct Args {
     whiteouts: Vec<String>,
 }
 
-fn parse_pair(input: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_pair(input: &str) -> Result<(String, String), String> {
     input
         .split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -81,15 +81,22 @@ fn command_args(option: &str, values: Vec<String>) -> anyhow::Result<Option<Vec<
     }
 }
 
-fn created_time() -> anyhow::Result<SystemTime> {
+/// Now, or SOURCE_DATE_EPOCH when it is set.
+pub(crate) fn created_time() -> anyhow::Result<SystemTime> {
+    Ok(source_date_epoch()?
+        .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds))
+        .unwrap_or_else(SystemTime::now))
+}
+
+/// SOURCE_DATE_EPOCH's seconds, when it is set.
+pub(crate) fn source_date_epoch() -> anyhow::Result<Option<u64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(value) => {
-            let seconds: u64 = value.trim().parse().with_context(|| {
-                format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds")
-            })?;
-            Ok(UNIX_EPOCH + Duration::from_secs(seconds))
-        }
-        Err(_) => Ok(SystemTime::now()),
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map(Some)
+            .with_context(|| format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds")),
+        Err(_) => Ok(None),
     }
 }
 

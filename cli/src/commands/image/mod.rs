@@ -4,14 +4,14 @@ use clap::Subcommand;
 
 use crate::Context;
 
-mod build;
+pub(crate) mod build;
 mod import;
 mod inspect;
 mod ls;
 mod prune;
 mod pull;
 mod rm;
-mod summary;
+pub(crate) mod summary;
 mod unpack;
 
 #[derive(Debug, Subcommand)]
@@ -50,7 +50,7 @@ pub(crate) fn run(command: ImageCommand, ctx: &Context) -> anyhow::Result<()> {
 }
 
 /// Opens the store under the context's data dir.
-fn open_store(ctx: &Context) -> anyhow::Result<berth_images::Store> {
+pub(crate) fn open_store(ctx: &Context) -> anyhow::Result<berth_images::Store> {
     use anyhow::Context as _;
     berth_images::Store::open(&ctx.data_dir)
         .with_context(|| format!("opening the image store in {}", ctx.data_dir.display()))

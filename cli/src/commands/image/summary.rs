@@ -5,7 +5,7 @@ use berth_images::Image;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
-pub(super) struct ImageDigests {
+pub(crate) struct ImageDigests {
     pub name: String,
     pub digest: String,
     pub config: String,
@@ -13,7 +13,7 @@ pub(super) struct ImageDigests {
 }
 
 impl ImageDigests {
-    pub(super) fn of(image: &Image) -> Self {
+    pub(crate) fn of(image: &Image) -> Self {
         Self {
             name: image.name.clone(),
             digest: image.digest().to_string(),

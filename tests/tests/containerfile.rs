@@ -1,0 +1,366 @@
+//! End to end: `berth build` from a Containerfile with the real binary: multi-stage COPY
+//! --from onto busybox, refusals (parse errors, unsupported instructions, sources outside the
+//! context), .dockerignore, the layer cache and SOURCE_DATE_EPOCH reproducibility.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use berth_tests::tree_compare::{Node, scan};
+use berth_tests::{Berth, busybox_image, require_root, require_tool, run_err, run_json, run_ok};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// A fixed SOURCE_DATE_EPOCH (2023-11-14).
+const EPOCH: &str = "1700000000";
+
+/// A build context with `files` (path, content) and the Containerfile `recipe`.
+fn context(recipe: &str, files: &[(&str, &str)]) -> TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("berth-build-ctx-")
+        .tempdir()
+        .expect("create a context dir");
+    fs::write(dir.path().join("Containerfile"), recipe).unwrap();
+    for (path, content) in files {
+        let path = dir.path().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+    dir
+}
+
+/// `berth build -t TAG CONTEXT`, not yet run, with SOURCE_DATE_EPOCH set.
+fn build_cmd(berth: &Berth, ctx: &Path, tag: &str) -> Command {
+    let mut cmd = berth.cmd(["build", "-t", tag]);
+    cmd.arg(ctx).env("SOURCE_DATE_EPOCH", EPOCH);
+    cmd
+}
+
+fn build(berth: &Berth, ctx: &Path, tag: &str) -> Value {
+    run_json(&mut build_cmd(berth, ctx, tag))
+}
+
+/// What a failing build says; the image must not have been named.
+fn build_err(berth: &Berth, ctx: &Path, tag: &str) -> String {
+    let err = run_err(&mut build_cmd(berth, ctx, tag));
+    assert!(
+        !berth.image_names().contains(&tag.to_string()),
+        "a failed build tagged {tag}"
+    );
+    err
+}
+
+/// The image unpacked into a new temp dir (kept alive by the returned guard).
+fn unpack(berth: &Berth, tag: &str) -> TempDir {
+    let dir = TempDir::new().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    berth.ok(["image", "unpack", tag, rootfs.to_str().unwrap()]);
+    dir
+}
+
+/// Per step: (line, whether its layer came from the cache); metadata steps are left out.
+fn layer_steps(built: &Value) -> Vec<(u64, bool)> {
+    built["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| !s["layer"].is_null())
+        .map(|s| (s["line"].as_u64().unwrap(), s["cached"].as_bool().unwrap()))
+        .collect()
+}
+
+#[test]
+fn multi_stage_copy_from_onto_busybox_with_metadata() {
+    require_root();
+    let berth = Berth::new();
+    busybox_image(&berth, "busybox:cf");
+    let ctx = context(
+        "ARG BASE=busybox:cf\n\
+         FROM scratch AS files\n\
+         COPY --chmod=0640 --chown=1000:1000 app/ /out/\n\
+         FROM ${BASE}\n\
+         ARG GREETING=hello\n\
+         ENV GREETING=${GREETING} HOME_DIR=/srv\n\
+         WORKDIR ${HOME_DIR:-/nope}\n\
+         COPY --from=files /out/hello.txt ./\n\
+         COPY conf.ini /etc/app/\n\
+         LABEL org.example.name=\"cf test\"\n\
+         EXPOSE 8080 53/udp\n\
+         VOLUME /data\n\
+         USER 1000\n\
+         ENTRYPOINT [\"/bin/cat\"]\n\
+         CMD hello.txt\n",
+        &[
+            ("app/hello.txt", "hello from stage one\n"),
+            ("conf.ini", "k=v\n"),
+        ],
+    );
+    let built = run_json(
+        build_cmd(&berth, ctx.path(), "cf:multi").args(["--build-arg", "GREETING=hi there"]),
+    );
+    assert_eq!(built["layers_written"], 3, "{built}");
+    let config = &berth.json(["image", "inspect", "cf:multi"])["config"];
+    let runtime = &config["config"];
+    let env = runtime["Env"].as_array().unwrap();
+    assert!(env.contains(&json!("GREETING=hi there")), "{env:?}");
+    assert_eq!(runtime["WorkingDir"], "/srv");
+    assert_eq!(runtime["User"], "1000");
+    assert_eq!(runtime["Entrypoint"], json!(["/bin/cat"]));
+    assert_eq!(runtime["Cmd"], json!(["/bin/sh", "-c", "hello.txt"]));
+    assert_eq!(runtime["Labels"]["org.example.name"], "cf test");
+    assert!(
+        runtime["ExposedPorts"].get("8080/tcp").is_some(),
+        "{runtime}"
+    );
+    assert!(runtime["ExposedPorts"].get("53/udp").is_some(), "{runtime}");
+    assert!(runtime["Volumes"].get("/data").is_some(), "{runtime}");
+    // busybox's one layer plus the two COPY layers of the last stage.
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+    let unpacked = unpack(&berth, "cf:multi");
+    let rootfs = unpacked.path().join("rootfs");
+    let hello = rootfs.join("srv/hello.txt");
+    assert_eq!(
+        fs::read_to_string(&hello).unwrap(),
+        "hello from stage one\n"
+    );
+    let meta = fs::metadata(&hello).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.permissions().mode() & 0o7777),
+        (1000, 0o640)
+    );
+    assert_eq!(meta.mtime().to_string(), EPOCH);
+    assert_eq!(
+        fs::read_to_string(rootfs.join("etc/app/conf.ini")).unwrap(),
+        "k=v\n"
+    );
+    assert!(
+        rootfs.join("bin/busybox").is_file(),
+        "the base's files are there"
+    );
+}
+
+#[test]
+fn a_file_that_does_not_parse_is_refused_with_line_and_column() {
+    let berth = Berth::new();
+    let ctx = context("FROM scratch\nCOPY only-one-argument\n", &[]);
+    let err = build_err(&berth, ctx.path(), "cf:bad");
+    assert!(err.contains("line 2, column"), "{err}");
+    let mut cmd = berth.cmd(["build", "-t", "cf:bad"]);
+    let status = cmd.arg(ctx.path()).status().expect("run berth build");
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "a bad Containerfile is a usage error"
+    );
+}
+
+#[test]
+fn unsupported_instructions_are_refused_by_name_and_line() {
+    let berth = Berth::new();
+    let ctx = context("FROM scratch\n\nRUN echo hi\n", &[]);
+    let err = build_err(&berth, ctx.path(), "cf:run");
+    assert!(err.contains("RUN is not supported yet (line 3)"), "{err}");
+    let ctx = context("FROM scratch\nHEALTHCHECK NONE\n", &[]);
+    let err = build_err(&berth, ctx.path(), "cf:hc");
+    assert!(
+        err.contains("HEALTHCHECK is not supported yet (line 2)"),
+        "{err}"
+    );
+    let ctx = context("FROM scratch\nFROBNICATE x\n", &[]);
+    let err = build_err(&berth, ctx.path(), "cf:unknown");
+    assert!(
+        err.contains("FROBNICATE") && err.contains("line 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sources_outside_the_context_are_refused_by_name() {
+    let berth = Berth::new();
+    let ctx = context("FROM scratch\nCOPY ../x /x\n", &[]);
+    let err = build_err(&berth, ctx.path(), "cf:dotdot");
+    assert_eq!(
+        berth.code(["build", "-t", "cf:dotdot", ctx.path().to_str().unwrap()]),
+        2
+    );
+    assert!(
+        err.contains("\"../x\"") && err.contains("outside the build context"),
+        "{err}"
+    );
+    let ctx = context("FROM scratch\nCOPY escape/passwd /x\n", &[]);
+    std::os::unix::fs::symlink("/etc", ctx.path().join("escape")).unwrap();
+    let err = build_err(&berth, ctx.path(), "cf:symlink");
+    assert!(
+        err.contains("\"escape/passwd\"") && err.contains("through a symlink"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dockerignore_keeps_files_out_of_the_image() {
+    require_root();
+    let berth = Berth::new();
+    let ctx = context(
+        "FROM scratch\nCOPY . /app/\n",
+        &[
+            (".dockerignore", "secret.txt\nlogs\n*.tmp\n!keep.tmp\n"),
+            ("secret.txt", "s3cr3t"),
+            ("logs/a.log", "log"),
+            ("x.tmp", "tmp"),
+            ("keep.tmp", "kept"),
+            ("src/main.txt", "main"),
+        ],
+    );
+    build(&berth, ctx.path(), "cf:ignore");
+    let unpacked = unpack(&berth, "cf:ignore");
+    let app = unpacked.path().join("rootfs/app");
+    let mut names: Vec<String> = fs::read_dir(&app)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".dockerignore", "Containerfile", "keep.tmp", "src"]);
+    fs::write(
+        ctx.path().join("Containerfile"),
+        "FROM scratch\nCOPY secret.txt /s\n",
+    )
+    .unwrap();
+    let err = build_err(&berth, ctx.path(), "cf:ignored-source");
+    assert!(err.contains("excluded by .dockerignore"), "{err}");
+}
+
+const THREE_COPIES: &str = "FROM scratch\nCOPY a /a\nENV X=1\nCOPY b /b\nCOPY c /c\n";
+
+#[test]
+fn a_rebuild_without_change_makes_no_layer_even_after_touching_files() {
+    let berth = Berth::new();
+    let ctx = context(THREE_COPIES, &[("a", "a"), ("b", "b"), ("c", "c")]);
+    let first = build(&berth, ctx.path(), "cf:cache");
+    assert_eq!(layer_steps(&first), [(2, false), (4, false), (5, false)]);
+    let blobs = berth.stored_blobs();
+    let status = Command::new("touch")
+        .args(["-d", "2001-01-01"])
+        .arg(ctx.path().join("b"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let second = build(&berth, ctx.path(), "cf:cache");
+    assert_eq!(layer_steps(&second), [(2, true), (4, true), (5, true)]);
+    assert_eq!(
+        (
+            second["cache_hits"].clone(),
+            second["layers_written"].clone()
+        ),
+        (json!(3), json!(0))
+    );
+    assert_eq!(second["digest"], first["digest"]);
+    assert_eq!(
+        berth.stored_blobs(),
+        blobs,
+        "a cached rebuild stores nothing new"
+    );
+    let fresh = run_json(build_cmd(&berth, ctx.path(), "cf:cache").arg("--no-cache"));
+    assert_eq!(fresh["layers_written"], 3);
+    assert_eq!(
+        fresh["digest"], first["digest"],
+        "the same layers made afresh"
+    );
+}
+
+#[test]
+fn one_changed_file_rebuilds_from_its_step_on() {
+    let berth = Berth::new();
+    let ctx = context(THREE_COPIES, &[("a", "a"), ("b", "b"), ("c", "c")]);
+    let first = build(&berth, ctx.path(), "cf:change");
+    fs::write(ctx.path().join("b"), "B").unwrap();
+    let second = build(&berth, ctx.path(), "cf:change");
+    assert_eq!(layer_steps(&second), [(2, true), (4, false), (5, false)]);
+    let layers = |v: &Value| v["layers"].as_array().unwrap().clone();
+    assert_eq!(layers(&second)[0], layers(&first)[0]);
+    assert_ne!(layers(&second)[1], layers(&first)[1]);
+    // c's content is unchanged, so its layer blob is the same; its step still ran, as its
+    // key chains on b's.
+    assert_eq!(layers(&second)[2], layers(&first)[2]);
+    assert_ne!(second["digest"], first["digest"]);
+}
+
+#[test]
+fn source_date_epoch_gives_the_same_digest_in_two_stores() {
+    let files = [("a", "a"), ("dir/b", "b")];
+    let recipe = "FROM scratch\nCOPY a dir /stuff/\nCMD [\"/a\"]\n";
+    let (one, two) = (context(recipe, &files), context(recipe, &files));
+    let status = Command::new("touch")
+        .args(["-d", "1999-09-09"])
+        .arg(two.path().join("a"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (berth_one, berth_two) = (Berth::new(), Berth::new());
+    let first = build(&berth_one, one.path(), "cf:repro");
+    let second = build(&berth_two, two.path(), "cf:repro");
+    assert_eq!(first["layers_written"], 1);
+    assert_eq!(second["layers_written"], 1);
+    assert_eq!(first["digest"], second["digest"]);
+    assert_eq!(first["config"], second["config"]);
+}
+
+/// Every path of `root` with its type, mode, owner and link target, and a file's content:
+/// what must agree with buildah's tree (timestamps aside).
+fn tree(root: &Path) -> Vec<(std::path::PathBuf, Node, Option<Vec<u8>>)> {
+    scan(root)
+        .into_iter()
+        .map(|(rel, mut node)| {
+            node.mtime = 0;
+            let content = (node.kind == "file").then(|| fs::read(root.join(&rel)).unwrap());
+            (rel, node, content)
+        })
+        .collect()
+}
+
+#[test]
+fn a_multi_stage_build_gives_the_same_tree_as_buildah() {
+    require_root();
+    let (buildah, umoci) = (require_tool("buildah"), require_tool("umoci"));
+    let ctx = context(
+        "FROM scratch AS files\n\
+         COPY --chmod=0640 --chown=1000:1000 app/ /out/\n\
+         FROM scratch\n\
+         COPY --from=files /out /srv/\n\
+         COPY conf.ini /etc/app/\n\
+         WORKDIR /srv\n",
+        &[
+            ("app/hello.txt", "hi\n"),
+            ("app/sub/d.txt", "deep\n"),
+            ("conf.ini", "k=v\n"),
+        ],
+    );
+    std::os::unix::fs::symlink("hello.txt", ctx.path().join("app/link")).unwrap();
+    let work = TempDir::new().unwrap();
+    let berth = Berth::new();
+    build(&berth, ctx.path(), "cf:cmp");
+    let ours = work.path().join("berth-rootfs");
+    berth.ok(["image", "unpack", "cf:cmp", ours.to_str().unwrap()]);
+    // buildah with a storage of its own (vfs: plain directories, nothing mounted to undo).
+    let buildah_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(&buildah);
+        cmd.arg("--root").arg(work.path().join("root"));
+        cmd.arg("--runroot").arg(work.path().join("runroot"));
+        cmd.args(["--storage-driver", "vfs"]).args(args);
+        cmd.env("TMPDIR", work.path());
+        cmd
+    };
+    run_ok(buildah_cmd(&["bud", "-q", "-t", "cf:cmp"]).arg(ctx.path()));
+    let layout = format!("oci:{}:cmp", work.path().join("layout").display());
+    run_ok(&mut buildah_cmd(&["push", "-q", "cf:cmp", &layout]));
+    let bundle = work.path().join("bundle");
+    run_ok(
+        Command::new(&umoci)
+            .args(["unpack", "--image"])
+            .arg(format!("{}:cmp", work.path().join("layout").display()))
+            .arg(&bundle),
+    );
+    let theirs = tree(&bundle.join("rootfs"));
+    assert!(theirs.len() > 6, "buildah's tree looks empty: {theirs:?}");
+    assert_eq!(tree(&ours), theirs);
+}
