@@ -1,5 +1,6 @@
 //! Registry authentication: answering 401 challenges with basic credentials or a bearer token
-//! from the challenge's realm, and remembering per repository what worked for the rest of a pull.
+//! from the challenge's realm, and remembering per repository what worked for the rest of a pull
+//! or push.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -102,10 +103,13 @@ impl Authenticator {
             _ => None,
         });
         let authorization = if let Some((realm, service, scope)) = bearer {
-            // The registry's scope if it gave one, else pull access to this repository.
-            let scope = scope
-                .clone()
-                .unwrap_or_else(|| format!("repository:{repository}:pull"));
+            // The registry's scope if it gave one, else what the operation needs here.
+            let scope = scope.clone().unwrap_or_else(|| {
+                format!(
+                    "repository:{repository}:{}",
+                    target.operation.scope_actions()
+                )
+            });
             let token = self
                 .fetch_token(http, target, realm, service.as_deref(), &scope)
                 .await?;

@@ -1,19 +1,20 @@
-//! HTTP requests to one repository of a registry: authenticated GETs, status checks that turn
-//! registry errors into `RegistryError`, and verified manifest downloads.
+//! HTTP requests to one repository of a registry: authenticated requests of any method, status
+//! checks that turn registry errors into `RegistryError`, and verified manifest downloads.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use oci_spec::image::Digest;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, WWW_AUTHENTICATE};
-use reqwest::{Response, StatusCode};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 use super::auth::{Authenticator, Credentials};
 use super::challenge::parse_challenges;
-use super::error::{ErrorBody, RegistryError, Target};
+use super::error::{ErrorBody, Operation, RegistryError, Target};
 use super::manifest::{accept_header, media_type_of};
 use super::transport::Endpoint;
 use crate::digest::{is_sha256, sha256_of};
+use crate::reference::Reference;
 use crate::store::MAX_JSON_BLOB;
 
 /// Error bodies are read up to this much for their message.
@@ -39,7 +40,7 @@ pub(super) struct Expected<'a> {
     pub from: &'static str,
 }
 
-/// A client for one repository on one registry, for the length of a pull.
+/// A client for one repository on one registry, for the length of a pull or push.
 #[derive(Debug)]
 pub(super) struct RegistryClient {
     http: reqwest::Client,
@@ -49,7 +50,24 @@ pub(super) struct RegistryClient {
 }
 
 impl RegistryClient {
-    pub(super) fn new(
+    /// A client for `reference`'s repository, for one pull or push of it.
+    pub(super) fn for_reference(
+        reference: &Reference,
+        operation: Operation,
+        plain_http: bool,
+        credentials: Option<Credentials>,
+    ) -> Result<Self, RegistryError> {
+        let endpoint = Endpoint::for_reference(reference, plain_http);
+        let target = Arc::new(Target {
+            operation,
+            registry: endpoint.registry.clone(),
+            repository: endpoint.repository.clone(),
+            reference: reference.manifest_reference(),
+        });
+        Self::new(endpoint, target, credentials)
+    }
+
+    fn new(
         endpoint: Endpoint,
         target: Arc<Target>,
         credentials: Option<Credentials>,
@@ -76,6 +94,10 @@ impl RegistryClient {
         &self.target
     }
 
+    pub(super) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
     /// GETs `url`, answering one round of authentication challenges, and returns the response
     /// if it succeeded. `object` names what is fetched in errors.
     pub(super) async fn get(
@@ -84,18 +106,32 @@ impl RegistryClient {
         accept: Option<&str>,
         object: &str,
     ) -> Result<Response, RegistryError> {
+        self.send(Method::GET, url, object, |request| match accept {
+            Some(accept) => request.header(ACCEPT, accept),
+            None => request,
+        })
+        .await
+    }
+
+    /// Sends one request, answering one round of authentication challenges, and returns the
+    /// response if it succeeded (2xx). `build` adds headers and body; it is called again for
+    /// the retry after a challenge, so a body must be cheap to clone (`Bytes`).
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        object: &str,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
         let repository = &self.endpoint.repository;
         let mut authorization = self.auth.cached(repository).await;
         let mut challenged = false;
         loop {
-            let mut request = self.http.get(url);
-            if let Some(accept) = accept {
-                request = request.header(ACCEPT, accept);
-            }
+            let mut request = build(self.http.request(method.clone(), url));
             if let Some(authorization) = &authorization {
                 request = self.auth.apply(authorization, request);
             }
-            tracing::debug!(url, object, "GET");
+            tracing::debug!(%method, url, object, "request");
             let response = request
                 .send()
                 .await
@@ -268,6 +304,6 @@ fn challenges_of(headers: &HeaderMap) -> Vec<super::challenge::Challenge> {
         .collect()
 }
 
-fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name)?.to_str().ok().map(str::to_string)
 }

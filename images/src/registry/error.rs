@@ -1,5 +1,5 @@
-//! What can go wrong pulling from a registry, always naming the registry, repository,
-//! reference and the object (manifest or blob) concerned.
+//! What can go wrong pulling from or pushing to a registry, always naming the registry,
+//! repository, reference and the object (manifest or blob) concerned.
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,9 +7,27 @@ use std::sync::Arc;
 use crate::ErrorKind;
 use crate::store::StoreError;
 
-/// The pull an error happened in.
+/// Which way content moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Pull,
+    Push,
+}
+
+impl Operation {
+    /// The token scope's actions this operation needs on its repository.
+    pub(super) fn scope_actions(self) -> &'static str {
+        match self {
+            Self::Pull => "pull",
+            Self::Push => "pull,push",
+        }
+    }
+}
+
+/// The pull or push an error happened in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    pub operation: Operation,
     pub registry: String,
     pub repository: String,
     /// The tag or digest asked for.
@@ -23,15 +41,19 @@ impl fmt::Display for Target {
         } else {
             ':'
         };
+        let (verb, preposition) = match self.operation {
+            Operation::Pull => ("pulling", "from"),
+            Operation::Push => ("pushing", "to"),
+        };
         write!(
             f,
-            "pulling {}{separator}{} from registry {}",
+            "{verb} {}{separator}{} {preposition} registry {}",
             self.repository, self.reference, self.registry
         )
     }
 }
 
-/// A registry pull failure.
+/// A registry pull or push failure.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("{target}: {object} not found{}", suffix(message))]
@@ -157,6 +179,12 @@ pub enum RegistryError {
         object: String,
         reason: String,
     },
+    #[error("{target}: {object}: the registry's answer cannot be followed: {reason}")]
+    Protocol {
+        target: Arc<Target>,
+        object: String,
+        reason: String,
+    },
     #[error("setting up the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
 }
@@ -173,7 +201,10 @@ impl RegistryError {
                 // 5xx and anything unforeseen: the registry's side, worth trying again.
                 _ => ErrorKind::Unavailable,
             },
-            Self::Transport { .. } | Self::Token { .. } => ErrorKind::Unavailable,
+            // A registry breaking the protocol is its side's fault, as a 5xx is.
+            Self::Transport { .. } | Self::Token { .. } | Self::Protocol { .. } => {
+                ErrorKind::Unavailable
+            }
             Self::Unauthorized { status: 403, .. } => ErrorKind::PermissionDenied,
             Self::Unauthorized { .. } | Self::CredentialsRequired { .. } => {
                 ErrorKind::Unauthenticated
@@ -265,6 +296,7 @@ mod tests {
     #[test]
     fn kinds_follow_the_registry_answer_not_the_wording() {
         let target = Arc::new(Target {
+            operation: Operation::Pull,
             registry: "127.0.0.1:5000".into(),
             repository: "busybox".into(),
             reference: "nope".into(),
@@ -309,7 +341,8 @@ mod tests {
 
     #[test]
     fn targets_name_registry_repository_and_reference() {
-        let target = Target {
+        let mut target = Target {
+            operation: Operation::Pull,
             registry: "127.0.0.1:5000".into(),
             repository: "busybox".into(),
             reference: "1".into(),
@@ -317,6 +350,11 @@ mod tests {
         assert_eq!(
             target.to_string(),
             "pulling busybox:1 from registry 127.0.0.1:5000"
+        );
+        target.operation = Operation::Push;
+        assert_eq!(
+            target.to_string(),
+            "pushing busybox:1 to registry 127.0.0.1:5000"
         );
     }
 }

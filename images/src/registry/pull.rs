@@ -10,9 +10,9 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 use super::auth::Credentials;
 use super::blob::{BlobFetch, fetch_blob};
 use super::client::{Expected, FetchedManifest, RegistryClient};
-use super::error::{RegistryError, Target};
+use super::error::{Operation, RegistryError, Target};
 use super::manifest::{CONFIG_MEDIA_TYPES, ManifestKind};
-use super::transport::Endpoint;
+use super::sources;
 use crate::digest::is_sha256;
 use crate::platform::{Platform, describe_all};
 use crate::progress::Progress;
@@ -21,7 +21,7 @@ use crate::store::{Image, Store, StoreError, descriptor};
 
 /// Blobs downloaded at once: enough to hide per-request latency, few enough not to split a
 /// thin link so much that every layer crawls.
-const PARALLEL_BLOBS: usize = 3;
+pub(super) const PARALLEL_BLOBS: usize = 3;
 
 /// How to pull.
 #[derive(Debug, Clone, Default)]
@@ -51,13 +51,13 @@ pub async fn pull(
     options: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<Pulled, RegistryError> {
-    let endpoint = Endpoint::for_reference(reference, options.plain_http);
-    let target = Arc::new(Target {
-        registry: endpoint.registry.clone(),
-        repository: endpoint.repository.clone(),
-        reference: reference.manifest_reference(),
-    });
-    let client = RegistryClient::new(endpoint, target.clone(), options.credentials.clone())?;
+    let client = RegistryClient::for_reference(
+        reference,
+        Operation::Pull,
+        options.plain_http,
+        options.credentials.clone(),
+    )?;
+    let target = client.target().clone();
 
     let manifest = resolve_manifest(&client, reference, &options.platform).await?;
     let parsed: ImageManifest = parse_json(&target, &manifest, "image manifest")?;
@@ -104,6 +104,15 @@ pub async fn pull(
     })
     .await?;
     drop(guard);
+    // Remembered so that a later push to another repository of this registry can mount them.
+    sources::record_all(
+        store.data_dir(),
+        std::iter::once(image.manifest.config())
+            .chain(image.manifest.layers())
+            .map(|d| d.digest()),
+        &target.registry,
+        &target.repository,
+    );
     let blobs_downloaded = fetches
         .iter()
         .filter(|f| **f == BlobFetch::Downloaded)
@@ -235,7 +244,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Runs store work (file locks, fsyncs) off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     target: &Arc<Target>,
     object: &str,
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,

@@ -1,4 +1,5 @@
-//! Where a reference's registry API lives: host, scheme and repository path, as docker maps them.
+//! Where a reference's registry API lives: host, scheme and repository path, as docker maps them,
+//! and the URLs of its manifests, blobs and blob uploads.
 
 use crate::reference::Reference;
 
@@ -57,6 +58,23 @@ impl Endpoint {
 
     pub fn blob_url(&self, digest: &str) -> String {
         format!("{}/v2/{}/blobs/{digest}", self.base_url, self.repository)
+    }
+
+    /// Where blob uploads start (POST), optionally as a mount of `digest` from `from`.
+    pub fn upload_url(&self, mount: Option<(&str, &str)>) -> String {
+        let url = format!("{}/v2/{}/blobs/uploads/", self.base_url, self.repository);
+        match mount {
+            Some((digest, from)) => format!("{url}?mount={digest}&from={from}"),
+            None => url,
+        }
+    }
+
+    /// An upload session's `Location` header as an absolute URL: registries may send a path
+    /// only, and the URL carries their session state in its query, which must be kept.
+    pub fn resolve_location(&self, location: &str) -> Result<reqwest::Url, String> {
+        reqwest::Url::parse(&self.base_url)
+            .and_then(|base| base.join(location))
+            .map_err(|e| format!("the upload Location {location:?} is not a URL: {e}"))
     }
 }
 
@@ -133,5 +151,23 @@ mod tests {
             e.blob_url("sha256:ab"),
             "http://127.0.0.1:5000/v2/team/app/blobs/sha256:ab"
         );
+    }
+
+    #[test]
+    fn upload_locations_resolve_against_the_registry() {
+        let e = endpoint("127.0.0.1:5000/team/app", false);
+        assert_eq!(
+            e.upload_url(Some(("sha256:ab", "team/base"))),
+            "http://127.0.0.1:5000/v2/team/app/blobs/uploads/?mount=sha256:ab&from=team/base"
+        );
+        let relative = e
+            .resolve_location("/v2/team/app/blobs/uploads/u1?_state=x%3D")
+            .unwrap();
+        assert_eq!(
+            relative.as_str(),
+            "http://127.0.0.1:5000/v2/team/app/blobs/uploads/u1?_state=x%3D"
+        );
+        let absolute = e.resolve_location("https://store.example/up/u2").unwrap();
+        assert_eq!(absolute.as_str(), "https://store.example/up/u2");
     }
 }

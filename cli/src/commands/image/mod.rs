@@ -10,8 +10,10 @@ mod inspect;
 mod ls;
 mod prune;
 mod pull;
+mod push;
 mod rm;
 pub(crate) mod summary;
+mod tag;
 mod unpack;
 
 #[derive(Debug, Subcommand)]
@@ -27,6 +29,10 @@ pub(crate) enum ImageCommand {
     Inspect(inspect::Args),
     /// Pull an image from a registry.
     Pull(pull::Args),
+    /// Push an image from the store to a registry.
+    Push(push::Args),
+    /// Give an image another name.
+    Tag(tag::Args),
     /// Remove image names; blobs stay until `prune`.
     #[command(alias = "remove")]
     Rm(rm::Args),
@@ -43,6 +49,8 @@ pub(crate) fn run(command: ImageCommand, ctx: &Context) -> anyhow::Result<()> {
         ImageCommand::Import(args) => import::run(args, ctx),
         ImageCommand::Inspect(args) => inspect::run(args, ctx),
         ImageCommand::Pull(args) => pull::run(args, ctx),
+        ImageCommand::Push(args) => push::run(args, ctx),
+        ImageCommand::Tag(args) => tag::run(args, ctx),
         ImageCommand::Rm(args) => rm::run(args, ctx),
         ImageCommand::Prune(args) => prune::run(args, ctx),
         ImageCommand::Unpack(args) => unpack::run(args, ctx),

@@ -21,15 +21,22 @@ pub(crate) struct Args {
     /// Speak plain HTTP to the registry (loopback registries always get plain HTTP).
     #[arg(long)]
     plain_http: bool,
+    #[command(flatten)]
+    login: Login,
+    /// The platform to pick out of a multi-platform image.
+    #[arg(long, default_value_t = Platform::default())]
+    platform: Platform,
+}
+
+/// Registry credentials, as pull and push take them.
+#[derive(Debug, clap::Args)]
+pub(super) struct Login {
     /// Registry user name.
     #[arg(long, short, env = USERNAME_ENV)]
     username: Option<String>,
     /// Read the password from the first line of stdin (else from BERTH_REGISTRY_PASSWORD).
     #[arg(long)]
     password_stdin: bool,
-    /// The platform to pick out of a multi-platform image.
-    #[arg(long, default_value_t = Platform::default())]
-    platform: Platform,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,7 +52,7 @@ struct Summary {
 
 pub(super) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let reference = Reference::parse(&args.reference)?;
-    let credentials = credentials(&args)?;
+    let credentials = args.login.credentials()?;
     let store = super::open_store(ctx)?;
     let options = PullOptions {
         platform: args.platform,
@@ -78,29 +85,33 @@ pub(super) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     }
 }
 
-/// The user name from the flag or environment, and the password from stdin or environment.
-fn credentials(args: &Args) -> anyhow::Result<Option<Credentials>> {
-    let password = if args.password_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .context("reading the password from stdin")?;
-        Some(line.trim_end_matches(['\r', '\n']).to_string())
-    } else {
-        std::env::var(PASSWORD_ENV).ok()
-    };
-    match (&args.username, password) {
-        (Some(username), Some(password)) => Ok(Some(Credentials {
-            username: username.clone(),
-            password,
-        })),
-        (None, None) => Ok(None),
-        (Some(_), None) => {
-            bail!("--username needs a password: pass --password-stdin or set {PASSWORD_ENV}")
-        }
-        (None, Some(_)) => {
-            bail!("a password was given without a user name: pass --username or set {USERNAME_ENV}")
+impl Login {
+    /// The user name from the flag or environment, and the password from stdin or environment.
+    pub(super) fn credentials(&self) -> anyhow::Result<Option<Credentials>> {
+        let password = if self.password_stdin {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            Some(line.trim_end_matches(['\r', '\n']).to_string())
+        } else {
+            std::env::var(PASSWORD_ENV).ok()
+        };
+        match (&self.username, password) {
+            (Some(username), Some(password)) => Ok(Some(Credentials {
+                username: username.clone(),
+                password,
+            })),
+            (None, None) => Ok(None),
+            (Some(_), None) => {
+                bail!("--username needs a password: pass --password-stdin or set {PASSWORD_ENV}")
+            }
+            (None, Some(_)) => {
+                bail!(
+                    "a password was given without a user name: pass --username or set {USERNAME_ENV}"
+                )
+            }
         }
     }
 }
