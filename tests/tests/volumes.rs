@@ -304,7 +304,8 @@ fn concurrent_runs_make_one_volume_and_rm_never_removes_one_in_use() {
     let log = fs::read_to_string(mountpoint(&env, "same").join("log")).unwrap();
     assert_eq!(log.lines().count(), 4, "{log}");
     // Removals racing runs: each run keeps the volume it mounted.
-    let script = "sleep 0.2; echo ok > /d/f && cat /d/f";
+    // Each run its own file: runs sharing one would truncate it under each other's `cat`.
+    let script = "sleep 0.2; f=/d/f.$RANDOM$RANDOM; echo ok > $f && cat $f";
     let runs: Vec<_> = (0..3)
         .map(|_| spawn_run(&env, &["-v", "race:/d", IMAGE, "sh", "-c", script]))
         .collect();
@@ -317,7 +318,7 @@ fn concurrent_runs_make_one_volume_and_rm_never_removes_one_in_use() {
     for run in runs {
         let out = run.wait_with_output().unwrap();
         assert!(out.status.success(), "{out:?}");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n", "{out:?}");
     }
 }
 
