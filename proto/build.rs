@@ -14,6 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Messages that carry config or secret values: their Debug (src/redact.rs) prints
         // lengths, so no log line can hold a value.
         .skip_debug(["berth.v1.FileContent", "berth.v1.PutFileRequest"])
+        // Sorted maps: a message encodes to the same bytes every time, so a release id (a
+        // digest of a spec) is stable.
+        .btree_map(".")
         .compile_protos(&protos, &["proto"])?;
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -372,6 +372,7 @@ async fn wait_restored(
         let current = client
             .get(GetDeploymentRequest {
                 name: name.to_string(),
+                ..Default::default()
             })
             .await;
         match current {
@@ -434,6 +435,7 @@ async fn settled(
     let Ok(history) = client
         .history(HistoryRequest {
             name: name.to_string(),
+            ..Default::default()
         })
         .await
     else {
@@ -509,6 +511,7 @@ async fn follow(
         .watch(WatchRequest {
             name: name.to_string(),
             stop_at_approval: args.stop_at_approval,
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -883,6 +886,7 @@ mod tests {
             client
                 .get(GetDeploymentRequest {
                     name: "nope".into(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(status_error)

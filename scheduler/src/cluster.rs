@@ -370,7 +370,7 @@ impl Cluster {
                 .values()
                 .map(|n| NodeInfo {
                     name: n.record.name.clone(),
-                    labels: n.record.labels.clone(),
+                    labels: n.record.labels.clone().into_iter().collect(),
                     capacity: Some(n.capacity),
                     ready: self.is_ready(n),
                     pod_cidr: n.record.pod_cidr.clone(),

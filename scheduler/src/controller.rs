@@ -813,6 +813,7 @@ pub(crate) fn assignment(r: &ReplicaRecord, spec: &DeploymentSpec) -> Assignment
         configs: spec.configs.clone(),
         secrets: spec.secrets.clone(),
         env_from_secret: spec.env_from_secret.clone(),
+        environment: spec.environment.clone(),
     }
 }
 

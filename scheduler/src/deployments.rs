@@ -139,6 +139,7 @@ impl Deployments {
             created_at_ms: now,
             outcome: RolloutPhase::Progressing as i32,
             message: String::new(),
+            release: String::new(),
         };
         self.store
             .put(
@@ -243,6 +244,7 @@ impl Deployments {
             created_at_ms: now,
             outcome: rec.phase,
             message: String::new(),
+            release: String::new(),
         };
         let history = self.prune_history(name, &rec, &spec).await?;
         for _ in 0..VIP_ATTEMPTS {
@@ -509,6 +511,8 @@ pub(crate) fn describe(
         resource_version: mod_rev,
         replica_status,
         virtual_ip: virtual_ip(rec),
+        environment: String::new(),
+        release: String::new(),
     }
 }
 

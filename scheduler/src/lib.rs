@@ -15,6 +15,7 @@ pub mod ha;
 pub(crate) mod nodes;
 pub mod placement;
 pub(crate) mod records;
+pub(crate) mod release_id;
 pub(crate) mod rollout;
 pub mod secrets;
 pub(crate) mod server;

@@ -111,7 +111,7 @@ impl Nodes {
             if let Some(cidr) = &claim {
                 record.pod_cidr = cidr.clone();
             }
-            record.labels = req.labels.clone();
+            record.labels = req.labels.clone().into_iter().collect();
             record.address = req.node_address.clone();
             record.agent_endpoint = req.agent_endpoint.clone();
             record.allowed_bind_paths = req.allowed_bind_paths.clone();

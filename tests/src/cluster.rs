@@ -454,14 +454,20 @@ impl DeployApi {
 
     pub fn get(&self, name: &str) -> Deployment {
         let mut c = self.client.clone();
-        self.call(c.get(GetDeploymentRequest { name: name.into() }))
-            .expect("get")
+        self.call(c.get(GetDeploymentRequest {
+            name: name.into(),
+            ..Default::default()
+        }))
+        .expect("get")
     }
 
     pub fn delete(&self, name: &str) {
         let mut c = self.client.clone();
-        self.call(c.delete(DeleteDeploymentRequest { name: name.into() }))
-            .expect("delete");
+        self.call(c.delete(DeleteDeploymentRequest {
+            name: name.into(),
+            ..Default::default()
+        }))
+        .expect("delete");
     }
 
     pub fn nodes(&self) -> Vec<NodeInfo> {
@@ -475,6 +481,7 @@ impl DeployApi {
         let mut c = self.client.clone();
         self.call(c.list_containers(ListClusterContainersRequest {
             deployment: deployment.into(),
+            ..Default::default()
         }))
         .expect("containers")
         .containers
@@ -489,6 +496,7 @@ impl DeployApi {
                 .watch(WatchRequest {
                     name: name.into(),
                     stop_at_approval,
+                    ..Default::default()
                 })
                 .await
                 .expect("watch")

@@ -19,7 +19,7 @@ use crate::cluster::DeployApi;
 /// Every service the scheduler lists (ListServices).
 pub fn list_services(api: &DeployApi) -> Vec<Service> {
     let mut c = api.client.clone();
-    api.call(c.list_services(ListServicesRequest {}))
+    api.call(c.list_services(ListServicesRequest::default()))
         .expect("ListServices")
         .services
 }

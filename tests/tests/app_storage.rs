@@ -345,6 +345,7 @@ fn a_config_update_rolls_every_replica_and_a_rollback_restores_it() {
         .call(api.rollback(RollbackRequest {
             name: "reader".into(),
             to_revision: 1,
+            ..Default::default()
         }))
         .expect("rollback");
     let d = c.api.wait("reader", "the rollback on every replica", |d| {

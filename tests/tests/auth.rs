@@ -132,7 +132,9 @@ fn deployments_as_admin(calls: &Calls, pki: &Pki, sched: &SchedulerProc) -> Vec<
     let mut client = calls.deploy_client(&url, tls);
     calls
         .rt
-        .block_on(client.list(ListDeploymentsRequest {}))
+        .block_on(client.list(ListDeploymentsRequest {
+            ..Default::default()
+        }))
         .expect("list as admin")
         .into_inner()
         .deployments
@@ -222,7 +224,9 @@ fn calls_without_valid_credentials_are_refused_and_change_nothing() {
         "Apply without credentials",
     );
     assert_refused_unauthenticated(
-        calls.rt.block_on(anonymous.list(ListDeploymentsRequest {})),
+        calls.rt.block_on(anonymous.list(ListDeploymentsRequest {
+            ..Default::default()
+        })),
         "List without credentials",
     );
     // Health checks stay open: load balancers and `berth up` probe them.
@@ -368,11 +372,19 @@ fn tokens_carry_roles_are_revocable_and_stored_hashed() {
     let rt = &calls.rt;
 
     // A viewer reads...
-    rt.block_on(anon.list(req(ListDeploymentsRequest {}, Some(&viewer_token))))
-        .expect("a viewer lists");
+    rt.block_on(anon.list(req(
+        ListDeploymentsRequest {
+            ..Default::default()
+        },
+        Some(&viewer_token),
+    )))
+    .expect("a viewer lists");
     let status = rt
         .block_on(anon.get(req(
-            GetDeploymentRequest { name: "web".into() },
+            GetDeploymentRequest {
+                name: "web".into(),
+                ..Default::default()
+            },
             Some(&viewer_token),
         )))
         .expect_err("no deployment yet");
@@ -389,14 +401,20 @@ fn tokens_carry_roles_are_revocable_and_stored_hashed() {
     );
     assert_denied(
         rt.block_on(anon.delete(req(
-            DeleteDeploymentRequest { name: "web".into() },
+            DeleteDeploymentRequest {
+                name: "web".into(),
+                ..Default::default()
+            },
             Some(&viewer_token),
         ))),
         "viewer Delete",
     );
     assert_denied(
         rt.block_on(anon.approve(req(
-            ApproveRequest { name: "web".into() },
+            ApproveRequest {
+                name: "web".into(),
+                ..Default::default()
+            },
             Some(&viewer_token),
         ))),
         "viewer Approve",
@@ -459,13 +477,23 @@ fn tokens_carry_roles_are_revocable_and_stored_hashed() {
     let out = berth(&sched, &pki, &["token", "revoke", id], &admin);
     assert!(out.status.success(), "{out:?}");
     assert_refused_unauthenticated(
-        rt.block_on(anon.list(req(ListDeploymentsRequest {}, Some(&deployer_token)))),
+        rt.block_on(anon.list(req(
+            ListDeploymentsRequest {
+                ..Default::default()
+            },
+            Some(&deployer_token),
+        ))),
         "a revoked token",
     );
     let forged = format!("berth_{id}_{}", "0".repeat(64));
     for garbage in ["nonsense", "berth_0123456789abcdef_00", forged.as_str()] {
         assert_refused_unauthenticated(
-            rt.block_on(anon.list(req(ListDeploymentsRequest {}, Some(garbage)))),
+            rt.block_on(anon.list(req(
+                ListDeploymentsRequest {
+                    ..Default::default()
+                },
+                Some(garbage),
+            ))),
             garbage,
         );
     }
@@ -873,7 +901,12 @@ fn a_standby_checks_callers_and_forwards_who_they_are_to_the_leader() {
     );
     let rt = &calls.rt;
     assert_refused_unauthenticated(
-        rt.block_on(client.list(req(ListDeploymentsRequest {}, None))),
+        rt.block_on(client.list(req(
+            ListDeploymentsRequest {
+                ..Default::default()
+            },
+            None,
+        ))),
         "no credentials at the standby",
     );
     assert_denied(
@@ -902,6 +935,7 @@ fn a_standby_checks_callers_and_forwards_who_they_are_to_the_leader() {
     let mut forged = req(
         DeleteDeploymentRequest {
             name: "ha-web".into(),
+            ..Default::default()
         },
         None,
     );

@@ -92,12 +92,14 @@ fn deploy_scale_roll_out_with_approval_roll_back_survive_node_and_scheduler_loss
     api.call(client.scale(ScaleRequest {
         name: "hello".into(),
         replicas: 5,
+        ..Default::default()
     }))
     .unwrap();
     api.wait("hello", "5 ready replicas", |d| all_ready(d, 5));
     api.call(client.scale(ScaleRequest {
         name: "hello".into(),
         replicas: 2,
+        ..Default::default()
     }))
     .unwrap();
     api.wait("hello", "2 ready replicas", |d| all_ready(d, 2));
@@ -122,6 +124,7 @@ fn deploy_scale_roll_out_with_approval_roll_back_survive_node_and_scheduler_loss
     );
     api.call(client.approve(ApproveRequest {
         name: "hello".into(),
+        ..Default::default()
     }))
     .unwrap();
     let done = api.watch("hello", false);
@@ -132,6 +135,7 @@ fn deploy_scale_roll_out_with_approval_roll_back_survive_node_and_scheduler_loss
     let err = api
         .call(client.approve(ApproveRequest {
             name: "hello".into(),
+            ..Default::default()
         }))
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
@@ -188,6 +192,7 @@ fn deploy_scale_roll_out_with_approval_roll_back_survive_node_and_scheduler_loss
     let history_before = api
         .call(client.history(HistoryRequest {
             name: "hello".into(),
+            ..Default::default()
         }))
         .unwrap()
         .revisions
@@ -198,6 +203,7 @@ fn deploy_scale_roll_out_with_approval_roll_back_survive_node_and_scheduler_loss
     let history = api
         .call(client.history(HistoryRequest {
             name: "hello".into(),
+            ..Default::default()
         }))
         .unwrap();
     assert_eq!(history.revisions.len(), history_before);
@@ -219,6 +225,7 @@ fn deploy_scale_roll_out_with_approval_roll_back_survive_node_and_scheduler_loss
 
     let _ = api.call(client.delete(DeleteDeploymentRequest {
         name: "hello".into(),
+        ..Default::default()
     }));
     poll_until("the containers to go", WAIT, || {
         api.containers("hello").is_empty().then_some(())
@@ -258,6 +265,7 @@ fn invalid_specs_and_unknown_deployments_are_refused_with_the_field() {
         .api
         .call(client.get(GetDeploymentRequest {
             name: "nope".into(),
+            ..Default::default()
         }))
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
@@ -267,11 +275,17 @@ fn invalid_specs_and_unknown_deployments_are_refused_with_the_field() {
         .call(client.scale(ScaleRequest {
             name: "nope".into(),
             replicas: 1,
+            ..Default::default()
         }))
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
     // Nothing was half-applied.
-    let listed = c.api.call(client.list(ListDeploymentsRequest {})).unwrap();
+    let listed = c
+        .api
+        .call(client.list(ListDeploymentsRequest {
+            ..Default::default()
+        }))
+        .unwrap();
     assert!(listed.deployments.is_empty());
 }
 
@@ -335,6 +349,7 @@ fn an_approval_that_times_out_rejects_the_revision() {
     let history = api
         .call(client.history(HistoryRequest {
             name: "hello".into(),
+            ..Default::default()
         }))
         .unwrap();
     assert_eq!(history.revisions[1].outcome, RolloutPhase::Rejected as i32);
@@ -373,6 +388,7 @@ fn a_replica_that_fits_nowhere_waits_with_the_reason_and_is_placed_when_room_app
     let mut client = api.client.clone();
     api.call(client.delete(DeleteDeploymentRequest {
         name: "hello".into(),
+        ..Default::default()
     }))
     .unwrap();
     api.wait("other", "the replica placed once there is room", |d| {

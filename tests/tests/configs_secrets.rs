@@ -528,6 +528,7 @@ async fn a_secret_goes_only_to_the_node_that_runs_it_and_leaves_with_it() {
 
     let delete = DeleteDeploymentRequest {
         name: "one-node".into(),
+        ..Default::default()
     };
     deploy.delete(delete).await.unwrap();
     until("a file set without the secret", async || {
@@ -554,7 +555,10 @@ async fn rolled_out(
     until(
         &format!("{name} revision {revision} rolled out"),
         async || {
-            let get = GetDeploymentRequest { name: name.into() };
+            let get = GetDeploymentRequest {
+                name: name.into(),
+                ..Default::default()
+            };
             let d = client.get(get).await.ok()?.into_inner();
             let done = d.revision == revision
                 && d.phase == RolloutPhase::Complete as i32
@@ -628,6 +632,7 @@ async fn a_config_update_rolls_every_replica_to_the_new_content_and_rollback_res
         .rollback(RollbackRequest {
             name: "conf-roll".into(),
             to_revision: 1,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -117,7 +117,10 @@ impl Sim {
     }
 
     async fn get(&self, name: &str) -> Deployment {
-        let request = GetDeploymentRequest { name: name.into() };
+        let request = GetDeploymentRequest {
+            name: name.into(),
+            ..Default::default()
+        };
         let got = self.client.clone().get(request).await;
         got.expect("the deployment exists").into_inner()
     }
@@ -126,7 +129,9 @@ impl Sim {
         let listed = self
             .client
             .clone()
-            .list_services(ListServicesRequest {})
+            .list_services(ListServicesRequest {
+                ..Default::default()
+            })
             .await;
         listed.expect("services listed").into_inner().services
     }
@@ -137,7 +142,10 @@ impl Sim {
     }
 
     async fn history(&self, name: &str) -> Vec<RevisionRecord> {
-        let request = HistoryRequest { name: name.into() };
+        let request = HistoryRequest {
+            name: name.into(),
+            ..Default::default()
+        };
         let history = self.client.clone().history(request).await;
         history.expect("its history").into_inner().revisions
     }
@@ -456,6 +464,7 @@ async fn a_node_that_never_acknowledges_delays_a_stop_by_the_drain_timeout_only(
     let request = ScaleRequest {
         name: "web".into(),
         replicas: 1,
+        ..Default::default()
     };
     sim.client.clone().scale(request).await.expect("scaled");
     let after = sim

@@ -72,11 +72,10 @@ fn wait_through_failover(
     check: impl Fn(&Deployment) -> bool,
 ) -> Deployment {
     poll_until(what, WAIT, || {
-        let got = api.call(
-            api.client
-                .clone()
-                .get(GetDeploymentRequest { name: "web".into() }),
-        );
+        let got = api.call(api.client.clone().get(GetDeploymentRequest {
+            name: "web".into(),
+            ..Default::default()
+        }));
         match got {
             Ok(d) => check(&d).then_some(d),
             Err(s) if s.code() == tonic::Code::Unavailable => None,
@@ -188,11 +187,10 @@ fn the_leader_dies_mid_rollout_and_another_finishes_it() {
     eprintln!("leader killed -> rollout complete: {:?}", killed.elapsed());
     assert!(d.replica_status.iter().all(|r| r.revision == 2), "{d:?}");
     let history = api
-        .call(
-            api.client
-                .clone()
-                .history(HistoryRequest { name: "web".into() }),
-        )
+        .call(api.client.clone().history(HistoryRequest {
+            name: "web".into(),
+            ..Default::default()
+        }))
         .unwrap();
     let revisions: Vec<u64> = history.revisions.iter().map(|r| r.revision).collect();
     assert_eq!(revisions, [1, 2], "no revision lost: {history:?}");

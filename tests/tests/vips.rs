@@ -85,7 +85,12 @@ async fn apply_all(clients: &[DeploymentServiceClient<Channel>], names: Vec<Stri
 
 /// Every deployment's name and VIP, as `client`'s scheduler lists them.
 async fn vips(client: &DeploymentServiceClient<Channel>) -> BTreeMap<String, String> {
-    let listed = client.clone().list(ListDeploymentsRequest {}).await;
+    let listed = client
+        .clone()
+        .list(ListDeploymentsRequest {
+            ..Default::default()
+        })
+        .await;
     let deployments = listed.expect("deployments listed").into_inner().deployments;
     deployments
         .into_iter()

@@ -72,6 +72,7 @@ impl Sim {
             .call(c.scale(ScaleRequest {
                 name: name.into(),
                 replicas,
+                ..Default::default()
             }))
             .expect("scale");
     }
@@ -225,8 +226,9 @@ fn binds_go_only_to_nodes_that_allow_them() {
         "{message}"
     );
     let mut c = sim.api.client.clone();
-    let gone = sim
-        .api
-        .call(c.get(berth_proto::v1::GetDeploymentRequest { name: "etc".into() }));
+    let gone = sim.api.call(c.get(berth_proto::v1::GetDeploymentRequest {
+        name: "etc".into(),
+        ..Default::default()
+    }));
     assert_eq!(gone.expect_err("not created").code(), tonic::Code::NotFound);
 }

@@ -24,7 +24,7 @@
 //!
 //! The full model is documented in examples/README.md.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -433,7 +433,7 @@ impl SpecFile {
             failure_threshold: p.timing.failure_threshold,
             success_threshold: p.timing.success_threshold,
         };
-        let map = |m: &BTreeMap<String, String>| -> HashMap<String, String> {
+        let map = |m: &BTreeMap<String, String>| -> BTreeMap<String, String> {
             m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
         DeploymentSpec {
@@ -505,6 +505,7 @@ impl SpecFile {
             configs: r.configs.iter().map(Into::into).collect(),
             secrets: r.secrets.iter().map(Into::into).collect(),
             env_from_secret: mounts::secret_envs(&r.env_from_secret),
+            ..Default::default()
         }
     }
 }

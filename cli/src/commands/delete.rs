@@ -16,6 +16,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         client
             .delete(DeleteDeploymentRequest {
                 name: args.name.clone(),
+                ..Default::default()
             })
             .await
             .map_err(cluster::status_error)?;

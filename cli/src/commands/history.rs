@@ -66,6 +66,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         client
             .history(HistoryRequest {
                 name: args.name.clone(),
+                ..Default::default()
             })
             .await
             .map_err(cluster::status_error)

@@ -130,6 +130,7 @@ fn cluster(scheduler: &str, args: &Args) -> anyhow::Result<()> {
                 target: args.container.clone(),
                 follow: args.follow,
                 tail_lines: args.tail,
+                ..Default::default()
             })
             .await
             .map_err(crate::cluster::status_error)?

@@ -19,6 +19,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         let awaiting = client
             .get(GetDeploymentRequest {
                 name: args.name.clone(),
+                ..Default::default()
             })
             .await
             .map_err(cluster::status_error)?
@@ -27,6 +28,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         let d = client
             .reject(RejectRequest {
                 name: args.name.clone(),
+                ..Default::default()
             })
             .await
             .map_err(cluster::status_error)?

@@ -22,6 +22,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
             .rollback(RollbackRequest {
                 name: args.name.clone(),
                 to_revision: args.to.unwrap_or(0),
+                ..Default::default()
             })
             .await
             .map_err(cluster::status_error)?

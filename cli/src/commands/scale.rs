@@ -20,6 +20,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             .scale(ScaleRequest {
                 name: args.name.clone(),
                 replicas: args.replicas,
+                ..Default::default()
             })
             .await
             .map_err(cluster::status_error)

@@ -53,7 +53,9 @@ fn port(p: ServicePort) -> PortJson {
 pub(crate) fn run(_args: Args, ctx: &Context) -> anyhow::Result<()> {
     let services = cluster::with_client(ctx.scheduler(), async |mut client| {
         client
-            .list_services(ListServicesRequest {})
+            .list_services(ListServicesRequest {
+                ..Default::default()
+            })
             .await
             .map_err(cluster::status_error)
             .map(|r| r.into_inner().services)

@@ -82,14 +82,19 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         Ok(match &args.name {
             Some(name) => vec![
                 client
-                    .get(GetDeploymentRequest { name: name.clone() })
+                    .get(GetDeploymentRequest {
+                        name: name.clone(),
+                        ..Default::default()
+                    })
                     .await
                     .map_err(cluster::status_error)?
                     .into_inner(),
             ],
             None => {
                 client
-                    .list(ListDeploymentsRequest {})
+                    .list(ListDeploymentsRequest {
+                        ..Default::default()
+                    })
                     .await
                     .map_err(cluster::status_error)?
                     .into_inner()

@@ -390,7 +390,9 @@ async fn wait_node(
 /// Deletes every deployment and waits until no container is left in the cluster.
 async fn drain(client: &mut Client, timeout: Duration) -> anyhow::Result<()> {
     let deployments = client
-        .list(ListDeploymentsRequest {})
+        .list(ListDeploymentsRequest {
+            ..Default::default()
+        })
         .await
         .map_err(cluster::status_error)?
         .into_inner()
@@ -399,7 +401,10 @@ async fn drain(client: &mut Client, timeout: Duration) -> anyhow::Result<()> {
         let name = d.spec.map(|s| s.name).unwrap_or_default();
         println!("berth up: deleting deployment {name}");
         client
-            .delete(DeleteDeploymentRequest { name: name.clone() })
+            .delete(DeleteDeploymentRequest {
+                name: name.clone(),
+                ..Default::default()
+            })
             .await
             .map_err(cluster::status_error)
             .with_context(|| format!("deleting {name}"))?;

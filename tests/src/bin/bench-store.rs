@@ -269,6 +269,7 @@ fn place_single_runs(
                     api,
                     api.client.clone().delete(DeleteDeploymentRequest {
                         name: names[0].clone(),
+                        ..Default::default()
                     }),
                 );
                 return (runs, Some(why));
@@ -660,9 +661,10 @@ fn place_run(
         for name in left {
             let d = try_call(
                 api,
-                api.client
-                    .clone()
-                    .get(GetDeploymentRequest { name: name.clone() }),
+                api.client.clone().get(GetDeploymentRequest {
+                    name: name.clone(),
+                    ..Default::default()
+                }),
             )
             .map_err(|s| format!("get {name}: {s:?}"))?;
             let placed = d.replica_status.len() == replicas as usize
