@@ -2,6 +2,7 @@
 //! transaction), approval, rejection, rollback, scale and delete, over the store with revision
 //! checks. The gRPC handlers and the control loop both call it; it knows neither.
 
+use crate::release_id::release_id;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -139,7 +140,7 @@ impl Deployments {
             created_at_ms: now,
             outcome: RolloutPhase::Progressing as i32,
             message: String::new(),
-            release: String::new(),
+            release: release_id(spec),
         };
         self.store
             .put(
@@ -244,7 +245,7 @@ impl Deployments {
             created_at_ms: now,
             outcome: rec.phase,
             message: String::new(),
-            release: String::new(),
+            release: release_id(&spec),
         };
         let history = self.prune_history(name, &rec, &spec).await?;
         for _ in 0..VIP_ATTEMPTS {
