@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the debian:bookworm base image: a debootstrap --variant=minbase bookworm userland with
-# what the sample app and the tests need (curl, python3-minimal, redis-server for the stateful
-# service test), made into an image with
+# what the sample apps and the tests need (curl, python3-minimal, redis-server for the stateful
+# service test; python3-pyflakes, which brings the full python3 standard library
+# (libpython3.11-stdlib: http.server, json, unittest) for examples/pipeline), made into an image with
 # `berth image build --from-dir`. Real services need it: their programs resolve names through
 # glibc's NSS, which busybox's static binaries cannot use.
 #   usage: debian-base.sh [--rootfs-only]
@@ -27,7 +28,7 @@ case "${1:-}" in
 esac
 
 SUITE=bookworm
-PACKAGES=python3-minimal,curl,redis-server
+PACKAGES=python3-minimal,curl,redis-server,libpython3.11-stdlib,python3-pyflakes
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 TAG=debian:$SUITE
 # Names everything that makes the tree: a change here invalidates the cache and the image.

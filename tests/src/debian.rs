@@ -1,5 +1,5 @@
 //! A Debian bookworm userland, made by scripts/debian-base.sh (its one recipe: minbase plus
-//! python3-minimal, curl and redis-server) once per machine under /var/cache/berth-tests and shared by every
+//! python3-minimal, curl, redis-server and python3-pyflakes with the full standard library) once per machine under /var/cache/berth-tests and shared by every
 //! test, and an image made from it (also built once, as an OCI layout that tests import).
 
 use std::fs;
@@ -13,8 +13,10 @@ use crate::busybox::build_image;
 use crate::tools::{require_root, require_tool, run_ok};
 
 /// The cache scripts/debian-base.sh keeps for the tests (`BERTH_DEBIAN_CACHE`): `rootfs/` and
-/// the `stamp` it writes last, so a crashed build is never taken for a complete one.
-pub const DEBIAN_CACHE: &str = "/var/cache/berth-tests/debian-bookworm";
+/// the `stamp` it writes last, so a crashed build is never taken for a complete one. The `-2`
+/// names the recipe with python3-pyflakes: checkouts on the older recipe keep their own tree
+/// instead of rebuilding a shared one back and forth.
+pub const DEBIAN_CACHE: &str = "/var/cache/berth-tests/debian-bookworm-2";
 
 /// `bash scripts/debian-base.sh ARGS` with the tests' shared cache, not yet run.
 pub fn debian_base_cmd(args: &[&str]) -> Command {
