@@ -84,7 +84,8 @@ def spec_from_toml(path, image, env_name, pb, types):
                                target=p.get("target", p["port"]))
     for v in raw.get("volumes", []):
         # Volumes are named cluster-wide: each environment gets its own (as pipeline.sh does).
-        spec.volumes.add(name=f"{v['name']}-{env_name}", path=v["path"], read_only=v.get("read_only", False))
+        spec.volumes.add(name=f"{v['name']}-{env_name or 'default'}", path=v["path"],
+                         read_only=v.get("read_only", False))
     for which in ("readiness", "liveness"):
         if which in raw:
             getattr(spec, which).CopyFrom(probe(raw[which], types))
@@ -228,7 +229,7 @@ def integration(ctx, api, env):
     check(plain and plain == qualified, f"in {env}: api is {plain}, api.{env}.berth {qualified}")
     before = json.loads(in_web("curl", "-fsS", "--max-time", "5", "http://api:8080/"))
     check(before["version"] == ctx.version, f"{env}'s api reports {before['version']}")
-    page = in_web("curl", "-fsS", "--max-time", "5", "-L", "-X", "POST", "http://web:8080/order")
+    page = in_web("curl", "-fsS", "--max-time", "5", "-L", "--data", "", "http://web:8080/order")
     after = json.loads(in_web("curl", "-fsS", "--max-time", "5", "http://api:8080/"))
     check(after["orders"] == before["orders"] + 1, f"{env}: the order was not counted: {after}")
     check(f"<p>api: {ctx.version}</p>" in page, f"{env}'s page does not show the api version")

@@ -222,7 +222,7 @@ integration() {
   echo "$before"
   [ "$(jq -r .version <<<"$before")" = "$VERSION" ] || die "$env's api reports $(jq -r .version <<<"$before"), expected $VERSION"
   echo "--- $env: an order through web (POST http://web:8080/order -> api -> db)"
-  page=$(in_web "$env" curl -fsS --max-time 5 -L -X POST http://web:8080/order)
+  page=$(in_web "$env" curl -fsS --max-time 5 -L --data "" http://web:8080/order)
   after=$(in_web "$env" curl -fsS --max-time 5 http://api:8080/)
   echo "$after"
   [ "$(jq .orders <<<"$after")" -eq $(($(jq .orders <<<"$before") + 1)) ] \
