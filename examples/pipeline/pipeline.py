@@ -4,12 +4,13 @@ berth's gRPC API with stubs generated from proto/ by grpcio-tools:
 EnvironmentService.CreateEnvironment, DeploymentService.Apply (with an environment) and Watch,
 ReleaseService.Promote, DeploymentService.Approve, ReleaseService.ListReleases and ListAudit.
 
-It runs against a cluster and a registry that exist (--scheduler, --registry); pipeline.sh is
-the version that also starts them. Needs the packages of tests/python/requirements.txt
+It runs against a cluster and a registry that exist (--scheduler, --registry, or
+$BERTH_SCHEDULER and $REGISTRY as with-cluster.sh sets them), which pipeline.sh would start. Needs the packages of tests/python/requirements.txt
 (grpcio, grpcio-tools, protobuf). Any failure raises: the exit status is non-zero and the last
 line names the step.
 
   python3 examples/pipeline/pipeline.py --scheduler 127.0.0.1:7700 --registry 127.0.0.1:5000
+  bash examples/pipeline/with-cluster.sh PYTHON examples/pipeline/pipeline.py
 """
 
 import argparse
@@ -295,13 +296,17 @@ def deliver(ctx, api, images):
 
 
 def main():
+    env = os.environ.get
+    scheduler = env("BERTH_SCHEDULER", "").removeprefix("http://")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scheduler", required=True, help="HOST:PORT of berth-scheduler (no TLS)")
-    p.add_argument("--registry", required=True, help="HOST:PORT of a plain-HTTP registry")
-    p.add_argument("--berth", default=os.path.join(TOP, "target/release/berth"))
-    p.add_argument("--staging", default="staging")
-    p.add_argument("--production", default="production")
-    p.add_argument("--version", default="v1", help="baked into the images")
+    p.add_argument("--scheduler", default=scheduler or None, required=not scheduler,
+                   help="HOST:PORT of berth-scheduler, no TLS (default: $BERTH_SCHEDULER)")
+    p.add_argument("--registry", default=env("REGISTRY"), required=not env("REGISTRY"),
+                   help="HOST:PORT of a plain-HTTP registry (default: $REGISTRY)")
+    p.add_argument("--berth", default=env("BERTH", os.path.join(TOP, "target/release/berth")))
+    p.add_argument("--staging", default=env("STAGING", "staging"))
+    p.add_argument("--production", default=env("PRODUCTION", "production"))
+    p.add_argument("--version", default=env("VERSION", "v1"), help="baked into the images")
     p.add_argument("--proto-dir", default=os.path.join(TOP, "proto/proto"))
     p.add_argument("--results", help="write the outcome (serving releases, audit) here as JSON")
     ctx = p.parse_args()
