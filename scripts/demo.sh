@@ -13,7 +13,13 @@
 #      deploys the two-service sample app (hello with 3 replicas behind a service, and a client
 #      that calls http://hello/ by name), shows `berth services`, rolls hello out to v2 while the
 #      client keeps calling, prints how many of its calls failed during the rollout (exits 1
-#      unless none did) and which versions answered, then stops the cluster cleanly.
+#      unless none did) and which versions answered;
+#   7. on the same cluster, the delivery pipeline of examples/pipeline (pipeline.sh): the shop
+#      app (redis, an api, a web front end) built from its Containerfiles, unit-tested and
+#      linted in containers of its images, pushed to a local registry, deployed to staging,
+#      tested there through the service names, promoted to production, which waits for
+#      approval, approved, and the releases and the audit trail printed; then stops the
+#      cluster cleanly.
 # The data dir is /var/lib/berth unless BERTH_DATA_DIR says otherwise.
 set -euo pipefail
 source "$(dirname "$0")/as-root.sh" "$0" "$@"
@@ -153,11 +159,16 @@ if [ "$failed" -gt 0 ]; then
 fi
 "$BERTH" history hello
 "$BERTH" ps
-echo "== stopping the cluster (deployments deleted, containers and network torn down)"
-stop_cluster
-trap 'rm -rf "$WORK"' EXIT
 if [ "$failed" -gt 0 ]; then
+  stop_cluster
+  trap 'rm -rf "$WORK"' EXIT
   echo "demo: $failed client call(s) failed during the rollout (expected 0)" >&2
   exit 1
 fi
+
+echo "== the delivery pipeline (examples/pipeline/pipeline.sh) on this cluster"
+BERTH="$BERTH" DEBIAN_BASE=given bash examples/pipeline/pipeline.sh
+echo "== stopping the cluster (deployments deleted, containers and network torn down)"
+stop_cluster
+trap 'rm -rf "$WORK"' EXIT
 echo "demo: done"

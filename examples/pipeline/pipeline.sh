@@ -24,7 +24,8 @@
 #   REGISTRY          HOST:PORT of a running registry (plain HTTP) to push to
 #   STAGING, PRODUCTION  the environments' names (default staging, production)
 #   VERSION           the version baked into the images (default v1)
-#   PIPELINE_OUT      a directory to write results to (releases.json, audit.json, integration.txt)
+#   PIPELINE_OUT      a directory to write results to (releases.json, audit.json, status.json,
+#                     integration.txt, images.txt)
 #   KEEP=1            leave the cluster and the registry this script started running
 #   DEBIAN_BASE=given the store already has debian:bookworm (else scripts/debian-base.sh makes sure)
 set -euo pipefail
@@ -186,6 +187,9 @@ if [ -n "${PIPELINE_OUT:-}" ]; then
   b releases -o json >"$PIPELINE_OUT/releases.json"
   b audit -o json >"$PIPELINE_OUT/audit.json"
   cp "$WORK/integration.txt" "$PIPELINE_OUT/integration.txt"
+  for env in "$STAGING" "$PRODUCTION"; do
+    for s in "${SERVICES[@]}"; do b --env "$env" status "$s" -o json; done
+  done | jq -s . >"$PIPELINE_OUT/status.json"
   for s in "${SERVICES[@]}"; do echo "$s ${IMAGE[$s]}"; done >"$PIPELINE_OUT/images.txt"
 fi
 echo
