@@ -20,9 +20,10 @@ step() {
   STEP=$1
   printf '\n=== [%s] %s\n' "$1" "$2"
 }
-trap 'echo "pipeline: step \"$STEP\" failed (line $LINENO: $BASH_COMMAND)" >&2' ERR
+REPORTED=0
 die() {
   echo "pipeline: step \"$STEP\" failed: $*" >&2
+  REPORTED=1
   exit 1
 }
 b() { "$BERTH" "$@"; }
@@ -36,7 +37,10 @@ WORK=$(mktemp -d /tmp/berth-pipeline.XXXXXX)
 REG_PID= UP_PID= NETNS=
 cleanup() {
   local status=$?
-  trap - ERR
+  # A failing command (set -e) names the step it ended; die() already did.
+  if [ "$status" != 0 ] && [ "$REPORTED" = 0 ]; then
+    echo "pipeline: step \"$STEP\" failed (exit $status)" >&2
+  fi
   if [ "${KEEP:-0}" != 1 ]; then
     if [ -n "$UP_PID" ] && kill -0 "$UP_PID" 2>/dev/null; then
       echo "pipeline: stopping the cluster it started" >&2
