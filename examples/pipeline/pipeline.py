@@ -167,8 +167,9 @@ class Api:
         req = self.pb.WatchRequest(name=name, environment=env, stop_at_approval=stop_at_approval)
         last = None
         for ev in self.deploy.Watch(req, timeout=timeout):
-            print(f"  {env}/{name} revision {ev.revision}: {self.phase(ev.phase)} "
-                  f"{ev.ready_replicas}/{ev.replicas} ready {ev.message}".rstrip(), flush=True)
+            print(f"  {env}/{name} revision {ev.revision}: {self.phase(ev.phase)}, "
+                  f"{ev.ready_replicas}/{ev.replicas} ready, {ev.updated_replicas} updated "
+                  f"{ev.message}".rstrip(), flush=True)
             last = ev
             if ev.final:
                 break
@@ -195,7 +196,9 @@ def build_test_push(ctx):
                "--build-arg", f"VERSION={ctx.version}", f"{HERE}/{s}"], ctx)
     step("unit", "unit tests inside the images")
     for s in ["api", "web"]:
-        berth(["run", "--rm", f"shop/{s}:{ctx.version}", "python3", "-m", "unittest", "-v"], ctx)
+        # --network host: `berth run --network none` leaves loopback down (see pipeline.sh).
+        berth(["run", "--rm", "--network", "host", f"shop/{s}:{ctx.version}",
+               "python3", "-m", "unittest", "-v"], ctx)
     step("lint", "pyflakes inside the images")
     for s in ["api", "web"]:
         berth(["run", "--rm", f"shop/{s}:{ctx.version}", "python3", "-m", "pyflakes", "/app"], ctx)
