@@ -87,16 +87,16 @@ impl Run {
     }
 }
 
-/// `{(app, environment): release}` from pipeline.sh's status.json (`berth status -o json`
-/// of every service in both environments).
-fn serving_from_status(status: &Value) -> Vec<(String, String, String)> {
-    status
-        .as_array()
-        .unwrap_or_else(|| panic!("status.json is not a list: {status}"))
+/// (app, environment, release) from a JSON list of objects, read under `keys` in that order:
+/// pipeline.sh's status.json (`berth status -o json` of every service in both environments)
+/// or pipeline.py's `serving` list.
+fn serving(list: &Value, keys: [&str; 3]) -> Vec<(String, String, String)> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
         .iter()
         .map(|d| {
             let field = |k: &str| d[k].as_str().unwrap_or_default().to_string();
-            (field("name"), field("environment"), field("release"))
+            (field(keys[0]), field(keys[1]), field(keys[2]))
         })
         .collect()
 }
@@ -162,7 +162,7 @@ fn pipeline_sh_promotes_to_production_exactly_what_staging_tested() {
     }
 
     // Production serves the very releases staging tested; db has one per environment.
-    let serving = serving_from_status(&run.json("status.json"));
+    let serving = serving(&run.json("status.json"), ["name", "environment", "release"]);
     for app in ["api", "web"] {
         assert_eq!(
             release_of(&serving, app, &run.staging),
@@ -215,15 +215,7 @@ fn pipeline_py_drives_the_same_flow_through_the_grpc_api() {
         );
     }
     let results = run.json("results.json");
-    let serving: Vec<(String, String, String)> = results["serving"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no serving list: {results}"))
-        .iter()
-        .map(|s| {
-            let field = |k: &str| s[k].as_str().unwrap_or_default().to_string();
-            (field("app"), field("environment"), field("release"))
-        })
-        .collect();
+    let serving = serving(&results["serving"], ["app", "environment", "release"]);
     for app in ["api", "web"] {
         assert_eq!(
             release_of(&serving, app, &run.staging),
