@@ -162,12 +162,38 @@ fn pipeline_sh_promotes_to_production_exactly_what_staging_tested() {
     }
 
     // Production serves the very releases staging tested; db has one per environment.
-    let serving = serving(&run.json("status.json"), ["name", "environment", "release"]);
+    let by_status = serving(&run.json("status.json"), ["name", "environment", "release"]);
     for app in ["api", "web"] {
         assert_eq!(
-            release_of(&serving, app, &run.staging),
-            release_of(&serving, app, &run.production),
-            "{app}: {serving:?}"
+            release_of(&by_status, app, &run.staging),
+            release_of(&by_status, app, &run.production),
+            "{app}: {by_status:?}"
+        );
+    }
+    // `berth releases` says the same, and each release names its image by digest.
+    let releases = run.json("releases.json");
+    let listed = serving(&releases["serving"], ["app", "environment", "release"]);
+    for app in ["api", "web"] {
+        let id = release_of(&listed, app, &run.production);
+        assert_eq!(
+            id,
+            release_of(&by_status, app, &run.production),
+            "{releases}"
+        );
+        let record = releases["releases"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["id"] == id.as_str()))
+            .unwrap_or_else(|| panic!("no release {id} listed: {releases}"));
+        assert!(
+            record["image_digest"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("sha256:")),
+            "{record}"
+        );
+        assert_eq!(
+            record["first_environment"],
+            run.staging.as_str(),
+            "{record}"
         );
     }
     // Every image was pinned by digest in the registry.
