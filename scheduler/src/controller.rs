@@ -374,6 +374,12 @@ impl Controller {
             tracing::info!(deployment = %name, revision = rec.revision, "rollout complete");
             rec.phase = RolloutPhase::Complete as i32;
             rec.stable_revision = rec.revision;
+            if let Some(spec) = &rec.spec {
+                rec.stable_release =
+                    crate::releases::record_completed(self.store.as_ref(), spec, rec.revision, now)
+                        .await?;
+                rec.stable_since_ms = now;
+            }
             rec.message = if rec.rolled_back_from != 0 {
                 format!("rolled back from revision {}", rec.rolled_back_from)
             } else {

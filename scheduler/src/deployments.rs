@@ -189,6 +189,7 @@ impl Deployments {
     ) -> Result<(String, bool), SchedError> {
         let spec = spec::with_defaults(spec);
         spec::validate(&spec)?;
+        let spec = crate::pin_image::pin(spec).await?;
         let spec = self.files.pin(spec).await?;
         check_fits_somewhere(&spec, allocatable)?;
         let name = spec.name.clone();
@@ -513,7 +514,19 @@ pub(crate) fn describe(
         replica_status,
         virtual_ip: virtual_ip(rec),
         environment: String::new(),
-        release: String::new(),
+        release: stable_release(rec),
+    }
+}
+
+/// The release the stable revision runs: recorded when its rollout completed (a record from
+/// before releases existed: computed when the stable revision is the current one).
+pub(crate) fn stable_release(rec: &DeploymentRecord) -> String {
+    match &rec.spec {
+        _ if !rec.stable_release.is_empty() => rec.stable_release.clone(),
+        Some(spec) if rec.stable_revision != 0 && rec.stable_revision == rec.revision => {
+            release_id(spec)
+        }
+        _ => String::new(),
     }
 }
 

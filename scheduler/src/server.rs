@@ -16,6 +16,7 @@ use ipnet::Ipv4Net;
 use tokio::net::TcpListener;
 use tonic::transport::server::Router;
 
+use crate::audit::Audit;
 use crate::cluster::Cluster;
 use crate::controller::Controller;
 use crate::deployments::Deployments;
@@ -24,6 +25,7 @@ use crate::files::Files;
 use crate::grpc::deployments::DeployApi;
 use crate::grpc::files::FilesApi;
 use crate::grpc::nodes::NodeApi;
+use crate::grpc::releases::ReleaseApi;
 use crate::nodes::Nodes;
 use crate::records::{self, NODES, NodeRecord};
 use crate::store::Store;
@@ -142,6 +144,9 @@ pub(crate) async fn with_health_and_reflection<L>(
         .await;
     health.set_serving::<ConfigServiceServer<FilesApi>>().await;
     health.set_serving::<SecretServiceServer<FilesApi>>().await;
+    health
+        .set_serving::<berth_proto::v1::release_service_server::ReleaseServiceServer<ReleaseApi>>()
+        .await;
     if serves_nodes {
         health.set_serving::<NodeServiceServer<NodeApi>>().await;
     } else {
@@ -192,15 +197,24 @@ pub(crate) async fn serve_leader(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let audit = Audit::new(store.clone());
     let (config_api, secret_api) = FilesApi {
         files,
         deployments: deployments.clone(),
+        audit: audit.clone(),
     }
     .services();
+    let release_api = ReleaseApi {
+        deployments: deployments.clone(),
+        controller: controller.clone(),
+        audit: audit.clone(),
+    }
+    .service();
     let deploy_api = DeploymentServiceServer::new(DeployApi {
         deployments,
         controller,
         security: config.security.clone(),
+        audit,
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -212,6 +226,7 @@ pub(crate) async fn serve_leader(
     )
     .await?
     .add_service(deploy_api)
+    .add_service(release_api)
     .add_service(config_api)
     .add_service(secret_api)
     .add_service(crate::grpc::auth::token_service(store.clone()));

@@ -103,6 +103,11 @@ impl Access {
                 }
                 _ => None,
             },
+            "berth.v1.ReleaseService" => match method {
+                "ListReleases" | "ListAudit" => Some(Access::Read),
+                "Promote" => Some(Access::Write),
+                _ => None,
+            },
             "berth.v1.ConfigService" => match method {
                 "GetConfig" | "ListConfigs" => Some(Access::Read),
                 "CreateConfig" | "UpdateConfig" | "DeleteConfig" => Some(Access::Write),

@@ -13,10 +13,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::BoxStream;
+use crate::audit::{self, Audit};
 use crate::clock::now_ms;
 use crate::controller::Controller;
 use crate::deployments::{self, Deployments};
 use crate::error::SchedError;
+use crate::release_id::release_id;
 
 #[derive(Debug, Clone)]
 pub(crate) struct DeployApi {
@@ -25,9 +27,117 @@ pub(crate) struct DeployApi {
     pub controller: Arc<Controller>,
     /// How to reach agents (mutual TLS when the scheduler has it).
     pub security: crate::auth::Security,
+    /// Every mutating call appends an entry, refused ones included.
+    pub audit: Audit,
+}
+
+/// A release and revision a call moves a deployment from or to.
+#[derive(Debug, Default)]
+struct Point {
+    release: String,
+    revision: u64,
+}
+
+/// What an audit entry says about a call, apart from where it moved the deployment.
+struct Call<'a> {
+    who: String,
+    action: &'a str,
+    environment: &'a str,
+    app: &'a str,
+    detail: String,
+}
+
+impl<'a> Call<'a> {
+    fn new(who: String, action: &'a str, environment: &'a str, app: &'a str) -> Self {
+        Self {
+            who,
+            action,
+            environment,
+            app,
+            detail: String::new(),
+        }
+    }
+}
+
+/// The name a deployment is stored under: `app` in the default environment, `app.env` in
+/// another (the environments module owns this mapping once it lands).
+fn qualified(env: &str, app: &str) -> String {
+    match env {
+        "" | "default" => app.to_string(),
+        env => format!("{app}.{env}"),
+    }
 }
 
 impl DeployApi {
+    /// The release and revision serving now (default when the deployment does not exist).
+    async fn serving(&self, name: &str) -> Point {
+        match self.deployments.load(name).await {
+            Ok((rec, _)) => Point {
+                release: deployments::stable_release(&rec),
+                revision: rec.stable_revision,
+            },
+            Err(_) => Point::default(),
+        }
+    }
+
+    /// The release and revision the deployment moves to (default when it does not exist).
+    async fn moving_to(&self, name: &str) -> Point {
+        match self.deployments.load(name).await {
+            Ok((rec, _)) => Point {
+                release: rec.spec.as_ref().map(release_id).unwrap_or_default(),
+                revision: rec.revision,
+            },
+            Err(_) => Point::default(),
+        }
+    }
+
+    /// Apply's work: the spec checked against the cluster, stored as a new revision when it
+    /// changed.
+    async fn apply_spec(&self, spec: DeploymentSpec) -> Result<ApplyResponse, Status> {
+        let allocatable = self.controller.cluster.allocatable();
+        // Binds need a node that allows them; the others are the spec's own rules.
+        let allowed = crate::volumes::allow_lists(&self.controller.cluster);
+        let defaulted = crate::spec::with_defaults(spec.clone());
+        crate::spec::mounts::check_binds_allowed(&defaulted, &allowed)?;
+        let (name, changed) = self.deployments.apply(spec, &allocatable, now_ms()).await?;
+        Ok(ApplyResponse {
+            deployment: Some(self.controller.current(&name).await?),
+            changed,
+        })
+    }
+
+    /// Appends the entry of `call`, which moved the deployment from `from` and ended with
+    /// `result`; returns `result`.
+    async fn audited<T>(
+        &self,
+        call: Call<'_>,
+        from: Point,
+        result: Result<T, Status>,
+        unchanged: bool,
+    ) -> Result<T, Status> {
+        let to = self.moving_to(&qualified(call.environment, call.app)).await;
+        let outcome = match &result {
+            Ok(_) if unchanged => "unchanged".to_string(),
+            r => audit::outcome(r),
+        };
+        self.audit
+            .record(AuditEntry {
+                who: call.who,
+                action: call.action.to_string(),
+                environment: audit::env_name(call.environment).to_string(),
+                app: call.app.to_string(),
+                from_release: from.release,
+                to_release: to.release,
+                from_revision: from.revision,
+                to_revision: to.revision,
+                outcome,
+                detail: call.detail,
+                ..Default::default()
+            })
+            .await;
+        result
+    }
+
     /// A client of the agent that runs the container `target` names (see `Cluster::locate`),
     /// and the container's id.
     async fn agent_of(
@@ -54,20 +164,18 @@ impl DeploymentService for DeployApi {
         &self,
         request: Request<ApplyRequest>,
     ) -> Result<Response<ApplyResponse>, Status> {
+        let who = audit::who(request.extensions());
         let spec = request
             .into_inner()
             .spec
             .ok_or_else(|| SchedError::invalid("spec", "missing"))?;
-        let allocatable = self.controller.cluster.allocatable();
-        // Binds need a node that allows them; the others are the spec's own rules.
-        let allowed = crate::volumes::allow_lists(&self.controller.cluster);
-        let defaulted = crate::spec::with_defaults(spec.clone());
-        crate::spec::mounts::check_binds_allowed(&defaulted, &allowed)?;
-        let (name, changed) = self.deployments.apply(spec, &allocatable, now_ms()).await?;
-        Ok(Response::new(ApplyResponse {
-            deployment: Some(self.controller.current(&name).await?),
-            changed,
-        }))
+        let (app, env) = (spec.name.clone(), spec.environment.clone());
+        let from = self.serving(&qualified(&env, &app)).await;
+        let result = self.apply_spec(spec).await;
+        let unchanged = result.as_ref().is_ok_and(|r| !r.changed);
+        let call = Call::new(who, "apply", &env, &app);
+        let reply = self.audited(call, from, result, unchanged).await?;
+        Ok(Response::new(reply))
     }
 
     async fn get(
@@ -77,7 +185,6 @@ impl DeploymentService for DeployApi {
         let name = request.into_inner().name;
         Ok(Response::new(self.controller.current(&name).await?))
     }
-
     async fn list(
         &self,
         _request: Request<ListDeploymentsRequest>,
@@ -93,13 +200,32 @@ impl DeploymentService for DeployApi {
         &self,
         request: Request<DeleteDeploymentRequest>,
     ) -> Result<Response<DeleteDeploymentResponse>, Status> {
-        self.deployments.delete(&request.into_inner().name).await?;
+        let who = audit::who(request.extensions());
+        let req = request.into_inner();
+        let from = self.serving(&req.name).await;
+        let result = self
+            .deployments
+            .delete(&req.name)
+            .await
+            .map_err(Status::from);
+        let call = Call::new(who, "delete", &req.environment, &req.name);
+        self.audited(call, from, result, false).await?;
         Ok(Response::new(DeleteDeploymentResponse {}))
     }
 
     async fn scale(&self, request: Request<ScaleRequest>) -> Result<Response<Deployment>, Status> {
+        let who = audit::who(request.extensions());
         let req = request.into_inner();
-        self.deployments.scale(&req.name, req.replicas).await?;
+        let from = self.serving(&req.name).await;
+        let before = match self.deployments.load(&req.name).await {
+            Ok((rec, _)) => rec.spec.map_or(0, |s| s.replicas).to_string(),
+            Err(_) => "?".into(),
+        };
+        let result = self.deployments.scale(&req.name, req.replicas).await;
+        let mut call = Call::new(who, "scale", &req.environment, &req.name);
+        call.detail = format!("{before} -> {}", req.replicas);
+        self.audited(call, from, result.map_err(Status::from), false)
+            .await?;
         Ok(Response::new(self.controller.current(&req.name).await?))
     }
 
@@ -107,27 +233,57 @@ impl DeploymentService for DeployApi {
         &self,
         request: Request<ApproveRequest>,
     ) -> Result<Response<Deployment>, Status> {
-        let name = request.into_inner().name;
-        self.deployments.approve(&name, now_ms()).await?;
-        Ok(Response::new(self.controller.current(&name).await?))
+        let who = audit::who(request.extensions());
+        let req = request.into_inner();
+        let from = self.serving(&req.name).await;
+        let result = self.deployments.approve(&req.name, now_ms()).await;
+        let call = Call::new(who, "approve", &req.environment, &req.name);
+        self.audited(call, from, result.map_err(Status::from), false)
+            .await?;
+        Ok(Response::new(self.controller.current(&req.name).await?))
     }
 
     async fn reject(
         &self,
         request: Request<RejectRequest>,
     ) -> Result<Response<Deployment>, Status> {
-        let name = request.into_inner().name;
-        self.deployments.reject_awaiting(&name, "rejected").await?;
-        Ok(Response::new(self.controller.current(&name).await?))
+        let who = audit::who(request.extensions());
+        let req = request.into_inner();
+        let from = self.serving(&req.name).await;
+        // The revision rejected is the one the entry names as "to".
+        let rejected = self.moving_to(&req.name).await;
+        let result = self
+            .deployments
+            .reject_awaiting(&req.name, "rejected")
+            .await;
+        let mut call = Call::new(who, "reject", &req.environment, &req.name);
+        if result.is_ok() {
+            call.detail = format!(
+                "revision {} ({}) rejected",
+                rejected.revision, rejected.release
+            );
+        }
+        self.audited(call, from, result.map_err(Status::from), false)
+            .await?;
+        Ok(Response::new(self.controller.current(&req.name).await?))
     }
 
     async fn rollback(
         &self,
         request: Request<RollbackRequest>,
     ) -> Result<Response<Deployment>, Status> {
+        let who = audit::who(request.extensions());
         let req = request.into_inner();
-        self.deployments
+        let from = self.serving(&req.name).await;
+        let result = self
+            .deployments
             .rollback(&req.name, req.to_revision, now_ms())
+            .await;
+        let mut call = Call::new(who, "rollback", &req.environment, &req.name);
+        if req.to_revision != 0 {
+            call.detail = format!("to revision {}", req.to_revision);
+        }
+        self.audited(call, from, result.map_err(Status::from), false)
             .await?;
         Ok(Response::new(self.controller.current(&req.name).await?))
     }

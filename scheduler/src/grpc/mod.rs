@@ -6,6 +6,7 @@ pub(crate) mod auth;
 pub(crate) mod deployments;
 pub(crate) mod files;
 pub(crate) mod nodes;
+pub(crate) mod releases;
 
 use std::pin::Pin;
 

@@ -27,9 +27,11 @@ use crate::grpc::auth::TokenApi;
 use crate::grpc::deployments::DeployApi;
 use crate::grpc::files::FilesApi;
 use crate::grpc::nodes::NodeApi;
+use crate::grpc::releases::ReleaseApi;
 use crate::server::{Config, incoming, serve_leader};
 use crate::store::Store;
 use crate::store::etcd::EtcdStore;
+use berth_proto::v1::release_service_server::ReleaseServiceServer;
 use election::Election;
 use standby::{Forward, Redirect};
 
@@ -103,7 +105,7 @@ pub async fn run_ha(
     }
 }
 
-/// A standby's server: health, reflection, DeploymentService and AuthService forwarded to
+/// A standby's server: health, reflection, DeploymentService, ReleaseService and AuthService forwarded to
 /// the leader, NodeService redirecting agents to it; with TLS, behind the same checks as the
 /// leader's (the caller is authenticated here and forwarded by name and role).
 async fn serve_standby(
@@ -133,6 +135,10 @@ async fn serve_standby(
         security.clone(),
     ))
     .add_service(Forward::<SecretServiceServer<FilesApi>>::new(
+        election.clone(),
+        security.clone(),
+    ))
+    .add_service(Forward::<ReleaseServiceServer<ReleaseApi>>::new(
         election.clone(),
         security.clone(),
     ))
