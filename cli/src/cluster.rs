@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::v1::deployment_service_client::DeploymentServiceClient;
+use berth_proto::v1::release_service_client::ReleaseServiceClient;
 use berth_proto::v1::{
     ContainerState, GetDeploymentRequest, HistoryRequest, RolloutEvent, RolloutPhase, WatchRequest,
 };
@@ -85,6 +86,23 @@ pub(crate) fn with_client<T>(
 ) -> anyhow::Result<T> {
     crate::remote::block_on(async {
         let client = connect(addr).await?;
+        f(client).await
+    })
+}
+
+/// A ReleaseService client (releases, promotion, the audit log) of the first scheduler of
+/// `addr` that answers.
+pub(crate) type ReleaseClient = ReleaseServiceClient<crate::auth::AuthChannel>;
+
+/// Runs one exchange with the scheduler's ReleaseService on a fresh single-threaded runtime.
+pub(crate) fn with_release_client<T>(
+    addr: &str,
+    f: impl AsyncFnOnce(ReleaseClient) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    crate::remote::block_on(async {
+        let client = ReleaseServiceClient::new(channel(addr).await?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         f(client).await
     })
 }

@@ -116,6 +116,12 @@ enum Command {
     Services(commands::services::Args),
     /// Show a deployment's revisions.
     History(commands::history::Args),
+    /// Show what runs where: per app and environment, the release serving (image by digest),
+    /// then the releases recorded, newest first.
+    Releases(commands::releases::Args),
+    /// Show the audit log: who applied, approved, rejected, rolled back, scaled, deleted or
+    /// promoted what, when, from which release to which, and the outcome.
+    Audit(commands::audit::Args),
     /// Run a one-node cluster here: berth-scheduler and berth-agent, stopped cleanly on Ctrl-C.
     Up(commands::up::Args),
     #[command(about = "Run one workload as a container and as a qemu VM, and compare them")]
@@ -187,6 +193,8 @@ fn main() -> ExitCode {
         Command::Nodes(args) => commands::nodes::run(args, &ctx).map(|()| 0),
         Command::Services(args) => commands::services::run(args, &ctx).map(|()| 0),
         Command::History(args) => commands::history::run(args, &ctx).map(|()| 0),
+        Command::Releases(args) => commands::releases::run(args, &ctx).map(|()| 0),
+        Command::Audit(args) => commands::audit::run(args, &ctx).map(|()| 0),
         Command::Up(args) => commands::up::run(args, &ctx),
         Command::Compare(args) => commands::compare::run(args, &ctx).map(|()| 0),
         Command::Certs(cmd) => commands::certs::run(cmd, &ctx).map(|()| 0),

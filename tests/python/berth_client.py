@@ -31,7 +31,8 @@ COMMON = {
     "grpc.reflection.v1alpha.ServerReflection",
 }
 SCHEDULER = COMMON | {"berth.v1.DeploymentService", "berth.v1.NodeService", "berth.v1.AuthService",
-                      "berth.v1.ConfigService", "berth.v1.SecretService"}
+                      "berth.v1.ConfigService", "berth.v1.SecretService",
+                      "berth.v1.ReleaseService"}
 AGENT = COMMON | {"berth.v1.AgentService"}
 
 
@@ -121,8 +122,40 @@ def scheduler_rpcs(channel, agent_channel, image, name):
         raise AssertionError("Get of an unknown deployment succeeded")
     except grpc.RpcError as e:
         assert e.code() == grpc.StatusCode.NOT_FOUND, e
+    release_rpcs(channel, name, done)
     deploy.Delete(deploy_pb2.DeleteDeploymentRequest(name=name))
     print(f"ok: Delete: {name}")
+
+
+def release_rpcs(channel, name, done):
+    """ListReleases: the completed rollout's release serves in "default"; ListAudit: the
+    Apply calls above (the refused one too), by "local" (no auth), seqs growing by one."""
+    from berth.v1 import deploy_pb2, deploy_pb2_grpc
+
+    releases = deploy_pb2_grpc.ReleaseServiceStub(channel)
+    listed = releases.ListReleases(deploy_pb2.ListReleasesRequest(app=name))
+    assert [r.id for r in listed.releases] == [done.release], (listed, done.release)
+    assert done.release.startswith("r-") and len(done.release) == 18, done.release
+    release = listed.releases[0]
+    assert release.app == name and release.first_environment == "default", release
+    assert release.image_digest == "", "a node-local image has no registry digest"
+    [app] = listed.apps
+    [serving] = app.environments
+    assert (serving.environment, serving.release, serving.revision) == ("default", done.release, 1), serving
+    assert serving.phase == deploy_pb2.ROLLOUT_PHASE_COMPLETE and serving.ready_replicas == 1, serving
+    print(f"ok: ListReleases: {name} serves {done.release} in default")
+
+    audit = releases.ListAudit(deploy_pb2.ListAuditRequest(app=name)).entries
+    assert [e.action for e in audit] == ["apply", "apply"], audit
+    refused, applied = audit
+    assert refused.outcome.startswith("error: ") and "service_ports" in refused.outcome, refused
+    assert applied.outcome == "ok" and applied.to_revision == 1, applied
+    assert applied.seq == refused.seq + 1, audit
+    assert all(e.who == "local" and e.environment == "default" for e in audit), audit
+    assert applied.to_release == done.release, (applied, done.release)
+    newest = releases.ListAudit(deploy_pb2.ListAuditRequest(app=name, limit=1)).entries
+    assert [e.seq for e in newest] == [applied.seq], newest
+    print(f"ok: ListAudit: {[(e.seq, e.action, e.outcome) for e in audit]}")
 
 
 def config_rpcs(channel, name):

@@ -63,6 +63,8 @@ fn python_client_calls_the_api_and_lists_services_through_both_reflection_versio
         "ok: Get: ",
         "ok: agent ListContainers",
         "ok: ListServices: ",
+        "ok: ListReleases: ",
+        "ok: ListAudit: ",
         "ok: CreateConfig/ListConfigs",
         "ok: reflection v1alpha on the scheduler",
         "ok: reflection v1 on the scheduler",

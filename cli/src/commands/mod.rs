@@ -1,6 +1,7 @@
 //! One module per subcommand group.
 
 pub(crate) mod approve;
+pub(crate) mod audit;
 pub(crate) mod build;
 pub(crate) mod certs;
 pub(crate) mod compare;
@@ -15,6 +16,7 @@ pub(crate) mod logs;
 pub(crate) mod nodes;
 pub(crate) mod ps;
 pub(crate) mod reject;
+pub(crate) mod releases;
 pub(crate) mod rm;
 pub(crate) mod rollback;
 pub(crate) mod run;

@@ -28,6 +28,8 @@ pub(crate) struct DeploymentJson {
     pub updated_replicas: u32,
     /// The service's virtual IP (empty: no service ports).
     pub virtual_ip: String,
+    /// The release the stable revision runs (empty: no rollout completed yet).
+    pub release: String,
     pub replica_status: Vec<ReplicaJson>,
 }
 
@@ -58,6 +60,7 @@ impl From<&Deployment> for DeploymentJson {
             ready_replicas: d.ready_replicas,
             updated_replicas: d.updated_replicas,
             virtual_ip: d.virtual_ip.clone(),
+            release: d.release.clone(),
             replica_status: d
                 .replica_status
                 .iter()
