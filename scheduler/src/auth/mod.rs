@@ -276,6 +276,20 @@ mod tests {
         );
     }
 
+    /// Issue 16: viewers read releases and the audit log; promoting is a deployer's write.
+    #[test]
+    fn release_methods_have_their_rules() {
+        for method in ["ListReleases", "ListAudit"] {
+            let path = format!("/berth.v1.ReleaseService/{method}");
+            assert_eq!(Access::of_path(&path), Some(Access::Read), "{path}");
+        }
+        assert_eq!(
+            Access::of_path("/berth.v1.ReleaseService/Promote"),
+            Some(Access::Write)
+        );
+        assert_eq!(Access::of_path("/berth.v1.ReleaseService/Unheard"), None);
+    }
+
     /// Issue 15: configs are read like deployments and written by deployers; every secret
     /// call is an admin's, so a viewer or deployer can neither read nor create one.
     #[test]
