@@ -202,21 +202,23 @@ mod tests {
         ] {
             audit.append(entry(app, env)).await.unwrap();
         }
+        let seqs = async |req: ListAuditRequest| -> Vec<u64> {
+            audit
+                .list(&req)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect()
+        };
         let all = audit.list(&ListAuditRequest::default()).await.unwrap();
         assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
         let req = ListAuditRequest {
             environment: "default".into(),
             ..Default::default()
         };
-        let seqs: Vec<_> = audit
-            .list(&req)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
         assert_eq!(
-            seqs,
+            seqs(req).await,
             [1, 4],
             "empty and \"default\" are the same environment"
         );
@@ -225,14 +227,7 @@ mod tests {
             limit: 2,
             ..Default::default()
         };
-        let seqs: Vec<_> = audit
-            .list(&req)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
-        assert_eq!(seqs, [3, 4], "the newest two, oldest first");
+        assert_eq!(seqs(req).await, [3, 4], "the newest two, oldest first");
         let req = ListAuditRequest {
             after_seq: 3,
             ..Default::default()

@@ -6,7 +6,7 @@
 //! `berth audit`, and no secret value ever is.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use berth_tests::agent_node::AgentNode;
@@ -65,15 +65,7 @@ fn cluster() -> Cluster {
 }
 
 fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
-    use std::io::Write as _;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"));
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().expect("wait for berth")
+    berth_tests::output_with_stdin(cmd, stdin)
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -3,9 +3,8 @@
 
 use oci_spec::image::Digest;
 
-use super::client::{Expected, RegistryClient};
-use super::error::{Operation, RegistryError};
-use super::pull::PullOptions;
+use super::error::RegistryError;
+use super::pull::{PullOptions, fetch_top, pull_client};
 use crate::reference::Reference;
 
 /// The digest of what `reference` names in its registry: the top-level manifest or index (as
@@ -16,19 +15,6 @@ pub async fn resolve_digest(
     reference: &Reference,
     options: &PullOptions,
 ) -> Result<Digest, RegistryError> {
-    let client = RegistryClient::for_reference(
-        reference,
-        Operation::Pull,
-        options.plain_http,
-        options.credentials.clone(),
-    )?;
-    let asked = reference.manifest_reference();
-    let expected = reference.digest.as_ref().map(|digest| Expected {
-        digest,
-        from: "the digest in the reference",
-    });
-    let fetched = client
-        .fetch_manifest(&asked, expected, &format!("manifest {asked}"))
-        .await?;
-    Ok(fetched.digest)
+    let client = pull_client(reference, options)?;
+    Ok(fetch_top(&client, reference).await?.digest)
 }
