@@ -2,7 +2,8 @@
 
 Generates stubs from proto/ with grpc_tools.protoc, calls real RPCs on a running scheduler
 and agent (list nodes, deploy and follow the status, list the node's containers, delete;
-create and list a config, through a standby when there is one, which forwards it), and lists both daemons' services through server reflection in both versions:
+create and list a config, and list the audit log, through a standby when there is one, which
+forwards them; list releases and the audit log), and lists both daemons' services through server reflection in both versions:
 grpc.reflection.v1alpha with grpcio-reflection (the only version it speaks) and
 grpc.reflection.v1 through a raw stub. Any failure raises, so the exit status is non-zero.
 Driven by tests/tests/python_client.rs.
@@ -158,6 +159,17 @@ def release_rpcs(channel, name, done):
     print(f"ok: ListAudit: {[(e.seq, e.action, e.outcome) for e in audit]}")
 
 
+def audit_through(channel, name, what):
+    """ListAudit on `channel` (a standby forwards it): the Delete of `name` is the last entry."""
+    from berth.v1 import deploy_pb2, deploy_pb2_grpc
+
+    releases = deploy_pb2_grpc.ReleaseServiceStub(channel)
+    entries = releases.ListAudit(deploy_pb2.ListAuditRequest(app=name)).entries
+    assert [(e.action, e.outcome) for e in entries][-1] == ("delete", "ok"), entries
+    assert entries[-1].to_release == "" and entries[-1].from_release != "", entries[-1]
+    print(f"ok: ListAudit through {what}: {len(entries)} entries")
+
+
 def config_rpcs(channel, name):
     """CreateConfig then ListConfigs: a config's info carries the SHA-256 of its content."""
     from berth.v1 import deploy_pb2, deploy_pb2_grpc
@@ -263,6 +275,7 @@ def main():
     scheduler_rpcs(scheduler, agent, args.image, args.name)
     standby = grpc.insecure_channel(args.standby) if args.standby else scheduler
     config_rpcs(standby, args.name + "-conf")
+    audit_through(standby, args.name, "a standby" if args.standby else "the scheduler")
     daemons = [(scheduler, SCHEDULER, "the scheduler"), (agent, AGENT, "the agent")]
     if args.standby:
         daemons.append((grpc.insecure_channel(args.standby), SCHEDULER, "a standby scheduler"))

@@ -65,6 +65,7 @@ fn python_client_calls_the_api_and_lists_services_through_both_reflection_versio
         "ok: ListServices: ",
         "ok: ListReleases: ",
         "ok: ListAudit: ",
+        "ok: ListAudit through a standby",
         "ok: CreateConfig/ListConfigs",
         "ok: reflection v1alpha on the scheduler",
         "ok: reflection v1 on the scheduler",
