@@ -162,3 +162,91 @@ async fn serving(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use berth_proto::v1::{ImageSource, RegistryPull};
+
+    use super::*;
+    use crate::store::redb::RedbStore;
+
+    fn spec(image: &str, env: &str) -> DeploymentSpec {
+        let name = if env.is_empty() {
+            "web".to_string()
+        } else {
+            format!("web.{env}")
+        };
+        DeploymentSpec {
+            name,
+            image: image.into(),
+            image_source: Some(ImageSource {
+                reference: image.into(),
+                fetch: Some(Fetch::Pull(RegistryPull::default())),
+            }),
+            replicas: 2,
+            environment: env.into(),
+            ..Default::default()
+        }
+    }
+
+    fn deployment(spec: &DeploymentSpec, release: &str) -> Deployment {
+        Deployment {
+            spec: Some(spec.clone()),
+            revision: 1,
+            stable_revision: 1,
+            phase: RolloutPhase::Complete as i32,
+            ready_replicas: 2,
+            release: release.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_release_is_written_once_and_listed_per_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap());
+        let image = "127.0.0.1:5000/web@sha256:ab";
+        let staging = spec(image, "staging");
+        let id = record_completed(store.as_ref(), &staging, 1, 1_000)
+            .await
+            .unwrap();
+        // The same release completing elsewhere later keeps its first record.
+        let default = spec(image, "");
+        let again = record_completed(store.as_ref(), &default, 1, 2_000)
+            .await
+            .unwrap();
+        assert_eq!(id, again, "one release in every environment");
+        let live = [deployment(&staging, &id), deployment(&default, &id)];
+        let listed = list(store.as_ref(), "web", &live).await.unwrap();
+        let [release] = &listed.releases[..] else {
+            panic!("one release: {listed:?}");
+        };
+        assert_eq!(release.created_at_ms, 1_000);
+        assert_eq!(release.first_environment, "staging");
+        assert_eq!(release.image_digest, "sha256:ab");
+        assert_eq!(release.spec.as_ref().unwrap().name, "web");
+        assert_eq!(release.spec.as_ref().unwrap().environment, "");
+        let envs: Vec<_> = listed.apps[0]
+            .environments
+            .iter()
+            .map(|s| (s.environment.as_str(), s.completed_at_ms, s.ready_replicas))
+            .collect();
+        assert_eq!(envs, [("default", 2_000, 2), ("staging", 1_000, 2)]);
+        assert!(
+            list(store.as_ref(), "other", &live)
+                .await
+                .unwrap()
+                .apps
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn node_local_images_have_no_digest() {
+        let mut s = spec("web@sha256:ab", "");
+        s.image_source = None;
+        assert_eq!(image_digest(&s), "");
+    }
+}
