@@ -1,6 +1,8 @@
 //! End to end: `berth build` from a Containerfile with the real binary: multi-stage COPY
 //! --from onto busybox, refusals (parse errors, unsupported instructions, sources outside the
-//! context), .dockerignore, the layer cache and SOURCE_DATE_EPOCH reproducibility.
+//! context), .dockerignore, the layer cache and SOURCE_DATE_EPOCH reproducibility; RUN steps
+//! (whiteouts, ENV/ARG/USER/WORKDIR, cache, failures leaving nothing behind, NAT/none/host
+//! networks) and a RUN build compared with buildah's.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -158,9 +160,9 @@ fn a_file_that_does_not_parse_is_refused_with_line_and_column() {
 #[test]
 fn unsupported_instructions_are_refused_by_name_and_line() {
     let berth = Berth::new();
-    let ctx = context("FROM scratch\n\nRUN echo hi\n", &[]);
-    let err = build_err(&berth, ctx.path(), "cf:run");
-    assert!(err.contains("RUN is not supported yet (line 3)"), "{err}");
+    let ctx = context("FROM scratch\n\nSHELL [\"/bin/bash\", \"-c\"]\n", &[]);
+    let err = build_err(&berth, ctx.path(), "cf:shell");
+    assert!(err.contains("SHELL is not supported yet (line 3)"), "{err}");
     let ctx = context("FROM scratch\nHEALTHCHECK NONE\n", &[]);
     let err = build_err(&berth, ctx.path(), "cf:hc");
     assert!(
@@ -363,4 +365,293 @@ fn a_multi_stage_build_gives_the_same_tree_as_buildah() {
     let theirs = tree(&bundle.join("rootfs"));
     assert!(theirs.len() > 6, "buildah's tree looks empty: {theirs:?}");
     assert_eq!(tree(&ours), theirs);
+}
+
+/// The RUN steps' lines of a build, with whether each came from the cache.
+fn run_steps(built: &Value) -> Vec<(u64, bool)> {
+    built["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| s["instruction"].as_str().unwrap_or("").starts_with("RUN "))
+        .map(|s| (s["line"].as_u64().unwrap(), s["cached"].as_bool().unwrap()))
+        .collect()
+}
+
+/// `berth build` that must succeed; its JSON and stderr (where RUN output goes).
+fn build_with_stderr(cmd: &mut Command) -> (Value, String) {
+    let out = cmd.args(["-o", "json"]).output().expect("run berth build");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "berth build failed: {stderr}");
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("berth build printed no JSON ({e}); stderr: {stderr}"));
+    (json, stderr)
+}
+
+#[test]
+fn run_steps_see_env_args_user_and_workdir_and_their_deletions_are_whiteouts() {
+    require_root();
+    let berth = Berth::new();
+    busybox_image(&berth, "busybox:run");
+    let ctx = context(
+        "FROM busybox:run\n\
+         ARG GREETING=hello\n\
+         ENV WHO=world\n\
+         WORKDIR /work\n\
+         RUN echo \"$GREETING $WHO from $(pwd)\" > said && rm /etc/hostname && rm -r /root\n\
+         RUN [\"/bin/sh\", \"-c\", \"mkdir -p /data && chown 65534:65534 /data\"]\n\
+         USER 65534\n\
+         RUN id -u > /data/uid\n\
+         COPY Containerfile /tmp/\n",
+        &[],
+    );
+    let mut cmd = build_cmd(&berth, ctx.path(), "cf:run");
+    let (built, stderr) =
+        build_with_stderr(cmd.args(["--build-arg", "GREETING=hi", "--network", "none"]));
+    assert_eq!(run_steps(&built), [(5, false), (6, false), (8, false)]);
+    assert!(stderr.contains("line 5: RUN /bin/sh -c echo"), "{stderr}");
+    let unpacked = unpack(&berth, "cf:run");
+    let root = unpacked.path().join("rootfs");
+    assert_eq!(
+        fs::read_to_string(root.join("work/said")).unwrap(),
+        "hi world from /work\n"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("data/uid")).unwrap(),
+        "65534\n"
+    );
+    assert!(!root.join("etc/hostname").exists() && !root.join("root").exists());
+    assert!(
+        root.join("etc/passwd").exists(),
+        "only what RUN deleted is gone"
+    );
+    let tmp = fs::metadata(root.join("tmp")).unwrap();
+    assert_eq!(
+        tmp.permissions().mode() & 0o7777,
+        0o1777,
+        "COPY into /tmp keeps its mode"
+    );
+    // The RUN layer carries OCI whiteouts for what it deleted, and nothing of the runtime's.
+    let layer = built["layers"][1].as_str().unwrap();
+    let listing = run_ok(Command::new("tar").arg("tzf").arg(berth.blob_path(layer)));
+    let mut names: Vec<&str> = listing.lines().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [".wh.root", "etc/", "etc/.wh.hostname", "work/", "work/said"]
+    );
+}
+
+#[test]
+fn a_rebuild_runs_no_step_and_a_changed_copy_reruns_from_there() {
+    require_root();
+    let berth = Berth::new();
+    busybox_image(&berth, "busybox:runcache");
+    let ctx = context(
+        "FROM busybox:runcache\n\
+         RUN echo one > /one\n\
+         COPY input /input\n\
+         RUN cat /input /one > /both\n",
+        &[("input", "v1\n")],
+    );
+    let build =
+        |args: &[&str]| build_with_stderr(build_cmd(&berth, ctx.path(), "cf:runcache").args(args));
+    let (first, _) = build(&["--network", "none"]);
+    assert_eq!(run_steps(&first), [(2, false), (4, false)]);
+    let (again, stderr) = build(&["--network", "none"]);
+    assert_eq!(run_steps(&again), [(2, true), (4, true)]);
+    assert!(
+        !stderr.contains("line 2: RUN"),
+        "a cached step does not run: {stderr}"
+    );
+    assert_eq!(again["digest"], first["digest"]);
+    // Another network is another key: the step runs again.
+    let (host, _) = build(&["--network", "host"]);
+    assert_eq!(run_steps(&host), [(2, false), (4, false)]);
+    fs::write(ctx.path().join("input"), "v2\n").unwrap();
+    let (changed, _) = build(&["--network", "none"]);
+    assert_eq!(run_steps(&changed), [(2, true), (4, false)]);
+    let unpacked = unpack(&berth, "cf:runcache");
+    let both = fs::read_to_string(unpacked.path().join("rootfs/both")).unwrap();
+    assert_eq!(both, "v2\none\n");
+}
+
+#[test]
+fn a_failing_run_names_its_line_and_exit_code_and_leaves_nothing_behind() {
+    require_root();
+    let berth = Berth::new();
+    busybox_image(&berth, "busybox:runfail");
+    let ctx = context(
+        "FROM busybox:runfail\n\
+         RUN echo fine > /fine\n\
+         RUN echo the-step-says-why; exit 3\n",
+        &[],
+    );
+    let cache_dir = berth.data_dir.path().join("build-cache");
+    let err = build_err(&berth, ctx.path(), "cf:runfail");
+    assert!(
+        err.contains("line 3: RUN /bin/sh -c echo the-step-says-why; exit 3: exit code 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the-step-says-why"),
+        "the step's output is shown: {err}"
+    );
+    let entries = fs::read_dir(&cache_dir).unwrap().count();
+    assert_eq!(entries, 1, "only the step that succeeded is cached");
+    assert_eq!(berth.temp_files(), Vec::<std::path::PathBuf>::new());
+    let data = berth.data_dir.path().to_str().unwrap().to_string();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(&data), "a mount was left: {mountinfo}");
+    // An empty RUN and an unknown network are refused before anything runs.
+    let ctx = context("FROM busybox:runfail\nRUN [\"\"]\n", &[]);
+    let err = build_err(&berth, ctx.path(), "cf:empty");
+    assert!(
+        err.contains("line 2: RUN") && err.contains("empty"),
+        "{err}"
+    );
+    let err = run_err(build_cmd(&berth, ctx.path(), "cf:net").args(["--network", "bridge"]));
+    assert!(
+        err.contains("\"bridge\"") && err.contains("--network"),
+        "{err}"
+    );
+}
+
+/// A network namespace the test made; deleting it deletes its veth end, and with it the host's.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .output();
+    }
+}
+
+/// A network namespace joined to the host by a veth on a /30 of its own, with a Python HTTP
+/// server in it that logs each client's address. Removed on drop (server first).
+struct Upstream {
+    server: std::process::Child,
+    _netns: Netns,
+    log: std::path::PathBuf,
+    addr: String,
+    host_addr: String,
+    _dir: TempDir,
+}
+
+impl Upstream {
+    fn start() -> Self {
+        require_tool("python3");
+        let ip = require_tool("ip");
+        let pid = std::process::id();
+        let name = format!("bt-up-{pid}");
+        let host_veth = format!("btu{}", pid % 100_000);
+        let subnet = format!("10.214.{}", pid % 250);
+        let (host_addr, addr) = (format!("{subnet}.1"), format!("{subnet}.2"));
+        let run = |args: &[&str]| {
+            run_ok(Command::new(&ip).args(args));
+        };
+        // A namespace left by an earlier run with the same pid goes first.
+        drop(Netns(name.clone()));
+        run(&["netns", "add", &name]);
+        let netns = Netns(name.clone());
+        run(&[
+            "link", "add", &host_veth, "type", "veth", "peer", "name", "up0", "netns", &name,
+        ]);
+        run(&["addr", "add", &format!("{host_addr}/30"), "dev", &host_veth]);
+        run(&["link", "set", &host_veth, "up"]);
+        run(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{addr}/30"),
+            "dev",
+            "up0",
+        ]);
+        run(&["-n", &name, "link", "set", "up0", "up"]);
+        run(&["-n", &name, "link", "set", "lo", "up"]);
+        let dir = TempDir::new().unwrap();
+        let www = dir.path().join("www");
+        fs::create_dir(&www).unwrap();
+        fs::write(www.join("hello.txt"), "from upstream\n").unwrap();
+        let log_path = dir.path().join("server.log");
+        let log = fs::File::create(&log_path).unwrap();
+        let server = Command::new(&ip)
+            .args([
+                "netns",
+                "exec",
+                &name,
+                "python3",
+                "-m",
+                "http.server",
+                "8080",
+            ])
+            .args(["--bind", &addr])
+            .current_dir(&www)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the upstream HTTP server");
+        let upstream = Self {
+            server,
+            _netns: netns,
+            log: log_path,
+            addr,
+            host_addr,
+            _dir: dir,
+        };
+        let target = format!("{}:8080", upstream.addr);
+        while std::net::TcpStream::connect(&target).is_err() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        upstream
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}:8080/hello.txt", self.addr)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+#[test]
+fn run_reaches_the_network_through_nat_and_none_cannot() {
+    require_root();
+    let upstream = Upstream::start();
+    let berth = Berth::new();
+    busybox_image(&berth, "busybox:nat");
+    // -O - and no -T: busybox-static 1.35 wget crashes with -T or -O FILE writing to a file.
+    let recipe = format!(
+        "FROM busybox:nat\nRUN wget -q -O - {} > /got\n",
+        upstream.url()
+    );
+    let ctx = context(&recipe, &[]);
+    build(&berth, ctx.path(), "cf:nat");
+    let unpacked = unpack(&berth, "cf:nat");
+    let got = fs::read_to_string(unpacked.path().join("rootfs/got")).unwrap();
+    assert_eq!(got, "from upstream\n");
+    let log = fs::read_to_string(&upstream.log).unwrap();
+    let hit = log
+        .lines()
+        .find(|l| l.contains("GET /hello.txt"))
+        .expect("the server saw the request");
+    assert!(
+        hit.starts_with(&format!("{} ", upstream.host_addr)),
+        "the request came masqueraded as the host's address {}: {hit}",
+        upstream.host_addr
+    );
+    let none = run_err(build_cmd(&berth, ctx.path(), "cf:none").args(["--network", "none"]));
+    assert!(
+        none.contains("line 2: RUN") && none.contains("exit code"),
+        "{none}"
+    );
+    let host = run_json(build_cmd(&berth, ctx.path(), "cf:host").args(["--network", "host"]));
+    assert_eq!(run_steps(&host), [(2, false)]);
+    assert_eq!(berth.temp_files(), Vec::<std::path::PathBuf>::new());
 }

@@ -1,6 +1,7 @@
 //! `berth build`'s RUN steps as containers: the step's command on the overlay the build
 //! mounted, run through berth's runtime library with `berth run`'s isolation (own mount, pid,
-//! ipc, uts and network namespaces, the default seccomp profile and capabilities), its output
+//! ipc, uts and network namespaces, the default seccomp profile) and the capabilities builds
+//! get from Docker and buildah, its output
 //! streamed to stderr (stdout stays for `-o json`) and its end kept for the error.
 
 use std::fs::File;
@@ -17,6 +18,24 @@ use super::nat;
 
 /// How much of a failed step's output its error repeats.
 const TAIL_BYTES: usize = 4096;
+
+/// Capabilities a RUN step gets on top of the runtime's defaults: the set Docker and buildah
+/// give builds, without which package managers fail (apt chowns, drops to _apt, chroots).
+const BUILD_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "NET_RAW",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
 
 /// Runs RUN steps through berth's runtime library.
 #[derive(Debug, Default)]
@@ -57,7 +76,11 @@ fn run_step(step: &RunSpec<'_>) -> anyhow::Result<RunOutcome> {
         user: step.user.to_string(),
     };
     let mut spec = spec_for(step.rootfs, &process, &overrides)?;
-    berth_runtime::security::apply(&mut spec, &SecurityOptions::default())?;
+    let security = SecurityOptions {
+        cap_add: BUILD_CAPS.iter().map(|c| c.to_string()).collect(),
+        ..Default::default()
+    };
+    berth_runtime::security::apply(&mut spec, &security)?;
     if let Some(resolv) = network.as_ref().and_then(|n| n.resolv_conf()) {
         nat::bind_resolv_conf(&mut spec, resolv);
     }

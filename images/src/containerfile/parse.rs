@@ -381,7 +381,10 @@ mod tests {
         ] {
             let err = parse("Containerfile", &format!("FROM scratch\n{bad}")).unwrap_err();
             let text = err.to_string();
-            assert!(text.contains("line 2") && text.contains("RUN"), "{bad}: {text}");
+            assert!(
+                text.contains("line 2") && text.contains("RUN"),
+                "{bad}: {text}"
+            );
         }
         let err = parse("Containerfile", "FROM scratch\nSHELL [\"/bin/bash\"]\n").unwrap_err();
         assert_eq!(err.to_string(), "SHELL is not supported yet (line 2)");
