@@ -10,7 +10,10 @@ use std::path::Path;
 use std::process::Command;
 
 use berth_tests::tree_compare::{Node, scan};
-use berth_tests::{Berth, busybox_image, require_root, require_tool, run_err, run_json, run_ok};
+use berth_tests::{
+    Berth, build_image, busybox_image, busybox_rootfs, require_root, require_tool, run_err,
+    run_json, run_ok,
+};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -654,4 +657,137 @@ fn run_reaches_the_network_through_nat_and_none_cannot() {
     let host = run_json(build_cmd(&berth, ctx.path(), "cf:host").args(["--network", "host"]));
     assert_eq!(run_steps(&host), [(2, false)]);
     assert_eq!(berth.temp_files(), Vec::<std::path::PathBuf>::new());
+}
+
+/// A busybox image with the files a runtime binds (/etc/hosts, /etc/resolv.conf) present:
+/// buildah 1.28 commits the empty mount points it makes for missing ones into the image.
+fn busybox_with_mount_points(berth: &Berth, tag: &str) {
+    let rootfs = TempDir::new().unwrap();
+    busybox_rootfs(rootfs.path());
+    fs::write(rootfs.path().join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    fs::write(rootfs.path().join("etc/resolv.conf"), "").unwrap();
+    build_image(berth, rootfs.path(), tag, "/bin/sh");
+}
+
+/// Two stages on busybox: RUNs delete a file, a directory and a lower layer's files, create
+/// files with odd modes and owners, replace a directory (an opaque one in the upper dir), and
+/// COPY --from and into /tmp.
+const RUN_STAGES: &str = "ARG BASE\n\
+    FROM $BASE AS build\n\
+    RUN mkdir -p /out/sub && echo built > /out/result && echo deep > /out/sub/d \\\n\
+        && chmod 0600 /out/result && ln -s result /out/link\n\
+    FROM $BASE\n\
+    COPY conf.ini /tmp/\n\
+    RUN rm /bin/false /etc/group && rm -r /root && echo made > /etc/created \\\n\
+        && mkdir -p /var/lib/app && chown 65534:65534 /var/lib/app && chmod 0750 /var/lib/app\n\
+    RUN rm -r /var && mkdir -p /var/fresh && echo f > /var/fresh/f\n\
+    COPY --from=build /out /srv/\n\
+    WORKDIR /srv\n";
+
+#[test]
+fn a_multi_stage_build_with_run_gives_the_same_tree_as_buildah() {
+    require_root();
+    let (buildah, umoci) = (require_tool("buildah"), require_tool("umoci"));
+    let berth = Berth::new();
+    busybox_with_mount_points(&berth, "busybox:runcmp");
+    let ctx = context(RUN_STAGES, &[("conf.ini", "k=v\n")]);
+    let work = TempDir::new().unwrap();
+    let built = run_json(
+        build_cmd(&berth, ctx.path(), "cf:runcmp").args(["--build-arg", "BASE=busybox:runcmp"]),
+    );
+    assert_eq!(run_steps(&built).len(), 3);
+    let ours = work.path().join("berth-rootfs");
+    berth.ok(["image", "unpack", "cf:runcmp", ours.to_str().unwrap()]);
+    // The RUN that replaced /var wrote an opaque directory; the one before it whiteouts.
+    let layer = |n: usize| {
+        let digest = built["layers"][n].as_str().unwrap();
+        run_ok(Command::new("tar").arg("tzf").arg(berth.blob_path(digest)))
+    };
+    assert!(
+        layer(3).lines().any(|l| l == "var/.wh..wh..opq"),
+        "{}",
+        layer(3)
+    );
+    assert!(
+        layer(2).lines().any(|l| l == "bin/.wh.false"),
+        "{}",
+        layer(2)
+    );
+    // buildah reads the base from berth's store, an OCI layout (by a path relative to the data
+    // dir: buildah names its build container after it, and a temp dir's random name has
+    // capitals, which a container name may not); runc, as crun refuses this host's hybrid
+    // cgroups; a storage of its own (vfs: nothing mounted to undo).
+    let base = "BASE=oci:images:busybox:runcmp";
+    let buildah_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(&buildah);
+        cmd.arg("--root").arg(work.path().join("root"));
+        cmd.arg("--runroot").arg(work.path().join("runroot"));
+        cmd.args(["--storage-driver", "vfs"]).args(args);
+        cmd.env("TMPDIR", work.path());
+        cmd
+    };
+    run_ok(
+        buildah_cmd(&[
+            "bud",
+            "-q",
+            "--runtime",
+            "runc",
+            "--build-arg",
+            base,
+            "-t",
+            "cf:runcmp",
+        ])
+        .arg(ctx.path())
+        .current_dir(berth.data_dir.path()),
+    );
+    let layout = format!("oci:{}:cmp", work.path().join("layout").display());
+    run_ok(&mut buildah_cmd(&["push", "-q", "cf:runcmp", &layout]));
+    let bundle = work.path().join("bundle");
+    run_ok(
+        Command::new(&umoci)
+            .args(["unpack", "--image"])
+            .arg(format!("{}:cmp", work.path().join("layout").display()))
+            .arg(&bundle),
+    );
+    let theirs = tree(&bundle.join("rootfs"));
+    for gone in ["bin/false", "etc/group", "root", "var/lib"] {
+        assert!(
+            !theirs.iter().any(|(p, ..)| p == Path::new(gone)),
+            "buildah kept {gone}"
+        );
+    }
+    assert!(theirs.iter().any(|(p, ..)| p == Path::new("srv/sub/d")));
+    assert_eq!(tree(&ours), theirs);
+}
+
+#[test]
+fn run_layers_are_reproducible_with_source_date_epoch() {
+    require_root();
+    let (one, two) = (Berth::new(), Berth::new());
+    busybox_with_mount_points(&one, "busybox:runrepro");
+    busybox_with_mount_points(&two, "busybox:runrepro");
+    let ctx = context(RUN_STAGES, &[("conf.ini", "k=v\n")]);
+    let build = |berth: &Berth| {
+        run_json(
+            build_cmd(berth, ctx.path(), "cf:runrepro")
+                .args(["--no-cache", "--network", "none"])
+                .args(["--build-arg", "BASE=busybox:runrepro"]),
+        )
+    };
+    let first = build(&one);
+    assert_eq!(run_steps(&first), [(3, false), (7, false), (9, false)]);
+    let again = build(&one);
+    let other = build(&two);
+    assert_eq!(
+        again["layers"], first["layers"],
+        "RUN layers made afresh are the same"
+    );
+    assert_eq!(again["digest"], first["digest"]);
+    // The base images differ (their files' mtimes): every layer above them is the same.
+    let above_base = |v: &Value| v["layers"].as_array().unwrap()[1..].to_vec();
+    assert_eq!(
+        above_base(&other),
+        above_base(&first),
+        "and in another store"
+    );
 }

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -91,25 +92,20 @@ pub trait StepRunner {
     ) -> std::result::Result<RunOutcome, Box<dyn std::error::Error + Send + Sync>>;
 }
 
-/// The files the runtime may create in the root filesystem as mount points: when one did not
-/// exist before the step and is still empty after it, it is not part of the step's layer.
-const MOUNT_POINTS: &[&str] = &[
-    "proc",
-    "sys",
-    "dev",
-    "etc/resolv.conf",
-    "etc/hosts",
-    "etc/hostname",
-];
+/// The mount points the runtime may need in the root filesystem (directories, then files).
+/// Those the stage lacks are made in a lower directory of the step's own, so that the runtime
+/// never creates them in the upper directory, where they would become part of the layer (with
+/// a copy of their parent directory).
+const MOUNT_DIRS: &[&str] = &["proc", "sys", "dev"];
+const MOUNT_FILES: &[&str] = &["etc/resolv.conf", "etc/hosts", "etc/hostname"];
 
-/// A step's overlay: `DIR/upper`, `DIR/work`, `DIR/rootfs` (mounted), `DIR/scratch`.
+/// A step's overlay: `DIR/upper`, `DIR/work`, `DIR/rootfs` (mounted), `DIR/scratch`, and
+/// `DIR/mounts` (the missing mount points, the top lower directory).
 /// Dropping it unmounts and removes everything, whatever state the step left.
 pub(crate) struct Workspace {
     dir: TempDir,
     rootfs: PathBuf,
     mounted: bool,
-    /// The mount points of [`MOUNT_POINTS`] the merged tree lacked before the step.
-    missing: Vec<&'static str>,
 }
 
 impl Workspace {
@@ -121,7 +117,7 @@ impl Workspace {
             .tempdir_in(tmp)
             .map_err(io_err("create a temp dir in", tmp))?;
         let path = |name: &str| dir.path().join(name);
-        for name in ["upper", "work", "rootfs", "scratch", "empty"] {
+        for name in ["upper", "work", "rootfs", "scratch", "empty", "mounts"] {
             fs::create_dir(path(name)).map_err(io_err("create", path(name)))?;
         }
         let mut top_first: Vec<&PathBuf> = lowers.iter().rev().collect();
@@ -131,22 +127,20 @@ impl Workspace {
         if top_first.is_empty() {
             top_first.push(&empty);
         }
+        let mounts = path("mounts");
+        if mount_points(&top_first, &mounts)? {
+            top_first.insert(0, &mounts);
+        }
         // Renamed lower directories are copied, not redirected, and every copied-up file holds
         // its data: the upper directory alone is then a complete layer.
         let options = [("redirect_dir", "off"), ("metacopy", "off")];
         let rootfs = path("rootfs");
         mount_overlay(&top_first, &path("upper"), &path("work"), &rootfs, &options)
             .map_err(io_err("mount an overlay at", &rootfs))?;
-        let missing = MOUNT_POINTS
-            .iter()
-            .copied()
-            .filter(|p| fs::symlink_metadata(rootfs.join(p)).is_err())
-            .collect();
         Ok(Self {
             dir,
             rootfs,
             mounted: true,
-            missing,
         })
     }
 
@@ -162,24 +156,9 @@ impl Workspace {
         self.dir.path().join("scratch")
     }
 
-    /// Unmounts the overlay and drops the mount points the runtime made from the upper
-    /// directory, which is then the step's finished tree.
+    /// Unmounts the overlay: the upper directory is then the step's finished tree.
     pub(crate) fn finish(&mut self) -> Result<()> {
-        self.unmount()?;
-        let upper = self.upper();
-        for point in &self.missing {
-            let path = upper.join(point);
-            let Ok(meta) = fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if meta.is_dir() {
-                // Only an empty directory goes: remove_dir refuses anything else.
-                let _ = fs::remove_dir(&path);
-            } else if meta.is_file() && meta.len() == 0 {
-                fs::remove_file(&path).map_err(io_err("remove", &path))?;
-            }
-        }
-        Ok(())
+        self.unmount()
     }
 
     fn unmount(&mut self) -> Result<()> {
@@ -205,6 +184,57 @@ impl Drop for Workspace {
         }
         // TempDir's own drop removes the directories next.
     }
+}
+
+/// What `path` (relative) is in the layers `top_first`: the topmost layer having it decides;
+/// a whiteout (or a file where a directory was asked for) hides what lies below.
+fn lookup(top_first: &[&PathBuf], path: &str) -> Option<fs::Metadata> {
+    top_first
+        .iter()
+        .find_map(|layer| fs::symlink_metadata(layer.join(path)).ok())
+        .filter(|meta| !(meta.file_type().is_char_device() && meta.rdev() == 0))
+}
+
+/// Makes under `dir` the mount points the layers lack (their parent directories with the
+/// layers' mode and owner, so that the merged tree looks the same). Returns whether it made any.
+fn mount_points(top_first: &[&PathBuf], dir: &Path) -> Result<bool> {
+    let mut made = false;
+    for (point, is_dir) in MOUNT_DIRS
+        .iter()
+        .map(|p| (*p, true))
+        .chain(MOUNT_FILES.iter().map(|p| (*p, false)))
+    {
+        if lookup(top_first, point).is_some() {
+            continue;
+        }
+        if let Some((parent, _)) = point.rsplit_once('/') {
+            match lookup(top_first, parent) {
+                Some(meta) if meta.is_dir() => {
+                    let target = dir.join(parent);
+                    fs::create_dir_all(&target).map_err(io_err("create", &target))?;
+                    fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode() & 0o7777))
+                        .map_err(io_err("chmod", &target))?;
+                    std::os::unix::fs::lchown(&target, Some(meta.uid()), Some(meta.gid()))
+                        .map_err(io_err("chown", &target))?;
+                }
+                // No directory to put it in (or a symlink there): the runtime copes, as with
+                // any image.
+                Some(_) => continue,
+                None => {
+                    let target = dir.join(parent);
+                    fs::create_dir_all(&target).map_err(io_err("create", &target))?;
+                }
+            }
+        }
+        let target = dir.join(point);
+        if is_dir {
+            fs::create_dir(&target).map_err(io_err("create", &target))?;
+        } else {
+            fs::File::create(&target).map_err(io_err("create", &target))?;
+        }
+        made = true;
+    }
+    Ok(made)
 }
 
 /// The error for a RUN whose process exited non-zero.
