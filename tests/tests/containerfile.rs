@@ -791,3 +791,44 @@ fn run_layers_are_reproducible_with_source_date_epoch() {
         "and in another store"
     );
 }
+
+#[test]
+fn concurrent_nat_steps_get_subnets_of_their_own() {
+    require_root();
+    let (one, two) = (Berth::new(), Berth::new());
+    busybox_image(&one, "busybox:par");
+    busybox_image(&two, "busybox:par");
+    // The sleep keeps both steps' networks up at once.
+    let ctx = context(
+        "FROM busybox:par\nRUN cat /proc/net/route > /route && sleep 2\n",
+        &[],
+    );
+    let mut builds: Vec<_> = [&one, &two]
+        .iter()
+        .map(|berth| {
+            build_cmd(berth, ctx.path(), "cf:par")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start berth build")
+        })
+        .collect();
+    for build in builds.drain(..) {
+        let out = build.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "a concurrent build failed: {stderr}");
+    }
+    // /proc/net/route: interface, destination, gateway (hex); the default route's gateway is
+    // the host side of the step's /30.
+    let gateway = |berth: &Berth| {
+        let unpacked = unpack(berth, "cf:par");
+        let routes = fs::read_to_string(unpacked.path().join("rootfs/route")).unwrap();
+        routes
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.get(1) == Some(&"00000000"))
+            .map(|f| f[2].to_string())
+            .unwrap_or_else(|| panic!("no default route in the step: {routes}"))
+    };
+    assert_ne!(gateway(&one), gateway(&two), "two steps shared a subnet");
+}
