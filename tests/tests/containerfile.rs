@@ -832,3 +832,40 @@ fn concurrent_nat_steps_get_subnets_of_their_own() {
     };
     assert_ne!(gateway(&one), gateway(&two), "two steps shared a subnet");
 }
+
+#[test]
+fn an_interrupted_run_step_is_killed_and_leaves_nothing_behind() {
+    use std::io::BufRead as _;
+    require_root();
+    let berth = Berth::new();
+    busybox_image(&berth, "busybox:int");
+    let ctx = context("FROM busybox:int\nRUN echo started && sleep 600\n", &[]);
+    let mut child = build_cmd(&berth, ctx.path(), "cf:int")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start berth build");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    // The step's own line (its title, printed before it runs, holds the word too).
+    while !seen.lines().any(|l| l == "started") {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "build ended: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "an interrupted build succeeded");
+    assert!(rest.contains("exit code 137"), "{rest}");
+    assert!(!berth.image_names().contains(&"cf:int".to_string()));
+    assert_eq!(berth.temp_files(), Vec::<std::path::PathBuf>::new());
+    let data = berth.data_dir.path().to_str().unwrap().to_string();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(&data), "a mount was left: {mountinfo}");
+}

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use berth_images::Reference;
 use berth_images::containerfile::{BuildNetwork, BuildReport, BuildRequest, StepReport, build};
 use serde::Serialize;
@@ -12,7 +12,7 @@ use super::image::build::{created_time, parse_pair, source_date_epoch};
 use super::image::open_store;
 use super::image::summary::ImageDigests;
 use crate::Context;
-use crate::container::step::RuntimeStepRunner;
+use crate::container::step::{Interrupts, RuntimeStepRunner, interrupted};
 use crate::output::{OutputFormat, print_json};
 
 #[derive(Debug, clap::Args)]
@@ -88,6 +88,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         network: args.network,
     };
     let progress = crate::progress::for_terminal();
+    let interrupts = Interrupts::install()?;
     let report =
         build(&store, &request, &RuntimeStepRunner, progress.as_ref()).with_context(|| {
             format!(
@@ -96,6 +97,10 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
                 request.containerfile.display()
             )
         })?;
+    drop(interrupts);
+    if interrupted() {
+        bail!("the build of {} was interrupted", request.tag);
+    }
     print(&report, ctx)
 }
 

@@ -8,11 +8,13 @@ use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use berth_images::bundle::{Network, ProcessSpec, RunOverrides, spec_for, write_bundle};
 use berth_images::containerfile::{BuildNetwork, RunOutcome, RunSpec, StepRunner};
 use berth_runtime::security::SecurityOptions;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 use super::nat;
 
@@ -51,6 +53,9 @@ impl StepRunner for RuntimeStepRunner {
 }
 
 fn run_step(step: &RunSpec<'_>) -> anyhow::Result<RunOutcome> {
+    if interrupted() {
+        bail!("the build was interrupted");
+    }
     eprintln!("{}", step.title);
     let id = format!("build-{}", &crate::commands::run::random_id()?[..16]);
     // NAT and none both get a namespace made here (loopback up); host shares the host's.
@@ -125,6 +130,7 @@ fn run_container(root: &Path, id: &str, bundle: &Path) -> anyhow::Result<RunOutc
     })??;
     // Only the container holds the write end now: its end of output is EOF here.
     drop(writer);
+    let _step = RunningStep::new(created.pid);
     berth_runtime::start(root, id)?;
     let output_tail = stream(File::from(reader))?;
     let code = loop {
@@ -138,6 +144,83 @@ fn run_container(root: &Path, id: &str, bundle: &Path) -> anyhow::Result<RunOutc
         exit_code: code,
         output_tail,
     })
+}
+
+/// The running step's init, which an interrupt kills; 0 when no step runs.
+static STEP_PID: AtomicI32 = AtomicI32::new(0);
+/// Set by the first interrupt: no further step starts.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+const INTERRUPTS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+    let pid = STEP_PID.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe and takes plain integers.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// Whether Ctrl-C (or SIGTERM, SIGHUP) came while [`Interrupts`] was installed.
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// For the length of a build, an interrupt kills the running step (its init, pid 1 of its
+/// namespace, would ignore SIGINT) and stops further steps, instead of killing berth: the
+/// build then fails normally and removes its mounts, namespaces and directories. Dropping it
+/// puts the previous handlers back.
+pub(crate) struct Interrupts {
+    previous: Vec<(Signal, SigAction)>,
+}
+
+impl Interrupts {
+    pub(crate) fn install() -> anyhow::Result<Self> {
+        let action = SigAction::new(
+            SigHandler::Handler(on_interrupt),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        let mut installed = Self {
+            previous: Vec::new(),
+        };
+        for signal in INTERRUPTS {
+            // SAFETY: the handler only touches atomics and calls kill, all async-signal-safe.
+            let old = unsafe { sigaction(signal, &action) }
+                .with_context(|| format!("handling {signal}"))?;
+            installed.previous.push((signal, old));
+        }
+        Ok(installed)
+    }
+}
+
+impl Drop for Interrupts {
+    fn drop(&mut self) {
+        for (signal, old) in self.previous.drain(..) {
+            // SAFETY: puts back the action this process had before; no handler state is shared.
+            let _ = unsafe { sigaction(signal, &old) };
+        }
+    }
+}
+
+/// Marks `pid` as the step an interrupt kills, until dropped.
+struct RunningStep;
+
+impl RunningStep {
+    fn new(pid: nix::unistd::Pid) -> Self {
+        STEP_PID.store(pid.as_raw(), Ordering::Relaxed);
+        // An interrupt that came between the check and now still ends the step.
+        if interrupted() {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        }
+        Self
+    }
+}
+
+impl Drop for RunningStep {
+    fn drop(&mut self) {
+        STEP_PID.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Runs `f` (which forks the container's init) with stdin from /dev/null and stdout and stderr
