@@ -323,10 +323,43 @@ fn tree(root: &Path) -> Vec<(std::path::PathBuf, Node, Option<Vec<u8>>)> {
         .collect()
 }
 
+/// `buildah bud` of `ctx` with `args` (run in `cwd` if given) on a storage of its own under
+/// `work` (vfs: plain directories, nothing mounted to undo), pushed to an OCI layout and
+/// unpacked by umoci; returns the bundle (its tree is `rootfs/`).
+fn buildah_build(work: &Path, ctx: &Path, args: &[&str], cwd: Option<&Path>) -> std::path::PathBuf {
+    let (buildah, umoci) = (require_tool("buildah"), require_tool("umoci"));
+    let buildah_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(&buildah);
+        cmd.arg("--root").arg(work.join("root"));
+        cmd.arg("--runroot").arg(work.join("runroot"));
+        cmd.args(["--storage-driver", "vfs"]).args(args);
+        cmd.env("TMPDIR", work);
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
+        cmd
+    };
+    run_ok(
+        buildah_cmd(&["bud", "-q", "-t", "cf:cmp"])
+            .args(args)
+            .arg(ctx),
+    );
+    let layout = work.join("layout");
+    let target = format!("oci:{}:cmp", layout.display());
+    run_ok(&mut buildah_cmd(&["push", "-q", "cf:cmp", &target]));
+    let bundle = work.join("bundle");
+    run_ok(
+        Command::new(&umoci)
+            .args(["unpack", "--image"])
+            .arg(format!("{}:cmp", layout.display()))
+            .arg(&bundle),
+    );
+    bundle
+}
+
 #[test]
 fn a_multi_stage_build_gives_the_same_tree_as_buildah() {
     require_root();
-    let (buildah, umoci) = (require_tool("buildah"), require_tool("umoci"));
     let ctx = context(
         "FROM scratch AS files\n\
          COPY --chmod=0640 --chown=1000:1000 app/ /out/\n\
@@ -346,25 +379,7 @@ fn a_multi_stage_build_gives_the_same_tree_as_buildah() {
     build(&berth, ctx.path(), "cf:cmp");
     let ours = work.path().join("berth-rootfs");
     berth.ok(["image", "unpack", "cf:cmp", ours.to_str().unwrap()]);
-    // buildah with a storage of its own (vfs: plain directories, nothing mounted to undo).
-    let buildah_cmd = |args: &[&str]| {
-        let mut cmd = Command::new(&buildah);
-        cmd.arg("--root").arg(work.path().join("root"));
-        cmd.arg("--runroot").arg(work.path().join("runroot"));
-        cmd.args(["--storage-driver", "vfs"]).args(args);
-        cmd.env("TMPDIR", work.path());
-        cmd
-    };
-    run_ok(buildah_cmd(&["bud", "-q", "-t", "cf:cmp"]).arg(ctx.path()));
-    let layout = format!("oci:{}:cmp", work.path().join("layout").display());
-    run_ok(&mut buildah_cmd(&["push", "-q", "cf:cmp", &layout]));
-    let bundle = work.path().join("bundle");
-    run_ok(
-        Command::new(&umoci)
-            .args(["unpack", "--image"])
-            .arg(format!("{}:cmp", work.path().join("layout").display()))
-            .arg(&bundle),
-    );
+    let bundle = buildah_build(work.path(), ctx.path(), &[], None);
     let theirs = tree(&bundle.join("rootfs"));
     assert!(theirs.len() > 6, "buildah's tree looks empty: {theirs:?}");
     assert_eq!(tree(&ours), theirs);
@@ -687,7 +702,9 @@ const RUN_STAGES: &str = "ARG BASE\n\
 #[test]
 fn a_multi_stage_build_with_run_gives_the_same_tree_as_buildah() {
     require_root();
-    let (buildah, umoci) = (require_tool("buildah"), require_tool("umoci"));
+    // Before anything is built: a missing tool fails the test at once.
+    require_tool("buildah");
+    require_tool("umoci");
     let berth = Berth::new();
     busybox_with_mount_points(&berth, "busybox:runcmp");
     let ctx = context(RUN_STAGES, &[("conf.ini", "k=v\n")]);
@@ -716,39 +733,14 @@ fn a_multi_stage_build_with_run_gives_the_same_tree_as_buildah() {
     // buildah reads the base from berth's store, an OCI layout (by a path relative to the data
     // dir: buildah names its build container after it, and a temp dir's random name has
     // capitals, which a container name may not); runc, as crun refuses this host's hybrid
-    // cgroups; a storage of its own (vfs: nothing mounted to undo).
-    let base = "BASE=oci:images:busybox:runcmp";
-    let buildah_cmd = |args: &[&str]| {
-        let mut cmd = Command::new(&buildah);
-        cmd.arg("--root").arg(work.path().join("root"));
-        cmd.arg("--runroot").arg(work.path().join("runroot"));
-        cmd.args(["--storage-driver", "vfs"]).args(args);
-        cmd.env("TMPDIR", work.path());
-        cmd
-    };
-    run_ok(
-        buildah_cmd(&[
-            "bud",
-            "-q",
-            "--runtime",
-            "runc",
-            "--build-arg",
-            base,
-            "-t",
-            "cf:runcmp",
-        ])
-        .arg(ctx.path())
-        .current_dir(berth.data_dir.path()),
-    );
-    let layout = format!("oci:{}:cmp", work.path().join("layout").display());
-    run_ok(&mut buildah_cmd(&["push", "-q", "cf:runcmp", &layout]));
-    let bundle = work.path().join("bundle");
-    run_ok(
-        Command::new(&umoci)
-            .args(["unpack", "--image"])
-            .arg(format!("{}:cmp", work.path().join("layout").display()))
-            .arg(&bundle),
-    );
+    // cgroups.
+    let args = [
+        "--runtime",
+        "runc",
+        "--build-arg",
+        "BASE=oci:images:busybox:runcmp",
+    ];
+    let bundle = buildah_build(work.path(), ctx.path(), &args, Some(berth.data_dir.path()));
     let theirs = tree(&bundle.join("rootfs"));
     for gone in ["bin/false", "etc/group", "root", "var/lib"] {
         assert!(
