@@ -1,7 +1,8 @@
 //! A RUN step's network namespace: `none` has loopback only; the default, NAT, adds a veth
 //! pair to the host on a private /30 (allocated under a lock so concurrent builds never share
 //! one), a default route, a masquerade rule in an nftables table of the step's own, ip_forward
-//! on, and a copy of the host's resolv.conf. Everything is undone when the step ends.
+//! on. Everything is undone when the step ends. (A step with a network also gets a copy of
+//! the host's resolv.conf: [`bind_resolv_conf`].)
 //!
 //! Separate from the agent's `net` module on purpose: the CLI may not depend on the agent, and
 //! the agent's pieces serve a node (a bridge, leases, one table per node, persisted state);
@@ -70,7 +71,6 @@ struct Nat {
 /// A step's network namespace (bound at a file) and, for NAT, its link to the host.
 pub(crate) struct StepNetwork {
     netns: PathBuf,
-    resolv: Option<PathBuf>,
     nat: Option<Nat>,
     torn_down: bool,
 }
@@ -82,7 +82,6 @@ impl StepNetwork {
         create_netns_file(&netns)?;
         let mut network = Self {
             netns,
-            resolv: None,
             nat: None,
             torn_down: false,
         };
@@ -92,10 +91,6 @@ impl StepNetwork {
         if mode == BuildNetwork::Nat {
             let names = Names::of(id);
             let subnet = network.link(names)?;
-            let resolv = scratch.join("resolv.conf");
-            std::fs::copy("/etc/resolv.conf", &resolv)
-                .context("copying the host's /etc/resolv.conf for the step")?;
-            network.resolv = Some(resolv);
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
                 .context("turning on ip_forward for the step's NAT")?;
             let table = &network.nat.as_ref().expect("linked").names.table;
@@ -179,11 +174,6 @@ impl StepNetwork {
         &self.netns
     }
 
-    /// The resolv.conf to bind at /etc/resolv.conf (NAT only).
-    pub(crate) fn resolv_conf(&self) -> Option<&Path> {
-        self.resolv.as_deref()
-    }
-
     /// Removes the table, the veth and the namespace.
     pub(crate) fn down(mut self) -> anyhow::Result<()> {
         self.teardown()
@@ -237,16 +227,22 @@ impl Drop for StepNetwork {
     }
 }
 
-/// Binds `resolv` read-only at the container's /etc/resolv.conf, so it is not in the layer.
-pub(crate) fn bind_resolv_conf(spec: &mut Spec, resolv: &Path) {
+/// Binds a copy (under `scratch`) of the host's resolv.conf read-only at the container's
+/// /etc/resolv.conf, as buildah does: the step resolves names as the host does, and the file is
+/// not part of its layer.
+pub(crate) fn bind_resolv_conf(spec: &mut Spec, scratch: &Path) -> anyhow::Result<()> {
+    let resolv = scratch.join("resolv.conf");
+    std::fs::copy("/etc/resolv.conf", &resolv)
+        .context("copying the host's /etc/resolv.conf for the step")?;
     let mut mount = Mount::default();
     mount.set_destination(PathBuf::from("/etc/resolv.conf"));
     mount.set_typ(Some("bind".into()));
-    mount.set_source(Some(resolv.to_path_buf()));
+    mount.set_source(Some(resolv));
     mount.set_options(Some(vec!["rbind".into(), "ro".into()]));
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     mounts.push(mount);
     spec.set_mounts(Some(mounts));
+    Ok(())
 }
 
 fn at(subnet: Ipv4Addr, host: u8) -> Ipv4Addr {

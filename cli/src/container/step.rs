@@ -86,8 +86,8 @@ fn run_step(step: &RunSpec<'_>) -> anyhow::Result<RunOutcome> {
         ..Default::default()
     };
     berth_runtime::security::apply(&mut spec, &security)?;
-    if let Some(resolv) = network.as_ref().and_then(|n| n.resolv_conf()) {
-        nat::bind_resolv_conf(&mut spec, resolv);
+    if step.network != BuildNetwork::None {
+        nat::bind_resolv_conf(&mut spec, step.scratch)?;
     }
     let bundle = step.scratch.join("bundle");
     write_bundle(&bundle, &spec, step.rootfs)?;
