@@ -50,6 +50,10 @@ impl StepRunner for RuntimeStepRunner {
     ) -> Result<RunOutcome, Box<dyn std::error::Error + Send + Sync>> {
         Ok(run_step(step)?)
     }
+
+    fn cancelled(&self) -> bool {
+        interrupted()
+    }
 }
 
 fn run_step(step: &RunSpec<'_>) -> anyhow::Result<RunOutcome> {

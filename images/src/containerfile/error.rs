@@ -62,6 +62,8 @@ pub enum ContainerfileError {
         /// The end of the step's output.
         output: String,
     },
+    #[error("interrupted before line {line}")]
+    Interrupted { line: usize },
     #[error("line {line}: {instruction}: running the step: {reason}")]
     Runner {
         line: usize,
@@ -105,6 +107,7 @@ impl ContainerfileError {
             | Self::Layer { .. }
             | Self::Unpack { .. }
             | Self::Lowers { .. }
+            | Self::Interrupted { .. }
             | Self::Runner { .. } => K::Internal,
         }
     }

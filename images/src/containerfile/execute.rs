@@ -163,6 +163,9 @@ impl Run<'_> {
         )?;
         let mut state = self.start(stage.line, &base)?;
         for step in &stage.steps {
+            if self.runner.cancelled() {
+                return Err(ContainerfileError::Interrupted { line: step.line });
+            }
             let report = match &step.kind {
                 StepKind::Copy(copy) => self.copy(step.line, copy, &mut state)?,
                 StepKind::Run(form) => self.run(step.line, form, &mut state)?,

@@ -90,6 +90,12 @@ pub trait StepRunner {
         &self,
         spec: &RunSpec<'_>,
     ) -> std::result::Result<RunOutcome, Box<dyn std::error::Error + Send + Sync>>;
+
+    /// Whether the build should stop (the user interrupted it): checked before every step, so
+    /// that an interrupted build tags nothing.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// The mount points the runtime may need in the root filesystem (directories, then files).
