@@ -267,20 +267,24 @@ async fn free_subnet(h: &Handle) -> anyhow::Result<Ipv4Addr> {
             _ => None,
         })
         .collect();
+    first_free(&used).ok_or_else(|| {
+        anyhow!(
+            "no free /30 left in {}.{}.0.0/16 for the RUN step",
+            POOL[0],
+            POOL[1]
+        )
+    })
+}
+
+/// The first /30 of the pool that none of `used` lies in.
+fn first_free(used: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+    let net_of = |ip: &Ipv4Addr| {
+        let [a, b, c, d] = ip.octets();
+        Ipv4Addr::new(a, b, c, d & !3)
+    };
     (0..=255u8)
         .flat_map(|c| (0..64u8).map(move |d| Ipv4Addr::new(POOL[0], POOL[1], c, d * 4)))
-        .find(|net| {
-            !used.iter().any(|ip| {
-                ip.octets()[..3] == net.octets()[..3] && ip.octets()[3] & !3 == net.octets()[3]
-            })
-        })
-        .ok_or_else(|| {
-            anyhow!(
-                "no free /30 left in {}.{}.0.0/16 for the RUN step",
-                POOL[0],
-                POOL[1]
-            )
-        })
+        .find(|net| !used.iter().any(|ip| net_of(ip) == *net))
 }
 
 async fn index(h: &Handle, name: &str) -> anyhow::Result<u32> {
@@ -425,5 +429,17 @@ mod tests {
         assert_eq!(names.host, "bbh456789abcdef");
         assert_eq!(names.peer.len(), 15);
         assert_eq!(names.table, "berth_build_456789abcdef");
+    }
+
+    #[test]
+    fn a_subnet_with_any_address_in_use_is_skipped() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(first_free(&[ip("127.0.0.1")]), Some(ip("10.213.0.0")));
+        let used = [ip("10.213.0.1"), ip("10.213.0.6"), ip("10.213.0.11")];
+        assert_eq!(first_free(&used), Some(ip("10.213.0.12")));
+        let all: Vec<Ipv4Addr> = (0..=255u8)
+            .flat_map(|c| (0..64u8).map(move |d| Ipv4Addr::new(10, 213, c, d * 4 + 1)))
+            .collect();
+        assert_eq!(first_free(&all), None);
     }
 }
