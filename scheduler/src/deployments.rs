@@ -13,6 +13,7 @@ use berth_proto::v1::{
     Resources, RevisionRecord, RolloutEvent, RolloutPhase,
 };
 
+use crate::environments::Environments;
 use crate::error::SchedError;
 use crate::files::Files;
 use crate::records::{
@@ -31,6 +32,8 @@ pub(crate) struct Deployments {
     service_network: Ipv4Net,
     /// Configs and secrets: Apply pins the versions a spec uses.
     files: Files,
+    /// A new revision waits for approval when its environment says so.
+    environments: Environments,
 }
 
 /// How often a write that lost a virtual IP to a concurrent one picks again.
@@ -40,6 +43,7 @@ impl Deployments {
     pub(crate) fn new(store: Arc<dyn Store>, service_network: Ipv4Net) -> Self {
         Self {
             files: Files::new(store.clone(), None),
+            environments: Environments::new(store.clone()),
             store,
             service_network,
         }
@@ -221,10 +225,17 @@ impl Deployments {
             None => (DeploymentRecord::default(), Expect::Absent),
         };
         let revision = rec.last_revision + 1;
+        // The spec or its environment may ask for approval; the environment's policy is read
+        // now, when the rollout starts, and never copied into the spec.
         let manual = spec
             .rollout
             .as_ref()
-            .is_some_and(|r| r.approval == Approval::Manual as i32);
+            .is_some_and(|r| r.approval == Approval::Manual as i32)
+            || (!bypass_approval
+                && self
+                    .environments
+                    .requires_approval(&spec.environment)
+                    .await?);
         rec.last_revision = revision;
         rec.revision = revision;
         rec.rolled_back_from = 0;

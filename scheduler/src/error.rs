@@ -12,6 +12,8 @@ pub enum SchedError {
     NoSuchDeployment(String),
     #[error("{what} not found")]
     NotFound { what: String },
+    #[error("environment {0:?} does not exist")]
+    NoSuchEnvironment(String),
     #[error("{0}")]
     FailedPrecondition(String),
     /// The object to create exists already.
@@ -62,6 +64,7 @@ impl From<SchedError> for Status {
             | SchedError::Store(StoreError::InvalidKey { .. }) => K::InvalidArgument,
             SchedError::NoSuchDeployment(_)
             | SchedError::NotFound { .. }
+            | SchedError::NoSuchEnvironment(_)
             | SchedError::DeploymentDeleted(_) => K::NotFound,
             SchedError::FailedPrecondition(_) => K::FailedPrecondition,
             SchedError::AlreadyExists { .. } => K::AlreadyExists,

@@ -1,6 +1,8 @@
 //! DeploymentService: what pipelines and the CLI call. Writes go to the store with revision
 //! checks (durable before the call returns); the controller, watching the store, acts on
 //! them. Logs and Explain are proxied to the agent of the node that runs the container.
+//! Every request names an environment: names are qualified on the way in and answered plain,
+//! with `Deployment.environment`, on the way out (see `environments::key`).
 
 use std::sync::Arc;
 
@@ -16,7 +18,9 @@ use super::BoxStream;
 use crate::clock::now_ms;
 use crate::controller::Controller;
 use crate::deployments::{self, Deployments};
+use crate::environments::{Environments, key};
 use crate::error::SchedError;
+use crate::release_id::release_id;
 
 #[derive(Debug, Clone)]
 pub(crate) struct DeployApi {
@@ -25,9 +29,81 @@ pub(crate) struct DeployApi {
     pub controller: Arc<Controller>,
     /// How to reach agents (mutual TLS when the scheduler has it).
     pub security: crate::auth::Security,
+    pub environments: Environments,
 }
 
 impl DeployApi {
+    /// The qualified name of deployment `name` in environment `env`, which must exist.
+    pub(crate) async fn qualify(&self, env: &str, name: &str) -> Result<String, SchedError> {
+        if name.contains('.') {
+            return Err(SchedError::invalid(
+                "name",
+                format!("{name:?} has a '.': name the environment in the request's `environment`"),
+            ));
+        }
+        crate::spec::validate_lookup_name("name", name)?;
+        self.environments.get(env).await?;
+        Ok(key::qualified(env, name))
+    }
+
+    /// The deployment as callers see it: its plain name, environment and the release its
+    /// stable revision runs.
+    pub(crate) async fn outward(&self, mut d: Deployment) -> Result<Deployment, SchedError> {
+        let qualified = d.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+        let (env, name) = key::split(&qualified);
+        d.environment = env.to_string();
+        if d.release.is_empty() && d.stable_revision != 0 {
+            let stable = self
+                .deployments
+                .spec_of(&qualified, d.stable_revision)
+                .await?;
+            d.release = stable.as_ref().map(release_id).unwrap_or_default();
+        }
+        if let Some(spec) = d.spec.as_mut() {
+            spec.name = name.to_string();
+        }
+        Ok(d)
+    }
+
+    /// The deployment with qualified name `qualified`, as callers see it.
+    pub(crate) async fn current(&self, qualified: &str) -> Result<Deployment, SchedError> {
+        let d = self.controller.current(qualified).await?;
+        self.outward(d).await
+    }
+
+    /// Applies `spec` in the environment it names (the spec's name is plain): the one path
+    /// Apply and Promote share.
+    pub(crate) async fn apply_spec(
+        &self,
+        mut spec: DeploymentSpec,
+    ) -> Result<(Deployment, bool), SchedError> {
+        crate::spec::validate_name("spec.name", &spec.name)?;
+        let env = key::normalize(&spec.environment).to_string();
+        self.environments.get(&env).await?;
+        spec.name = key::qualified(&env, &spec.name);
+        spec.environment = key::stored(&env);
+        let allocatable = self.controller.cluster.allocatable();
+        // Binds need a node that allows them; the others are the spec's own rules.
+        let allowed = crate::volumes::allow_lists(&self.controller.cluster);
+        let defaulted = crate::spec::with_defaults(spec.clone());
+        crate::spec::mounts::check_binds_allowed(&defaulted, &allowed)?;
+        let (name, changed) = self.deployments.apply(spec, &allocatable, now_ms()).await?;
+        Ok((self.current(&name).await?, changed))
+    }
+
+    /// The target of Logs or Explain: deployment `target` of `env` when there is one, else
+    /// `target` as given (a container id).
+    async fn target_in(&self, env: &str, target: &str) -> Result<String, SchedError> {
+        if target.contains('.') || key::normalize(env) == key::DEFAULT {
+            return Ok(target.to_string());
+        }
+        let qualified = self.qualify(env, target).await?;
+        Ok(match self.deployments.load(&qualified).await {
+            Ok(_) => qualified,
+            Err(_) => target.to_string(),
+        })
+    }
+
     /// A client of the agent that runs the container `target` names (see `Cluster::locate`),
     /// and the container's id.
     async fn agent_of(
@@ -58,14 +134,9 @@ impl DeploymentService for DeployApi {
             .into_inner()
             .spec
             .ok_or_else(|| SchedError::invalid("spec", "missing"))?;
-        let allocatable = self.controller.cluster.allocatable();
-        // Binds need a node that allows them; the others are the spec's own rules.
-        let allowed = crate::volumes::allow_lists(&self.controller.cluster);
-        let defaulted = crate::spec::with_defaults(spec.clone());
-        crate::spec::mounts::check_binds_allowed(&defaulted, &allowed)?;
-        let (name, changed) = self.deployments.apply(spec, &allocatable, now_ms()).await?;
+        let (deployment, changed) = self.apply_spec(spec).await?;
         Ok(Response::new(ApplyResponse {
-            deployment: Some(self.controller.current(&name).await?),
+            deployment: Some(deployment),
             changed,
         }))
     }
@@ -74,17 +145,25 @@ impl DeploymentService for DeployApi {
         &self,
         request: Request<GetDeploymentRequest>,
     ) -> Result<Response<Deployment>, Status> {
-        let name = request.into_inner().name;
-        Ok(Response::new(self.controller.current(&name).await?))
+        let req = request.into_inner();
+        let name = self.qualify(&req.environment, &req.name).await?;
+        Ok(Response::new(self.current(&name).await?))
     }
 
     async fn list(
         &self,
-        _request: Request<ListDeploymentsRequest>,
+        request: Request<ListDeploymentsRequest>,
     ) -> Result<Response<ListDeploymentsResponse>, Status> {
+        let req = request.into_inner();
+        let env = key::normalize(&req.environment);
+        if !req.all_environments {
+            self.environments.get(env).await?;
+        }
         let mut deployments = Vec::new();
         for name in self.deployments.names().await? {
-            deployments.push(self.controller.current(&name).await?);
+            if req.all_environments || key::split(&name).0 == env {
+                deployments.push(self.current(&name).await?);
+            }
         }
         Ok(Response::new(ListDeploymentsResponse { deployments }))
     }
@@ -93,32 +172,37 @@ impl DeploymentService for DeployApi {
         &self,
         request: Request<DeleteDeploymentRequest>,
     ) -> Result<Response<DeleteDeploymentResponse>, Status> {
-        self.deployments.delete(&request.into_inner().name).await?;
+        let req = request.into_inner();
+        let name = self.qualify(&req.environment, &req.name).await?;
+        self.deployments.delete(&name).await?;
         Ok(Response::new(DeleteDeploymentResponse {}))
     }
 
     async fn scale(&self, request: Request<ScaleRequest>) -> Result<Response<Deployment>, Status> {
         let req = request.into_inner();
-        self.deployments.scale(&req.name, req.replicas).await?;
-        Ok(Response::new(self.controller.current(&req.name).await?))
+        let name = self.qualify(&req.environment, &req.name).await?;
+        self.deployments.scale(&name, req.replicas).await?;
+        Ok(Response::new(self.current(&name).await?))
     }
 
     async fn approve(
         &self,
         request: Request<ApproveRequest>,
     ) -> Result<Response<Deployment>, Status> {
-        let name = request.into_inner().name;
+        let req = request.into_inner();
+        let name = self.qualify(&req.environment, &req.name).await?;
         self.deployments.approve(&name, now_ms()).await?;
-        Ok(Response::new(self.controller.current(&name).await?))
+        Ok(Response::new(self.current(&name).await?))
     }
 
     async fn reject(
         &self,
         request: Request<RejectRequest>,
     ) -> Result<Response<Deployment>, Status> {
-        let name = request.into_inner().name;
+        let req = request.into_inner();
+        let name = self.qualify(&req.environment, &req.name).await?;
         self.deployments.reject_awaiting(&name, "rejected").await?;
-        Ok(Response::new(self.controller.current(&name).await?))
+        Ok(Response::new(self.current(&name).await?))
     }
 
     async fn rollback(
@@ -126,17 +210,25 @@ impl DeploymentService for DeployApi {
         request: Request<RollbackRequest>,
     ) -> Result<Response<Deployment>, Status> {
         let req = request.into_inner();
+        let name = self.qualify(&req.environment, &req.name).await?;
         self.deployments
-            .rollback(&req.name, req.to_revision, now_ms())
+            .rollback(&name, req.to_revision, now_ms())
             .await?;
-        Ok(Response::new(self.controller.current(&req.name).await?))
+        Ok(Response::new(self.current(&name).await?))
     }
 
     async fn history(
         &self,
         request: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
-        let revisions = self.deployments.history(&request.into_inner().name).await?;
+        let req = request.into_inner();
+        let name = self.qualify(&req.environment, &req.name).await?;
+        let mut revisions = self.deployments.history(&name).await?;
+        for r in &mut revisions {
+            if let Some(spec) = r.spec.as_mut() {
+                spec.name = req.name.clone();
+            }
+        }
         Ok(Response::new(HistoryResponse { revisions }))
     }
 
@@ -146,7 +238,8 @@ impl DeploymentService for DeployApi {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let req = request.into_inner();
+        let mut req = request.into_inner();
+        req.name = self.qualify(&req.environment, &req.name).await?;
         let updates = self.controller.events.subscribe();
         let first = self.controller.current(&req.name).await?;
         let (tx, rx) = mpsc::channel(64);
@@ -164,9 +257,15 @@ impl DeploymentService for DeployApi {
 
     async fn list_services(
         &self,
-        _request: Request<ListServicesRequest>,
+        request: Request<ListServicesRequest>,
     ) -> Result<Response<ListServicesResponse>, Status> {
-        let services = self.controller.cluster.services();
+        let env = request.into_inner().environment;
+        let mut services = self.controller.cluster.services();
+        if !env.is_empty() {
+            self.environments.get(&env).await?;
+            let env = key::normalize(&env);
+            services.retain(|s| key::split(&s.name).0 == env);
+        }
         Ok(Response::new(ListServicesResponse { services }))
     }
 
@@ -174,8 +273,22 @@ impl DeploymentService for DeployApi {
         &self,
         request: Request<ListClusterContainersRequest>,
     ) -> Result<Response<ListClusterContainersResponse>, Status> {
-        let only = request.into_inner().deployment;
-        let containers = self.controller.cluster.containers(&only);
+        let req = request.into_inner();
+        let only = if req.deployment.is_empty() {
+            String::new()
+        } else {
+            self.qualify(&req.environment, &req.deployment).await?
+        };
+        let mut containers = self.controller.cluster.containers(&only);
+        if only.is_empty() && !req.environment.is_empty() {
+            self.environments.get(&req.environment).await?;
+            let env = key::normalize(&req.environment);
+            containers.retain(|c| {
+                c.status
+                    .as_ref()
+                    .is_some_and(|s| key::split(&s.deployment).0 == env)
+            });
+        }
         Ok(Response::new(ListClusterContainersResponse { containers }))
     }
 
@@ -186,7 +299,8 @@ impl DeploymentService for DeployApi {
         request: Request<ClusterLogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         let req = request.into_inner();
-        let (id, mut client) = self.agent_of(&req.target).await?;
+        let target = self.target_in(&req.environment, &req.target).await?;
+        let (id, mut client) = self.agent_of(&target).await?;
         let stream = client
             .logs(LogsRequest {
                 container_id: id,
@@ -202,7 +316,8 @@ impl DeploymentService for DeployApi {
         &self,
         request: Request<ClusterExplainRequest>,
     ) -> Result<Response<ExplainResponse>, Status> {
-        let target = request.into_inner().target;
+        let req = request.into_inner();
+        let target = self.target_in(&req.environment, &req.target).await?;
         let (id, mut client) = self.agent_of(&target).await?;
         let reply = client.explain(ExplainRequest { container_id: id }).await?;
         Ok(reply)
@@ -222,7 +337,8 @@ async fn watch(
     let mut current = Some(first);
     loop {
         if let Some(d) = current.take() {
-            let event = deployments::event_for(&d, watched, req.stop_at_approval, now_ms());
+            let mut event = deployments::event_for(&d, watched, req.stop_at_approval, now_ms());
+            event.deployment = key::split(&event.deployment).1.to_string();
             let last = event.r#final;
             if tx.send(Ok(event)).await.is_err() || last {
                 return;

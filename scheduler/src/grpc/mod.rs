@@ -4,8 +4,11 @@
 
 pub(crate) mod auth;
 pub(crate) mod deployments;
+pub(crate) mod environments;
 pub(crate) mod files;
 pub(crate) mod nodes;
+pub(crate) mod promote;
+pub(crate) mod releases;
 
 use std::pin::Pin;
 
