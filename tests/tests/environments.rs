@@ -232,6 +232,15 @@ fn environments_are_created_listed_refused_and_removed() {
         "{table}"
     );
 
+    let all = sim.json(&["status", "-A"]);
+    let envs: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["environment"].as_str().unwrap())
+        .collect();
+    assert_eq!(envs, ["staging"], "{all:#}");
+
     sim.refused(&["env", "rm", "staging"], EXIT_CONFLICT, "hello");
     sim.refused(
         &["env", "rm", "default"],

@@ -12,6 +12,9 @@ use crate::output::{OutputFormat, print_json, print_table};
 pub(crate) struct Args {
     /// One deployment, with its replicas (default: all deployments).
     name: Option<String>,
+    /// Every environment's deployments, not only --env's.
+    #[arg(long, short = 'A', conflicts_with = "name")]
+    all_environments: bool,
 }
 
 /// A deployment as `--output json` prints it.
@@ -104,7 +107,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
                 client
                     .list(ListDeploymentsRequest {
                         environment: crate::cluster::environment(),
-                        ..Default::default()
+                        all_environments: args.all_environments,
                     })
                     .await
                     .map_err(cluster::status_error)?
