@@ -142,47 +142,7 @@ fn nodes_of(s: &Value) -> BTreeSet<String> {
 #[test]
 fn environments_are_created_listed_refused_and_removed() {
     let sim = Sim::start(&[("env-node", &[])]);
-    let out = sim.ok(&["env", "create", "staging"]);
-    assert!(out.contains("environment staging created"), "{out}");
-    sim.ok(&[
-        "env",
-        "create",
-        "production",
-        "--approval",
-        "manual",
-        "--node-selector",
-        "tier=prod",
-    ]);
-    let listed = sim.json(&["env", "ls"]);
-    let by_name: BTreeMap<String, Value> = listed
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
-        .collect();
-    assert_eq!(
-        by_name.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["default", "production", "staging"]
-    );
-    assert_eq!(by_name["production"]["approval"], "manual");
-    assert_eq!(by_name["production"]["node_selector"]["tier"], "prod");
-    assert_eq!(by_name["staging"]["approval"], "auto");
-
-    sim.refused(
-        &["env", "create", "staging"],
-        EXIT_CONFLICT,
-        "exists already",
-    );
-    sim.refused(
-        &["env", "create", "default"],
-        EXIT_CONFLICT,
-        "exists already",
-    );
-    sim.refused(
-        &["env", "create", "Bad_Env"],
-        EXIT_INVALID_ARGUMENT,
-        "environment.name",
-    );
+    create_and_list(&sim);
     let app = sim.spec("hello", "v1", 1);
     sim.refused(
         &["deploy", "-f", &app, "--env", "stagin"],
@@ -192,9 +152,7 @@ fn environments_are_created_listed_refused_and_removed() {
     sim.refused(&["status", "--env", "stagin"], EXIT_NOT_FOUND, "stagin");
 
     // BERTH_ENV names the environment as --env does.
-    let mut deploy = sim
-        .sched
-        .berth(&["deploy", "-f", &app, "--wait", "--timeout", "60s"]);
+    let mut deploy = sim.command(&["deploy", "-f", &app, "--wait", "--timeout", "60s"]);
     let r = sim.run(deploy.env("BERTH_ENV", "staging"));
     assert_eq!(r.code, 0, "{r:?}");
     let s = sim.json(&["status", "hello", "--env", "staging"]);
@@ -250,6 +208,52 @@ fn environments_are_created_listed_refused_and_removed() {
     sim.ok(&["delete", "hello", "--env", "staging"]);
     sim.ok(&["env", "rm", "staging"]);
     sim.refused(&["env", "rm", "staging"], EXIT_NOT_FOUND, "staging");
+}
+
+/// Creates staging (auto) and production (manual, tier=prod) and checks `env ls` and the
+/// refusals of create.
+fn create_and_list(sim: &Sim) {
+    let out = sim.ok(&["env", "create", "staging"]);
+    assert!(out.contains("environment staging created"), "{out}");
+    sim.ok(&[
+        "env",
+        "create",
+        "production",
+        "--approval",
+        "manual",
+        "--node-selector",
+        "tier=prod",
+    ]);
+    let listed = sim.json(&["env", "ls"]);
+    let by_name: BTreeMap<String, Value> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
+        .collect();
+    assert_eq!(
+        by_name.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["default", "production", "staging"]
+    );
+    assert_eq!(by_name["production"]["approval"], "manual");
+    assert_eq!(by_name["production"]["node_selector"]["tier"], "prod");
+    assert_eq!(by_name["staging"]["approval"], "auto");
+
+    sim.refused(
+        &["env", "create", "staging"],
+        EXIT_CONFLICT,
+        "exists already",
+    );
+    sim.refused(
+        &["env", "create", "default"],
+        EXIT_CONFLICT,
+        "exists already",
+    );
+    sim.refused(
+        &["env", "create", "Bad_Env"],
+        EXIT_INVALID_ARGUMENT,
+        "environment.name",
+    );
 }
 
 #[test]
