@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use berth_tests::cluster::SchedulerProc;
 use berth_tests::fake_node::{Behaviour, Sessions, fake_agent_with};
-use berth_tests::{binary, poll_until};
+use berth_tests::{binary, poll_until, pyvenv, workspace_root};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -439,4 +439,43 @@ fn promote_wait_to_complete_for_three_replicas() {
         "promote --wait to complete, 3 replicas: {} ms",
         took.as_millis()
     );
+}
+
+/// The same promotion from Python (tests/python/promote_client.py, stubs generated from
+/// proto/ with grpcio-tools): EnvironmentService, Apply, ReleaseService.Promote, Approve.
+#[test]
+fn python_client_promotes_through_the_grpc_api() {
+    let python = pyvenv::python();
+    let sim = Sim::start(&[("py-1", &[]), ("py-2", &[])]);
+    let stubs = tempfile::Builder::new()
+        .prefix("berth-py-promote-")
+        .tempdir()
+        .expect("temp dir");
+    let out = Command::new(&python)
+        .arg(workspace_root().join("tests/python/promote_client.py"))
+        .arg("--proto-dir")
+        .arg(workspace_root().join("proto/proto"))
+        .arg("--out")
+        .arg(stubs.path())
+        .args(["--scheduler", &sim.sched.address()])
+        .args(["--name", "hello"])
+        .output()
+        .expect("starting the python client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "promote_client.py failed with {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    for step in [
+        "ok: CreateEnvironment/ListEnvironments",
+        "ok: Apply to staging: release r-",
+        "ok: Promote: production awaits approval",
+        "ok: Approve: production runs r-",
+        "ok: Promote refusals",
+        "ok: all",
+    ] {
+        assert!(stdout.contains(step), "no {step:?} in:\n{stdout}\n{stderr}");
+    }
 }
