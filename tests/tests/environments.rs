@@ -479,3 +479,95 @@ fn python_client_promotes_through_the_grpc_api() {
         assert!(stdout.contains(step), "no {step:?} in:\n{stdout}\n{stderr}");
     }
 }
+
+/// Promotion on real agents (containers, network, a service and readiness probes): the
+/// environment-qualified container ids and service names work in the runtime and on the
+/// nodes, and the time from `berth promote --wait` to 3 ready replicas in production is
+/// printed (not asserted).
+#[test]
+fn promotion_runs_real_containers_in_the_target_environment() {
+    berth_tests::require_root();
+    const IMAGE: &str = "env-busybox:1";
+    let sched = SchedulerProc::start(&["--reschedule-delay-ms", "1000"]);
+    let mut fabric = berth_tests::cluster::Fabric::new();
+    let _nodes = berth_tests::cluster::start_nodes(&sched, &mut fabric, 3, "envr", IMAGE);
+    let sim = Sim {
+        sched,
+        specs: tempfile::Builder::new()
+            .prefix("berth-env-real-")
+            .tempdir()
+            .expect("temp dir"),
+        _nodes: tokio::runtime::Runtime::new().expect("a runtime"),
+    };
+    poll_until("3 ready nodes", WAIT, || {
+        let listed = sim.json(&["nodes"]);
+        let listed = listed.as_array()?;
+        (listed.len() == 3 && listed.iter().all(|n| n["ready"] == true)).then_some(())
+    });
+    sim.ok(&["env", "create", "staging"]);
+    sim.ok(&["env", "create", "production"]);
+    let path = sim.specs.path().join("hello.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"hello\"\nimage = \"{IMAGE}\"\nreplicas = 3\ncpu = \"100m\"\n\
+             memory = \"32m\"\ncommand = [\"sh\", \"-c\", \"mkdir -p /www && echo hi > \
+             /www/index.html && exec httpd -f -p 8080 -h /www\"]\n\
+             ports = [{{ container = 8080 }}]\n\
+             service_ports = [{{ name = \"http\", port = 80, target = 8080 }}]\n\
+             readiness = {{ tcp = 8080, period_ms = 200 }}\n"
+        ),
+    )
+    .expect("write the spec");
+    let app = path.to_str().unwrap();
+    let r = sim.berth(&[
+        "deploy",
+        "-f",
+        app,
+        "--env",
+        "staging",
+        "--wait",
+        "--timeout",
+        "90s",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let started = Instant::now();
+    let r = sim.berth(&[
+        "promote",
+        "hello",
+        "--from",
+        "staging",
+        "--to",
+        "production",
+        "--wait",
+        "--timeout",
+        "90s",
+    ]);
+    let took = started.elapsed();
+    assert_eq!(r.code, 0, "{r:?}");
+    let prod = sim.json(&["status", "hello", "--env", "production"]);
+    assert_eq!(prod["ready_replicas"], 3, "{prod:#}");
+    let replicas = prod["replica_status"].as_array().unwrap();
+    assert!(
+        replicas.iter().all(|r| r["state"] == "running"
+            && r["container_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("hello.production-"))),
+        "{prod:#}"
+    );
+    let services = sim.json(&["services", "--env", "production"]);
+    let names: Vec<&str> = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["hello.production"], "{services:#}");
+    eprintln!(
+        "promote --wait to complete, 3 replicas on 3 real agents: {} ms",
+        took.as_millis()
+    );
+    for env in ["production", "staging"] {
+        sim.ok(&["delete", "hello", "--env", env]);
+    }
+}
