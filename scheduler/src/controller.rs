@@ -828,6 +828,32 @@ pub(crate) fn assignment(r: &ReplicaRecord, spec: &DeploymentSpec) -> Assignment
 mod tests {
     use super::*;
 
+    /// The environment's node selector is merged into the spec's at placement, its keys
+    /// winning; a spec in an environment without a selector keeps its own.
+    #[test]
+    fn the_environment_selector_is_merged_over_the_spec_s() {
+        let spec = DeploymentSpec {
+            environment: "production".into(),
+            node_selector: [("tier", "any"), ("zone", "a")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            ..Default::default()
+        };
+        let envs: HashMap<String, BTreeMap<String, String>> = [(
+            "production".to_string(),
+            [("tier".to_string(), "prod".to_string())].into(),
+        )]
+        .into();
+        let merged = selector(&spec, &envs);
+        assert_eq!(merged["tier"], "prod");
+        assert_eq!(merged["zone"], "a");
+        let staging = DeploymentSpec {
+            environment: "staging".into(),
+            ..spec.clone()
+        };
+        assert_eq!(selector(&staging, &envs), spec.node_selector);
+    }
+
     #[test]
     fn volumes_pin_a_replica_to_the_one_node_holding_them() {
         let volumes: HashMap<String, String> = [("data", "n1"), ("logs", "n1"), ("cache", "n2")]

@@ -428,6 +428,24 @@ mod tests {
         );
     }
 
+    /// A stored spec's name is qualified with its environment (`environments::key`); the two
+    /// must agree, and each part is a DNS label.
+    #[test]
+    fn qualified_names_match_the_environment() {
+        let mut s = spec();
+        s.name = "web.staging".into();
+        s.environment = "staging".into();
+        assert!(validate(&s).is_ok());
+        s.environment = String::new();
+        let e = validate(&s).unwrap_err().to_string();
+        assert!(e.contains("spec.environment"), "{e}");
+        s.name = "web.Bad".into();
+        s.environment = "Bad".into();
+        assert!(validate(&s).is_err());
+        assert!(validate_lookup_name("name", "web.staging").is_ok());
+        assert!(validate_lookup_name("name", "web.st_aging").is_err());
+    }
+
     #[test]
     fn names_must_be_dns_labels() {
         for good in ["a", "web-1", "0db", &"x".repeat(63)] {
