@@ -259,6 +259,11 @@ impl Deployments {
             release: release_id(&spec),
         };
         let history = self.prune_history(name, &rec, &spec).await?;
+        // A new deployment's environment must still be there when it lands.
+        let guard = match expect {
+            Expect::Absent => self.environments.guard(&spec.environment).await?,
+            _ => None,
+        };
         for _ in 0..VIP_ATTEMPTS {
             // The first revision with service ports gets the VIP, reserved in the same write.
             let claim = if spec.service_ports.is_empty() || !rec.virtual_ip.is_empty() {
@@ -286,6 +291,7 @@ impl Deployments {
             ];
             ops.extend(claim.map(|(_, op)| op));
             ops.extend(history.iter().cloned());
+            ops.extend(guard.iter().cloned());
             match self.store.txn(ops).await {
                 Ok(_) => {
                     tracing::info!(deployment = %name, revision, manual, virtual_ip = %written.virtual_ip, "new revision");

@@ -12,7 +12,7 @@ use berth_proto::v1::{Approval, Environment};
 
 use crate::error::SchedError;
 use crate::records::{self, DEPLOYMENTS};
-use crate::store::{Expect, Store, StoreError};
+use crate::store::{Expect, KeyValue, Op, Store, StoreError};
 
 /// `/environments/<name>`
 fn environment_key(name: &str) -> String {
@@ -45,12 +45,8 @@ impl Environments {
         if name == key::DEFAULT {
             return Ok(default_environment());
         }
-        crate::spec::validate_name("environment", name)?;
-        let k = environment_key(name);
-        match self.store.get(&k).await? {
-            Some(kv) => records::decode(&k, &kv.value),
-            None => Err(SchedError::NoSuchEnvironment(name.to_string())),
-        }
+        let kv = self.record(name).await?;
+        records::decode(&kv.key, &kv.value)
     }
 
     /// Records a new environment (AlreadyExists when the name is taken, `default` included).
@@ -113,6 +109,32 @@ impl Environments {
         Ok(out)
     }
 
+    /// The record of environment `name` (not the default one), or NotFound naming it.
+    async fn record(&self, name: &str) -> Result<KeyValue, SchedError> {
+        crate::spec::validate_name("environment", name)?;
+        self.store
+            .get(&environment_key(name))
+            .await?
+            .ok_or_else(|| SchedError::NoSuchEnvironment(name.to_string()))
+    }
+
+    /// A write that leaves environment `env`'s record as it is but fails if the record changed
+    /// or went meanwhile (None for the default environment): part of the transaction that
+    /// creates a deployment in it, so that the creation and a concurrent delete of the
+    /// environment (which expects the record's revision it read) cannot both succeed.
+    pub(crate) async fn guard(&self, env: &str) -> Result<Option<Op>, SchedError> {
+        let name = key::normalize(env);
+        if name == key::DEFAULT {
+            return Ok(None);
+        }
+        let kv = self.record(name).await?;
+        Ok(Some(Op::Put {
+            key: kv.key,
+            value: kv.value,
+            expect: Expect::Revision(kv.mod_revision),
+        }))
+    }
+
     /// Deletes environment `name`; refused for `default` and while deployments live in it.
     pub(crate) async fn delete(&self, name: &str) -> Result<(), SchedError> {
         if key::normalize(name) == key::DEFAULT {
@@ -120,7 +142,8 @@ impl Environments {
                 "environment default always exists and cannot be deleted".into(),
             ));
         }
-        self.get(name).await?;
+        // Read before the deployments: a deployment created after this read rewrote it.
+        let kv = self.record(name).await?;
         let held: Vec<String> = self
             .deployment_names()
             .await?
@@ -136,9 +159,19 @@ impl Environments {
                 held.join(", ")
             )));
         }
-        self.store
-            .delete(&environment_key(name), Expect::Any)
-            .await?;
+        match self
+            .store
+            .delete(&kv.key, Expect::Revision(kv.mod_revision))
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::Conflict { .. }) => {
+                return Err(SchedError::Conflict {
+                    what: format!("deleting environment {name}"),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(environment = %name, "environment deleted");
         Ok(())
     }

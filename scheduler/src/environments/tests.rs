@@ -7,11 +7,17 @@ use crate::deployments::Deployments;
 use crate::store::redb::RedbStore;
 
 fn open(dir: &tempfile::TempDir) -> (Environments, Deployments) {
+    let (envs, deployments, _) = open_store(dir);
+    (envs, deployments)
+}
+
+fn open_store(dir: &tempfile::TempDir) -> (Environments, Deployments, Arc<dyn Store>) {
     let store: Arc<dyn Store> =
         Arc::new(RedbStore::open(&dir.path().join("state.redb")).expect("open the store"));
     (
         Environments::new(store.clone()),
-        Deployments::new(store, "10.96.0.0/16".parse().unwrap()),
+        Deployments::new(store.clone(), "10.96.0.0/16".parse().unwrap()),
+        store,
     )
 }
 
@@ -115,5 +121,32 @@ async fn a_manual_environment_holds_an_auto_spec_for_approval() {
     assert_eq!(
         free.phase,
         berth_proto::v1::RolloutPhase::Progressing as i32
+    );
+}
+
+/// A deployment created in an environment and the environment's deletion cannot both land:
+/// the creation's transaction carries the guard, which fails once the environment went, and
+/// a deployment that lands first makes the delete refuse.
+#[tokio::test]
+async fn creating_a_deployment_and_deleting_its_environment_do_not_both_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let (envs, deployments, store) = open_store(&dir);
+    envs.create(staging(), 1).await.unwrap();
+    assert!(envs.guard("default").await.unwrap().is_none());
+    let guard = envs.guard("staging").await.unwrap().expect("a guard");
+    envs.delete("staging").await.unwrap();
+    let late = store.txn(vec![guard]).await.unwrap_err();
+    assert!(matches!(late, StoreError::Conflict { .. }), "{late}");
+    let spec = DeploymentSpec {
+        name: key::qualified("staging", "hello"),
+        environment: "staging".into(),
+        image: "hello:1".into(),
+        replicas: 1,
+        ..Default::default()
+    };
+    let refused = deployments.apply(spec, &[], 2).await.unwrap_err();
+    assert!(
+        matches!(refused, SchedError::NoSuchEnvironment(_)),
+        "{refused}"
     );
 }
