@@ -1,6 +1,6 @@
-//! Runs the scheduler: NodeService for agents, DeploymentService, ConfigService and
-//! SecretService for clients on one listener (with health and reflection), and the control
-//! loop, until shutdown.
+//! Runs the scheduler: NodeService for agents, DeploymentService, ConfigService,
+//! SecretService, EnvironmentService and ReleaseService for clients on one listener (with
+//! health and reflection), and the control loop, until shutdown.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,6 +1,7 @@
 //! The scheduler's gRPC services. Each handler decodes its request, calls the domain
-//! (`deployments`, `files`, `nodes`, `auth::Tokens`, the cluster's views) and encodes the reply;
-//! errors become statuses in one place, `From<SchedError> for Status` (`error.rs`).
+//! (`deployments`, `environments`, `files`, `nodes`, `auth::Tokens`, the cluster's views) and
+//! encodes the reply; errors become statuses in one place, `From<SchedError> for Status`
+//! (`error.rs`).
 
 pub(crate) mod auth;
 pub(crate) mod deployments;
