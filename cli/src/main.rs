@@ -59,8 +59,8 @@ struct Cli {
     cluster: cluster::ClusterFlags,
 
     /// The environment cluster commands act in (staging, production, ...). Goes before or
-    /// after the subcommand, except with `exec` and `image build`, whose own --env sets a
-    /// variable: there, before it.
+    /// after the subcommand, except with `run`, `exec` and `image build`, whose own --env sets
+    /// a variable: there, before it.
     #[arg(
         long = "env",
         env = "BERTH_ENV",
