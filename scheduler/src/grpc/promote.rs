@@ -1,7 +1,9 @@
 //! Promotion: the release serving in one environment (or a named one that completed there),
 //! applied to another through the same path as Apply, so the target's approval policy holds.
 
-use berth_proto::v1::{DeploymentSpec, PromoteRequest, PromoteResponse, Release, RolloutPhase};
+use berth_proto::v1::{
+    DeploymentSpec, PromoteRequest, PromoteResponse, Release, RevisionRecord, RolloutPhase,
+};
 
 use super::deployments::DeployApi;
 use crate::environments::key;
@@ -25,7 +27,9 @@ pub(crate) async fn promote(
     }
     api.environments.get(to).await?;
     let source = api.qualify(from, &req.app).await?;
-    let (release, original) = completed_release(api, &source, from, &req.release).await?;
+    let record = completed_release(api, &source, from, &req.release).await?;
+    let original = record.spec.clone().unwrap_or_default();
+    let release = release_spec(&original);
     let target = key::qualified(to, &req.app);
     let replicas = match api.deployments.load(&target).await {
         Ok((rec, _)) => rec.spec.map_or(original.replicas, |s| s.replicas),
@@ -51,23 +55,23 @@ pub(crate) async fn promote(
             image: release.image.clone(),
             image_digest,
             spec: Some(release),
-            created_at_ms: 0,
-            first_environment: String::new(),
+            // The source's record of it (the release records, where kept, know the first).
+            created_at_ms: record.created_at_ms,
+            first_environment: from.to_string(),
         }),
         deployment: Some(deployment),
         changed,
     })
 }
 
-/// The release spec to promote from deployment `source` (in environment `from`) and the
-/// revision spec it came from: the stable revision's, or release `wanted`, which must have
-/// completed there.
+/// The revision record of deployment `source` (in environment `from`) whose release is
+/// promoted: the stable revision's, or release `wanted`'s, which must have completed there.
 async fn completed_release(
     api: &DeployApi,
     source: &str,
     from: &str,
     wanted: &str,
-) -> Result<(DeploymentSpec, DeploymentSpec), SchedError> {
+) -> Result<RevisionRecord, SchedError> {
     let (rec, _) = api.deployments.load(source).await?;
     let history = api.deployments.history(source).await?;
     let found = history.into_iter().find(|r| {
@@ -80,8 +84,8 @@ async fn completed_release(
         };
         rec.stable_revision != 0 && completed && chosen
     });
-    match found.and_then(|r| r.spec) {
-        Some(spec) => Ok((release_spec(&spec), spec)),
+    match found.filter(|r| r.spec.is_some()) {
+        Some(record) => Ok(record),
         None if wanted.is_empty() => Err(SchedError::FailedPrecondition(format!(
             "{} has no completed release in {from}",
             key::split(source).1
