@@ -170,7 +170,16 @@ fn environments_are_created_listed_refused_and_removed() {
     );
     // Not in the default environment.
     assert_eq!(sim.json(&["status"]).as_array().map(Vec::len), Some(0));
-    sim.refused(&["status", "hello"], EXIT_NOT_FOUND, "hello");
+    sim.refused(
+        &["status", "hello"],
+        EXIT_NOT_FOUND,
+        "deployment hello not found",
+    );
+    sim.refused(
+        &["status", "nope", "--env", "staging"],
+        EXIT_NOT_FOUND,
+        "deployment nope in environment staging not found",
+    );
     // --env before the subcommand works as after it.
     let mut before = Command::new(binary("berth"));
     before

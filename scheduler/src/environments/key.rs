@@ -36,6 +36,14 @@ pub(crate) fn split(qualified: &str) -> (&str, &str) {
     }
 }
 
+/// A qualified name as callers know it: `hello`, or `hello in environment staging`.
+pub(crate) fn describe(qualified: &str) -> String {
+    match split(qualified) {
+        (DEFAULT, name) => name.to_string(),
+        (env, name) => format!("{name} in environment {env}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +62,7 @@ mod tests {
         assert_eq!(stored("default"), "");
         assert_eq!(stored(""), "");
         assert_eq!(stored("staging"), "staging");
+        assert_eq!(describe("hello"), "hello");
+        assert_eq!(describe("hello.staging"), "hello in environment staging");
     }
 }
