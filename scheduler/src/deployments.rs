@@ -13,7 +13,7 @@ use berth_proto::v1::{
     Resources, RevisionRecord, RolloutEvent, RolloutPhase,
 };
 
-use crate::environments::Environments;
+use crate::environments::{Environments, key};
 use crate::error::SchedError;
 use crate::files::Files;
 use crate::records::{
@@ -379,7 +379,8 @@ impl Deployments {
         let (mut rec, mod_rev) = self.load(name).await?;
         if rec.phase != RolloutPhase::AwaitingApproval as i32 {
             return Err(SchedError::FailedPrecondition(format!(
-                "deployment {name} has no rollout awaiting approval (revision {} is {})",
+                "deployment {} has no rollout awaiting approval (revision {} is {})",
+                key::describe(name),
                 rec.revision,
                 phase_name(rec.phase)
             )));
@@ -398,7 +399,8 @@ impl Deployments {
         let (mut rec, mod_rev) = self.load(name).await?;
         if rec.phase != RolloutPhase::AwaitingApproval as i32 {
             return Err(SchedError::FailedPrecondition(format!(
-                "deployment {name} has no rollout awaiting approval"
+                "deployment {} has no rollout awaiting approval",
+                key::describe(name)
             )));
         }
         self.reject(name, &mut rec, why).await?;
@@ -419,7 +421,8 @@ impl Deployments {
                 .max()
                 .ok_or_else(|| {
                     SchedError::FailedPrecondition(format!(
-                        "deployment {name} has no earlier revision"
+                        "deployment {} has no earlier revision",
+                        key::describe(name)
                     ))
                 })?
         };
@@ -427,7 +430,7 @@ impl Deployments {
             .spec_of(name, to)
             .await?
             .ok_or_else(|| SchedError::NotFound {
-                what: format!("revision {to} of deployment {name}"),
+                what: format!("revision {to} of deployment {}", key::describe(name)),
             })?;
         spec.replicas = rec.spec.as_ref().map_or(spec.replicas, |s| s.replicas);
         // The versions it pinned must still exist (a deleted config or secret is refused).
