@@ -499,7 +499,7 @@ fn promotion_runs_real_containers_in_the_target_environment() {
     const IMAGE: &str = "env-busybox:1";
     let sched = SchedulerProc::start(&["--reschedule-delay-ms", "1000"]);
     let mut fabric = berth_tests::cluster::Fabric::new();
-    let _nodes = berth_tests::cluster::start_nodes(&sched, &mut fabric, 3, "envr", IMAGE);
+    let nodes = berth_tests::cluster::start_nodes(&sched, &mut fabric, 3, "envr", IMAGE);
     let sim = Sim {
         sched,
         specs: tempfile::Builder::new()
@@ -576,6 +576,21 @@ fn promotion_runs_real_containers_in_the_target_environment() {
         "promote --wait to complete, 3 replicas on 3 real agents: {} ms",
         took.as_millis()
     );
+    // Every node's load balancer and DNS took the qualified service names.
+    poll_until("each node acknowledging the service set", WAIT, || {
+        nodes
+            .iter()
+            .all(|n| n.log().contains("applied services"))
+            .then_some(())
+    });
+    for node in &nodes {
+        let log = node.log();
+        assert!(
+            !log.contains("service set refused"),
+            "{}: {log}",
+            node.name()
+        );
+    }
     for env in ["production", "staging"] {
         sim.ok(&["delete", "hello", "--env", env]);
     }
