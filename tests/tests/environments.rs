@@ -520,7 +520,7 @@ fn promotion_runs_real_containers_in_the_target_environment() {
         &path,
         format!(
             "name = \"hello\"\nimage = \"{IMAGE}\"\nreplicas = 3\ncpu = \"100m\"\n\
-             memory = \"32m\"\ncommand = [\"sh\", \"-c\", \"mkdir -p /www && echo hi > \
+             memory = \"32m\"\ncommand = [\"sh\", \"-c\", \"echo started; mkdir -p /www && echo hi > \
              /www/index.html && exec httpd -f -p 8080 -h /www\"]\n\
              ports = [{{ container = 8080 }}]\n\
              service_ports = [{{ name = \"http\", port = 80, target = 8080 }}]\n\
@@ -563,6 +563,27 @@ fn promotion_runs_real_containers_in_the_target_environment() {
                 .as_str()
                 .is_some_and(|id| id.starts_with("hello.production-"))),
         "{prod:#}"
+    );
+    // Logs, explain and ps find the deployment by its name in the environment.
+    poll_until("production's output in berth logs", WAIT, || {
+        let r = sim.berth(&["logs", "hello", "--env", "production"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        r.stdout.contains("started").then_some(())
+    });
+    let explained = sim.json(&["explain", "hello", "--env", "production"]);
+    let id = explained["id"].as_str().unwrap_or_default();
+    assert!(id.starts_with("hello.production-"), "{explained:#}");
+    let ps = sim.json(&["ps", "--env", "production"]);
+    let ids: Vec<&str> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{ps:#}");
+    assert!(
+        ids.iter().all(|id| id.starts_with("hello.production-")),
+        "{ps:#}"
     );
     let services = sim.json(&["services", "--env", "production"]);
     let names: Vec<&str> = services
