@@ -564,6 +564,33 @@ fn promotion_runs_real_containers_in_the_target_environment() {
                 .is_some_and(|id| id.starts_with("hello.production-"))),
         "{prod:#}"
     );
+    found_by_name_in_production(&sim);
+    eprintln!(
+        "promote --wait to complete, 3 replicas on 3 real agents: {} ms",
+        took.as_millis()
+    );
+    // Every node's load balancer and DNS took the qualified service names.
+    poll_until("each node acknowledging the service set", WAIT, || {
+        nodes
+            .iter()
+            .all(|n| n.log().contains("applied services"))
+            .then_some(())
+    });
+    for node in &nodes {
+        let log = node.log();
+        assert!(
+            !log.contains("service set refused"),
+            "{}: {log}",
+            node.name()
+        );
+    }
+    for env in ["production", "staging"] {
+        sim.ok(&["delete", "hello", "--env", env]);
+    }
+}
+
+/// Logs, explain, ps and services find production's `hello` by its name in the environment.
+fn found_by_name_in_production(sim: &Sim) {
     // Logs, explain and ps find the deployment by its name in the environment.
     poll_until("production's output in berth logs", WAIT, || {
         let r = sim.berth(&["logs", "hello", "--env", "production"]);
@@ -593,26 +620,4 @@ fn promotion_runs_real_containers_in_the_target_environment() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["hello.production"], "{services:#}");
-    eprintln!(
-        "promote --wait to complete, 3 replicas on 3 real agents: {} ms",
-        took.as_millis()
-    );
-    // Every node's load balancer and DNS took the qualified service names.
-    poll_until("each node acknowledging the service set", WAIT, || {
-        nodes
-            .iter()
-            .all(|n| n.log().contains("applied services"))
-            .then_some(())
-    });
-    for node in &nodes {
-        let log = node.log();
-        assert!(
-            !log.contains("service set refused"),
-            "{}: {log}",
-            node.name()
-        );
-    }
-    for env in ["production", "staging"] {
-        sim.ok(&["delete", "hello", "--env", env]);
-    }
 }
