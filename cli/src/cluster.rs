@@ -19,6 +19,35 @@ use serde::Serialize;
 use crate::exit;
 use crate::output::{OutputFormat, print_json};
 
+/// The environment cluster commands act in (`--env`, BERTH_ENV): set by main, and by
+/// `promote --wait` to follow the target environment's rollout.
+static ENVIRONMENT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Sets the environment every cluster request names (see [`environment`]).
+pub(crate) fn set_environment(env: &str) {
+    *ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner()) = Some(env.to_string());
+}
+
+/// The environment every cluster request names: `--env`, BERTH_ENV, or "default".
+pub(crate) fn environment() -> String {
+    ENVIRONMENT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ENVIRONMENT.into())
+}
+
+/// " --env ENV" for a command line to show, or nothing in the default environment.
+fn env_flag() -> String {
+    match environment().as_str() {
+        DEFAULT_ENVIRONMENT => String::new(),
+        env => format!(" --env {env}"),
+    }
+}
+
+/// The environment that always exists.
+pub(crate) const DEFAULT_ENVIRONMENT: &str = "default";
+
 /// Where the scheduler listens unless `--scheduler` or BERTH_SCHEDULER say otherwise.
 pub(crate) const DEFAULT_SCHEDULER: &str = "http://127.0.0.1:7700";
 
@@ -296,7 +325,10 @@ pub(crate) async fn wait_rollout(
         Ok(RolloutPhase::AwaitingApproval) => {
             if output == OutputFormat::Table {
                 println!("{line}");
-                println!("  approve: berth approve {name}    reject: berth reject {name}");
+                let env = env_flag();
+                println!(
+                    "  approve: berth approve {name}{env}    reject: berth reject {name}{env}"
+                );
             }
             exit::AWAITING_APPROVAL
         }
@@ -390,7 +422,7 @@ async fn wait_restored(
         let current = client
             .get(GetDeploymentRequest {
                 name: name.to_string(),
-                ..Default::default()
+                environment: environment(),
             })
             .await;
         match current {
@@ -453,7 +485,7 @@ async fn settled(
     let Ok(history) = client
         .history(HistoryRequest {
             name: name.to_string(),
-            ..Default::default()
+            environment: environment(),
         })
         .await
     else {
@@ -529,7 +561,7 @@ async fn follow(
         .watch(WatchRequest {
             name: name.to_string(),
             stop_at_approval: args.stop_at_approval,
-            ..Default::default()
+            environment: environment(),
         })
         .await?
         .into_inner();
@@ -537,7 +569,10 @@ async fn follow(
         let stale = event.revision < min_revision && event.phase == RolloutPhase::Complete as i32;
         let mut line = event_line(&event);
         if event.phase == RolloutPhase::AwaitingApproval as i32 && !event.r#final {
-            line.push_str(&format!(" (berth approve {name} / berth reject {name})"));
+            let env = env_flag();
+            line.push_str(&format!(
+                " (berth approve {name}{env} / berth reject {name}{env})"
+            ));
         }
         view.show(line);
         *last = Some(event.clone());

@@ -3,6 +3,7 @@
 //! the store under `/audit/entries/<seq>`. `seq` comes from a counter written in the same
 //! transaction as the entry, so it has no gaps or duplicates under concurrency, on every backend.
 
+use crate::environments::key::normalize;
 use std::sync::Arc;
 
 use berth_proto::v1::{AuditEntry, ListAuditRequest};
@@ -121,7 +122,7 @@ impl Audit {
             self.record(AuditEntry {
                 who: who.to_string(),
                 action: "apply".into(),
-                environment: env_name(&spec.environment).to_string(),
+                environment: normalize(&spec.environment).to_string(),
                 app: release_spec(spec).name,
                 from_release: stable_release(&rec),
                 to_release: release_id(spec),
@@ -139,12 +140,12 @@ impl Audit {
     /// entries of the default environment) and app, after `after_seq`, the last `limit`.
     pub async fn list(&self, req: &ListAuditRequest) -> Result<Vec<AuditEntry>, SchedError> {
         let (kvs, _) = self.store.list(ENTRIES).await?;
-        let env = env_name(&req.environment);
+        let env = normalize(&req.environment);
         let mut entries = Vec::new();
         for kv in kvs {
             let e: AuditEntry = records::decode(&kv.key, &kv.value)?;
             let keep = e.seq > req.after_seq
-                && (req.environment.is_empty() || env_name(&e.environment) == env)
+                && (req.environment.is_empty() || normalize(&e.environment) == env)
                 && (req.app.is_empty() || e.app == req.app);
             if keep {
                 entries.push(e);
@@ -156,11 +157,6 @@ impl Audit {
         }
         Ok(entries)
     }
-}
-
-/// An environment's name as shown: empty is "default".
-pub(crate) fn env_name(env: &str) -> &str {
-    if env.is_empty() { "default" } else { env }
 }
 
 fn decode_seq(bytes: &[u8]) -> Result<u64, SchedError> {

@@ -9,6 +9,7 @@ pub(crate) mod clock;
 pub(crate) mod cluster;
 pub(crate) mod controller;
 pub(crate) mod deployments;
+pub(crate) mod environments;
 pub(crate) mod error;
 pub mod files;
 pub(crate) mod grpc;

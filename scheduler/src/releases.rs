@@ -10,7 +10,7 @@ use berth_proto::v1::{
     RolloutPhase, image_source::Fetch,
 };
 
-use crate::audit::env_name;
+use crate::environments::key::normalize;
 use crate::error::SchedError;
 use crate::records::{self, RELEASES, release_key, release_status_key};
 use crate::release_id::{release_id, release_spec};
@@ -40,7 +40,7 @@ pub(crate) async fn record_completed(
 ) -> Result<String, SchedError> {
     let id = release_id(spec);
     let plain = release_spec(spec);
-    let env = env_name(&spec.environment).to_string();
+    let env = normalize(&spec.environment).to_string();
     let release = Release {
         id: id.clone(),
         app: plain.name.clone(),
@@ -113,7 +113,7 @@ pub(crate) async fn list(
         if !app.is_empty() && name != app {
             continue;
         }
-        let env = env_name(&spec.environment).to_string();
+        let env = normalize(&spec.environment).to_string();
         let status = serving(store, d, spec, &name, &env).await?;
         apps.entry(name).or_default().insert(env, status);
     }

@@ -1,6 +1,6 @@
-//! Runs the scheduler: NodeService for agents, DeploymentService, ConfigService and
-//! SecretService for clients on one listener (with health and reflection), and the control
-//! loop, until shutdown.
+//! Runs the scheduler: NodeService for agents, DeploymentService, ConfigService,
+//! SecretService, EnvironmentService and ReleaseService for clients on one listener (with
+//! health and reflection), and the control loop, until shutdown.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +10,9 @@ use std::time::Duration;
 use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::v1::config_service_server::ConfigServiceServer;
 use berth_proto::v1::deployment_service_server::DeploymentServiceServer;
+use berth_proto::v1::environment_service_server::EnvironmentServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
+use berth_proto::v1::release_service_server::ReleaseServiceServer;
 use berth_proto::v1::secret_service_server::SecretServiceServer;
 use ipnet::Ipv4Net;
 use tokio::net::TcpListener;
@@ -20,9 +22,11 @@ use crate::audit::Audit;
 use crate::cluster::Cluster;
 use crate::controller::Controller;
 use crate::deployments::Deployments;
+use crate::environments::Environments;
 use crate::error::SchedError;
 use crate::files::Files;
 use crate::grpc::deployments::DeployApi;
+use crate::grpc::environments::EnvironmentApi;
 use crate::grpc::files::FilesApi;
 use crate::grpc::nodes::NodeApi;
 use crate::grpc::releases::ReleaseApi;
@@ -145,7 +149,10 @@ pub(crate) async fn with_health_and_reflection<L>(
     health.set_serving::<ConfigServiceServer<FilesApi>>().await;
     health.set_serving::<SecretServiceServer<FilesApi>>().await;
     health
-        .set_serving::<berth_proto::v1::release_service_server::ReleaseServiceServer<ReleaseApi>>()
+        .set_serving::<EnvironmentServiceServer<EnvironmentApi>>()
+        .await;
+    health
+        .set_serving::<ReleaseServiceServer<ReleaseApi>>()
         .await;
     if serves_nodes {
         health.set_serving::<NodeServiceServer<NodeApi>>().await;
@@ -204,20 +211,24 @@ pub(crate) async fn serve_leader(
         audit: audit.clone(),
     }
     .services();
-    let release_api = ReleaseApi {
-        deployments: deployments.clone(),
-        controller: controller.clone(),
-        audit: audit.clone(),
-    }
-    .service();
-    let deploy_api = DeploymentServiceServer::new(DeployApi {
+    let environments = Environments::new(store.clone());
+    let deploy = DeployApi {
         deployments,
         controller,
         security: config.security.clone(),
         audit,
-    })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        environments: environments.clone(),
+    };
+    let release_api = ReleaseApi {
+        deploy: deploy.clone(),
+    }
+    .service();
+    let environment_api = EnvironmentServiceServer::new(EnvironmentApi { environments })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let deploy_api = DeploymentServiceServer::new(deploy)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let local = listener.local_addr().ok();
     tracing::info!(listen = ?local, "scheduler serving");
     let router = with_health_and_reflection(
@@ -229,6 +240,7 @@ pub(crate) async fn serve_leader(
     .add_service(release_api)
     .add_service(config_api)
     .add_service(secret_api)
+    .add_service(environment_api)
     .add_service(crate::grpc::auth::token_service(store.clone()));
     let served = serve_until(
         |drained| router.serve_with_incoming_shutdown(incoming(listener), drained),

@@ -103,14 +103,19 @@ impl Access {
                 }
                 _ => None,
             },
-            "berth.v1.ReleaseService" => match method {
-                "ListReleases" | "ListAudit" => Some(Access::Read),
-                "Promote" => Some(Access::Write),
-                _ => None,
-            },
             "berth.v1.ConfigService" => match method {
                 "GetConfig" | "ListConfigs" => Some(Access::Read),
                 "CreateConfig" | "UpdateConfig" | "DeleteConfig" => Some(Access::Write),
+                _ => None,
+            },
+            "berth.v1.EnvironmentService" => match method {
+                "ListEnvironments" => Some(Access::Read),
+                "CreateEnvironment" | "DeleteEnvironment" => Some(Access::Admin),
+                _ => None,
+            },
+            "berth.v1.ReleaseService" => match method {
+                "ListReleases" | "ListAudit" => Some(Access::Read),
+                "Promote" => Some(Access::Write),
                 _ => None,
             },
             // Deployers may use secrets in specs; only admins create, read or rotate them.
@@ -276,18 +281,30 @@ mod tests {
         );
     }
 
-    /// Issue 16: viewers read releases and the audit log; promoting is a deployer's write.
+    /// Issue 16: environments are listed by viewers and made by admins; promotion is a
+    /// deployer's write.
     #[test]
-    fn release_methods_have_their_rules() {
-        for method in ["ListReleases", "ListAudit"] {
-            let path = format!("/berth.v1.ReleaseService/{method}");
-            assert_eq!(Access::of_path(&path), Some(Access::Read), "{path}");
+    fn environment_and_release_methods_have_their_rules() {
+        for (path, access) in [
+            (
+                "/berth.v1.EnvironmentService/ListEnvironments",
+                Access::Read,
+            ),
+            (
+                "/berth.v1.EnvironmentService/CreateEnvironment",
+                Access::Admin,
+            ),
+            (
+                "/berth.v1.EnvironmentService/DeleteEnvironment",
+                Access::Admin,
+            ),
+            ("/berth.v1.ReleaseService/ListReleases", Access::Read),
+            ("/berth.v1.ReleaseService/ListAudit", Access::Read),
+            ("/berth.v1.ReleaseService/Promote", Access::Write),
+        ] {
+            assert_eq!(Access::of_path(path), Some(access), "{path}");
         }
-        assert_eq!(
-            Access::of_path("/berth.v1.ReleaseService/Promote"),
-            Some(Access::Write)
-        );
-        assert_eq!(Access::of_path("/berth.v1.ReleaseService/Unheard"), None);
+        assert_eq!(Access::of_path("/berth.v1.ReleaseService/Other"), None);
     }
 
     /// Issue 15: configs are read like deployments and written by deployers; every secret

@@ -1,22 +1,19 @@
-//! ReleaseService: what runs where (`releases`) and the audit log (`audit`). The handlers
-//! decode, call the domain and encode.
-
-use std::sync::Arc;
+//! ReleaseService: promotion (`promote`), what runs where (`releases`) and the audit log
+//! (`audit`). The handlers decode, call the domain and encode.
 
 use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::v1::release_service_server::{ReleaseService, ReleaseServiceServer};
 use berth_proto::v1::*;
 use tonic::{Request, Response, Status};
 
-use crate::audit::Audit;
-use crate::controller::Controller;
-use crate::deployments::Deployments;
+use super::deployments::DeployApi;
+use crate::audit;
 
 #[derive(Debug, Clone)]
 pub(crate) struct ReleaseApi {
-    pub deployments: Deployments,
-    pub controller: Arc<Controller>,
-    pub audit: Audit,
+    /// Promotion applies through the same path as DeploymentService.Apply; the lists read the
+    /// same deployments, and every promotion is audited like an Apply.
+    pub deploy: DeployApi,
 }
 
 impl ReleaseApi {
@@ -32,9 +29,14 @@ impl ReleaseApi {
 impl ReleaseService for ReleaseApi {
     async fn promote(
         &self,
-        _request: Request<PromoteRequest>,
+        request: Request<PromoteRequest>,
     ) -> Result<Response<PromoteResponse>, Status> {
-        Err(Status::unimplemented("Promote: not in this build"))
+        let who = audit::who(request.extensions());
+        let reply = self
+            .deploy
+            .promote_audited(who, request.into_inner())
+            .await?;
+        Ok(Response::new(reply))
     }
 
     async fn list_releases(
@@ -42,11 +44,12 @@ impl ReleaseService for ReleaseApi {
         request: Request<ListReleasesRequest>,
     ) -> Result<Response<ListReleasesResponse>, Status> {
         let app = request.into_inner().app;
+        let api = &self.deploy;
         let mut deployments = Vec::new();
-        for name in self.deployments.names().await? {
-            deployments.push(self.controller.current(&name).await?);
+        for name in api.deployments.names().await? {
+            deployments.push(api.controller.current(&name).await?);
         }
-        let store = self.controller.store.as_ref();
+        let store = api.controller.store.as_ref();
         Ok(Response::new(
             crate::releases::list(store, &app, &deployments).await?,
         ))
@@ -56,7 +59,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<ListAuditRequest>,
     ) -> Result<Response<ListAuditResponse>, Status> {
-        let entries = self.audit.list(&request.into_inner()).await?;
+        let entries = self.deploy.audit.list(&request.into_inner()).await?;
         Ok(Response::new(ListAuditResponse { entries }))
     }
 }

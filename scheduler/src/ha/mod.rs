@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use berth_proto::v1::config_service_server::ConfigServiceServer;
 use berth_proto::v1::deployment_service_server::DeploymentServiceServer;
+use berth_proto::v1::environment_service_server::EnvironmentServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
+use berth_proto::v1::release_service_server::ReleaseServiceServer;
 use berth_proto::v1::secret_service_server::SecretServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -25,13 +27,13 @@ use crate::auth::Security;
 use crate::error::SchedError;
 use crate::grpc::auth::TokenApi;
 use crate::grpc::deployments::DeployApi;
+use crate::grpc::environments::EnvironmentApi;
 use crate::grpc::files::FilesApi;
 use crate::grpc::nodes::NodeApi;
 use crate::grpc::releases::ReleaseApi;
 use crate::server::{Config, incoming, serve_leader};
 use crate::store::Store;
 use crate::store::etcd::EtcdStore;
-use berth_proto::v1::release_service_server::ReleaseServiceServer;
 use election::Election;
 use standby::{Forward, Redirect};
 
@@ -135,6 +137,10 @@ async fn serve_standby(
         security.clone(),
     ))
     .add_service(Forward::<SecretServiceServer<FilesApi>>::new(
+        election.clone(),
+        security.clone(),
+    ))
+    .add_service(Forward::<EnvironmentServiceServer<EnvironmentApi>>::new(
         election.clone(),
         security.clone(),
     ))
