@@ -20,14 +20,7 @@ RUNS=${RUNS:-3}
 bench_need buildah runc debootstrap
 [ -x "$BERTH_RT" ] || { echo "$BERTH_RT missing: cargo build --release -p berth-runtime" >&2; exit 1; }
 
-BASE_DIR=/var/cache/berth-bench/debian-bookworm-minbase
-if [ ! -f "$BASE_DIR.done" ]; then
-    echo "bench: debootstrap of the Debian base (once; about a minute)" >&2
-    rm -rf "$BASE_DIR"
-    mkdir -p "$(dirname "$BASE_DIR")"
-    debootstrap --variant=minbase bookworm "$BASE_DIR" http://deb.debian.org/debian >/dev/null
-    touch "$BASE_DIR.done"
-fi
+bench_debian_base
 
 WORK=$(mktemp -d /var/tmp/berth-buildah-bench.XXXXXX)
 cleanup() {
@@ -59,17 +52,6 @@ new_store() {
     $b rm "$ctr" >/dev/null
     echo "$b"
 }
-
-# timed CMD...: runs CMD quietly, prints its wall time in ms.
-timed() {
-    local t0 t1
-    t0=$(date +%s%N)
-    "$@" >/dev/null 2>"$WORK/last.err" || { cat "$WORK/last.err" >&2; exit 1; }
-    t1=$(date +%s%N)
-    echo $(((t1 - t0) / 1000000))
-}
-
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 declare -A RT=([berth-runtime]=$BERTH_RT [runc]=$(command -v runc))
 declare -A COLD CACHED

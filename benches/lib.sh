@@ -69,3 +69,29 @@ alternate_rounds() {
     jq -r --arg r "$reference" --argjson b "$ref" '.[] | "  \(.name)\tmedian \(.median*1000*100|round/100) ms\truns \(.runs)\t\(if .name == $r then "(reference)" else "\($r) is \((.median/$b)*100|round/100)x faster" end)"' \
         "$dir/summary.json"
 }
+
+# bench_debian_base: makes the Debian minbase tree once (debootstrap, cached under
+# /var/cache/berth-bench) and sets BASE_DIR to it.
+bench_debian_base() {
+    BASE_DIR=/var/cache/berth-bench/debian-bookworm-minbase
+    if [ ! -f "$BASE_DIR.done" ]; then
+        echo "bench: debootstrap of the Debian base (once; about a minute)" >&2
+        rm -rf "$BASE_DIR"
+        mkdir -p "$(dirname "$BASE_DIR")"
+        debootstrap --variant=minbase bookworm "$BASE_DIR" http://deb.debian.org/debian >/dev/null
+        touch "$BASE_DIR.done"
+    fi
+}
+
+# timed CMD...: runs CMD quietly, prints its wall time in ms (its stderr kept in $WORK/last.err
+# and shown if it fails).
+timed() {
+    local t0 t1
+    t0=$(date +%s%N)
+    "$@" >/dev/null 2>"$WORK/last.err" || { cat "$WORK/last.err" >&2; exit 1; }
+    t1=$(date +%s%N)
+    echo $(((t1 - t0) / 1000000))
+}
+
+# median: the median of the numbers on stdin, one a line.
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }

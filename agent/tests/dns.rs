@@ -209,6 +209,57 @@ async fn answers_a_srv_and_nxdomain_with_a_5s_ttl_over_udp_and_tcp() {
     server.shutdown().await;
 }
 
+/// Issue 16: a service in environment ENV is named `NAME.ENV` by the scheduler and answers as
+/// `NAME.ENV.berth` (with its SRV records); a default-environment service answers as
+/// `NAME.berth` and `NAME.default.berth`.
+#[tokio::test]
+async fn environments_qualify_service_names_and_default_answers_both_ways() {
+    let dns = Dns::new(&[]).unwrap();
+    let set = ServiceSet {
+        generation: 1,
+        services: vec![
+            service("hello", "10.96.0.10", vec![port("http", 80, Protocol::Tcp)]),
+            service(
+                "hello.staging",
+                "10.96.0.11",
+                vec![port("http", 80, Protocol::Tcp)],
+            ),
+            service("hello.production", "10.96.0.12", Vec::new()),
+        ],
+    };
+    dns.update(&set).unwrap();
+    let server = start(&dns).await;
+    for (name, vip) in [
+        ("hello.berth.", "10.96.0.10"),
+        ("hello.default.berth.", "10.96.0.10"),
+        ("hello.staging.berth.", "10.96.0.11"),
+        ("hello.production.berth.", "10.96.0.12"),
+    ] {
+        let a = ask_udp(server.udp, name, RecordType::A).await;
+        assert_eq!(
+            a_records(&a),
+            vec![(vip.parse().unwrap(), TTL_SECS)],
+            "{name}"
+        );
+    }
+    let srv = ask_udp(
+        server.udp,
+        "_http._tcp.hello.staging.berth.",
+        RecordType::SRV,
+    )
+    .await;
+    let Some(RData::SRV(record)) = srv.answers.first().map(|r| &r.data) else {
+        panic!("not an SRV answer: {srv:?}");
+    };
+    assert_eq!(
+        record.target,
+        Name::from_ascii("hello.staging.berth.").unwrap()
+    );
+    let nx = ask_udp(server.udp, "hello.qa.berth.", RecordType::A).await;
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn updates_swap_the_answers_while_serving_and_stale_sets_are_ignored() {
     let dns = Dns::new(&[]).unwrap();

@@ -772,3 +772,43 @@ async fn propagation(
          p99 {a99} µs"
     );
 }
+
+/// Issue 16: a service in an environment other than the default is named `NAME.ENV`
+/// (`web.staging`); it is balanced beside the default environment's `web`, each virtual IP
+/// over its own endpoints only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_of_two_environments_balance_apart() {
+    let (node, net, b, client) = node_with_backends(51, 2).await;
+    let staging_vip = Ipv4Addr::new(10, 96, 0, 11);
+    let mut staging = service(
+        "web.staging",
+        staging_vip,
+        &[(80, 8080, Protocol::Tcp)],
+        &[&b[1]],
+    );
+    staging.endpoints[0].container_id = "web.staging-1-abc123".into();
+    let outcome = apply(&net, 1, vec![web(&[&b[0]]), staging]).await;
+    assert!(
+        matches!(outcome, ServicesOutcome::Applied { generation: 1, .. }),
+        "{outcome:?}"
+    );
+    let (default_seen, staging_seen) = in_netns(&client.netns, || {
+        let mut seen = (BTreeSet::new(), BTreeSet::new());
+        for _ in 0..20 {
+            seen.0
+                .insert(who(&tcp_call(SocketAddr::from((VIP, 80))).unwrap()));
+            seen.1
+                .insert(who(&tcp_call(SocketAddr::from((staging_vip, 80))).unwrap()));
+        }
+        seen
+    });
+    assert_eq!(default_seen, BTreeSet::from(["b0".to_string()]));
+    assert_eq!(staging_seen, BTreeSet::from(["b1".to_string()]));
+    let table = node.nft_services_table(&net);
+    assert!(
+        table.contains(&format!(
+            "{staging_vip} . tcp . 80 : goto svc_web_staging_tcp_80"
+        )),
+        "{table}"
+    );
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::v1::deployment_service_client::DeploymentServiceClient;
+use berth_proto::v1::release_service_client::ReleaseServiceClient;
 use berth_proto::v1::{
     ContainerState, GetDeploymentRequest, HistoryRequest, RolloutEvent, RolloutPhase, WatchRequest,
 };
@@ -17,6 +18,35 @@ use serde::Serialize;
 
 use crate::exit;
 use crate::output::{OutputFormat, print_json};
+
+/// The environment cluster commands act in (`--env`, BERTH_ENV): set by main, and by
+/// `promote --wait` to follow the target environment's rollout.
+static ENVIRONMENT: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Sets the environment every cluster request names (see [`environment`]).
+pub(crate) fn set_environment(env: &str) {
+    *ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner()) = Some(env.to_string());
+}
+
+/// The environment every cluster request names: `--env`, BERTH_ENV, or "default".
+pub(crate) fn environment() -> String {
+    ENVIRONMENT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ENVIRONMENT.into())
+}
+
+/// " --env ENV" for a command line to show, or nothing in the default environment.
+fn env_flag() -> String {
+    match environment().as_str() {
+        DEFAULT_ENVIRONMENT => String::new(),
+        env => format!(" --env {env}"),
+    }
+}
+
+/// The environment that always exists.
+pub(crate) const DEFAULT_ENVIRONMENT: &str = "default";
 
 /// Where the scheduler listens unless `--scheduler` or BERTH_SCHEDULER say otherwise.
 pub(crate) const DEFAULT_SCHEDULER: &str = "http://127.0.0.1:7700";
@@ -85,6 +115,23 @@ pub(crate) fn with_client<T>(
 ) -> anyhow::Result<T> {
     crate::remote::block_on(async {
         let client = connect(addr).await?;
+        f(client).await
+    })
+}
+
+/// A ReleaseService client (releases, promotion, the audit log) of the first scheduler of
+/// `addr` that answers.
+pub(crate) type ReleaseClient = ReleaseServiceClient<crate::auth::AuthChannel>;
+
+/// Runs one exchange with the scheduler's ReleaseService on a fresh single-threaded runtime.
+pub(crate) fn with_release_client<T>(
+    addr: &str,
+    f: impl AsyncFnOnce(ReleaseClient) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    crate::remote::block_on(async {
+        let client = ReleaseServiceClient::new(channel(addr).await?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         f(client).await
     })
 }
@@ -278,7 +325,10 @@ pub(crate) async fn wait_rollout(
         Ok(RolloutPhase::AwaitingApproval) => {
             if output == OutputFormat::Table {
                 println!("{line}");
-                println!("  approve: berth approve {name}    reject: berth reject {name}");
+                let env = env_flag();
+                println!(
+                    "  approve: berth approve {name}{env}    reject: berth reject {name}{env}"
+                );
             }
             exit::AWAITING_APPROVAL
         }
@@ -372,7 +422,7 @@ async fn wait_restored(
         let current = client
             .get(GetDeploymentRequest {
                 name: name.to_string(),
-                ..Default::default()
+                environment: environment(),
             })
             .await;
         match current {
@@ -435,7 +485,7 @@ async fn settled(
     let Ok(history) = client
         .history(HistoryRequest {
             name: name.to_string(),
-            ..Default::default()
+            environment: environment(),
         })
         .await
     else {
@@ -511,7 +561,7 @@ async fn follow(
         .watch(WatchRequest {
             name: name.to_string(),
             stop_at_approval: args.stop_at_approval,
-            ..Default::default()
+            environment: environment(),
         })
         .await?
         .into_inner();
@@ -519,7 +569,10 @@ async fn follow(
         let stale = event.revision < min_revision && event.phase == RolloutPhase::Complete as i32;
         let mut line = event_line(&event);
         if event.phase == RolloutPhase::AwaitingApproval as i32 && !event.r#final {
-            line.push_str(&format!(" (berth approve {name} / berth reject {name})"));
+            let env = env_flag();
+            line.push_str(&format!(
+                " (berth approve {name}{env} / berth reject {name}{env})"
+            ));
         }
         view.show(line);
         *last = Some(event.clone());

@@ -58,6 +58,17 @@ struct Cli {
     #[command(flatten)]
     cluster: cluster::ClusterFlags,
 
+    /// The environment cluster commands act in (staging, production, ...). Goes before or
+    /// after the subcommand, except with `run`, `exec` and `image build`, whose own --env sets
+    /// a variable: there, before it.
+    #[arg(
+        long = "env",
+        env = "BERTH_ENV",
+        default_value = cluster::DEFAULT_ENVIRONMENT,
+        value_name = "ENV"
+    )]
+    environment: String,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -116,6 +127,18 @@ enum Command {
     Services(commands::services::Args),
     /// Show a deployment's revisions.
     History(commands::history::Args),
+    /// Show what runs where: per app and environment, the release serving (image by digest),
+    /// then the releases recorded, newest first.
+    Releases(commands::releases::Args),
+    /// Show the audit log: who applied, approved, rejected, rolled back, scaled, deleted or
+    /// promoted what, when, from which release to which, and the outcome.
+    Audit(commands::audit::Args),
+    /// Manage environments (staging, production, ...): create, ls, rm.
+    #[command(subcommand)]
+    Env(commands::env::EnvCommand),
+    /// Apply the release serving in one environment to another (--from staging --to
+    /// production), under the target's approval policy.
+    Promote(commands::promote::Args),
     /// Run a one-node cluster here: berth-scheduler and berth-agent, stopped cleanly on Ctrl-C.
     Up(commands::up::Args),
     #[command(about = "Run one workload as a container and as a qemu VM, and compare them")]
@@ -153,12 +176,13 @@ impl Context {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(hoist_env_flag(std::env::args_os().collect()));
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .with_writer(std::io::stderr)
         .init();
     auth::init(cli.credentials);
+    cluster::set_environment(&cli.environment);
     let ctx = Context {
         data_dir: cli.data_dir,
         scheduler: cli.cluster.scheduler,
@@ -187,6 +211,10 @@ fn main() -> ExitCode {
         Command::Nodes(args) => commands::nodes::run(args, &ctx).map(|()| 0),
         Command::Services(args) => commands::services::run(args, &ctx).map(|()| 0),
         Command::History(args) => commands::history::run(args, &ctx).map(|()| 0),
+        Command::Releases(args) => commands::releases::run(args, &ctx).map(|()| 0),
+        Command::Audit(args) => commands::audit::run(args, &ctx).map(|()| 0),
+        Command::Env(cmd) => commands::env::run(cmd, &ctx).map(|()| 0),
+        Command::Promote(args) => commands::promote::run(args, &ctx),
         Command::Up(args) => commands::up::run(args, &ctx),
         Command::Compare(args) => commands::compare::run(args, &ctx).map(|()| 0),
         Command::Certs(cmd) => commands::certs::run(cmd, &ctx).map(|()| 0),
@@ -201,6 +229,47 @@ fn main() -> ExitCode {
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
+}
+
+/// Subcommands whose arguments may carry the global `--env ENV` (the others have an --env of
+/// their own, or no cluster at all).
+const ENV_COMMANDS: [&str; 19] = [
+    "deploy", "status", "approve", "reject", "rollback", "scale", "delete", "history", "services",
+    "ps", "logs", "explain", "nodes", "env", "promote", "volume", "config", "secret", "token",
+];
+
+/// `berth CMD ... --env ENV ...` as `berth --env ENV CMD ...`, for the subcommands in
+/// [`ENV_COMMANDS`]: `--env` is a top-level flag (it cannot be a clap global one, since
+/// `exec --env` and `image build --env` set variables), given after the subcommand too.
+fn hoist_env_flag(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(cmd) = args
+        .iter()
+        .position(|a| a.to_str().is_some_and(|a| ENV_COMMANDS.contains(&a)))
+    else {
+        return args;
+    };
+    // Only when that word is the subcommand: nothing before it names another one.
+    let other = args[1..cmd].iter().any(|a| {
+        a.to_str()
+            .is_some_and(|a| matches!(a, "exec" | "image" | "build" | "run"))
+    });
+    if other {
+        return args;
+    }
+    let mut hoisted = Vec::new();
+    let mut i = cmd + 1;
+    while i < args.len() {
+        match args[i].to_str() {
+            Some("--") => break,
+            Some("--env") if i + 1 < args.len() => {
+                hoisted.extend(args.drain(i..i + 2));
+            }
+            Some(a) if a.starts_with("--env=") => hoisted.push(args.remove(i)),
+            _ => i += 1,
+        }
+    }
+    args.splice(1..1, hoisted);
+    args
 }
 
 pub(crate) fn chain(err: &anyhow::Error) -> String {
@@ -297,6 +366,41 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `--env` before or after a cluster subcommand, or from BERTH_ENV's default; `exec` and
+    /// `image build` keep their own --env.
+    #[test]
+    fn env_goes_before_or_after_cluster_commands() {
+        let hoisted = |args: &[&str]| {
+            let argv = std::iter::once("berth")
+                .chain(args.iter().copied())
+                .map(std::ffi::OsString::from)
+                .collect();
+            Cli::try_parse_from(hoist_env_flag(argv))
+        };
+        for args in [
+            &["--env", "staging", "status"][..],
+            &["status", "--env", "staging"],
+            &["status", "hello", "--env=staging"],
+            &[
+                "-o", "json", "deploy", "-f", "a.toml", "--env", "staging", "--wait",
+            ],
+            &[
+                "promote", "hello", "--from", "a", "--to", "b", "--env", "staging",
+            ],
+            &["env", "ls", "--env", "staging"],
+            &[
+                "--env", "staging", "exec", "hello", "--env", "A=1", "--", "true",
+            ],
+        ] {
+            let cli = hoisted(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.environment, "staging", "{args:?}");
+        }
+        let cli = hoisted(&["exec", "hello", "--env", "A=1", "--", "true"]).unwrap();
+        assert_eq!(cli.environment, "default");
+        let cli = hoisted(&["status", "--", "--env", "x"]);
+        assert!(cli.is_err(), "after --, --env is not hoisted");
     }
 
     #[test]

@@ -192,10 +192,22 @@ fn mount_overlay_rootfs(dir: &Path, layers: &[PathBuf]) -> io::Result<()> {
         .rev()
         .filter(|l| seen.insert(l.as_path()))
         .collect();
-    match mount_with_fsconfig(&lowers, &upper, &work, &dir.join("rootfs")) {
+    mount_overlay(&lowers, &upper, &work, &dir.join("rootfs"), &[])
+}
+
+/// Mounts overlay at `target`: `lowers` top first, `options` extra (key, value) settings.
+/// On failure nothing stays mounted.
+pub(crate) fn mount_overlay(
+    lowers: &[&PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    options: &[(&str, &str)],
+) -> io::Result<()> {
+    match mount_with_fsconfig(lowers, upper, work, target, options) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-            mount_legacy(&lowers, &upper, &work, &dir.join("rootfs"))
+            mount_legacy(lowers, upper, work, target, options)
         }
         Err(e) => Err(e),
     }
@@ -252,6 +264,7 @@ fn mount_with_fsconfig(
     upper: &Path,
     work: &Path,
     target: &Path,
+    options: &[(&str, &str)],
 ) -> io::Result<()> {
     let name = c"overlay";
     // SAFETY: `name` is a NUL-terminated static string; fsopen returns a new fd or -1.
@@ -261,6 +274,11 @@ fn mount_with_fsconfig(
     }
     fsconfig_string(&fs, "upperdir", &cstring(upper)?)?;
     fsconfig_string(&fs, "workdir", &cstring(work)?)?;
+    for (key, value) in options {
+        let value =
+            CString::new(*value).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        fsconfig_string(&fs, key, &value)?;
+    }
     // SAFETY: FSCONFIG_CMD_CREATE takes no key or value (null pointers are what it expects).
     let ret = unsafe {
         libc::syscall(
@@ -300,14 +318,23 @@ fn mount_with_fsconfig(
 
 /// mount(2) with absolute paths, for kernels without the new API; refuses options longer
 /// than a page rather than letting the kernel truncate them.
-fn mount_legacy(lowers: &[&PathBuf], upper: &Path, work: &Path, target: &Path) -> io::Result<()> {
+fn mount_legacy(
+    lowers: &[&PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    options: &[(&str, &str)],
+) -> io::Result<()> {
     let lowerdir: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
-    let data = format!(
+    let mut data = format!(
         "lowerdir={},upperdir={},workdir={}",
         lowerdir.join(":"),
         upper.display(),
         work.display()
     );
+    for (key, value) in options {
+        data.push_str(&format!(",{key}={value}"));
+    }
     if data.len() >= 4096 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -90,6 +90,11 @@ impl Syscall for LinuxSyscall {
         if let Some(parent) = path.parent() {
             self.mkdir_all(parent)?;
         }
+        // An existing mount point is left alone: opening it for writing would copy it up into
+        // an overlay's upper directory (and so into a `berth build` RUN step's layer).
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Ok(());
+        }
         // 0755 as runc makes a missing file mount point (createIfNotExists): the empty file
         // stays in the root filesystem, and buildah commits it into the image.
         std::fs::OpenOptions::new()

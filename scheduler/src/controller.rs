@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 use crate::clock::now_ms;
 use crate::cluster::{self, Cluster};
 use crate::deployments::{self, Deployments};
+use crate::environments::Environments;
 use crate::error::SchedError;
 use crate::files::{Files, delivery};
 use crate::placement::{self, NodeView, Placement, Request};
@@ -374,6 +375,12 @@ impl Controller {
             tracing::info!(deployment = %name, revision = rec.revision, "rollout complete");
             rec.phase = RolloutPhase::Complete as i32;
             rec.stable_revision = rec.revision;
+            if let Some(spec) = &rec.spec {
+                rec.stable_release =
+                    crate::releases::record_completed(self.store.as_ref(), spec, rec.revision, now)
+                        .await?;
+                rec.stable_since_ms = now;
+            }
             rec.message = if rec.rolled_back_from != 0 {
                 format!("rolled back from revision {}", rec.rolled_back_from)
             } else {
@@ -448,6 +455,7 @@ impl Controller {
         let specs = self.specs_for(&held).await?;
         let mut nodes = self.node_views(&held, &specs);
         let mut volumes = self.volume_nodes().await?;
+        let env_selectors = Environments::new(self.store.clone()).selectors().await?;
         let mut pending: Vec<usize> = (0..replicas.len())
             .filter(|&i| replicas[i].node.is_empty())
             .collect();
@@ -467,7 +475,7 @@ impl Controller {
                 }
             };
             let binds = bind_sources(spec);
-            let sel = selector(spec);
+            let sel = selector(spec, &env_selectors);
             let mut request = placement_request(&r.deployment, spec, &sel);
             request.volume_node = volume_node.as_deref();
             request.binds = &binds;
@@ -714,12 +722,17 @@ fn pinned_node(used: &[&str], volumes: &HashMap<String, String>) -> Result<Optio
     }
 }
 
-/// A spec's node selector, in the shape placement takes.
-fn selector(spec: &DeploymentSpec) -> BTreeMap<String, String> {
-    spec.node_selector
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+/// A spec's node selector merged with its environment's (the environment's keys win), in
+/// the shape placement takes.
+fn selector(
+    spec: &DeploymentSpec,
+    environments: &HashMap<String, BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let mut sel = spec.node_selector.clone();
+    if let Some(env) = environments.get(&spec.environment) {
+        sel.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    sel
 }
 
 fn placement_request<'a>(
@@ -820,6 +833,32 @@ pub(crate) fn assignment(r: &ReplicaRecord, spec: &DeploymentSpec) -> Assignment
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The environment's node selector is merged into the spec's at placement, its keys
+    /// winning; a spec in an environment without a selector keeps its own.
+    #[test]
+    fn the_environment_selector_is_merged_over_the_spec_s() {
+        let spec = DeploymentSpec {
+            environment: "production".into(),
+            node_selector: [("tier", "any"), ("zone", "a")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            ..Default::default()
+        };
+        let envs: HashMap<String, BTreeMap<String, String>> = [(
+            "production".to_string(),
+            [("tier".to_string(), "prod".to_string())].into(),
+        )]
+        .into();
+        let merged = selector(&spec, &envs);
+        assert_eq!(merged["tier"], "prod");
+        assert_eq!(merged["zone"], "a");
+        let staging = DeploymentSpec {
+            environment: "staging".into(),
+            ..spec.clone()
+        };
+        assert_eq!(selector(&staging, &envs), spec.node_selector);
+    }
 
     #[test]
     fn volumes_pin_a_replica_to_the_one_node_holding_them() {

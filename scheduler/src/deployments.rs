@@ -13,6 +13,7 @@ use berth_proto::v1::{
     Resources, RevisionRecord, RolloutEvent, RolloutPhase,
 };
 
+use crate::environments::{Environments, key};
 use crate::error::SchedError;
 use crate::files::Files;
 use crate::records::{
@@ -31,6 +32,8 @@ pub(crate) struct Deployments {
     service_network: Ipv4Net,
     /// Configs and secrets: Apply pins the versions a spec uses.
     files: Files,
+    /// A new revision waits for approval when its environment says so.
+    environments: Environments,
 }
 
 /// How often a write that lost a virtual IP to a concurrent one picks again.
@@ -40,6 +43,7 @@ impl Deployments {
     pub(crate) fn new(store: Arc<dyn Store>, service_network: Ipv4Net) -> Self {
         Self {
             files: Files::new(store.clone(), None),
+            environments: Environments::new(store.clone()),
             store,
             service_network,
         }
@@ -189,6 +193,7 @@ impl Deployments {
     ) -> Result<(String, bool), SchedError> {
         let spec = spec::with_defaults(spec);
         spec::validate(&spec)?;
+        let spec = crate::pin_image::pin(spec).await?;
         let spec = self.files.pin(spec).await?;
         check_fits_somewhere(&spec, allocatable)?;
         let name = spec.name.clone();
@@ -221,10 +226,17 @@ impl Deployments {
             None => (DeploymentRecord::default(), Expect::Absent),
         };
         let revision = rec.last_revision + 1;
+        // The spec or its environment may ask for approval; the environment's policy is read
+        // now, when the rollout starts, and never copied into the spec.
         let manual = spec
             .rollout
             .as_ref()
-            .is_some_and(|r| r.approval == Approval::Manual as i32);
+            .is_some_and(|r| r.approval == Approval::Manual as i32)
+            || (!bypass_approval
+                && self
+                    .environments
+                    .requires_approval(&spec.environment)
+                    .await?);
         rec.last_revision = revision;
         rec.revision = revision;
         rec.rolled_back_from = 0;
@@ -248,6 +260,11 @@ impl Deployments {
             release: release_id(&spec),
         };
         let history = self.prune_history(name, &rec, &spec).await?;
+        // A new deployment's environment must still be there when it lands.
+        let guard = match expect {
+            Expect::Absent => self.environments.guard(&spec.environment).await?,
+            _ => None,
+        };
         for _ in 0..VIP_ATTEMPTS {
             // The first revision with service ports gets the VIP, reserved in the same write.
             let claim = if spec.service_ports.is_empty() || !rec.virtual_ip.is_empty() {
@@ -275,6 +292,7 @@ impl Deployments {
             ];
             ops.extend(claim.map(|(_, op)| op));
             ops.extend(history.iter().cloned());
+            ops.extend(guard.iter().cloned());
             match self.store.txn(ops).await {
                 Ok(_) => {
                     tracing::info!(deployment = %name, revision, manual, virtual_ip = %written.virtual_ip, "new revision");
@@ -362,7 +380,8 @@ impl Deployments {
         let (mut rec, mod_rev) = self.load(name).await?;
         if rec.phase != RolloutPhase::AwaitingApproval as i32 {
             return Err(SchedError::FailedPrecondition(format!(
-                "deployment {name} has no rollout awaiting approval (revision {} is {})",
+                "deployment {} has no rollout awaiting approval (revision {} is {})",
+                key::describe(name),
                 rec.revision,
                 phase_name(rec.phase)
             )));
@@ -381,7 +400,8 @@ impl Deployments {
         let (mut rec, mod_rev) = self.load(name).await?;
         if rec.phase != RolloutPhase::AwaitingApproval as i32 {
             return Err(SchedError::FailedPrecondition(format!(
-                "deployment {name} has no rollout awaiting approval"
+                "deployment {} has no rollout awaiting approval",
+                key::describe(name)
             )));
         }
         self.reject(name, &mut rec, why).await?;
@@ -402,7 +422,8 @@ impl Deployments {
                 .max()
                 .ok_or_else(|| {
                     SchedError::FailedPrecondition(format!(
-                        "deployment {name} has no earlier revision"
+                        "deployment {} has no earlier revision",
+                        key::describe(name)
                     ))
                 })?
         };
@@ -410,7 +431,7 @@ impl Deployments {
             .spec_of(name, to)
             .await?
             .ok_or_else(|| SchedError::NotFound {
-                what: format!("revision {to} of deployment {name}"),
+                what: format!("revision {to} of deployment {}", key::describe(name)),
             })?;
         spec.replicas = rec.spec.as_ref().map_or(spec.replicas, |s| s.replicas);
         // The versions it pinned must still exist (a deleted config or secret is refused).
@@ -513,7 +534,19 @@ pub(crate) fn describe(
         replica_status,
         virtual_ip: virtual_ip(rec),
         environment: String::new(),
-        release: String::new(),
+        release: stable_release(rec),
+    }
+}
+
+/// The release the stable revision runs: recorded when its rollout completed (a record from
+/// before releases existed: computed when the stable revision is the current one).
+pub(crate) fn stable_release(rec: &DeploymentRecord) -> String {
+    match &rec.spec {
+        _ if !rec.stable_release.is_empty() => rec.stable_release.clone(),
+        Some(spec) if rec.stable_revision != 0 && rec.stable_revision == rec.revision => {
+            release_id(spec)
+        }
+        _ => String::new(),
     }
 }
 

@@ -8,10 +8,13 @@ use crate::store::StoreError;
 pub enum SchedError {
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: String, reason: String },
-    #[error("deployment {0} not found")]
+    /// Holds the qualified name (`environments::key`); says it as callers know it.
+    #[error("deployment {} not found", crate::environments::key::describe(.0))]
     NoSuchDeployment(String),
     #[error("{what} not found")]
     NotFound { what: String },
+    #[error("environment {0:?} does not exist")]
+    NoSuchEnvironment(String),
     #[error("{0}")]
     FailedPrecondition(String),
     /// The object to create exists already.
@@ -32,7 +35,7 @@ pub enum SchedError {
     #[error("permission denied: {0}")]
     PermissionDenied(String),
     /// A watched deployment was deleted while the watch was open.
-    #[error("deployment {0} was deleted")]
+    #[error("deployment {} was deleted", crate::environments::key::describe(.0))]
     DeploymentDeleted(String),
     /// The call cannot be served here now (e.g. no leader to forward to); retry.
     #[error("{0}")]
@@ -62,6 +65,7 @@ impl From<SchedError> for Status {
             | SchedError::Store(StoreError::InvalidKey { .. }) => K::InvalidArgument,
             SchedError::NoSuchDeployment(_)
             | SchedError::NotFound { .. }
+            | SchedError::NoSuchEnvironment(_)
             | SchedError::DeploymentDeleted(_) => K::NotFound,
             SchedError::FailedPrecondition(_) => K::FailedPrecondition,
             SchedError::AlreadyExists { .. } => K::AlreadyExists,

@@ -52,6 +52,19 @@ pub(crate) fn volume_key(name: &str) -> String {
 }
 pub(crate) const VOLUMES: &str = "/volumes/";
 
+/// `/releases/<app>/<release id>`: a `Release`, written once (`Expect::Absent`) when the
+/// release first completes a rollout; never changed after.
+pub(crate) fn release_key(app: &str, id: &str) -> String {
+    format!("/releases/{app}/{id}")
+}
+pub(crate) const RELEASES: &str = "/releases/";
+
+/// `/release-status/<app>/<environment>`: the `ReleaseStatus` of the last completed rollout of
+/// the app in that environment.
+pub(crate) fn release_status_key(app: &str, env: &str) -> String {
+    format!("/release-status/{app}/{env}")
+}
+
 /// `/tokens/<token id>`
 pub(crate) fn token_key(id: &str) -> String {
     format!("/tokens/{id}")
@@ -91,6 +104,12 @@ pub(crate) struct DeploymentRecord {
     /// and kept until the deployment is deleted (empty: none yet).
     #[prost(string, tag = "10")]
     pub virtual_ip: String,
+    /// The release id of `stable_revision` (empty: none completed yet).
+    #[prost(string, tag = "20")]
+    pub stable_release: String,
+    /// When `stable_revision`'s rollout completed.
+    #[prost(int64, tag = "21")]
+    pub stable_since_ms: i64,
 }
 
 /// One replica: a container the scheduler has decided to run, and where.

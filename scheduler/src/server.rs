@@ -1,6 +1,6 @@
-//! Runs the scheduler: NodeService for agents, DeploymentService, ConfigService and
-//! SecretService for clients on one listener (with health and reflection), and the control
-//! loop, until shutdown.
+//! Runs the scheduler: NodeService for agents, DeploymentService, ConfigService,
+//! SecretService, EnvironmentService and ReleaseService for clients on one listener (with
+//! health and reflection), and the control loop, until shutdown.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,20 +10,26 @@ use std::time::Duration;
 use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::v1::config_service_server::ConfigServiceServer;
 use berth_proto::v1::deployment_service_server::DeploymentServiceServer;
+use berth_proto::v1::environment_service_server::EnvironmentServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
+use berth_proto::v1::release_service_server::ReleaseServiceServer;
 use berth_proto::v1::secret_service_server::SecretServiceServer;
 use ipnet::Ipv4Net;
 use tokio::net::TcpListener;
 use tonic::transport::server::Router;
 
+use crate::audit::Audit;
 use crate::cluster::Cluster;
 use crate::controller::Controller;
 use crate::deployments::Deployments;
+use crate::environments::Environments;
 use crate::error::SchedError;
 use crate::files::Files;
 use crate::grpc::deployments::DeployApi;
+use crate::grpc::environments::EnvironmentApi;
 use crate::grpc::files::FilesApi;
 use crate::grpc::nodes::NodeApi;
+use crate::grpc::releases::ReleaseApi;
 use crate::nodes::Nodes;
 use crate::records::{self, NODES, NodeRecord};
 use crate::store::Store;
@@ -142,6 +148,12 @@ pub(crate) async fn with_health_and_reflection<L>(
         .await;
     health.set_serving::<ConfigServiceServer<FilesApi>>().await;
     health.set_serving::<SecretServiceServer<FilesApi>>().await;
+    health
+        .set_serving::<EnvironmentServiceServer<EnvironmentApi>>()
+        .await;
+    health
+        .set_serving::<ReleaseServiceServer<ReleaseApi>>()
+        .await;
     if serves_nodes {
         health.set_serving::<NodeServiceServer<NodeApi>>().await;
     } else {
@@ -192,18 +204,31 @@ pub(crate) async fn serve_leader(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let audit = Audit::new(store.clone());
     let (config_api, secret_api) = FilesApi {
         files,
         deployments: deployments.clone(),
+        audit: audit.clone(),
     }
     .services();
-    let deploy_api = DeploymentServiceServer::new(DeployApi {
+    let environments = Environments::new(store.clone());
+    let deploy = DeployApi {
         deployments,
         controller,
         security: config.security.clone(),
-    })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        audit,
+        environments: environments.clone(),
+    };
+    let release_api = ReleaseApi {
+        deploy: deploy.clone(),
+    }
+    .service();
+    let environment_api = EnvironmentServiceServer::new(EnvironmentApi { environments })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let deploy_api = DeploymentServiceServer::new(deploy)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let local = listener.local_addr().ok();
     tracing::info!(listen = ?local, "scheduler serving");
     let router = with_health_and_reflection(
@@ -212,8 +237,10 @@ pub(crate) async fn serve_leader(
     )
     .await?
     .add_service(deploy_api)
+    .add_service(release_api)
     .add_service(config_api)
     .add_service(secret_api)
+    .add_service(environment_api)
     .add_service(crate::grpc::auth::token_service(store.clone()));
     let served = serve_until(
         |drained| router.serve_with_incoming_shutdown(incoming(listener), drained),

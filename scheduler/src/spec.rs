@@ -65,12 +65,38 @@ pub(crate) fn validate_name(field: &str, name: &str) -> Result<(), SchedError> {
 /// A name to look an existing deployment up by: safe as a key, and as lenient as names were
 /// before they had to be DNS labels (a trailing '-'), so such a deployment can still be
 /// read, scaled and deleted.
+/// A qualified name (`hello.staging`, see `environments::key`) is checked part by part.
 pub(crate) fn validate_lookup_name(field: &str, name: &str) -> Result<(), SchedError> {
+    let (env, name) = match name.split_once('.') {
+        Some((name, env)) => (Some(env), name),
+        None => (None, name),
+    };
+    if let Some(env) = env {
+        validate_name(field, env)?;
+    }
     // A label with dashes appended to it: the old rule.
     match name.trim_end_matches('-') {
         "" => validate_name(field, name),
         stem => validate_name(field, stem),
     }
+}
+
+/// A stored spec's name: a DNS label qualified with the spec's environment (see
+/// `environments::key`).
+fn validate_qualified_name(spec: &DeploymentSpec) -> Result<(), SchedError> {
+    use crate::environments::key;
+    let (env, name) = key::split(&spec.name);
+    validate_name("spec.name", name)?;
+    if env != key::normalize(&spec.environment) {
+        return Err(SchedError::invalid(
+            "spec.environment",
+            format!(
+                "{:?} does not match the deployment's environment {env:?}",
+                spec.environment
+            ),
+        ));
+    }
+    validate_name("spec.environment", env)
 }
 
 /// Service ports: each (port, protocol) once, ports and targets within 1-65535, a known
@@ -122,7 +148,7 @@ pub(crate) fn protocol_name(p: Protocol) -> &'static str {
 }
 
 pub(crate) fn validate(spec: &DeploymentSpec) -> Result<(), SchedError> {
-    validate_name("spec.name", &spec.name)?;
+    validate_qualified_name(spec)?;
     if spec.image.trim().is_empty() {
         return Err(SchedError::invalid(
             "spec.image",
@@ -400,6 +426,24 @@ mod tests {
                 .to_string()
                 .contains("spec.replicas")
         );
+    }
+
+    /// A stored spec's name is qualified with its environment (`environments::key`); the two
+    /// must agree, and each part is a DNS label.
+    #[test]
+    fn qualified_names_match_the_environment() {
+        let mut s = spec();
+        s.name = "web.staging".into();
+        s.environment = "staging".into();
+        assert!(validate(&s).is_ok());
+        s.environment = String::new();
+        let e = validate(&s).unwrap_err().to_string();
+        assert!(e.contains("spec.environment"), "{e}");
+        s.name = "web.Bad".into();
+        s.environment = "Bad".into();
+        assert!(validate(&s).is_err());
+        assert!(validate_lookup_name("name", "web.staging").is_ok());
+        assert!(validate_lookup_name("name", "web.st_aging").is_err());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 
 Generates stubs from proto/ with grpc_tools.protoc, calls real RPCs on a running scheduler
 and agent (list nodes, deploy and follow the status, list the node's containers, delete;
-create and list a config, through a standby when there is one, which forwards it), and lists both daemons' services through server reflection in both versions:
+create and list a config, and list the audit log, through a standby when there is one, which
+forwards them; list releases and the audit log), and lists both daemons' services through server reflection in both versions:
 grpc.reflection.v1alpha with grpcio-reflection (the only version it speaks) and
 grpc.reflection.v1 through a raw stub. Any failure raises, so the exit status is non-zero.
 Driven by tests/tests/python_client.rs.
@@ -31,7 +32,8 @@ COMMON = {
     "grpc.reflection.v1alpha.ServerReflection",
 }
 SCHEDULER = COMMON | {"berth.v1.DeploymentService", "berth.v1.NodeService", "berth.v1.AuthService",
-                      "berth.v1.ConfigService", "berth.v1.SecretService"}
+                      "berth.v1.ConfigService", "berth.v1.SecretService",
+                      "berth.v1.EnvironmentService", "berth.v1.ReleaseService"}
 AGENT = COMMON | {"berth.v1.AgentService"}
 
 
@@ -121,8 +123,51 @@ def scheduler_rpcs(channel, agent_channel, image, name):
         raise AssertionError("Get of an unknown deployment succeeded")
     except grpc.RpcError as e:
         assert e.code() == grpc.StatusCode.NOT_FOUND, e
+    release_rpcs(channel, name, done)
     deploy.Delete(deploy_pb2.DeleteDeploymentRequest(name=name))
     print(f"ok: Delete: {name}")
+
+
+def release_rpcs(channel, name, done):
+    """ListReleases: the completed rollout's release serves in "default"; ListAudit: the
+    Apply calls above (the refused one too), by "local" (no auth), seqs growing by one."""
+    from berth.v1 import deploy_pb2, deploy_pb2_grpc
+
+    releases = deploy_pb2_grpc.ReleaseServiceStub(channel)
+    listed = releases.ListReleases(deploy_pb2.ListReleasesRequest(app=name))
+    assert [r.id for r in listed.releases] == [done.release], (listed, done.release)
+    assert done.release.startswith("r-") and len(done.release) == 18, done.release
+    release = listed.releases[0]
+    assert release.app == name and release.first_environment == "default", release
+    assert release.image_digest == "", "a node-local image has no registry digest"
+    [app] = listed.apps
+    [serving] = app.environments
+    assert (serving.environment, serving.release, serving.revision) == ("default", done.release, 1), serving
+    assert serving.phase == deploy_pb2.ROLLOUT_PHASE_COMPLETE and serving.ready_replicas == 1, serving
+    print(f"ok: ListReleases: {name} serves {done.release} in default")
+
+    audit = releases.ListAudit(deploy_pb2.ListAuditRequest(app=name)).entries
+    assert [e.action for e in audit] == ["apply", "apply"], audit
+    refused, applied = audit
+    assert refused.outcome.startswith("error: ") and "service_ports" in refused.outcome, refused
+    assert applied.outcome == "ok" and applied.to_revision == 1, applied
+    assert applied.seq == refused.seq + 1, audit
+    assert all(e.who == "local" and e.environment == "default" for e in audit), audit
+    assert applied.to_release == done.release, (applied, done.release)
+    newest = releases.ListAudit(deploy_pb2.ListAuditRequest(app=name, limit=1)).entries
+    assert [e.seq for e in newest] == [applied.seq], newest
+    print(f"ok: ListAudit: {[(e.seq, e.action, e.outcome) for e in audit]}")
+
+
+def audit_through(channel, name, what):
+    """ListAudit on `channel` (a standby forwards it): the Delete of `name` is the last entry."""
+    from berth.v1 import deploy_pb2, deploy_pb2_grpc
+
+    releases = deploy_pb2_grpc.ReleaseServiceStub(channel)
+    entries = releases.ListAudit(deploy_pb2.ListAuditRequest(app=name)).entries
+    assert [(e.action, e.outcome) for e in entries][-1] == ("delete", "ok"), entries
+    assert entries[-1].to_release == "" and entries[-1].from_release != "", entries[-1]
+    print(f"ok: ListAudit through {what}: {len(entries)} entries")
 
 
 def config_rpcs(channel, name):
@@ -230,6 +275,7 @@ def main():
     scheduler_rpcs(scheduler, agent, args.image, args.name)
     standby = grpc.insecure_channel(args.standby) if args.standby else scheduler
     config_rpcs(standby, args.name + "-conf")
+    audit_through(standby, args.name, "a standby" if args.standby else "the scheduler")
     daemons = [(scheduler, SCHEDULER, "the scheduler"), (agent, AGENT, "the agent")]
     if args.standby:
         daemons.append((grpc.insecure_channel(args.standby), SCHEDULER, "a standby scheduler"))

@@ -64,6 +64,8 @@ pub struct Behaviour {
     pub seen: Arc<Mutex<Vec<Logged>>>,
     /// The `--allow-bind` paths it registers with (none by default).
     pub allowed_bind_paths: Vec<String>,
+    /// The node labels it registers with (none by default).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A fake node: registers with 64 CPUs / 256 GiB, heartbeats with no containers, drains what
@@ -220,7 +222,7 @@ async fn fake_session(
     let registered = client
         .register(RegisterRequest {
             node_name: name.to_string(),
-            labels: Default::default(),
+            labels: behaviour.labels.clone(),
             capacity: Some(capacity()),
             node_address: "127.0.0.1".into(),
             agent_endpoint: String::new(),

@@ -28,7 +28,8 @@ pub use dns_upstream::{UPSTREAM_ADDR, UPSTREAM_NAME, dns_upstream};
 pub use local::{LOCAL_IMAGE, LocalEnv};
 pub use registry::{Registry, free_loopback_addr, http_status};
 pub use tools::{
-    files_holding, output, poll_until, require_root, require_tool, run_err, run_ok, skopeo_copy,
+    files_holding, output, output_with_stdin, poll_until, require_root, require_tool, run_err,
+    run_ok, skopeo_copy,
 };
 pub use tree_compare::compare_trees;
 pub use umoci::{UmociImage, busybox_layout};

@@ -44,6 +44,26 @@ pub fn output(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"))
 }
 
+/// Runs a command with `stdin` piped in and returns its output, whatever its exit status.
+pub fn output_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {cmd:?}: {e}"))
+}
+
 /// Runs a command that must succeed, returning stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = output(cmd);

@@ -2,7 +2,8 @@
 //! `berth-agent` processes run with certificates from `berth certs`: calls without credentials,
 //! with a certificate from another CA, with an expired certificate or with a token whose role
 //! does not allow them are refused and change nothing; tokens are stored hashed; an agent acts
-//! only as the node its certificate names; plaintext beyond loopback needs `--insecure`.
+//! only as the node its certificate names; plaintext beyond loopback needs `--insecure`; audit
+//! entries name the caller.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -947,4 +948,85 @@ fn a_standby_checks_callers_and_forwards_who_they_are_to_the_leader() {
         "a forged forwarded identity",
     );
     assert_eq!(deployments_as_admin(&calls, &pki, &first), ["ha-web"]);
+}
+
+/// The audit log under auth: a viewer lists it (`berth audit`) but cannot write; a deployer
+/// token's Apply is recorded under the token's name, a certificate's under its CN.
+#[test]
+fn audit_entries_name_the_caller_and_viewers_only_read_them() {
+    let pki = Pki::new();
+    let sched = pki.scheduler();
+    let calls = Calls::new();
+    let url = sched.endpoint();
+    let admin = as_cert(&pki.client(Role::Admin));
+    let token = |role: &str, name: &str| {
+        let created = ok_json(
+            berth(
+                &sched,
+                &pki,
+                &[
+                    "token", "create", "--role", role, "--name", name, "-o", "json",
+                ],
+                &admin,
+            ),
+            "token create",
+        );
+        created["token"].as_str().expect("a token").to_string()
+    };
+    let viewer = token("viewer", "dash");
+    let deployer = token("deployer", "ci-pipeline");
+    let mut anon = calls.deploy_client(
+        &url,
+        client_config_ca_only(&pki.dir().join("ca.pem"), &host_of(&url)).unwrap(),
+    );
+    let rt = &calls.rt;
+    assert_denied(
+        rt.block_on(anon.apply(req(
+            ApplyRequest {
+                spec: Some(spec("audited")),
+            },
+            Some(&viewer),
+        ))),
+        "viewer Apply",
+    );
+    rt.block_on(anon.apply(req(
+        ApplyRequest {
+            spec: Some(spec("audited")),
+        },
+        Some(&deployer),
+    )))
+    .expect("a deployer applies");
+    let mut cert = calls.deploy_client(
+        &url,
+        client_config(&pki.client(Role::Deployer), &host_of(&url)).unwrap(),
+    );
+    rt.block_on(
+        cert.scale(tonic::Request::new(berth_proto::v1::ScaleRequest {
+            name: "audited".into(),
+            replicas: 2,
+            ..Default::default()
+        })),
+    )
+    .expect("a deployer certificate scales");
+
+    let listed = ok_json(
+        berth(&sched, &pki, &["audit", "-o", "json"], &as_token(&viewer)),
+        "viewer audit",
+    );
+    let entries = listed.as_array().expect("an array");
+    let who: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["who"].as_str().unwrap()))
+        .collect();
+    // The viewer's refused Apply never reached a handler: no entry.
+    assert_eq!(
+        who,
+        [("apply", "ci-pipeline"), ("scale", "deployer")],
+        "{listed}"
+    );
+    let releases = berth(&sched, &pki, &["releases"], &as_token(&viewer));
+    assert!(
+        releases.status.success(),
+        "a viewer lists releases: {releases:?}"
+    );
 }

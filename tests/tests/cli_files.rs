@@ -4,10 +4,9 @@
 //! the scheduler's log, init-key and rotate-key, and a deployment rolled by a config update.
 
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use berth_tests::binary;
 use berth_tests::cluster::SchedulerProc;
@@ -36,19 +35,7 @@ impl Run {
 
 /// Runs `cmd` with `stdin` piped in.
 fn run(cmd: &mut Command, stdin: &[u8]) -> Run {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"));
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(stdin)
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait for berth");
+    let out = berth_tests::output_with_stdin(cmd, stdin);
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

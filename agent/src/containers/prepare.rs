@@ -196,7 +196,8 @@ pub(super) fn rootfs_and_bundle(
     );
     berth_runtime::security::apply(&mut spec, security)
         .map_err(|e| container_err(format!("runtime spec: {e}")))?;
-    mount_resolv_conf(&mut spec, paths, nameserver)?;
+    let environment = &storage.assignment.environment;
+    mount_resolv_conf(&mut spec, paths, nameserver, environment)?;
     if holds_secret {
         // An env var from a secret: the spec stays on the container's tmpfs, as containerd
         // keeps bundles under /run; the bundle's config.json only points there.
@@ -213,15 +214,21 @@ pub(super) fn rootfs_and_bundle(
 }
 
 /// The resolv.conf every container gets. `search berth` makes a bare service name resolve;
-/// `ndots:1` sends any dotted name (example.com) upstream first, so that names outside the
-/// cluster cost one query rather than one per search domain (Kubernetes' ndots:5 costs more).
-pub(crate) fn resolv_conf(nameserver: Ipv4Addr) -> String {
+/// in an environment other than the default, `search ENV.berth berth` makes it resolve to the
+/// same environment's service first. `ndots:1` sends any dotted name (example.com) upstream
+/// first, so that names outside the cluster cost one query rather than one per search domain
+/// (Kubernetes' ndots:5 costs more).
+pub(crate) fn resolv_conf(nameserver: Ipv4Addr, environment: &str) -> String {
+    let domain = crate::dns::DOMAIN;
+    let search = match environment {
+        "" | "default" => domain.to_string(),
+        env => format!("{env}.{domain} {domain}"),
+    };
     format!(
         "# berth: the node DNS answers services as NAME and NAME.{domain}\n\
          nameserver {nameserver}\n\
-         search {domain}\n\
-         options ndots:1\n",
-        domain = crate::dns::DOMAIN
+         search {search}\n\
+         options ndots:1\n"
     )
 }
 
@@ -231,9 +238,11 @@ fn mount_resolv_conf(
     spec: &mut oci_spec::runtime::Spec,
     paths: &ContainerPaths,
     nameserver: Ipv4Addr,
+    environment: &str,
 ) -> Result<(), AgentError> {
     let file = paths.dir.join("resolv.conf");
-    crate::containers::record::write_atomic(&file, resolv_conf(nameserver).as_bytes())?;
+    let text = resolv_conf(nameserver, environment);
+    crate::containers::record::write_atomic(&file, text.as_bytes())?;
     let mount = oci_spec::runtime::MountBuilder::default()
         .destination("/etc/resolv.conf")
         .typ("bind")

@@ -67,25 +67,48 @@ pub(super) fn build(set: &ServiceSet) -> Result<Arc<dyn ZoneHandler>, DnsError> 
     Ok(Arc::new(zone))
 }
 
-/// The A record and the SRV records of one service.
+/// The environment whose services also answer without it: `hello` is `hello.default`.
+const DEFAULT_ENVIRONMENT: &str = "default";
+
+/// The A records and the SRV records of one service, under each of its [`hosts`].
 fn records(origin: &Name, service: &Service) -> Result<Vec<Record>, DnsError> {
     let invalid = |field: &'static str, reason: String| DnsError::InvalidService {
         service: service.name.clone(),
         field,
         reason,
     };
-    let host = label(&service.name)
-        .and_then(|l| origin.prepend_label(l).map_err(|e| e.to_string()))
-        .map_err(|reason| invalid("name", reason))?;
+    let hosts = hosts(origin, &service.name).map_err(|reason| invalid("name", reason))?;
     let vip: Ipv4Addr = service
         .virtual_ip
         .parse()
         .map_err(|e| invalid("virtual_ip", format!("{:?}: {e}", service.virtual_ip)))?;
-    let mut out = vec![Record::from_rdata(host.clone(), TTL_SECS, RData::A(A(vip)))];
-    for port in &service.ports {
-        out.push(srv(&host, port).map_err(|reason| invalid("ports", reason))?);
+    let mut out = Vec::new();
+    for host in hosts {
+        out.push(Record::from_rdata(host.clone(), TTL_SECS, RData::A(A(vip))));
+        for port in &service.ports {
+            out.push(srv(&host, port).map_err(|reason| invalid("ports", reason))?);
+        }
     }
     Ok(out)
+}
+
+/// Where a service answers: its name, qualified with its environment by the scheduler
+/// (`hello.staging` → `hello.staging.berth.`); a default-environment service (no '.') also
+/// as `hello.default.berth.`.
+fn hosts(origin: &Name, name: &str) -> Result<Vec<Name>, String> {
+    let mut names = vec![name.to_string()];
+    if !name.contains('.') {
+        names.push(format!("{name}.{DEFAULT_ENVIRONMENT}"));
+    }
+    names
+        .iter()
+        .map(|name| {
+            name.rsplit('.').try_fold(origin.clone(), |host, part| {
+                host.prepend_label(label(part)?)
+                    .map_err(|e| format!("{name:?}: {e}"))
+            })
+        })
+        .collect()
 }
 
 /// `_NAME._PROTO.HOST` → SRV 0 100 PORT HOST; a port without a name is named like

@@ -18,7 +18,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
         let d = client
             .approve(ApproveRequest {
                 name: args.name.clone(),
-                ..Default::default()
+                environment: crate::cluster::environment(),
             })
             .await
             .map_err(cluster::status_error)?

@@ -16,7 +16,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         client
             .delete(DeleteDeploymentRequest {
                 name: args.name.clone(),
-                ..Default::default()
+                environment: crate::cluster::environment(),
             })
             .await
             .map_err(cluster::status_error)?;

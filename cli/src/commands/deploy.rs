@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use berth_proto::v1::ApplyRequest;
+use berth_proto::v1::{ApplyRequest, DeploymentSpec};
 use serde::Serialize;
 
 use crate::Context;
@@ -36,7 +36,10 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     cluster::with_client(ctx.scheduler(), async |mut client| {
         let reply = client
             .apply(ApplyRequest {
-                spec: Some(spec.to_proto()),
+                spec: Some(DeploymentSpec {
+                    environment: cluster::environment(),
+                    ..spec.to_proto()
+                }),
             })
             .await
             .map_err(cluster::status_error)?

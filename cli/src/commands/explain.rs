@@ -101,7 +101,7 @@ fn from_scheduler(scheduler: &str, target: &str) -> anyhow::Result<Explanation> 
         let reply = client
             .explain(berth_proto::v1::ClusterExplainRequest {
                 target: target.to_string(),
-                ..Default::default()
+                environment: crate::cluster::environment(),
             })
             .await
             .map_err(crate::cluster::status_error)?;

@@ -66,7 +66,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         client
             .history(HistoryRequest {
                 name: args.name.clone(),
-                ..Default::default()
+                environment: crate::cluster::environment(),
             })
             .await
             .map_err(cluster::status_error)

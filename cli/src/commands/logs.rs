@@ -130,7 +130,7 @@ fn cluster(scheduler: &str, args: &Args) -> anyhow::Result<()> {
                 target: args.container.clone(),
                 follow: args.follow,
                 tail_lines: args.tail,
-                ..Default::default()
+                environment: crate::cluster::environment(),
             })
             .await
             .map_err(crate::cluster::status_error)?

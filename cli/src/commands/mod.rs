@@ -1,20 +1,24 @@
 //! One module per subcommand group.
 
 pub(crate) mod approve;
+pub(crate) mod audit;
 pub(crate) mod build;
 pub(crate) mod certs;
 pub(crate) mod compare;
 pub(crate) mod config;
 pub(crate) mod delete;
 pub(crate) mod deploy;
+pub(crate) mod env;
 pub(crate) mod exec;
 pub(crate) mod explain;
 pub(crate) mod history;
 pub(crate) mod image;
 pub(crate) mod logs;
 pub(crate) mod nodes;
+pub(crate) mod promote;
 pub(crate) mod ps;
 pub(crate) mod reject;
+pub(crate) mod releases;
 pub(crate) mod rm;
 pub(crate) mod rollback;
 pub(crate) mod run;

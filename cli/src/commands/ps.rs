@@ -126,7 +126,10 @@ fn cluster(scheduler: &str, args: &Args, output: OutputFormat) -> anyhow::Result
     use berth_proto::v1::{ContainerState, ListClusterContainersRequest};
     let listed = crate::cluster::with_client(scheduler, async |mut client| {
         client
-            .list_containers(ListClusterContainersRequest::default())
+            .list_containers(ListClusterContainersRequest {
+                environment: crate::cluster::environment(),
+                ..Default::default()
+            })
             .await
             .map_err(crate::cluster::status_error)
             .map(|r| r.into_inner().containers)

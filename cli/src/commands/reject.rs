@@ -19,7 +19,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         let awaiting = client
             .get(GetDeploymentRequest {
                 name: args.name.clone(),
-                ..Default::default()
+                environment: crate::cluster::environment(),
             })
             .await
             .map_err(cluster::status_error)?
@@ -28,7 +28,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         let d = client
             .reject(RejectRequest {
                 name: args.name.clone(),
-                ..Default::default()
+                environment: crate::cluster::environment(),
             })
             .await
             .map_err(cluster::status_error)?

@@ -22,7 +22,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
             .rollback(RollbackRequest {
                 name: args.name.clone(),
                 to_revision: args.to.unwrap_or(0),
-                ..Default::default()
+                environment: crate::cluster::environment(),
             })
             .await
             .map_err(cluster::status_error)?

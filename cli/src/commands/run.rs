@@ -105,7 +105,8 @@ fn security(args: &Args) -> anyhow::Result<SecurityOptions> {
     Ok(security)
 }
 
-fn random_id() -> anyhow::Result<String> {
+/// 32 random hex digits.
+pub(crate) fn random_id() -> anyhow::Result<String> {
     let mut bytes = [0u8; 16];
     let mut f = std::fs::File::open("/dev/urandom")?;
     std::io::Read::read_exact(&mut f, &mut bytes)?;

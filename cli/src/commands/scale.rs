@@ -20,7 +20,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             .scale(ScaleRequest {
                 name: args.name.clone(),
                 replicas: args.replicas,
-                ..Default::default()
+                environment: crate::cluster::environment(),
             })
             .await
             .map_err(cluster::status_error)

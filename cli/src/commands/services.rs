@@ -54,7 +54,7 @@ pub(crate) fn run(_args: Args, ctx: &Context) -> anyhow::Result<()> {
     let services = cluster::with_client(ctx.scheduler(), async |mut client| {
         client
             .list_services(ListServicesRequest {
-                ..Default::default()
+                environment: crate::cluster::environment(),
             })
             .await
             .map_err(cluster::status_error)

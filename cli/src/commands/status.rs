@@ -12,12 +12,19 @@ use crate::output::{OutputFormat, print_json, print_table};
 pub(crate) struct Args {
     /// One deployment, with its replicas (default: all deployments).
     name: Option<String>,
+    /// Every environment's deployments, not only --env's.
+    #[arg(long, short = 'A', conflicts_with = "name")]
+    all_environments: bool,
 }
 
 /// A deployment as `--output json` prints it.
 #[derive(Debug, Serialize)]
 pub(crate) struct DeploymentJson {
     pub name: String,
+    /// The environment it lives in ("default" when none was named).
+    pub environment: String,
+    /// The release its stable revision runs (empty until a rollout completed).
+    pub release: String,
     pub image: String,
     pub revision: u64,
     pub stable_revision: u64,
@@ -49,6 +56,12 @@ impl From<&Deployment> for DeploymentJson {
         let spec = d.spec.clone().unwrap_or_default();
         Self {
             name: spec.name,
+            environment: if d.environment.is_empty() {
+                cluster::DEFAULT_ENVIRONMENT.into()
+            } else {
+                d.environment.clone()
+            },
+            release: d.release.clone(),
             image: spec.image,
             revision: d.revision,
             stable_revision: d.stable_revision,
@@ -84,7 +97,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
                 client
                     .get(GetDeploymentRequest {
                         name: name.clone(),
-                        ..Default::default()
+                        environment: crate::cluster::environment(),
                     })
                     .await
                     .map_err(cluster::status_error)?
@@ -93,7 +106,8 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             None => {
                 client
                     .list(ListDeploymentsRequest {
-                        ..Default::default()
+                        environment: crate::cluster::environment(),
+                        all_environments: args.all_environments,
                     })
                     .await
                     .map_err(cluster::status_error)?
@@ -116,6 +130,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
                 .map(|d| {
                     vec![
                         d.name.clone(),
+                        d.environment.clone(),
                         d.revision.to_string(),
                         d.stable_revision.to_string(),
                         d.phase.clone(),
@@ -134,6 +149,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             print_table(
                 &[
                     "NAME",
+                    "ENV",
                     "REVISION",
                     "STABLE",
                     "PHASE",
@@ -152,7 +168,11 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
 
 fn print_one(d: &DeploymentJson) {
     println!("name:      {}", d.name);
+    println!("env:       {}", d.environment);
     println!("image:     {}", d.image);
+    if !d.release.is_empty() {
+        println!("release:   {}", d.release);
+    }
     println!("revision:  {} (stable {})", d.revision, d.stable_revision);
     println!("phase:     {}", d.phase);
     if !d.virtual_ip.is_empty() {

@@ -387,10 +387,12 @@ async fn wait_node(
     }
 }
 
-/// Deletes every deployment and waits until no container is left in the cluster.
+/// Deletes every deployment (of every environment) and waits until no container is left in
+/// the cluster.
 async fn drain(client: &mut Client, timeout: Duration) -> anyhow::Result<()> {
     let deployments = client
         .list(ListDeploymentsRequest {
+            all_environments: true,
             ..Default::default()
         })
         .await
@@ -399,11 +401,11 @@ async fn drain(client: &mut Client, timeout: Duration) -> anyhow::Result<()> {
         .deployments;
     for d in deployments {
         let name = d.spec.map(|s| s.name).unwrap_or_default();
-        println!("berth up: deleting deployment {name}");
+        println!("berth up: deleting deployment {name} ({})", d.environment);
         client
             .delete(DeleteDeploymentRequest {
                 name: name.clone(),
-                ..Default::default()
+                environment: d.environment,
             })
             .await
             .map_err(cluster::status_error)

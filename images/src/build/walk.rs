@@ -69,7 +69,7 @@ impl LayerEntry {
     }
 
     /// A whiteout marker entry at `path`.
-    pub(super) fn whiteout(path: String) -> Self {
+    pub(crate) fn whiteout(path: String) -> Self {
         Self {
             path,
             source: None,

@@ -83,35 +83,64 @@ pub fn build_spec(
     overrides: &RunOverrides,
 ) -> Result<Spec, BundleError> {
     let config = image.config.config().clone().unwrap_or_default();
-    let mut spec = Spec::default();
-    let mut process = spec.process().clone().unwrap_or_default();
-    process.set_args(Some(command_line(
+    let args = command_line(
         config.entrypoint().as_deref(),
         config.cmd().as_deref(),
         overrides.entrypoint.as_deref(),
         overrides.args.as_deref(),
-    )?));
+    )?;
     let mut env = merge_env(config.env().as_deref().unwrap_or_default(), &overrides.env)?;
     if overrides.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".to_string());
     }
-    process.set_env(Some(env));
     let workdir = overrides
         .workdir
         .clone()
         .or_else(|| config.working_dir().clone())
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".to_string());
-    if !workdir.starts_with('/') {
-        return Err(BundleError::RelativeWorkdir(workdir));
-    }
-    process.set_cwd(PathBuf::from(workdir));
     let user_text = overrides
         .user
         .clone()
         .or_else(|| config.user().clone())
         .unwrap_or_default();
-    let user = resolve_user(rootfs, &user_text)?;
+    let process = ProcessSpec {
+        args,
+        env,
+        workdir,
+        user: user_text,
+    };
+    spec_for(rootfs, &process, overrides)
+}
+
+/// A container's process, settled: what runs, with which variables, where and as whom.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub args: Vec<String>,
+    /// `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// Absolute.
+    pub workdir: String,
+    /// `uid[:gid]` or `name[:group]`, resolved against the root filesystem; empty for root.
+    pub user: String,
+}
+
+/// The runtime spec for running `process` on `rootfs` with the rest of `overrides` (network,
+/// resources, hostname, cgroup, tty); its `args`, `env`, `user` and `workdir` are not read.
+pub fn spec_for(
+    rootfs: &Path,
+    wanted: &ProcessSpec,
+    overrides: &RunOverrides,
+) -> Result<Spec, BundleError> {
+    let mut spec = Spec::default();
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(wanted.args.clone()));
+    process.set_env(Some(wanted.env.clone()));
+    if !wanted.workdir.starts_with('/') {
+        return Err(BundleError::RelativeWorkdir(wanted.workdir.clone()));
+    }
+    process.set_cwd(PathBuf::from(&wanted.workdir));
+    let user = resolve_user(rootfs, &wanted.user)?;
     let mut spec_user = oci_spec::runtime::User::default();
     spec_user.set_uid(user.uid);
     spec_user.set_gid(user.gid);

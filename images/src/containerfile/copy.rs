@@ -40,9 +40,18 @@ impl CopySpec {
     }
 }
 
+/// The mode, owner and group of a directory the image already has (path relative, no `/`).
+pub(crate) type ExistingDir<'a> = &'a dyn Fn(&str) -> Option<(u32, u64, u64)>;
+
 /// The entries the step's layer holds, in tar order. `root` is canonical; `ignore` applies to
-/// the build context (not to another stage's files).
-pub(crate) fn entries(root: &Path, ignore: &Ignore, spec: &CopySpec) -> Result<Vec<LayerEntry>> {
+/// the build context (not to another stage's files); directories above the destination (and
+/// the destination directory) that `existing` knows keep their mode and owner.
+pub(crate) fn entries(
+    root: &Path,
+    ignore: &Ignore,
+    spec: &CopySpec,
+    existing: ExistingDir<'_>,
+) -> Result<Vec<LayerEntry>> {
     let dest = spec.dest.trim_start_matches('/').trim_end_matches('/');
     let mut out: Vec<LayerEntry> = Vec::new();
     let mut copied = Vec::new();
@@ -103,7 +112,9 @@ pub(crate) fn entries(root: &Path, ignore: &Ignore, spec: &CopySpec) -> Result<V
     }
     for parent in parents {
         let mut dir = LayerEntry::dir(format!("{parent}/"), 0o755, mtime);
-        if parent == dest
+        if let Some((mode, uid, gid)) = existing(parent) {
+            (dir.mode, dir.uid, dir.gid) = (mode, uid, gid);
+        } else if parent == dest
             && let Some((uid, gid)) = spec.owner
         {
             (dir.uid, dir.gid) = (uid, gid);
@@ -187,6 +198,9 @@ pub(crate) fn content_digest(entries: &[LayerEntry]) -> Result<String> {
 mod tests {
     use super::*;
 
+    /// No directory exists below the step.
+    const NONE: fn(&str) -> Option<(u32, u64, u64)> = |_| None;
+
     fn spec(sources: &[&str], dest: &str) -> CopySpec {
         CopySpec {
             line: 2,
@@ -210,22 +224,51 @@ mod tests {
         std::fs::write(root.join("one"), "1").unwrap();
         let ignore = Ignore::load(&root).unwrap();
         let paths = |e: &[LayerEntry]| e.iter().map(|e| e.path.clone()).collect::<Vec<_>>();
-        let got = entries(&root, &ignore, &spec(&["src"], "/app")).unwrap();
+        let got = entries(&root, &ignore, &spec(&["src"], "/app"), &NONE).unwrap();
         assert_eq!(paths(&got), ["app/", "app/deep/", "app/deep/a"]);
         assert!(got.iter().all(|e| e.mtime == 7));
         assert_eq!((got[2].uid, got[2].mode), (1000, 0o640));
-        let got = entries(&root, &ignore, &spec(&["one"], "/etc/renamed")).unwrap();
+        let got = entries(&root, &ignore, &spec(&["one"], "/etc/renamed"), &NONE).unwrap();
         assert_eq!(paths(&got), ["etc/", "etc/renamed"]);
-        let err = entries(&root, &ignore, &spec(&["src/skip.log"], "/x")).unwrap_err();
+        let err = entries(&root, &ignore, &spec(&["src/skip.log"], "/x"), &NONE).unwrap_err();
         assert!(err.to_string().contains(".dockerignore"), "{err}");
+    }
+
+    #[test]
+    fn existing_directories_keep_their_mode_and_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join("one"), "1").unwrap();
+        let below = |path: &str| (path == "tmp").then_some((0o1777, 0, 0));
+        let got = entries(
+            &root,
+            &Ignore::default(),
+            &spec(&["one"], "/tmp/sub/"),
+            &below,
+        )
+        .unwrap();
+        let modes: Vec<(&str, u32, u64)> = got
+            .iter()
+            .map(|e| (e.path.as_str(), e.mode, e.uid))
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                ("tmp/", 0o1777, 0),
+                ("tmp/sub/", 0o755, 1000),
+                ("tmp/sub/one", 0o640, 1000)
+            ]
+        );
     }
 
     /// The keys of two COPY steps (a, then b) chained on scratch, as execute builds them.
     fn keys(root: &Path) -> [String; 2] {
         use crate::containerfile::cache::{base_key, step_key};
         let ignore = Ignore::default();
-        let first = content_digest(&entries(root, &ignore, &spec(&["a"], "/a")).unwrap()).unwrap();
-        let second = content_digest(&entries(root, &ignore, &spec(&["b"], "/b")).unwrap()).unwrap();
+        let first =
+            content_digest(&entries(root, &ignore, &spec(&["a"], "/a"), &NONE).unwrap()).unwrap();
+        let second =
+            content_digest(&entries(root, &ignore, &spec(&["b"], "/b"), &NONE).unwrap()).unwrap();
         let one = step_key(&base_key("scratch"), "COPY a /a", Some(&first));
         let two = step_key(&one, "COPY b /b", Some(&second));
         [one, two]

@@ -51,6 +51,31 @@ pub enum ContainerfileError {
         #[source]
         source: Box<BuildError>,
     },
+    #[error(
+        "line {line}: {instruction}: exit code {exit_code}{}",
+        output_block(output)
+    )]
+    RunFailed {
+        line: usize,
+        instruction: String,
+        exit_code: i32,
+        /// The end of the step's output.
+        output: String,
+    },
+    #[error("interrupted before line {line}")]
+    Interrupted { line: usize },
+    #[error("line {line}: {instruction}: running the step: {reason}")]
+    Runner {
+        line: usize,
+        instruction: String,
+        reason: String,
+    },
+    #[error("line {line}: unpacking the stage's layers so far: {source}")]
+    Lowers {
+        line: usize,
+        #[source]
+        source: Box<UnpackError>,
+    },
     #[error("unpacking stage {stage:?} for COPY --from: {source}")]
     Unpack {
         stage: String,
@@ -74,11 +99,27 @@ impl ContainerfileError {
             Self::Parse { .. }
             | Self::Instruction { .. }
             | Self::Source { .. }
-            | Self::InvalidOption { .. } => K::InvalidArgument,
+            | Self::InvalidOption { .. }
+            | Self::RunFailed { .. } => K::InvalidArgument,
             Self::Unsupported { .. } => K::Unsupported,
             Self::Base { source, .. } | Self::Store { source, .. } => source.kind(),
-            Self::Io(_) | Self::Layer { .. } | Self::Unpack { .. } => K::Internal,
+            Self::Io(_)
+            | Self::Layer { .. }
+            | Self::Unpack { .. }
+            | Self::Lowers { .. }
+            | Self::Interrupted { .. }
+            | Self::Runner { .. } => K::Internal,
         }
+    }
+}
+
+/// The step's output under the error line, or nothing when it wrote none.
+fn output_block(output: &str) -> String {
+    let output = output.trim_end();
+    if output.is_empty() {
+        String::new()
+    } else {
+        format!("\n--- the step's output (its end) ---\n{output}")
     }
 }
 

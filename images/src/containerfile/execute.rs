@@ -1,8 +1,9 @@
-//! Running a parsed Containerfile: stage after stage, step after step, each COPY/ADD layer
+//! Running a parsed Containerfile: stage after stage, step after step, each COPY/ADD/RUN layer
 //! taken from the cache when its key matches; the last stage is tagged.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, MediaType};
 use tempfile::TempDir;
@@ -10,8 +11,10 @@ use tempfile::TempDir;
 use super::cache::{CachedLayer, LayerCache, base_key, step_key};
 use super::context::Ignore;
 use super::copy::{self, CopySpec};
+use super::diff::upper_entries;
 use super::error::{ContainerfileError, Result, store_err};
-use super::parse::{self, CopyStep, Stage, StepKind};
+use super::parse::{self, CommandForm, CopyStep, Stage, StepKind};
+use super::run::{RunSpec, StepRunner, Workspace, failed};
 use super::steps::{self, Scope, StageState, in_workdir};
 use super::words;
 use super::{BuildReport, BuildRequest, StepReport};
@@ -21,9 +24,11 @@ use crate::build::tarball::write_layer;
 use crate::fsutil::io_err;
 use crate::progress::Progress;
 use crate::store::{Store, descriptor};
-use crate::unpack::{UnpackOptions, unpack_flat};
+use crate::unpack::{UnpackOptions, ensure_layers, unpack_flat};
 
 const HISTORY_COMMENT: &str = "berth build";
+/// PATH for a RUN step whose stage sets none (as Docker and buildah give one).
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A finished stage: its image, stored but not tagged.
 #[derive(Debug)]
@@ -37,6 +42,7 @@ struct Finished {
 struct Run<'a> {
     store: &'a Store,
     request: &'a BuildRequest,
+    runner: &'a dyn StepRunner,
     progress: &'a dyn Progress,
     context: PathBuf,
     ignore: Ignore,
@@ -53,6 +59,7 @@ struct Run<'a> {
 pub(super) fn build(
     store: &Store,
     request: &BuildRequest,
+    runner: &dyn StepRunner,
     progress: &dyn Progress,
 ) -> Result<BuildReport> {
     if request.tag.digest.is_some() {
@@ -82,6 +89,7 @@ pub(super) fn build(
     let mut run = Run {
         store,
         request,
+        runner,
         progress,
         ignore: Ignore::load(&context)?,
         context,
@@ -155,8 +163,12 @@ impl Run<'_> {
         )?;
         let mut state = self.start(stage.line, &base)?;
         for step in &stage.steps {
+            if self.runner.cancelled() {
+                return Err(ContainerfileError::Interrupted { line: step.line });
+            }
             let report = match &step.kind {
                 StepKind::Copy(copy) => self.copy(step.line, copy, &mut state)?,
+                StepKind::Run(form) => self.run(step.line, form, &mut state)?,
                 other => self.metadata(step.line, other, &mut state)?,
             };
             self.steps.push(StepReport {
@@ -271,7 +283,11 @@ impl Run<'_> {
             None => (self.context.clone(), &self.ignore),
             Some(name) => (self.stage_root(name, line)?, &no_ignore),
         };
-        let entries = copy::entries(&root, ignore, &spec)?;
+        // Directories the layer re-states keep the mode and owner they have below (/tmp
+        // stays 1777), as buildah writes them.
+        let lowers = self.lowers(state, line)?;
+        let existing = |path: &str| existing_dir(&lowers, path);
+        let entries = copy::entries(&root, ignore, &spec, &existing)?;
         let digest = copy::content_digest(&entries)?;
         let text = format!(
             "{instruction} --from={} --chown={:?} --chmod={:?} epoch={:?} {:?} {}",
@@ -289,33 +305,121 @@ impl Run<'_> {
         let hit = cached.is_some();
         let layer = match cached {
             Some(layer) => layer,
-            None => {
-                let blob = write_layer(self.store, &entries, self.progress).map_err(|source| {
-                    ContainerfileError::Layer {
-                        line,
-                        source: Box::new(source),
-                    }
-                })?;
-                let layer = CachedLayer {
-                    digest: blob.digest,
-                    size: blob.size,
-                    diff_id: blob.diff_id,
-                };
-                self.cache.put(&key, &layer)?;
-                layer
-            }
+            None => self.write_cached(line, &key, &entries)?,
         };
-        state.layers.push(descriptor(
-            MediaType::ImageLayerGzip,
-            layer.digest.clone(),
-            layer.size,
-        ));
         let from_text = from.map(|f| format!("--from={f} ")).unwrap_or_default();
         let history = format!(
             "{instruction} {from_text}{} {}",
             spec.sources.join(" "),
             spec.dest
         );
+        Ok(self.add_layer(state, line, key, &layer, history, hit))
+    }
+
+    /// A RUN step: its layer from the cache, or the command run on an overlay of the stage's
+    /// layers, its upper directory written as the layer. A failed command leaves no layer,
+    /// cache entry, mount or directory.
+    fn run(
+        &mut self,
+        line: usize,
+        form: &CommandForm,
+        state: &mut StageState,
+    ) -> Result<StepReport> {
+        let argv = form.argv();
+        let history = format!("RUN {}", argv.join(" "));
+        let env = step_env(state);
+        let user = state
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.user().clone())
+            .unwrap_or_default();
+        let cwd = state.workdir();
+        let network = self.request.network;
+        // The command is not expanded (its shell does that); the variables it sees are part
+        // of the key instead, with everything else that changes what it does.
+        let text = format!("RUN {argv:?} network={network} user={user:?} cwd={cwd:?} env={env:?}");
+        let key = step_key(&state.key, &text, None);
+        let cached = (!self.request.no_cache)
+            .then(|| self.cache.get(self.store, &key))
+            .flatten();
+        if let Some(layer) = cached {
+            return Ok(self.add_layer(state, line, key, &layer, history, true));
+        }
+        let lowers = self.lowers(state, line)?;
+        let mut workspace = Workspace::mount(&self.store.tmp_dir(), &lowers)?;
+        let title = format!("line {line}: {history}");
+        let scratch = workspace.scratch();
+        let spec = RunSpec {
+            title: &title,
+            rootfs: workspace.rootfs(),
+            scratch: &scratch,
+            argv: &argv,
+            env: &env,
+            user: &user,
+            cwd: &cwd,
+            network,
+        };
+        let outcome = self
+            .runner
+            .run(&spec)
+            .map_err(|e| ContainerfileError::Runner {
+                line,
+                instruction: history.clone(),
+                reason: e.to_string(),
+            })?;
+        if outcome.exit_code != 0 {
+            return Err(failed(line, &history, &outcome));
+        }
+        workspace.finish()?;
+        let entries = upper_entries(&workspace.upper(), self.request.source_date_epoch).map_err(
+            |source| ContainerfileError::Layer {
+                line,
+                source: Box::new(source),
+            },
+        )?;
+        let layer = self.write_cached(line, &key, &entries)?;
+        drop(workspace);
+        Ok(self.add_layer(state, line, key, &layer, history, false))
+    }
+
+    /// Writes a step's layer and records it in the cache under `key`.
+    fn write_cached(
+        &self,
+        line: usize,
+        key: &str,
+        entries: &[crate::build::walk::LayerEntry],
+    ) -> Result<CachedLayer> {
+        let blob = write_layer(self.store, entries, self.progress).map_err(|source| {
+            ContainerfileError::Layer {
+                line,
+                source: Box::new(source),
+            }
+        })?;
+        let layer = CachedLayer {
+            digest: blob.digest,
+            size: blob.size,
+            diff_id: blob.diff_id,
+        };
+        self.cache.put(key, &layer)?;
+        Ok(layer)
+    }
+
+    /// Puts a step's layer on the stage, with its history entry, and reports the step.
+    fn add_layer(
+        &self,
+        state: &mut StageState,
+        line: usize,
+        key: String,
+        layer: &CachedLayer,
+        history: String,
+        cached: bool,
+    ) -> StepReport {
+        state.layers.push(descriptor(
+            MediaType::ImageLayerGzip,
+            layer.digest.clone(),
+            layer.size,
+        ));
         add_history(
             &mut state.config,
             Some(layer.diff_id.as_ref()),
@@ -324,14 +428,34 @@ impl Run<'_> {
             HISTORY_COMMENT,
         );
         state.key = key.clone();
-        Ok(StepReport {
+        StepReport {
             stage: 0,
             line,
             instruction: history,
             key,
-            cached: hit,
+            cached,
             layer: Some(layer.digest.to_string()),
-        })
+        }
+    }
+
+    /// The stage's layers so far, unpacked (once each, into the store's layer directory and
+    /// reused by later steps and builds), bottom first.
+    fn lowers(&self, state: &StageState, line: usize) -> Result<Vec<PathBuf>> {
+        if state.layers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let manifest = put_image(self.store, &state.config, state.layers.clone())
+            .map_err(store_err(format!("storing the stage before line {line}")))?;
+        let image = self
+            .store
+            .load_image(format!("the stage before line {line}"), manifest)
+            .map_err(store_err(format!("reading the stage before line {line}")))?;
+        ensure_layers(self.store, &image, &UnpackOptions::default(), self.progress).map_err(
+            |source| ContainerfileError::Lowers {
+                line,
+                source: Box::new(source),
+            },
+        )
     }
 
     /// The root filesystem COPY --from reads: an earlier stage (by name or index) or an image
@@ -377,6 +501,46 @@ impl Run<'_> {
         self.unpacked.insert(name.to_string(), (tmp, root.clone()));
         Ok(root)
     }
+}
+
+/// A RUN step's environment: the stage's ENV (with a default PATH), then its ARGs that no ENV
+/// shadows (as buildah passes them).
+fn step_env(state: &StageState) -> Vec<String> {
+    let mut env: Vec<String> = state
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.env().clone())
+        .unwrap_or_default();
+    let names: Vec<String> = env
+        .iter()
+        .map(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n).to_string())
+        .collect();
+    if !names.iter().any(|n| n == "PATH") {
+        env.insert(0, DEFAULT_PATH.to_string());
+    }
+    for (name, value) in &state.args {
+        if !names.contains(name) {
+            env.push(format!("{name}={value}"));
+        }
+    }
+    env
+}
+
+/// The mode, owner and group of the directory at `path` (relative) in the stage's layers,
+/// the topmost layer that has the path deciding; `None` when it is not a directory there.
+fn existing_dir(lowers: &[PathBuf], path: &str) -> Option<(u32, u64, u64)> {
+    for layer in lowers.iter().rev() {
+        match std::fs::symlink_metadata(Path::new(layer).join(path)) {
+            Ok(meta) if meta.is_dir() => {
+                return Some((meta.mode() & 0o7777, meta.uid().into(), meta.gid().into()));
+            }
+            // A file, a symlink or a whiteout hides whatever lies below.
+            Ok(_) => return None,
+            Err(_) => continue,
+        }
+    }
+    None
 }
 
 /// `--chown=UID[:GID]` (numbers: names would need the image's /etc/passwd).

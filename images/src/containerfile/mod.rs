@@ -1,15 +1,17 @@
 //! `berth build`: an image from a Containerfile and a context directory, with a layer per
-//! COPY/ADD, metadata steps in the config, and a layer cache keyed by each step's inputs.
+//! COPY/ADD/RUN, metadata steps in the config, and a layer cache keyed by each step's inputs.
 //!
-//! RUN is refused for now ("RUN is not supported yet (line N)"): it needs the runtime on an
-//! overlay of the layers so far.
+//! RUN runs through the caller's [`StepRunner`] on an overlay of the stage's layers; the
+//! overlay's upper directory, its whiteouts made OCI `.wh.` entries, is the step's layer.
 
 mod cache;
 mod context;
 mod copy;
+mod diff;
 mod error;
 mod execute;
 mod parse;
+mod run;
 mod steps;
 mod words;
 
@@ -19,6 +21,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 pub use error::ContainerfileError;
+pub use run::{BuildNetwork, RunOutcome, RunSpec, StepRunner};
 
 use crate::progress::Progress;
 use crate::reference::Reference;
@@ -40,6 +43,8 @@ pub struct BuildRequest {
     pub source_date_epoch: Option<u64>,
     /// The image's `created` time and its history entries'.
     pub created: SystemTime,
+    /// The network RUN steps get (part of their cache key).
+    pub network: BuildNetwork,
 }
 
 /// What one step did.
@@ -51,7 +56,7 @@ pub struct StepReport {
     /// The instruction after ARG/ENV expansion.
     pub instruction: String,
     pub key: String,
-    /// The step's layer came from the cache (COPY/ADD only).
+    /// The step's layer came from the cache (COPY/ADD/RUN: a cached RUN did not run).
     pub cached: bool,
     /// The layer's digest, for steps that make one.
     pub layer: Option<String>,
@@ -79,11 +84,12 @@ impl BuildReport {
     }
 }
 
-/// Builds the image and names it `request.tag`.
+/// Builds the image and names it `request.tag`; `runner` runs the RUN steps.
 pub fn build(
     store: &Store,
     request: &BuildRequest,
+    runner: &dyn StepRunner,
     progress: &dyn Progress,
 ) -> Result<BuildReport, ContainerfileError> {
-    execute::build(store, request, progress)
+    execute::build(store, request, runner, progress)
 }

@@ -60,6 +60,8 @@ pub(crate) struct CopyStep {
 #[derive(Debug, Clone)]
 pub(crate) enum StepKind {
     Copy(CopyStep),
+    /// RUN: the command as written (the shell expands a shell-form line, not berth).
+    Run(CommandForm),
     Env(String),
     Arg(String),
     Label(String),
@@ -76,6 +78,7 @@ impl StepKind {
         match self {
             Self::Copy(copy) if copy.add => "ADD",
             Self::Copy(_) => "COPY",
+            Self::Run(_) => "RUN",
             Self::Env(_) => "ENV",
             Self::Arg(_) => "ARG",
             Self::Label(_) => "LABEL",
@@ -199,6 +202,12 @@ fn step_kind(instruction: &Instruction<'_>, line: usize) -> Result<StepKind> {
             owned(&add.dest),
             line,
         )?),
+        Instruction::Run(run) => {
+            if let Some(flag) = run.options.first() {
+                return Err(bad_flag(line, "RUN", flag));
+            }
+            StepKind::Run(run_command(&run.arguments, line)?)
+        }
         Instruction::Env(env) => StepKind::Env(owned(&env.arguments)),
         Instruction::Arg(arg) => StepKind::Arg(owned(&arg.arguments)),
         Instruction::Label(label) => StepKind::Label(owned(&label.arguments)),
@@ -215,8 +224,7 @@ fn step_kind(instruction: &Instruction<'_>, line: usize) -> Result<StepKind> {
             JsonOrStringArray::Json(paths) => paths.value.iter().map(owned).collect(),
             JsonOrStringArray::String(paths) => paths.iter().map(owned).collect(),
         }),
-        // RUN needs the runtime on an overlay of the layers so far: the next slice. Refusing
-        // it here keeps a build from silently producing an image without that step.
+        // Refused rather than skipped: a build must not silently leave a step out.
         other => {
             return Err(ContainerfileError::Unsupported {
                 instruction: unsupported_name(other).into(),
@@ -228,7 +236,6 @@ fn step_kind(instruction: &Instruction<'_>, line: usize) -> Result<StepKind> {
 
 fn unsupported_name(instruction: &Instruction<'_>) -> &'static str {
     match instruction {
-        Instruction::Run(_) => "RUN",
         Instruction::Healthcheck(_) => "HEALTHCHECK",
         Instruction::Maintainer(_) => "MAINTAINER",
         Instruction::Onbuild(_) => "ONBUILD",
@@ -252,6 +259,23 @@ fn command_form(command: &Command<'_>, line: usize, instruction: &str) -> Result
             });
         }
     })
+}
+
+/// A RUN's command: an empty one (`RUN`, `RUN []`, `RUN ["", ...]`) is refused by line.
+fn run_command(command: &Command<'_>, line: usize) -> Result<CommandForm> {
+    let form = command_form(command, line, "RUN")?;
+    let empty = match &form {
+        CommandForm::Exec(argv) => argv.first().is_none_or(|a| a.is_empty()),
+        CommandForm::Shell(text) => text.trim().is_empty(),
+    };
+    if empty {
+        return Err(ContainerfileError::Instruction {
+            line,
+            instruction: "RUN".into(),
+            reason: "the command is empty; give RUN a shell line or an exec-form array".into(),
+        });
+    }
+    Ok(form)
 }
 
 fn bad_flag(line: usize, instruction: &str, flag: &Flag<'_>) -> ContainerfileError {
@@ -334,9 +358,36 @@ mod tests {
     }
 
     #[test]
-    fn run_and_unknown_instructions_are_refused_with_their_line() {
-        let err = parse("Containerfile", "FROM scratch\n\nRUN true\n").unwrap_err();
-        assert_eq!(err.to_string(), "RUN is not supported yet (line 3)");
+    fn run_forms_and_unknown_instructions_with_their_line() {
+        let file = parse(
+            "Containerfile",
+            "FROM scratch\n\nRUN echo a \\\n  b\nRUN [\"/bin/true\", \"x\"]\n",
+        )
+        .unwrap();
+        let steps = &file.stages[0].steps;
+        assert!(
+            matches!(&steps[0].kind, StepKind::Run(CommandForm::Shell(s)) if s.starts_with("echo a"))
+        );
+        assert_eq!(steps[0].line, 3);
+        assert!(
+            matches!(&steps[1].kind, StepKind::Run(CommandForm::Exec(a)) if a == &["/bin/true", "x"])
+        );
+        // The parser refuses `RUN` and `RUN []` itself (with a column); berth the rest.
+        for bad in [
+            "RUN\n",
+            "RUN []\n",
+            "RUN [\"\"]\n",
+            "RUN --mount=type=cache,target=/x true\n",
+        ] {
+            let err = parse("Containerfile", &format!("FROM scratch\n{bad}")).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("line 2") && text.contains("RUN"),
+                "{bad}: {text}"
+            );
+        }
+        let err = parse("Containerfile", "FROM scratch\nSHELL [\"/bin/bash\"]\n").unwrap_err();
+        assert_eq!(err.to_string(), "SHELL is not supported yet (line 2)");
         let err = parse("Containerfile", "FROM scratch\nFROB x\n").unwrap_err();
         let text = err.to_string();
         assert!(text.contains("line 2") && text.contains("FROB"), "{text}");

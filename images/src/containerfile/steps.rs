@@ -153,7 +153,9 @@ pub(crate) fn apply(
             runtime.set_volumes(Some(volumes));
             format!("{paths:?}")
         }
-        StepKind::Arg(_) | StepKind::Copy(_) => unreachable!("handled by their own functions"),
+        StepKind::Arg(_) | StepKind::Copy(_) | StepKind::Run(_) => {
+            unreachable!("handled by their own functions")
+        }
     };
     apply_settings(&mut runtime, &options);
     state.config.set_config(Some(runtime));

@@ -6,6 +6,8 @@
 //! lacks a few at a time, and names the image. Authentication answers the registry's 401
 //! challenges: HTTP basic, or bearer tokens from the challenge's realm.
 //!
+//! [`resolve_digest`] asks the registry which manifest digest a reference names (for pinning).
+//!
 //! [`push`] sends the blobs the registry lacks (mounting them from another repository of the
 //! same registry when the store knows one that holds them, uploading them whole or in chunks
 //! otherwise), then the manifest. Both share one client, authentication and error set.
@@ -18,6 +20,7 @@ mod error;
 mod manifest;
 mod pull;
 mod push;
+mod resolve;
 mod sources;
 mod transport;
 mod upload;
@@ -28,4 +31,5 @@ pub use challenge::{Challenge, parse_challenges};
 pub use error::{Operation, RegistryError, Target};
 pub use pull::{PullOptions, Pulled, pull};
 pub use push::{DEFAULT_CHUNK_SIZE, PushOptions, Pushed, PushedBlob, push};
+pub use resolve::resolve_digest;
 pub use transport::{DEFAULT_REGISTRY, Endpoint, is_loopback};

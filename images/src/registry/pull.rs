@@ -51,12 +51,7 @@ pub async fn pull(
     options: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<Pulled, RegistryError> {
-    let client = RegistryClient::for_reference(
-        reference,
-        Operation::Pull,
-        options.plain_http,
-        options.credentials.clone(),
-    )?;
+    let client = pull_client(reference, options)?;
     let target = client.target().clone();
 
     let manifest = resolve_manifest(&client, reference, &options.platform).await?;
@@ -125,6 +120,35 @@ pub async fn pull(
     })
 }
 
+/// A client for pulling (or resolving) `reference` with `options`' transport and credentials.
+pub(super) fn pull_client(
+    reference: &Reference,
+    options: &PullOptions,
+) -> Result<RegistryClient, RegistryError> {
+    RegistryClient::for_reference(
+        reference,
+        Operation::Pull,
+        options.plain_http,
+        options.credentials.clone(),
+    )
+}
+
+/// The manifest or index the reference names, verified against the reference's digest when it
+/// has one.
+pub(super) async fn fetch_top(
+    client: &RegistryClient,
+    reference: &Reference,
+) -> Result<FetchedManifest, RegistryError> {
+    let asked = reference.manifest_reference();
+    let expected = reference.digest.as_ref().map(|digest| Expected {
+        digest,
+        from: "the digest in the reference",
+    });
+    client
+        .fetch_manifest(&asked, expected, &format!("manifest {asked}"))
+        .await
+}
+
 /// Fetches what the reference names and, for an index, the manifest of `platform` in it.
 async fn resolve_manifest(
     client: &RegistryClient,
@@ -132,13 +156,8 @@ async fn resolve_manifest(
     platform: &Platform,
 ) -> Result<FetchedManifest, RegistryError> {
     let target = client.target();
-    let asked = reference.manifest_reference();
-    let expected = reference.digest.as_ref().map(|digest| Expected {
-        digest,
-        from: "the digest in the reference",
-    });
-    let top_object = format!("manifest {asked}");
-    let top = client.fetch_manifest(&asked, expected, &top_object).await?;
+    let top_object = format!("manifest {}", reference.manifest_reference());
+    let top = fetch_top(client, reference).await?;
     match ManifestKind::of(&top.media_type) {
         ManifestKind::Image => Ok(top),
         ManifestKind::Index => {

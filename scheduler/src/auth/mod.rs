@@ -108,6 +108,16 @@ impl Access {
                 "CreateConfig" | "UpdateConfig" | "DeleteConfig" => Some(Access::Write),
                 _ => None,
             },
+            "berth.v1.EnvironmentService" => match method {
+                "ListEnvironments" => Some(Access::Read),
+                "CreateEnvironment" | "DeleteEnvironment" => Some(Access::Admin),
+                _ => None,
+            },
+            "berth.v1.ReleaseService" => match method {
+                "ListReleases" | "ListAudit" => Some(Access::Read),
+                "Promote" => Some(Access::Write),
+                _ => None,
+            },
             // Deployers may use secrets in specs; only admins create, read or rotate them.
             "berth.v1.SecretService" => match method {
                 "CreateSecret" | "UpdateSecret" | "GetSecret" | "ListSecrets" | "DeleteSecret"
@@ -269,6 +279,32 @@ mod tests {
             Access::of_path("/berth.v1.AuthService/CreateToken"),
             Some(Access::Admin)
         );
+    }
+
+    /// Issue 16: environments are listed by viewers and made by admins; promotion is a
+    /// deployer's write.
+    #[test]
+    fn environment_and_release_methods_have_their_rules() {
+        for (path, access) in [
+            (
+                "/berth.v1.EnvironmentService/ListEnvironments",
+                Access::Read,
+            ),
+            (
+                "/berth.v1.EnvironmentService/CreateEnvironment",
+                Access::Admin,
+            ),
+            (
+                "/berth.v1.EnvironmentService/DeleteEnvironment",
+                Access::Admin,
+            ),
+            ("/berth.v1.ReleaseService/ListReleases", Access::Read),
+            ("/berth.v1.ReleaseService/ListAudit", Access::Read),
+            ("/berth.v1.ReleaseService/Promote", Access::Write),
+        ] {
+            assert_eq!(Access::of_path(path), Some(access), "{path}");
+        }
+        assert_eq!(Access::of_path("/berth.v1.ReleaseService/Other"), None);
     }
 
     /// Issue 15: configs are read like deployments and written by deployers; every secret

@@ -13,6 +13,7 @@ use berth_proto::v1::{
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
+use crate::audit::{Audit, who};
 use crate::clock::now_ms;
 use crate::deployments::Deployments;
 use crate::files::{Files, Kind, Updated};
@@ -22,6 +23,8 @@ use crate::files::{Files, Kind, Updated};
 pub(crate) struct FilesApi {
     pub files: Files,
     pub deployments: Deployments,
+    /// Updates that roll deployments append an "apply" entry per deployment.
+    pub audit: Audit,
 }
 
 impl FilesApi {
@@ -42,7 +45,12 @@ impl FilesApi {
         Ok(self.files.create(kind, &req.name, &data, now_ms()).await?)
     }
 
-    async fn update(&self, kind: Kind, req: PutFileRequest) -> Result<UpdateFileResponse, Status> {
+    async fn update(
+        &self,
+        kind: Kind,
+        who: String,
+        req: PutFileRequest,
+    ) -> Result<UpdateFileResponse, Status> {
         let data = Zeroizing::new(req.data);
         let Updated {
             info,
@@ -52,6 +60,11 @@ impl FilesApi {
             .files
             .update(kind, &req.name, &data, &self.deployments, now_ms())
             .await?;
+        // Names and versions only: an entry never carries the value.
+        let detail = format!("{} {} v{}", kind.noun(), info.name, info.version);
+        self.audit
+            .record_rolled(&self.deployments, &who, &detail, &rolled)
+            .await;
         Ok(UpdateFileResponse {
             info: Some(info),
             changed,
@@ -91,7 +104,12 @@ impl ConfigService for FilesApi {
         request: Request<PutFileRequest>,
     ) -> Result<Response<UpdateFileResponse>, Status> {
         Ok(Response::new(
-            self.update(Kind::Config, request.into_inner()).await?,
+            self.update(
+                Kind::Config,
+                who(request.extensions()),
+                request.into_inner(),
+            )
+            .await?,
         ))
     }
 
@@ -140,7 +158,12 @@ impl SecretService for FilesApi {
         request: Request<PutFileRequest>,
     ) -> Result<Response<UpdateFileResponse>, Status> {
         Ok(Response::new(
-            self.update(Kind::Secret, request.into_inner()).await?,
+            self.update(
+                Kind::Secret,
+                who(request.extensions()),
+                request.into_inner(),
+            )
+            .await?,
         ))
     }
 

@@ -1,11 +1,15 @@
 //! The scheduler's gRPC services. Each handler decodes its request, calls the domain
-//! (`deployments`, `files`, `nodes`, `auth::Tokens`, the cluster's views) and encodes the reply;
-//! errors become statuses in one place, `From<SchedError> for Status` (`error.rs`).
+//! (`deployments`, `environments`, `files`, `nodes`, `auth::Tokens`, the cluster's views) and
+//! encodes the reply; errors become statuses in one place, `From<SchedError> for Status`
+//! (`error.rs`).
 
 pub(crate) mod auth;
 pub(crate) mod deployments;
+pub(crate) mod environments;
 pub(crate) mod files;
 pub(crate) mod nodes;
+pub(crate) mod promote;
+pub(crate) mod releases;
 
 use std::pin::Pin;
 

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use berth_proto::v1::config_service_server::ConfigServiceServer;
 use berth_proto::v1::deployment_service_server::DeploymentServiceServer;
+use berth_proto::v1::environment_service_server::EnvironmentServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
+use berth_proto::v1::release_service_server::ReleaseServiceServer;
 use berth_proto::v1::secret_service_server::SecretServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -25,8 +27,10 @@ use crate::auth::Security;
 use crate::error::SchedError;
 use crate::grpc::auth::TokenApi;
 use crate::grpc::deployments::DeployApi;
+use crate::grpc::environments::EnvironmentApi;
 use crate::grpc::files::FilesApi;
 use crate::grpc::nodes::NodeApi;
+use crate::grpc::releases::ReleaseApi;
 use crate::server::{Config, incoming, serve_leader};
 use crate::store::Store;
 use crate::store::etcd::EtcdStore;
@@ -103,7 +107,7 @@ pub async fn run_ha(
     }
 }
 
-/// A standby's server: health, reflection, DeploymentService and AuthService forwarded to
+/// A standby's server: health, reflection, DeploymentService, ReleaseService and AuthService forwarded to
 /// the leader, NodeService redirecting agents to it; with TLS, behind the same checks as the
 /// leader's (the caller is authenticated here and forwarded by name and role).
 async fn serve_standby(
@@ -133,6 +137,14 @@ async fn serve_standby(
         security.clone(),
     ))
     .add_service(Forward::<SecretServiceServer<FilesApi>>::new(
+        election.clone(),
+        security.clone(),
+    ))
+    .add_service(Forward::<EnvironmentServiceServer<EnvironmentApi>>::new(
+        election.clone(),
+        security.clone(),
+    ))
+    .add_service(Forward::<ReleaseServiceServer<ReleaseApi>>::new(
         election.clone(),
         security.clone(),
     ))

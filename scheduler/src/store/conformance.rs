@@ -81,7 +81,8 @@ macro_rules! store_conformance_tests {
             c09_txn_edge_cases, c10_revisions_increase, c11_watch_from_start,
             c12_watch_from_middle, c13_watch_prefix, c14_watch_deletes,
             c15_watch_no_gaps_under_writes, c16_compare_and_swap_race, c17_compacted,
-            c18_large_value, c19_txn_of_the_most_ops, c20_txn_claim_race);
+            c18_large_value, c19_txn_of_the_most_ops, c20_txn_claim_race,
+            c21_audit_seq_gap_free);
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
         $(
@@ -1288,4 +1289,52 @@ pub async fn c20_txn_claim_race<F: StoreFactory>(f: &F) {
             "{case}: round {round}: only the winner's own key is written"
         );
     }
+}
+
+/// The audit log's seq (a counter written in the same transaction as each entry): 16
+/// concurrent appends get 1..=16, each once, and every entry is stored under its seq.
+pub async fn c21_audit_seq_gap_free<F: StoreFactory>(f: &F) {
+    let case = "c21 audit seq gap free";
+    const APPENDS: u64 = 16;
+    const TASKS: usize = 16;
+    let s: Arc<dyn Store> = Arc::new(f.fresh().await);
+    let audit = crate::audit::Audit::new(s);
+    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let tasks: Vec<_> = (0..APPENDS)
+        .map(|i| {
+            let (audit, barrier) = (audit.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let entry = berth_proto::v1::AuditEntry {
+                    app: format!("app-{i}"),
+                    action: "apply".into(),
+                    ..Default::default()
+                };
+                audit.append(entry).await
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for t in tasks {
+        let seq = t
+            .await
+            .unwrap_or_else(|e| panic!("{case}: task: {e}"))
+            .unwrap_or_else(|e| panic!("{case}: append: {e}"));
+        seqs.push(seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=APPENDS).collect::<Vec<_>>(), "{case}: seqs");
+    let listed = audit
+        .list(&Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("{case}: list: {e}"));
+    let mut apps: Vec<_> = listed.iter().map(|e| e.app.clone()).collect();
+    assert_eq!(
+        listed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=APPENDS).collect::<Vec<_>>(),
+        "{case}: stored seqs"
+    );
+    apps.sort_unstable();
+    apps.dedup();
+    assert_eq!(apps.len(), TASKS, "{case}: every append stored once");
 }

@@ -62,9 +62,11 @@ fn parse_service(s: &berth_proto::v1::Service) -> Result<Svc, NetError> {
         service: s.name.clone(),
         reason,
     };
-    if !is_dns_label(&s.name) {
+    // A deployment's name, qualified with its environment by the scheduler outside the
+    // default one (`hello.staging`): DNS labels joined by '.'.
+    if !s.name.split('.').all(is_dns_label) {
         return Err(bad(
-            "name: not a DNS label (a-z, 0-9, '-', at most 63)".into()
+            "name: not DNS labels (a-z, 0-9, '-', at most 63) joined by '.'".into(),
         ));
     }
     let vip: Ipv4Addr = s
@@ -345,6 +347,10 @@ mod tests {
         use Protocol::{Tcp, Udp};
         refused(svc("Web", "10.96.0.1", &[], &[]), "name");
         refused(svc("-web", "10.96.0.1", &[], &[]), "name");
+        refused(svc("web.", "10.96.0.1", &[], &[]), "name");
+        refused(svc("web..x", "10.96.0.1", &[], &[]), "name");
+        // Issue 16: a service in an environment other than the default is `NAME.ENV`.
+        parse_set(&set(vec![svc("web.staging", "10.96.0.2", &[], &[])])).unwrap();
         refused(svc("web", "10.96.0", &[], &[]), "virtual_ip");
         refused(svc("web", "10.96.0.1", &[(0, 80, Tcp)], &[]), "port 0");
         refused(svc("web", "10.96.0.1", &[(80, 70000, Tcp)], &[]), "target");

@@ -69,9 +69,12 @@ fn packet_key() -> Expression<'static> {
 }
 
 /// Chains are named after the service port (`svc_web_tcp_80`) and the endpoint's index in
-/// it (`ep_web_tcp_80_0`): readable in `nft list`, and stable for an unchanged set.
+/// it (`ep_web_tcp_80_0`): readable in `nft list`, and stable for an unchanged set. A
+/// service in an environment (`web.staging`) has '_' for its '.' (`svc_web_staging_tcp_80`):
+/// no label holds a '_', so two services never share a chain.
 fn svc_chain(svc: &Svc, p: &SvcPort) -> String {
-    format!("svc_{}_{}_{}", svc.name, p.proto.name(), p.port)
+    let name = svc.name.replace('.', "_");
+    format!("svc_{name}_{}_{}", p.proto.name(), p.port)
 }
 
 struct Builder<'t> {

@@ -73,7 +73,8 @@ pub(super) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         OutputFormat::Json => print_json(&summary),
         OutputFormat::Table => {
             println!("Pushed: {}", summary.name);
-            println!("Digest: {}", summary.digest);
+            // The bare digest last, for scripts: `DIGEST=$(berth image push ... | tail -n1)`.
+            println!("{}", summary.digest);
             Ok(())
         }
     }
