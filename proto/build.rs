@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/berth/v1/agent.proto",
         "proto/berth/v1/deploy.proto",
         "proto/berth/v1/auth.proto",
+        "proto/berth/v1/events.proto",
     ];
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("berth_v1_descriptor.bin"))

@@ -133,6 +133,9 @@ enum Command {
     /// Show the audit log: who applied, approved, rejected, rolled back, scaled, deleted or
     /// promoted what, when, from which release to which, and the outcome.
     Audit(commands::audit::Args),
+    /// Show the cluster's events (nodes ready or not, container states, rollout steps,
+    /// approvals, promotions, audit entries); --follow streams them, --since REV resumes.
+    Events(commands::events::Args),
     /// Manage environments (staging, production, ...): create, ls, rm.
     #[command(subcommand)]
     Env(commands::env::EnvCommand),
@@ -213,6 +216,7 @@ fn main() -> ExitCode {
         Command::History(args) => commands::history::run(args, &ctx).map(|()| 0),
         Command::Releases(args) => commands::releases::run(args, &ctx).map(|()| 0),
         Command::Audit(args) => commands::audit::run(args, &ctx).map(|()| 0),
+        Command::Events(args) => commands::events::run(args, &ctx).map(|()| 0),
         Command::Env(cmd) => commands::env::run(cmd, &ctx).map(|()| 0),
         Command::Promote(args) => commands::promote::run(args, &ctx),
         Command::Up(args) => commands::up::run(args, &ctx),

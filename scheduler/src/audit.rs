@@ -12,6 +12,7 @@ use crate::auth::Caller;
 use crate::clock::now_ms;
 use crate::deployments::{Deployments, stable_release};
 use crate::error::SchedError;
+use crate::events::Publisher;
 use crate::records;
 use crate::release_id::{release_id, release_spec};
 use crate::store::{Expect, Op, Store, StoreError};
@@ -49,11 +50,22 @@ pub fn outcome<T>(result: &Result<T, tonic::Status>) -> String {
 #[derive(Debug, Clone)]
 pub struct Audit {
     store: Arc<dyn Store>,
+    /// Every entry written is also an event (approvals and promotions by their own kinds).
+    events: Publisher,
 }
 
 impl Audit {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            events: Publisher::default(),
+        }
+    }
+
+    /// Publishes every entry written to `events` as well.
+    pub(crate) fn with_events(mut self, events: Publisher) -> Self {
+        self.events = events;
+        self
     }
 
     /// Appends `entry` with the next seq (and `at_ms` now when unset); returns the seq.
@@ -83,7 +95,10 @@ impl Audit {
                 },
             ];
             match self.store.txn(ops).await {
-                Ok(_) => return Ok(entry.seq),
+                Ok(_) => {
+                    self.events.audit(&entry);
+                    return Ok(entry.seq);
+                }
                 // Another append took this seq first: read the counter again.
                 Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
                 Err(e) => return Err(e.into()),

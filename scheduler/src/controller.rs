@@ -19,6 +19,8 @@ use crate::cluster::{self, Cluster};
 use crate::deployments::{self, Deployments};
 use crate::environments::Environments;
 use crate::error::SchedError;
+use crate::events::Publisher;
+use crate::events::tracker::Tracker;
 use crate::files::{Files, delivery};
 use crate::placement::{self, NodeView, Placement, Request};
 use crate::records::{
@@ -52,6 +54,9 @@ pub(crate) struct Controller {
     ids: AtomicU64,
     /// The content of the configs and secrets nodes get.
     files: Files,
+    /// The cluster's event log (nodes, containers, rollouts), fed from each pass.
+    publisher: Publisher,
+    tracker: Mutex<Tracker>,
 }
 
 impl Controller {
@@ -77,7 +82,28 @@ impl Controller {
             // The clock only seeds the counter: before 1970 it starts at 0.
             ids: AtomicU64::new(u64::try_from(now_ms()).unwrap_or(0)),
             files,
+            publisher: Publisher::default(),
+            tracker: Mutex::new(Tracker::default()),
         }
+    }
+
+    /// Publishes the events each pass sees (nodes, containers, rollouts) to `publisher`.
+    pub(crate) fn with_events(mut self, publisher: Publisher) -> Self {
+        self.publisher = publisher;
+        self
+    }
+
+    /// Events for what changed since the last pass: nodes' readiness, containers' states.
+    fn observe(&self, statuses: &HashMap<String, (String, ContainerStatus)>) {
+        let ready: Vec<(String, bool)> = self.cluster.with_nodes(|nodes| {
+            nodes
+                .values()
+                .map(|n| (n.record.name.clone(), self.cluster.is_ready(n)))
+                .collect()
+        });
+        let mut tracker = self.tracker.lock().unwrap();
+        tracker.nodes(&self.publisher, ready);
+        tracker.containers(&self.publisher, statuses);
     }
 
     /// Runs until `shutdown` is set.
@@ -193,6 +219,7 @@ impl Controller {
         replicas.retain(|r| !doomed.contains(&r.container_id));
 
         let statuses = self.container_statuses();
+        self.observe(&statuses);
         for (name, (rec, mod_rev)) in &deployments {
             let mine: Vec<&ReplicaRecord> =
                 replicas.iter().filter(|r| &r.deployment == name).collect();
@@ -680,6 +707,8 @@ impl Controller {
                 out.insert(name, d);
             }
         }
+        let mut tracker = self.tracker.lock().unwrap();
+        tracker.rollouts(&self.publisher, out.values());
     }
 }
 

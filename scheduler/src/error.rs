@@ -40,6 +40,13 @@ pub enum SchedError {
     /// The call cannot be served here now (e.g. no leader to forward to); retry.
     #[error("{0}")]
     Unavailable(String),
+    /// An event stream's reader fell too far behind the live events (`resume`: the last
+    /// revision it was sent).
+    #[error(
+        "dropped as a slow consumer: {behind} events behind the live stream; resume with \
+         --since {resume} (EventsRequest.since_revision {resume}) to miss nothing"
+    )]
+    SlowConsumer { behind: u64, resume: u64 },
 }
 
 impl SchedError {
@@ -78,6 +85,7 @@ impl From<SchedError> for Status {
             | SchedError::Node { .. }
             | SchedError::Unavailable(_) => K::Unavailable,
             SchedError::Store(_) | SchedError::Corrupt { .. } => K::Internal,
+            SchedError::SlowConsumer { .. } => K::ResourceExhausted,
         };
         kind.status(e.to_string())
     }

@@ -11,6 +11,7 @@ pub(crate) mod controller;
 pub(crate) mod deployments;
 pub(crate) mod environments;
 pub(crate) mod error;
+pub mod events;
 pub mod files;
 pub(crate) mod grpc;
 pub mod ha;

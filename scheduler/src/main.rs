@@ -71,6 +71,13 @@ struct Args {
     /// one whose key does not open the stored secrets, stops the start.
     #[arg(long, value_name = "FILE")]
     secrets_key: Option<PathBuf>,
+    /// How many cluster events (`berth events`) the store keeps; older ones are deleted.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    events_retention: u64,
+    /// How many live events a `berth events --follow` client may fall behind before it is
+    /// dropped (it is told the revision to resume from); at least one write batch, 49.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    events_buffer: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -117,6 +124,10 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("--service-cidr {:?}", args.service_cidr))?,
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         secrets_key,
+        events: berth_scheduler::events::Settings {
+            retention: args.events_retention,
+            buffer: usize::try_from(args.events_buffer).context("--events-buffer")?,
+        },
     };
     berth_scheduler::check_config(&config).context("--service-cidr")?;
     if etcd_endpoints.is_none() {

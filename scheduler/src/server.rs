@@ -1,6 +1,6 @@
 //! Runs the scheduler: NodeService for agents, DeploymentService, ConfigService,
-//! SecretService, EnvironmentService and ReleaseService for clients on one listener (with
-//! health and reflection), and the control loop, until shutdown.
+//! SecretService, EnvironmentService, ReleaseService and EventService for clients on one
+//! listener (with health and reflection), and the control loop, until shutdown.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,6 +11,7 @@ use berth_proto::MAX_MESSAGE_BYTES;
 use berth_proto::v1::config_service_server::ConfigServiceServer;
 use berth_proto::v1::deployment_service_server::DeploymentServiceServer;
 use berth_proto::v1::environment_service_server::EnvironmentServiceServer;
+use berth_proto::v1::event_service_server::EventServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
 use berth_proto::v1::release_service_server::ReleaseServiceServer;
 use berth_proto::v1::secret_service_server::SecretServiceServer;
@@ -27,6 +28,7 @@ use crate::error::SchedError;
 use crate::files::Files;
 use crate::grpc::deployments::DeployApi;
 use crate::grpc::environments::EnvironmentApi;
+use crate::grpc::events::EventApi;
 use crate::grpc::files::FilesApi;
 use crate::grpc::nodes::NodeApi;
 use crate::grpc::releases::ReleaseApi;
@@ -51,6 +53,8 @@ pub struct Config {
     pub security: crate::auth::Security,
     /// The key secrets are sealed with (`--secrets-key`); without it no secret is kept.
     pub secrets_key: Option<crate::files::KeyFile>,
+    // The event log: how many events are kept, how far a live reader may fall behind.
+    pub events: crate::events::Settings,
 }
 
 impl Default for Config {
@@ -64,6 +68,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(2),
             security: crate::auth::Security::default(),
             secrets_key: None,
+            events: crate::events::Settings::default(),
         }
     }
 }
@@ -154,6 +159,7 @@ pub(crate) async fn with_health_and_reflection<L>(
     health
         .set_serving::<ReleaseServiceServer<ReleaseApi>>()
         .await;
+    health.set_serving::<EventServiceServer<EventApi>>().await;
     if serves_nodes {
         health.set_serving::<NodeServiceServer<NodeApi>>().await;
     } else {
@@ -183,14 +189,19 @@ pub(crate) async fn serve_leader(
     files.check_key().await?;
     let deployments =
         Deployments::new(store.clone(), config.service_network).with_files(files.clone());
-    let controller = Arc::new(Controller::new(
-        deployments.clone(),
-        store.clone(),
-        cluster.clone(),
-        config.reschedule_delay,
-        config.drain_timeout,
-        files.clone(),
-    ));
+    // The event log lives in the store: a new leader continues it where the last one stopped.
+    let (publisher, event_log) = crate::events::start(store.clone(), config.events);
+    let controller = Arc::new(
+        Controller::new(
+            deployments.clone(),
+            store.clone(),
+            cluster.clone(),
+            config.reschedule_delay,
+            config.drain_timeout,
+            files.clone(),
+        )
+        .with_events(publisher.clone()),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let control = tokio::spawn(controller.clone().run(stop_rx));
 
@@ -204,7 +215,7 @@ pub(crate) async fn serve_leader(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let audit = Audit::new(store.clone());
+    let audit = Audit::new(store.clone()).with_events(publisher);
     let (config_api, secret_api) = FilesApi {
         files,
         deployments: deployments.clone(),
@@ -241,7 +252,8 @@ pub(crate) async fn serve_leader(
     .add_service(config_api)
     .add_service(secret_api)
     .add_service(environment_api)
-    .add_service(crate::grpc::auth::token_service(store.clone()));
+    .add_service(crate::grpc::auth::token_service(store.clone()))
+    .add_service(EventApi { log: event_log }.service());
     let served = serve_until(
         |drained| router.serve_with_incoming_shutdown(incoming(listener), drained),
         shutdown,

@@ -33,7 +33,8 @@ COMMON = {
 }
 SCHEDULER = COMMON | {"berth.v1.DeploymentService", "berth.v1.NodeService", "berth.v1.AuthService",
                       "berth.v1.ConfigService", "berth.v1.SecretService",
-                      "berth.v1.EnvironmentService", "berth.v1.ReleaseService"}
+                      "berth.v1.EnvironmentService", "berth.v1.ReleaseService",
+                      "berth.v1.EventService"}
 AGENT = COMMON | {"berth.v1.AgentService"}
 
 

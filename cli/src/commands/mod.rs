@@ -9,6 +9,7 @@ pub(crate) mod config;
 pub(crate) mod delete;
 pub(crate) mod deploy;
 pub(crate) mod env;
+pub(crate) mod events;
 pub(crate) mod exec;
 pub(crate) mod explain;
 pub(crate) mod history;

@@ -118,6 +118,10 @@ impl Access {
                 "Promote" => Some(Access::Write),
                 _ => None,
             },
+            "berth.v1.EventService" => match method {
+                "Events" => Some(Access::Read),
+                _ => None,
+            },
             // Deployers may use secrets in specs; only admins create, read or rotate them.
             "berth.v1.SecretService" => match method {
                 "CreateSecret" | "UpdateSecret" | "GetSecret" | "ListSecrets" | "DeleteSecret"
@@ -301,6 +305,7 @@ mod tests {
             ("/berth.v1.ReleaseService/ListReleases", Access::Read),
             ("/berth.v1.ReleaseService/ListAudit", Access::Read),
             ("/berth.v1.ReleaseService/Promote", Access::Write),
+            ("/berth.v1.EventService/Events", Access::Read),
         ] {
             assert_eq!(Access::of_path(path), Some(access), "{path}");
         }

@@ -6,6 +6,7 @@
 pub(crate) mod auth;
 pub(crate) mod deployments;
 pub(crate) mod environments;
+pub(crate) mod events;
 pub(crate) mod files;
 pub(crate) mod nodes;
 pub(crate) mod promote;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use berth_proto::v1::config_service_server::ConfigServiceServer;
 use berth_proto::v1::deployment_service_server::DeploymentServiceServer;
 use berth_proto::v1::environment_service_server::EnvironmentServiceServer;
+use berth_proto::v1::event_service_server::EventServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
 use berth_proto::v1::release_service_server::ReleaseServiceServer;
 use berth_proto::v1::secret_service_server::SecretServiceServer;
@@ -28,6 +29,7 @@ use crate::error::SchedError;
 use crate::grpc::auth::TokenApi;
 use crate::grpc::deployments::DeployApi;
 use crate::grpc::environments::EnvironmentApi;
+use crate::grpc::events::EventApi;
 use crate::grpc::files::FilesApi;
 use crate::grpc::nodes::NodeApi;
 use crate::grpc::releases::ReleaseApi;
@@ -145,6 +147,11 @@ async fn serve_standby(
         security.clone(),
     ))
     .add_service(Forward::<ReleaseServiceServer<ReleaseApi>>::new(
+        election.clone(),
+        security.clone(),
+    ))
+    // The event stream is the leader's (its writer feeds the live tail).
+    .add_service(Forward::<EventServiceServer<EventApi>>::new(
         election.clone(),
         security.clone(),
     ))

@@ -1,0 +1,158 @@
+//! The event log on a real redb store: numbering, retention, resuming, and a slow reader
+//! dropped with the revision to resume from while publishing never waits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_proto::v1::{Event, EventKind, EventsRequest};
+
+use super::*;
+use crate::store::redb::RedbStore;
+
+fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap());
+    (dir, store)
+}
+
+fn node_event(i: usize, env: &str) -> Event {
+    Event {
+        kind: EventKind::NodeReady.into(),
+        node: format!("n{i}"),
+        environment: env.into(),
+        ..Default::default()
+    }
+}
+
+/// Waits until the log's latest revision is `n`.
+async fn written(log: &EventLog, n: u64) {
+    for _ in 0..500 {
+        if log.latest().await.unwrap() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the log never reached revision {n}");
+}
+
+async fn drain(feed: &mut read::Feed) -> Vec<Result<Event, SchedError>> {
+    let mut out = Vec::new();
+    while let Some(item) = feed.recv().await {
+        out.push(item);
+    }
+    out
+}
+
+fn revisions(items: &[Result<Event, SchedError>]) -> Vec<u64> {
+    items
+        .iter()
+        .map(|i| i.as_ref().expect("an event").revision)
+        .collect()
+}
+
+#[tokio::test]
+async fn numbered_without_gaps_kept_within_retention_and_resumable() {
+    let (_dir, store) = store();
+    let settings = Settings {
+        retention: 5,
+        buffer: 16,
+    };
+    let (publisher, log) = start(store, settings);
+    for i in 0..8 {
+        publisher.publish(node_event(i, if i % 2 == 0 { "default" } else { "" }));
+    }
+    written(&log, 8).await;
+    let kept = log.after(0).await.unwrap();
+    assert_eq!(
+        kept.iter().map(|e| e.revision).collect::<Vec<_>>(),
+        [4, 5, 6, 7, 8]
+    );
+    assert!(kept.iter().all(|e| e.at_ms > 0), "stamped when published");
+    assert_eq!(
+        log.after(5).await.unwrap().first().map(|e| e.revision),
+        Some(6)
+    );
+    let gone = log.after(1).await.unwrap_err().to_string();
+    assert!(
+        gone.contains("events 2 to 3 are no longer kept") && gone.contains("--since 3"),
+        "{gone}"
+    );
+    let ahead = log.after(9).await.unwrap_err().to_string();
+    assert!(ahead.contains("ahead of the event log"), "{ahead}");
+    let req = EventsRequest {
+        since_revision: 5,
+        environment: "default".into(),
+        ..Default::default()
+    };
+    let mut feed = log.subscribe(&req).await.unwrap();
+    assert_eq!(revisions(&drain(&mut feed).await), [7], "only default's");
+}
+
+#[tokio::test]
+async fn a_follower_gets_kept_then_live_events_once_each() {
+    let (_dir, store) = store();
+    let (publisher, log) = start(store, Settings::default());
+    for i in 0..3 {
+        publisher.publish(node_event(i, ""));
+    }
+    written(&log, 3).await;
+    let req = EventsRequest {
+        since_revision: 1,
+        follow: true,
+        ..Default::default()
+    };
+    let mut feed = log.subscribe(&req).await.unwrap();
+    for i in 3..6 {
+        publisher.publish(node_event(i, ""));
+    }
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        got.push(feed.recv().await.expect("open").expect("an event").revision);
+    }
+    assert_eq!(got, [2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn a_slow_follower_is_dropped_with_where_to_resume_and_publishing_never_waits() {
+    let (_dir, store) = store();
+    let settings = Settings {
+        retention: 10_000,
+        buffer: 4,
+    };
+    let (publisher, log) = start(store, settings);
+    let req = EventsRequest {
+        follow: true,
+        ..Default::default()
+    };
+    let mut feed = log.subscribe(&req).await.unwrap();
+    // Nobody reads the feed meanwhile: every publish returns at once all the same.
+    for i in 0..200 {
+        publisher.publish(node_event(i, ""));
+    }
+    written(&log, 200).await;
+    let mut got = Vec::new();
+    let error = loop {
+        match feed.recv().await.expect("ends with an error") {
+            Ok(e) => got.push(e.revision),
+            Err(e) => break e,
+        }
+    };
+    let last = *got.last().expect("some events first");
+    assert_eq!(
+        got,
+        (1..=last).collect::<Vec<_>>(),
+        "no gap before the drop"
+    );
+    let SchedError::SlowConsumer { resume, .. } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(*resume, last);
+    assert!(error.to_string().contains(&format!("--since {last}")));
+    assert_eq!(
+        tonic::Status::from(error).code(),
+        tonic::Code::ResourceExhausted
+    );
+    let rest = log.after(last).await.unwrap();
+    assert_eq!(rest.first().map(|e| e.revision), Some(last + 1));
+    assert_eq!(rest.last().map(|e| e.revision), Some(200));
+}
