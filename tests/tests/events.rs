@@ -55,7 +55,7 @@ fn read_until(
 ) -> Vec<Event> {
     let mut read = Vec::new();
     loop {
-        let next = api.block_on(tokio::time::timeout(WAIT, stream.message()));
+        let next = api.block_on(async { tokio::time::timeout(WAIT, stream.message()).await });
         let event = match next {
             Ok(Ok(Some(event))) => event,
             other => panic!("waiting for {what}: {other:?}; read so far: {read:#?}"),
@@ -244,7 +244,7 @@ fn a_slow_consumer_is_dropped_naming_where_to_resume_and_resumes_without_loss() 
 
     let mut got = Vec::new();
     let status = loop {
-        match api.block_on(tokio::time::timeout(WAIT, slow.message())) {
+        match api.block_on(async { tokio::time::timeout(WAIT, slow.message()).await }) {
             Ok(Ok(Some(e))) => got.push(e),
             Ok(Err(status)) => break status,
             other => panic!("the slow stream should end with an error: {other:?}"),
@@ -409,10 +409,14 @@ fn events_keep_their_revisions_across_a_failover_and_a_follower_carries_on() {
         (follower.revisions().len() >= expected.len()).then_some(())
     });
     let shown = follower.revisions();
+    let stderr = follower.stderr.lock().unwrap().join("\n");
     assert_eq!(
         &shown[..expected.len()],
         &expected[..],
-        "once each, in order, through the failover (stderr: {:?})",
-        follower.stderr.lock().unwrap()
+        "once each, in order, through the failover (stderr: {stderr})"
+    );
+    assert!(
+        stderr.contains("resuming after revision"),
+        "the follower's stream was cut by the failover and resumed: {stderr}"
     );
 }
