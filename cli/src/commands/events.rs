@@ -128,7 +128,7 @@ async fn follow(
 ) -> anyhow::Result<()> {
     let output = ctx.output();
     if output == OutputFormat::Table {
-        println!("{}", HEADER.join("   "));
+        println!("{}", line(&HEADER.map(String::from)));
     }
     let mut failures = 0;
     loop {
@@ -158,10 +158,25 @@ async fn follow(
     }
 }
 
+/// Column widths of a followed table but the last (rows come one at a time: no table to
+/// measure).
+const WIDTHS: [usize; 5] = [6, 20, 14, 10, 16];
+
+fn line(cells: &[String]) -> String {
+    let mut out = String::new();
+    for (i, cell) in cells.iter().enumerate() {
+        match WIDTHS.get(i) {
+            Some(width) => out.push_str(&format!("{cell:<width$} ")),
+            None => out.push_str(cell),
+        }
+    }
+    out.trim_end().to_string()
+}
+
 /// One line per event, as it comes: aligned cells for people, a JSON object for programs.
 fn show(output: OutputFormat, row: Row) {
     match output {
-        OutputFormat::Table => println!("{}", cells(&row).join("   ")),
+        OutputFormat::Table => println!("{}", line(&cells(&row))),
         OutputFormat::Json => match serde_json::to_string(&row) {
             Ok(line) => println!("{line}"),
             Err(e) => eprintln!("berth events: revision {}: {e}", row.revision),

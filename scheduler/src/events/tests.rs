@@ -156,3 +156,84 @@ async fn a_slow_follower_is_dropped_with_where_to_resume_and_publishing_never_wa
     assert_eq!(rest.first().map(|e| e.revision), Some(last + 1));
     assert_eq!(rest.last().map(|e| e.revision), Some(200));
 }
+
+/// The tracker publishes changes only: a node's first sight when not ready is not news (one
+/// remembered from the store after a failover), a container's state, readiness or restarts,
+/// and its removal; a rollout's counts.
+#[tokio::test]
+async fn the_tracker_publishes_changes_only() {
+    use berth_proto::v1::{ContainerState, ContainerStatus, Deployment, DeploymentSpec};
+    use std::collections::HashMap;
+
+    let (_dir, store) = store();
+    let (out, log) = start(store, Settings::default());
+    let mut t = tracker::Tracker::default();
+    t.nodes(&out, [("n1".to_string(), false), ("n2".to_string(), true)]);
+    t.nodes(&out, [("n1".to_string(), true), ("n2".to_string(), true)]);
+    t.nodes(&out, [("n1".to_string(), false)]);
+    let status = |state: ContainerState, ready: bool| ContainerStatus {
+        container_id: "web-1-abc".into(),
+        deployment: "web.staging".into(),
+        revision: 1,
+        state: state.into(),
+        ready,
+        ..Default::default()
+    };
+    let one =
+        |s: ContainerStatus| HashMap::from([("web-1-abc".to_string(), ("n1".to_string(), s))]);
+    t.containers(&out, &one(status(ContainerState::Running, false)));
+    t.containers(&out, &one(status(ContainerState::Running, false)));
+    t.containers(&out, &one(status(ContainerState::Running, true)));
+    t.containers(&out, &HashMap::new());
+    let web = |ready: u32| Deployment {
+        spec: Some(DeploymentSpec {
+            name: "web.staging".into(),
+            ..Default::default()
+        }),
+        revision: 2,
+        replicas: 2,
+        ready_replicas: ready,
+        ..Default::default()
+    };
+    t.rollouts(&out, &[web(1)]);
+    t.rollouts(&out, &[web(1)]);
+    t.rollouts(&out, &[web(2)]);
+    written(&log, 8).await;
+    let events = log.after(0).await.unwrap();
+    let said: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e.node.clone() + &e.state + &e.action, e.message.clone()))
+        .collect();
+    assert_eq!(events.len(), 8, "{said:#?}");
+    let kinds: Vec<i32> = events.iter().map(|e| e.kind).collect();
+    use EventKind::*;
+    assert_eq!(
+        kinds,
+        [
+            NodeReady,
+            NodeReady,
+            NodeNotReady,
+            Container,
+            Container,
+            Container,
+            Rollout,
+            Rollout
+        ]
+        .map(i32::from)
+    );
+    assert_eq!(events[0].node, "n2");
+    let container: Vec<(&str, bool)> = events[3..6]
+        .iter()
+        .map(|e| (e.state.as_str(), e.ready))
+        .collect();
+    assert_eq!(
+        container,
+        [("running", false), ("running", true), ("removed", false)]
+    );
+    assert!(
+        events[3..8]
+            .iter()
+            .all(|e| e.environment == "staging" && e.deployment == "web")
+    );
+    assert!(events[7].message.contains("2/2 ready"), "{:?}", events[7]);
+}
