@@ -950,8 +950,9 @@ fn a_standby_checks_callers_and_forwards_who_they_are_to_the_leader() {
     assert_eq!(deployments_as_admin(&calls, &pki, &first), ["ha-web"]);
 }
 
-/// The audit log under auth: a viewer lists it (`berth audit`) but cannot write; a deployer
-/// token's Apply is recorded under the token's name, a certificate's under its CN.
+/// The audit log under auth: a viewer lists it (`berth audit`, and as events) but cannot
+/// write; a deployer token's Apply is recorded under the token's name, a certificate's under
+/// its CN.
 #[test]
 fn audit_entries_name_the_caller_and_viewers_only_read_them() {
     let pki = Pki::new();
@@ -1029,4 +1030,28 @@ fn audit_entries_name_the_caller_and_viewers_only_read_them() {
         releases.status.success(),
         "a viewer lists releases: {releases:?}"
     );
+    // Events are Read too: a viewer streams them, the audit entries among them, no token.
+    // (Events are written just after the calls return: wait for them.)
+    let (events, audited) = poll_until("the audit events", Duration::from_secs(30), || {
+        let events = ok_json(
+            berth(&sched, &pki, &["events", "-o", "json"], &as_token(&viewer)),
+            "viewer events",
+        );
+        let audited: Vec<String> = events
+            .as_array()
+            .expect("an array")
+            .iter()
+            .filter(|e| e["kind"] == "audit")
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect();
+        (audited.len() >= 2).then_some((events, audited))
+    });
+    assert!(
+        audited.len() == 2
+            && audited[0].starts_with("ci-pipeline: apply")
+            && audited[1].starts_with("deployer: scale"),
+        "{events}"
+    );
+    let text = events.to_string();
+    assert!(!text.contains(&viewer) && !text.contains(&deployer));
 }

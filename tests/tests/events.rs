@@ -109,7 +109,8 @@ fn refused_delete(api: &DeployApi, name: &str) {
         };
         match api.call(api.client.clone().delete(req)) {
             Err(s) if s.code() == tonic::Code::NotFound => Some(()),
-            Err(s) if s.code() == tonic::Code::Unavailable => None,
+            // No leader yet, or a forward cut by the leader's death: clients retry.
+            Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Cancelled) => None,
             other => panic!("delete {name}: {other:?}"),
         }
     });
@@ -144,12 +145,19 @@ fn container_states_are_events_and_a_resumed_stream_misses_and_repeats_nothing()
     // A disconnect; the cluster goes on meanwhile.
     drop(first);
     let last = running.revision;
-    let scale = ScaleRequest {
-        name: "web".into(),
-        replicas: 2,
-        ..Default::default()
-    };
-    api.call(api.client.clone().scale(scale)).expect("scale");
+    poll_until("a Scale that does not race the control loop", WAIT, || {
+        let scale = ScaleRequest {
+            name: "web".into(),
+            replicas: 2,
+            ..Default::default()
+        };
+        match api.call(api.client.clone().scale(scale)) {
+            Ok(_) => Some(()),
+            // "the state changed while updating deployment web; retry"
+            Err(s) if s.code() == tonic::Code::Aborted => None,
+            Err(s) => panic!("scale: {s:?}"),
+        }
+    });
     api.wait("web", "2 replicas ready", |d| all_ready(d, 2));
 
     let mut second = open(&api, &events, last);
@@ -374,14 +382,17 @@ fn events_keep_their_revisions_across_a_failover_and_a_follower_carries_on() {
     let standby = 1 - leader;
     let endpoints: Vec<String> = scheds.iter().map(SchedulerProc::endpoint).collect();
     // The follower knows both; it may start on the standby, which forwards to the leader.
-    let follower = Follower::start(&endpoints.join(","));
+    let mut follower = Follower::start(&endpoints.join(","));
     let api = DeployApi::new(&endpoints[standby], WAIT);
     for i in 0..5 {
         refused_delete(&api, &format!("before-{i}"));
     }
     let events = client(&api, &endpoints[standby]);
-    let before = kept(&api, &events, 0);
-    assert!(before.len() >= 5, "{before:#?}");
+    // Published as the calls return, written just after.
+    let before = poll_until("the first events written", WAIT, || {
+        let before = kept(&api, &events, 0);
+        (before.len() >= 5).then_some(before)
+    });
 
     scheds[leader].kill9();
     leading(&scheds[standby..=standby], 1);
@@ -406,6 +417,10 @@ fn events_keep_their_revisions_across_a_failover_and_a_follower_carries_on() {
 
     let expected = revisions(&after);
     poll_until("the follower to show every event", WAIT, || {
+        if let Ok(Some(status)) = follower.child.try_wait() {
+            let stderr = follower.stderr.lock().unwrap().join("\n");
+            panic!("berth events --follow exited ({status}): {stderr}");
+        }
         (follower.revisions().len() >= expected.len()).then_some(())
     });
     let shown = follower.revisions();

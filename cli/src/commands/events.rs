@@ -143,11 +143,19 @@ async fn follow(
             Err(status) => status,
         };
         failures = if since == before { failures + 1 } else { 1 };
-        let retry = matches!(
+        // Anything but a refusal of the request itself is worth resuming after: a scheduler
+        // gone or taking over, this client dropped as slow, the connection cut under the
+        // stream (Cancelled, or Internal "h2 protocol error" when the peer dies).
+        let refused = matches!(
             ErrorKind::of(&status),
-            ErrorKind::Unavailable | ErrorKind::ResourceExhausted | ErrorKind::Unknown
+            ErrorKind::InvalidArgument
+                | ErrorKind::NotFound
+                | ErrorKind::FailedPrecondition
+                | ErrorKind::Unauthenticated
+                | ErrorKind::PermissionDenied
+                | ErrorKind::NotImplemented
         );
-        if !retry || failures > RESUME_ATTEMPTS {
+        if refused || failures > RESUME_ATTEMPTS {
             return Err(cluster::status_error(status));
         }
         eprintln!(
