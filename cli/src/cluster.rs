@@ -28,6 +28,26 @@ pub(crate) fn set_environment(env: &str) {
     *ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner()) = Some(env.to_string());
 }
 
+/// The top-level `--env` when it was given on the command line: the filter of commands that
+/// otherwise show every environment (`audit`, `events`), so it works before them too.
+static ENVIRONMENT_FILTER: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Records a top-level `--env` given on the command line (see [`environment_filter`]).
+pub(crate) fn set_environment_filter(env: &str) {
+    *ENVIRONMENT_FILTER.lock().unwrap_or_else(|e| e.into_inner()) = Some(env.to_string());
+}
+
+/// The environment a listing over all environments is narrowed to: its own `--env` first, else
+/// a top-level `--env` from the command line (BERTH_ENV alone does not narrow it).
+pub(crate) fn environment_filter(own: Option<&str>) -> Option<String> {
+    own.map(str::to_string).or_else(|| {
+        ENVIRONMENT_FILTER
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    })
+}
+
 /// The environment every cluster request names: `--env`, BERTH_ENV, or "default".
 pub(crate) fn environment() -> String {
     ENVIRONMENT

@@ -179,13 +179,16 @@ impl Context {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(hoist_env_flag(std::env::args_os().collect()));
+    let (cli, env_on_command_line) = parse_command_line(std::env::args_os().collect());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .with_writer(std::io::stderr)
         .init();
     auth::init(cli.credentials);
     cluster::set_environment(&cli.environment);
+    if env_on_command_line {
+        cluster::set_environment_filter(&cli.environment);
+    }
     let ctx = Context {
         data_dir: cli.data_dir,
         scheduler: cli.cluster.scheduler,
@@ -241,6 +244,19 @@ const ENV_COMMANDS: [&str; 19] = [
     "deploy", "status", "approve", "reject", "rollback", "scale", "delete", "history", "services",
     "ps", "logs", "explain", "nodes", "env", "promote", "volume", "config", "secret", "token",
 ];
+
+/// The command line (after [`hoist_env_flag`]), and whether `--env` was given on it rather than
+/// by BERTH_ENV or the default: `berth --env X audit` then filters as `berth audit --env X`.
+fn parse_command_line(args: Vec<std::ffi::OsString>) -> (Cli, bool) {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().get_matches_from(hoist_env_flag(args));
+    let on_command_line =
+        matches.value_source("environment") == Some(clap::parser::ValueSource::CommandLine);
+    match Cli::from_arg_matches(&matches) {
+        Ok(cli) => (cli, on_command_line),
+        Err(e) => e.exit(),
+    }
+}
 
 /// `berth CMD ... --env ENV ...` as `berth --env ENV CMD ...`, for the subcommands in
 /// [`ENV_COMMANDS`]: `--env` is a top-level flag (it cannot be a clap global one, since
@@ -405,6 +421,25 @@ mod tests {
         assert_eq!(cli.environment, "default");
         let cli = hoisted(&["status", "--", "--env", "x"]);
         assert!(cli.is_err(), "after --, --env is not hoisted");
+    }
+
+    /// `berth --env X audit` narrows audit and events as their own `--env` does; without a
+    /// top-level `--env` on the command line they show every environment.
+    #[test]
+    fn a_top_level_env_on_the_command_line_is_told_apart() {
+        let argv = |args: &[&str]| {
+            std::iter::once("berth")
+                .chain(args.iter().copied())
+                .map(std::ffi::OsString::from)
+                .collect::<Vec<_>>()
+        };
+        let (cli, given) = parse_command_line(argv(&["--env", "staging", "audit"]));
+        assert!(given);
+        assert_eq!(cli.environment, "staging");
+        let (_, given) = parse_command_line(argv(&["status", "--env", "staging"]));
+        assert!(given, "hoisted from after the subcommand");
+        let (_, given) = parse_command_line(argv(&["audit", "--env", "staging"]));
+        assert!(!given, "audit's own --env is its own flag");
     }
 
     #[test]

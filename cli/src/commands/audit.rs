@@ -69,7 +69,8 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let reply = cluster::with_release_client(ctx.scheduler(), async |mut client| {
         client
             .list_audit(ListAuditRequest {
-                environment: args.environment.clone().unwrap_or_default(),
+                environment: cluster::environment_filter(args.environment.as_deref())
+                    .unwrap_or_default(),
                 app: args.app.clone().unwrap_or_default(),
                 limit: args.limit,
                 after_seq: 0,

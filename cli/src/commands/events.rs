@@ -105,7 +105,8 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let request = |since| EventsRequest {
         since_revision: since,
         follow: args.follow,
-        environment: args.environment.clone().unwrap_or_default(),
+        environment: crate::cluster::environment_filter(args.environment.as_deref())
+            .unwrap_or_default(),
     };
     crate::remote::block_on(async {
         if !args.follow {
