@@ -71,7 +71,15 @@ struct Args {
     /// one whose key does not open the stored secrets, stops the start.
     #[arg(long, value_name = "FILE")]
     secrets_key: Option<PathBuf>,
+    /// Where the web dashboard serves while this scheduler leads: plain HTTP, so a loopback
+    /// address only; `off` for none [default: 127.0.0.1:7780, skipped with a warning when that
+    /// port is taken].
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
 }
+
+/// The dashboard's address when --http-listen is left out.
+const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7780";
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -117,6 +125,7 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("--service-cidr {:?}", args.service_cidr))?,
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         secrets_key,
+        http_listener: None,
     };
     berth_scheduler::check_config(&config).context("--service-cidr")?;
     if etcd_endpoints.is_none() {
@@ -128,6 +137,43 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(serve(args, config, etcd_endpoints, tls.is_some()))
+}
+
+/// The dashboard's listener: --http-listen's address, [`DEFAULT_HTTP_LISTEN`] when the flag
+/// is left out (skipped if taken, so that several schedulers on one host still start), or
+/// none for `off`.
+async fn bind_dashboard(
+    flag: Option<&str>,
+) -> anyhow::Result<Option<Arc<tokio::net::TcpListener>>> {
+    let addr = match flag {
+        Some("off") => return Ok(None),
+        Some(addr) => addr,
+        None => DEFAULT_HTTP_LISTEN,
+    };
+    let parsed: std::net::SocketAddr = addr.parse().with_context(|| {
+        format!("--http-listen {addr:?}: expected IP:PORT (a loopback address) or off")
+    })?;
+    if !parsed.ip().is_loopback() {
+        bail!(
+            "--http-listen {addr}: the dashboard serves plain HTTP, so on a loopback address \
+             only (127.0.0.1 or [::1])"
+        );
+    }
+    match tokio::net::TcpListener::bind(parsed).await {
+        Ok(listener) => {
+            let local = listener.local_addr().context("the dashboard's address")?;
+            tracing::info!(url = %format!("http://{local}/"), "dashboard");
+            Ok(Some(Arc::new(listener)))
+        }
+        Err(e) if flag.is_none() && e.kind() == std::io::ErrorKind::AddrInUse => {
+            tracing::warn!(
+                "no dashboard: its default address {addr} is in use (choose another with \
+                 --http-listen, or --http-listen off)"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("--http-listen {addr}")),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -144,7 +190,7 @@ async fn shutdown_signal() {
 /// Listens and serves until a signal: alone on the embedded store, or in an election on etcd.
 async fn serve(
     args: Args,
-    config: berth_scheduler::Config,
+    mut config: berth_scheduler::Config,
     etcd_endpoints: Option<Vec<String>>,
     tls: bool,
 ) -> anyhow::Result<()> {
@@ -156,6 +202,7 @@ async fn serve(
     if !tls && !local.ip().is_loopback() {
         tracing::warn!(listen = %local, "--insecure: serving plaintext with no authentication");
     }
+    config.http_listener = bind_dashboard(args.http_listen.as_deref()).await?;
     let Some(endpoints) = etcd_endpoints else {
         let store: Arc<dyn Store> = Arc::new(
             RedbStore::open(&args.data_dir.join("state.redb"))

@@ -51,6 +51,10 @@ pub struct Config {
     pub security: crate::auth::Security,
     /// The key secrets are sealed with (`--secrets-key`); without it no secret is kept.
     pub secrets_key: Option<crate::files::KeyFile>,
+    // The dashboard's listener (`--http-listen`, loopback only), served while this scheduler
+    // leads; None: no dashboard. Shared, so that a standby that takes over serves the same
+    // socket.
+    pub http_listener: Option<Arc<TcpListener>>,
 }
 
 impl Default for Config {
@@ -64,6 +68,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(2),
             security: crate::auth::Security::default(),
             secrets_key: None,
+            http_listener: None,
         }
     }
 }
@@ -192,7 +197,7 @@ pub(crate) async fn serve_leader(
         files.clone(),
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let control = tokio::spawn(controller.clone().run(stop_rx));
+    let control = tokio::spawn(controller.clone().run(stop_rx.clone()));
 
     let node_api = NodeServiceServer::new(NodeApi {
         nodes: Nodes {
@@ -226,6 +231,19 @@ pub(crate) async fn serve_leader(
     let environment_api = EnvironmentServiceServer::new(EnvironmentApi { environments })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // The dashboard (issue 17): its own listener, stopped with the control loop.
+    let dashboard = match config.http_listener.clone() {
+        Some(http) => {
+            let ui = crate::dashboard::Dashboard::new(
+                deploy.clone(),
+                deploy.environments.clone(),
+                config.security.enabled(),
+                stop_rx.clone(),
+            )?;
+            Some(tokio::spawn(crate::dashboard::serve(http, ui)))
+        }
+        None => None,
+    };
     let deploy_api = DeploymentServiceServer::new(deploy)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -249,5 +267,8 @@ pub(crate) async fn serve_leader(
     .await;
     let _ = stop_tx.send(true);
     let _ = control.await;
+    if let Some(dashboard) = dashboard {
+        let _ = dashboard.await;
+    }
     served
 }
