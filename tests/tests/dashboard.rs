@@ -60,12 +60,30 @@ impl Ui {
     }
 }
 
-/// The wall clock in milliseconds, as the browser's `Date.now()` counts.
-fn epoch_ms() -> i64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("a clock after 1970");
-    i64::try_from(since.as_millis()).expect("milliseconds fit in i64")
+/// When the scheduler published `ready` ready replicas of deployment `name` (its Watch
+/// event's `at_ms`, wall-clock milliseconds).
+fn ready_published(api: &DeployApi, name: &str, ready: u32) -> i64 {
+    let mut client = api.client.clone();
+    api.block_on(async {
+        let mut events = client
+            .watch(WatchRequest {
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        loop {
+            let event = tokio::time::timeout(WAIT, events.message())
+                .await
+                .expect("a Watch event in time")
+                .expect("the Watch stream")
+                .expect("an event before the stream ends");
+            if event.ready_replicas == ready {
+                return event.at_ms;
+            }
+        }
+    })
 }
 
 /// Where screenshots go: the workspace's target dir (CARGO_TARGET_DIR when set).
@@ -161,42 +179,27 @@ fn a_deploy_shows_up_live_and_approving_in_the_browser_completes_the_rollout() {
         t.contains("No deployment")
     });
     // When the page first shows the replica ready, by the browser's clock (a mutation
-    // observer), against when gRPC first says so, by the test's: the same host's wall clock.
+    // observer), against when the scheduler published it (the `at_ms` of the Watch event
+    // that first says so): the same host's wall clock.
     browser.js(
         "window.readyAt = null; new MutationObserver(() => { \
            const e = document.querySelector('tr[data-deployment=hello] td.ready'); \
            if (e && e.textContent.trim() === '1/1' && !window.readyAt) window.readyAt = Date.now(); \
          }).observe(document.body, {subtree: true, childList: true, characterData: true});",
     );
-    let endpoint = ui.sched.endpoint();
-    let ready_seen = std::thread::spawn(move || {
-        let api = DeployApi::new(&endpoint, WAIT);
-        poll_until("hello ready through gRPC", WAIT, || {
-            let mut client = api.client.clone();
-            let get = client.get(GetDeploymentRequest {
-                name: "hello".into(),
-                ..Default::default()
-            });
-            let ok = matches!(api.call(get), Ok(d) if all_ready(&d, 1));
-            if !ok {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            ok.then(epoch_ms)
-        })
-    });
     ui.api.apply(httpd_spec("hello", IMAGE, "v1", 1));
+    let published = ready_published(&ui.api, "hello", 1);
     browser.wait_text(
         "the deploy shows up live, ready",
         "tr[data-deployment=hello] td.ready",
         WAIT,
         |t| t == "1/1",
     );
-    let ready = ready_seen.join().expect("the gRPC watcher");
     let shown = browser.js("return window.readyAt;").as_i64();
     let shown = shown.expect("the observer saw the change (the page was not reloaded)");
     println!(
-        "event delay, container Ready (first gRPC Get saying so) -> the browser shows it: {} ms",
-        shown - ready
+        "event delay, replica Ready published by the scheduler -> the browser shows it: {} ms",
+        shown - published
     );
     browser.screenshot(&shots, "deployments");
 
@@ -232,6 +235,24 @@ fn a_deploy_shows_up_live_and_approving_in_the_browser_completes_the_rollout() {
     );
     browser.screenshot(&shots, "deployment");
 
+    // Scale and Rollback are forms too; their effects show up on the same page, live.
+    browser.js("document.querySelector('#replicas').value = '';");
+    browser.fill("#replicas", "2");
+    browser.click("#scale");
+    browser.wait_text("scaled to 2", "#ready", WAIT, |t| t == "2/2");
+    browser.click("#rollback");
+    browser.wait_text("rolled back", "#phase", WAIT, |t| t == "complete");
+    let d = ui.api.wait("hello", "v1 again, 2 ready", |d| {
+        all_ready(d, 2) && d.revision == 3
+    });
+    let v1 = d.spec.as_ref().map(|s| s.env["VERSION"].clone());
+    assert_eq!(v1.as_deref(), Some("v1"), "{d:?}");
+    let events = browser.text("table.events").unwrap_or_default();
+    assert!(
+        events.contains("scale") && events.contains("rollback"),
+        "{events}"
+    );
+
     browser.goto(&ui.url("/releases"));
     let releases = browser.wait_text("hello's release", "table.releases", WAIT, |t| {
         t.contains("hello")
@@ -240,6 +261,7 @@ fn a_deploy_shows_up_live_and_approving_in_the_browser_completes_the_rollout() {
     browser.screenshot(&shots, "releases");
 
     let id = d.replica_status[0].container_id.clone();
+    assert!(!id.is_empty(), "{d:?}");
     browser.goto(&ui.url(&format!("/containers/{id}/log")));
     browser.wait_text("the log page", "h1", WAIT, |t| t.contains(&id));
     assert!(browser.exists("pre#log"));
@@ -377,4 +399,27 @@ fn bad_requests_are_refused_with_clear_errors() {
     ui.api.wait("hello", "approved", |d| {
         d.phase == RolloutPhase::Complete as i32
     });
+}
+
+#[test]
+fn the_dashboard_listens_on_loopback_only() {
+    for (flag, expected) in [
+        ("0.0.0.0:0", "loopback address only"),
+        ("localhost:80:80", "expected IP:PORT"),
+    ] {
+        let data = tempfile::tempdir().expect("a data dir");
+        let out = std::process::Command::new(berth_tests::binary("berth-scheduler"))
+            .args(["--listen", &free_loopback_addr().to_string()])
+            .args(["--http-listen", flag])
+            .arg("--data-dir")
+            .arg(data.path())
+            .output()
+            .expect("run berth-scheduler");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag}: {stderr}");
+        assert!(
+            stderr.contains("--http-listen") && stderr.contains(expected),
+            "{flag}: {stderr}"
+        );
+    }
 }

@@ -22,9 +22,22 @@ use crate::auth::Access;
 pub(crate) struct ActionForm {
     csrf: Option<String>,
     /// Scale: the replicas wanted.
-    replicas: Option<u32>,
-    /// Rollback: the revision to return to (none: the one before).
-    to_revision: Option<u64>,
+    replicas: Option<String>,
+    /// Rollback: the revision to return to (empty: the one before).
+    to_revision: Option<String>,
+}
+
+/// Field `name` as a number; None when absent or empty (an input left blank).
+fn number<T: std::str::FromStr>(name: &str, value: Option<&str>) -> Result<Option<T>, PageError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            PageError::new(
+                StatusCode::BAD_REQUEST,
+                format!("`{name}` must be a whole number, not {v:?}"),
+            )
+        }),
+    }
 }
 
 pub(crate) async fn act(
@@ -70,7 +83,7 @@ pub(crate) async fn act(
             d.deploy.reject(v.request(req)).await?;
         }
         "rollback" => {
-            let to_revision = form.to_revision.unwrap_or(0);
+            let to_revision = number("to_revision", form.to_revision.as_deref())?.unwrap_or(0);
             let req = RollbackRequest {
                 name: n,
                 environment,
@@ -79,7 +92,7 @@ pub(crate) async fn act(
             d.deploy.rollback(v.request(req)).await?;
         }
         "scale" => {
-            let replicas = form.replicas.ok_or_else(|| {
+            let replicas = number("replicas", form.replicas.as_deref())?.ok_or_else(|| {
                 PageError::new(StatusCode::BAD_REQUEST, "scale needs `replicas`, a number")
             })?;
             let req = ScaleRequest {

@@ -122,7 +122,14 @@ impl axum::serve::Listener for Shared {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             match self.0.accept().await {
-                Ok(accepted) => return accepted,
+                Ok((stream, addr)) => {
+                    // Server-sent events are small writes: without this, Nagle's algorithm
+                    // holds one back until the browser acknowledges the last.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!("dashboard: TCP_NODELAY: {e}");
+                    }
+                    return (stream, addr);
+                }
                 // Out of descriptors or an aborted handshake: wait a little, as axum's own does.
                 Err(e) => {
                     tracing::warn!("dashboard accept: {e}");
