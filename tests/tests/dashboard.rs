@@ -423,3 +423,48 @@ fn the_dashboard_listens_on_loopback_only() {
         );
     }
 }
+
+/// With TLS on, the scheduler trusts nobody anonymous, and neither does its dashboard: every
+/// page sends a visitor without a (valid) token to sign in.
+#[test]
+fn with_tls_every_visitor_needs_a_token() {
+    use berth_proto::tls::{Role, TlsFiles};
+    let pki = berth_tests::Berth::new();
+    pki.json(["certs", "init"]);
+    pki.json(["certs", "scheduler", "sched"]);
+    pki.json(["certs", "client", "admin", "--role", "admin"]);
+    let dir = pki.data_dir.path().join("pki");
+    let http = free_loopback_addr();
+    let sched = SchedulerProc::start_tls(
+        &TlsFiles::for_role(&dir, Role::Scheduler, "sched"),
+        &["--http-listen", &http.to_string()],
+    );
+    let (status, answer) = request(http, "GET", "/deployments", &[], "");
+    assert_eq!(status, 303, "{answer}");
+    assert!(answer.contains("location: /login"), "{answer}");
+    let (status, answer) = request(http, "GET", "/", &[("Cookie", "berth_token=berth_0_x")], "");
+    assert_eq!(status, 303, "a bad token signs nobody in: {answer}");
+    assert!(
+        answer.contains("Max-Age=0"),
+        "and its cookie is cleared: {answer}"
+    );
+
+    let admin = TlsFiles::for_role(&dir, Role::Admin, "admin");
+    let out = std::process::Command::new(berth_tests::binary("berth"))
+        .args(["token", "create", "--scheduler", &sched.endpoint()])
+        .args(["--role", "viewer", "--name", "tls-viewer", "-o", "json"])
+        .env("BERTH_TLS_CA", dir.join("ca.pem"))
+        .env("BERTH_TLS_CERT", &admin.cert)
+        .env("BERTH_TLS_KEY", &admin.key)
+        .env_remove("BERTH_TOKEN")
+        .output()
+        .expect("run berth token create");
+    assert!(out.status.success(), "{out:?}");
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let token = created["token"].as_str().expect("a token");
+    let cookie = format!("berth_token={token}");
+    let (status, page) = request(http, "GET", "/deployments", &[("Cookie", &cookie)], "");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("tls-viewer (viewer)"), "{page}");
+    assert!(!page.contains(token), "the token is never in a page");
+}
