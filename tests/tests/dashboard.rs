@@ -121,8 +121,10 @@ fn request(
     stream.write_all(head.as_bytes()).unwrap();
     // A server that refuses a large body may close before reading it all.
     let _ = stream.write_all(body.as_bytes());
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
+    // Bytes: a gzip body is not UTF-8.
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    let answer = String::from_utf8_lossy(&bytes).into_owned();
     let status = answer
         .split(' ')
         .nth(1)
@@ -345,6 +347,14 @@ fn bad_requests_are_refused_with_clear_errors() {
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("nowhere"), "{body}");
     assert_eq!(request(http, "GET", "/no/such/page", &[], "").0, 404);
+    assert_eq!(request(http, "GET", "/assets/none.js", &[], "").0, 404);
+    let htmx = "/assets/htmx-2.0.11.min.js";
+    let (status, answer) = request(http, "GET", htmx, &[("Accept-Encoding", "br, gzip")], "");
+    assert_eq!(status, 200);
+    assert!(answer.contains("content-encoding: gzip"), "the gzip copy");
+    let (status, answer) = request(http, "GET", htmx, &[], "");
+    assert_eq!(status, 200);
+    assert!(!answer.contains("content-encoding"), "the plain file");
 
     let (status, page) = request(http, "GET", "/deployments/default/hello", &[], "");
     assert_eq!(status, 200, "{page}");
