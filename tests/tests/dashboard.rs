@@ -266,7 +266,42 @@ fn a_deploy_shows_up_live_and_approving_in_the_browser_completes_the_rollout() {
     assert!(!id.is_empty(), "{d:?}");
     browser.goto(&ui.url(&format!("/containers/{id}/log")));
     browser.wait_text("the log page", "h1", WAIT, |t| t.contains(&id));
-    assert!(browser.exists("pre#log"));
+    assert!(browser.exists("pre#live"));
+
+    // A container that writes: its log page grows while open, without a reload.
+    let ticker = DeploymentSpec {
+        name: "ticker".into(),
+        image: IMAGE.into(),
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.2; done".into(),
+        ],
+        replicas: 1,
+        ..Default::default()
+    };
+    ui.api.apply(ticker);
+    let d = ui.api.wait("ticker", "ticker running", |d| all_ready(d, 1));
+    let id = d.replica_status[0].container_id.clone();
+    browser.goto(&ui.url(&format!("/containers/{id}/log")));
+    browser.wait_text("the log's tail", "pre#live", WAIT, |t| {
+        t.contains("tick-1\n")
+    });
+    browser.js("window.notReloaded = true;");
+    let lines = |t: &str| t.matches("tick-").count();
+    let first = lines(&browser.text("pre#live").unwrap_or_default());
+    let (text, _) = browser.wait_text("new lines, live", "pre#live", WAIT, |t| {
+        lines(t) > first + 2
+    });
+    assert_eq!(
+        text.matches("tick-1\n").count(),
+        1,
+        "each line once: {text}"
+    );
+    assert_eq!(
+        browser.js("return window.notReloaded;").as_bool(),
+        Some(true)
+    );
     browser.screenshot(&shots, "log");
 }
 

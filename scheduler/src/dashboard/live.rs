@@ -119,7 +119,8 @@ pub(crate) async fn changes(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-/// What a container writes from now on, as `log` events of escaped text to append.
+/// The last lines of a container's log, then what it writes, as `log` events of escaped text
+/// to append.
 pub(crate) async fn log(
     State(d): State<Dashboard>,
     v: Visitor,
@@ -130,8 +131,7 @@ pub(crate) async fn log(
         .logs(v.request(ClusterLogsRequest {
             target: id,
             follow: true,
-            // The page already shows the tail; only new output follows.
-            tail_lines: 0,
+            tail_lines: super::pages::LOG_TAIL,
             environment: String::new(),
         }))
         .await?

@@ -372,14 +372,18 @@ struct LogPage {
     text: String,
 }
 
-/// The last lines a container's log holds; the page then follows it live.
+/// How many of a log's last lines a page shows.
+pub(crate) const LOG_TAIL: u32 = 200;
+
+/// The last lines a container's log holds, for reading without JavaScript; with it, the page
+/// shows the same tail from `/containers/ID/log/live` and follows it there.
 pub(crate) async fn log(State(d): State<Dashboard>, v: Visitor, Path(id): Path<String>) -> Page {
     let mut stream = d
         .deploy
         .logs(v.request(ClusterLogsRequest {
             target: id.clone(),
             follow: false,
-            tail_lines: 200,
+            tail_lines: LOG_TAIL,
             environment: String::new(),
         }))
         .await?
