@@ -223,6 +223,14 @@ fn a_deploy_shows_up_live_and_approving_in_the_browser_completes_the_rollout() {
         t == "awaiting-approval"
     });
     assert!(browser.exists("#approve"), "no Approve button");
+    // Accessible forms: every visible input has a label, every button a name.
+    let unlabelled = browser.js(
+        "return [...document.querySelectorAll('input:not([type=hidden])')] \
+           .filter(i => i.labels.length === 0).map(i => i.name) \
+           .concat([...document.querySelectorAll('button')] \
+           .filter(b => !b.textContent.trim()).map(b => b.id));",
+    );
+    assert_eq!(unlabelled, serde_json::json!([]), "unlabelled controls");
     browser.screenshot(&shots, "deployment-awaiting-approval");
     browser.click("#approve");
     browser.wait_text("the rollout completes", "#phase", WAIT, |t| t == "complete");
@@ -393,6 +401,10 @@ fn bad_requests_are_refused_with_clear_errors() {
 
     let (status, page) = request(http, "GET", "/deployments/default/hello", &[], "");
     assert_eq!(status, 200, "{page}");
+    // Reading needs no JavaScript: the page arrives rendered.
+    for shown in ["awaiting-approval", "Revision 2", "id=\"approve\""] {
+        assert!(page.contains(shown), "{shown} in {page}");
+    }
     let csrf = csrf_in(&page);
     let approve = "/deployments/default/hello/approve";
     let (status, body) = request(http, "POST", approve, &[], "");
