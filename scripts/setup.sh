@@ -16,7 +16,7 @@ PACKAGES=(
   busybox-static umoci skopeo docker-registry zstd protobuf-compiler libprotobuf-dev
   crun runc hyperfine jq iproute2 debootstrap apache2-utils podman conmon curl nftables util-linux
   qemu-system-x86 linux-image-amd64 cpio etcd-server etcd-client openssl procps
-  python3 python3-venv time libc6-dev buildah conntrack
+  python3 python3-venv time libc6-dev buildah conntrack chromium chromium-driver
 )
 
 missing=()

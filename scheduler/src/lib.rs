@@ -8,6 +8,7 @@ pub mod auth;
 pub(crate) mod clock;
 pub(crate) mod cluster;
 pub(crate) mod controller;
+pub(crate) mod dashboard;
 pub(crate) mod deployments;
 pub(crate) mod environments;
 pub(crate) mod error;

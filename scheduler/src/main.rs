@@ -78,7 +78,15 @@ struct Args {
     /// dropped (it is told the revision to resume from); at least one write batch, 49.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     events_buffer: u64,
+    /// Where the web dashboard serves while this scheduler leads: plain HTTP, so a loopback
+    /// address only; `off` for none [default: 127.0.0.1:7780, skipped with a warning when that
+    /// port is taken].
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
 }
+
+/// The dashboard's address when --http-listen is left out.
+const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7780";
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -128,6 +136,7 @@ fn main() -> anyhow::Result<()> {
             retention: args.events_retention,
             buffer: usize::try_from(args.events_buffer).context("--events-buffer")?,
         },
+        http_listener: None,
     };
     berth_scheduler::check_config(&config).context("--service-cidr")?;
     if etcd_endpoints.is_none() {
@@ -139,6 +148,43 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(serve(args, config, etcd_endpoints, tls.is_some()))
+}
+
+/// The dashboard's listener: --http-listen's address, [`DEFAULT_HTTP_LISTEN`] when the flag
+/// is left out (skipped if taken, so that several schedulers on one host still start), or
+/// none for `off`.
+async fn bind_dashboard(
+    flag: Option<&str>,
+) -> anyhow::Result<Option<Arc<tokio::net::TcpListener>>> {
+    let addr = match flag {
+        Some("off") => return Ok(None),
+        Some(addr) => addr,
+        None => DEFAULT_HTTP_LISTEN,
+    };
+    let parsed: std::net::SocketAddr = addr.parse().with_context(|| {
+        format!("--http-listen {addr:?}: expected IP:PORT (a loopback address) or off")
+    })?;
+    if !parsed.ip().is_loopback() {
+        bail!(
+            "--http-listen {addr}: the dashboard serves plain HTTP, so on a loopback address \
+             only (127.0.0.1 or [::1])"
+        );
+    }
+    match tokio::net::TcpListener::bind(parsed).await {
+        Ok(listener) => {
+            let local = listener.local_addr().context("the dashboard's address")?;
+            tracing::info!(url = %format!("http://{local}/"), "dashboard");
+            Ok(Some(Arc::new(listener)))
+        }
+        Err(e) if flag.is_none() && e.kind() == std::io::ErrorKind::AddrInUse => {
+            tracing::warn!(
+                "no dashboard: its default address {addr} is in use (choose another with \
+                 --http-listen, or --http-listen off)"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("--http-listen {addr}")),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -155,7 +201,7 @@ async fn shutdown_signal() {
 /// Listens and serves until a signal: alone on the embedded store, or in an election on etcd.
 async fn serve(
     args: Args,
-    config: berth_scheduler::Config,
+    mut config: berth_scheduler::Config,
     etcd_endpoints: Option<Vec<String>>,
     tls: bool,
 ) -> anyhow::Result<()> {
@@ -167,6 +213,7 @@ async fn serve(
     if !tls && !local.ip().is_loopback() {
         tracing::warn!(listen = %local, "--insecure: serving plaintext with no authentication");
     }
+    config.http_listener = bind_dashboard(args.http_listen.as_deref()).await?;
     let Some(endpoints) = etcd_endpoints else {
         let store: Arc<dyn Store> = Arc::new(
             RedbStore::open(&args.data_dir.join("state.redb"))

@@ -55,6 +55,10 @@ pub struct Config {
     pub secrets_key: Option<crate::files::KeyFile>,
     // The event log: how many events are kept, how far a live reader may fall behind.
     pub events: crate::events::Settings,
+    // The dashboard's listener (`--http-listen`, loopback only), served while this scheduler
+    // leads; None: no dashboard. Shared, so that a standby that takes over serves the same
+    // socket.
+    pub http_listener: Option<Arc<TcpListener>>,
 }
 
 impl Default for Config {
@@ -69,6 +73,7 @@ impl Default for Config {
             security: crate::auth::Security::default(),
             secrets_key: None,
             events: crate::events::Settings::default(),
+            http_listener: None,
         }
     }
 }
@@ -203,7 +208,7 @@ pub(crate) async fn serve_leader(
         .with_events(publisher.clone()),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let control = tokio::spawn(controller.clone().run(stop_rx));
+    let control = tokio::spawn(controller.clone().run(stop_rx.clone()));
 
     let node_api = NodeServiceServer::new(NodeApi {
         nodes: Nodes {
@@ -237,6 +242,19 @@ pub(crate) async fn serve_leader(
     let environment_api = EnvironmentServiceServer::new(EnvironmentApi { environments })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // The dashboard (issue 17): its own listener, stopped with the control loop.
+    let dashboard = match config.http_listener.clone() {
+        Some(http) => {
+            let ui = crate::dashboard::Dashboard::new(
+                deploy.clone(),
+                deploy.environments.clone(),
+                config.security.enabled(),
+                stop_rx.clone(),
+            )?;
+            Some(tokio::spawn(crate::dashboard::serve(http, ui)))
+        }
+        None => None,
+    };
     let deploy_api = DeploymentServiceServer::new(deploy)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -261,5 +279,8 @@ pub(crate) async fn serve_leader(
     .await;
     let _ = stop_tx.send(true);
     let _ = control.await;
+    if let Some(dashboard) = dashboard {
+        let _ = dashboard.await;
+    }
     served
 }

@@ -1,10 +1,11 @@
 //! Fixtures shared by the end-to-end tests: the binaries under test with per-test data dirs,
-//! tools that must be installed, a busybox root filesystem, a cached Debian userland, a loopback DNS upstream, OCI layouts built with umoci and
+//! tools that must be installed, a headless chromium, a busybox root filesystem, a cached Debian userland, a loopback DNS upstream, OCI layouts built with umoci and
 //! altered by hand, a real registry, and a comparison of root filesystem trees.
 
 pub mod agent_node;
 pub mod bench;
 mod berth;
+pub mod browser;
 mod busybox;
 pub mod cluster;
 mod debian;

@@ -201,6 +201,9 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
         };
         let agent = &mut daemons[0];
         print_banner(&url, &node, data, &scheduler, agent);
+        if let Some(dashboard) = dashboard_url(&args.scheduler_args) {
+            println!("  dashboard: {dashboard}");
+        }
         let mut code = watch(&mut interrupt, &mut terminate, agent, &mut scheduler).await;
         println!("berth up: stopping");
         if scheduler.exited().is_none() && agent.exited().is_none() {
@@ -257,6 +260,23 @@ fn scheduler_argv(args: &Args, sched_dir: &Path, secrets_key: Option<&Path>) -> 
         args.scheduler_args.clone(),
     ]
     .concat()
+}
+
+/// The dashboard's URL: the scheduler's `--http-listen` among `--scheduler-arg`s, else its
+/// default; None when it is `off`.
+fn dashboard_url(scheduler_args: &[String]) -> Option<String> {
+    let mut addr = "127.0.0.1:7780".to_string();
+    let mut args = scheduler_args.iter();
+    while let Some(arg) = args.next() {
+        if let Some(value) = arg.strip_prefix("--http-listen=") {
+            addr = value.to_string();
+        } else if arg == "--http-listen"
+            && let Some(value) = args.next()
+        {
+            addr = value.clone();
+        }
+    }
+    (addr != "off").then(|| format!("http://{addr}/"))
 }
 
 /// berth-agent's command line.
@@ -441,6 +461,21 @@ async fn drain(client: &mut Client, timeout: Duration) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dashboard_url_follows_the_schedulers_flag() {
+        let url = |a: &[&str]| dashboard_url(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(url(&[]).as_deref(), Some("http://127.0.0.1:7780/"));
+        assert_eq!(
+            url(&["--http-listen=127.0.0.1:9"]).as_deref(),
+            Some("http://127.0.0.1:9/")
+        );
+        assert_eq!(
+            url(&["--http-listen", "[::1]:80"]).as_deref(),
+            Some("http://[::1]:80/")
+        );
+        assert_eq!(url(&["--http-listen=off"]), None);
+    }
 
     fn args(scheduler_args: &[&str]) -> Args {
         Args {

@@ -1,0 +1,145 @@
+//! The web dashboard (issue 17): the cluster, deployments per environment, a deployment's
+//! history and replicas, releases and a container's log, served by the leader on
+//! `--http-listen` with axum; pages are askama templates, assets are embedded (rust-embed),
+//! live updates come over server-sent events that htmx swaps in. Actions (approve, reject,
+//! rollback, scale) go through the same DeploymentService handlers as gRPC calls, after the
+//! same role rule ([`crate::auth::Access::Write`]) and a CSRF check, so they are audited alike.
+
+mod actions;
+mod assets;
+mod live;
+mod pages;
+mod session;
+mod view;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+
+use crate::auth::Tokens;
+use crate::environments::Environments;
+use crate::grpc::deployments::DeployApi;
+use crate::grpc::releases::ReleaseApi;
+
+/// The largest form body accepted: actions carry a CSRF token and a number or two.
+const MAX_FORM_BYTES: usize = 4096;
+
+/// What every handler reads: the same domain handles the gRPC services use.
+#[derive(Debug, Clone)]
+pub(crate) struct Dashboard {
+    deploy: DeployApi,
+    releases: ReleaseApi,
+    environments: Environments,
+    tokens: Tokens,
+    /// With TLS on, the scheduler trusts nobody anonymous, so neither does the dashboard:
+    /// every visitor signs in with a token. Without TLS, loopback callers are trusted as they
+    /// are on gRPC, and a token only narrows what they may do.
+    require_login: bool,
+    /// Signs CSRF tokens; new at every start, so a restart invalidates open forms.
+    csrf_key: Arc<[u8; 32]>,
+    /// Turns true when the leader's term ends: live streams end with it, so that the server
+    /// can stop.
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Dashboard {
+    pub(crate) fn new(
+        deploy: DeployApi,
+        environments: Environments,
+        require_login: bool,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Self, crate::error::SchedError> {
+        let mut key = [0u8; 32];
+        getrandom::getrandom(&mut key).map_err(|e| {
+            crate::error::SchedError::FailedPrecondition(format!("dashboard CSRF key: {e}"))
+        })?;
+        Ok(Self {
+            tokens: Tokens::new(deploy.controller.store.clone()),
+            releases: ReleaseApi {
+                deploy: deploy.clone(),
+            },
+            deploy,
+            environments,
+            require_login,
+            csrf_key: Arc::new(key),
+            stop,
+        })
+    }
+
+    fn router(self) -> Router {
+        Router::new()
+            .route("/", get(pages::cluster))
+            .route("/deployments", get(pages::deployments))
+            .route("/deployments/{env}/{name}", get(pages::deployment))
+            .route("/deployments/{env}/{name}/{action}", post(actions::act))
+            .route("/releases", get(pages::releases))
+            .route("/containers/{id}/log", get(pages::log))
+            .route("/containers/{id}/log/live", get(live::log))
+            .route("/live", get(live::changes))
+            .route("/login", get(session::login_page).post(session::login))
+            .route("/logout", post(session::logout))
+            .route("/assets/{file}", get(assets::serve))
+            .fallback(pages::not_found)
+            .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+            .layer(axum::middleware::from_fn(session::guard))
+            .with_state(self)
+    }
+}
+
+/// Serves the dashboard on `listener` until its stop turns true (the leader's term ends),
+/// then lets open requests finish for [`crate::server::DRAIN`].
+pub(crate) async fn serve(listener: Arc<TcpListener>, dashboard: Dashboard) {
+    let local = listener.local_addr().ok();
+    tracing::info!(listen = ?local, "dashboard serving");
+    let mut stop = dashboard.stop.clone();
+    let mut stopped = stop.clone();
+    let app = dashboard.router();
+    let served = axum::serve(Shared(listener), app).with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    let drained = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        tokio::time::sleep(crate::server::DRAIN).await;
+    };
+    tokio::select! {
+        result = served => if let Err(e) = result {
+            tracing::error!("dashboard: {e}");
+        },
+        () = drained => tracing::info!("dashboard: open requests cut after {:?}", crate::server::DRAIN),
+    }
+}
+
+/// The listener behind an Arc: a standby that becomes the leader serves the same socket.
+struct Shared(Arc<TcpListener>);
+
+impl axum::serve::Listener for Shared {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((stream, addr)) => {
+                    // Server-sent events are small writes: without this, Nagle's algorithm
+                    // holds one back until the browser acknowledges the last.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!("dashboard: TCP_NODELAY: {e}");
+                    }
+                    return (stream, addr);
+                }
+                // Out of descriptors or an aborted handshake: wait a little, as axum's own does.
+                Err(e) => {
+                    tracing::warn!("dashboard accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}

@@ -1,0 +1,527 @@
+//! The scheduler's web dashboard (issue 17) in a real headless chromium: a deploy shows up
+//! live, a manual rollout's Approve button completes it, a viewer sees no button and its
+//! forged POST is refused, and bad requests (unknown names, forms without CSRF, oversized or
+//! malformed forms, foreign Host or Origin headers) get clear refusals. Screenshots of each
+//! page go to `target/dashboard-screenshots/` (the ones in docs/screenshots come from there).
+
+use std::io::{Read as _, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_proto::v1::auth_service_client::AuthServiceClient;
+use berth_proto::v1::*;
+use berth_tests::browser::Browser;
+use berth_tests::cluster::{DeployApi, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes};
+use berth_tests::{free_loopback_addr, http_status, poll_until};
+
+const IMAGE: &str = "dash-busybox:1";
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A scheduler with its dashboard on a loopback port of the test's own.
+struct Ui {
+    sched: SchedulerProc,
+    http: SocketAddr,
+    api: DeployApi,
+}
+
+impl Ui {
+    fn start() -> Self {
+        let http = free_loopback_addr();
+        let sched = SchedulerProc::start(&["--http-listen", &http.to_string()]);
+        poll_until("the dashboard to answer", WAIT, || {
+            (http_status(http, "/") == Some(200)).then_some(())
+        });
+        let api = DeployApi::new(&sched.endpoint(), WAIT);
+        Ui { sched, http, api }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// A token of `role` named `name`, made through AuthService.
+    fn token(&self, role: &str, name: &str) -> String {
+        self.api.block_on(async {
+            let mut client = AuthServiceClient::connect(self.sched.endpoint())
+                .await
+                .expect("connect AuthService");
+            client
+                .create_token(CreateTokenRequest {
+                    role: role.into(),
+                    name: name.into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("create a token")
+                .into_inner()
+                .token
+        })
+    }
+}
+
+/// When the scheduler published `ready` ready replicas of deployment `name` (its Watch
+/// event's `at_ms`, wall-clock milliseconds).
+fn ready_published(api: &DeployApi, name: &str, ready: u32) -> i64 {
+    let mut client = api.client.clone();
+    api.block_on(async {
+        let mut events = client
+            .watch(WatchRequest {
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        loop {
+            let event = tokio::time::timeout(WAIT, events.message())
+                .await
+                .expect("a Watch event in time")
+                .expect("the Watch stream")
+                .expect("an event before the stream ends");
+            if event.ready_replicas == ready {
+                return event.at_ms;
+            }
+        }
+    })
+}
+
+/// Where screenshots go: the workspace's target dir (CARGO_TARGET_DIR when set).
+fn screenshots() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(
+            || berth_tests::workspace_root().join("target"),
+            PathBuf::from,
+        )
+        .join("dashboard-screenshots")
+}
+
+/// One HTTP/1.1 request; the status and the body.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the dashboard");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method == "POST" {
+        head.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    // A server that refuses a large body may close before reading it all.
+    let _ = stream.write_all(body.as_bytes());
+    // Bytes: a gzip body is not UTF-8.
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    let answer = String::from_utf8_lossy(&bytes).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {answer:?}"));
+    (status, answer)
+}
+
+/// The CSRF token in a page's first form.
+fn csrf_in(page: &str) -> String {
+    let start = page
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no CSRF field in {page}"))
+        + "name=\"csrf\" value=\"".len();
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+/// `hello` with no replicas in the default environment, complete at v1, then v2 awaiting
+/// manual approval: a rollout to approve without any node.
+fn awaiting_approval(ui: &Ui) {
+    let mut v1 = httpd_spec("hello", IMAGE, "v1", 0);
+    v1.readiness = None;
+    ui.api.apply(v1.clone());
+    ui.api.wait("hello", "v1 complete", |d| {
+        d.phase == RolloutPhase::Complete as i32
+    });
+    let mut v2 = v1;
+    v2.env.insert("VERSION".into(), "v2".into());
+    v2.rollout.as_mut().unwrap().approval = Approval::Manual as i32;
+    ui.api.apply(v2);
+    ui.api.wait("hello", "v2 awaiting approval", |d| {
+        d.phase == RolloutPhase::AwaitingApproval as i32
+    });
+}
+
+#[test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario whose steps build on each other, read top to bottom"
+)]
+fn a_deploy_shows_up_live_and_approving_in_the_browser_completes_the_rollout() {
+    let ui = Ui::start();
+    let mut fabric = Fabric::new();
+    let _nodes = start_nodes(&ui.sched, &mut fabric, 1, "dash", IMAGE);
+    poll_until("the node ready", WAIT, || {
+        ui.api.nodes().iter().all(|n| n.ready).then_some(())
+    });
+    let browser = Browser::start();
+    let shots = screenshots();
+
+    // The page is open before the deploy: what follows arrives over server-sent events.
+    browser.goto(&ui.url("/deployments"));
+    browser.wait_text("an empty list", "main p", WAIT, |t| {
+        t.contains("No deployment")
+    });
+    // When the page first shows the replica ready, by the browser's clock (a mutation
+    // observer), against when the scheduler published it (the `at_ms` of the Watch event
+    // that first says so): the same host's wall clock.
+    browser.js(
+        "window.readyAt = null; new MutationObserver(() => { \
+           const e = document.querySelector('tr[data-deployment=hello] td.ready'); \
+           if (e && e.textContent.trim() === '1/1' && !window.readyAt) window.readyAt = Date.now(); \
+         }).observe(document.body, {subtree: true, childList: true, characterData: true});",
+    );
+    ui.api.apply(httpd_spec("hello", IMAGE, "v1", 1));
+    let published = ready_published(&ui.api, "hello", 1);
+    browser.wait_text(
+        "the deploy shows up live, ready",
+        "tr[data-deployment=hello] td.ready",
+        WAIT,
+        |t| t == "1/1",
+    );
+    let shown = browser.js("return window.readyAt;").as_i64();
+    let shown = shown.expect("the observer saw the change (the page was not reloaded)");
+    println!(
+        "event delay, replica Ready published by the scheduler -> the browser shows it: {} ms",
+        shown - published
+    );
+    browser.screenshot(&shots, "deployments");
+
+    browser.goto(&ui.url("/"));
+    browser.wait_text("the node's container", "tr[data-node] .count", WAIT, |t| {
+        t == "1"
+    });
+    let node = browser.text("tr[data-node] th").unwrap_or_default();
+    assert!(node.contains("dash"), "{node}");
+    assert!(browser.text("tr[data-node] td").unwrap() == "Ready");
+    browser.screenshot(&shots, "cluster");
+
+    // v2 waits for approval; the page shows its button as the phase changes.
+    let mut v2 = httpd_spec("hello", IMAGE, "v2", 1);
+    v2.rollout.as_mut().unwrap().approval = Approval::Manual as i32;
+    browser.goto(&ui.url("/deployments/default/hello"));
+    ui.api.apply(v2);
+    browser.wait_text("v2 awaits approval", "#phase", WAIT, |t| {
+        t == "awaiting-approval"
+    });
+    assert!(browser.exists("#approve"), "no Approve button");
+    // Accessible forms: every visible input has a label, every button a name.
+    let unlabelled = browser.js(
+        "return [...document.querySelectorAll('input:not([type=hidden])')] \
+           .filter(i => i.labels.length === 0).map(i => i.name) \
+           .concat([...document.querySelectorAll('button')] \
+           .filter(b => !b.textContent.trim()).map(b => b.id));",
+    );
+    assert_eq!(unlabelled, serde_json::json!([]), "unlabelled controls");
+    browser.screenshot(&shots, "deployment-awaiting-approval");
+    browser.click("#approve");
+    browser.wait_text("the rollout completes", "#phase", WAIT, |t| t == "complete");
+    let d = ui
+        .api
+        .wait("hello", "v2 ready", |d| all_ready(d, 1) && d.revision == 2);
+    assert_eq!(d.phase, RolloutPhase::Complete as i32, "{d:?}");
+    let events = browser.text("table.events").unwrap_or_default();
+    assert!(
+        events.contains("approve") && events.contains("local"),
+        "the approval is in the audit log: {events}"
+    );
+    browser.screenshot(&shots, "deployment");
+
+    // Scale and Rollback are forms too; their effects show up on the same page, live.
+    browser.js("document.querySelector('#replicas').value = '';");
+    browser.fill("#replicas", "2");
+    browser.click("#scale");
+    browser.wait_text("scaled to 2", "#ready", WAIT, |t| t == "2/2");
+    browser.click("#rollback");
+    browser.wait_text("rolled back", "#phase", WAIT, |t| t == "complete");
+    let d = ui.api.wait("hello", "v1 again, 2 ready", |d| {
+        all_ready(d, 2) && d.revision == 3
+    });
+    let v1 = d.spec.as_ref().map(|s| s.env["VERSION"].clone());
+    assert_eq!(v1.as_deref(), Some("v1"), "{d:?}");
+    let events = browser.text("table.events").unwrap_or_default();
+    assert!(
+        events.contains("scale") && events.contains("rollback"),
+        "{events}"
+    );
+
+    browser.goto(&ui.url("/releases"));
+    let releases = browser.wait_text("hello's release", "table.releases", WAIT, |t| {
+        t.contains("hello")
+    });
+    assert!(releases.0.contains("complete"), "{releases:?}");
+    browser.screenshot(&shots, "releases");
+
+    let id = d.replica_status[0].container_id.clone();
+    assert!(!id.is_empty(), "{d:?}");
+    browser.goto(&ui.url(&format!("/containers/{id}/log")));
+    browser.wait_text("the log page", "h1", WAIT, |t| t.contains(&id));
+    assert!(browser.exists("pre#live"));
+
+    // A container that writes: its log page grows while open, without a reload.
+    let ticker = DeploymentSpec {
+        name: "ticker".into(),
+        image: IMAGE.into(),
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.2; done".into(),
+        ],
+        replicas: 1,
+        ..Default::default()
+    };
+    ui.api.apply(ticker);
+    let d = ui.api.wait("ticker", "ticker running", |d| all_ready(d, 1));
+    let id = d.replica_status[0].container_id.clone();
+    browser.goto(&ui.url(&format!("/containers/{id}/log")));
+    browser.wait_text("the log's tail", "pre#live", WAIT, |t| {
+        t.contains("tick-1\n")
+    });
+    browser.js("window.notReloaded = true;");
+    let lines = |t: &str| t.matches("tick-").count();
+    let first = lines(&browser.text("pre#live").unwrap_or_default());
+    let (text, _) = browser.wait_text("new lines, live", "pre#live", WAIT, |t| {
+        lines(t) > first + 2
+    });
+    assert_eq!(
+        text.matches("tick-1\n").count(),
+        1,
+        "each line once: {text}"
+    );
+    assert_eq!(
+        browser.js("return window.notReloaded;").as_bool(),
+        Some(true)
+    );
+    browser.screenshot(&shots, "log");
+}
+
+#[test]
+fn a_viewer_sees_no_button_and_its_forged_post_is_refused() {
+    let ui = Ui::start();
+    awaiting_approval(&ui);
+    let viewer = ui.token("viewer", "dash-viewer");
+    let deployer = ui.token("deployer", "dash-deployer");
+    let browser = Browser::start();
+
+    // The token is pasted once; the cookie that keeps it is HttpOnly.
+    browser.goto(&ui.url("/login"));
+    browser.fill("#token", &viewer);
+    browser.click("#sign-in");
+    browser.wait_text("signed in", "#who", WAIT, |t| t.contains("viewer"));
+    assert_eq!(
+        browser.js("return document.cookie;").as_str(),
+        Some(""),
+        "page scripts cannot read the token"
+    );
+    browser.goto(&ui.url("/deployments/default/hello"));
+    browser.wait_text("the rollout waits", "#phase", WAIT, |t| {
+        t == "awaiting-approval"
+    });
+    assert!(
+        !browser.exists("#approve"),
+        "a viewer sees no Approve button"
+    );
+    assert!(!browser.exists("section.actions"), "nor any other action");
+    browser.screenshot(&screenshots(), "viewer");
+
+    // A POST made by hand with the viewer's cookie and its own valid CSRF token.
+    let csrf = browser
+        .js("return document.querySelector('input[name=csrf]').value;")
+        .as_str()
+        .expect("the sign-out form's CSRF token")
+        .to_string();
+    let cookie = format!("berth_token={viewer}");
+    let (status, body) = request(
+        ui.http,
+        "POST",
+        "/deployments/default/hello/approve",
+        &[("Cookie", &cookie)],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("needs the deployer or admin role"), "{body}");
+    assert!(!body.contains(&viewer), "the token is never echoed");
+    let d = ui.api.get("hello");
+    assert_eq!(d.phase, RolloutPhase::AwaitingApproval as i32, "{d:?}");
+
+    // A deployer signs in on the same browser and may approve.
+    browser.click("header form button");
+    browser.wait_text("signed out", "h1", WAIT, |t| t == "Sign in");
+    browser.fill("#token", &deployer);
+    browser.click("#sign-in");
+    browser.wait_text("signed in", "#who", WAIT, |t| t.contains("deployer"));
+    browser.goto(&ui.url("/deployments/default/hello"));
+    browser.click("#approve");
+    browser.wait_text("approved", "#phase", WAIT, |t| t == "complete");
+    let events = browser.text("table.events").unwrap_or_default();
+    assert!(
+        events.contains("dash-deployer"),
+        "audited by name: {events}"
+    );
+}
+
+#[test]
+fn bad_requests_are_refused_with_clear_errors() {
+    let ui = Ui::start();
+    awaiting_approval(&ui);
+    let http = ui.http;
+    let (status, body) = request(http, "GET", "/deployments/default/nope", &[], "");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("nope"), "{body}");
+    let (status, body) = request(http, "GET", "/deployments?env=nowhere", &[], "");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("nowhere"), "{body}");
+    assert_eq!(request(http, "GET", "/no/such/page", &[], "").0, 404);
+    assert_eq!(request(http, "GET", "/assets/none.js", &[], "").0, 404);
+    let htmx = "/assets/htmx-2.0.11.min.js";
+    let (status, answer) = request(http, "GET", htmx, &[("Accept-Encoding", "br, gzip")], "");
+    assert_eq!(status, 200);
+    assert!(answer.contains("content-encoding: gzip"), "the gzip copy");
+    let (status, answer) = request(http, "GET", htmx, &[], "");
+    assert_eq!(status, 200);
+    assert!(!answer.contains("content-encoding"), "the plain file");
+
+    let (status, page) = request(http, "GET", "/deployments/default/hello", &[], "");
+    assert_eq!(status, 200, "{page}");
+    // Reading needs no JavaScript: the page arrives rendered.
+    for shown in ["awaiting-approval", "Revision 2", "id=\"approve\""] {
+        assert!(page.contains(shown), "{shown} in {page}");
+    }
+    let csrf = csrf_in(&page);
+    let approve = "/deployments/default/hello/approve";
+    let (status, body) = request(http, "POST", approve, &[], "");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("no CSRF token"), "{body}");
+    let (status, body) = request(http, "POST", approve, &[], "csrf=00ff");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not this session"), "{body}");
+    let scale = "/deployments/default/hello/scale";
+    let (status, body) = request(
+        http,
+        "POST",
+        scale,
+        &[],
+        &format!("csrf={csrf}&replicas=abc"),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("replicas"), "{body}");
+    let huge = format!("csrf={csrf}&pad={}", "x".repeat(64 * 1024));
+    let (status, body) = request(http, "POST", scale, &[], &huge);
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = request(
+        http,
+        "POST",
+        "/deployments/default/hello/explode",
+        &[],
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("explode"), "{body}");
+    // DNS rebinding and cross-site forms.
+    let (status, body) = request(http, "GET", "/", &[("Host", "evil.example")], "");
+    assert_eq!(status, 400, "{body}");
+    let foreign = [("Origin", "http://evil.example")];
+    let (status, body) = request(http, "POST", approve, &foreign, &format!("csrf={csrf}"));
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = request(http, "POST", "/login", &[], "csrf=x&token=berth_nope");
+    assert_eq!(status, 403, "{body}");
+    let d = ui.api.get("hello");
+    assert_eq!(
+        d.phase,
+        RolloutPhase::AwaitingApproval as i32,
+        "nothing refused took effect: {d:?}"
+    );
+
+    // The same form, well made, works.
+    let (status, body) = request(http, "POST", approve, &[], &format!("csrf={csrf}"));
+    assert_eq!(status, 303, "{body}");
+    ui.api.wait("hello", "approved", |d| {
+        d.phase == RolloutPhase::Complete as i32
+    });
+}
+
+#[test]
+fn the_dashboard_listens_on_loopback_only() {
+    for (flag, expected) in [
+        ("0.0.0.0:0", "loopback address only"),
+        ("localhost:80:80", "expected IP:PORT"),
+    ] {
+        let data = tempfile::tempdir().expect("a data dir");
+        let out = std::process::Command::new(berth_tests::binary("berth-scheduler"))
+            .args(["--listen", &free_loopback_addr().to_string()])
+            .args(["--http-listen", flag])
+            .arg("--data-dir")
+            .arg(data.path())
+            .output()
+            .expect("run berth-scheduler");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag}: {stderr}");
+        assert!(
+            stderr.contains("--http-listen") && stderr.contains(expected),
+            "{flag}: {stderr}"
+        );
+    }
+}
+
+/// With TLS on, the scheduler trusts nobody anonymous, and neither does its dashboard: every
+/// page sends a visitor without a (valid) token to sign in.
+#[test]
+fn with_tls_every_visitor_needs_a_token() {
+    use berth_proto::tls::{Role, TlsFiles};
+    let pki = berth_tests::Berth::new();
+    pki.json(["certs", "init"]);
+    pki.json(["certs", "scheduler", "sched"]);
+    pki.json(["certs", "client", "admin", "--role", "admin"]);
+    let dir = pki.data_dir.path().join("pki");
+    let http = free_loopback_addr();
+    let sched = SchedulerProc::start_tls(
+        &TlsFiles::for_role(&dir, Role::Scheduler, "sched"),
+        &["--http-listen", &http.to_string()],
+    );
+    let (status, answer) = request(http, "GET", "/deployments", &[], "");
+    assert_eq!(status, 303, "{answer}");
+    assert!(answer.contains("location: /login"), "{answer}");
+    let (status, answer) = request(http, "GET", "/", &[("Cookie", "berth_token=berth_0_x")], "");
+    assert_eq!(status, 303, "a bad token signs nobody in: {answer}");
+    assert!(
+        answer.contains("Max-Age=0"),
+        "and its cookie is cleared: {answer}"
+    );
+
+    let admin = TlsFiles::for_role(&dir, Role::Admin, "admin");
+    let out = std::process::Command::new(berth_tests::binary("berth"))
+        .args(["token", "create", "--scheduler", &sched.endpoint()])
+        .args(["--role", "viewer", "--name", "tls-viewer", "-o", "json"])
+        .env("BERTH_TLS_CA", dir.join("ca.pem"))
+        .env("BERTH_TLS_CERT", &admin.cert)
+        .env("BERTH_TLS_KEY", &admin.key)
+        .env_remove("BERTH_TOKEN")
+        .output()
+        .expect("run berth token create");
+    assert!(out.status.success(), "{out:?}");
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let token = created["token"].as_str().expect("a token");
+    let cookie = format!("berth_token={token}");
+    let (status, page) = request(http, "GET", "/deployments", &[("Cookie", &cookie)], "");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("tls-viewer (viewer)"), "{page}");
+    assert!(!page.contains(token), "the token is never in a page");
+}
