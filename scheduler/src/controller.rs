@@ -52,6 +52,8 @@ pub(crate) struct Controller {
     ids: AtomicU64,
     /// The content of the configs and secrets nodes get.
     files: Files,
+    /// Placement latency and rollout durations.
+    metrics: crate::metrics::Metrics,
 }
 
 impl Controller {
@@ -77,7 +79,23 @@ impl Controller {
             // The clock only seeds the counter: before 1970 it starts at 0.
             ids: AtomicU64::new(u64::try_from(now_ms()).unwrap_or(0)),
             files,
+            metrics: crate::metrics::Metrics::default(),
         }
+    }
+
+    /// The same loop, recording into `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Every deployment as the loop last described it, by qualified name.
+    pub(crate) fn statuses(&self) -> Vec<(String, Deployment)> {
+        let statuses = self.statuses.lock().unwrap();
+        statuses
+            .iter()
+            .map(|(k, d)| (k.clone(), d.clone()))
+            .collect()
     }
 
     /// Runs until `shutdown` is set.
@@ -432,6 +450,7 @@ impl Controller {
             rec.revision = revision;
             rec.last_revision = revision;
             rec.rolled_back_from = failed;
+            self.metrics.rolled_back(name);
             rec.phase = RolloutPhase::Progressing as i32;
             rec.progress_at_ms = now;
             rec.message = format!(
@@ -476,6 +495,7 @@ impl Controller {
             };
             let binds = bind_sources(spec);
             let sel = selector(spec, &env_selectors);
+            let started = std::time::Instant::now();
             let mut request = placement_request(&r.deployment, spec, &sel);
             request.volume_node = volume_node.as_deref();
             request.binds = &binds;
@@ -493,6 +513,7 @@ impl Controller {
                         volumes.insert(v.to_string(), node.clone());
                     }
                     account(&mut nodes[n], spec, &r.deployment);
+                    self.metrics.placed(started.elapsed());
                     replicas[i] = placed;
                 }
                 Placement::Unschedulable { reason } => {
@@ -676,6 +697,7 @@ impl Controller {
         for (name, (rec, mod_rev)) in fresh {
             let d = deployments::describe(&name, &rec, mod_rev, replicas, statuses, &reasons);
             if out.get(&name) != Some(&d) {
+                self.metrics.deployment_changed(&name, out.get(&name), &d);
                 let _ = self.events.send(d.clone());
                 out.insert(name, d);
             }

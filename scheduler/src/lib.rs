@@ -14,6 +14,7 @@ pub(crate) mod error;
 pub mod files;
 pub(crate) mod grpc;
 pub mod ha;
+pub mod metrics;
 pub(crate) mod nodes;
 pub(crate) mod pin_image;
 pub mod placement;

@@ -71,6 +71,10 @@ struct Args {
     /// one whose key does not open the stored secrets, stops the start.
     #[arg(long, value_name = "FILE")]
     secrets_key: Option<PathBuf>,
+    /// Where Prometheus scrapes the scheduler's metrics (GET /metrics), as leader or standby
+    /// (port 0: any free port, logged).
+    #[arg(long, default_value = "127.0.0.1:9700")]
+    metrics_listen: std::net::SocketAddr,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -117,6 +121,9 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("--service-cidr {:?}", args.service_cidr))?,
         drain_timeout: Duration::from_millis(args.drain_timeout_ms),
         secrets_key,
+        metrics: berth_scheduler::metrics::Metrics::default(),
+        // Bound in `serve`, after the checks of --listen.
+        metrics_listen: None,
     };
     berth_scheduler::check_config(&config).context("--service-cidr")?;
     if etcd_endpoints.is_none() {
@@ -128,6 +135,30 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(serve(args, config, etcd_endpoints, tls.is_some()))
+}
+
+/// Binds `--metrics-listen` before anything is served, so that a taken address stops the
+/// start naming the flag; the address it got goes to DATA/metrics-endpoint (with a data dir).
+fn metrics_listener(
+    addr: std::net::SocketAddr,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<std::net::TcpListener> {
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("--metrics-listen {addr}"))?;
+    // tokio takes it over later; it must not block its worker threads.
+    listener
+        .set_nonblocking(true)
+        .context("--metrics-listen: non-blocking")?;
+    let local = listener
+        .local_addr()
+        .context("the metrics listener's address")?;
+    if let Some(dir) = data_dir {
+        let file = dir.join("metrics-endpoint");
+        std::fs::write(&file, local.to_string())
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
+    tracing::info!(listen = %local, "metrics serving");
+    Ok(listener)
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -144,7 +175,7 @@ async fn shutdown_signal() {
 /// Listens and serves until a signal: alone on the embedded store, or in an election on etcd.
 async fn serve(
     args: Args,
-    config: berth_scheduler::Config,
+    mut config: berth_scheduler::Config,
     etcd_endpoints: Option<Vec<String>>,
     tls: bool,
 ) -> anyhow::Result<()> {
@@ -156,6 +187,10 @@ async fn serve(
     if !tls && !local.ip().is_loopback() {
         tracing::warn!(listen = %local, "--insecure: serving plaintext with no authentication");
     }
+    config.metrics_listen = Some(Arc::new(metrics_listener(
+        args.metrics_listen,
+        etcd_endpoints.is_none().then_some(args.data_dir.as_path()),
+    )?));
     let Some(endpoints) = etcd_endpoints else {
         let store: Arc<dyn Store> = Arc::new(
             RedbStore::open(&args.data_dir.join("state.redb"))

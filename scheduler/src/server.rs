@@ -51,6 +51,11 @@ pub struct Config {
     pub security: crate::auth::Security,
     /// The key secrets are sealed with (`--secrets-key`); without it no secret is kept.
     pub secrets_key: Option<crate::files::KeyFile>,
+    // What /metrics shows: shared by every leadership term of this process.
+    pub metrics: crate::metrics::Metrics,
+    // Where GET /metrics is served, by the leader and a standby alike (`--metrics-listen`;
+    // None: not served). A std listener, so that each server takes its own handle on it.
+    pub metrics_listen: Option<Arc<std::net::TcpListener>>,
 }
 
 impl Default for Config {
@@ -64,6 +69,8 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(2),
             security: crate::auth::Security::default(),
             secrets_key: None,
+            metrics: crate::metrics::Metrics::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -80,6 +87,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SchedError> {
     check_config(&config)?;
+    let _metrics = crate::metrics::spawn(&config)?;
     serve_leader(config, store, Arc::new(listener), shutdown).await
 }
 
@@ -170,6 +178,7 @@ pub(crate) async fn serve_leader(
     listener: Arc<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SchedError> {
+    let store = config.metrics.timed(store);
     let grace = config.heartbeat_interval * config.missed_heartbeats;
     let cluster = Arc::new(Cluster::new(config.heartbeat_interval, grace));
     // Nodes known before a restart get time to reconnect before their replicas move.
@@ -181,16 +190,21 @@ pub(crate) async fn serve_leader(
     // A store with secrets this key does not open is never served (nor rewritten).
     let files = Files::new(store.clone(), config.secrets_key.clone());
     files.check_key().await?;
-    let deployments =
-        Deployments::new(store.clone(), config.service_network).with_files(files.clone());
-    let controller = Arc::new(Controller::new(
-        deployments.clone(),
-        store.clone(),
-        cluster.clone(),
-        config.reschedule_delay,
-        config.drain_timeout,
-        files.clone(),
-    ));
+    let deployments = Deployments::new(store.clone(), config.service_network)
+        .with_files(files.clone())
+        .with_metrics(config.metrics.clone());
+    let controller = Arc::new(
+        Controller::new(
+            deployments.clone(),
+            store.clone(),
+            cluster.clone(),
+            config.reschedule_delay,
+            config.drain_timeout,
+            files.clone(),
+        )
+        .with_metrics(config.metrics.clone()),
+    );
+    let _leading = config.metrics.lead(controller.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let control = tokio::spawn(controller.clone().run(stop_rx));
 
