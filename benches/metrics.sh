@@ -83,27 +83,31 @@ echo "deploying $REPLICAS replicas..." >&2
 ready=$("$BERTH" status sleepers -o json | jq -r '.ready_replicas')
 [ "$ready" = "$REPLICAS" ] || { echo "only $ready of $REPLICAS replicas ready" >&2; exit 1; }
 
-# cpu_ticks PID: the process's utime + stime in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# cpu_ticks PID: the process's utime and stime in clock ticks ("USER SYSTEM").
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
 # measure NAME PID ADDR: scrapes ADDR $SCRAPES times; prints one JSON object.
 measure() {
-    local name=$1 pid=$2 addr=$3 before after i
+    local name=$1 pid=$2 addr=$3 before after i user system
     curl -sf "http://$addr/metrics" >"$W/$name.txt"
     before=$(cpu_ticks "$pid")
     for i in $(seq "$SCRAPES"); do
         curl -sf -o /dev/null -w '%{time_total} %{size_download}\n' "http://$addr/metrics"
     done >"$W/$name.times"
     after=$(cpu_ticks "$pid")
-    jq -n --arg name "$name" --argjson ticks $((after - before)) --argjson tick "$TICK" \
+    user=$(( ${after% *} - ${before% *} ))
+    system=$(( ${after#* } - ${before#* } ))
+    jq -n --arg name "$name" --argjson user "$user" --argjson system "$system" --argjson tick "$TICK" \
         --argjson n "$SCRAPES" \
         --argjson series "$(grep -vc '^#' "$W/$name.txt")" \
         --argjson containers "$(grep -c '^container_memory_usage_bytes{' "$W/$name.txt" || true)" \
         --slurpfile t <(awk '{print "[" $1 "," $2 "]"}' "$W/$name.times") '
         ($t | map(.[0] * 1000) | sort) as $ms
         | {name: $name, scrapes: $n, containers: $containers, series: $series,
-           cpu_ms_per_scrape: ($ticks * 1000 / $tick / $n),
+           cpu_ms_per_scrape: (($user + $system) * 1000 / $tick / $n),
+           user_ms_per_scrape: ($user * 1000 / $tick / $n),
+           system_ms_per_scrape: ($system * 1000 / $tick / $n),
            wall_ms_median: $ms[($n / 2 | floor)], wall_ms_p99: $ms[($n * 99 / 100 | floor)],
            bytes: $t[0][1]}'
 }
@@ -116,10 +120,11 @@ scheduler=$(measure scheduler "$sched_pid" "$SCHED_METRICS")
 load_after=$(cut -d' ' -f1 /proc/loadavg)
 
 echo
-echo "| daemon | containers | series | body | CPU per scrape | wall median / p99 |"
+echo "| daemon | containers | series | body | CPU per scrape (user + system) | wall median / p99 |"
 echo "|---|---|---|---|---|---|"
 for r in "$agent" "$scheduler"; do
-    jq -r '"| \(.name) | \(.containers) | \(.series) | \(.bytes) B | \(.cpu_ms_per_scrape * 100 | round / 100) ms | \(.wall_ms_median * 100 | round / 100) / \(.wall_ms_p99 * 100 | round / 100) ms |"' <<<"$r"
+    jq -r 'def ms: . * 100 | round / 100;
+        "| \(.name) | \(.containers) | \(.series) | \(.bytes) B | \(.cpu_ms_per_scrape | ms) ms (\(.user_ms_per_scrape | ms) + \(.system_ms_per_scrape | ms)) | \(.wall_ms_median | ms) / \(.wall_ms_p99 | ms) ms |"' <<<"$r"
 done
 echo "$PROFILE build, $REPLICAS replicas, $SCRAPES scrapes each; load average $load_before before, $load_after after (2 shared cores)"
 mkdir -p "$(dirname "$BENCH_OUT")"
