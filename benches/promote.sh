@@ -55,6 +55,7 @@ export BERTH_SCHEDULER=http://127.0.0.1:$PORT
 ip netns add "$NETNS"
 ip -n "$NETNS" link set lo up
 "$BERTH" up --listen "127.0.0.1:$PORT" --node-name bench-promote \
+    --metrics-listen 127.0.0.1:0 --agent-metrics-listen 127.0.0.1:0 \
     --agent-arg=--net-namespace=/run/netns/$NETNS >"$W/up.log" 2>&1 &
 UP_PID=$!
 for _ in $(seq 600); do

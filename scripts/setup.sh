@@ -17,6 +17,8 @@ PACKAGES=(
   crun runc hyperfine jq iproute2 debootstrap apache2-utils podman conmon curl nftables util-linux
   qemu-system-x86 linux-image-amd64 cpio etcd-server etcd-client openssl procps
   python3 python3-venv time libc6-dev buildah conntrack chromium chromium-driver
+  python3 python3-venv time libc6-dev buildah conntrack
+  prometheus
 )
 
 missing=()

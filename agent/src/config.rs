@@ -39,6 +39,9 @@ pub struct Config {
     pub dns_upstream: Vec<std::net::SocketAddr>,
     /// Host paths (canonical) under which assignments may bind-mount (`--allow-bind`).
     pub allow_bind: Vec<PathBuf>,
+    // Where GET /metrics is served (`--metrics-listen`; port 0: any free port, written to
+    // DATA/agent/metrics-endpoint); None: not served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The per-node parent cgroup (relative to each hierarchy's root), so that several agents

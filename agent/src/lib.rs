@@ -11,6 +11,7 @@ pub(crate) mod files;
 pub(crate) mod grpc;
 pub mod layout;
 pub mod logs;
+pub(crate) mod metrics;
 pub mod net;
 pub(crate) mod probe;
 pub mod restart;

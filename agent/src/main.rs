@@ -78,6 +78,10 @@ struct Args {
     /// is refused. Sent to the scheduler, which places replicas with binds accordingly.
     #[arg(long = "allow-bind", value_name = "PATH")]
     allow_bind: Vec<PathBuf>,
+    /// Where Prometheus scrapes this node's container metrics (GET /metrics; port 0: any
+    /// free port, written to DATA/agent/metrics-endpoint).
+    #[arg(long, default_value = "127.0.0.1:9701")]
+    metrics_listen: std::net::SocketAddr,
     #[command(flatten)]
     tls: berth_proto::tls::TlsFlags,
 }
@@ -139,6 +143,7 @@ fn main() -> anyhow::Result<()> {
         reconnect_max: Duration::from_secs(5),
         dns_upstream,
         allow_bind,
+        metrics_listen: Some(args.metrics_listen),
     };
     berth_agent::containers::valid_id(&config.node_name).context("invalid --node-name")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

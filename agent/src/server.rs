@@ -54,6 +54,7 @@ pub async fn run(
     })?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = serve_metrics(&containers, stop_rx.clone()).await?;
     let dns = tokio::spawn(crate::dns::node::serve(containers.clone(), stop_rx.clone()));
     let session = tokio::spawn(crate::session::run(
         containers.clone(),
@@ -75,6 +76,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = session.await;
     let _ = dns.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     let idle = containers.statuses().is_empty();
     let node = containers.config().node_name.clone();
     containers.detach_all();
@@ -93,6 +97,35 @@ pub async fn run(
         id: String::new(),
         reason: format!("serving: {e}"),
     })
+}
+
+/// Binds `--metrics-listen` (a taken address stops the start, naming the flag), records the
+/// address it got in DATA/agent/metrics-endpoint and serves /metrics until `stop`.
+async fn serve_metrics(
+    containers: &Containers,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, AgentError> {
+    let Some(addr) = containers.config().metrics_listen else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(AgentError::io(format!("--metrics-listen {addr}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(AgentError::io("reading the metrics listener's address"))?;
+    let file = containers.layout().root.join("metrics-endpoint");
+    crate::containers::record::write_atomic(&file, local.to_string().as_bytes())?;
+    tracing::info!(listen = %local, "metrics serving");
+    let containers = containers.clone();
+    Ok(Some(tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = crate::metrics::serve(listener, containers, stopped).await {
+            tracing::warn!("serving metrics: {e}");
+        }
+    })))
 }
 
 /// Removes the node's parent cgroups when nothing runs under them any more (rmdir only

@@ -87,7 +87,9 @@ if [ -z "${BERTH_SCHEDULER:-}" ]; then
   NETNS=berth-pipe-$$
   ip netns add "$NETNS"
   ip -n "$NETNS" link set lo up
+  # Metrics on free ports: this cluster may run beside another (the tests run two at once).
   "$BERTH" up --listen "$UP_LISTEN" --node-name "${NODE_NAME:-pipeline}" \
+    --metrics-listen 127.0.0.1:0 --agent-metrics-listen 127.0.0.1:0 \
     --agent-arg=--net-namespace=/run/netns/$NETNS >"$WORK/up.log" 2>&1 &
   UP_PID=$!
   echo "cluster: berth up on $UP_LISTEN (containers in netns $NETNS; daemon logs in $BERTH_DATA_DIR/up/)"

@@ -9,6 +9,8 @@ pub mod errors;
 pub mod leader;
 #[cfg(feature = "logging")]
 pub mod logging;
+#[cfg(feature = "metrics")]
+pub mod metrics_http;
 pub mod mount_paths;
 pub mod quantity;
 #[cfg(feature = "reflection")]

@@ -57,6 +57,8 @@ pub(crate) struct Controller {
     /// The cluster's event log (nodes, containers, rollouts), fed from each pass.
     publisher: Publisher,
     tracker: Mutex<Tracker>,
+    /// Placement latency and rollout durations.
+    metrics: crate::metrics::Metrics,
 }
 
 impl Controller {
@@ -84,6 +86,7 @@ impl Controller {
             files,
             publisher: Publisher::default(),
             tracker: Mutex::new(Tracker::default()),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
@@ -91,6 +94,21 @@ impl Controller {
     pub(crate) fn with_events(mut self, publisher: Publisher) -> Self {
         self.publisher = publisher;
         self
+    }
+
+    /// The same loop, recording into `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Every deployment as the loop last described it, by qualified name.
+    pub(crate) fn statuses(&self) -> Vec<(String, Deployment)> {
+        let statuses = self.statuses.lock().unwrap();
+        statuses
+            .iter()
+            .map(|(k, d)| (k.clone(), d.clone()))
+            .collect()
     }
 
     /// Events for what changed since the last pass: nodes' readiness, containers' states.
@@ -459,6 +477,7 @@ impl Controller {
             rec.revision = revision;
             rec.last_revision = revision;
             rec.rolled_back_from = failed;
+            self.metrics.rolled_back(name);
             rec.phase = RolloutPhase::Progressing as i32;
             rec.progress_at_ms = now;
             rec.message = format!(
@@ -503,6 +522,7 @@ impl Controller {
             };
             let binds = bind_sources(spec);
             let sel = selector(spec, &env_selectors);
+            let started = std::time::Instant::now();
             let mut request = placement_request(&r.deployment, spec, &sel);
             request.volume_node = volume_node.as_deref();
             request.binds = &binds;
@@ -520,6 +540,7 @@ impl Controller {
                         volumes.insert(v.to_string(), node.clone());
                     }
                     account(&mut nodes[n], spec, &r.deployment);
+                    self.metrics.placed(started.elapsed());
                     replicas[i] = placed;
                 }
                 Placement::Unschedulable { reason } => {
@@ -703,6 +724,7 @@ impl Controller {
         for (name, (rec, mod_rev)) in fresh {
             let d = deployments::describe(&name, &rec, mod_rev, replicas, statuses, &reasons);
             if out.get(&name) != Some(&d) {
+                self.metrics.deployment_changed(&name, out.get(&name), &d);
                 let _ = self.events.send(d.clone());
                 out.insert(name, d);
             }

@@ -34,6 +34,8 @@ pub(crate) struct Deployments {
     files: Files,
     /// A new revision waits for approval when its environment says so.
     environments: Environments,
+    /// Counts approvals, rejections and rollbacks.
+    metrics: crate::metrics::Metrics,
 }
 
 /// How often a write that lost a virtual IP to a concurrent one picks again.
@@ -46,7 +48,14 @@ impl Deployments {
             environments: Environments::new(store.clone()),
             store,
             service_network,
+            metrics: crate::metrics::Metrics::default(),
         }
+    }
+
+    /// The same deployments, counting into `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The same deployments, with configs and secrets from `files` (which holds the secrets key).
@@ -167,6 +176,7 @@ impl Deployments {
         let rejected = rec.revision;
         self.set_outcome(name, rejected, RolloutPhase::Rejected, why)
             .await?;
+        self.metrics.rejected(name);
         if rec.stable_revision != 0
             && let Some(mut spec) = self.spec_of(name, rec.stable_revision).await?
         {
@@ -391,6 +401,7 @@ impl Deployments {
         rec.awaiting_since_ms = 0;
         rec.message = format!("revision {} approved", rec.revision);
         self.save(name, &rec, mod_rev).await?;
+        self.metrics.approved(name);
         self.set_outcome(name, rec.revision, RolloutPhase::Progressing, "approved")
             .await
     }
@@ -438,7 +449,9 @@ impl Deployments {
         let spec = self.files.pin(spec).await?;
         // A rollback is an emergency measure: it does not wait for approval.
         self.new_revision(name, spec, Some((rec, mod_rev)), true, now)
-            .await
+            .await?;
+        self.metrics.rolled_back(name);
+        Ok(())
     }
 
     /// The revision records kept for `name`, oldest first.

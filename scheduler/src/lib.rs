@@ -16,6 +16,7 @@ pub mod events;
 pub mod files;
 pub(crate) mod grpc;
 pub mod ha;
+pub mod metrics;
 pub(crate) mod nodes;
 pub(crate) mod pin_image;
 pub mod placement;

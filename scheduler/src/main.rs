@@ -83,6 +83,10 @@ struct Args {
     /// port is taken].
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<String>,
+    /// Where Prometheus scrapes the scheduler's metrics (GET /metrics), as leader or standby
+    /// (port 0: any free port, logged).
+    #[arg(long, default_value = "127.0.0.1:9700")]
+    metrics_listen: std::net::SocketAddr,
 }
 
 /// The dashboard's address when --http-listen is left out.
@@ -137,6 +141,9 @@ fn main() -> anyhow::Result<()> {
             buffer: usize::try_from(args.events_buffer).context("--events-buffer")?,
         },
         http_listener: None,
+        metrics: berth_scheduler::metrics::Metrics::default(),
+        // Bound in `serve`, after the checks of --listen.
+        metrics_listen: None,
     };
     berth_scheduler::check_config(&config).context("--service-cidr")?;
     if etcd_endpoints.is_none() {
@@ -187,6 +194,30 @@ async fn bind_dashboard(
     }
 }
 
+/// Binds `--metrics-listen` before anything is served, so that a taken address stops the
+/// start naming the flag; the address it got goes to DATA/metrics-endpoint (with a data dir).
+fn metrics_listener(
+    addr: std::net::SocketAddr,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<std::net::TcpListener> {
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("--metrics-listen {addr}"))?;
+    // tokio takes it over later; it must not block its worker threads.
+    listener
+        .set_nonblocking(true)
+        .context("--metrics-listen: non-blocking")?;
+    let local = listener
+        .local_addr()
+        .context("the metrics listener's address")?;
+    if let Some(dir) = data_dir {
+        let file = dir.join("metrics-endpoint");
+        std::fs::write(&file, local.to_string())
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
+    tracing::info!(listen = %local, "metrics serving");
+    Ok(listener)
+}
+
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -214,6 +245,10 @@ async fn serve(
         tracing::warn!(listen = %local, "--insecure: serving plaintext with no authentication");
     }
     config.http_listener = bind_dashboard(args.http_listen.as_deref()).await?;
+    config.metrics_listen = Some(Arc::new(metrics_listener(
+        args.metrics_listen,
+        etcd_endpoints.is_none().then_some(args.data_dir.as_path()),
+    )?));
     let Some(endpoints) = etcd_endpoints else {
         let store: Arc<dyn Store> = Arc::new(
             RedbStore::open(&args.data_dir.join("state.redb"))

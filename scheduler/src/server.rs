@@ -59,6 +59,11 @@ pub struct Config {
     // leads; None: no dashboard. Shared, so that a standby that takes over serves the same
     // socket.
     pub http_listener: Option<Arc<TcpListener>>,
+    // What /metrics shows: shared by every leadership term of this process.
+    pub metrics: crate::metrics::Metrics,
+    // Where GET /metrics is served, by the leader and a standby alike (`--metrics-listen`;
+    // None: not served). A std listener, so that each server takes its own handle on it.
+    pub metrics_listen: Option<Arc<std::net::TcpListener>>,
 }
 
 impl Default for Config {
@@ -74,6 +79,8 @@ impl Default for Config {
             secrets_key: None,
             events: crate::events::Settings::default(),
             http_listener: None,
+            metrics: crate::metrics::Metrics::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -90,6 +97,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SchedError> {
     check_config(&config)?;
+    let _metrics = crate::metrics::spawn(&config)?;
     serve_leader(config, store, Arc::new(listener), shutdown).await
 }
 
@@ -174,6 +182,25 @@ pub(crate) async fn with_health_and_reflection<L>(
         .map_err(|e| SchedError::FailedPrecondition(format!("reflection: {e}")))
 }
 
+/// The dashboard (issue 17) on its own listener, when there is one, stopped with the control
+/// loop (`stop`).
+fn spawn_dashboard(
+    config: &Config,
+    deploy: &DeployApi,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, SchedError> {
+    let Some(http) = config.http_listener.clone() else {
+        return Ok(None);
+    };
+    let ui = crate::dashboard::Dashboard::new(
+        deploy.clone(),
+        deploy.environments.clone(),
+        config.security.enabled(),
+        stop,
+    )?;
+    Ok(Some(tokio::spawn(crate::dashboard::serve(http, ui))))
+}
+
 /// Serves as the leader: the control loop, NodeService and DeploymentService.
 pub(crate) async fn serve_leader(
     config: Config,
@@ -181,6 +208,7 @@ pub(crate) async fn serve_leader(
     listener: Arc<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SchedError> {
+    let store = config.metrics.timed(store);
     let grace = config.heartbeat_interval * config.missed_heartbeats;
     let cluster = Arc::new(Cluster::new(config.heartbeat_interval, grace));
     // Nodes known before a restart get time to reconnect before their replicas move.
@@ -192,8 +220,9 @@ pub(crate) async fn serve_leader(
     // A store with secrets this key does not open is never served (nor rewritten).
     let files = Files::new(store.clone(), config.secrets_key.clone());
     files.check_key().await?;
-    let deployments =
-        Deployments::new(store.clone(), config.service_network).with_files(files.clone());
+    let deployments = Deployments::new(store.clone(), config.service_network)
+        .with_files(files.clone())
+        .with_metrics(config.metrics.clone());
     // The event log lives in the store: a new leader continues it where the last one stopped.
     let (publisher, event_log) = crate::events::start(store.clone(), config.events);
     let controller = Arc::new(
@@ -205,8 +234,10 @@ pub(crate) async fn serve_leader(
             config.drain_timeout,
             files.clone(),
         )
-        .with_events(publisher.clone()),
+        .with_events(publisher.clone())
+        .with_metrics(config.metrics.clone()),
     );
+    let _leading = config.metrics.lead(controller.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let control = tokio::spawn(controller.clone().run(stop_rx.clone()));
 
@@ -242,19 +273,7 @@ pub(crate) async fn serve_leader(
     let environment_api = EnvironmentServiceServer::new(EnvironmentApi { environments })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    // The dashboard (issue 17): its own listener, stopped with the control loop.
-    let dashboard = match config.http_listener.clone() {
-        Some(http) => {
-            let ui = crate::dashboard::Dashboard::new(
-                deploy.clone(),
-                deploy.environments.clone(),
-                config.security.enabled(),
-                stop_rx.clone(),
-            )?;
-            Some(tokio::spawn(crate::dashboard::serve(http, ui)))
-        }
-        None => None,
-    };
+    let dashboard = spawn_dashboard(&config, &deploy, stop_rx)?;
     let deploy_api = DeploymentServiceServer::new(deploy)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

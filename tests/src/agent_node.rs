@@ -343,9 +343,29 @@ impl AgentNode {
         if let Some(ms) = self.opts.restart_backoff_base_ms {
             cmd.arg("--restart-backoff-base-ms").arg(ms.to_string());
         }
+        // Agents of parallel tests share the host: each takes any free metrics port (written
+        // to DATA/agent/metrics-endpoint), unless the test names one.
+        if !self
+            .opts
+            .extra_args
+            .iter()
+            .any(|a| a.starts_with("--metrics-listen"))
+        {
+            cmd.args(["--metrics-listen", "127.0.0.1:0"]);
+        }
         cmd.args(&self.opts.extra_args);
         cmd.envs(self.opts.env.iter().map(|(k, v)| (k, v)));
         cmd
+    }
+
+    /// Where the agent serves GET /metrics, as it writes it (just after its endpoint file).
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        let file = self.data_dir().join("agent/metrics-endpoint");
+        crate::poll_until(
+            "the agent's metrics endpoint",
+            Duration::from_secs(10),
+            || fs::read_to_string(&file).ok()?.trim().parse().ok(),
+        )
     }
 
     fn endpoint_file(&self) -> PathBuf {
@@ -354,6 +374,7 @@ impl AgentNode {
 
     /// Starts the agent and waits for the endpoint file it writes once serving.
     fn spawn(&mut self) {
+        let _ = fs::remove_file(self.data_dir().join("agent/metrics-endpoint"));
         let endpoint_file = self.endpoint_file();
         match fs::remove_file(&endpoint_file) {
             Ok(()) => {}

@@ -24,6 +24,8 @@ use crate::{binary, free_loopback_addr, poll_until, require_root, run_ok};
 pub struct SchedulerProc {
     dir: tempfile::TempDir,
     addr: SocketAddr,
+    /// `--metrics-listen` (unless the flags name one): its own port, kept across restarts.
+    metrics_addr: SocketAddr,
     child: Option<Child>,
     extra: Vec<String>,
     /// The etcd this scheduler keeps its state in, when the tests run on etcd.
@@ -76,6 +78,7 @@ impl SchedulerProc {
                 .tempdir()
                 .expect("temp dir"),
             addr: free_loopback_addr(),
+            metrics_addr: free_loopback_addr(),
             child: None,
             extra,
             _etcd: etcd,
@@ -128,6 +131,10 @@ impl SchedulerProc {
         if !self.extra.iter().any(|a| a == "--heartbeat-ms") {
             cmd.args(["--heartbeat-ms", "200"]);
         }
+        if !self.extra.iter().any(|a| a.starts_with("--metrics-listen")) {
+            cmd.arg("--metrics-listen")
+                .arg(self.metrics_addr.to_string());
+        }
         cmd.arg("--listen")
             .arg(self.addr.to_string())
             .arg("--data-dir")
@@ -165,6 +172,11 @@ impl SchedulerProc {
     /// Where it listens as a bare HOST:PORT, as people type it (see [`Self::endpoint`]).
     pub fn address(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Where it serves GET /metrics (unless the flags named another address).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     pub fn log_path(&self) -> PathBuf {

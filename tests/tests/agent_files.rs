@@ -314,6 +314,8 @@ fn a_missing_allow_bind_path_stops_the_agent_naming_it() {
         .args([
             "--listen",
             "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
             "--allow-bind",
             "/no/such/berth-dir",
         ])

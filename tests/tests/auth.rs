@@ -787,6 +787,7 @@ fn plaintext_beyond_loopback_needs_insecure() {
     let port = free_loopback_addr().port();
     let mut cmd = Command::new(binary("berth-scheduler"));
     cmd.args(["--listen", &format!("0.0.0.0:{port}"), "--insecure"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data.path())
         .stdin(Stdio::null())

@@ -977,6 +977,8 @@ fn berth_up_runs_a_one_node_cluster_and_stops_cleanly_on_ctrl_c() {
         .cmd(["up", "--listen", &listen.to_string(), "--node-name", &node])
         .arg(format!("--agent-arg=--net-namespace={}", netns.path()))
         .arg("--agent-arg=--stop-grace=1")
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .args(["--agent-metrics-listen", "127.0.0.1:0"])
         .env_remove("BERTH_SCHEDULER")
         .stdin(Stdio::null())
         .stdout(File::create(out.path().join("stdout")).unwrap())

@@ -347,6 +347,7 @@ fn scheduler_on(data_dir: &Path, key: &Path, log: &Path) -> Child {
     let out = std::fs::File::create(log).expect("a log file");
     Command::new(binary("berth-scheduler"))
         .args(["--listen", &free_loopback_addr().to_string()])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--secrets-key")

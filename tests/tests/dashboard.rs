@@ -468,6 +468,7 @@ fn the_dashboard_listens_on_loopback_only() {
         let out = std::process::Command::new(berth_tests::binary("berth-scheduler"))
             .args(["--listen", &free_loopback_addr().to_string()])
             .args(["--http-listen", flag])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data.path())
             .output()

@@ -94,6 +94,7 @@ fn agent_with_scheduler(addr: &str, within: Duration) -> (std::process::ExitStat
     let mut child = Command::new(binary("berth-agent"))
         .args(["--scheduler", addr, "--node-name", "bad-address"])
         .args(["--listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data.path())
         .env_remove("BERTH_SCHEDULER")

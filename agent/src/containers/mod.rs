@@ -388,6 +388,17 @@ impl Containers {
         }
     }
 
+    /// Every container's assignment with its current status (what metrics label and read).
+    pub(crate) fn assigned_statuses(&self) -> Vec<(Arc<Assignment>, ContainerStatus)> {
+        self.inner
+            .entries
+            .lock()
+            .unwrap()
+            .values()
+            .map(|e| (e.assignment.clone(), e.status.borrow().clone()))
+            .collect()
+    }
+
     /// Every container's current status, by id.
     pub fn statuses(&self) -> Vec<ContainerStatus> {
         self.inner

@@ -42,6 +42,12 @@ pub(crate) struct Args {
     /// On stop, how long to wait for the deployments' containers to be removed.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     stop_timeout: Duration,
+    /// Where the scheduler serves its Prometheus metrics (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:9700")]
+    metrics_listen: String,
+    /// Where the agent serves its Prometheus metrics (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:9701")]
+    agent_metrics_listen: String,
 }
 
 /// A daemon child: its name for messages, the process and its log.
@@ -204,6 +210,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
         if let Some(dashboard) = dashboard_url(&args.scheduler_args) {
             println!("  dashboard: {dashboard}");
         }
+        print_metrics(&sched_dir, data);
         let mut code = watch(&mut interrupt, &mut terminate, agent, &mut scheduler).await;
         println!("berth up: stopping");
         if scheduler.exited().is_none() && agent.exited().is_none() {
@@ -255,6 +262,8 @@ fn scheduler_argv(args: &Args, sched_dir: &Path, secrets_key: Option<&Path>) -> 
             args.listen.clone(),
             "--data-dir".into(),
             sched_dir.display().to_string(),
+            "--metrics-listen".into(),
+            args.metrics_listen.clone(),
         ],
         key,
         args.scheduler_args.clone(),
@@ -291,6 +300,8 @@ fn agent_argv(args: &Args, url: &str, node: &str, data: &Path) -> Vec<String> {
             data.display().to_string(),
             "--listen".into(),
             "127.0.0.1:0".into(),
+            "--metrics-listen".into(),
+            args.agent_metrics_listen.clone(),
         ],
         args.agent_args.clone(),
     ]
@@ -314,6 +325,20 @@ fn print_banner(url: &str, node: &str, data: &Path, scheduler: &Daemon, agent: &
         println!("  (other shells: export BERTH_SCHEDULER={url})");
     }
     println!("Ctrl-C stops: deployments deleted, containers removed, then both daemons.");
+}
+
+/// Where both daemons serve /metrics, as they wrote it (the addresses they actually got).
+fn print_metrics(sched_dir: &Path, data: &Path) {
+    let read = |file: PathBuf| {
+        std::fs::read_to_string(&file)
+            .map(|a| format!("http://{}/metrics", a.trim()))
+            .unwrap_or_else(|e| format!("unknown ({}: {e})", file.display()))
+    };
+    println!(
+        "  metrics: scheduler {}  agent {}",
+        read(sched_dir.join("metrics-endpoint")),
+        read(data.join("agent").join("metrics-endpoint"))
+    );
 }
 
 /// Waits for Ctrl-C or SIGTERM (exit status 0) or for a daemon to die (1).
@@ -485,6 +510,8 @@ mod tests {
             agent_args: Vec::new(),
             ready_timeout: Duration::from_secs(1),
             stop_timeout: Duration::from_secs(1),
+            metrics_listen: "127.0.0.1:9700".into(),
+            agent_metrics_listen: "127.0.0.1:9701".into(),
         }
     }
 
@@ -521,5 +548,18 @@ mod tests {
             argv.iter().filter(|a| a.contains("--secrets-key")).count(),
             1
         );
+    }
+
+    #[test]
+    fn both_daemons_get_their_metrics_address() {
+        let mut a = args(&[]);
+        a.agent_metrics_listen = "127.0.0.1:0".into();
+        let dir = std::path::Path::new("/tmp/x");
+        let sched = scheduler_argv(&a, dir, None);
+        let at = sched.iter().position(|f| f == "--metrics-listen").unwrap();
+        assert_eq!(sched[at + 1], "127.0.0.1:9700");
+        let agent = agent_argv(&a, "http://127.0.0.1:7700", "n1", dir);
+        let at = agent.iter().position(|f| f == "--metrics-listen").unwrap();
+        assert_eq!(agent[at + 1], "127.0.0.1:0");
     }
 }

@@ -51,6 +51,7 @@ pub async fn run_ha(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SchedError> {
     crate::server::check_config(&config)?;
+    let _metrics = crate::metrics::spawn(&config)?;
     let listener = Arc::new(listener);
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
