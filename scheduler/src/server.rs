@@ -187,6 +187,7 @@ pub(crate) async fn with_health_and_reflection<L>(
 fn spawn_dashboard(
     config: &Config,
     deploy: &DeployApi,
+    events: &crate::events::EventLog,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, SchedError> {
     let Some(http) = config.http_listener.clone() else {
@@ -195,6 +196,7 @@ fn spawn_dashboard(
     let ui = crate::dashboard::Dashboard::new(
         deploy.clone(),
         deploy.environments.clone(),
+        events.clone(),
         config.security.enabled(),
         stop,
     )?;
@@ -273,7 +275,7 @@ pub(crate) async fn serve_leader(
     let environment_api = EnvironmentServiceServer::new(EnvironmentApi { environments })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let dashboard = spawn_dashboard(&config, &deploy, stop_rx)?;
+    let dashboard = spawn_dashboard(&config, &deploy, &event_log, stop_rx)?;
     let deploy_api = DeploymentServiceServer::new(deploy)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

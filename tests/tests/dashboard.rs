@@ -238,10 +238,22 @@ fn a_deploy_shows_up_live_and_approving_in_the_browser_completes_the_rollout() {
         .api
         .wait("hello", "v2 ready", |d| all_ready(d, 1) && d.revision == 2);
     assert_eq!(d.phase, RolloutPhase::Complete as i32, "{d:?}");
-    let events = browser.text("table.events").unwrap_or_default();
+    let audit = browser.text("table.audit").unwrap_or_default();
     assert!(
-        events.contains("approve") && events.contains("local"),
-        "the approval is in the audit log: {events}"
+        audit.contains("approve") && audit.contains("local"),
+        "the approval is in the audit log: {audit}"
+    );
+    // The event log's lines of this deployment: the approval, the rollout's steps and its
+    // new replica's state changes (the page redraws as they are written).
+    let v2_id = d.replica_status[0].container_id.clone();
+    let (events, _) = browser.wait_text("the deployment's events", "table.events", WAIT, |t| {
+        t.contains("local: approve, ok")
+            && t.contains("revision 2 complete")
+            && t.contains(&format!("{v2_id} running, ready"))
+    });
+    assert!(
+        !events.contains("ticker"),
+        "only this deployment's events: {events}"
     );
     browser.screenshot(&shots, "deployment");
 
@@ -257,10 +269,10 @@ fn a_deploy_shows_up_live_and_approving_in_the_browser_completes_the_rollout() {
     });
     let v1 = d.spec.as_ref().map(|s| s.env["VERSION"].clone());
     assert_eq!(v1.as_deref(), Some("v1"), "{d:?}");
-    let events = browser.text("table.events").unwrap_or_default();
+    let audit = browser.text("table.audit").unwrap_or_default();
     assert!(
-        events.contains("scale") && events.contains("rollback"),
-        "{events}"
+        audit.contains("scale") && audit.contains("rollback"),
+        "{audit}"
     );
 
     browser.goto(&ui.url("/releases"));
@@ -371,11 +383,8 @@ fn a_viewer_sees_no_button_and_its_forged_post_is_refused() {
     browser.goto(&ui.url("/deployments/default/hello"));
     browser.click("#approve");
     browser.wait_text("approved", "#phase", WAIT, |t| t == "complete");
-    let events = browser.text("table.events").unwrap_or_default();
-    assert!(
-        events.contains("dash-deployer"),
-        "audited by name: {events}"
-    );
+    let audit = browser.text("table.audit").unwrap_or_default();
+    assert!(audit.contains("dash-deployer"), "audited by name: {audit}");
 }
 
 #[test]

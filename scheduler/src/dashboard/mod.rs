@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::Tokens;
 use crate::environments::Environments;
+use crate::events::EventLog;
 use crate::grpc::deployments::DeployApi;
 use crate::grpc::releases::ReleaseApi;
 
@@ -33,6 +34,8 @@ pub(crate) struct Dashboard {
     deploy: DeployApi,
     releases: ReleaseApi,
     environments: Environments,
+    /// A deployment's page reads its events from here.
+    events: EventLog,
     tokens: Tokens,
     /// With TLS on, the scheduler trusts nobody anonymous, so neither does the dashboard:
     /// every visitor signs in with a token. Without TLS, loopback callers are trusted as they
@@ -49,6 +52,7 @@ impl Dashboard {
     pub(crate) fn new(
         deploy: DeployApi,
         environments: Environments,
+        events: EventLog,
         require_login: bool,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Self, crate::error::SchedError> {
@@ -63,6 +67,7 @@ impl Dashboard {
             },
             deploy,
             environments,
+            events,
             require_login,
             csrf_key: Arc::new(key),
             stop,

@@ -195,14 +195,27 @@ struct RevisionRow {
     message: String,
 }
 
+/// An event of the log: a container's state, a rollout step, an approval, an audit entry.
 #[derive(Debug)]
 struct EventRow {
+    revision: u64,
+    when: String,
+    kind: &'static str,
+    message: String,
+}
+
+#[derive(Debug)]
+struct AuditRow {
     when: String,
     who: String,
     action: String,
     outcome: String,
     detail: String,
 }
+
+/// How many of a deployment's newest events and audit entries its page shows.
+const EVENTS_SHOWN: usize = 50;
+const AUDIT_SHOWN: u32 = 20;
 
 #[derive(Template)]
 #[template(path = "deployment.html")]
@@ -224,6 +237,7 @@ struct DeploymentPage {
     replica_rows: Vec<ReplicaRow>,
     history: Vec<RevisionRow>,
     events: Vec<EventRow>,
+    audit: Vec<AuditRow>,
 }
 
 pub(crate) async fn deployment(
@@ -247,17 +261,20 @@ pub(crate) async fn deployment(
         }))
         .await?
         .into_inner();
-    let audit = d
-        .releases
-        .list_audit(v.request(ListAuditRequest {
-            environment: env.clone(),
-            app: name.clone(),
-            limit: 20,
-            after_seq: 0,
-        }))
-        .await?
-        .into_inner();
     let now = now_ms();
+    let audit = audit_rows(&d, &v, &env, &name, now).await?;
+    let events = d
+        .events
+        .of_deployment(&env, &name, EVENTS_SHOWN)
+        .await?
+        .into_iter()
+        .map(|e| EventRow {
+            revision: e.revision,
+            when: view::ago(e.at_ms, now),
+            kind: view::event_kind(e.kind),
+            message: e.message,
+        })
+        .collect();
     render(&DeploymentPage {
         layout: Layout::new(&d, &v, "deployments"),
         url: deployment_url(&env, &name),
@@ -288,21 +305,43 @@ pub(crate) async fn deployment(
                 message: r.message,
             })
             .collect(),
-        events: audit
-            .entries
-            .into_iter()
-            .rev()
-            .map(|e| EventRow {
-                when: view::ago(e.at_ms, now),
-                who: e.who,
-                action: e.action,
-                outcome: e.outcome,
-                detail: e.detail,
-            })
-            .collect(),
+        events,
+        audit,
         env: key::normalize(&env).to_string(),
         name,
     })
+}
+
+/// The deployment's newest audit entries, newest first.
+async fn audit_rows(
+    d: &Dashboard,
+    v: &Visitor,
+    env: &str,
+    name: &str,
+    now: i64,
+) -> Result<Vec<AuditRow>, PageError> {
+    let audit = d
+        .releases
+        .list_audit(v.request(ListAuditRequest {
+            environment: env.to_string(),
+            app: name.to_string(),
+            limit: AUDIT_SHOWN,
+            after_seq: 0,
+        }))
+        .await?
+        .into_inner();
+    Ok(audit
+        .entries
+        .into_iter()
+        .rev()
+        .map(|e| AuditRow {
+            when: view::ago(e.at_ms, now),
+            who: e.who,
+            action: e.action,
+            outcome: e.outcome,
+            detail: e.detail,
+        })
+        .collect())
 }
 
 fn replica_row(r: ReplicaStatus) -> ReplicaRow {

@@ -4,7 +4,7 @@
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use berth_proto::v1::{ContainerState, RolloutPhase};
+use berth_proto::v1::{ContainerState, EventKind, RolloutPhase};
 
 use super::Dashboard;
 use super::session::Visitor;
@@ -143,6 +143,20 @@ pub(crate) fn state(value: i32) -> &'static str {
         ContainerState::Exited => "exited",
         ContainerState::Failed => "failed",
         ContainerState::Stopping => "stopping",
+    }
+}
+
+/// "container", "rollout", "approval" and the like: what an event of the log is about.
+pub(crate) fn event_kind(value: i32) -> &'static str {
+    match EventKind::try_from(value).unwrap_or(EventKind::Unspecified) {
+        EventKind::Unspecified => "-",
+        EventKind::NodeReady => "node ready",
+        EventKind::NodeNotReady => "node not ready",
+        EventKind::Container => "container",
+        EventKind::Rollout => "rollout",
+        EventKind::Approval => "approval",
+        EventKind::Promotion => "promotion",
+        EventKind::Audit => "audit",
     }
 }
 

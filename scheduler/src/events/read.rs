@@ -47,6 +47,31 @@ impl EventLog {
     pub(crate) async fn after(&self, since: u64) -> Result<Vec<Event>, SchedError> {
         after(self.store.as_ref(), since).await
     }
+
+    /// The newest `limit` kept events of deployment `name` in environment `env` (container
+    /// states, rollout steps, approvals, promotions, audit entries), newest first: what a
+    /// deployment's page shows.
+    pub(crate) async fn of_deployment(
+        &self,
+        env: &str,
+        name: &str,
+        limit: usize,
+    ) -> Result<Vec<Event>, SchedError> {
+        let env = normalize(env);
+        let (kvs, _) = self.store.list(ENTRIES).await?;
+        let mut events = Vec::with_capacity(limit.min(kvs.len()));
+        // Keys sort by revision: from the end is newest first, and stops at `limit`.
+        for kv in kvs.iter().rev() {
+            if events.len() == limit {
+                break;
+            }
+            let event = records::decode::<Event>(&kv.key, &kv.value)?;
+            if event.environment == env && event.deployment == name {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
 }
 
 async fn latest(store: &dyn crate::store::Store) -> Result<u64, SchedError> {

@@ -89,6 +89,51 @@ async fn numbered_without_gaps_kept_within_retention_and_resumable() {
 }
 
 #[tokio::test]
+async fn a_deployments_events_are_its_own_newest_first_and_bounded() {
+    let (_dir, store) = store();
+    let (publisher, log) = start(store, Settings::default());
+    for (i, (env, name)) in [
+        ("default", "web"),
+        ("staging", "web"),
+        ("default", "api"),
+        ("default", "web"),
+        ("default", "web"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        publisher.publish(Event {
+            kind: EventKind::Rollout.into(),
+            environment: env.into(),
+            deployment: name.into(),
+            message: format!("step {i}"),
+            ..Default::default()
+        });
+    }
+    written(&log, 5).await;
+    let of = |events: Vec<Event>| events.iter().map(|e| e.revision).collect::<Vec<_>>();
+    // "" names the default environment, as everywhere else.
+    assert_eq!(
+        of(log.of_deployment("", "web", 50).await.unwrap()),
+        [5, 4, 1]
+    );
+    assert_eq!(
+        of(log.of_deployment("default", "web", 2).await.unwrap()),
+        [5, 4]
+    );
+    assert_eq!(
+        of(log.of_deployment("staging", "web", 50).await.unwrap()),
+        [2]
+    );
+    assert!(
+        log.of_deployment("default", "nope", 50)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn a_follower_gets_kept_then_live_events_once_each() {
     let (_dir, store) = store();
     let (publisher, log) = start(store, Settings::default());
