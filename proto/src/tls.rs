@@ -323,6 +323,71 @@ pub fn server_config(files: &TlsFiles, auth: ClientAuth) -> Result<ServerTlsConf
         .client_auth_optional(auth == ClientAuth::Optional))
 }
 
+/// [`server_config`] as a rustls config, for a server tonic does not run (the dashboard's
+/// HTTPS): the same certificate, key and CA, client certificates verified against the CA
+/// (`auth`), HTTP/1.1 offered over ALPN.
+pub fn rustls_server_config(
+    files: &TlsFiles,
+    auth: ClientAuth,
+) -> Result<std::sync::Arc<rustls::ServerConfig>, TlsError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Arc;
+    let bad = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: rustls::Error| TlsError::Pem {
+            path,
+            reason: e.to_string(),
+        }
+    };
+    let certs_in = |path: &Path| -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        read_cert_pem(path)?;
+        Ok(pem_blocks(path, &read_file(path)?)?
+            .into_iter()
+            .filter(|b| b.label == "CERTIFICATE")
+            .map(|b| CertificateDer::from(b.contents))
+            .collect())
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certs_in(&files.ca)? {
+        roots.add(ca).map_err(bad(&files.ca))?;
+    }
+    let key = pem_blocks(&files.key, &read_file(&files.key)?)?
+        .into_iter()
+        .find_map(|b| match b.label.as_str() {
+            "PRIVATE KEY" => Some(PrivateKeyDer::Pkcs8(b.contents.into())),
+            "EC PRIVATE KEY" => Some(PrivateKeyDer::Sec1(b.contents.into())),
+            "RSA PRIVATE KEY" => Some(PrivateKeyDer::Pkcs1(b.contents.into())),
+            _ => None,
+        })
+        .ok_or_else(|| TlsError::Pem {
+            path: files.key.clone(),
+            reason: "no PRIVATE KEY block in the file".to_string(),
+        })?;
+    // ring, as tonic's `tls-ring`: one crypto provider in the binary.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    );
+    let verifier = match auth {
+        ClientAuth::Required => verifier,
+        ClientAuth::Optional => verifier.allow_unauthenticated(),
+    }
+    .build()
+    .map_err(|e| TlsError::Pem {
+        path: files.ca.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(bad(&files.cert))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs_in(&files.cert)?, key)
+        .map_err(bad(&files.key))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A client config presenting `files.cert` and verifying the server against `files.ca` under
 /// the name `server_name` (a DNS name or IP address in the server certificate's SANs).
 pub fn client_config(files: &TlsFiles, server_name: &str) -> Result<ClientTlsConfig, TlsError> {

@@ -78,8 +78,9 @@ struct Args {
     /// dropped (it is told the revision to resume from); at least one write batch, 49.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     events_buffer: u64,
-    /// Where the web dashboard serves while this scheduler leads: plain HTTP, so a loopback
-    /// address only; `off` for none [default: 127.0.0.1:7780, skipped with a warning when that
+    /// Where the web dashboard serves while this scheduler leads: without TLS plain HTTP, so a
+    /// loopback address only; with the --tls-* flags HTTPS (client certificates or tokens), on
+    /// any address; `off` for none [default: 127.0.0.1:7780, skipped with a warning when that
     /// port is taken].
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<String>,
@@ -159,9 +160,10 @@ fn main() -> anyhow::Result<()> {
 
 /// The dashboard's listener: --http-listen's address, [`DEFAULT_HTTP_LISTEN`] when the flag
 /// is left out (skipped if taken, so that several schedulers on one host still start), or
-/// none for `off`.
+/// none for `off`. Without TLS (plain HTTP, loopback trust) a loopback address only.
 async fn bind_dashboard(
     flag: Option<&str>,
+    tls: bool,
 ) -> anyhow::Result<Option<Arc<tokio::net::TcpListener>>> {
     let addr = match flag {
         Some("off") => return Ok(None),
@@ -171,16 +173,18 @@ async fn bind_dashboard(
     let parsed: std::net::SocketAddr = addr.parse().with_context(|| {
         format!("--http-listen {addr:?}: expected IP:PORT (a loopback address) or off")
     })?;
-    if !parsed.ip().is_loopback() {
+    if !tls && !parsed.ip().is_loopback() {
         bail!(
-            "--http-listen {addr}: the dashboard serves plain HTTP, so on a loopback address \
-             only (127.0.0.1 or [::1])"
+            "--http-listen {addr}: without TLS the dashboard serves plain HTTP, so on a \
+             loopback address only (127.0.0.1 or [::1]); with the --tls-* flags it serves HTTPS \
+             on any address"
         );
     }
+    let scheme = if tls { "https" } else { "http" };
     match tokio::net::TcpListener::bind(parsed).await {
         Ok(listener) => {
             let local = listener.local_addr().context("the dashboard's address")?;
-            tracing::info!(url = %format!("http://{local}/"), "dashboard");
+            tracing::info!(url = %format!("{scheme}://{local}/"), "dashboard");
             Ok(Some(Arc::new(listener)))
         }
         Err(e) if flag.is_none() && e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -244,7 +248,7 @@ async fn serve(
     if !tls && !local.ip().is_loopback() {
         tracing::warn!(listen = %local, "--insecure: serving plaintext with no authentication");
     }
-    config.http_listener = bind_dashboard(args.http_listen.as_deref()).await?;
+    config.http_listener = bind_dashboard(args.http_listen.as_deref(), tls).await?;
     config.metrics_listen = Some(Arc::new(metrics_listener(
         args.metrics_listen,
         etcd_endpoints.is_none().then_some(args.data_dir.as_path()),

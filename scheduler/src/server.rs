@@ -197,7 +197,6 @@ fn spawn_dashboard(
         deploy.clone(),
         deploy.environments.clone(),
         events.clone(),
-        config.security.enabled(),
         stop,
     )?;
     Ok(Some(tokio::spawn(crate::dashboard::serve(http, ui))))

@@ -436,6 +436,20 @@ impl DeployApi {
         Self { rt, client, within }
     }
 
+    /// [`DeployApi::new`] for a scheduler with TLS on, presenting the certificate in `files`
+    /// (an admin's or a deployer's).
+    pub fn new_tls(endpoint: &str, files: &berth_proto::tls::TlsFiles, within: Duration) -> Self {
+        let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        let tls = berth_proto::tls::client_config(files, "localhost").expect("a client TLS config");
+        let endpoint = berth_proto::tls::dial(endpoint, Some(&tls)).expect("the endpoint");
+        let channel = rt
+            .block_on(endpoint.connect())
+            .expect("connect to the scheduler over TLS");
+        let client =
+            berth_proto::v1::deployment_service_client::DeploymentServiceClient::new(channel);
+        Self { rt, client, within }
+    }
+
     /// Runs one call (a future from `self.client.clone()`) to its reply or status.
     pub fn call<T>(
         &self,

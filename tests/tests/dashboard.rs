@@ -104,8 +104,71 @@ fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the dashboard");
+    let stream = std::net::TcpStream::connect(addr).expect("connect to the dashboard");
     stream.set_read_timeout(Some(WAIT)).unwrap();
+    exchange(stream, addr, method, path, headers, body)
+}
+
+/// [`request`] over HTTPS, verifying the dashboard against the cluster CA `ca` and presenting
+/// the client certificate in `cert`, if any.
+fn https_request(
+    addr: SocketAddr,
+    ca: &std::path::Path,
+    cert: Option<&berth_proto::tls::TlsFiles>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("the CA file") {
+        roots
+            .add(c.expect("a CA certificate"))
+            .expect("a usable CA");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match cert {
+        Some(files) => {
+            let chain = CertificateDer::pem_file_iter(&files.cert)
+                .expect("the client certificate")
+                .map(|c| c.expect("a certificate"))
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(&files.key).expect("the client key");
+            config
+                .with_client_auth_cert(chain, key)
+                .expect("a client identity")
+        }
+        None => config.with_no_client_auth(),
+    };
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).expect("connect to the dashboard");
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    exchange(
+        rustls::StreamOwned::new(tls, tcp),
+        addr,
+        method,
+        path,
+        headers,
+        body,
+    )
+}
+
+/// Writes one request on `stream` and reads the answer to its end.
+fn exchange(
+    mut stream: impl std::io::Read + std::io::Write,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         head.push_str(&format!("Host: {addr}\r\n"));
@@ -144,18 +207,18 @@ fn csrf_in(page: &str) -> String {
 
 /// `hello` with no replicas in the default environment, complete at v1, then v2 awaiting
 /// manual approval: a rollout to approve without any node.
-fn awaiting_approval(ui: &Ui) {
+fn awaiting_approval(api: &DeployApi) {
     let mut v1 = httpd_spec("hello", IMAGE, "v1", 0);
     v1.readiness = None;
-    ui.api.apply(v1.clone());
-    ui.api.wait("hello", "v1 complete", |d| {
+    api.apply(v1.clone());
+    api.wait("hello", "v1 complete", |d| {
         d.phase == RolloutPhase::Complete as i32
     });
     let mut v2 = v1;
     v2.env.insert("VERSION".into(), "v2".into());
     v2.rollout.as_mut().unwrap().approval = Approval::Manual as i32;
-    ui.api.apply(v2);
-    ui.api.wait("hello", "v2 awaiting approval", |d| {
+    api.apply(v2);
+    api.wait("hello", "v2 awaiting approval", |d| {
         d.phase == RolloutPhase::AwaitingApproval as i32
     });
 }
@@ -328,7 +391,7 @@ fn a_deploy_shows_up_live_and_approving_in_the_browser_completes_the_rollout() {
 #[test]
 fn a_viewer_sees_no_button_and_its_forged_post_is_refused() {
     let ui = Ui::start();
-    awaiting_approval(&ui);
+    awaiting_approval(&ui.api);
     let viewer = ui.token("viewer", "dash-viewer");
     let deployer = ui.token("deployer", "dash-deployer");
     let browser = Browser::start();
@@ -390,7 +453,7 @@ fn a_viewer_sees_no_button_and_its_forged_post_is_refused() {
 #[test]
 fn bad_requests_are_refused_with_clear_errors() {
     let ui = Ui::start();
-    awaiting_approval(&ui);
+    awaiting_approval(&ui.api);
     let http = ui.http;
     let (status, body) = request(http, "GET", "/deployments/default/nope", &[], "");
     assert_eq!(status, 404, "{body}");
@@ -491,47 +554,129 @@ fn the_dashboard_listens_on_loopback_only() {
     }
 }
 
-/// With TLS on, the scheduler trusts nobody anonymous, and neither does its dashboard: every
-/// page sends a visitor without a (valid) token to sign in.
+/// With TLS on, the dashboard serves HTTPS with the scheduler's certificate, and trusts
+/// nobody anonymous: a visitor shows a client certificate of the cluster CA (known by its
+/// CN and role, as on gRPC) or a token; anyone else is sent to sign in.
 #[test]
-fn with_tls_every_visitor_needs_a_token() {
+#[allow(
+    clippy::too_many_lines,
+    reason = "one scenario: the same cluster seen by each kind of visitor in turn"
+)]
+fn with_tls_the_dashboard_serves_https_to_certificates_and_tokens() {
     use berth_proto::tls::{Role, TlsFiles};
     let pki = berth_tests::Berth::new();
     pki.json(["certs", "init"]);
     pki.json(["certs", "scheduler", "sched"]);
     pki.json(["certs", "client", "admin", "--role", "admin"]);
+    pki.json(["certs", "client", "cert-viewer", "--role", "viewer"]);
+    pki.json(["certs", "client", "cert-deployer", "--role", "deployer"]);
     let dir = pki.data_dir.path().join("pki");
+    let ca = dir.join("ca.pem");
     let http = free_loopback_addr();
     let sched = SchedulerProc::start_tls(
         &TlsFiles::for_role(&dir, Role::Scheduler, "sched"),
         &["--http-listen", &http.to_string()],
     );
-    let (status, answer) = request(http, "GET", "/deployments", &[], "");
+    let admin = TlsFiles::for_role(&dir, Role::Admin, "admin");
+    let api = DeployApi::new_tls(&sched.endpoint(), &admin, WAIT);
+    awaiting_approval(&api);
+    let page = "/deployments/default/hello";
+    let https =
+        |cert: Option<&TlsFiles>,
+         method: &str,
+         path: &str,
+         headers: &[(&str, &str)],
+         body: &str| { https_request(http, &ca, cert, method, path, headers, body) };
+
+    // No certificate, no token: the sign-in page.
+    let (status, answer) = https(None, "GET", "/deployments", &[], "");
     assert_eq!(status, 303, "{answer}");
     assert!(answer.contains("location: /login"), "{answer}");
-    let (status, answer) = request(http, "GET", "/", &[("Cookie", "berth_token=berth_0_x")], "");
+    let (status, answer) = https(None, "GET", "/login", &[], "");
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("Sign in"), "{answer}");
+    let (status, answer) = https(None, "GET", "/", &[("Cookie", "berth_token=berth_0_x")], "");
     assert_eq!(status, 303, "a bad token signs nobody in: {answer}");
     assert!(
-        answer.contains("Max-Age=0"),
+        answer.contains("Max-Age=0") && answer.contains("Secure"),
         "and its cookie is cleared: {answer}"
     );
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let mut plain = std::net::TcpStream::connect(http).expect("connect");
+    plain.set_read_timeout(Some(WAIT)).unwrap();
+    plain
+        .write_all(
+            format!("GET / HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let mut bytes = Vec::new();
+    let _ = plain.read_to_end(&mut bytes);
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("HTTP/1.1"),
+        "plain HTTP is not served: {bytes:?}"
+    );
 
-    let admin = TlsFiles::for_role(&dir, Role::Admin, "admin");
-    let out = std::process::Command::new(berth_tests::binary("berth"))
-        .args(["token", "create", "--scheduler", &sched.endpoint()])
-        .args(["--role", "viewer", "--name", "tls-viewer", "-o", "json"])
-        .env("BERTH_TLS_CA", dir.join("ca.pem"))
-        .env("BERTH_TLS_CERT", &admin.cert)
-        .env("BERTH_TLS_KEY", &admin.key)
-        .env_remove("BERTH_TOKEN")
-        .output()
-        .expect("run berth token create");
-    assert!(out.status.success(), "{out:?}");
-    let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let token = created["token"].as_str().expect("a token");
+    // A viewer's certificate: the pages, no action, and a forged POST refused.
+    let viewer = TlsFiles::for_role(&dir, Role::Viewer, "cert-viewer");
+    let (status, body) = https(Some(&viewer), "GET", page, &[], "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("cert-viewer (viewer)"), "{body}");
+    assert!(body.contains("awaiting-approval"), "{body}");
+    assert!(!body.contains("class=\"actions\""), "no action: {body}");
+    for path in ["/", "/deployments", "/releases"] {
+        assert_eq!(https(Some(&viewer), "GET", path, &[], "").0, 200, "{path}");
+    }
+    let approve = format!("{page}/approve");
+    let (status, body) = https(Some(&viewer), "POST", &approve, &[], "csrf=forged");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("needs the deployer or admin role"), "{body}");
+    assert_eq!(
+        api.get("hello").phase,
+        RolloutPhase::AwaitingApproval as i32
+    );
+
+    // A token in its cookie still works over HTTPS.
+    let token = api.block_on(async {
+        let tls = berth_proto::tls::client_config(&admin, "localhost").unwrap();
+        let channel = berth_proto::tls::dial(&sched.endpoint(), Some(&tls)).unwrap();
+        let mut client = AuthServiceClient::new(channel.connect().await.expect("connect"));
+        let created = client
+            .create_token(CreateTokenRequest {
+                role: "viewer".into(),
+                name: "tls-viewer".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("create a token");
+        created.into_inner().token
+    });
     let cookie = format!("berth_token={token}");
-    let (status, page) = request(http, "GET", "/deployments", &[("Cookie", &cookie)], "");
-    assert_eq!(status, 200, "{page}");
-    assert!(page.contains("tls-viewer (viewer)"), "{page}");
-    assert!(!page.contains(token), "the token is never in a page");
+    let (status, page_body) = https(None, "GET", "/deployments", &[("Cookie", &cookie)], "");
+    assert_eq!(status, 200, "{page_body}");
+    assert!(page_body.contains("tls-viewer (viewer)"), "{page_body}");
+    assert!(!page_body.contains(&token), "the token is never in a page");
+
+    // A deployer's certificate approves; the audit log names the certificate's subject.
+    let deployer = TlsFiles::for_role(&dir, Role::Deployer, "cert-deployer");
+    let (status, body) = https(Some(&deployer), "GET", page, &[], "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("id=\"approve\""), "{body}");
+    let origin = format!("https://{http}");
+    let (status, body) = https(
+        Some(&deployer),
+        "POST",
+        &approve,
+        &[("Origin", &origin)],
+        &format!("csrf={}", csrf_in(&body)),
+    );
+    assert_eq!(status, 303, "{body}");
+    api.wait("hello", "approved", |d| {
+        d.phase != RolloutPhase::AwaitingApproval as i32
+    });
+    let (_, body) = https(Some(&deployer), "GET", page, &[], "");
+    let audit = &body[body.find("class=\"audit\"").expect("the audit table")..];
+    assert!(
+        audit.contains("cert-deployer") && audit.contains("approve"),
+        "audited under the certificate's name: {audit}"
+    );
 }

@@ -161,6 +161,9 @@ struct Loaded {
     server: ServerTlsConfig,
     /// Presents this scheduler's certificate; the server name is set per address dialled.
     client: ClientTlsConfig,
+    /// The dashboard's HTTPS: the same certificate, client certificates from the same CA
+    /// asked for but optional (a visitor may sign in with a token instead).
+    https: Arc<tokio_rustls::rustls::ServerConfig>,
 }
 
 impl Security {
@@ -174,13 +177,24 @@ impl Security {
         // Read now, so dialling agents and the leader cannot fail later for a reason known now.
         let client = tls::client_config(files, "localhost")
             .map_err(|e| SchedError::FailedPrecondition(format!("TLS: {e}")))?;
+        let https = tls::rustls_server_config(files, ClientAuth::Optional)
+            .map_err(|e| SchedError::FailedPrecondition(format!("TLS: {e}")))?;
         Ok(Security {
-            tls: Some(Loaded { server, client }),
+            tls: Some(Loaded {
+                server,
+                client,
+                https,
+            }),
         })
     }
 
     pub fn enabled(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// The dashboard's HTTPS config, when TLS is on.
+    pub(crate) fn https(&self) -> Option<Arc<tokio_rustls::rustls::ServerConfig>> {
+        self.tls.as_ref().map(|t| t.https.clone())
     }
 
     /// A server builder with TLS (when on) and the auth layer (a pass-through when off).

@@ -47,7 +47,8 @@ pub(crate) async fn act(
     form: Result<axum::Form<ActionForm>, FormRejection>,
 ) -> Result<Response, PageError> {
     let form = form.map_err(PageError::from_form)?;
-    v.check_csrf(&d, form.csrf.as_deref())?;
+    // The role first: a viewer is refused for what it is, whatever its form holds (a viewer
+    // signed in by certificate has no form, so no CSRF token, to forge with).
     if !v.can_write() {
         tracing::warn!(
             caller = %v.name(),
@@ -66,6 +67,7 @@ pub(crate) async fn act(
             ),
         ));
     }
+    v.check_csrf(&d, form.csrf.as_deref())?;
     let (environment, n) = (env.clone(), name.clone());
     match action.as_str() {
         "approve" => {

@@ -7,6 +7,7 @@
 
 mod actions;
 mod assets;
+mod https;
 mod live;
 mod pages;
 mod session;
@@ -41,6 +42,9 @@ pub(crate) struct Dashboard {
     /// every visitor signs in with a token. Without TLS, loopback callers are trusted as they
     /// are on gRPC, and a token only narrows what they may do.
     require_login: bool,
+    /// With TLS on, the dashboard serves HTTPS with this (the scheduler's certificate, client
+    /// certificates from the cluster CA).
+    https: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Signs CSRF tokens; new at every start, so a restart invalidates open forms.
     csrf_key: Arc<[u8; 32]>,
     /// Turns true when the leader's term ends: live streams end with it, so that the server
@@ -53,13 +57,15 @@ impl Dashboard {
         deploy: DeployApi,
         environments: Environments,
         events: EventLog,
-        require_login: bool,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Self, crate::error::SchedError> {
         let mut key = [0u8; 32];
         getrandom::getrandom(&mut key).map_err(|e| {
             crate::error::SchedError::FailedPrecondition(format!("dashboard CSRF key: {e}"))
         })?;
+        // With TLS on, the scheduler trusts nobody anonymous, and serves the dashboard over
+        // HTTPS.
+        let (require_login, https) = (deploy.security.enabled(), deploy.security.https());
         Ok(Self {
             tokens: Tokens::new(deploy.controller.store.clone()),
             releases: ReleaseApi {
@@ -69,6 +75,7 @@ impl Dashboard {
             environments,
             events,
             require_login,
+            https,
             csrf_key: Arc::new(key),
             stop,
         })
@@ -89,22 +96,41 @@ impl Dashboard {
             .route("/assets/{file}", get(assets::serve))
             .fallback(pages::not_found)
             .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
-            .layer(axum::middleware::from_fn(session::guard))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                session::guard,
+            ))
             .with_state(self)
     }
 }
 
-/// Serves the dashboard on `listener` until its stop turns true (the leader's term ends),
-/// then lets open requests finish for [`crate::server::DRAIN`].
+/// Serves the dashboard on `listener` (over HTTPS when TLS is on) until its stop turns true
+/// (the leader's term ends), then lets open requests finish for [`crate::server::DRAIN`].
 pub(crate) async fn serve(listener: Arc<TcpListener>, dashboard: Dashboard) {
     let local = listener.local_addr().ok();
-    tracing::info!(listen = ?local, "dashboard serving");
+    let https = dashboard.https.clone();
+    tracing::info!(listen = ?local, https = https.is_some(), "dashboard serving");
     let mut stop = dashboard.stop.clone();
     let mut stopped = stop.clone();
-    let app = dashboard.router();
-    let served = axum::serve(Shared(listener), app).with_graceful_shutdown(async move {
+    let stopping = async move {
         let _ = stop.wait_for(|s| *s).await;
-    });
+    };
+    // Each request learns its connection's verified client certificate, if any.
+    let app = dashboard
+        .router()
+        .into_make_service_with_connect_info::<https::Peer>();
+    let served: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match https {
+        Some(config) => Box::pin(
+            axum::serve(https::TlsListener::start(listener, config), app)
+                .with_graceful_shutdown(stopping)
+                .into_future(),
+        ),
+        None => Box::pin(
+            axum::serve(Shared(listener), app)
+                .with_graceful_shutdown(stopping)
+                .into_future(),
+        ),
+    };
     let drained = async move {
         let _ = stopped.wait_for(|s| *s).await;
         tokio::time::sleep(crate::server::DRAIN).await;

@@ -3,7 +3,7 @@
 //! to the session; the guard in front of every route (Host and Origin headers, security
 //! headers); signing in and out.
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, COOKIE, HOST, ORIGIN, REFERRER_POLICY, SET_COOKIE,
     X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
@@ -12,14 +12,15 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use berth_proto::tls::Role;
+use berth_proto::tls::{CertSource, Identity, Role};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::Dashboard;
+use super::https::Peer;
 use super::view::{Layout, PageError, render};
-use crate::auth::{Access, Caller};
+use crate::auth::{Access, Caller, Via};
 
 /// The cookie that holds a signed-in visitor's token (HttpOnly: page scripts never see it).
 const TOKEN_COOKIE: &str = "berth_token";
@@ -46,8 +47,11 @@ impl Visitor {
         self.role
     }
 
+    /// Signed in with a token, which signing out forgets (a certificate stays the browser's).
     pub(crate) fn signed_in(&self) -> bool {
-        self.caller.is_some()
+        self.caller
+            .as_ref()
+            .is_some_and(|c| matches!(c.via, Via::Token { .. }))
     }
 
     /// Whether the gRPC API would let this visitor change deployments.
@@ -78,9 +82,15 @@ impl Visitor {
 impl FromRequestParts<Dashboard> for Visitor {
     type Rejection = Response;
 
+    /// A token cookie first (as a bearer token comes before the certificate on gRPC), then
+    /// a verified client certificate, then loopback trust when TLS is off.
     async fn from_request_parts(parts: &mut Parts, d: &Dashboard) -> Result<Self, Response> {
-        match cookie(&parts.headers, TOKEN_COOKIE) {
-            Some(token) => match d.tokens.verify(&token).await {
+        let cert = parts
+            .extensions
+            .get::<ConnectInfo<Peer>>()
+            .and_then(|info| info.0.cert.clone());
+        match (cookie(&parts.headers, TOKEN_COOKIE), cert) {
+            (Some(token), _) => match d.tokens.verify(&token).await {
                 Ok(caller) => Ok(Visitor {
                     role: caller.role,
                     caller: Some(caller),
@@ -89,17 +99,46 @@ impl FromRequestParts<Dashboard> for Visitor {
                 Err(e) => {
                     // The reason names the token's id at most, never its secret.
                     tracing::warn!(path = %parts.uri.path(), reason = %e, "dashboard: token refused");
-                    Err((clear_cookie(), Redirect::to("/login")).into_response())
+                    Err((clear_cookie(d), Redirect::to("/login")).into_response())
                 }
             },
-            None if d.require_login => Err(Redirect::to("/login").into_response()),
-            None => Ok(Visitor {
+            (None, Some(der)) => certificate_visitor(&der).map_err(IntoResponse::into_response),
+            (None, None) if d.require_login => Err(Redirect::to("/login").into_response()),
+            (None, None) => Ok(Visitor {
                 caller: None,
                 role: Role::Admin,
                 session: "local".to_string(),
             }),
         }
     }
+}
+
+/// The visitor a client certificate names, as the gRPC auth layer reads it: the CN and the
+/// role in `O=berth:<role>`. Its CSRF tokens are bound to the certificate itself.
+fn certificate_visitor(der: &[u8]) -> Result<Visitor, PageError> {
+    let identity = Identity::from_der(der, CertSource::Peer).map_err(|e| {
+        // Chained to the cluster CA, yet no berth identity: nobody we know.
+        PageError::new(StatusCode::FORBIDDEN, e.to_string())
+    })?;
+    if !Access::Read.allows(identity.role) {
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the certificate of {:?} is a {}'s: the dashboard is for viewers, deployers \
+                 and admins",
+                identity.common_name, identity.role
+            ),
+        ));
+    }
+    Ok(Visitor {
+        role: identity.role,
+        caller: Some(Caller {
+            name: identity.common_name,
+            role: identity.role,
+            via: Via::Certificate,
+        }),
+        session: format!("cert:{}", hex::encode(Sha256::digest(der))),
+    })
 }
 
 fn csrf_for(d: &Dashboard, session: &str) -> String {
@@ -138,24 +177,37 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-fn clear_cookie() -> [(axum::http::HeaderName, HeaderValue); 1] {
+/// The attributes of the token cookie: only ever sent back over HTTPS when the dashboard
+/// serves it.
+fn cookie_attributes(d: &Dashboard) -> &'static str {
+    if d.https.is_some() {
+        "HttpOnly; SameSite=Strict; Path=/; Secure"
+    } else {
+        "HttpOnly; SameSite=Strict; Path=/"
+    }
+}
+
+fn clear_cookie(d: &Dashboard) -> [(axum::http::HeaderName, HeaderValue); 1] {
+    let cookie = format!("{TOKEN_COOKIE}=; {}; Max-Age=0", cookie_attributes(d));
     [(
         SET_COOKIE,
-        HeaderValue::from_static("berth_token=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        HeaderValue::from_str(&cookie).expect("a valid header value"),
     )]
 }
 
-/// In front of every route: a Host header that is not a loopback name is refused (a page on
-/// another site could otherwise reach this one through DNS rebinding), so is a POST from
+/// In front of every route: over plain HTTP, a Host header that is not a loopback name is
+/// refused (a page on another site could otherwise reach this one through DNS rebinding; over
+/// HTTPS the browser refuses a name the certificate does not hold), so is a POST from
 /// another origin; every answer gets headers that keep it out of frames and caches.
-pub(crate) async fn guard(req: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(d): State<Dashboard>, req: Request, next: Next) -> Response {
     let host = req
         .headers()
         .get(HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    if !is_loopback_host(&host) {
+    let scheme = if d.https.is_some() { "https" } else { "http" };
+    if d.https.is_none() && !is_loopback_host(&host) {
         return PageError::new(
             StatusCode::BAD_REQUEST,
             format!("Host {host:?} is not a loopback address: the dashboard serves loopback only"),
@@ -164,7 +216,7 @@ pub(crate) async fn guard(req: Request, next: Next) -> Response {
     }
     if req.method() == Method::POST
         && let Some(origin) = req.headers().get(ORIGIN)
-        && origin.as_bytes() != format!("http://{host}").as_bytes()
+        && origin.as_bytes() != format!("{scheme}://{host}").as_bytes()
     {
         return PageError::new(
             StatusCode::FORBIDDEN,
@@ -245,7 +297,7 @@ pub(crate) async fn login(
     match d.tokens.verify(token).await {
         Ok(caller) => {
             tracing::info!(caller = %caller, "dashboard: signed in");
-            let cookie = format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+            let cookie = format!("{TOKEN_COOKIE}={token}; {}", cookie_attributes(&d));
             let cookie = HeaderValue::from_str(&cookie).map_err(|_| {
                 PageError::new(
                     StatusCode::BAD_REQUEST,
@@ -274,7 +326,7 @@ pub(crate) async fn logout(
 ) -> Result<Response, PageError> {
     let form = form.map_err(PageError::from_form)?;
     visitor.check_csrf(&d, form.csrf.as_deref())?;
-    Ok((clear_cookie(), Redirect::to("/login")).into_response())
+    Ok((clear_cookie(&d), Redirect::to("/login")).into_response())
 }
 
 #[cfg(test)]
