@@ -410,21 +410,18 @@ fn promotion_refusals(sim: &Sim, release: &str) {
 
 /// Promotion time, `berth promote --wait` until 3 replicas of the target complete, into an
 /// automatic environment. Printed, not asserted (simulated nodes: the control plane's share).
-#[test]
-fn promote_wait_to_complete_for_three_replicas() {
-    let sim = Sim::start(&[("n-1", &[]), ("n-2", &[]), ("n-3", &[])]);
-    sim.ok(&["env", "create", "staging"]);
-    sim.ok(&["env", "create", "production"]);
-    let app = sim.spec("hello", "v1", 3);
+/// Deploys `app` (named hello) to staging and waits, then promotes it to production and waits:
+/// both must succeed; returns how long the promotion took.
+fn deploy_then_promote(sim: &Sim, app: &str, timeout: &str) -> std::time::Duration {
     let r = sim.berth(&[
         "deploy",
         "-f",
-        &app,
+        app,
         "--env",
         "staging",
         "--wait",
         "--timeout",
-        "60s",
+        timeout,
     ]);
     assert_eq!(r.code, 0, "{r:?}");
     let started = Instant::now();
@@ -437,10 +434,20 @@ fn promote_wait_to_complete_for_three_replicas() {
         "production",
         "--wait",
         "--timeout",
-        "60s",
+        timeout,
     ]);
     let took = started.elapsed();
     assert_eq!(r.code, 0, "{r:?}");
+    took
+}
+
+#[test]
+fn promote_wait_to_complete_for_three_replicas() {
+    let sim = Sim::start(&[("n-1", &[]), ("n-2", &[]), ("n-3", &[])]);
+    sim.ok(&["env", "create", "staging"]);
+    sim.ok(&["env", "create", "production"]);
+    let app = sim.spec("hello", "v1", 3);
+    let took = deploy_then_promote(&sim, &app, "60s");
     let prod = sim.json(&["status", "hello", "--env", "production"]);
     assert_eq!(prod["phase"], "complete", "{prod:#}");
     assert_eq!(prod["ready_replicas"], 3, "{prod:#}");
@@ -529,31 +536,7 @@ fn promotion_runs_real_containers_in_the_target_environment() {
     )
     .expect("write the spec");
     let app = path.to_str().unwrap();
-    let r = sim.berth(&[
-        "deploy",
-        "-f",
-        app,
-        "--env",
-        "staging",
-        "--wait",
-        "--timeout",
-        "90s",
-    ]);
-    assert_eq!(r.code, 0, "{r:?}");
-    let started = Instant::now();
-    let r = sim.berth(&[
-        "promote",
-        "hello",
-        "--from",
-        "staging",
-        "--to",
-        "production",
-        "--wait",
-        "--timeout",
-        "90s",
-    ]);
-    let took = started.elapsed();
-    assert_eq!(r.code, 0, "{r:?}");
+    let took = deploy_then_promote(&sim, app, "90s");
     let prod = sim.json(&["status", "hello", "--env", "production"]);
     assert_eq!(prod["ready_replicas"], 3, "{prod:#}");
     let replicas = prod["replica_status"].as_array().unwrap();
