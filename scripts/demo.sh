@@ -27,13 +27,23 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
+export BERTH_DATA_DIR=${BERTH_DATA_DIR:-/var/lib/berth}
+WORK=$(mktemp -d /tmp/berth-demo.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+# The Debian tree (debootstrap, network-bound; cached after the first run) is made while the
+# build uses the CPU; debian-base.sh below then only makes the image from it.
+echo "== the Debian base tree (scripts/debian-base.sh --rootfs-only), beside the build"
+bash scripts/debian-base.sh --rootfs-only >"$WORK/debian-tree.log" 2>&1 &
+DEBIAN_TREE_PID=$!
 echo "== building berth (release)"
 cargo build --release --quiet -p berth-cli -p berth-runtime -p berth-shim -p berth-agent -p berth-scheduler
 BERTH="$PWD/target/release/berth"
-export BERTH_DATA_DIR=${BERTH_DATA_DIR:-/var/lib/berth}
-
-WORK=$(mktemp -d /tmp/berth-demo.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+if ! wait "$DEBIAN_TREE_PID"; then
+  cat "$WORK/debian-tree.log" >&2
+  echo "demo: making the Debian base tree failed (its log is above)" >&2
+  exit 1
+fi
 
 echo "== building busybox:latest from Debian's busybox-static"
 bash scripts/busybox-rootfs.sh "$WORK/base"
