@@ -85,3 +85,20 @@ fn build(venv: &Path, requirements: &Path) {
         let _ = std::fs::remove_dir_all(&partial);
     }
 }
+
+/// A Python client from tests/python (`script`, e.g. "events_client.py") ready to run in the
+/// venv: `--proto-dir proto/proto --out DIR`, its stubs generated into DIR, a temp dir that
+/// lives as long as the returned guard. The caller adds its own flags.
+pub fn client(script: &str) -> (Command, tempfile::TempDir) {
+    let stubs = tempfile::Builder::new()
+        .prefix("berth-py-stubs-")
+        .tempdir()
+        .expect("temp dir");
+    let mut cmd = Command::new(python());
+    cmd.arg(workspace_root().join("tests/python").join(script))
+        .arg("--proto-dir")
+        .arg(workspace_root().join("proto/proto"))
+        .arg("--out")
+        .arg(stubs.path());
+    (cmd, stubs)
+}

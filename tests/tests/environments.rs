@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use berth_tests::cluster::SchedulerProc;
 use berth_tests::fake_node::{Behaviour, Sessions, fake_agent_with};
-use berth_tests::{binary, poll_until, pyvenv, workspace_root};
+use berth_tests::{binary, poll_until, pyvenv};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -461,18 +461,9 @@ fn promote_wait_to_complete_for_three_replicas() {
 /// proto/ with grpcio-tools): EnvironmentService, Apply, ReleaseService.Promote, Approve.
 #[test]
 fn python_client_promotes_through_the_grpc_api() {
-    let python = pyvenv::python();
     let sim = Sim::start(&[("py-1", &[]), ("py-2", &[])]);
-    let stubs = tempfile::Builder::new()
-        .prefix("berth-py-promote-")
-        .tempdir()
-        .expect("temp dir");
-    let out = Command::new(&python)
-        .arg(workspace_root().join("tests/python/promote_client.py"))
-        .arg("--proto-dir")
-        .arg(workspace_root().join("proto/proto"))
-        .arg("--out")
-        .arg(stubs.path())
+    let (mut client, _stubs) = pyvenv::client("promote_client.py");
+    let out = client
         .args(["--scheduler", &sim.sched.address()])
         .args(["--name", "hello"])
         .output()

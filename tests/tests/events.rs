@@ -14,7 +14,7 @@ use berth_proto::v1::event_service_client::EventServiceClient;
 use berth_proto::v1::*;
 use berth_tests::cluster::{DeployApi, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes};
 use berth_tests::etcd::EtcdCluster;
-use berth_tests::{poll_until, pyvenv, require_root, workspace_root};
+use berth_tests::{poll_until, pyvenv, require_root};
 use tonic::transport::{Channel, Endpoint};
 
 const IMAGE: &str = "evt-busybox:1";
@@ -280,16 +280,8 @@ fn a_slow_consumer_is_dropped_naming_where_to_resume_and_resumes_without_loss() 
 
 /// tests/python/events_client.py against `sched`: the same log from another language.
 fn python_reads_resumes_and_follows(sched: &SchedulerProc) {
-    let stubs = tempfile::Builder::new()
-        .prefix("berth-py-events-")
-        .tempdir()
-        .expect("temp dir");
-    let out = std::process::Command::new(pyvenv::python())
-        .arg(workspace_root().join("tests/python/events_client.py"))
-        .arg("--proto-dir")
-        .arg(workspace_root().join("proto/proto"))
-        .arg("--out")
-        .arg(stubs.path())
+    let (mut client, _stubs) = pyvenv::client("events_client.py");
+    let out = client
         .args(["--scheduler", &sched.address()])
         .output()
         .expect("starting the python client");

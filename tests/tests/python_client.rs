@@ -4,19 +4,18 @@
 //! agent; a config created and listed through the standby (forwarded to the leader). The agent
 //! is given its schedulers as bare HOST:PORT addresses.
 
-use std::process::Command;
-
 use berth_tests::agent_node::unique_node_name;
 use berth_tests::cluster::{Fabric, SchedulerProc, start_nodes_at};
 use berth_tests::etcd::EtcdCluster;
-use berth_tests::{poll_until, pyvenv, require_root, workspace_root};
+use berth_tests::{poll_until, pyvenv, require_root};
 
 const IMAGE: &str = "py-busybox:1";
 
 #[test]
 fn python_client_calls_the_api_and_lists_services_through_both_reflection_versions() {
     require_root();
-    let python = pyvenv::python();
+    // The venv first (a first run installs grpcio), before the etcd lease starts ticking.
+    pyvenv::python();
     let etcd = EtcdCluster::start(1);
     let flags = etcd.scheduler_flags("py", 5);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -32,16 +31,8 @@ fn python_client_calls_the_api_and_lists_services_through_both_reflection_versio
     let addrs: Vec<String> = scheds.iter().map(SchedulerProc::address).collect();
     let mut fabric = Fabric::new();
     let nodes = start_nodes_at(&addrs.join(","), &mut fabric, 1, "py", IMAGE);
-    let stubs = tempfile::Builder::new()
-        .prefix("berth-py-stubs-")
-        .tempdir()
-        .expect("temp dir");
-    let out = Command::new(&python)
-        .arg(workspace_root().join("tests/python/berth_client.py"))
-        .arg("--proto-dir")
-        .arg(workspace_root().join("proto/proto"))
-        .arg("--out")
-        .arg(stubs.path())
+    let (mut client, _stubs) = pyvenv::client("berth_client.py");
+    let out = client
         .args(["--scheduler", &addrs[leader]])
         .args(["--standby", &addrs[standby]])
         .args(["--agent", &nodes[0].address()])
