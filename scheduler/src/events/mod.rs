@@ -34,6 +34,13 @@ const QUEUE: usize = 4096;
 const BATCH: usize = (MAX_TXN_OPS - 1) / 2;
 /// Appends lose a race only to another writer (a leader's successor); past this, give up.
 const APPEND_ATTEMPTS: usize = 100;
+/// How many of the newest events the leader keeps in memory for pages that show a
+/// deployment's recent events (the dashboard), so a page render never lists the whole log.
+const RECENT: usize = 1000;
+
+/// The newest events, oldest first: filled from the store on first use, then by the writer.
+/// None until first used (nothing is read at start-up for a dashboard nobody opens).
+type Recent = Arc<tokio::sync::Mutex<Option<std::collections::VecDeque<Event>>>>;
 
 fn entry_key(revision: u64) -> String {
     format!("{ENTRIES}{revision:020}")
@@ -114,6 +121,7 @@ fn audit_message(e: &AuditEntry) -> String {
 pub(crate) struct EventLog {
     store: Arc<dyn Store>,
     live: broadcast::Sender<Event>,
+    recent: Recent,
 }
 
 /// Starts the writer of the log in `store`; it runs until every [`Publisher`] is dropped.
@@ -122,8 +130,20 @@ pub(crate) fn start(store: Arc<dyn Store>, settings: Settings) -> (Publisher, Ev
     // At least a batch: the writer broadcasts a batch at once, and a reader that keeps up
     // must not be dropped for that.
     let live = broadcast::channel(settings.buffer.max(BATCH)).0;
-    tokio::spawn(write(store.clone(), settings.retention, rx, live.clone()));
-    (Publisher { queue: Some(queue) }, EventLog { store, live })
+    let recent = Recent::default();
+    tokio::spawn(write(
+        store.clone(),
+        settings.retention,
+        rx,
+        live.clone(),
+        recent.clone(),
+    ));
+    let log = EventLog {
+        store,
+        live,
+        recent,
+    };
+    (Publisher { queue: Some(queue) }, log)
 }
 
 /// The writer: appends what is queued, a batch at a time, then broadcasts it.
@@ -132,11 +152,18 @@ async fn write(
     retention: u64,
     mut rx: mpsc::Receiver<Event>,
     live: broadcast::Sender<Event>,
+    recent: Recent,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        // Held across the write, so that a reader of `recent` never sees the store ahead of it.
+        let mut memory = recent.lock().await;
         match append(store.as_ref(), retention, &mut batch).await {
             Ok(()) => {
+                if let Some(memory) = memory.as_mut() {
+                    remember(memory, batch.iter().cloned());
+                }
+                drop(memory);
                 for event in batch.drain(..) {
                     // No live reader is not an error.
                     let _ = live.send(event);
@@ -194,6 +221,23 @@ async fn append(store: &dyn Store, retention: u64, batch: &mut [Event]) -> Resul
     Err(SchedError::Conflict {
         what: "appending to the event log".into(),
     })
+}
+
+/// Appends `events` to `recent` (skipping revisions it holds already: a first fill from the
+/// store may have read them) and keeps the newest [`RECENT`].
+fn remember(recent: &mut std::collections::VecDeque<Event>, events: impl Iterator<Item = Event>) {
+    for event in events {
+        if recent
+            .back()
+            .is_some_and(|last| last.revision >= event.revision)
+        {
+            continue;
+        }
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(event);
+    }
 }
 
 fn decode_seq(bytes: &[u8]) -> Result<u64, SchedError> {

@@ -6,7 +6,7 @@ use berth_proto::v1::{Event, EventsRequest};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
 
-use super::{ENTRIES, EventLog, SEQ_KEY, decode_seq};
+use super::{ENTRIES, EventLog, RECENT, SEQ_KEY, decode_seq};
 use crate::environments::key::normalize;
 use crate::error::SchedError;
 use crate::records;
@@ -50,7 +50,8 @@ impl EventLog {
 
     /// The newest `limit` kept events of deployment `name` in environment `env` (container
     /// states, rollout steps, approvals, promotions, audit entries), newest first: what a
-    /// deployment's page shows.
+    /// deployment's page shows. Read from the leader's last [`RECENT`] events in memory, so
+    /// older ones of a quiet deployment are not shown.
     pub(crate) async fn of_deployment(
         &self,
         env: &str,
@@ -58,19 +59,29 @@ impl EventLog {
         limit: usize,
     ) -> Result<Vec<Event>, SchedError> {
         let env = normalize(env);
-        let (kvs, _) = self.store.list(ENTRIES).await?;
-        let mut events = Vec::with_capacity(limit.min(kvs.len()));
-        // Keys sort by revision: from the end is newest first, and stops at `limit`.
-        for kv in kvs.iter().rev() {
-            if events.len() == limit {
-                break;
-            }
-            let event = records::decode::<Event>(&kv.key, &kv.value)?;
-            if event.environment == env && event.deployment == name {
-                events.push(event);
-            }
+        let mut recent = self.recent.lock().await;
+        if recent.is_none() {
+            // First use: the newest kept events from the store; the writer adds the rest.
+            let (kvs, _) = self.store.list(ENTRIES).await?;
+            let mut filled = std::collections::VecDeque::with_capacity(RECENT);
+            let newest = kvs.iter().skip(kvs.len().saturating_sub(RECENT));
+            super::remember(
+                &mut filled,
+                newest
+                    .map(|kv| records::decode::<Event>(&kv.key, &kv.value))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .into_iter(),
+            );
+            *recent = Some(filled);
         }
-        Ok(events)
+        let recent = recent.as_ref().expect("filled above");
+        Ok(recent
+            .iter()
+            .rev()
+            .filter(|e| e.environment == env && e.deployment == name)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }
 

@@ -131,6 +131,42 @@ async fn a_deployments_events_are_its_own_newest_first_and_bounded() {
             .unwrap()
             .is_empty()
     );
+    // After the first read filled the leader's memory from the store, the writer keeps it
+    // current: a new event shows without another read of the log.
+    publisher.publish(Event {
+        kind: EventKind::Rollout.into(),
+        environment: "default".into(),
+        deployment: "web".into(),
+        message: "step 5".into(),
+        ..Default::default()
+    });
+    written(&log, 6).await;
+    assert_eq!(
+        of(log.of_deployment("", "web", 50).await.unwrap()),
+        [6, 5, 4, 1]
+    );
+}
+
+/// Memory holds the newest RECENT events once each, whatever order fill and writer run in.
+#[test]
+fn recent_keeps_the_newest_once_each() {
+    let event = |revision| Event {
+        revision,
+        ..Default::default()
+    };
+    let mut recent = std::collections::VecDeque::new();
+    super::remember(&mut recent, (1..=3).map(event));
+    super::remember(&mut recent, (2..=4).map(event));
+    let revisions: Vec<u64> = recent.iter().map(|e| e.revision).collect();
+    assert_eq!(revisions, [1, 2, 3, 4]);
+    let more = super::RECENT as u64 + 10;
+    super::remember(&mut recent, (5..=more).map(event));
+    assert_eq!(recent.len(), super::RECENT);
+    assert_eq!(recent.back().map(|e| e.revision), Some(more));
+    assert_eq!(
+        recent.front().map(|e| e.revision),
+        Some(more - super::RECENT as u64 + 1)
+    );
 }
 
 #[tokio::test]
