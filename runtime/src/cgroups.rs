@@ -6,6 +6,10 @@
 //! `memory` hierarchy entry on v1, the unified entry on v2); a missing one becomes
 //! `/berth-<id>` at the root of every hierarchy (where crun puts `/<id>`): one level, so there
 //! is no shared parent to create before and clean up after every container.
+//!
+//! With the systemd driver ([`crate::cgroup_driver`]) systemd makes and removes the cgroup (a
+//! transient unit) and takes the limits as unit properties, through libcgroups' systemd
+//! manager over D-Bus; reading (pids, stats, freezer) goes to the unit's directory as before.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +19,7 @@ use libcgroups::common::{
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceType, Spec};
 
+use crate::cgroup_driver::{CgroupDriver, SystemdUnit};
 use crate::error::{Error, Result};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -32,6 +37,31 @@ pub(crate) fn cgroup_path(spec: &Spec, id: &str) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => own_cgroup().join(p),
         _ => PathBuf::from(format!("{DEFAULT_PREFIX}{id}")),
     }
+}
+
+/// Where the container's cgroup goes (relative to the hierarchy roots) and which driver
+/// manages it: the systemd driver when `systemd` (`--systemd-cgroup`), else the fs driver,
+/// which refuses a cgroupsPath in systemd's form.
+pub(crate) fn placement(spec: &Spec, id: &str, systemd: bool) -> Result<(PathBuf, CgroupDriver)> {
+    let given = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref());
+    if !systemd {
+        if let Some(path) = given {
+            crate::cgroup_driver::check_cgroupfs_path(path)?;
+        }
+        return Ok((cgroup_path(spec, id), CgroupDriver::Cgroupfs));
+    }
+    crate::cgroup_driver::check_systemd_host()?;
+    let text = match given {
+        Some(path) => path
+            .to_str()
+            .ok_or_else(|| Error::field("linux.cgroupsPath", format!("{path:?} is not UTF-8")))?,
+        None => "",
+    };
+    let unit = SystemdUnit::from_cgroups_path(text, id)?;
+    Ok((unit.cgroup_path()?, CgroupDriver::Systemd(unit)))
 }
 
 /// The runtime process's own cgroup (memory hierarchy on v1, unified on v2).
@@ -60,6 +90,8 @@ fn cgroup_err(path: &Path, e: impl std::fmt::Display) -> Error {
 /// A container's cgroup.
 pub(crate) struct Cgroup {
     pub path: PathBuf,
+    /// The systemd unit holding the cgroup, with the systemd driver.
+    unit: Option<String>,
     manager: AnyCgroupManager,
 }
 
@@ -70,26 +102,64 @@ impl std::fmt::Debug for Cgroup {
 }
 
 impl Cgroup {
-    /// A manager for `path`; creates nothing yet.
-    pub(crate) fn open(path: &Path) -> Result<Self> {
-        let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
-            cgroup_path: path.to_path_buf(),
-            systemd_cgroup: false,
-            container_name: String::new(),
-        })
-        .map_err(|e| cgroup_err(path, e))?;
+    /// A manager for `path` through `driver` (the systemd one connects to systemd's bus);
+    /// creates nothing yet.
+    pub(crate) fn open(path: &Path, driver: &CgroupDriver) -> Result<Self> {
+        let (config, unit) = match driver {
+            CgroupDriver::Cgroupfs => (
+                CgroupConfig {
+                    cgroup_path: path.to_path_buf(),
+                    systemd_cgroup: false,
+                    container_name: String::new(),
+                },
+                None,
+            ),
+            CgroupDriver::Systemd(unit) => (
+                CgroupConfig {
+                    cgroup_path: unit.cgroups_path(),
+                    systemd_cgroup: true,
+                    container_name: unit.name.clone(),
+                },
+                Some(unit.unit()),
+            ),
+        };
+        let manager =
+            libcgroups::common::create_cgroup_manager(config).map_err(|e| cgroup_err(path, e))?;
         Ok(Cgroup {
             path: path.to_path_buf(),
+            unit,
             manager,
         })
     }
 
-    /// Moves `pid` into the cgroup (creating it) and applies the spec's resources.
+    /// Moves `pid` into the cgroup (creating it, or with systemd starting the unit) and
+    /// applies the spec's resources.
     pub(crate) fn enter_and_apply(&self, pid: Pid, spec: &Spec) -> Result<()> {
         self.manager
             .add_task(pid)
             .map_err(|e| cgroup_err(&self.path, e))?;
+        if let Some(unit) = &self.unit {
+            self.check_placed(pid, unit)?;
+        }
         self.apply(spec)
+    }
+
+    /// Checks that systemd put `pid` where [`placement`] said (the state records that path,
+    /// and init mounts it): systemd's own cgroup root could differ, e.g. inside a container.
+    fn check_placed(&self, pid: Pid, unit: &str) -> Result<()> {
+        let file = format!("/proc/{pid}/cgroup");
+        let text = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+        let actual = text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or("");
+        if Path::new(actual) != self.path {
+            return Err(cgroup_err(
+                &self.path,
+                format!("systemd placed unit {unit} in cgroup {actual:?}, not here"),
+            ));
+        }
+        Ok(())
     }
 
     /// Applies the spec's resources to the (existing) cgroup. The devices of `linux.devices`
@@ -180,10 +250,47 @@ impl Cgroup {
         Ok(json)
     }
 
-    /// Kills what is left, removes the cgroup and, for the default path, its empty parent.
+    /// Kills what is left and removes the cgroup; with systemd, stops the unit and waits
+    /// for systemd to remove its directory.
     pub(crate) fn remove(&self) -> Result<()> {
-        self.manager.remove().map_err(|e| cgroup_err(&self.path, e))
+        self.manager
+            .remove()
+            .map_err(|e| cgroup_err(&self.path, e))?;
+        if let Some(unit) = &self.unit {
+            wait_unit_gone(&self.path, unit)?;
+        }
+        Ok(())
     }
+}
+
+/// After a StopUnit (which returns once the job is queued): waits until systemd has removed
+/// the unit's directory, then removes what it left (systemd 239 left sub-cgroups, as runc
+/// notes), so that delete leaves no cgroup behind.
+fn wait_unit_gone(path: &Path, unit: &str) -> Result<()> {
+    let dir = Path::new(CGROUP_ROOT).join(path.strip_prefix("/").unwrap_or(path));
+    for _ in 0..250 {
+        if !dir.exists() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if remove_empty(path)? {
+        return Ok(());
+    }
+    Err(cgroup_err(
+        path,
+        format!("unit {unit} was stopped but its cgroup still holds processes"),
+    ))
+}
+
+/// Removes the cgroup of a container whose init is gone: the fs driver rmdirs it (falling
+/// back to libcgroups, which kills what lingers); the systemd driver stops the unit (a scope
+/// whose processes all exited may be gone already: systemd collects empty scopes).
+pub(crate) fn remove_stopped(path: &Path, driver: &CgroupDriver) -> Result<()> {
+    if *driver == CgroupDriver::Cgroupfs && remove_empty(path)? {
+        return Ok(());
+    }
+    Cgroup::open(path, driver)?.remove()
 }
 
 /// On cgroup v1, creates the container's directory in each hierarchy of `dirs` (as

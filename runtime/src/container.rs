@@ -9,6 +9,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::cgroup_driver::CgroupDriver;
 use crate::cgroups::Cgroup;
 use crate::error::{Error, Result};
 use crate::init::InitArgs;
@@ -28,6 +29,9 @@ pub struct CreateOptions {
     /// Descriptors 3..3+N of the caller pass to the container's process (conmon's
     /// `--preserve-fds`); every other inherited descriptor is closed at exec.
     pub preserve_fds: u32,
+    /// Place the cgroup through systemd (`--systemd-cgroup`): the cgroupsPath is then
+    /// `slice:prefix:name`; later commands read the driver from the state.
+    pub systemd_cgroup: bool,
 }
 
 /// A created container, waiting for `start`.
@@ -41,7 +45,7 @@ pub struct Created {
 /// Mounts need no undo: they live in init's mount namespace and vanish with it.
 struct Unwind {
     state_dir: Option<PathBuf>,
-    cgroup: Option<PathBuf>,
+    cgroup: Option<(PathBuf, CgroupDriver)>,
     child: Option<Pid>,
 }
 
@@ -59,17 +63,10 @@ impl Drop for Unwind {
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
         }
-        if let Some(path) = self.cgroup.take() {
+        if let Some((path, driver)) = self.cgroup.take() {
             // Init is reaped: the directories are empty unless a hook's process lingers, and
             // then libcgroups kills it.
-            let removed = crate::cgroups::remove_empty(&path).and_then(|empty| {
-                if empty {
-                    Ok(())
-                } else {
-                    Cgroup::open(&path)?.remove()
-                }
-            });
-            if let Err(e) = removed {
+            if let Err(e) = crate::cgroups::remove_stopped(&path, &driver) {
                 tracing::warn!("unwinding create: {e}");
             }
         }
@@ -210,7 +207,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let namespaces = Namespaces::from_spec(spec);
     let mut joins = namespaces.open_joins()?;
     let pid_join = crate::namespaces::take_pid_join(&mut joins);
-    let cgroup_path = crate::cgroups::cgroup_path(spec, &opts.id);
+    let (cgroup_path, cgroup_driver) =
+        crate::cgroups::placement(spec, &opts.id, opts.systemd_cgroup)?;
     let mut unwind = make_state_dir(opts, &dir)?;
     let (cgroup_dirs, unified_cgroup_dir) = crate::cgroups::container_dirs(&cgroup_path);
     tracing::debug!("create: state dir made");
@@ -228,7 +226,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let new_user_ns = namespaces
         .new
         .contains(nix::sched::CloneFlags::CLONE_NEWUSER);
-    unwind.cgroup = Some(cgroup_path.clone());
+    unwind.cgroup = Some((cgroup_path.clone(), cgroup_driver.clone()));
     // On v1 init makes its cgroup and moves itself in, unless it starts in a new user
     // namespace, where it cannot write the host's cgroup files. The limits are applied
     // (in `place_in_cgroup`) while init builds its root filesystem; it runs nothing of the
@@ -264,9 +262,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     )?;
     unwind.child = Some(pid);
     // The state is built while init works, off the path to Go.
-    let mut state = initial_state(opts, &bundle, pid, &cgroup_path)?;
+    let mut state = initial_state(opts, &bundle, pid, (&cgroup_path, &cgroup_driver))?;
     let creating_json = state_json(&state.oci);
-    let cgroup = Cgroup::open(&cgroup_path)?;
+    let cgroup = Cgroup::open(&cgroup_path, &cgroup_driver)?;
     if join_cgroup_itself {
         expect_cgroup_ready(&runtime_end)?;
         cgroup.apply(spec)?;
@@ -383,7 +381,7 @@ fn initial_state(
     opts: &CreateOptions,
     bundle: &crate::spec::Bundle,
     pid: Pid,
-    cgroup_path: &Path,
+    (cgroup_path, cgroup_driver): (&Path, &CgroupDriver),
 ) -> Result<ContainerState> {
     let spec = &bundle.spec;
     let pid_start_time = crate::sys::proc_stat::read(pid.as_raw())
@@ -403,6 +401,7 @@ fn initial_state(
         },
         pid_start_time,
         cgroup_path: cgroup_path.to_path_buf(),
+        cgroup_driver: cgroup_driver.clone(),
         hooks: spec
             .hooks()
             .as_ref()
@@ -546,7 +545,7 @@ pub fn kill(root: &Path, id: &str, signal: Signal, all: bool) -> Result<()> {
         });
     }
     if all {
-        for pid in Cgroup::open(&st.cgroup_path)?.pids()? {
+        for pid in Cgroup::open(&st.cgroup_path, &st.cgroup_driver)?.pids()? {
             let _ = nix::sys::signal::kill(pid, signal);
         }
         return Ok(());
@@ -567,7 +566,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
             crate::sys::pidfd::wait_exit(st.oci.pid, Duration::from_secs(10));
         }
         Status::Running | Status::Paused if force => {
-            let cgroup = Cgroup::open(&st.cgroup_path)?;
+            let cgroup = Cgroup::open(&st.cgroup_path, &st.cgroup_driver)?;
             let _ = nix::sys::signal::kill(Pid::from_raw(st.oci.pid), Signal::SIGKILL);
             if st.oci.status == Status::Paused {
                 // A frozen task cannot die until it is thawed.
@@ -583,9 +582,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
             });
         }
     }
-    if !crate::cgroups::remove_empty(&st.cgroup_path)? {
-        Cgroup::open(&st.cgroup_path)?.remove()?;
-    }
+    crate::cgroups::remove_stopped(&st.cgroup_path, &st.cgroup_driver)?;
     std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     if let Some(hooks) = recorded_hooks(&st, |h| h.poststop()) {
         let mut stopped = st.oci.clone();
@@ -612,20 +609,20 @@ pub fn set_paused(root: &Path, id: &str, paused: bool) -> Result<()> {
             action: if paused { "pause" } else { "resume" },
         });
     }
-    Cgroup::open(&st.cgroup_path)?.freeze(paused)
+    Cgroup::open(&st.cgroup_path, &st.cgroup_driver)?.freeze(paused)
 }
 
 /// `events --stats`: runc's `{"type":"stats","id":…,"data":…}` with libcgroups' usage.
 pub fn stats(root: &Path, id: &str) -> Result<serde_json::Value> {
     let st = state(root, id)?;
-    let data = Cgroup::open(&st.cgroup_path)?.stats_json()?;
+    let data = Cgroup::open(&st.cgroup_path, &st.cgroup_driver)?.stats_json()?;
     Ok(serde_json::json!({"type": "stats", "id": id, "data": data}))
 }
 
 /// The host pids of the container's processes.
 pub fn pids(root: &Path, id: &str) -> Result<Vec<Pid>> {
     let st = state(root, id)?;
-    Cgroup::open(&st.cgroup_path)?.pids()
+    Cgroup::open(&st.cgroup_path, &st.cgroup_driver)?.pids()
 }
 
 /// Every container under `root` with its live status, sorted by id.

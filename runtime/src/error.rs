@@ -42,6 +42,9 @@ pub enum Error {
     CorruptState { path: PathBuf, reason: String },
     #[error("cgroup {path}: {reason}")]
     Cgroup { path: PathBuf, reason: String },
+    /// `--systemd-cgroup` on a host that cannot honour it (the text says why).
+    #[error("{0}")]
+    SystemdCgroup(String),
     #[error("seccomp: {0}")]
     Seccomp(String),
     #[error("security option {option}: {reason}")]

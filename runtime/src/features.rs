@@ -52,7 +52,7 @@ pub fn features() -> Value {
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps,
-            "cgroup": {"v1": v1, "v2": true, "systemd": false, "systemdUser": false,
+            "cgroup": {"v1": v1, "v2": true, "systemd": true, "systemdUser": false,
                        "rdma": false},
             "seccomp": {
                 "enabled": true,

@@ -3,6 +3,7 @@
 //!
 //! This crate depends on nothing else of berth's.
 
+pub mod cgroup_driver;
 pub(crate) mod cgroups;
 pub(crate) mod console;
 pub mod container;

@@ -64,6 +64,10 @@ pub struct ContainerState {
     pub pid_start_time: u64,
     /// The cgroup path relative to each hierarchy's root.
     pub cgroup_path: PathBuf,
+    /// The driver create used (and the systemd unit): every later command uses the same,
+    /// whatever flags it is given.
+    #[serde(default)]
+    pub cgroup_driver: crate::cgroup_driver::CgroupDriver,
     /// The poststart and poststop hooks as config.json had them at create (the bundle may
     /// change or vanish before `start` and `delete`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,6 +234,7 @@ mod tests {
             },
             pid_start_time: start,
             cgroup_path: "/berth-unit-test-no-such-cgroup".into(),
+            cgroup_driver: crate::cgroup_driver::CgroupDriver::Cgroupfs,
             hooks: None,
         };
         state.save(dir.path()).unwrap();

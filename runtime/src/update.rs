@@ -68,7 +68,7 @@ pub fn update(root: &Path, id: &str, resources: &LinuxResources) -> Result<()> {
             action: "update",
         });
     }
-    let cgroup = Cgroup::open(&st.cgroup_path)?;
+    let cgroup = Cgroup::open(&st.cgroup_path, &st.cgroup_driver)?;
     let saved = snapshot(&st.cgroup_path);
     if let Err(e) = cgroup.apply_resources(resources) {
         restore(&saved);

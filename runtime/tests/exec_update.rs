@@ -174,7 +174,31 @@ fn version_features_and_systemd_cgroup() {
             .unwrap()
             .contains(&json!("pid"))
     );
+    assert_eq!(features["linux"]["cgroup"]["systemd"], true);
+    // This host has no systemd (NOTES.md): create says so, and leaves nothing behind.
+    let out = c.with_stdio_files(&["--systemd-cgroup", "create"]);
+    assert!(!out.status.success());
+    let err = fs::read_to_string(c.bundle().join("stderr")).unwrap();
+    assert!(err.contains("needs systemd as PID 1"), "{err}");
+    assert_eq!(c.leftovers(), Vec::<String>::new());
+    // Other commands accept the flag (podman passes it to every call): the state decides.
     let err = c.err(["--systemd-cgroup", "state", &c.id]);
-    assert!(err.contains("systemd"), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
     c.ok(["--rootless", "false", "list", "--format", "json"]);
+}
+
+#[test]
+fn a_systemd_cgroups_path_without_the_flag_is_refused() {
+    let mut c = TestContainer::new("sdpath", &["true"]);
+    c.config["linux"]["cgroupsPath"] = json!("machine.slice:libpod:x");
+    c.write_config();
+    let out = c.create();
+    assert!(!out.status.success());
+    let err = fs::read_to_string(c.bundle().join("stderr")).unwrap();
+    assert!(
+        err.contains("got \"machine.slice:libpod:x\" instead")
+            && err.contains("needs --systemd-cgroup"),
+        "{err}"
+    );
+    assert_eq!(c.leftovers(), Vec::<String>::new());
 }

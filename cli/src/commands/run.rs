@@ -211,6 +211,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
         console_socket: listener.as_ref().map(|_| console.clone()),
         no_pivot: false,
         preserve_fds: 0,
+        systemd_cgroup: false,
     })?;
     let master = listener.as_ref().map(pty::receive_master).transpose()?;
     drop(listener);

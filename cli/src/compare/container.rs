@@ -61,6 +61,7 @@ pub(crate) fn run(
         console_socket: None,
         no_pivot: false,
         preserve_fds: 0,
+        systemd_cgroup: false,
     });
     nix::unistd::dup2(saved, 1).context("dup2")?;
     let _ = nix::unistd::close(saved);

@@ -130,6 +130,7 @@ fn run_container(root: &Path, id: &str, bundle: &Path) -> anyhow::Result<RunOutc
             console_socket: None,
             no_pivot: false,
             preserve_fds: 0,
+            systemd_cgroup: false,
         })
     })??;
     // Only the container holds the write end now: its end of output is EOF here.

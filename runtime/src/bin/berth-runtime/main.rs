@@ -28,7 +28,9 @@ struct Cli {
     /// Log debug records too.
     #[arg(long, global = true)]
     debug: bool,
-    /// Place cgroups through systemd (refused: this runtime manages cgroupfs directly).
+    /// Place cgroups through systemd: cgroupsPath is "slice:prefix:name", e.g.
+    /// "system.slice:berth:ID" (the default). Read by create and run; later commands use the
+    /// driver create recorded, so the flag changes nothing for them.
     #[arg(long, global = true)]
     systemd_cgroup: bool,
     /// Rootless mode (accepted as runc takes it; this runtime runs as root here).
@@ -106,11 +108,6 @@ fn parse_cli() -> Cli {
     parsed.unwrap_or_else(|e| e.exit())
 }
 
-/// Whether systemd runs as PID 1 (its runtime directory exists only then).
-fn systemd_is_init() -> bool {
-    std::path::Path::new("/run/systemd/system").is_dir()
-}
-
 fn main() -> ExitCode {
     // Errors are printed as one line, never with a backtrace: RUST_BACKTRACE in the caller's
     // environment must not make anyhow capture one per error (in the static build the first
@@ -132,18 +129,7 @@ fn main() -> ExitCode {
         cli.log_format == LogFormat::Json,
         cli.debug,
     );
-    let result = if cli.systemd_cgroup && !systemd_is_init() {
-        Err(anyhow::anyhow!(
-            "--systemd-cgroup needs systemd as PID 1, which this host does not run; \
-             use cgroupfs (podman --cgroup-manager cgroupfs)"
-        ))
-    } else if cli.systemd_cgroup {
-        Err(anyhow::anyhow!(
-            "--systemd-cgroup is not supported: berth-runtime manages cgroupfs directly"
-        ))
-    } else {
-        commands::dispatch(&cli.root, command)
-    };
+    let result = commands::dispatch(&cli.root, command, cli.systemd_cgroup);
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

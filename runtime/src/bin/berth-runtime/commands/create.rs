@@ -28,7 +28,7 @@ pub(crate) struct Args {
 }
 
 impl Args {
-    pub(crate) fn options(self, root: &Path) -> berth_runtime::CreateOptions {
+    pub(crate) fn options(self, root: &Path, systemd_cgroup: bool) -> berth_runtime::CreateOptions {
         berth_runtime::CreateOptions {
             root: root.to_path_buf(),
             id: self.id,
@@ -37,11 +37,12 @@ impl Args {
             console_socket: self.console_socket,
             no_pivot: self.no_pivot,
             preserve_fds: self.preserve_fds,
+            systemd_cgroup,
         }
     }
 }
 
-pub(crate) fn run(root: &Path, args: Args) -> anyhow::Result<()> {
-    berth_runtime::create(&args.options(root))?;
+pub(crate) fn run(root: &Path, args: Args, systemd_cgroup: bool) -> anyhow::Result<()> {
+    berth_runtime::create(&args.options(root, systemd_cgroup))?;
     Ok(())
 }

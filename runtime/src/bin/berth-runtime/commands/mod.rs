@@ -20,15 +20,15 @@ use std::path::Path;
 
 use crate::Command;
 
-/// Runs `command`; the exit code on success.
-pub(crate) fn dispatch(root: &Path, command: Command) -> anyhow::Result<u8> {
+/// Runs `command`; the exit code on success. `systemd_cgroup` matters to create and run only.
+pub(crate) fn dispatch(root: &Path, command: Command, systemd_cgroup: bool) -> anyhow::Result<u8> {
     match command {
-        Command::Create(args) => create::run(root, args),
+        Command::Create(args) => create::run(root, args, systemd_cgroup),
         Command::Start(args) => start::run(root, args),
         Command::State(args) => state::run(root, args),
         Command::Kill(args) => kill::run(root, args),
         Command::Delete(args) => delete::run(root, args),
-        Command::Run(args) => run::run(root, args),
+        Command::Run(args) => run::run(root, args, systemd_cgroup),
         Command::Spec(args) => spec::run(args),
         Command::List(args) => list::run(root, args),
         Command::Ps(args) => ps::run(root, args),

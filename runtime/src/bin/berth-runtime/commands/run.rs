@@ -15,8 +15,8 @@ pub(crate) struct Args {
     pub detach: bool,
 }
 
-pub(crate) fn run(root: &Path, args: Args) -> anyhow::Result<()> {
-    let opts = args.create.options(root);
+pub(crate) fn run(root: &Path, args: Args, systemd_cgroup: bool) -> anyhow::Result<()> {
+    let opts = args.create.options(root, systemd_cgroup);
     if args.detach {
         berth_runtime::create(&opts)?;
         if let Err(e) = berth_runtime::start(root, &opts.id) {
