@@ -6,59 +6,15 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
 
 use berth_proto::v1::auth_service_client::AuthServiceClient;
 use berth_proto::v1::*;
 use berth_tests::browser::Browser;
 use berth_tests::cluster::{DeployApi, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes};
-use berth_tests::{free_loopback_addr, http_status, poll_until};
+use berth_tests::dashboard::{Ui, WAIT, awaiting_approval, screenshots};
+use berth_tests::{free_loopback_addr, poll_until};
 
 const IMAGE: &str = "dash-busybox:1";
-const WAIT: Duration = Duration::from_secs(90);
-
-/// A scheduler with its dashboard on a loopback port of the test's own.
-struct Ui {
-    sched: SchedulerProc,
-    http: SocketAddr,
-    api: DeployApi,
-}
-
-impl Ui {
-    fn start() -> Self {
-        let http = free_loopback_addr();
-        let sched = SchedulerProc::start(&["--http-listen", &http.to_string()]);
-        poll_until("the dashboard to answer", WAIT, || {
-            (http_status(http, "/") == Some(200)).then_some(())
-        });
-        let api = DeployApi::new(&sched.endpoint(), WAIT);
-        Ui { sched, http, api }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
-    }
-
-    /// A token of `role` named `name`, made through AuthService.
-    fn token(&self, role: &str, name: &str) -> String {
-        self.api.block_on(async {
-            let mut client = AuthServiceClient::connect(self.sched.endpoint())
-                .await
-                .expect("connect AuthService");
-            client
-                .create_token(CreateTokenRequest {
-                    role: role.into(),
-                    name: name.into(),
-                    ..Default::default()
-                })
-                .await
-                .expect("create a token")
-                .into_inner()
-                .token
-        })
-    }
-}
 
 /// When the scheduler published `ready` ready replicas of deployment `name` (its Watch
 /// event's `at_ms`, wall-clock milliseconds).
@@ -84,16 +40,6 @@ fn ready_published(api: &DeployApi, name: &str, ready: u32) -> i64 {
             }
         }
     })
-}
-
-/// Where screenshots go: the workspace's target dir (CARGO_TARGET_DIR when set).
-fn screenshots() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(
-            || berth_tests::workspace_root().join("target"),
-            PathBuf::from,
-        )
-        .join("dashboard-screenshots")
 }
 
 /// One HTTP/1.1 request; the status and the body.
@@ -203,24 +149,6 @@ fn csrf_in(page: &str) -> String {
         .unwrap_or_else(|| panic!("no CSRF field in {page}"))
         + "name=\"csrf\" value=\"".len();
     page[start..].split('"').next().unwrap().to_string()
-}
-
-/// `hello` with no replicas in the default environment, complete at v1, then v2 awaiting
-/// manual approval: a rollout to approve without any node.
-fn awaiting_approval(api: &DeployApi) {
-    let mut v1 = httpd_spec("hello", IMAGE, "v1", 0);
-    v1.readiness = None;
-    api.apply(v1.clone());
-    api.wait("hello", "v1 complete", |d| {
-        d.phase == RolloutPhase::Complete as i32
-    });
-    let mut v2 = v1;
-    v2.env.insert("VERSION".into(), "v2".into());
-    v2.rollout.as_mut().unwrap().approval = Approval::Manual as i32;
-    api.apply(v2);
-    api.wait("hello", "v2 awaiting approval", |d| {
-        d.phase == RolloutPhase::AwaitingApproval as i32
-    });
 }
 
 #[test]
@@ -391,7 +319,7 @@ fn a_deploy_shows_up_live_and_approving_in_the_browser_completes_the_rollout() {
 #[test]
 fn a_viewer_sees_no_button_and_its_forged_post_is_refused() {
     let ui = Ui::start();
-    awaiting_approval(&ui.api);
+    awaiting_approval(&ui.api, IMAGE);
     let viewer = ui.token("viewer", "dash-viewer");
     let deployer = ui.token("deployer", "dash-deployer");
     let browser = Browser::start();
@@ -453,7 +381,7 @@ fn a_viewer_sees_no_button_and_its_forged_post_is_refused() {
 #[test]
 fn bad_requests_are_refused_with_clear_errors() {
     let ui = Ui::start();
-    awaiting_approval(&ui.api);
+    awaiting_approval(&ui.api, IMAGE);
     let http = ui.http;
     let (status, body) = request(http, "GET", "/deployments/default/nope", &[], "");
     assert_eq!(status, 404, "{body}");
@@ -579,7 +507,7 @@ fn with_tls_the_dashboard_serves_https_to_certificates_and_tokens() {
     );
     let admin = TlsFiles::for_role(&dir, Role::Admin, "admin");
     let api = DeployApi::new_tls(&sched.endpoint(), &admin, WAIT);
-    awaiting_approval(&api);
+    awaiting_approval(&api, IMAGE);
     let page = "/deployments/default/hello";
     let https =
         |cert: Option<&TlsFiles>,
