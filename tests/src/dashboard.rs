@@ -1,6 +1,6 @@
 //! The scheduler's dashboard as the browser tests meet it: a scheduler with its dashboard on
 //! a loopback port of the test's own, tokens made through AuthService, a rollout left
-//! waiting for approval, and where screenshots go.
+//! waiting for approval, raw HTTP requests, and where screenshots go.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,4 +81,53 @@ pub fn screenshots() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| crate::workspace_root().join("target"), PathBuf::from)
         .join("dashboard-screenshots")
+}
+
+/// One HTTP/1.1 request; the status and the body.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let stream = std::net::TcpStream::connect(addr).expect("connect to the dashboard");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    exchange(stream, addr, method, path, headers, body)
+}
+
+/// Writes one request on `stream` and reads the answer to its end.
+pub fn exchange(
+    mut stream: impl std::io::Read + std::io::Write,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method == "POST" {
+        head.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    // A server that refuses a large body may close before reading it all.
+    let _ = stream.write_all(body.as_bytes());
+    // Bytes: a gzip body is not UTF-8.
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    let answer = String::from_utf8_lossy(&bytes).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {answer:?}"));
+    (status, answer)
 }

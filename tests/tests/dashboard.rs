@@ -11,7 +11,7 @@ use berth_proto::v1::auth_service_client::AuthServiceClient;
 use berth_proto::v1::*;
 use berth_tests::browser::Browser;
 use berth_tests::cluster::{DeployApi, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes};
-use berth_tests::dashboard::{Ui, WAIT, awaiting_approval, screenshots};
+use berth_tests::dashboard::{Ui, WAIT, awaiting_approval, exchange, request, screenshots};
 use berth_tests::{free_loopback_addr, poll_until};
 
 const IMAGE: &str = "dash-busybox:1";
@@ -40,19 +40,6 @@ fn ready_published(api: &DeployApi, name: &str, ready: u32) -> i64 {
             }
         }
     })
-}
-
-/// One HTTP/1.1 request; the status and the body.
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let stream = std::net::TcpStream::connect(addr).expect("connect to the dashboard");
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    exchange(stream, addr, method, path, headers, body)
 }
 
 /// [`request`] over HTTPS, verifying the dashboard against the cluster CA `ca` and presenting
@@ -104,42 +91,6 @@ fn https_request(
         headers,
         body,
     )
-}
-
-/// Writes one request on `stream` and reads the answer to its end.
-fn exchange(
-    mut stream: impl std::io::Read + std::io::Write,
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        head.push_str(&format!("Host: {addr}\r\n"));
-    }
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if method == "POST" {
-        head.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    // A server that refuses a large body may close before reading it all.
-    let _ = stream.write_all(body.as_bytes());
-    // Bytes: a gzip body is not UTF-8.
-    let mut bytes = Vec::new();
-    let _ = stream.read_to_end(&mut bytes);
-    let answer = String::from_utf8_lossy(&bytes).into_owned();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {answer:?}"));
-    (status, answer)
 }
 
 /// The CSRF token in a page's first form.
