@@ -1,7 +1,7 @@
 //! The dashboard's accessibility (issue 17: "labels, contrast, and keyboard-usable actions"),
 //! checked in a real headless chromium on every page through scripts run in the page (names,
 //! landmarks, WCAG AA contrast) and real key presses (Tab reaches every control with a visible
-//! focus indicator, live redraws keep focus where it was, Enter on Approve approves). The
+//! focus indicator, live redraws keep focus and what was typed, Enter on Approve approves). The
 //! checks themselves are first shown to catch faults planted in a page of known faults.
 
 use berth_proto::v1::*;
@@ -133,11 +133,7 @@ fn focus_survives_a_live_redraw(ui: &Ui, browser: &Browser) {
     let before = a11y::tab_to(browser, "hello's link", MAX_TABS, |f| {
         f.element.as_deref().is_some_and(|e| e.contains(link))
     });
-    browser.js("window.berthSwaps = 0; \
-         document.body.addEventListener('htmx:afterSettle', () => window.berthSwaps++);");
-    poll_until("a live redraw", WAIT, || {
-        (browser.js("return window.berthSwaps;").as_u64() > Some(0)).then_some(())
-    });
+    next_live_redraw(browser);
     let after = a11y::focused(browser);
     assert_eq!(
         after.element, before.element,
@@ -155,6 +151,33 @@ fn focus_survives_a_live_redraw(ui: &Ui, browser: &Browser) {
                 .contains("Skip to content"),
         "Tab goes on from the link, not from the top: {next:?}"
     );
+}
+
+/// Waits for the open page's next live redraw (htmx swapping its `<main>` in again).
+fn next_live_redraw(browser: &Browser) {
+    browser.js("window.berthSwaps = 0; \
+         document.body.addEventListener('htmx:afterSettle', () => window.berthSwaps++);");
+    poll_until("a live redraw", WAIT, || {
+        (browser.js("return window.berthSwaps;").as_u64() > Some(0)).then_some(())
+    });
+}
+
+/// A number typed into Scale's field, not yet sent, is still there after a live redraw.
+fn typing_survives_a_live_redraw(ui: &Ui, browser: &Browser) {
+    browser.goto(&ui.url("/deployments/default/hello"));
+    let field = a11y::tab_to(browser, "the replicas field", MAX_TABS, |f| {
+        f.id == "replicas"
+    });
+    assert!(field.visible, "{field:?}");
+    browser.js("document.querySelector('#replicas').select();");
+    browser.fill("#replicas", "7");
+    next_live_redraw(browser);
+    assert_eq!(
+        browser.js("return document.querySelector('#replicas').value;"),
+        serde_json::json!("7"),
+        "what was typed is kept"
+    );
+    assert_eq!(a11y::focused(browser).id, "replicas", "and so is focus");
 }
 
 #[test]
@@ -185,6 +208,7 @@ fn every_page_is_accessible_and_approve_works_from_the_keyboard() {
     assert!(faults.is_empty(), "accessibility faults: {faults:#?}");
 
     focus_survives_a_live_redraw(&ui, &browser);
+    typing_survives_a_live_redraw(&ui, &browser);
 
     // Approve, from the keyboard alone.
     browser.goto(&ui.url("/deployments/default/hello"));
