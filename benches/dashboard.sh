@@ -4,7 +4,8 @@
 # certificates of `berth certs`, each with a deployment awaiting approval. For each, curl on a
 # new connection per run measures the time to the first byte of `/` (for HTTPS the TCP and TLS
 # handshakes, with the client certificate, included; curl's time_starttransfer) and the bytes
-# the first page transfers (the page and its CSS and scripts, gzip accepted as browsers do).
+# the first page transfers (bodies of the page and its CSS and scripts, gzip accepted as
+# browsers do; headers and TLS records not counted).
 # Runs alternate between the two; medians of N runs.
 # Uses the binaries in $BERTH_BIN_DIR (default target/release: build them with
 # `cargo build --release -p berth-scheduler -p berth-cli`); say which in the figures you report.
@@ -90,11 +91,13 @@ deploy "$BIN/berth" --scheduler "https://localhost:$GRPC" --tls-cert "$PKI/clien
 CERT=(--cert "$PKI/client-bench-admin.pem" --key "$PKI/client-bench-admin-key.pem" --cacert "$PKI/ca.pem")
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-# first_page BASE CURL_ARGS...: "ttfb_seconds total_bytes" for one visit on new connections.
+# first_page BASE CURL_ARGS...: "ttfb_seconds total_bytes handshake_seconds" for one visit on
+# new connections (handshake: TCP connect to TLS done; 0 over plain HTTP).
 first_page() {
     local base=$1; shift
-    local ttfb bytes total asset
-    read -r ttfb bytes < <(curl -sS -o /dev/null -w '%{time_starttransfer} %{size_download}\n' \
+    local ttfb bytes total asset tls
+    read -r ttfb bytes tls < <(curl -sS -o /dev/null \
+        -w '%{time_starttransfer} %{size_download} %{time_appconnect}\n' \
         -H 'Accept-Encoding: gzip' "$@" "$base/")
     total=$bytes
     for asset in dashboard.css htmx-2.0.11.min.js htmx-ext-sse-2.2.4.min.js; do
@@ -102,7 +105,7 @@ first_page() {
             "$base/assets/$asset")
         total=$((total + bytes))
     done
-    echo "$ttfb $total"
+    echo "$ttfb $total $tls"
 }
 # Sanity: each answers 200 with the page, the HTTPS one to the certificate's holder.
 curl -sSf "http://127.0.0.1:$PLAIN_HTTP/deployments/default/hello" | grep -q 'id="approve"'
@@ -115,11 +118,13 @@ for _ in $(seq "$N"); do
     first_page "https://localhost:$TLS_HTTP" "${CERT[@]}" >>"$W/https.txt"
 done
 summary() {
-    local file=$1 ttfb bytes
+    local file=$1 ttfb bytes tls
     ttfb=$(cut -d' ' -f1 "$file" | median)
     bytes=$(cut -d' ' -f2 "$file" | median)
-    jq -n --argjson t "$ttfb" --argjson b "$bytes" --argjson n "$N" \
-        '{ttfb_ms: ($t * 1000 * 100 | round / 100), first_page_bytes: $b, runs: $n}'
+    tls=$(cut -d' ' -f3 "$file" | median)
+    jq -n --argjson t "$ttfb" --argjson b "$bytes" --argjson h "$tls" --argjson n "$N" \
+        '{ttfb_ms: ($t * 1000 * 100 | round / 100), handshake_ms: ($h * 1000 * 100 | round / 100),
+          first_page_bytes: $b, runs: $n}'
 }
 mkdir -p "$(dirname "$BENCH_OUT")"
 jq -n --argjson http "$(summary "$W/http.txt")" --argjson https "$(summary "$W/https.txt")" \
@@ -127,5 +132,5 @@ jq -n --argjson http "$(summary "$W/http.txt")" --argjson https "$(summary "$W/h
     '{http: $http, https_client_cert: $https, binaries: $bin, loadavg: $load}' >"$BENCH_OUT"
 jq -r '"first page /, medians of \(.http.runs) runs (\(.binaries)):",
   "  HTTP                      TTFB \(.http.ttfb_ms) ms   transfer \(.http.first_page_bytes) B",
-  "  HTTPS + client cert       TTFB \(.https_client_cert.ttfb_ms) ms   transfer \(.https_client_cert.first_page_bytes) B",
+  "  HTTPS + client cert       TTFB \(.https_client_cert.ttfb_ms) ms   transfer \(.https_client_cert.first_page_bytes) B   (TLS handshake done at \(.https_client_cert.handshake_ms) ms)",
   "load average after: \(.loadavg)"' "$BENCH_OUT"
