@@ -18,7 +18,7 @@ PACKAGES=(
   qemu-system-x86 linux-image-amd64 cpio etcd-server etcd-client openssl procps
   python3 python3-venv time libc6-dev buildah conntrack chromium chromium-driver
   python3 python3-venv time libc6-dev buildah conntrack
-  prometheus
+  prometheus libnss3-tools
 )
 
 missing=()

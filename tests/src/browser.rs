@@ -1,15 +1,32 @@
 //! A real headless chromium (Debian's `chromium`) driven over WebDriver by `chromedriver`
-//! (Debian's `chromium-driver`) through fantoccini: its own port and profile directory,
-//! blocking helpers for tests, and everything stopped when it is dropped.
+//! (Debian's `chromium-driver`) through fantoccini: its own port and profile directory (and,
+//! if asked, its own HOME and managed policies), blocking helpers for tests, and everything
+//! stopped when it is dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
+pub use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use crate::{free_loopback_addr, poll_until, require_tool};
+
+/// What a session starts with besides a fresh profile.
+#[derive(Debug, Default)]
+pub struct Launch<'a> {
+    /// HOME for chromedriver and chromium: chromium on Linux reads client certificates and the
+    /// CAs it trusts from `$HOME/.pki/nssdb` (see [`crate::nssdb`]).
+    pub home: Option<&'a Path>,
+    /// Managed policies (a JSON object of policy names), as an administrator would put them
+    /// in `/etc/chromium/policies/managed/`. Chromium reads policies from nowhere else (its
+    /// `--policy` switch is ignored by Debian's build), so this session's chromedriver runs in
+    /// a mount namespace of its own where `/etc/chromium` is a copy holding them: no other
+    /// browser sees them, and nothing is left behind however the test ends. Needs root.
+    pub policies: Option<Value>,
+}
 
 /// One browser session.
 #[derive(Debug)]
@@ -24,6 +41,11 @@ impl Browser {
     /// Starts chromedriver on a free loopback port and a headless chromium session in a fresh
     /// profile; panics naming the tool if either is not installed.
     pub fn start() -> Self {
+        Self::launch(&Launch::default())
+    }
+
+    /// [`Self::start`] with a HOME and managed policies of the session's own.
+    pub fn launch(launch: &Launch) -> Self {
         let chromedriver = require_tool("chromedriver");
         let chromium = require_tool("chromium");
         let profile = tempfile::Builder::new()
@@ -31,7 +53,14 @@ impl Browser {
             .tempdir()
             .expect("a profile dir");
         let addr = free_loopback_addr();
-        let driver = Command::new(chromedriver)
+        let mut command = match &launch.policies {
+            None => Command::new(chromedriver),
+            Some(policies) => policies_in_own_mount_ns(profile.path(), policies, &chromedriver),
+        };
+        if let Some(home) = launch.home {
+            command.env("HOME", home);
+        }
+        let driver = command
             .arg(format!("--port={}", addr.port()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -141,6 +170,18 @@ impl Browser {
         });
     }
 
+    /// Presses and releases `key` on the keyboard (WebDriver key actions, as a person types:
+    /// the page gets keydown, keypress and keyup, and Tab moves focus as it would).
+    pub fn press(&self, key: Key) {
+        let key = char::from(key);
+        let actions = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: key })
+            .then(KeyAction::Up { value: key });
+        self.rt
+            .block_on(self.client().perform_actions(actions))
+            .unwrap_or_else(|e| panic!("press {key:?}: {e}"));
+    }
+
     pub fn fill(&self, css: &str, value: &str) {
         self.rt.block_on(async {
             let element = self
@@ -167,6 +208,39 @@ impl Browser {
         std::fs::write(&path, png).expect("write the screenshot");
         path
     }
+}
+
+/// A command that runs `chromedriver` in a new mount namespace where `/etc/chromium` is a copy
+/// of the real one (made under `scratch`) with `policies` as its only managed policy file.
+fn policies_in_own_mount_ns(scratch: &Path, policies: &Value, chromedriver: &Path) -> Command {
+    crate::require_root();
+    let unshare = require_tool("unshare");
+    let etc = scratch.join("etc-chromium");
+    let managed = etc.join("policies/managed");
+    std::fs::create_dir_all(&managed).expect("a policies dir");
+    // The package's own files (master_preferences) stay as they are.
+    if let Ok(entries) = std::fs::read_dir("/etc/chromium") {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                std::fs::copy(entry.path(), etc.join(entry.file_name()))
+                    .expect("copy /etc/chromium's files");
+            }
+        }
+    }
+    std::fs::write(managed.join("berth-test.json"), policies.to_string())
+        .expect("write the policy file");
+    let mut command = Command::new(unshare);
+    command
+        .args(["--mount", "--propagation", "private", "--"])
+        .args([
+            "sh",
+            "-c",
+            r#"mount --bind "$1" /etc/chromium && shift && exec "$@""#,
+            "sh",
+        ])
+        .arg(&etc)
+        .arg(chromedriver);
+    command
 }
 
 impl Drop for Browser {

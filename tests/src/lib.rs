@@ -1,13 +1,17 @@
 //! Fixtures shared by the end-to-end tests: the binaries under test with per-test data dirs,
-//! tools that must be installed, a headless chromium, a busybox root filesystem, a cached Debian userland, a loopback DNS upstream, OCI layouts built with umoci and
-//! altered by hand, a real registry, and a comparison of root filesystem trees.
+//! tools that must be installed, a headless chromium (with accessibility checks, and client
+//! certificates from an NSS database) and the dashboard it visits, a busybox root filesystem,
+//! a cached Debian userland, a loopback DNS upstream, OCI layouts built with umoci and altered
+//! by hand, a real registry, and a comparison of root filesystem trees.
 
+pub mod a11y;
 pub mod agent_node;
 pub mod bench;
 mod berth;
 pub mod browser;
 mod busybox;
 pub mod cluster;
+pub mod dashboard;
 mod debian;
 mod dns_upstream;
 pub mod etcd;
@@ -15,6 +19,7 @@ pub mod fake_node;
 pub mod fake_scheduler;
 pub mod layout;
 mod local;
+pub mod nssdb;
 pub mod pyvenv;
 mod registry;
 pub mod services;

@@ -6,59 +6,15 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
 
 use berth_proto::v1::auth_service_client::AuthServiceClient;
 use berth_proto::v1::*;
 use berth_tests::browser::Browser;
 use berth_tests::cluster::{DeployApi, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes};
-use berth_tests::{free_loopback_addr, http_status, poll_until};
+use berth_tests::dashboard::{Ui, WAIT, awaiting_approval, exchange, request, screenshots};
+use berth_tests::{free_loopback_addr, poll_until};
 
 const IMAGE: &str = "dash-busybox:1";
-const WAIT: Duration = Duration::from_secs(90);
-
-/// A scheduler with its dashboard on a loopback port of the test's own.
-struct Ui {
-    sched: SchedulerProc,
-    http: SocketAddr,
-    api: DeployApi,
-}
-
-impl Ui {
-    fn start() -> Self {
-        let http = free_loopback_addr();
-        let sched = SchedulerProc::start(&["--http-listen", &http.to_string()]);
-        poll_until("the dashboard to answer", WAIT, || {
-            (http_status(http, "/") == Some(200)).then_some(())
-        });
-        let api = DeployApi::new(&sched.endpoint(), WAIT);
-        Ui { sched, http, api }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
-    }
-
-    /// A token of `role` named `name`, made through AuthService.
-    fn token(&self, role: &str, name: &str) -> String {
-        self.api.block_on(async {
-            let mut client = AuthServiceClient::connect(self.sched.endpoint())
-                .await
-                .expect("connect AuthService");
-            client
-                .create_token(CreateTokenRequest {
-                    role: role.into(),
-                    name: name.into(),
-                    ..Default::default()
-                })
-                .await
-                .expect("create a token")
-                .into_inner()
-                .token
-        })
-    }
-}
 
 /// When the scheduler published `ready` ready replicas of deployment `name` (its Watch
 /// event's `at_ms`, wall-clock milliseconds).
@@ -84,29 +40,6 @@ fn ready_published(api: &DeployApi, name: &str, ready: u32) -> i64 {
             }
         }
     })
-}
-
-/// Where screenshots go: the workspace's target dir (CARGO_TARGET_DIR when set).
-fn screenshots() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(
-            || berth_tests::workspace_root().join("target"),
-            PathBuf::from,
-        )
-        .join("dashboard-screenshots")
-}
-
-/// One HTTP/1.1 request; the status and the body.
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let stream = std::net::TcpStream::connect(addr).expect("connect to the dashboard");
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    exchange(stream, addr, method, path, headers, body)
 }
 
 /// [`request`] over HTTPS, verifying the dashboard against the cluster CA `ca` and presenting
@@ -160,42 +93,6 @@ fn https_request(
     )
 }
 
-/// Writes one request on `stream` and reads the answer to its end.
-fn exchange(
-    mut stream: impl std::io::Read + std::io::Write,
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        head.push_str(&format!("Host: {addr}\r\n"));
-    }
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if method == "POST" {
-        head.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
-    // A server that refuses a large body may close before reading it all.
-    let _ = stream.write_all(body.as_bytes());
-    // Bytes: a gzip body is not UTF-8.
-    let mut bytes = Vec::new();
-    let _ = stream.read_to_end(&mut bytes);
-    let answer = String::from_utf8_lossy(&bytes).into_owned();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {answer:?}"));
-    (status, answer)
-}
-
 /// The CSRF token in a page's first form.
 fn csrf_in(page: &str) -> String {
     let start = page
@@ -203,24 +100,6 @@ fn csrf_in(page: &str) -> String {
         .unwrap_or_else(|| panic!("no CSRF field in {page}"))
         + "name=\"csrf\" value=\"".len();
     page[start..].split('"').next().unwrap().to_string()
-}
-
-/// `hello` with no replicas in the default environment, complete at v1, then v2 awaiting
-/// manual approval: a rollout to approve without any node.
-fn awaiting_approval(api: &DeployApi) {
-    let mut v1 = httpd_spec("hello", IMAGE, "v1", 0);
-    v1.readiness = None;
-    api.apply(v1.clone());
-    api.wait("hello", "v1 complete", |d| {
-        d.phase == RolloutPhase::Complete as i32
-    });
-    let mut v2 = v1;
-    v2.env.insert("VERSION".into(), "v2".into());
-    v2.rollout.as_mut().unwrap().approval = Approval::Manual as i32;
-    api.apply(v2);
-    api.wait("hello", "v2 awaiting approval", |d| {
-        d.phase == RolloutPhase::AwaitingApproval as i32
-    });
 }
 
 #[test]
@@ -391,7 +270,7 @@ fn a_deploy_shows_up_live_and_approving_in_the_browser_completes_the_rollout() {
 #[test]
 fn a_viewer_sees_no_button_and_its_forged_post_is_refused() {
     let ui = Ui::start();
-    awaiting_approval(&ui.api);
+    awaiting_approval(&ui.api, IMAGE);
     let viewer = ui.token("viewer", "dash-viewer");
     let deployer = ui.token("deployer", "dash-deployer");
     let browser = Browser::start();
@@ -453,7 +332,7 @@ fn a_viewer_sees_no_button_and_its_forged_post_is_refused() {
 #[test]
 fn bad_requests_are_refused_with_clear_errors() {
     let ui = Ui::start();
-    awaiting_approval(&ui.api);
+    awaiting_approval(&ui.api, IMAGE);
     let http = ui.http;
     let (status, body) = request(http, "GET", "/deployments/default/nope", &[], "");
     assert_eq!(status, 404, "{body}");
@@ -579,7 +458,7 @@ fn with_tls_the_dashboard_serves_https_to_certificates_and_tokens() {
     );
     let admin = TlsFiles::for_role(&dir, Role::Admin, "admin");
     let api = DeployApi::new_tls(&sched.endpoint(), &admin, WAIT);
-    awaiting_approval(&api);
+    awaiting_approval(&api, IMAGE);
     let page = "/deployments/default/hello";
     let https =
         |cert: Option<&TlsFiles>,

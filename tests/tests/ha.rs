@@ -1,7 +1,8 @@
 //! Three schedulers on one etcd: one leads, the others forward deploys to it and send agents
 //! to it; kill -9 the leader in the middle of a rollout and another takes over, the agents
 //! follow, the rollout completes, no revision is lost and no replica is started twice. And a
-//! three-member etcd with one member down keeps the control plane working.
+//! three-member etcd with one member down keeps the control plane working. A standby's
+//! dashboard sends visitors to the leader's.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,8 +15,9 @@ use berth_tests::agent_node::AgentNode;
 use berth_tests::cluster::{
     DeployApi, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes_at,
 };
+use berth_tests::dashboard::request;
 use berth_tests::etcd::EtcdCluster;
-use berth_tests::poll_until;
+use berth_tests::{free_loopback_addr, http_status, poll_until};
 
 const IMAGE: &str = "ha-busybox:1";
 const WAIT: Duration = Duration::from_secs(90);
@@ -354,4 +356,47 @@ fn a_leader_cut_off_from_etcd_stands_by_and_leads_again() {
     });
     assert_eq!(d.spec.unwrap().name, "web");
     assert!(sched.is_running());
+}
+
+/// A standby's dashboard answers every page with 303 to the same page on the leader's
+/// dashboard; once the leader is gone and it leads, it serves the pages itself.
+#[test]
+fn a_standbys_dashboard_sends_visitors_to_the_leaders() {
+    let etcd = EtcdCluster::start(1);
+    let flags = etcd.scheduler_flags("hadash", 2);
+    let http: Vec<std::net::SocketAddr> = (0..2).map(|_| free_loopback_addr()).collect();
+    let mut scheds: Vec<SchedulerProc> = http
+        .iter()
+        .map(|addr| {
+            let addr = addr.to_string();
+            let mut own: Vec<&str> = flags.iter().map(String::as_str).collect();
+            own.extend(["--http-listen", &addr]);
+            SchedulerProc::start_exact(&own)
+        })
+        .collect();
+    let leader = poll_until("one leader", WAIT, || {
+        let leading: Vec<usize> = (0..2)
+            .filter(|&i| scheds[i].log().contains("elected leader"))
+            .collect();
+        (leading.len() == 1).then(|| leading[0])
+    });
+    let standby = 1 - leader;
+    poll_until("the leader's dashboard", WAIT, || {
+        (http_status(http[leader], "/") == Some(200)).then_some(())
+    });
+    let page = "/deployments?env=default";
+    let answer = poll_until("the standby's redirect", WAIT, || {
+        let (status, answer) = request(http[standby], "GET", page, &[], "");
+        (status == 303).then_some(answer)
+    });
+    let location = format!("location: http://{}{page}", http[leader]);
+    assert!(answer.contains(&location), "{location} in {answer}");
+    assert_eq!(request(http[leader], "GET", page, &[], "").0, 200);
+
+    scheds[leader].kill9();
+    poll_until(
+        "the standby to lead and serve its own dashboard",
+        WAIT,
+        || (request(http[standby], "GET", page, &[], "").0 == 200).then_some(()),
+    );
 }

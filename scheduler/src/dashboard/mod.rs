@@ -11,6 +11,7 @@ mod https;
 mod live;
 mod pages;
 mod session;
+pub(crate) mod standby;
 mod view;
 
 use std::sync::Arc;
@@ -110,15 +111,28 @@ pub(crate) async fn serve(listener: Arc<TcpListener>, dashboard: Dashboard) {
     let local = listener.local_addr().ok();
     let https = dashboard.https.clone();
     tracing::info!(listen = ?local, https = https.is_some(), "dashboard serving");
-    let mut stop = dashboard.stop.clone();
-    let mut stopped = stop.clone();
+    if let Some(addr) = local {
+        standby::publish(&dashboard.deploy.controller.store, addr, https.is_some()).await;
+    }
+    let stop = dashboard.stop.clone();
+    serve_router(listener, https, dashboard.router(), stop).await;
+}
+
+/// Serves `router` on `listener` (over HTTPS with `https`) until `stop` turns true, then lets
+/// open requests finish for [`crate::server::DRAIN`]: the leader's dashboard and a standby's.
+async fn serve_router(
+    listener: Arc<TcpListener>,
+    https: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    router: Router,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut stopping = stop.clone();
+    let mut stopped = stop;
     let stopping = async move {
-        let _ = stop.wait_for(|s| *s).await;
+        let _ = stopping.wait_for(|s| *s).await;
     };
     // Each request learns its connection's verified client certificate, if any.
-    let app = dashboard
-        .router()
-        .into_make_service_with_connect_info::<https::Peer>();
+    let app = router.into_make_service_with_connect_info::<https::Peer>();
     let served: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match https {
         Some(config) => Box::pin(
             axum::serve(https::TlsListener::start(listener, config), app)

@@ -63,6 +63,16 @@ pub async fn run_ha(
     };
     loop {
         let (standby_tx, standby_rx) = watch::channel(false);
+        // A standby's dashboard sends visitors to the leader's.
+        let dashboard = config.http_listener.clone().map(|http| {
+            tokio::spawn(crate::dashboard::standby::serve(
+                http,
+                config.security.https(),
+                Arc::new(store.clone()),
+                election.clone(),
+                standby_rx.clone(),
+            ))
+        });
         let standby = tokio::spawn(serve_standby(
             config.security.clone(),
             Arc::new(store.clone()),
@@ -85,6 +95,10 @@ pub async fn run_ha(
         };
         let _ = standby_tx.send(true);
         let _ = standby.await;
+        // Its socket is the leader's dashboard's next.
+        if let Some(dashboard) = dashboard {
+            let _ = dashboard.await;
+        }
         let Some(leadership) = won else {
             return Ok(());
         };

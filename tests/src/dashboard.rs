@@ -1,0 +1,133 @@
+//! The scheduler's dashboard as the browser tests meet it: a scheduler with its dashboard on
+//! a loopback port of the test's own, tokens made through AuthService, a rollout left
+//! waiting for approval, raw HTTP requests, and where screenshots go.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_proto::v1::auth_service_client::AuthServiceClient;
+use berth_proto::v1::{Approval, CreateTokenRequest, RolloutPhase};
+
+use crate::cluster::{DeployApi, SchedulerProc, httpd_spec};
+use crate::{free_loopback_addr, http_status, poll_until};
+
+/// How long the dashboard tests wait for anything.
+pub const WAIT: Duration = Duration::from_secs(90);
+
+/// A scheduler with its dashboard on a loopback port of the test's own.
+#[derive(Debug)]
+pub struct Ui {
+    pub sched: SchedulerProc,
+    pub http: SocketAddr,
+    pub api: DeployApi,
+}
+
+impl Ui {
+    pub fn start() -> Self {
+        let http = free_loopback_addr();
+        let sched = SchedulerProc::start(&["--http-listen", &http.to_string()]);
+        poll_until("the dashboard to answer", WAIT, || {
+            (http_status(http, "/") == Some(200)).then_some(())
+        });
+        let api = DeployApi::new(&sched.endpoint(), WAIT);
+        Ui { sched, http, api }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// A token of `role` named `name`, made through AuthService.
+    pub fn token(&self, role: &str, name: &str) -> String {
+        self.api.block_on(async {
+            let mut client = AuthServiceClient::connect(self.sched.endpoint())
+                .await
+                .expect("connect AuthService");
+            client
+                .create_token(CreateTokenRequest {
+                    role: role.into(),
+                    name: name.into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("create a token")
+                .into_inner()
+                .token
+        })
+    }
+}
+
+/// `hello` with no replicas in the default environment, complete at v1, then v2 awaiting
+/// manual approval: a rollout to approve without any node.
+pub fn awaiting_approval(api: &DeployApi, image: &str) {
+    let mut v1 = httpd_spec("hello", image, "v1", 0);
+    v1.readiness = None;
+    api.apply(v1.clone());
+    api.wait("hello", "v1 complete", |d| {
+        d.phase == RolloutPhase::Complete as i32
+    });
+    let mut v2 = v1;
+    v2.env.insert("VERSION".into(), "v2".into());
+    v2.rollout.as_mut().unwrap().approval = Approval::Manual as i32;
+    api.apply(v2);
+    api.wait("hello", "v2 awaiting approval", |d| {
+        d.phase == RolloutPhase::AwaitingApproval as i32
+    });
+}
+
+/// Where screenshots go: the workspace's target dir (CARGO_TARGET_DIR when set).
+pub fn screenshots() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| crate::workspace_root().join("target"), PathBuf::from)
+        .join("dashboard-screenshots")
+}
+
+/// One HTTP/1.1 request; the status and the body.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let stream = std::net::TcpStream::connect(addr).expect("connect to the dashboard");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    exchange(stream, addr, method, path, headers, body)
+}
+
+/// Writes one request on `stream` and reads the answer to its end.
+pub fn exchange(
+    mut stream: impl std::io::Read + std::io::Write,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if method == "POST" {
+        head.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    // A server that refuses a large body may close before reading it all.
+    let _ = stream.write_all(body.as_bytes());
+    // Bytes: a gzip body is not UTF-8.
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    let answer = String::from_utf8_lossy(&bytes).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {answer:?}"));
+    (status, answer)
+}
