@@ -53,6 +53,25 @@ fn https_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    let tcp = std::net::TcpStream::connect(addr).expect("connect to the dashboard");
+    https_over(tcp, addr, ca, cert, method, path, headers, body)
+}
+
+/// [`https_request`] over the connection `tcp`, already made to `addr`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "https_request's, and the connection"
+)]
+fn https_over(
+    tcp: std::net::TcpStream,
+    addr: SocketAddr,
+    ca: &std::path::Path,
+    cert: Option<&berth_proto::tls::TlsFiles>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
@@ -81,7 +100,6 @@ fn https_request(
     };
     let name = ServerName::try_from("localhost").unwrap();
     let tls = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
-    let tcp = std::net::TcpStream::connect(addr).expect("connect to the dashboard");
     tcp.set_read_timeout(Some(WAIT)).unwrap();
     exchange(
         rustls::StreamOwned::new(tls, tcp),
@@ -558,4 +576,75 @@ fn with_tls_the_dashboard_serves_https_to_certificates_and_tokens() {
         audit.contains("cert-deployer") && audit.contains("approve"),
         "audited under the certificate's name: {audit}"
     );
+    silent_clients_hold_only_their_own_handshake_slots(http, &ca);
+}
+
+/// Handshakes one address may have under way (the scheduler's dashboard::https::PER_SOURCE).
+const HANDSHAKES_PER_SOURCE: usize = 32;
+
+/// 127.0.0.1 opens more connections than its handshake slots and never speaks: the ones past
+/// the cap are closed at once, the others stay open, and a visitor from 127.0.0.2 is still
+/// served.
+fn silent_clients_hold_only_their_own_handshake_slots(http: SocketAddr, ca: &std::path::Path) {
+    use std::io::Read as _;
+    let extra = 8;
+    let silent: Vec<std::net::TcpStream> = (0..HANDSHAKES_PER_SOURCE + extra)
+        .map(|_| std::net::TcpStream::connect(http).expect("connect"))
+        .collect();
+    // The server takes them all within moments (its handshake timeout is 10 s); each is then
+    // read without blocking: EOF or a reset is closed, WouldBlock is still held.
+    let closed_now = || {
+        silent
+            .iter()
+            .filter(|s| {
+                s.set_nonblocking(true).unwrap();
+                !matches!(
+                    (&mut &**s).read(&mut [0u8; 1]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                )
+            })
+            .count()
+    };
+    let mut closed = 0;
+    for _ in 0..30 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        closed = closed_now();
+        if closed >= extra {
+            break;
+        }
+    }
+    assert_eq!(
+        closed, extra,
+        "connections past the cap are closed, the rest held"
+    );
+    let from = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let tcp = connect_from(from, http);
+    let (status, body) = https_over(tcp, http, ca, None, "GET", "/login", &[], "");
+    assert_eq!(
+        status, 200,
+        "another address is served while 127.0.0.1 floods: {body}"
+    );
+    drop(silent);
+}
+
+/// A TCP connection to `to` from the local address `from` (any loopback address is ours).
+fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> std::net::TcpStream {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    let SocketAddr::V4(to) = to else {
+        panic!("the dashboard listens on IPv4 loopback: {to}")
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(from, 0)),
+    )
+    .expect("bind the source address");
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(to)).expect("connect");
+    std::net::TcpStream::from(fd)
 }
