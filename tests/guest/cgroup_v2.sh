@@ -38,29 +38,39 @@ run_tests() {
   fi
 }
 
-# lifecycle RUNTIME N: create, start, kill and delete /bin/true N times; ms per cycle (from
-# /proc/uptime, in centiseconds: busybox date has no nanoseconds).
-lifecycle() {
-  rt=$1; n=$2; i=0
-  t0=$(cut -d' ' -f1 /proc/uptime)
-  while [ $i -lt $n ]; do
-    $rt create --bundle /bundle lc-$i </dev/null >/dev/null 2>/tmp/lc.err || return 1
-    $rt start lc-$i 2>>/tmp/lc.err || return 1
-    $rt kill lc-$i KILL 2>/dev/null
-    $rt delete --force lc-$i 2>>/tmp/lc.err || return 1
-    i=$((i+1))
-  done
-  t1=$(cut -d' ' -f1 /proc/uptime)
-  awk "BEGIN { printf \"%d\", ($t1 - $t0) * 1000 / $n }"
+# cycle RUNTIME ID: create, start, kill and delete the /bin/true container of /bundle once.
+cycle() {
+  $1 create --bundle /bundle $2 </dev/null >/dev/null 2>>/tmp/lc.err || return 1
+  $1 start $2 2>>/tmp/lc.err || return 1
+  $1 kill $2 KILL 2>/dev/null
+  $1 delete --force $2 2>>/tmp/lc.err
 }
 
-lifecycle_row() {
-  label=$1; rt=$2
+# lifecycles BERTH_RUNTIME N: N cycles of berth-runtime and of crun, alternating so that the
+# host's load falls on both alike; ms per cycle of each from /proc/uptime (centiseconds:
+# busybox date has no nanoseconds).
+lifecycles() {
+  rt=$1; n=$2; i=0; tb=0; tc=0
   rm -f /tmp/lc.err
-  lifecycle "$rt" 1 >/dev/null  # warm the page cache
-  if ms=$(lifecycle "$rt" 10); then
-    ok "lifecycle of /bin/true under $label"; echo "# lifecycle $label ms_per_cycle=$ms" >&3
-  else
-    notok "lifecycle of /bin/true under $label"; sed 's/^/# /' /tmp/lc.err >&3; cat /tmp/lc.err
+  # Warm the page cache for both.
+  if ! cycle "$rt" lc-warm || ! cycle crun lc-warm; then
+    notok "lifecycle of /bin/true under berth-runtime and crun"; sed 's/^/# /' /tmp/lc.err >&3
+    cat /tmp/lc.err; return
   fi
+  while [ $i -lt $n ]; do
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    cycle "$rt" lc-$i || break
+    t1=$(cut -d' ' -f1 /proc/uptime)
+    cycle crun lc-$i || break
+    t2=$(cut -d' ' -f1 /proc/uptime)
+    tb=$(awk "BEGIN { print $tb + $t1 - $t0 }"); tc=$(awk "BEGIN { print $tc + $t2 - $t1 }")
+    i=$((i+1))
+  done
+  if [ $i -lt $n ]; then
+    notok "lifecycle of /bin/true under berth-runtime and crun (cycle $i)"
+    sed 's/^/# /' /tmp/lc.err >&3; cat /tmp/lc.err; return
+  fi
+  ok "lifecycle of /bin/true under berth-runtime and crun, $n cycles each"
+  echo "# lifecycle berth-runtime ms_per_cycle=$(awk "BEGIN { printf \"%d\", $tb * 1000 / $n }")" >&3
+  echo "# lifecycle crun ms_per_cycle=$(awk "BEGIN { printf \"%d\", $tc * 1000 / $n }")" >&3
 }

@@ -114,7 +114,7 @@ fn test_part(base: &Builder, tests: &[(String, PathBuf)], runtime: &Path) -> Bui
         ));
     }
     script.push_str(&format!(
-        "lifecycle_row berth-runtime {}\nlifecycle_row crun /usr/bin/crun\n\
+        "lifecycles {} 10\n\
          echo \"1..$N\" >&3\nexec 3>&-\necho {EXIT_MARKER}$FAILED\npoweroff -f\n",
         runtime.display()
     ));
