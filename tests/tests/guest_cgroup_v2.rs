@@ -5,6 +5,8 @@
 //! lifecycle is timed against crun; TAP comes back over the harness's results port.
 //!
 //! Root; needs qemu-system-x86, linux-image-amd64, busybox-static and crun (scripts/setup.sh).
+//! `BERTH_GUEST_TIMED_RUNTIME=target/release/berth-runtime` times that build against crun
+//! instead of the debug one.
 
 use std::fs;
 use std::io::Write as _;
@@ -17,6 +19,9 @@ use berth_vm::{Accel, BootSpec, Builder, initramfs::EXIT_MARKER};
 
 /// Where guest images are cached between runs (the packs that do not change per build).
 const CACHE: &str = "/var/cache/berth-tests/vm";
+/// A berth-runtime build to time against crun instead of the one the tests drive (the debug
+/// build), e.g. target/release/berth-runtime.
+const TIMED_RUNTIME_ENV: &str = "BERTH_GUEST_TIMED_RUNTIME";
 /// The guest's checks; /init is the harness's prelude, this, then the runs listed below.
 const SCRIPT: &str = include_str!("../guest/cgroup_v2.sh");
 
@@ -113,10 +118,18 @@ fn test_part(base: &Builder, tests: &[(String, PathBuf)], runtime: &Path) -> Bui
             filters.join(" ")
         ));
     }
+    let timed = match std::env::var_os(TIMED_RUNTIME_ENV) {
+        Some(path) => {
+            let guest = "/usr/local/bin/berth-runtime-timed";
+            b.binary_with_libs(guest, Path::new(&path))
+                .unwrap_or_else(|e| panic!("{TIMED_RUNTIME_ENV}: {e}"));
+            guest.to_string()
+        }
+        None => runtime.display().to_string(),
+    };
     script.push_str(&format!(
-        "lifecycles {} 10\n\
-         echo \"1..$N\" >&3\nexec 3>&-\necho {EXIT_MARKER}$FAILED\npoweroff -f\n",
-        runtime.display()
+        "lifecycles {timed} 10\n\
+         echo \"1..$N\" >&3\nexec 3>&-\necho {EXIT_MARKER}$FAILED\npoweroff -f\n"
     ));
     let mut config = serde_json::to_value(berth_runtime::spec::default_spec()).unwrap();
     config["process"]["terminal"] = serde_json::json!(false);
@@ -252,9 +265,10 @@ fn cgroup_v2_guest() {
     };
     let (berth, crun) = (per_cycle("berth-runtime"), per_cycle("crun"));
     assert!(berth > 0 && crun > 0, "{tap}");
+    let which = std::env::var(TIMED_RUNTIME_ENV).unwrap_or_else(|_| "the debug build".into());
     println!(
-        "lifecycle of /bin/true in the guest (debug berth-runtime): {berth} ms vs crun {crun} ms, \
-         ratio {:.2}",
+        "lifecycle of /bin/true in the guest (berth-runtime: {which}): {berth} ms vs crun \
+         {crun} ms, ratio {:.2}",
         f64::from(berth) / f64::from(crun)
     );
 }
