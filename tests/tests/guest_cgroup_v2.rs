@@ -39,23 +39,19 @@ const RUNS: &[(&str, &[&str])] = &[
 ];
 
 /// The runtime's test executables by target name, and the berth-runtime binary they drive,
-/// built (if needed) by cargo.
+/// built (if needed) by cargo. `--workspace`, not `-p berth-runtime`: the workspace's feature
+/// set, so after `cargo nextest run --workspace` (scripts/test.sh) nothing rebuilds, and no
+/// binary other tests are running is replaced under them.
 fn runtime_test_binaries() -> (Vec<(String, PathBuf)>, PathBuf) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
-        .args([
-            "test",
-            "-p",
-            "berth-runtime",
-            "--no-run",
-            "--message-format=json",
-        ])
+        .args(["test", "--workspace", "--no-run", "--message-format=json"])
         .current_dir(workspace_root())
         .output()
         .expect("run cargo test --no-run");
     assert!(
         out.status.success(),
-        "cargo test -p berth-runtime --no-run failed: {}",
+        "cargo test --workspace --no-run failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let mut tests = Vec::new();
@@ -67,6 +63,12 @@ fn runtime_test_binaries() -> (Vec<(String, PathBuf)>, PathBuf) {
         let Some(exe) = msg["executable"].as_str() else {
             continue;
         };
+        let runtime_package = msg["manifest_path"]
+            .as_str()
+            .is_some_and(|m| Path::new(m) == workspace_root().join("runtime/Cargo.toml"));
+        if !runtime_package {
+            continue;
+        }
         let name = msg["target"]["name"]
             .as_str()
             .unwrap_or_default()
