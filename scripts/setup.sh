@@ -12,6 +12,9 @@ source "$(dirname "$0")/as-root.sh" "$0" "$@"
 # tests/src/pyvenv.rs), buildah, which drives berth-runtime in tests/tests/buildah.rs, and
 # conntrack, with which the agent flushes the UDP flows of service endpoints that left, and
 # etcd-client (etcdctl), with which tests/tests/configs_secrets.rs greps the raw etcd store.
+# libelf-dev, zlib1g-dev and pkg-config build libbpf (libcgroups' eBPF device program on
+# cgroup v2); qemu-system-x86, linux-image-amd64, busybox-static and crun make the cgroup v2
+# guest of tests/tests/guest_cgroup_v2.rs.
 PACKAGES=(
   busybox-static umoci skopeo docker-registry zstd protobuf-compiler libprotobuf-dev
   crun runc hyperfine jq iproute2 debootstrap apache2-utils podman conmon curl nftables util-linux
@@ -19,6 +22,7 @@ PACKAGES=(
   python3 python3-venv time libc6-dev buildah conntrack chromium chromium-driver
   python3 python3-venv time libc6-dev buildah conntrack
   prometheus libnss3-tools
+  libelf-dev zlib1g-dev pkg-config
 )
 
 missing=()

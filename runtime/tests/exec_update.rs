@@ -124,11 +124,10 @@ fn exec_bad_input_is_one_clear_error() {
 #[test]
 fn update_changes_limits_and_a_rejected_value_changes_nothing() {
     let c = running("update");
-    let limit = c.cgroup_dir("memory").join("memory.limit_in_bytes");
+    let memory = || c.cgroup_read(("memory", "memory.limit_in_bytes"), "memory.max");
     c.ok(["update", "--memory", "64m", "--pids-limit", "50", &c.id]);
-    assert_eq!(fs::read_to_string(&limit).unwrap().trim(), "67108864");
-    let pids_max = c.cgroup_dir("pids").join("pids.max");
-    assert_eq!(fs::read_to_string(&pids_max).unwrap().trim(), "50");
+    assert_eq!(memory(), "67108864");
+    assert_eq!(c.cgroup_read(("pids", "pids.max"), "pids.max"), "50");
 
     let res = c.bundle().join("res.json");
     fs::write(
@@ -142,19 +141,24 @@ fn update_changes_limits_and_a_rejected_value_changes_nothing() {
         res.as_os_str(),
         c.id.as_ref(),
     ]);
-    let quota = c.cgroup_dir("cpu").join("cpu.cfs_quota_us");
-    assert_eq!(fs::read_to_string(&quota).unwrap().trim(), "50000");
+    if common::is_v2() {
+        assert_eq!(c.cgroup_read(("", ""), "cpu.max"), "50000 100000");
+    } else {
+        assert_eq!(c.cgroup_read(("cpu", "cpu.cfs_quota_us"), ""), "50000");
+    }
 
     // Within one controller, so the order is fixed (controllers are applied in HashMap
-    // order): the memory limit is written first and accepted, then the kernel refuses a
-    // memory+swap limit below it. The memory limit must go back.
-    let memsw = c.cgroup_dir("memory").join("memory.memsw.limit_in_bytes");
-    let memsw_before = fs::read_to_string(&memsw).unwrap();
+    // order): the memory limit is written first and accepted, then a memory+swap limit
+    // below it is refused (by the kernel on v1, by libcgroups on v2). The memory limit must
+    // go back.
+    let swap = || c.cgroup_read(("memory", "memory.memsw.limit_in_bytes"), "memory.swap.max");
+    let swap_before = swap();
     let err = c.err(["update", "--memory", "32m", "--memory-swap", "16m", &c.id]);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("memsw"), "the refusal names the file: {err}");
-    assert_eq!(fs::read_to_string(&limit).unwrap().trim(), "67108864");
-    assert_eq!(fs::read_to_string(&memsw).unwrap(), memsw_before);
+    let named = if common::is_v2() { "swap" } else { "memsw" };
+    assert!(err.contains(named), "the refusal names {named}: {err}");
+    assert_eq!(memory(), "67108864");
+    assert_eq!(swap(), swap_before);
 }
 
 #[test]

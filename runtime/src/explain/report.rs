@@ -82,9 +82,13 @@ fn namespaces(out: &mut String, namespaces: &[Namespace]) {
 
 /// How much of the machine it may use.
 fn cgroup(out: &mut String, cg: &Cgroup) {
+    let version = match cg.version.as_str() {
+        "v2" => "v2, the one unified cgroup2 hierarchy",
+        "hybrid" => "hybrid, v1 controllers beside a cgroup2 hierarchy",
+        other => other,
+    };
     out.push_str(&format!(
-        "\nCgroups ({}): how much of the machine it may use\n",
-        cg.version
+        "\nCgroups ({version}): how much of the machine it may use\n"
     ));
     let mut shown = std::collections::BTreeSet::new();
     for p in &cg.paths {

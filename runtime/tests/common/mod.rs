@@ -174,11 +174,42 @@ impl TestContainer {
         });
     }
 
-    /// The container's cgroup directory in the v1 hierarchy `controller`.
+    /// The container's cgroup directory in the v1 hierarchy `controller`, or its one
+    /// directory on a cgroup v2 host (where every controller shares it).
     pub(crate) fn cgroup_dir(&self, controller: &str) -> PathBuf {
-        Path::new("/sys/fs/cgroup")
-            .join(controller)
-            .join(self.cgroup.trim_start_matches('/'))
+        let root = Path::new("/sys/fs/cgroup");
+        let rel = self.cgroup.trim_start_matches('/');
+        if is_v2() {
+            root.join(rel)
+        } else {
+            root.join(controller).join(rel)
+        }
+    }
+
+    /// The trimmed contents of a cgroup file: `v1` (controller, file) on a v1 host, `v2` (a
+    /// file of the unified directory) on a v2 host.
+    pub(crate) fn cgroup_read(&self, v1: (&str, &str), v2: &str) -> String {
+        let file = if is_v2() {
+            self.cgroup_dir("").join(v2)
+        } else {
+            self.cgroup_dir(v1.0).join(v1.1)
+        };
+        fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()))
+            .trim()
+            .to_string()
+    }
+
+    /// Where the container's cgroup would be in every hierarchy of this host.
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let root = Path::new("/sys/fs/cgroup");
+        let rel = self.cgroup.trim_start_matches('/');
+        if is_v2() {
+            return vec![root.join(rel)];
+        }
+        fs::read_dir(root)
+            .map(|d| d.flatten().map(|e| e.path().join(rel)).collect())
+            .unwrap_or_default()
     }
 
     /// Every trace of the container the host could still hold.
@@ -190,8 +221,7 @@ impl TestContainer {
                 self.state_root().join(&self.id).display()
             ));
         }
-        for entry in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-            let dir = entry.path().join(self.cgroup.trim_start_matches('/'));
+        for dir in self.cgroup_dirs() {
             if dir.exists() {
                 left.push(format!("cgroup {}", dir.display()));
             }
@@ -222,12 +252,25 @@ impl Drop for TestContainer {
     fn drop(&mut self) {
         let _ = self.cmd(["delete", "--force", &self.id]).output();
         // In case the runtime itself failed half-way: never leave a cgroup behind.
-        if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
-            for entry in entries.flatten() {
-                let _ = fs::remove_dir(entry.path().join(self.cgroup.trim_start_matches('/')));
-            }
+        for dir in self.cgroup_dirs() {
+            let _ = fs::remove_dir(dir);
         }
     }
+}
+
+/// Whether this host runs the unified cgroup v2 hierarchy at /sys/fs/cgroup (the guest of
+/// tests/tests/guest_cgroup_v2.rs does; this project's own VM is v1 hybrid).
+pub(crate) fn is_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// Fails loudly unless on cgroup v2: the tests marked `#[ignore]` for v2 run in the guest.
+pub(crate) fn require_v2() {
+    assert!(
+        is_v2(),
+        "this test needs the unified cgroup v2 hierarchy: it runs in the guest of \
+         tests/tests/guest_cgroup_v2.rs (cargo nextest run -p berth-tests --test guest_cgroup_v2)"
+    );
 }
 
 /// Polls `cond` until it holds; panics naming `what` after 20 s. No fixed sleeps.
