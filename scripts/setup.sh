@@ -20,7 +20,6 @@ PACKAGES=(
   crun runc hyperfine jq iproute2 debootstrap apache2-utils podman conmon curl nftables util-linux
   qemu-system-x86 linux-image-amd64 cpio etcd-server etcd-client openssl procps
   python3 python3-venv time libc6-dev buildah conntrack chromium chromium-driver
-  python3 python3-venv time libc6-dev buildah conntrack
   prometheus libnss3-tools
   libelf-dev zlib1g-dev pkg-config
 )
