@@ -15,6 +15,7 @@ pub mod fake_node;
 pub mod fake_scheduler;
 pub mod layout;
 mod local;
+pub mod podman_matrix;
 pub mod pyvenv;
 mod registry;
 pub mod services;
