@@ -11,11 +11,13 @@ source "$(dirname "$0")/as-root.sh" "$0" "$@"
 # Python gRPC client test (its packages come from PyPI into a cached venv, see
 # tests/src/pyvenv.rs), buildah, which drives berth-runtime in tests/tests/buildah.rs, and
 # conntrack, with which the agent flushes the UDP flows of service endpoints that left, and
-# etcd-client (etcdctl), with which tests/tests/configs_secrets.rs greps the raw etcd store.
+# etcd-client (etcdctl), with which tests/tests/configs_secrets.rs greps the raw etcd store;
+# e2fsprogs (mkfs.ext4 -d) and kmod (modprobe, depmod) make the systemd guest's disk images
+# (tests/src/systemd_guest.rs).
 PACKAGES=(
   busybox-static umoci skopeo docker-registry zstd protobuf-compiler libprotobuf-dev
   crun runc hyperfine jq iproute2 debootstrap apache2-utils podman conmon curl nftables util-linux
-  qemu-system-x86 linux-image-amd64 cpio etcd-server etcd-client openssl procps
+  qemu-system-x86 linux-image-amd64 cpio etcd-server etcd-client openssl procps e2fsprogs kmod
   python3 python3-venv time libc6-dev buildah conntrack chromium chromium-driver
   python3 python3-venv time libc6-dev buildah conntrack
   prometheus
