@@ -21,14 +21,7 @@ bench_need buildah runc debootstrap
 
 bench_debian_base
 
-WORK=$(mktemp -d "${TMPDIR_BENCH:-/var/tmp}/berth-build-run-bench.XXXXXX")
-B="buildah --root $WORK/buildah/root --runroot $WORK/buildah/run --storage-driver overlay"
-cleanup() {
-    $B rm --all >/dev/null 2>&1 || true
-    $B rmi --all --force >/dev/null 2>&1 || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_buildah_work build-run
 
 CTX="$WORK/context"
 mkdir -p "$CTX"

@@ -27,14 +27,7 @@ fi
 BERTH=$(realpath "${1:-$TOP/target/release/berth}")
 [ -x "$BERTH" ] || { echo "$BERTH missing" >&2; exit 1; }
 
-WORK=$(mktemp -d "${TMPDIR_BENCH:-/var/tmp}/berth-build-shop-bench.XXXXXX")
-B="buildah --root $WORK/buildah/root --runroot $WORK/buildah/run --storage-driver overlay"
-cleanup() {
-    $B rm --all >/dev/null 2>&1 || true
-    $B rmi --all --force >/dev/null 2>&1 || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_buildah_work build-shop
 
 echo "bench: the debian:bookworm tree (scripts/debian-base.sh, cached after its first run)" >&2
 BASE_DIR=$(BERTH="$BERTH" bash "$TOP/scripts/debian-base.sh" --rootfs-only | tail -1)

@@ -15,6 +15,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 BIN=${BERTH_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}
 export BENCH_OUT=${BENCH_OUT:-$ROOT/target/bench/events.json}
+. "$HERE/lib.sh"
 for b in berth berth-scheduler; do
     [ -x "$BIN/$b" ] || { echo "$BIN/$b missing: cargo build -p berth-scheduler -p berth-cli" >&2; exit 1; }
 done
@@ -27,7 +28,7 @@ cleanup() {
     rm -rf "$W"
 }
 trap cleanup EXIT
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(bench_free_port)
 ADDR=127.0.0.1:$PORT
 "$BIN/berth-scheduler" --listen "$ADDR" --data-dir "$W" >"$W/scheduler.log" 2>&1 &
 SCHED_PID=$!

@@ -95,3 +95,77 @@ timed() {
 
 # median: the median of the numbers on stdin, one a line.
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# bench_free_port: a free loopback TCP port, as the kernel picks one (bound again soon after).
+bench_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# bench_binaries PROFILE: builds the five binaries a cluster needs (release or debug) and sets
+# BERTH to the CLI of that profile.
+bench_binaries() {
+    local flag='' dir=debug
+    case $1 in
+        release) flag=--release; dir=release ;;
+        debug) ;;
+        *) echo "PROFILE=$1: expected release or debug" >&2; exit 1 ;;
+    esac
+    echo "building ($1)..." >&2
+    (cd "$ROOT" && cargo build $flag --quiet -p berth-cli -p berth-agent -p berth-shim \
+        -p berth-runtime -p berth-scheduler)
+    BERTH=${CARGO_TARGET_DIR:-$ROOT/target}/$dir/berth
+}
+
+# bench_buildah_work NAME: WORK, a fresh directory under ${TMPDIR_BENCH:-/var/tmp}, and B, buildah
+# over a storage of its own inside it (overlay driver); both are removed at exit.
+bench_buildah_work() {
+    WORK=$(mktemp -d "${TMPDIR_BENCH:-/var/tmp}/berth-$1-bench.XXXXXX")
+    B="buildah --root $WORK/buildah/root --runroot $WORK/buildah/run --storage-driver overlay"
+    trap bench_buildah_cleanup EXIT
+}
+bench_buildah_cleanup() {
+    $B rm --all >/dev/null 2>&1 || true
+    $B rmi --all --force >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+
+# bench_up NAME [ARG...]: a one-node `berth up` cluster of the bench's own (needs BERTH and ROOT):
+# W on tmpfs holds its data dir (BERTH_DATA_DIR) and a busybox:latest image; its containers live
+# in a network namespace of its own; the scheduler listens on a free loopback port
+# (BERTH_SCHEDULER). ARGs go to `berth up`. Returns once the node is ready; sets W, NETNS and
+# UP_PID; everything is stopped and removed at exit.
+bench_up() {
+    local name=$1 port
+    shift
+    W=$(mktemp -d "/dev/shm/berth-bench-$name.XXXXXX")
+    export BERTH_DATA_DIR=$W/data
+    NETNS=berth-bench-$name-$$
+    UP_PID=
+    trap bench_up_cleanup EXIT
+    bash "$ROOT/scripts/busybox-rootfs.sh" "$W/base" >/dev/null
+    "$BERTH" image build --from-dir "$W/base" --tag busybox:latest \
+        --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd /bin/sh >/dev/null
+    port=$(bench_free_port)
+    export BERTH_SCHEDULER=http://127.0.0.1:$port
+    ip netns add "$NETNS"
+    ip -n "$NETNS" link set lo up
+    "$BERTH" up --listen "127.0.0.1:$port" --node-name "bench-$name" \
+        --agent-arg=--net-namespace=/run/netns/$NETNS "$@" >"$W/up.log" 2>&1 &
+    UP_PID=$!
+    for _ in $(seq 600); do
+        "$BERTH" nodes -o json 2>/dev/null | jq -e 'any(.[]; .ready)' >/dev/null && return 0
+        kill -0 "$UP_PID" 2>/dev/null || { cat "$W/up.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    echo "bench: the node did not become ready in 60 s" >&2
+    cat "$W/up.log" >&2
+    exit 1
+}
+bench_up_cleanup() {
+    if [ -n "$UP_PID" ] && kill -0 "$UP_PID" 2>/dev/null; then
+        kill -INT "$UP_PID"
+        wait "$UP_PID" || true
+    fi
+    ip netns delete "$NETNS" 2>/dev/null || true
+    rm -rf "$W"
+}

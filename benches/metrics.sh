@@ -22,53 +22,11 @@ BENCH_OUT=${BENCH_OUT:-$ROOT/target/bench/metrics.json}
 bench_need cargo curl jq ip python3
 [ -x /bin/busybox ] || { echo "/bin/busybox missing: run scripts/setup.sh" >&2; exit 1; }
 
-case $PROFILE in
-    release) FLAG=--release; DIR=release ;;
-    debug) FLAG=; DIR=debug ;;
-    *) echo "PROFILE=$PROFILE: expected release or debug" >&2; exit 1 ;;
-esac
-echo "building ($PROFILE)..." >&2
-(cd "$ROOT" && cargo build $FLAG --quiet -p berth-cli -p berth-agent -p berth-shim \
-    -p berth-runtime -p berth-scheduler)
-BERTH=${CARGO_TARGET_DIR:-$ROOT/target}/$DIR/berth
-
-W=$(mktemp -d /dev/shm/berth-bench-metrics.XXXXXX)
-export BERTH_DATA_DIR=$W/data
-NETNS=berth-bench-metrics-$$
-UP_PID=
-cleanup() {
-    if [ -n "$UP_PID" ] && kill -0 "$UP_PID" 2>/dev/null; then
-        kill -INT "$UP_PID"
-        wait "$UP_PID" || true
-    fi
-    ip netns delete "$NETNS" 2>/dev/null || true
-    rm -rf "$W"
-}
-trap cleanup EXIT
-
-bash "$ROOT/scripts/busybox-rootfs.sh" "$W/base" >/dev/null
-"$BERTH" image build --from-dir "$W/base" --tag busybox:latest \
-    --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd /bin/sh >/dev/null
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-PORT=$(free_port)
-SCHED_METRICS=127.0.0.1:$(free_port)
-AGENT_METRICS=127.0.0.1:$(free_port)
-export BERTH_SCHEDULER=http://127.0.0.1:$PORT
-ip netns add "$NETNS"
-ip -n "$NETNS" link set lo up
-"$BERTH" up --listen "127.0.0.1:$PORT" --node-name bench-metrics \
-    --metrics-listen "$SCHED_METRICS" --agent-metrics-listen "$AGENT_METRICS" \
-    --agent-arg=--net-namespace=/run/netns/$NETNS --agent-arg=--stop-grace=1 \
-    --stop-timeout 5m >"$W/up.log" 2>&1 &
-UP_PID=$!
-for _ in $(seq 600); do
-    "$BERTH" nodes -o json 2>/dev/null | jq -e 'any(.[]; .ready)' >/dev/null && break
-    kill -0 "$UP_PID" 2>/dev/null || { cat "$W/up.log" >&2; exit 1; }
-    sleep 0.1
-done
+bench_binaries "$PROFILE"
+SCHED_METRICS=127.0.0.1:$(bench_free_port)
+AGENT_METRICS=127.0.0.1:$(bench_free_port)
+bench_up metrics --metrics-listen "$SCHED_METRICS" --agent-metrics-listen "$AGENT_METRICS" \
+    --agent-arg=--stop-grace=1 --stop-timeout 5m
 
 cat >"$W/sleepers.toml" <<EOF
 name = "sleepers"

@@ -21,48 +21,16 @@ BENCH_OUT=${BENCH_OUT:-$ROOT/target/bench/promote.json}
 bench_need cargo jq ip python3
 [ -x /bin/busybox ] || { echo "/bin/busybox missing: run scripts/setup.sh" >&2; exit 1; }
 
-echo "building (release)..." >&2
-(cd "$ROOT" && cargo build --release --quiet -p berth-cli -p berth-agent -p berth-shim \
-    -p berth-runtime -p berth-scheduler)
-BERTH=$ROOT/target/release/berth
+bench_binaries release
+bench_up promote --metrics-listen 127.0.0.1:0 --agent-metrics-listen 127.0.0.1:0
 
-W=$(mktemp -d /dev/shm/berth-bench-promote.XXXXXX)
-export BERTH_DATA_DIR=$W/data
-NETNS=berth-bench-promote-$$
-UP_PID=
-cleanup() {
-    if [ -n "$UP_PID" ] && kill -0 "$UP_PID" 2>/dev/null; then
-        kill -INT "$UP_PID"
-        wait "$UP_PID" || true
-    fi
-    ip netns delete "$NETNS" 2>/dev/null || true
-    rm -rf "$W"
-}
-trap cleanup EXIT
-
-# The image: busybox + the sample hello service, as scripts/demo.sh builds it.
-bash "$ROOT/scripts/busybox-rootfs.sh" "$W/base" >/dev/null
-"$BERTH" image build --from-dir "$W/base" --tag busybox:latest \
-    --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd /bin/sh >/dev/null
+# The sample hello service on busybox, as scripts/demo.sh builds it.
 mkdir -p "$W/hello/srv/www" "$W/hello/usr/local/bin"
 cp "$ROOT/examples/hello/index.html" "$W/hello/srv/www/"
 install -m 0755 "$ROOT/examples/hello/hello-service" "$W/hello/usr/local/bin/"
 "$BERTH" image build --from-dir "$W/hello" --base busybox:latest --tag hello:v1 \
     --env PORT=8080 --workdir /srv/www --cmd /usr/local/bin/hello-service >/dev/null
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export BERTH_SCHEDULER=http://127.0.0.1:$PORT
-ip netns add "$NETNS"
-ip -n "$NETNS" link set lo up
-"$BERTH" up --listen "127.0.0.1:$PORT" --node-name bench-promote \
-    --metrics-listen 127.0.0.1:0 --agent-metrics-listen 127.0.0.1:0 \
-    --agent-arg=--net-namespace=/run/netns/$NETNS >"$W/up.log" 2>&1 &
-UP_PID=$!
-for _ in $(seq 600); do
-    "$BERTH" nodes -o json 2>/dev/null | jq -e 'any(.[]; .ready)' >/dev/null && break
-    kill -0 "$UP_PID" 2>/dev/null || { cat "$W/up.log" >&2; exit 1; }
-    sleep 0.1
-done
 "$BERTH" env create bench-staging --approval auto >/dev/null
 "$BERTH" env create bench-production --approval auto >/dev/null
 
@@ -93,7 +61,7 @@ for round in $(seq 0 "$ROUNDS"); do
 done
 load_after=$(cut -d' ' -f1 /proc/loadavg)
 
-median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
+median=$(printf '%s\n' "${times[@]}" | median)
 min=$(printf '%s\n' "${times[@]}" | sort -n | head -1)
 max=$(printf '%s\n' "${times[@]}" | sort -n | tail -1)
 echo

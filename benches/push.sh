@@ -15,9 +15,8 @@ RUNS=${RUNS:-7}
 SIZE_MB=${SIZE_MB:-64}
 BERTH=${BERTH:-$TOP/target/release/berth}
 BENCH_OUT=${BENCH_OUT:-$TOP/target/bench/push.json}
-for tool in docker-registry skopeo jq curl python3; do
-    command -v "$tool" >/dev/null || { echo "$tool missing: run scripts/setup.sh" >&2; exit 1; }
-done
+. "$TOP/benches/lib.sh"
+bench_need docker-registry skopeo jq curl python3
 if [ ! -x "$BERTH" ]; then
     echo "building berth (release)..." >&2
     (cd "$TOP" && cargo build --release --quiet -p berth-cli)
@@ -36,7 +35,7 @@ trap 'stop_registry; rm -rf "$W"' EXIT
 # start_registry: a registry with empty storage on a free loopback port; sets REG (host:port).
 start_registry() {
     local port i
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$(bench_free_port)
     REG=127.0.0.1:$port
     rm -rf "$W/reg" && mkdir -p "$W/reg"
     printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: "%s"\nhttp:\n  addr: "%s"\n' \

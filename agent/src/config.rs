@@ -42,10 +42,6 @@ pub struct Config {
     // Where GET /metrics is served (`--metrics-listen`; port 0: any free port, written to
     // DATA/agent/metrics-endpoint); None: not served.
     pub metrics_listen: Option<std::net::SocketAddr>,
-}
-
-/// The per-node parent cgroup (relative to each hierarchy's root), so that several agents
-/// on one host keep their containers apart.
-pub(crate) fn node_cgroup(node_name: &str) -> PathBuf {
-    PathBuf::from("/berth-agent").join(node_name)
+    /// How containers get their cgroups (`--cgroup-driver`); the shim config carries the same.
+    pub cgroup_driver: crate::cgroup::CgroupDriver,
 }

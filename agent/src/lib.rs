@@ -2,6 +2,7 @@
 //! to the node's network and reports capacity and status over the berth.v1 protocol.
 
 pub mod capacity;
+pub mod cgroup;
 pub(crate) mod config;
 pub mod containers;
 pub(crate) mod dial;

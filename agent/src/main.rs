@@ -82,6 +82,11 @@ struct Args {
     /// free port, written to DATA/agent/metrics-endpoint).
     #[arg(long, default_value = "127.0.0.1:9701")]
     metrics_listen: std::net::SocketAddr,
+    /// How containers get cgroups: systemd (a scope per container in the node's slice,
+    /// through systemd; needs systemd as PID 1 on cgroup v2), cgroupfs (directories the
+    /// runtime writes), or auto (systemd where the host can, else cgroupfs).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "systemd", "cgroupfs"])]
+    cgroup_driver: String,
     #[command(flatten)]
     tls: berth_proto::tls::TlsFlags,
 }
@@ -109,6 +114,10 @@ fn main() -> anyhow::Result<()> {
     let mut shim = ShimConfig::beside_current_exe()?;
     shim.log_max_bytes = args.log_max_bytes;
     shim.log_files = args.log_files;
+    let cgroup_driver = berth_agent::cgroup::CgroupDriver::choose(&args.cgroup_driver)
+        .map_err(anyhow::Error::msg)
+        .context("--cgroup-driver")?;
+    shim.systemd_cgroup = cgroup_driver == berth_agent::cgroup::CgroupDriver::Systemd;
     // Checked before anything starts: a node runs under its own certificate or none.
     let tls = berth_agent::tls::load(&args.tls, &args.node_name).context("TLS")?;
     berth_agent::tls::check_scheduler(&args.scheduler, tls.is_some())
@@ -144,6 +153,7 @@ fn main() -> anyhow::Result<()> {
         dns_upstream,
         allow_bind,
         metrics_listen: Some(args.metrics_listen),
+        cgroup_driver,
     };
     berth_agent::containers::valid_id(&config.node_name).context("invalid --node-name")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -91,7 +91,7 @@ pub async fn run(
         {
             tracing::warn!(node = %node, "removing the service load balancer: {e}");
         }
-        remove_node_cgroups(&node);
+        crate::cgroup::remove_node_cgroups(containers.config().cgroup_driver, &node);
     }
     served.map_err(|e| AgentError::Container {
         id: String::new(),
@@ -126,25 +126,4 @@ async fn serve_metrics(
             tracing::warn!("serving metrics: {e}");
         }
     })))
-}
-
-/// Removes the node's parent cgroups when nothing runs under them any more (rmdir only
-/// removes empty ones), so that a stopped agent leaves no directories behind.
-fn remove_node_cgroups(node: &str) {
-    let root = std::path::Path::new("/sys/fs/cgroup");
-    let mut hierarchies = vec![root.to_path_buf()];
-    if let Ok(entries) = std::fs::read_dir(root) {
-        hierarchies.extend(entries.flatten().map(|e| e.path()));
-    }
-    for h in hierarchies {
-        let parent = h.join(
-            crate::config::node_cgroup(node)
-                .strip_prefix("/")
-                .unwrap_or(std::path::Path::new("")),
-        );
-        if std::fs::remove_dir(&parent).is_ok() {
-            // The shared /berth-agent too, once the last node on this host is gone.
-            let _ = parent.parent().map(std::fs::remove_dir);
-        }
-    }
 }

@@ -49,6 +49,7 @@ fn shim_config(log_max_bytes: u64, log_files: u32) -> ShimConfig {
         log_max_bytes,
         log_files,
         exit_command: Vec::new(),
+        systemd_cgroup: false,
     }
 }
 

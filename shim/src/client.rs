@@ -92,6 +92,8 @@ pub struct ShimConfig {
     /// What the shim runs once the container is deleted (program and arguments; empty:
     /// nothing), as conmon's `--exit-command`.
     pub exit_command: Vec<OsString>,
+    /// Containers get systemd scopes (the shim calls the runtime with `--systemd-cgroup`).
+    pub systemd_cgroup: bool,
 }
 
 impl ShimConfig {
@@ -150,6 +152,7 @@ impl ShimConfig {
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             log_files: DEFAULT_LOG_FILES,
             exit_command: Vec::new(),
+            systemd_cgroup: false,
         })
     }
 }
@@ -230,6 +233,9 @@ fn spawn(cfg: &ShimConfig, paths: &ShimPaths) -> Result<tokio::process::Child, S
         .arg(cfg.log_max_bytes.to_string())
         .arg("--log-files")
         .arg(cfg.log_files.to_string());
+    if cfg.systemd_cgroup {
+        cmd.args(["--cgroup-driver", "systemd"]);
+    }
     if let Some((program, rest)) = cfg.exit_command.split_first() {
         cmd.arg("--exit-command").arg(program);
         for arg in rest {

@@ -11,7 +11,8 @@
 //! - [`client`]: what callers use: [`start`], [`wait_exit`], [`stop`], [`read_state`].
 //! - [`paths`]: the files the shim and its callers share in the container's directory.
 //!
-//! The crate depends on the runtime only (its host layer, `berth_runtime::sys`), never on the
+//! The crate depends on the runtime only (its host layer, `berth_runtime::sys`, and the
+//! systemd unit naming of `berth_runtime::cgroup_driver`), never on the
 //! agent or the CLI.
 
 pub mod client;

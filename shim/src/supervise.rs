@@ -62,6 +62,9 @@ pub struct Args {
     pub log_files: u32,
     /// Run once the container is deleted: the program and its arguments (empty: none).
     pub exit_command: Vec<OsString>,
+    /// `--cgroup-driver systemd`: the runtime is called with `--systemd-cgroup`, as conmon
+    /// passes podman's choice on (default cgroupfs).
+    pub systemd_cgroup: bool,
 }
 
 impl Args {
@@ -76,6 +79,7 @@ impl Args {
         let mut log_files = None;
         let mut exit_command = Vec::new();
         let mut exit_args = Vec::new();
+        let mut systemd_cgroup = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let bytes = arg.as_bytes();
@@ -108,6 +112,18 @@ impl Args {
                 }
                 "--exit-command" => exit_command = vec![value],
                 "--exit-command-arg" => exit_args.push(value),
+                "--cgroup-driver" => {
+                    systemd_cgroup = match value.to_str() {
+                        Some("systemd") => true,
+                        Some("cgroupfs") => false,
+                        _ => {
+                            return Err(format!(
+                                "--cgroup-driver: expected systemd or cgroupfs, got {}",
+                                value.to_string_lossy()
+                            ));
+                        }
+                    }
+                }
                 other => return Err(format!("unknown argument {other}")),
             }
         }
@@ -125,6 +141,7 @@ impl Args {
             log_max_bytes: log_max_bytes.ok_or_else(|| missing("--log-max-bytes"))?,
             log_files: log_files.ok_or_else(|| missing("--log-files"))?,
             exit_command,
+            systemd_cgroup,
         })
     }
 
@@ -369,6 +386,9 @@ fn runtime_command(args: &Args, paths: &ShimPaths) -> Command {
         .arg("--log")
         .arg(paths.runtime_log())
         .args(["--log-format", "json"]);
+    if args.systemd_cgroup {
+        cmd.arg("--systemd-cgroup");
+    }
     cmd
 }
 
@@ -427,7 +447,7 @@ fn supervise(
             status = reap_all(Some(pid));
             if status.is_some() {
                 // Before delete removes the cgroup with its counters.
-                oom = oom_killed(&args.bundle, &args.id);
+                oom = oom_killed(&args.bundle, &args.id, args.systemd_cgroup);
                 deadline = Some(Instant::now() + DRAIN_DEADLINE);
             }
         } else {
@@ -456,7 +476,10 @@ fn supervise(
                 Err(e) => {
                     eprintln!("berth-shim {}: poll: {e}", args.id);
                     // Nothing to wait on: fall back to blocking on init.
-                    return (wait_blocking(pid), oom_killed(&args.bundle, &args.id));
+                    return (
+                        wait_blocking(pid),
+                        oom_killed(&args.bundle, &args.id, args.systemd_cgroup),
+                    );
                 }
             }
             let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
@@ -529,21 +552,26 @@ fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<
 
 /// Whether the OOM killer acted in the container's memory cgroup (`linux.cgroupsPath` of the
 /// bundle's config.json), on cgroup v1 or cgroup2 ([`berth_runtime::sys::oom::oom_kills`]).
-pub fn oom_killed(bundle: &Path, id: &str) -> bool {
-    cgroup_path(bundle, id)
+pub fn oom_killed(bundle: &Path, id: &str, systemd_cgroup: bool) -> bool {
+    cgroup_path(bundle, id, systemd_cgroup)
         .is_some_and(|cgroup| berth_runtime::sys::oom::oom_kills(Path::new(&cgroup)) > 0)
 }
 
 /// The container's cgroup path from the root of a hierarchy, as the runtime places it: the
+/// systemd unit's directory for a `slice:prefix:name` path (with `--systemd-cgroup`), the
 /// absolute `cgroupsPath`, a relative one under the runtime's (the shim's) own cgroup, or
 /// `/berth-ID` without one.
-fn cgroup_path(bundle: &Path, id: &str) -> Option<String> {
+fn cgroup_path(bundle: &Path, id: &str, systemd_cgroup: bool) -> Option<String> {
     let config = fs::read(bundle.join("config.json")).ok()?;
     let config: serde_json::Value = serde_json::from_slice(&config).ok()?;
     let path = config
         .pointer("/linux/cgroupsPath")
         .and_then(|p| p.as_str())
         .unwrap_or("");
+    if systemd_cgroup {
+        let unit = berth_runtime::cgroup_driver::SystemdUnit::from_cgroups_path(path, id).ok()?;
+        return Some(unit.cgroup_path().ok()?.to_string_lossy().into_owned());
+    }
     if path.is_empty() {
         return Some(format!("/berth-{id}"));
     }

@@ -1,6 +1,7 @@
 //! How berth is called from outside: the CLI's global flags before or after the subcommand,
 //! the agent's `--scheduler` as a bare HOST:PORT (and a malformed one refused at start), and
-//! token lifetimes under a second refused by the CLI and by the scheduler.
+//! token lifetimes under a second refused by the CLI and by the scheduler, and a cgroup driver
+//! the host cannot use refused by the agent.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -90,9 +91,19 @@ fn an_agent_given_host_port_registers_and_global_flags_go_anywhere() {
 /// Runs `berth-agent --scheduler ADDR` and returns its exit status and stderr, failing if it
 /// is still running after `within` (it would be retrying for ever).
 fn agent_with_scheduler(addr: &str, within: Duration) -> (std::process::ExitStatus, String) {
+    agent_with_args(addr, &[], within)
+}
+
+/// As [`agent_with_scheduler`], with `extra` flags.
+fn agent_with_args(
+    addr: &str,
+    extra: &[&str],
+    within: Duration,
+) -> (std::process::ExitStatus, String) {
     let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(binary("berth-agent"))
         .args(["--scheduler", addr, "--node-name", "bad-address"])
+        .args(extra)
         .args(["--listen", "127.0.0.1:0"])
         .args(["--metrics-listen", "127.0.0.1:0"])
         .arg("--data-dir")
@@ -136,6 +147,28 @@ fn the_agent_refuses_a_malformed_scheduler_address_at_start() {
     }
     let (_, stderr) = agent_with_scheduler("127.0.0.1:notaport", WAIT);
     assert!(stderr.contains("\"127.0.0.1:notaport\""), "{stderr}");
+}
+
+/// The systemd cgroup driver needs systemd as PID 1 on cgroup v2 (tests/tests/systemd_guest.rs
+/// runs it there); asked for on a host without that, the agent stops at start saying why, and
+/// a driver it does not know is refused by name.
+#[test]
+fn the_agent_refuses_a_cgroup_driver_the_host_cannot_use() {
+    let reachable = "127.0.0.1:1";
+    let (status, stderr) = agent_with_args(reachable, &["--cgroup-driver", "systemdd"], WAIT);
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("--cgroup-driver") && stderr.contains("systemdd"), "{stderr}");
+    let systemd = std::path::Path::new("/run/systemd/system").is_dir();
+    let unified = std::fs::metadata("/sys/fs/cgroup/cgroup.controllers").is_ok();
+    if systemd && unified {
+        // This host can use the driver; the refusal below is for the hosts that cannot.
+        return;
+    }
+    let (status, stderr) = agent_with_args(reachable, &["--cgroup-driver", "systemd"], WAIT);
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("--cgroup-driver"), "{stderr}");
+    let why = if systemd { "unified cgroup v2" } else { "systemd as PID 1" };
+    assert!(stderr.contains(why), "{stderr}");
 }
 
 #[test]

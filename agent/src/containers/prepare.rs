@@ -3,7 +3,7 @@
 //! resolv.conf that points at the node's DNS server.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use berth_images::bundle::{Network, RunOverrides, build_spec, write_bundle};
 use berth_images::import::{ImportOptions, import};
@@ -15,7 +15,6 @@ use berth_proto::v1::{Assignment, image_source::Fetch};
 use berth_runtime::security::{SeccompChoice, SecurityOptions};
 
 use super::storage;
-use crate::config::node_cgroup;
 use crate::error::AgentError;
 use crate::layout::ContainerPaths;
 
@@ -103,9 +102,13 @@ fn store_err(reference: &str) -> impl FnOnce(StoreError) -> AgentError {
     }
 }
 
-/// The runtime spec's overrides for an assignment: command, env, user, limits, netns, cgroup,
-/// read-only root.
-pub(super) fn overrides(assignment: &Assignment, node_name: &str, netns: &Path) -> RunOverrides {
+/// The runtime spec's overrides for an assignment: command, env, user, limits, netns, cgroup
+/// (`cgroups_path`, by the node's driver), read-only root.
+pub(super) fn overrides(
+    assignment: &Assignment,
+    cgroups_path: PathBuf,
+    netns: &Path,
+) -> RunOverrides {
     let res = assignment.resources.unwrap_or_default();
     let mut env: Vec<(String, String)> = assignment
         .env
@@ -127,7 +130,7 @@ pub(super) fn overrides(assignment: &Assignment, node_name: &str, netns: &Path) 
         pids_limit: (assignment.pids_limit > 0)
             .then(|| i64::try_from(assignment.pids_limit).unwrap_or(i64::MAX)),
         network: Network::Path(netns.to_path_buf()),
-        cgroups_path: Some(node_cgroup(node_name).join(&assignment.container_id)),
+        cgroups_path: Some(cgroups_path),
         user: (!security.run_as.is_empty()).then_some(security.run_as),
         read_only: security.read_only,
         ..Default::default()

@@ -168,11 +168,14 @@ impl Worker {
         net.check_ports(&self.paths.id, &self.assignment.ports)?;
         let attachment = net.attach(&self.paths.id, &self.assignment.ports).await?;
         self.update(|s| s.ip = attachment.ip.to_string());
-        let overrides = prepare::overrides(
-            &self.assignment,
-            &self.inner().config.node_name,
-            &attachment.netns,
+        let config = &self.inner().config;
+        let cgroup = crate::cgroup::container_cgroup(
+            config.cgroup_driver,
+            &config.node_name,
+            &self.assignment.container_id,
         );
+        let overrides =
+            prepare::overrides(&self.assignment, cgroup.cgroups_path, &attachment.netns);
         let security = prepare::security(&self.assignment);
         let store = self.inner().store.clone();
         let paths = self.paths.clone();

@@ -166,8 +166,13 @@ fn render(containers: &Containers, hierarchies: &Hierarchies) -> Result<String, 
             deployment: deployment_label(&assignment.deployment, &assignment.environment),
             container_id: assignment.container_id.clone(),
         };
-        let rel = crate::config::node_cgroup(&node).join(&assignment.container_id);
-        let rel = rel.strip_prefix("/").unwrap_or(&rel);
+        let dir = crate::cgroup::container_cgroup(
+            containers.config().cgroup_driver,
+            &node,
+            &assignment.container_id,
+        )
+        .dir;
+        let rel = dir.strip_prefix("/").unwrap_or(&dir);
         families.add(&labels, &cgroup::stats(hierarchies, rel));
         for i in cgroup::network(status.pid) {
             let key = InterfaceLabels {

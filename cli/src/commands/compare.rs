@@ -10,7 +10,7 @@ use berth_images::progress::NoProgress;
 use berth_images::unpack::{UnpackOptions, unpack_flat_report};
 
 use crate::Context;
-use crate::compare::vm::{self, QEMU, VM_DEADLINE_SECONDS};
+use crate::compare::vm::{self, VM_DEADLINE_SECONDS};
 use crate::compare::{accel, container, probe_wrapped, report, wrapped};
 use crate::output::{OutputFormat, print_json};
 
@@ -55,8 +55,8 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let host_memtotal = host_memtotal()?;
 
     // ---- VM side ----
-    let qemu = vm::find_tool(QEMU)?;
-    let kernel = vm::newest_kernel()?;
+    berth_vm::find_tool(berth_vm::QEMU, "qemu-system-x86")?;
+    let kernel = berth_vm::kernel::newest()?.path;
     let work = vm::WorkDir::new(&ctx.data_dir)?;
     let root = work.path.join("root");
     unpack_flat_report(
@@ -68,17 +68,10 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     )
     .with_context(|| format!("unpacking {} into {}", image.name, root.display()))?;
     let initramfs = vm::build_initramfs(&root, &work.path, &command)?;
-    let accel = accel::accelerator(ctx, &qemu, &kernel, &initramfs)?;
+    let accel = accel::accelerator(ctx, &kernel, &initramfs)?;
     let mut vm_samples = Vec::new();
     for _ in 0..args.runs {
-        let sample = vm::run(
-            &qemu,
-            &kernel,
-            &initramfs,
-            &accel,
-            false,
-            VM_DEADLINE_SECONDS,
-        )?;
+        let sample = vm::run(&kernel, &initramfs, accel, false, VM_DEADLINE_SECONDS)?;
         if sample.to_output.is_none() {
             bail!(
                 "the VM printed no workload output; its console said:\n{}",
@@ -87,14 +80,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         }
         vm_samples.push(sample);
     }
-    let vm_probe = vm::run(
-        &qemu,
-        &kernel,
-        &initramfs,
-        &accel,
-        true,
-        VM_DEADLINE_SECONDS,
-    )?;
+    let vm_probe = vm::run(&kernel, &initramfs, accel, true, VM_DEADLINE_SECONDS)?;
     let vm_visible = vm_probe.visible.unwrap_or(true);
     let vm_limits = report::vm_limits(&vm_probe);
     let kernel_bytes = fs::metadata(&kernel)?.len();
@@ -113,14 +99,14 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         vm_visible,
         kernel_bytes,
         initramfs_bytes,
-        &accel,
+        accel.as_str(),
         vm_limits,
     );
     let report = report::Report {
         image: image.name.clone(),
         command,
         runs: args.runs,
-        accelerator: accel.clone(),
+        accelerator: accel.as_str().to_string(),
         host_kernel,
         guest_kernel_image: kernel,
         vm_over_container: report::ratios(&vm, &container),

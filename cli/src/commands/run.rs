@@ -237,7 +237,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
         }
     };
     // Read before delete removes the cgroup with its counters.
-    let oom_killed = !args.rm && berth_shim::oom_killed(&paths.dir, &id);
+    let oom_killed = !args.rm && berth_shim::oom_killed(&paths.dir, &id, false);
     berth_runtime::delete(&paths.runtime_root, &id, true)?;
     if args.rm {
         drop(guard);

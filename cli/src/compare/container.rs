@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use berth_images::bundle::RunOverrides;
+use berth_vm::console::read_lines;
 
-use super::lines::read_lines;
 use super::{CPUS, KERNEL_PREFIX, MEMORY_MB, Sample, cmdline, probe_argv};
 use crate::Context;
 use crate::container::layout::Paths;

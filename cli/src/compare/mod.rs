@@ -9,7 +9,6 @@ use std::time::Duration;
 
 pub(crate) mod accel;
 pub(crate) mod container;
-mod lines;
 pub(crate) mod report;
 pub(crate) mod vm;
 
@@ -21,7 +20,8 @@ const CPUS_PREFIX: &str = "berth-cpus=";
 /// The size both sides get: the VM's RAM and vCPUs, the container's memory limit and CPU quota.
 pub(crate) const MEMORY_MB: u32 = 128;
 pub(crate) const CPUS: u32 = 1;
-const EXIT_MARKER: &str = "BERTH-COMPARE-EXIT=";
+/// What the VM's init prints before its exit status (the guest harness reads it back).
+const EXIT_MARKER: &str = berth_vm::initramfs::EXIT_MARKER;
 /// The probe workload both sides run to see whether the workload's process shows on the host.
 const PROBE_ARGV: [&str; 2] = ["sleep", "2"];
 
