@@ -19,6 +19,7 @@ pub mod podman_matrix;
 pub mod pyvenv;
 mod registry;
 pub mod services;
+pub mod systemd_guest;
 mod tools;
 pub mod tree_compare;
 mod umoci;
