@@ -1,8 +1,10 @@
 //! berth on a stock systemd host, in a Debian guest with systemd as PID 1 and the unified
-//! cgroup v2 hierarchy (berth_tests::systemd_guest; one boot, TCG): berth-runtime's systemd
-//! driver through a whole lifecycle, then the podman row matrix with podman's defaults
-//! (cgroup_manager = systemd, so podman passes `--systemd-cgroup` and a
-//! `machine.slice:libpod:<id>` cgroupsPath) against crun in the same guest, row by row.
+//! cgroup v2 hierarchy (berth_tests::systemd_guest; one boot, KVM where it works, else TCG):
+//! berth-runtime's systemd driver through a whole lifecycle, then the podman row matrix with
+//! podman's defaults (cgroup_manager = systemd, so podman passes `--systemd-cgroup` and a
+//! `machine.slice:libpod:<id>` cgroupsPath) against crun in the same guest, row by row, and
+//! where the container lands (scope, unit properties, memory.max) against runc's systemd
+//! driver, which berth-runtime follows (crun nests it one level deeper).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,7 +16,8 @@ use berth_tests::{
 };
 use serde_json::json;
 
-/// TCG time for the whole guest: boot (~15 s), the lifecycle, two matrices.
+/// TCG time for the whole guest: boot (~15 s), the lifecycle, two matrices, three placements
+/// (about 140 s measured here); generous for a busy CI machine.
 const DEADLINE: Duration = Duration::from_secs(900);
 
 /// The runtime's lifecycle with `--systemd-cgroup` (only on create: later commands must
