@@ -22,9 +22,10 @@ const SUITE: &str = "bookworm";
 /// What the guest needs for podman with its defaults (cgroup_manager = systemd): podman pulls
 /// in conmon and a network stack (containernetworking-plugins is the smaller one; the tests
 /// run with `--network none`); crun is the reference runtime, runc the reference for where a
-/// container goes under systemd; kmod loads the modules the configure script copies in.
-pub const PACKAGES: &str =
-    "systemd,systemd-sysv,dbus,podman,crun,runc,conmon,containernetworking-plugins,kmod";
+/// container goes under systemd; kmod loads the modules the configure script copies in;
+/// berth-agent's node needs ip, nft, conntrack and kill, and its test image busybox-static.
+pub const PACKAGES: &str = "systemd,systemd-sysv,dbus,podman,crun,runc,conmon,\
+    containernetworking-plugins,kmod,iproute2,nftables,conntrack,procps,busybox-static";
 /// Run on the host against the debootstrapped tree: hostname, modules, the test unit.
 const CONFIGURE: &str = include_str!("../vm/systemd-guest-configure.sh");
 /// The root image's size (sparse: it takes what the tree takes, about 450 MB); the rest is

@@ -1,6 +1,7 @@
 //! berth on a stock systemd host, in a Debian guest with systemd as PID 1 and the unified
 //! cgroup v2 hierarchy (berth_tests::systemd_guest; one boot, KVM where it works, else TCG):
-//! berth-runtime's systemd driver through a whole lifecycle, then the podman row matrix with
+//! berth-runtime's systemd driver through a whole lifecycle, berth-agent (its cgroup driver
+//! left at auto) running a container with limits, then the podman row matrix with
 //! podman's defaults (cgroup_manager = systemd, so podman passes `--systemd-cgroup` and a
 //! `machine.slice:libpod:<id>` cgroupsPath) against crun in the same guest, row by row, and
 //! where the container lands (scope, unit properties, memory.max) against runc's systemd
@@ -16,8 +17,8 @@ use berth_tests::{
 };
 use serde_json::json;
 
-/// TCG time for the whole guest: boot (~15 s), the lifecycle, two matrices, three placements
-/// (about 140 s measured here); generous for a busy CI machine.
+/// TCG time for the whole guest: boot (~15 s), the lifecycle, the agent, two matrices, three
+/// placements (about 230 s measured here); generous for a busy CI machine.
 const DEADLINE: Duration = Duration::from_secs(900);
 
 /// The runtime's lifecycle with `--systemd-cgroup` (only on create: later commands must
@@ -58,6 +59,12 @@ echo "deleted-state=$($RT state sd1 2>&1)"
 sed -i 's|"cgroupsPath": *"[^"]*"|"cgroupsPath":"/not/systemd"|' $B/config.json
 echo "bad-path=$($RT --systemd-cgroup create --bundle $B sd2 2>&1 </dev/null)"
 echo "bad-path-left=$(ls /run/berth-runtime)"
+"#;
+
+/// berth-agent (cgroup driver auto) running one container with limits: `key=value` lines.
+const AGENT: &str = r#"
+echo "==== agent"
+BERTH_BIN_DIR=/mnt/inputs /mnt/inputs/berth-agent-systemd-check
 "#;
 
 /// The podman matrices (crun, berth-runtime), then where each runtime puts a container
@@ -108,7 +115,15 @@ fn berth_runtime_and_podman_defaults_on_a_systemd_host() {
     require_tool("skopeo");
     let inputs = Inputs::new();
     inputs.file("berth-runtime", &binary("berth-runtime"));
-    inputs.file("berth-podman-matrix", &binary("berth-podman-matrix"));
+    for name in [
+        "berth-podman-matrix",
+        "berth-agent-systemd-check",
+        "berth",
+        "berth-agent",
+        "berth-shim",
+    ] {
+        inputs.file(name, &binary(name));
+    }
     let work = tempfile::tempdir().unwrap();
     let image = busybox_layout(work.path(), "latest");
     skopeo_copy(
@@ -132,7 +147,7 @@ fn berth_runtime_and_podman_defaults_on_a_systemd_host() {
     );
     std::fs::write(inputs.path().join("config.json"), lifecycle_config()).unwrap();
     inputs.script(&format!(
-        "{{ echo '==== lifecycle'\n{LIFECYCLE}\n{MATRICES}\n}} >$BERTH_RESULTS 2>&1"
+        "{{ echo '==== lifecycle'\n{LIFECYCLE}\n{AGENT}\n{MATRICES}\n}} >$BERTH_RESULTS 2>&1"
     ));
 
     let outcome = inputs.boot(DEADLINE);
@@ -152,6 +167,7 @@ fn berth_runtime_and_podman_defaults_on_a_systemd_host() {
     );
     let parts = sections(&results);
     check_lifecycle(&parts["lifecycle"]);
+    check_agent(&parts["agent"]);
     let crun: Vec<Row> = from_json(&parse(&parts, "matrix /usr/bin/crun"));
     let ours: Vec<Row> = from_json(&parse(&parts, "matrix /mnt/inputs/berth-runtime"));
     assert_same(&crun, &ours, "berth-runtime (systemd guest)");
@@ -218,6 +234,29 @@ fn check_lifecycle(text: &str) {
         "{text}"
     );
     assert_eq!(get("bad-path-left"), "", "{text}");
+}
+
+/// The agent chose the systemd driver: its container is the scope `berth-<id>.scope` in the
+/// node's slice, with the assignment's limits (64 MiB, 100m cpu), gone once withdrawn.
+fn check_agent(text: &str) {
+    let kv: HashMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+    let get = |k: &str| *kv.get(k).unwrap_or_else(|| panic!("no {k} in:\n{text}"));
+    assert_eq!(get("unit"), "active", "{text}");
+    let slice = get("slice");
+    assert!(
+        slice.starts_with("berth-sd_") && slice.ends_with(".slice"),
+        "{text}"
+    );
+    assert_eq!(
+        get("cgroup"),
+        format!("/berth.slice/{slice}/berth-sdweb.scope"),
+        "{text}"
+    );
+    assert_eq!(get("memory.max"), "67108864", "{text}");
+    assert_eq!(get("cpu.max"), "10000 100000", "{text}");
+    assert_eq!(get("unit-memory"), "67108864", "{text}");
+    assert_ne!(get("after-withdraw-unit"), "active", "{text}");
+    assert_eq!(get("after-withdraw-dir"), "absent", "{text}");
 }
 
 /// What the rows are about under systemd, beyond both runtimes agreeing.

@@ -10,13 +10,18 @@ printf '127.0.0.1\tlocalhost berth-guest\n::1\tlocalhost\n' >"$ROOT/etc/hosts"
 : >"$ROOT/etc/machine-id"
 printf '/dev/vda / ext4 rw,noatime 0 1\n' >"$ROOT/etc/fstab"
 # Modules from the host's tree (the guest boots the host's kernel): the results port and
-# podman's overlay storage. No udev in the guest: devtmpfs makes the nodes.
+# podman's overlay storage (loaded at boot). No udev in the guest: devtmpfs makes the nodes.
 for m in virtio_console overlay; do
   modprobe -S "$KVER" --show-depends "$m" | awk '$1 == "insmod" {print $2}' | while read -r ko; do
     mkdir -p "$ROOT$(dirname "$ko")"
     cp "$ko" "$ROOT$ko"
   done
 done
+# berth-agent's node networking (bridge, veth, nftables, conntrack): the kernel loads these
+# on demand through the guest's modprobe, so the whole net tree goes in.
+mkdir -p "$ROOT/lib/modules/$KVER/kernel/drivers/net"
+cp -a "/lib/modules/$KVER/kernel/net" "/lib/modules/$KVER/kernel/lib" "$ROOT/lib/modules/$KVER/kernel/"
+cp "/lib/modules/$KVER/kernel/drivers/net/veth.ko" "$ROOT/lib/modules/$KVER/kernel/drivers/net/"
 cp "/lib/modules/$KVER/modules.order" "/lib/modules/$KVER/modules.builtin" \
    "/lib/modules/$KVER/modules.builtin.modinfo" "$ROOT/lib/modules/$KVER/" 2>/dev/null || true
 depmod -b "$ROOT" "$KVER"
