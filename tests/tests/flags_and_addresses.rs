@@ -157,7 +157,10 @@ fn the_agent_refuses_a_cgroup_driver_the_host_cannot_use() {
     let reachable = "127.0.0.1:1";
     let (status, stderr) = agent_with_args(reachable, &["--cgroup-driver", "systemdd"], WAIT);
     assert!(!status.success(), "{stderr}");
-    assert!(stderr.contains("--cgroup-driver") && stderr.contains("systemdd"), "{stderr}");
+    assert!(
+        stderr.contains("--cgroup-driver") && stderr.contains("systemdd"),
+        "{stderr}"
+    );
     let systemd = std::path::Path::new("/run/systemd/system").is_dir();
     let unified = std::fs::metadata("/sys/fs/cgroup/cgroup.controllers").is_ok();
     if systemd && unified {
@@ -167,7 +170,11 @@ fn the_agent_refuses_a_cgroup_driver_the_host_cannot_use() {
     let (status, stderr) = agent_with_args(reachable, &["--cgroup-driver", "systemd"], WAIT);
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("--cgroup-driver"), "{stderr}");
-    let why = if systemd { "unified cgroup v2" } else { "systemd as PID 1" };
+    let why = if systemd {
+        "unified cgroup v2"
+    } else {
+        "systemd as PID 1"
+    };
     assert!(stderr.contains(why), "{stderr}");
 }
 
