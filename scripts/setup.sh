@@ -14,11 +14,13 @@ source "$(dirname "$0")/as-root.sh" "$0" "$@"
 # etcd-client (etcdctl), with which tests/tests/configs_secrets.rs greps the raw etcd store.
 # libelf-dev, zlib1g-dev and pkg-config build libbpf (libcgroups' eBPF device program on
 # cgroup v2); qemu-system-x86, linux-image-amd64, busybox-static and crun make the cgroup v2
-# guest of tests/tests/guest_cgroup_v2.rs.
+# guest of tests/tests/guest_cgroup_v2.rs;
+# e2fsprogs (mkfs.ext4 -d) and kmod (modprobe, depmod) make the systemd guest's disk images
+# (tests/src/systemd_guest.rs).
 PACKAGES=(
   busybox-static umoci skopeo docker-registry zstd protobuf-compiler libprotobuf-dev
   crun runc hyperfine jq iproute2 debootstrap apache2-utils podman conmon curl nftables util-linux
-  qemu-system-x86 linux-image-amd64 cpio etcd-server etcd-client openssl procps
+  qemu-system-x86 linux-image-amd64 cpio etcd-server etcd-client openssl procps e2fsprogs kmod
   python3 python3-venv time libc6-dev buildah conntrack chromium chromium-driver
   prometheus libnss3-tools
   libelf-dev zlib1g-dev pkg-config

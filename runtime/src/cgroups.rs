@@ -149,6 +149,7 @@ impl Cgroup {
             .map_err(|e| cgroup_err(&self.path, e))?;
         if let Some(unit) = &self.unit {
             self.check_placed(pid, unit)?;
+            enable_hugetlb_down_to(&self.path)?;
         }
         self.apply(spec)
     }
@@ -283,6 +284,32 @@ impl Cgroup {
         }
         Ok(())
     }
+}
+
+/// Enables hugetlb in the subtree_control of every ancestor of the unit's cgroup `path`, when
+/// the hierarchy offers it. systemd does not manage hugetlb and never enables it, while
+/// libcgroups' v2 stats (`events --stats`) read its files unconditionally and fail without
+/// them. The ancestors are slices, which hold no processes, so the kernel allows it.
+fn enable_hugetlb_down_to(path: &Path) -> Result<()> {
+    let root = Path::new(CGROUP_ROOT);
+    let offered = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    if !offered.split_whitespace().any(|c| c == "hugetlb") {
+        return Ok(());
+    }
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let mut dirs = vec![root.to_path_buf()];
+    for part in rel.parent().map(Path::components).into_iter().flatten() {
+        let next = dirs[dirs.len() - 1].join(part);
+        dirs.push(next);
+    }
+    for dir in dirs {
+        let control = dir.join("cgroup.subtree_control");
+        let enabled = std::fs::read_to_string(&control).map_err(|e| cgroup_err(&dir, e))?;
+        if !enabled.split_whitespace().any(|c| c == "hugetlb") {
+            std::fs::write(&control, "+hugetlb").map_err(|e| cgroup_err(&control, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// After a StopUnit (which returns once the job is queued): waits until systemd has removed
