@@ -212,7 +212,24 @@ impl Cgroup {
         };
         self.manager
             .apply(&opts)
-            .map_err(|e| cgroup_err(&self.path, e))
+            .map_err(|e| cgroup_err(&self.path, e))?;
+        if self.unit.is_some() {
+            self.apply_devices_under_systemd(&resources)?;
+        }
+        Ok(())
+    }
+
+    /// libcgroups' systemd manager sets no device rules (systemd's DeviceAllow has no place
+    /// for them all), so, as runc's systemd driver does after systemd made the unit, the
+    /// cgroup v2 eBPF device program goes on the unit's cgroup directly; systemd attaches
+    /// its own programs beside others, never in their place.
+    fn apply_devices_under_systemd(
+        &self,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<()> {
+        let dir = Path::new(CGROUP_ROOT).join(self.path.strip_prefix("/").unwrap_or(&self.path));
+        libcgroups::v2::devices::controller::Devices::apply_devices(&dir, resources.devices())
+            .map_err(|e| cgroup_err(&self.path, format!("device rules: {e}")))
     }
 
     /// Applies `resources` alone (`update`): the limits given change, the others stay.

@@ -148,10 +148,13 @@ impl Browser {
             if let Some(t) = text.as_deref().filter(|t| check(t)) {
                 return (t.to_string(), Instant::now());
             }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: {css} shows {text:?} after {within:?}"
-            );
+            if Instant::now() >= deadline {
+                // Where the browser is and what it shows, to tell a page that never came from
+                // one that came without the element.
+                let page = self.js("return location.href + ' | ' + document.title + ' | ' \
+                     + (document.body ? document.body.innerText.slice(0, 600) : '');");
+                panic!("{what}: {css} shows {text:?} after {within:?}; the page: {page}");
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }

@@ -342,6 +342,12 @@ fn a_viewer_sees_no_button_and_its_forged_post_is_refused() {
     browser.wait_text("signed in", "#who", WAIT, |t| t.contains("deployer"));
     browser.goto(&ui.url("/deployments/default/hello"));
     browser.click("#approve");
+    // This test is about who may act; the live redraw after an action is the first test's.
+    // The approval is read from the API, then the page is loaded again to show it.
+    poll_until("the approval to complete the rollout", WAIT, || {
+        (ui.api.get("hello").phase == RolloutPhase::Complete as i32).then_some(())
+    });
+    browser.goto(&ui.url("/deployments/default/hello"));
     browser.wait_text("approved", "#phase", WAIT, |t| t == "complete");
     let audit = browser.text("table.audit").unwrap_or_default();
     assert!(audit.contains("dash-deployer"), "audited by name: {audit}");

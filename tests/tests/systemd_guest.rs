@@ -41,6 +41,8 @@ echo "memory.max=$(cat $SCOPE/memory.max)"
 echo "pids.max=$(cat $SCOPE/pids.max)"
 $RT start sd1
 echo "started=$(field status)"
+VDA="$((0x$(stat -c %t /dev/vda))) $((0x$(stat -c %T /dev/vda)))"
+echo "devices=$($RT exec --cap CAP_MKNOD sd1 sh -c "echo x >/dev/null && printf null-ok; if mknod /dev/berth-disk b $VDA 2>/dev/null; then head -c1 /dev/berth-disk >/dev/null 2>&1 && printf ,disk-opened || printf ,disk-denied; else printf ,mknod-denied; fi")"
 $RT pause sd1
 echo "paused=$(field status) freeze=$(cat $SCOPE/cgroup.freeze)"
 $RT resume sd1
@@ -80,7 +82,7 @@ for rt in /usr/bin/runc /usr/bin/crun /mnt/inputs/berth-runtime; do
 done
 "#;
 
-/// A config.json for the lifecycle: `sleep 600`, 32 MiB and 20 tasks, no cgroupsPath (the
+/// A config.json for the lifecycle: `sleep 600`, 32 MiB and 20 tasks, CAP_MKNOD, no cgroupsPath (the
 /// systemd driver's default is then `system.slice:berth:<id>`).
 fn lifecycle_config() -> String {
     let mut config = serde_json::to_value(berth_runtime::spec::default_spec()).unwrap();
@@ -89,6 +91,17 @@ fn lifecycle_config() -> String {
     config["linux"]["resources"]["memory"] = json!({"limit": 32 << 20});
     config["linux"]["resources"]["pids"] = json!({"limit": 20});
     config["linux"]["cgroupsPath"] = json!("");
+    // Root with CAP_MKNOD may make a node of the guest's disk's numbers; the device rules must
+    // still keep it from opening it.
+    for set in config["process"]["capabilities"]
+        .as_object_mut()
+        .expect("capabilities")
+        .values_mut()
+    {
+        set.as_array_mut()
+            .expect("a capability set")
+            .push(json!("CAP_MKNOD"));
+    }
     serde_json::to_string_pretty(&config).unwrap()
 }
 
@@ -217,6 +230,11 @@ fn check_lifecycle(text: &str) {
     assert_eq!(get("memory.max"), "33554432", "{text}");
     assert_eq!(get("pids.max"), "20", "{text}");
     assert_eq!(get("started"), "running", "{text}");
+    let devices = get("devices");
+    assert!(
+        devices == "null-ok,disk-denied",
+        "under the systemd driver the device rules hold (a node of the guest's disk must not open): {text}"
+    );
     assert_eq!(get("paused"), "paused freeze=1", "{text}");
     assert_eq!(get("resumed"), "running freeze=0", "{text}");
     assert_eq!(get("updated"), "67108864 40", "{text}");
@@ -255,6 +273,21 @@ fn check_agent(text: &str) {
     assert_eq!(get("memory.max"), "67108864", "{text}");
     assert_eq!(get("cpu.max"), "10000 100000", "{text}");
     assert_eq!(get("unit-memory"), "67108864", "{text}");
+    // The agent's metrics read the scope's v2 files.
+    assert_eq!(get("metrics-status"), "200", "{text}");
+    assert_eq!(
+        get("metrics-container_spec_memory_limit_bytes"),
+        "67108864",
+        "{text}"
+    );
+    let usage: f64 = get("metrics-container_memory_usage_bytes")
+        .parse()
+        .unwrap_or_else(|e| panic!("memory usage not a number ({e}): {text}"));
+    assert!(usage > 0.0, "{text}");
+    let cpu: f64 = get("metrics-container_cpu_usage_seconds_total")
+        .parse()
+        .unwrap_or_else(|e| panic!("cpu usage not a number ({e}): {text}"));
+    assert!(cpu > 0.0, "{text}");
     assert_ne!(get("after-withdraw-unit"), "active", "{text}");
     assert_eq!(get("after-withdraw-dir"), "absent", "{text}");
 }

@@ -1,7 +1,8 @@
 //! berth-agent-systemd-check: inside the systemd guest, a real berth-agent (`--cgroup-driver`
 //! left at auto, which picks systemd there) dialling the fake scheduler runs one busybox
 //! container with limits, and this prints what systemd and the cgroup files say about it as
-//! `key=value` lines: the scope's state and slice, its memory.max and cpu.max, and, once the
+//! `key=value` lines: the scope's state and slice, its memory.max and cpu.max, what the agent's
+//! /metrics says of it (read from the same v2 files), and, once the
 //! assignment is withdrawn, whether the scope is gone. tests/tests/systemd_guest.rs checks them.
 
 use std::path::Path;
@@ -25,6 +26,16 @@ fn systemctl_show(unit: &str, property: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The value of `family`'s sample for this container in a Prometheus text page ("" if none).
+fn sample(text: &str, family: &str) -> String {
+    let label = format!("container_id=\"{ID}\"");
+    text.lines()
+        .find(|l| l.starts_with(&format!("{family}{{")) && l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or("")
+        .to_string()
+}
+
 fn main() {
     require_root();
     let sched = FakeScheduler::start();
@@ -45,6 +56,17 @@ fn main() {
         println!("{file}={}", value.trim());
     }
     println!("unit-memory={}", systemctl_show(&unit, "MemoryMax"));
+    // The agent's metrics read the same scope's v2 files (cAdvisor's names).
+    let (code, text) =
+        berth_tests::dashboard::request(node.metrics_addr(), "GET", "/metrics", &[], "");
+    println!("metrics-status={code}");
+    for family in [
+        "container_spec_memory_limit_bytes",
+        "container_memory_usage_bytes",
+        "container_cpu_usage_seconds_total",
+    ] {
+        println!("metrics-{family}={}", sample(&text, family));
+    }
     sched.assign(node.name(), vec![]);
     poll_until("the scope to go", WAIT, || (!dir.exists()).then_some(()));
     println!(
