@@ -131,3 +131,38 @@ pub fn exchange(
         .unwrap_or_else(|| panic!("no HTTP status in {answer:?}"));
     (status, answer)
 }
+
+/// A cluster PKI made by `berth certs` for the HTTPS dashboard tests: a CA, the scheduler
+/// `sched`, and clients `admin` (admin), `cert-viewer` (viewer) and `cert-deployer`
+/// (deployer). Returns the store that holds it (kept alive by the caller) and its pki dir.
+pub fn dashboard_pki() -> (crate::Berth, PathBuf) {
+    let pki = crate::Berth::new();
+    pki.json(["certs", "init"]);
+    pki.json(["certs", "scheduler", "sched"]);
+    pki.json(["certs", "client", "admin", "--role", "admin"]);
+    pki.json(["certs", "client", "cert-viewer", "--role", "viewer"]);
+    pki.json(["certs", "client", "cert-deployer", "--role", "deployer"]);
+    let dir = pki.data_dir.path().join("pki");
+    (pki, dir)
+}
+
+/// After an Approve in `browser`: the page shows the rollout complete, the API has revision 2
+/// ready and complete, and the page's audit table has the approval by `caller`. Returns the
+/// deployment as the API gives it then.
+pub fn assert_approved_in_page(
+    browser: &crate::browser::Browser,
+    api: &DeployApi,
+    caller: &str,
+) -> berth_proto::v1::Deployment {
+    browser.wait_text("the rollout completes", "#phase", WAIT, |t| t == "complete");
+    let d = api.wait("hello", "v2 ready", |d| {
+        crate::cluster::all_ready(d, 1) && d.revision == 2
+    });
+    assert_eq!(d.phase, RolloutPhase::Complete as i32, "{d:?}");
+    let audit = browser.text("table.audit").unwrap_or_default();
+    assert!(
+        audit.contains("approve") && audit.contains(caller),
+        "the approval is in the audit log: {audit}"
+    );
+    d
+}

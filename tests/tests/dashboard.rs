@@ -11,7 +11,10 @@ use berth_proto::v1::auth_service_client::AuthServiceClient;
 use berth_proto::v1::*;
 use berth_tests::browser::Browser;
 use berth_tests::cluster::{DeployApi, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes};
-use berth_tests::dashboard::{Ui, WAIT, awaiting_approval, exchange, request, screenshots};
+use berth_tests::dashboard::{
+    Ui, WAIT, assert_approved_in_page, awaiting_approval, dashboard_pki, exchange, request,
+    screenshots,
+};
 use berth_tests::{free_loopback_addr, poll_until};
 
 const IMAGE: &str = "dash-busybox:1";
@@ -193,16 +196,7 @@ fn a_deploy_shows_up_live_and_approving_in_the_browser_completes_the_rollout() {
     assert_eq!(unlabelled, serde_json::json!([]), "unlabelled controls");
     browser.screenshot(&shots, "deployment-awaiting-approval");
     browser.click("#approve");
-    browser.wait_text("the rollout completes", "#phase", WAIT, |t| t == "complete");
-    let d = ui
-        .api
-        .wait("hello", "v2 ready", |d| all_ready(d, 1) && d.revision == 2);
-    assert_eq!(d.phase, RolloutPhase::Complete as i32, "{d:?}");
-    let audit = browser.text("table.audit").unwrap_or_default();
-    assert!(
-        audit.contains("approve") && audit.contains("local"),
-        "the approval is in the audit log: {audit}"
-    );
+    let d = assert_approved_in_page(&browser, &ui.api, "local");
     // The event log's lines of this deployment: the approval, the rollout's steps and its
     // new replica's state changes (the page redraws as they are written).
     let v2_id = d.replica_status[0].container_id.clone();
@@ -467,13 +461,7 @@ fn the_dashboard_listens_on_loopback_only() {
 )]
 fn with_tls_the_dashboard_serves_https_to_certificates_and_tokens() {
     use berth_proto::tls::{Role, TlsFiles};
-    let pki = berth_tests::Berth::new();
-    pki.json(["certs", "init"]);
-    pki.json(["certs", "scheduler", "sched"]);
-    pki.json(["certs", "client", "admin", "--role", "admin"]);
-    pki.json(["certs", "client", "cert-viewer", "--role", "viewer"]);
-    pki.json(["certs", "client", "cert-deployer", "--role", "deployer"]);
-    let dir = pki.data_dir.path().join("pki");
+    let (_pki, dir) = dashboard_pki();
     let ca = dir.join("ca.pem");
     let http = free_loopback_addr();
     let sched = SchedulerProc::start_tls(

@@ -13,7 +13,7 @@ use berth_proto::v1::*;
 use berth_tests::a11y::{self, Audit, Focus};
 use berth_tests::browser::{Browser, Key};
 use berth_tests::cluster::{Fabric, all_ready, httpd_spec, start_nodes};
-use berth_tests::dashboard::{Ui, WAIT, screenshots};
+use berth_tests::dashboard::{Ui, WAIT, assert_approved_in_page, screenshots};
 use berth_tests::poll_until;
 
 const IMAGE: &str = "a11y-busybox:1";
@@ -225,14 +225,5 @@ fn every_page_is_accessible_and_approve_works_from_the_keyboard() {
     assert!(approve.faults.is_empty(), "{approve:?}");
     browser.screenshot(&screenshots(), "deployment-keyboard-focus");
     browser.press(Key::Enter);
-    browser.wait_text("the rollout completes", "#phase", WAIT, |t| t == "complete");
-    let d = ui
-        .api
-        .wait("hello", "v2 ready", |d| all_ready(d, 1) && d.revision == 2);
-    assert_eq!(d.phase, RolloutPhase::Complete as i32, "{d:?}");
-    let audit = browser.text("table.audit").unwrap_or_default();
-    assert!(
-        audit.contains("approve") && audit.contains("local"),
-        "the approval is in the audit log: {audit}"
-    );
+    assert_approved_in_page(&browser, &ui.api, "local");
 }

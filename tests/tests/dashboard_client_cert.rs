@@ -12,7 +12,7 @@ use berth_proto::tls::{Role, TlsFiles};
 use berth_proto::v1::*;
 use berth_tests::browser::{Browser, Launch};
 use berth_tests::cluster::{DeployApi, SchedulerProc};
-use berth_tests::dashboard::{WAIT, awaiting_approval, screenshots};
+use berth_tests::dashboard::{WAIT, awaiting_approval, dashboard_pki, screenshots};
 use berth_tests::free_loopback_addr;
 use berth_tests::nssdb::NssDb;
 
@@ -66,13 +66,7 @@ impl CertBrowser {
 
 #[test]
 fn chromium_signs_in_with_a_client_certificate_and_its_role_decides() {
-    let pki = berth_tests::Berth::new();
-    pki.json(["certs", "init"]);
-    pki.json(["certs", "scheduler", "sched"]);
-    pki.json(["certs", "client", "admin", "--role", "admin"]);
-    pki.json(["certs", "client", "cert-viewer", "--role", "viewer"]);
-    pki.json(["certs", "client", "cert-deployer", "--role", "deployer"]);
-    let dir = pki.data_dir.path().join("pki");
+    let (_pki, dir) = dashboard_pki();
     let http = free_loopback_addr();
     let sched = SchedulerProc::start_tls(
         &TlsFiles::for_role(&dir, Role::Scheduler, "sched"),
