@@ -132,18 +132,48 @@ pub fn exchange(
     (status, answer)
 }
 
-/// A cluster PKI made by `berth certs` for the HTTPS dashboard tests: a CA, the scheduler
-/// `sched`, and clients `admin` (admin), `cert-viewer` (viewer) and `cert-deployer`
-/// (deployer). Returns the store that holds it (kept alive by the caller) and its pki dir.
-pub fn dashboard_pki() -> (crate::Berth, PathBuf) {
-    let pki = crate::Berth::new();
-    pki.json(["certs", "init"]);
-    pki.json(["certs", "scheduler", "sched"]);
-    pki.json(["certs", "client", "admin", "--role", "admin"]);
-    pki.json(["certs", "client", "cert-viewer", "--role", "viewer"]);
-    pki.json(["certs", "client", "cert-deployer", "--role", "deployer"]);
-    let dir = pki.data_dir.path().join("pki");
-    (pki, dir)
+/// A scheduler with TLS and its dashboard over HTTPS on a loopback port of the test's own,
+/// with a cluster PKI made by `berth certs` (a CA, the scheduler `sched`, and clients `admin`,
+/// `cert-viewer` and `cert-deployer` of those roles) and a rollout of `hello` left waiting for
+/// approval.
+#[derive(Debug)]
+pub struct TlsUi {
+    /// The data dir holding the PKI (removed on drop).
+    _pki: crate::Berth,
+    /// The PKI's files (`TlsFiles::for_role(&dir, ...)`, `dir/ca.pem`).
+    pub dir: PathBuf,
+    pub http: SocketAddr,
+    pub sched: SchedulerProc,
+    /// DeploymentService as `admin`.
+    pub api: DeployApi,
+}
+
+impl TlsUi {
+    pub fn start(image: &str) -> Self {
+        use berth_proto::tls::{Role, TlsFiles};
+        let pki = crate::Berth::new();
+        pki.json(["certs", "init"]);
+        pki.json(["certs", "scheduler", "sched"]);
+        pki.json(["certs", "client", "admin", "--role", "admin"]);
+        pki.json(["certs", "client", "cert-viewer", "--role", "viewer"]);
+        pki.json(["certs", "client", "cert-deployer", "--role", "deployer"]);
+        let dir = pki.data_dir.path().join("pki");
+        let http = free_loopback_addr();
+        let sched = SchedulerProc::start_tls(
+            &TlsFiles::for_role(&dir, Role::Scheduler, "sched"),
+            &["--http-listen", &http.to_string()],
+        );
+        let admin = TlsFiles::for_role(&dir, Role::Admin, "admin");
+        let api = DeployApi::new_tls(&sched.endpoint(), &admin, WAIT);
+        awaiting_approval(&api, image);
+        TlsUi {
+            _pki: pki,
+            dir,
+            http,
+            sched,
+            api,
+        }
+    }
 }
 
 /// After an Approve in `browser`: the page shows the rollout complete, the API has revision 2

@@ -10,10 +10,9 @@ use std::net::SocketAddr;
 use berth_proto::v1::auth_service_client::AuthServiceClient;
 use berth_proto::v1::*;
 use berth_tests::browser::Browser;
-use berth_tests::cluster::{DeployApi, Fabric, SchedulerProc, all_ready, httpd_spec, start_nodes};
+use berth_tests::cluster::{DeployApi, Fabric, all_ready, httpd_spec, start_nodes};
 use berth_tests::dashboard::{
-    Ui, WAIT, assert_approved_in_page, awaiting_approval, dashboard_pki, exchange, request,
-    screenshots,
+    TlsUi, Ui, WAIT, assert_approved_in_page, awaiting_approval, exchange, request, screenshots,
 };
 use berth_tests::{free_loopback_addr, poll_until};
 
@@ -461,16 +460,11 @@ fn the_dashboard_listens_on_loopback_only() {
 )]
 fn with_tls_the_dashboard_serves_https_to_certificates_and_tokens() {
     use berth_proto::tls::{Role, TlsFiles};
-    let (_pki, dir) = dashboard_pki();
+    let ui = TlsUi::start(IMAGE);
+    let (dir, http, api) = (ui.dir.clone(), ui.http, &ui.api);
+    let sched = &ui.sched;
     let ca = dir.join("ca.pem");
-    let http = free_loopback_addr();
-    let sched = SchedulerProc::start_tls(
-        &TlsFiles::for_role(&dir, Role::Scheduler, "sched"),
-        &["--http-listen", &http.to_string()],
-    );
     let admin = TlsFiles::for_role(&dir, Role::Admin, "admin");
-    let api = DeployApi::new_tls(&sched.endpoint(), &admin, WAIT);
-    awaiting_approval(&api, IMAGE);
     let page = "/deployments/default/hello";
     let https =
         |cert: Option<&TlsFiles>,

@@ -11,9 +11,7 @@ use std::path::Path;
 use berth_proto::tls::{Role, TlsFiles};
 use berth_proto::v1::*;
 use berth_tests::browser::{Browser, Launch};
-use berth_tests::cluster::{DeployApi, SchedulerProc};
-use berth_tests::dashboard::{WAIT, awaiting_approval, dashboard_pki, screenshots};
-use berth_tests::free_loopback_addr;
+use berth_tests::dashboard::{TlsUi, WAIT, screenshots};
 use berth_tests::nssdb::NssDb;
 
 const IMAGE: &str = "cert-busybox:1";
@@ -66,15 +64,8 @@ impl CertBrowser {
 
 #[test]
 fn chromium_signs_in_with_a_client_certificate_and_its_role_decides() {
-    let (_pki, dir) = dashboard_pki();
-    let http = free_loopback_addr();
-    let sched = SchedulerProc::start_tls(
-        &TlsFiles::for_role(&dir, Role::Scheduler, "sched"),
-        &["--http-listen", &http.to_string()],
-    );
-    let admin = TlsFiles::for_role(&dir, Role::Admin, "admin");
-    let api = DeployApi::new_tls(&sched.endpoint(), &admin, WAIT);
-    awaiting_approval(&api, IMAGE);
+    let ui = TlsUi::start(IMAGE);
+    let (dir, http, api) = (ui.dir.clone(), ui.http, &ui.api);
     // The scheduler's certificate names localhost; the browser checks it against the CA.
     let url = |path: &str| format!("https://localhost:{}{path}", http.port());
     let page = url("/deployments/default/hello");
