@@ -103,22 +103,10 @@ impl Podman {
     /// stdout (normalised) and exit code.
     pub fn run(&self, args: &[&str], stdin: Option<&str>) -> (String, i32) {
         let mut cmd = self.cmd(args);
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn podman");
-        if let Some(text) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        let out: Output = child.wait_with_output().expect("podman");
+        let out: Output = match stdin {
+            Some(text) => crate::output_with_stdin(&mut cmd, text.as_bytes()),
+            None => crate::output(cmd.stdin(Stdio::null())),
+        };
         (
             normalise(&String::from_utf8_lossy(&out.stdout)),
             out.status.code().unwrap_or(-1),

@@ -37,21 +37,10 @@ fn scrape(addr: SocketAddr) -> String {
 
 /// `promtool check metrics` on `text`: the exposition format and Prometheus' naming lints.
 fn promtool_check(what: &str, text: &str) {
-    use std::io::Write as _;
-    let mut child = Command::new(require_tool("promtool"))
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = berth_tests::output_with_stdin(
+        Command::new(require_tool("promtool")).args(["check", "metrics"]),
+        text.as_bytes(),
+    );
     assert!(
         out.status.success(),
         "promtool check metrics of the {what}'s text: {out:?}\n{text}"
